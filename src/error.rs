@@ -1,0 +1,277 @@
+//! Error types: one for a task ([`TaskError`]), one for a submission ([`SubmitError`]),
+//! and small ones for building a pool, misusing a future's setters, and timeouts of
+//! [`as_completed`](crate::as_completed).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a task produced no value.
+///
+/// Returned by [`Future::result`](crate::Future::result) and its relatives. Match on it to
+/// tell apart a task that was cancelled, one that panicked, one whose worker died, and a wait
+/// that timed out (the only variant after which the future may still complete).
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{TaskError, ThreadPoolExecutor};
+///
+/// let pool = ThreadPoolExecutor::new(1);
+/// let fut = pool.spawn(|| -> u32 { panic!("boom") });
+/// match fut.result() {
+///     Err(TaskError::Panicked(p)) => assert_eq!(p.message(), "boom"),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The future was cancelled before its task started; the task never ran.
+    /// Python's `CancelledError`.
+    #[error("the task was cancelled before it started")]
+    Cancelled,
+    /// A timed wait (`result_timeout`, `exception_timeout`, a `map` timeout) elapsed first.
+    /// The future is unchanged and may still complete. Python's `TimeoutError`.
+    #[error("timed out waiting for the task")]
+    Timeout,
+    /// The task panicked; the message and location are kept. The worker survived.
+    #[error("{0}")]
+    Panicked(Panic),
+    /// The worker process running the task died (process backends only). Only the tasks
+    /// that worker held fail this way; the pool replaces the worker.
+    #[error("worker process {pid} died while running the task ({status})")]
+    WorkerDied {
+        /// Process id of the dead worker.
+        pid: u32,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// The task ran longer than the pool's per-task time limit; its worker was stopped.
+    #[error("the task exceeded its time limit of {0:?}")]
+    TimeLimit(Duration),
+    /// The pool became unusable before the task could run (an initializer failed).
+    /// Python's `BrokenThreadPool` / `BrokenProcessPool`.
+    #[error("the pool is broken: {0}")]
+    Broken(String),
+    /// The task was never accepted; see the [`SubmitError`].
+    #[error("the task was not submitted: {0}")]
+    Submit(#[from] SubmitError),
+    /// The result could not be encoded or decoded at a process boundary.
+    #[error("the result could not cross the process boundary: {0}")]
+    Codec(String),
+}
+
+impl TaskError {
+    /// True for [`TaskError::Cancelled`].
+    ///
+    /// ```
+    /// assert!(concurrent_futures::TaskError::Cancelled.is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, TaskError::Cancelled)
+    }
+
+    /// True for [`TaskError::Timeout`] (a wait elapsed; the future may still complete).
+    ///
+    /// ```
+    /// assert!(concurrent_futures::TaskError::Timeout.is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, TaskError::Timeout)
+    }
+
+    /// The panic, if the task panicked.
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// let err = pool.spawn(|| -> () { panic!("no") }).result().unwrap_err();
+    /// assert_eq!(err.panic().unwrap().message(), "no");
+    /// ```
+    pub fn panic(&self) -> Option<&Panic> {
+        match self {
+            TaskError::Panicked(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// A panic caught inside a task: its message and where it happened.
+///
+/// The original payload is not kept (it may be neither `Sync` nor serializable); the
+/// message is the payload's `&str` or `String`, as the default panic hook prints it.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::ThreadPoolExecutor;
+/// let pool = ThreadPoolExecutor::new(1);
+/// let err = pool.spawn(|| -> () { panic!("bad input {}", 7) }).result().unwrap_err();
+/// let panic = err.panic().unwrap();
+/// assert_eq!(panic.message(), "bad input 7");
+/// assert!(panic.location().unwrap().starts_with("src/"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Panic {
+    pub(crate) message: String,
+    pub(crate) location: Option<String>,
+}
+
+impl Panic {
+    /// The panic message.
+    ///
+    /// ```
+    /// # use concurrent_futures::ThreadPoolExecutor;
+    /// # let pool = ThreadPoolExecutor::new(1);
+    /// let err = pool.spawn(|| -> () { panic!("boom") }).result().unwrap_err();
+    /// assert_eq!(err.panic().unwrap().message(), "boom");
+    /// ```
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// `file:line:column` of the panic, when the crate's panic hook could record it.
+    ///
+    /// ```
+    /// # use concurrent_futures::ThreadPoolExecutor;
+    /// # let pool = ThreadPoolExecutor::new(1);
+    /// let err = pool.spawn(|| -> () { panic!("boom") }).result().unwrap_err();
+    /// assert!(err.panic().unwrap().location().is_some());
+    /// ```
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
+    }
+}
+
+impl fmt::Display for Panic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the task panicked: {}", self.message)?;
+        if let Some(loc) = &self.location {
+            write!(f, " (at {loc})")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a worker process ended.
+///
+/// ```
+/// use concurrent_futures::ExitStatus;
+/// assert_eq!(ExitStatus::Signal(9).to_string(), "killed by signal 9");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+    /// It is gone, and how could not be learned.
+    Unknown,
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
+            ExitStatus::Unknown => f.write_str("exit status unknown"),
+        }
+    }
+}
+
+/// Why an executor refused a task.
+///
+/// [`Executor::try_submit`](crate::Executor::try_submit) returns it;
+/// [`Executor::submit`](crate::Executor::submit) puts it in the returned future as
+/// [`TaskError::Submit`].
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{Executor, SubmitError, ThreadPoolExecutor};
+///
+/// fn double(x: u32) -> u32 { x * 2 }
+/// let pool = ThreadPoolExecutor::new(1);
+/// pool.shutdown(true);
+/// assert_eq!(pool.try_submit(double, 1).unwrap_err(), SubmitError::Shutdown);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// `shutdown` was called; no new work is accepted. Python's
+    /// `RuntimeError('cannot schedule new futures after shutdown')`.
+    #[error("cannot schedule new futures after shutdown")]
+    Shutdown,
+    /// The pool is broken (an initializer failed) and accepts no work.
+    #[error("the pool is broken: {0}")]
+    Broken(String),
+    /// The argument could not be encoded for a worker process.
+    #[error("the argument could not be encoded: {0}")]
+    Codec(String),
+    /// The function cannot be sent to a worker process (for example it lives in a
+    /// dynamically loaded library).
+    #[error("the function cannot be sent to a worker: {0}")]
+    Unsendable(String),
+}
+
+/// A pool could not be built.
+///
+/// ```
+/// use concurrent_futures::{BuildError, ThreadPoolExecutor};
+/// let err = ThreadPoolExecutor::builder().max_workers(0).build().unwrap_err();
+/// assert!(matches!(err, BuildError::ZeroWorkers));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `max_workers` was zero. Python's `ValueError("max_workers must be greater than 0")`.
+    #[error("max_workers must be greater than 0")]
+    ZeroWorkers,
+    /// The operating system refused to start a worker.
+    #[error("could not start a worker: {0}")]
+    Spawn(#[from] std::io::Error),
+}
+
+/// A setter of [`Future`](crate::Future) was called in a state that forbids it (Python's
+/// `InvalidStateError`, and the `RuntimeError` of `set_running_or_notify_cancel`).
+///
+/// ```
+/// use concurrent_futures::Future;
+/// let fut = Future::new();
+/// fut.set_result(1).unwrap();
+/// assert!(fut.set_result(2).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid state: the future is {state}")]
+pub struct InvalidStateError {
+    pub(crate) state: crate::future::State,
+}
+
+/// [`as_completed`](crate::as_completed) ran out of time. Python's
+/// `TimeoutError("3 (of 10) futures unfinished")`.
+///
+/// ```
+/// use concurrent_futures::{as_completed, Future};
+/// use std::time::Duration;
+/// let pending: Future<u32> = Future::new();
+/// let mut it = as_completed([&pending], Some(Duration::from_millis(1)));
+/// let err = it.next().unwrap().unwrap_err();
+/// assert_eq!((err.unfinished, err.total), (1, 1));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{unfinished} (of {total}) futures unfinished")]
+pub struct TimeoutError {
+    /// Futures not yet done when the time ran out.
+    pub unfinished: usize,
+    /// Distinct futures given.
+    pub total: usize,
+}
+
+impl From<TimeoutError> for TaskError {
+    fn from(_: TimeoutError) -> Self {
+        TaskError::Timeout
+    }
+}

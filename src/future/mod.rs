@@ -1,0 +1,601 @@
+//! [`Future`]: the handle to a task's eventual result, with Python's `concurrent.futures.Future`
+//! behaviour.
+
+mod cell;
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use cell::is_done;
+pub(crate) use cell::{CANCELLED, Core, FINISHED, FnCell, INLINE, NOTIFIED, STATE_MASK, TAKEN};
+
+use crate::error::{InvalidStateError, TaskError};
+use std::sync::Arc;
+
+/// Where a future is in its life. Python's `_state`, minus the internal
+/// `CANCELLED_AND_NOTIFIED` (here a cancelled future notifies at once).
+///
+/// ```
+/// use concurrent_futures::{Future, State};
+/// let fut: Future<u8> = Future::new();
+/// assert_eq!(fut.state(), State::Pending);
+/// fut.set_result(1).unwrap();
+/// assert_eq!(fut.state(), State::Finished);
+/// assert_eq!(State::Finished.to_string(), "finished");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Submitted, not started; may still be cancelled.
+    Pending,
+    /// Started; can no longer be cancelled.
+    Running,
+    /// Done, with a value or an error.
+    Finished,
+    /// Cancelled before it started; the task never runs.
+    Cancelled,
+}
+
+impl State {
+    fn from_bits(s: u32) -> State {
+        match s & STATE_MASK {
+            0 => State::Pending,
+            1 => State::Running,
+            FINISHED => State::Finished,
+            _ => State::Cancelled,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Pending => "pending",
+            State::Running => "running",
+            State::Finished => "finished",
+            State::Cancelled => "cancelled",
+        })
+    }
+}
+
+/// How a future ended, as wait sets need to know it (`FirstException`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Success,
+    Failed,
+    Cancelled,
+}
+
+/// What the crate's futures are made of: the shared state, plus optionally a way for a
+/// waiting thread to make progress itself (run the task inline).
+pub(crate) trait TaskCell<T>: Send + Sync {
+    fn core(&self) -> &Core<T>;
+    /// Called by a thread about to block on a pending future that allows inline running.
+    fn help(&self, _handle: &Future<T>) {}
+}
+
+impl<T: Send + Sync> TaskCell<T> for Core<T> {
+    fn core(&self) -> &Core<T> {
+        self
+    }
+}
+
+impl<F: FnOnce() -> T + Send, T: Send + Sync> TaskCell<T> for FnCell<F, T> {
+    fn core(&self) -> &Core<T> {
+        &self.core
+    }
+    fn help(&self, handle: &Future<T>) {
+        self.run(handle);
+    }
+}
+
+/// The eventual result of a task: Python's `concurrent.futures.Future`.
+///
+/// Returned by [`Executor::submit`](crate::Executor::submit) and
+/// [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn); also creatable with
+/// [`Future::new`] for code that implements an executor (or tests), as in Python.
+///
+/// # States
+///
+/// `Pending → Running → Finished`, or `Pending → Cancelled`. [`cancel`](Future::cancel)
+/// succeeds only while pending; a cancelled task never runs.
+///
+/// # Getting the result: borrowed, cloned, or moved
+///
+/// * [`result`](Future::result) clones the value (`T: Clone`); call it as often as you like,
+///   from any thread holding a reference, as in Python.
+/// * [`result_ref`](Future::result_ref) borrows it: no `Clone` needed.
+/// * [`into_result`](Future::into_result) and `.await` consume the future and move the value
+///   out: no clone, no `Clone` bound.
+///
+/// Errors are a [`TaskError`]: cancelled, panicked (with the message), worker died, ….
+///
+/// # One handle
+///
+/// A `Future` is not `Clone`: it is the single owner of the result, which is what lets
+/// `into_result` move the value out. Share it by reference (`&Future<T>` is `Send + Sync`);
+/// [`wait`](crate::wait) and [`as_completed`](crate::as_completed) take and return references.
+/// Dropping a future does not cancel the task (as in Python). Two futures compare equal only
+/// if they are the same future, and hash by identity, so they can key a `HashMap` as in the
+/// Python idiom `{executor.submit(f, x): x for x in xs}`.
+///
+/// # Waiting without blocking
+///
+/// `Future<T>` implements [`std::future::Future`] with `Output = Result<T, TaskError>`, so
+/// async code can `.await` it without blocking an executor thread. Blocking waits, callbacks
+/// and awaiting all share the task's single allocation: there is no channel per task.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{Executor, ThreadPoolExecutor};
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// let pool = ThreadPoolExecutor::new(2);
+/// let fut = pool.submit(square, 12);
+/// fut.add_done_callback(|f| println!("done: {:?}", f.result()));
+/// assert_eq!(fut.result(), Ok(144));      // clone, repeatable
+/// assert_eq!(fut.result_ref(), Ok(&144)); // borrow
+/// assert_eq!(fut.into_result(), Ok(144)); // move
+/// ```
+pub struct Future<T> {
+    cell: Arc<dyn TaskCell<T>>,
+}
+
+impl<T: Send + Sync + 'static> Default for Future<T> {
+    fn default() -> Self {
+        Future::new()
+    }
+}
+
+impl<T: Send + Sync + 'static> Future<T> {
+    /// A new pending future not attached to any executor: drive it with
+    /// [`set_running_or_notify_cancel`](Future::set_running_or_notify_cancel),
+    /// [`set_result`](Future::set_result) and [`set_exception`](Future::set_exception), as a
+    /// Python executor does.
+    ///
+    /// ```
+    /// use concurrent_futures::Future;
+    /// let fut = Future::new();
+    /// assert!(!fut.done());
+    /// fut.set_result("hi").unwrap();
+    /// assert_eq!(fut.result(), Ok("hi"));
+    /// ```
+    pub fn new() -> Self {
+        Future {
+            cell: Arc::new(Core::new(0)),
+        }
+    }
+
+    /// A future that is already finished with `value`.
+    pub(crate) fn ready(value: Result<T, TaskError>) -> Self {
+        Future {
+            cell: Arc::new(Core::finished(value)),
+        }
+    }
+
+    /// A future whose task is the closure `f`, in one allocation; `inline` lets a thread
+    /// that blocks on it run it. Returns the future and the runnable cell.
+    pub(crate) fn with_task<F>(f: F, inline: bool) -> (Self, Arc<FnCell<F, T>>)
+    where
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let cell = Arc::new(FnCell::new(f, if inline { INLINE } else { 0 }));
+        let fut = Future { cell: cell.clone() };
+        (fut, cell)
+    }
+
+    /// Wraps a cell handed out by `with_task` (for running it and calling callbacks).
+    pub(crate) fn from_cell<F>(cell: Arc<FnCell<F, T>>) -> Self
+    where
+        F: FnOnce() -> T + Send + 'static,
+    {
+        Future { cell }
+    }
+}
+
+impl<T> Future<T> {
+    /// A second handle on the same state, for the crate's own bookkeeping (the completer
+    /// of a non-thread-pool executor). Never given to users: the handle a user holds must
+    /// stay unique (see `into_result`).
+    #[cfg_attr(not(feature = "rayon"), allow(dead_code))]
+    pub(crate) fn handle(&self) -> Self {
+        Future {
+            cell: self.cell.clone(),
+        }
+    }
+
+    pub(crate) fn core(&self) -> &Core<T> {
+        self.cell.core()
+    }
+
+    /// Runs the task here if it is still pending (a worker executing its job).
+    pub(crate) fn run_here(&self) {
+        self.cell.help(self);
+    }
+
+    /// The current state.
+    ///
+    /// ```
+    /// # use concurrent_futures::{Future, State};
+    /// let fut: Future<()> = Future::new();
+    /// assert_eq!(fut.state(), State::Pending);
+    /// ```
+    pub fn state(&self) -> State {
+        self.core().state()
+    }
+
+    /// True if the future is finished or cancelled. Python's `done()`.
+    ///
+    /// ```
+    /// # use concurrent_futures::Future;
+    /// let fut = Future::new();
+    /// assert!(!fut.done());
+    /// fut.set_result(()).unwrap();
+    /// assert!(fut.done());
+    /// ```
+    pub fn done(&self) -> bool {
+        is_done(self.core().load())
+    }
+
+    /// True while the task is executing. Python's `running()`.
+    ///
+    /// ```
+    /// # use concurrent_futures::Future;
+    /// let fut: Future<()> = Future::new();
+    /// assert!(fut.set_running_or_notify_cancel().unwrap());
+    /// assert!(fut.running());
+    /// ```
+    pub fn running(&self) -> bool {
+        self.state() == State::Running
+    }
+
+    /// True if the future was cancelled. Python's `cancelled()`.
+    ///
+    /// ```
+    /// # use concurrent_futures::Future;
+    /// let fut: Future<()> = Future::new();
+    /// assert!(fut.cancel());
+    /// assert!(fut.cancelled());
+    /// ```
+    pub fn cancelled(&self) -> bool {
+        self.state() == State::Cancelled
+    }
+
+    /// Cancels the task if it has not started. Returns true if the future is cancelled
+    /// (now or before), false if it is running or finished. Callbacks run at once, on this
+    /// thread. Python's `cancel()`.
+    ///
+    /// ```
+    /// # use concurrent_futures::{Future, TaskError};
+    /// let fut: Future<u32> = Future::new();
+    /// assert!(fut.cancel());
+    /// assert!(fut.cancel()); // still true
+    /// assert_eq!(fut.result(), Err(TaskError::Cancelled));
+    /// ```
+    pub fn cancel(&self) -> bool {
+        self.core().cancel(self)
+    }
+
+    /// Blocks until the result is known, then clones it. Python's `result()`.
+    ///
+    /// If the task has not started and the pool allows it, the calling thread runs the task
+    /// itself instead of sleeping (the task runs exactly once either way; see
+    /// [`ThreadPoolBuilder::caller_runs`](crate::ThreadPoolBuilder::caller_runs)).
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// let fut = pool.spawn(|| String::from("value"));
+    /// assert_eq!(fut.result().unwrap(), "value");
+    /// assert_eq!(fut.result().unwrap(), "value");
+    /// ```
+    pub fn result(&self) -> Result<T, TaskError>
+    where
+        T: Clone,
+    {
+        self.result_ref().cloned()
+    }
+
+    /// Like [`result`](Future::result), giving up after `timeout` with
+    /// [`TaskError::Timeout`]; the future is unchanged by a timeout. A zero timeout only
+    /// looks. Python's `result(timeout)`.
+    ///
+    /// ```
+    /// use concurrent_futures::{Future, TaskError};
+    /// use std::time::Duration;
+    /// let fut: Future<u8> = Future::new();
+    /// assert_eq!(fut.result_timeout(Duration::from_millis(5)), Err(TaskError::Timeout));
+    /// fut.set_result(3).unwrap();
+    /// assert_eq!(fut.result_timeout(Duration::ZERO), Ok(3));
+    /// ```
+    pub fn result_timeout(&self, timeout: Duration) -> Result<T, TaskError>
+    where
+        T: Clone,
+    {
+        self.result_ref_timeout(timeout).cloned()
+    }
+
+    /// Blocks until the result is known and borrows it (no `Clone` needed).
+    ///
+    /// ```
+    /// # use concurrent_futures::ThreadPoolExecutor;
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// let fut = pool.spawn(|| vec![1, 2, 3]);
+    /// assert_eq!(fut.result_ref().unwrap().len(), 3);
+    /// ```
+    pub fn result_ref(&self) -> Result<&T, TaskError> {
+        self.wait();
+        self.peek()
+    }
+
+    /// [`result_ref`](Future::result_ref) with a timeout.
+    ///
+    /// ```
+    /// # use concurrent_futures::{Future, TaskError};
+    /// # use std::time::Duration;
+    /// let fut: Future<Vec<u8>> = Future::new();
+    /// assert_eq!(fut.result_ref_timeout(Duration::ZERO), Err(TaskError::Timeout));
+    /// ```
+    pub fn result_ref_timeout(&self, timeout: Duration) -> Result<&T, TaskError> {
+        if !self.wait_timeout(timeout) {
+            return Err(TaskError::Timeout);
+        }
+        self.peek()
+    }
+
+    /// Blocks until the result is known and moves it out, consuming the future.
+    ///
+    /// ```
+    /// # use concurrent_futures::ThreadPoolExecutor;
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// let big = pool.spawn(|| vec![0u8; 1 << 20]);
+    /// let bytes: Vec<u8> = big.into_result().unwrap(); // no copy
+    /// assert_eq!(bytes.len(), 1 << 20);
+    /// ```
+    pub fn into_result(self) -> Result<T, TaskError> {
+        self.wait_until(|s| s & NOTIFIED != 0, None);
+        self.take()
+    }
+
+    /// The error of a finished task: `Ok(None)` if it succeeded, `Ok(Some(e))` if it failed,
+    /// `Err(TaskError::Cancelled)` if it was cancelled. Blocks until done. Python's
+    /// `exception()`, where the `Err` side is what Python raises.
+    ///
+    /// ```
+    /// use concurrent_futures::{ThreadPoolExecutor, TaskError};
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// assert_eq!(pool.spawn(|| 1).exception(), Ok(None));
+    /// let failed = pool.spawn(|| -> u8 { panic!("x") }).exception().unwrap();
+    /// assert!(matches!(failed, Some(TaskError::Panicked(_))));
+    /// ```
+    pub fn exception(&self) -> Result<Option<TaskError>, TaskError> {
+        self.wait();
+        self.peek_exception()
+    }
+
+    /// [`exception`](Future::exception) with a timeout: `Err(TaskError::Timeout)` if the
+    /// future is not done in time.
+    ///
+    /// ```
+    /// # use concurrent_futures::{Future, TaskError};
+    /// # use std::time::Duration;
+    /// let fut: Future<u8> = Future::new();
+    /// assert_eq!(fut.exception_timeout(Duration::ZERO), Err(TaskError::Timeout));
+    /// ```
+    pub fn exception_timeout(&self, timeout: Duration) -> Result<Option<TaskError>, TaskError> {
+        if !self.wait_timeout(timeout) {
+            return Err(TaskError::Timeout);
+        }
+        self.peek_exception()
+    }
+
+    /// Blocks until the future is done (finished or cancelled).
+    ///
+    /// ```
+    /// # use concurrent_futures::ThreadPoolExecutor;
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// let fut = pool.spawn(|| ());
+    /// fut.wait();
+    /// assert!(fut.done());
+    /// ```
+    pub fn wait(&self) {
+        self.wait_until(is_done, None);
+    }
+
+    /// Blocks until the future is done or `timeout` passes; returns whether it is done.
+    ///
+    /// ```
+    /// # use concurrent_futures::Future;
+    /// # use std::time::Duration;
+    /// let fut: Future<()> = Future::new();
+    /// assert!(!fut.wait_timeout(Duration::from_millis(1)));
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_until(is_done, Some(Instant::now() + timeout))
+    }
+
+    /// Attaches `callback`, called with this future once it is done. Python's
+    /// `add_done_callback`.
+    ///
+    /// Every callback runs exactly once, in the order added. If the future is already done
+    /// the callback runs at once on this thread; otherwise on the thread that completes (or
+    /// cancels) the future. A panicking callback is reported on stderr and does not stop the
+    /// other callbacks or harm the worker.
+    ///
+    /// ```
+    /// use concurrent_futures::Future;
+    /// use std::sync::mpsc;
+    /// let fut = Future::new();
+    /// let (tx, rx) = mpsc::channel();
+    /// fut.add_done_callback(move |f| tx.send(f.result().unwrap()).unwrap());
+    /// fut.set_result(7).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), 7);
+    /// ```
+    pub fn add_done_callback<F>(&self, callback: F)
+    where
+        F: FnOnce(&Future<T>) + Send + 'static,
+    {
+        if let Some(cb) = self.core().add_callback(Box::new(callback)) {
+            crate::unwind::run_callback(|| cb(self));
+        }
+    }
+
+    /// Marks the future running, or reports that it was cancelled. For executor
+    /// implementations, as in Python: returns `Ok(true)` if the task should run, `Ok(false)`
+    /// if it was cancelled (it must not run), and an error if the future was already running
+    /// or done.
+    ///
+    /// ```
+    /// # use concurrent_futures::Future;
+    /// let fut: Future<()> = Future::new();
+    /// assert_eq!(fut.set_running_or_notify_cancel(), Ok(true));
+    /// assert!(!fut.cancel()); // too late
+    /// assert!(fut.set_running_or_notify_cancel().is_err());
+    /// ```
+    pub fn set_running_or_notify_cancel(&self) -> Result<bool, InvalidStateError> {
+        self.core().set_running_or_notify_cancel()
+    }
+
+    /// Completes the future with a value, waking waiters and running callbacks. Fails if it is
+    /// already finished, cancelled, or being completed. Python's `set_result`.
+    ///
+    /// ```
+    /// # use concurrent_futures::Future;
+    /// let fut = Future::new();
+    /// fut.set_result(5).unwrap();
+    /// assert!(fut.set_result(6).is_err());
+    /// assert_eq!(fut.result(), Ok(5));
+    /// ```
+    pub fn set_result(&self, value: T) -> Result<(), InvalidStateError> {
+        self.core().try_set(Ok(value), self)
+    }
+
+    /// Completes the future with an error. Python's `set_exception`.
+    ///
+    /// ```
+    /// # use concurrent_futures::{Future, TaskError};
+    /// let fut: Future<u8> = Future::new();
+    /// fut.set_exception(TaskError::Broken("gone".into())).unwrap();
+    /// assert_eq!(fut.exception(), Ok(Some(TaskError::Broken("gone".into()))));
+    /// ```
+    pub fn set_exception(&self, error: TaskError) -> Result<(), InvalidStateError> {
+        self.core().try_set(Err(error), self)
+    }
+
+    /// Completes a future whose slot this thread already owns (a crate executor that
+    /// called `claim`). Used by backends that finish tasks off-thread.
+    pub(crate) fn finish_claimed(&self, value: Result<T, TaskError>) {
+        self.core().finish(value, self);
+    }
+
+    /// Waits for `ready`, running the task inline or spinning briefly before sleeping.
+    fn wait_until(&self, ready: fn(u32) -> bool, deadline: Option<Instant>) -> bool {
+        let core = self.core();
+        let s = core.load();
+        if ready(s) {
+            return true;
+        }
+        if deadline.is_none() && s & (STATE_MASK | INLINE) == INLINE {
+            self.cell.help(self);
+        }
+        // A short spin catches tasks that are about to finish without a sleep and a
+        // wake-up (omitted under loom, where it only multiplies the interleavings).
+        #[cfg(not(loom))]
+        {
+            let backoff = crossbeam_utils::Backoff::new();
+            while !backoff.is_completed() {
+                if ready(core.load()) {
+                    return true;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return false;
+                }
+                backoff.snooze();
+            }
+        }
+        core.block_until(ready, deadline)
+    }
+
+    /// The result of a future known to be done.
+    fn peek(&self) -> Result<&T, TaskError> {
+        match self.core().value() {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(TaskError::Cancelled),
+        }
+    }
+
+    fn peek_exception(&self) -> Result<Option<TaskError>, TaskError> {
+        match self.core().value() {
+            Some(Ok(_)) => Ok(None),
+            Some(Err(e)) => Ok(Some(e.clone())),
+            None => Err(TaskError::Cancelled),
+        }
+    }
+
+    /// Moves the value out of a NOTIFIED future.
+    fn take(&self) -> Result<T, TaskError> {
+        if self.core().load() & STATE_MASK == CANCELLED {
+            return Err(TaskError::Cancelled);
+        }
+        // SAFETY: `self` is the unique user handle (futures are not `Clone`, and the crate's
+        // internal handles never read the value), it is borrowed mutably or owned by our
+        // callers (`into_result`, `poll`), and NOTIFIED was observed, so no callback borrows
+        // the value either.
+        match unsafe { self.core().take() } {
+            Some(v) => v,
+            // Only reachable by polling again after `Ready`, which `poll` prevents.
+            None => Err(TaskError::Cancelled),
+        }
+    }
+}
+
+impl<T> std::future::Future for Future<T> {
+    type Output = Result<T, TaskError>;
+
+    /// Resolves once the task is done and its callbacks have run, moving the value out.
+    /// After it has returned `Ready`, polling again returns `Pending` (the future is fused)
+    /// and the blocking accessors report [`TaskError::Cancelled`]: the value is gone.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let core = this.core();
+        let s = core.load();
+        if s & TAKEN != 0 {
+            return Poll::Pending;
+        }
+        if s & NOTIFIED != 0 || !core.register_waker(cx.waker()) {
+            let out = this.take();
+            this.core().mark_taken();
+            return Poll::Ready(out);
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> PartialEq for Future<T> {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.cell), Arc::as_ptr(&other.cell))
+    }
+}
+
+impl<T> Eq for Future<T> {}
+
+impl<T> Hash for Future<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.cell) as *const () as usize).hash(state);
+    }
+}
+
+impl<T> fmt::Debug for Future<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = State::from_bits(self.cell.core().load());
+        f.debug_struct("Future")
+            .field("at", &(Arc::as_ptr(&self.cell) as *const ()))
+            .field("state", &state)
+            .finish()
+    }
+}

@@ -1,0 +1,84 @@
+//! Python's `concurrent.futures` for Rust: one [`Executor`] trait, Python-faithful
+//! [`Future`]s, [`wait`] and [`as_completed`], and a work-stealing [`ThreadPoolExecutor`].
+//!
+//! ```
+//! use concurrent_futures::{Executor, ThreadPoolExecutor, as_completed, wait, ReturnWhen};
+//!
+//! fn fib(n: u64) -> u64 { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }
+//!
+//! fn run<E: Executor>(pool: &E) -> Vec<u64> {
+//!     let fut = pool.submit(fib, 25);
+//!     fut.add_done_callback(|f| println!("fib(25) done: {:?}", f.result()));
+//!     assert_eq!(fut.result().unwrap(), 75025);
+//!     pool.map(fib, 0..30).collect::<Result<Vec<_>, _>>().unwrap()
+//! }
+//!
+//! let pool = ThreadPoolExecutor::new(4);   // or ThreadPoolExecutor::builder()...build()
+//! let fibs = run(&pool);
+//! assert_eq!(fibs[29], 514229);
+//!
+//! let futures: Vec<_> = (20..25).map(|n| pool.submit(fib, n)).collect();
+//! let done = wait(&futures, None, ReturnWhen::AllCompleted);
+//! assert_eq!(done.not_done.len(), 0);
+//! for f in as_completed(&futures, None) {
+//!     println!("{}", f.unwrap().result().unwrap());
+//! }
+//! pool.shutdown(true);
+//! ```
+//!
+//! # From Python
+//!
+//! | Python | here |
+//! |---|---|
+//! | `ThreadPoolExecutor(max_workers=4)` | [`ThreadPoolExecutor::new(4)`](ThreadPoolExecutor::new), [`ThreadPoolExecutor::builder`] |
+//! | `executor.submit(fn, arg)` | [`Executor::submit`] (`fn` items; several arguments as a tuple), [`ThreadPoolExecutor::spawn`] for closures |
+//! | `executor.map(fn, it, timeout=, chunksize=, buffersize=)` | [`Executor::map`], [`Executor::map_with`] + [`MapOptions`], [`Executor::map_unordered`] |
+//! | `executor.shutdown(wait, cancel_futures=)` | [`Executor::shutdown`], [`Executor::shutdown_with`]; `Drop` is `shutdown(true)` |
+//! | `future.result(timeout)` | [`Future::result`], [`Future::result_timeout`], [`Future::result_ref`], [`Future::into_result`], `.await` |
+//! | `future.exception(timeout)` | [`Future::exception`], [`Future::exception_timeout`] |
+//! | `done()`, `running()`, `cancel()`, `cancelled()` | same names |
+//! | `add_done_callback(fn)` | [`Future::add_done_callback`] |
+//! | `wait(fs, timeout, return_when)` | [`wait`] with [`ReturnWhen`] (or [`FIRST_COMPLETED`], …) |
+//! | `as_completed(fs, timeout)` | [`as_completed`] |
+//! | `CancelledError`, `TimeoutError`, `BrokenExecutor` | [`TaskError::Cancelled`], [`TaskError::Timeout`], [`TaskError::Broken`] |
+//! | an exception raised by the task | [`TaskError::Panicked`] with the message and location |
+//!
+//! # Panics
+//!
+//! A panic inside a task is caught and becomes that task's [`TaskError::Panicked`]; the
+//! worker lives on. Such panics are not printed (as Python does not print a task's
+//! exception): the crate installs a panic hook, once, that records where a task panicked
+//! and defers to the previous hook for every panic outside a task.
+//!
+//! # Features
+//!
+//! * `rayon`: implements [`Executor`] for `rayon::ThreadPool`.
+
+#![deny(missing_docs)]
+#![warn(unreachable_pub, unsafe_op_in_unsafe_fn)]
+
+mod error;
+mod executor;
+mod future;
+mod map;
+#[cfg(feature = "rayon")]
+mod rayon;
+mod sync;
+mod thread;
+mod unwind;
+mod wait;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+pub use error::{
+    BuildError, ExitStatus, InvalidStateError, Panic, SubmitError, TaskError, TimeoutError,
+};
+pub use executor::{Chunk, Executor, Payload, run_chunk};
+pub use future::{Future, State};
+pub use map::{Map, MapOptions, MapUnordered};
+pub use thread::{ThreadPoolBuilder, ThreadPoolExecutor};
+pub use wait::{
+    ALL_COMPLETED, AsCompleted, DoneAndNotDone, FIRST_COMPLETED, FIRST_EXCEPTION, ReturnWhen,
+    as_completed, wait,
+};

@@ -1,0 +1,456 @@
+//! The iterators behind [`Executor::map`] and [`Executor::map_unordered`]: lazy, bounded,
+//! adaptively chunked, cancelling what has not started when dropped.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::iter::Fuse;
+use std::time::{Duration, Instant};
+
+use crate::error::TaskError;
+use crate::executor::{Chunk, Executor, Payload};
+use crate::future::Future;
+use crate::wait::WaitSet;
+use std::sync::Arc;
+
+/// Options of [`Executor::map_with`]: Python's `chunksize`, `timeout` and `buffersize`.
+///
+/// ```
+/// use concurrent_futures::MapOptions;
+/// use std::time::Duration;
+/// let opts = MapOptions::new().chunksize(64).timeout(Duration::from_secs(5)).buffersize(8);
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MapOptions {
+    chunksize: Option<usize>,
+    timeout: Option<Duration>,
+    buffersize: Option<usize>,
+}
+
+impl MapOptions {
+    /// Default options: automatic chunk size, no timeout, a window of four chunks per
+    /// worker.
+    ///
+    /// ```
+    /// let opts = concurrent_futures::MapOptions::new();
+    /// # let _ = opts;
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Items per task, fixed (0 counts as 1). Without it the size adapts so that a chunk
+    /// runs about [`Executor::chunk_target`].
+    ///
+    /// ```
+    /// let opts = concurrent_futures::MapOptions::new().chunksize(100);
+    /// # let _ = opts;
+    /// ```
+    pub fn chunksize(mut self, n: usize) -> Self {
+        self.chunksize = Some(n.max(1));
+        self
+    }
+
+    /// Time limit for the whole iteration, counted from the `map` call. When it passes, the
+    /// iterator yields [`TaskError::Timeout`] once, cancels the rest, and ends.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let opts = concurrent_futures::MapOptions::new().timeout(Duration::from_secs(1));
+    /// # let _ = opts;
+    /// ```
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+
+    /// Maximum number of chunks submitted and not yet consumed (0 counts as 1).
+    ///
+    /// ```
+    /// let opts = concurrent_futures::MapOptions::new().buffersize(2);
+    /// # let _ = opts;
+    /// ```
+    pub fn buffersize(mut self, n: usize) -> Self {
+        self.buffersize = Some(n.max(1));
+        self
+    }
+}
+
+/// Largest automatic chunk.
+const MAX_CHUNK: usize = 1 << 16;
+
+/// Chooses chunk sizes: fixed, or adapted to the measured time per item.
+#[derive(Debug)]
+struct Sizer {
+    fixed: Option<usize>,
+    size: usize,
+    target: Duration,
+    workers: usize,
+}
+
+impl Sizer {
+    fn new(fixed: Option<usize>, target: Duration, workers: usize) -> Self {
+        Sizer {
+            fixed,
+            size: 1,
+            target,
+            workers: workers.max(1),
+        }
+    }
+
+    /// Size of the next chunk; `remaining` is a lower bound of the items left.
+    fn next(&self, remaining: usize) -> usize {
+        if let Some(n) = self.fixed {
+            return n;
+        }
+        // Near the end, split what is left fairly so no worker gets a long tail.
+        let fair = remaining.div_ceil(2 * self.workers).max(1);
+        if remaining > 0 {
+            self.size.min(fair)
+        } else {
+            self.size
+        }
+    }
+
+    /// Learns from a finished chunk of `len` items that ran for `elapsed`.
+    fn observe(&mut self, len: usize, elapsed: Duration) {
+        if self.fixed.is_some() || len == 0 {
+            return;
+        }
+        let per_item = (elapsed.as_nanos() / len as u128).max(1);
+        let ideal = (self.target.as_nanos() / per_item).clamp(1, MAX_CHUNK as u128) as usize;
+        // Grow at most 4x per observation (the measurement of tiny chunks is noisy);
+        // shrink at once.
+        self.size = ideal.min(self.size.saturating_mul(4)).max(1);
+    }
+}
+
+/// Yields the results of one finished chunk, in order.
+struct Drain<R> {
+    values: std::vec::IntoIter<R>,
+    errors: std::vec::IntoIter<(u32, TaskError)>,
+    next_error: Option<(u32, TaskError)>,
+    /// Error repeated for every item when the whole chunk failed.
+    whole: Option<(TaskError, usize)>,
+    pos: u32,
+}
+
+impl<R> Drain<R> {
+    fn empty() -> Self {
+        Drain {
+            values: Vec::new().into_iter(),
+            errors: Vec::new().into_iter(),
+            next_error: None,
+            whole: None,
+            pos: 0,
+        }
+    }
+
+    fn of(chunk: Chunk<R>) -> Self {
+        let mut errors = chunk.errors.into_iter();
+        Drain {
+            values: chunk.values.into_iter(),
+            next_error: errors.next(),
+            errors,
+            whole: None,
+            pos: 0,
+        }
+    }
+
+    fn failed(err: TaskError, len: usize) -> Self {
+        Drain {
+            whole: Some((err, len)),
+            ..Drain::empty()
+        }
+    }
+
+    fn next(&mut self) -> Option<Result<R, TaskError>> {
+        if let Some((err, left)) = &mut self.whole {
+            if *left == 0 {
+                return None;
+            }
+            *left -= 1;
+            return Some(Err(err.clone()));
+        }
+        let pos = self.pos;
+        self.pos += 1;
+        if self.next_error.as_ref().is_some_and(|(i, _)| *i == pos) {
+            let (_, e) = self.next_error.take()?;
+            self.next_error = self.errors.next();
+            return Some(Err(e));
+        }
+        self.values.next().map(Ok)
+    }
+}
+
+/// What both map iterators share: the input, the sizer, and submission.
+struct Feed<'a, E, I, A, R> {
+    exec: &'a E,
+    f: fn(A) -> R,
+    items: Fuse<I>,
+    sizer: Sizer,
+    window: usize,
+    deadline: Option<Instant>,
+    /// Set after a submission failed or the deadline passed: take no more input.
+    stopped: bool,
+}
+
+impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E, I, A, R> {
+    fn new(exec: &'a E, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
+        let workers = exec.max_workers();
+        Feed {
+            exec,
+            f,
+            items: items.fuse(),
+            sizer: Sizer::new(opts.chunksize, exec.chunk_target(), workers),
+            window: opts.buffersize.unwrap_or(4 * workers.max(1)),
+            deadline: opts.timeout.map(|t| Instant::now() + t),
+            stopped: false,
+        }
+    }
+
+    /// Submits the next chunk, if there is input left. A refused submission becomes a
+    /// finished future carrying the error (yielded once), and input stops.
+    fn submit_next(&mut self) -> Option<(Future<Chunk<R>>, usize)> {
+        if self.stopped {
+            return None;
+        }
+        let n = self.sizer.next(self.items.size_hint().0);
+        let chunk: Vec<A> = self.items.by_ref().take(n).collect();
+        if chunk.is_empty() {
+            return None;
+        }
+        let len = chunk.len();
+        match self.exec.submit_chunk(self.f, chunk) {
+            Ok(fut) => Some((fut, len)),
+            Err(e) => {
+                self.stopped = true;
+                Some((Future::ready(Err(TaskError::Submit(e))), 1))
+            }
+        }
+    }
+
+    /// Waits for a chunk future within the deadline and turns it into a drain.
+    fn collect(&mut self, fut: Future<Chunk<R>>, len: usize) -> Result<Drain<R>, ()> {
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if !fut.wait_timeout(left) {
+                fut.cancel();
+                return Err(());
+            }
+        }
+        Ok(match fut.into_result() {
+            Ok(chunk) => {
+                self.sizer.observe(chunk.len(), chunk.elapsed);
+                Drain::of(chunk)
+            }
+            Err(e) => Drain::failed(e, len),
+        })
+    }
+}
+
+/// Iterator returned by [`Executor::map`]: results in input order.
+pub struct Map<'a, E, I, A, R> {
+    feed: Feed<'a, E, I, A, R>,
+    inflight: VecDeque<(Future<Chunk<R>>, usize)>,
+    current: Drain<R>,
+    finished: bool,
+}
+
+impl<'a, E, I, A, R> Map<'a, E, I, A, R>
+where
+    E: Executor,
+    I: Iterator<Item = A>,
+    A: Payload,
+    R: Payload,
+{
+    pub(crate) fn new(exec: &'a E, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
+        let mut map = Map {
+            feed: Feed::new(exec, f, items, opts),
+            inflight: VecDeque::new(),
+            current: Drain::empty(),
+            finished: false,
+        };
+        map.fill();
+        map
+    }
+
+    fn fill(&mut self) {
+        while self.inflight.len() < self.feed.window {
+            match self.feed.submit_next() {
+                Some(job) => self.inflight.push_back(job),
+                None => break,
+            }
+        }
+    }
+
+    fn cancel_all(&mut self) {
+        for (fut, _) in self.inflight.drain(..) {
+            fut.cancel();
+        }
+    }
+}
+
+impl<E, I, A, R> Iterator for Map<'_, E, I, A, R>
+where
+    E: Executor,
+    I: Iterator<Item = A>,
+    A: Payload,
+    R: Payload,
+{
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.current.next() {
+                return Some(r);
+            }
+            if self.finished {
+                return None;
+            }
+            self.fill();
+            let Some((fut, len)) = self.inflight.pop_front() else {
+                self.finished = true;
+                return None;
+            };
+            match self.feed.collect(fut, len) {
+                Ok(drain) => self.current = drain,
+                Err(()) => {
+                    self.finished = true;
+                    self.cancel_all();
+                    return Some(Err(TaskError::Timeout));
+                }
+            }
+            // Keep the workers busy while the caller drains this chunk.
+            self.fill();
+        }
+    }
+}
+
+impl<E, I, A, R> Drop for Map<'_, E, I, A, R> {
+    fn drop(&mut self) {
+        for (fut, _) in self.inflight.drain(..) {
+            fut.cancel();
+        }
+    }
+}
+
+impl<E, I, A, R> fmt::Debug for Map<'_, E, I, A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Map")
+            .field("inflight", &self.inflight.len())
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Iterator returned by [`Executor::map_unordered`]: results as chunks complete.
+pub struct MapUnordered<'a, E, I, A, R> {
+    feed: Feed<'a, E, I, A, R>,
+    /// Chunks in flight, by slot; the wait set reports slots as they complete.
+    slots: Vec<Option<(Future<Chunk<R>>, usize)>>,
+    free: Vec<usize>,
+    inflight: usize,
+    set: Arc<WaitSet>,
+    current: Drain<R>,
+    finished: bool,
+}
+
+impl<'a, E, I, A, R> MapUnordered<'a, E, I, A, R>
+where
+    E: Executor,
+    I: Iterator<Item = A>,
+    A: Payload,
+    R: Payload,
+{
+    pub(crate) fn new(exec: &'a E, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
+        let mut map = MapUnordered {
+            feed: Feed::new(exec, f, items, opts),
+            slots: Vec::new(),
+            free: Vec::new(),
+            inflight: 0,
+            set: WaitSet::new(),
+            current: Drain::empty(),
+            finished: false,
+        };
+        map.fill();
+        map
+    }
+
+    fn fill(&mut self) {
+        while self.inflight < self.feed.window {
+            let Some((fut, len)) = self.feed.submit_next() else {
+                break;
+            };
+            let slot = self.free.pop().unwrap_or_else(|| {
+                self.slots.push(None);
+                self.slots.len() - 1
+            });
+            if !fut.core().add_waiter(&self.set, slot) {
+                self.set.notify(slot, crate::wait::outcome_of(&fut));
+            }
+            self.slots[slot] = Some((fut, len));
+            self.inflight += 1;
+        }
+    }
+}
+
+impl<E, I, A, R> Iterator for MapUnordered<'_, E, I, A, R>
+where
+    E: Executor,
+    I: Iterator<Item = A>,
+    A: Payload,
+    R: Payload,
+{
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.current.next() {
+                return Some(r);
+            }
+            if self.finished {
+                return None;
+            }
+            self.fill();
+            if self.inflight == 0 {
+                self.finished = true;
+                return None;
+            }
+            let Some(slot) = self.set.next(self.feed.deadline) else {
+                self.finished = true;
+                return Some(Err(TaskError::Timeout));
+            };
+            let Some((fut, len)) = self.slots.get_mut(slot).and_then(Option::take) else {
+                continue;
+            };
+            self.free.push(slot);
+            self.inflight -= 1;
+            match self.feed.collect(fut, len) {
+                Ok(drain) => self.current = drain,
+                Err(()) => {
+                    self.finished = true;
+                    return Some(Err(TaskError::Timeout));
+                }
+            }
+            self.fill();
+        }
+    }
+}
+
+impl<E, I, A, R> Drop for MapUnordered<'_, E, I, A, R> {
+    fn drop(&mut self) {
+        for (fut, _) in self.slots.iter_mut().filter_map(Option::take) {
+            fut.cancel();
+        }
+    }
+}
+
+impl<E, I, A, R> fmt::Debug for MapUnordered<'_, E, I, A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapUnordered")
+            .field("inflight", &self.inflight)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,362 @@
+//! [`ThreadPoolExecutor`]: a work-stealing pool of OS threads.
+
+mod job;
+mod registry;
+pub(crate) mod sleep;
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use crate::error::{BuildError, SubmitError};
+use crate::executor::{Chunk, Executor, Payload, run_chunk};
+use crate::future::Future;
+use std::sync::Arc;
+
+use crate::sync::{self, Mutex};
+use registry::Registry;
+
+/// Python's `ThreadPoolExecutor`, with a work-stealing scheduler.
+///
+/// Tasks submitted from outside go to a global queue; each worker has its own deque (tasks
+/// submitted from inside a task go there) and idle workers steal from the others. Idle
+/// workers sleep: an idle pool burns no CPU. Panics are caught per task; the worker lives on.
+///
+/// Besides the [`Executor`] trait (functions with serde arguments, as every backend takes),
+/// a thread pool runs any `FnOnce() -> R + Send` closure with [`spawn`](Self::spawn): threads
+/// share memory, so closures may capture.
+///
+/// Dropping the pool shuts it down and waits for the accepted tasks, as Python does at exit.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{Executor, ThreadPoolExecutor};
+///
+/// fn fib(n: u64) -> u64 { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }
+///
+/// let pool = ThreadPoolExecutor::new(4);
+/// let fut = pool.submit(fib, 25);
+/// assert_eq!(fut.result().unwrap(), 75025);
+///
+/// let name = String::from("captured");
+/// let len = pool.spawn(move || name.len());
+/// assert_eq!(len.result(), Ok(8));
+/// pool.shutdown(true);
+/// ```
+pub struct ThreadPoolExecutor {
+    registry: Arc<Registry>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    prefix: String,
+}
+
+/// Builds a [`ThreadPoolExecutor`] (Python's constructor keywords).
+///
+/// ```
+/// use concurrent_futures::ThreadPoolExecutor;
+/// let pool = ThreadPoolExecutor::builder()
+///     .max_workers(2)
+///     .thread_name_prefix("fetcher")
+///     .stack_size(4 << 20)
+///     .initializer(|| println!("worker ready"))
+///     .build()
+///     .unwrap();
+/// let name = pool.spawn(|| std::thread::current().name().map(str::to_owned));
+/// assert!(name.result().unwrap().unwrap().starts_with("fetcher_"));
+/// ```
+#[must_use]
+pub struct ThreadPoolBuilder {
+    max_workers: Option<usize>,
+    thread_name_prefix: Option<String>,
+    initializer: Option<Arc<dyn Fn() + Send + Sync>>,
+    stack_size: Option<usize>,
+    caller_runs: Option<bool>,
+}
+
+static POOL_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl ThreadPoolBuilder {
+    /// Number of worker threads (default: the number of CPUs). Zero is refused by
+    /// [`build`](Self::build).
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPoolExecutor::builder().max_workers(3).build().unwrap();
+    /// # use concurrent_futures::Executor;
+    /// assert_eq!(pool.max_workers(), 3);
+    /// ```
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// Worker threads are named `{prefix}_{index}` (default prefix:
+    /// `ThreadPoolExecutor-{pool number}`, as Python).
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPoolExecutor::builder().thread_name_prefix("io").build().unwrap();
+    /// # let _ = pool;
+    /// ```
+    pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Runs once on each worker thread before it takes tasks (to set up thread-local state).
+    /// If it panics, the pool is broken: queued and later tasks fail with
+    /// [`TaskError::Broken`](crate::TaskError::Broken) / [`SubmitError::Broken`]
+    /// (Python's `BrokenThreadPool`).
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// thread_local!(static READY: Cell<bool> = const { Cell::new(false) });
+    /// let pool = concurrent_futures::ThreadPoolExecutor::builder()
+    ///     .initializer(|| READY.set(true))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pool.spawn(|| READY.get()).result(), Ok(true));
+    /// ```
+    pub fn initializer(mut self, init: impl Fn() + Send + Sync + 'static) -> Self {
+        self.initializer = Some(Arc::new(init));
+        self
+    }
+
+    /// Stack size of each worker thread, in bytes (default: Rust's default).
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPoolExecutor::builder().stack_size(16 << 20).build().unwrap();
+    /// # let _ = pool;
+    /// ```
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Whether a thread that blocks on a task nobody has started yet (`result()`,
+    /// `into_result()`, `wait()`, or `map`'s iterator) runs it itself instead of sleeping
+    /// until a worker wakes up. This takes the 5–50 µs wake-up of a sleeping worker off the
+    /// latency of a submit-then-wait. The task still runs exactly once.
+    ///
+    /// Default: on, unless an [`initializer`](Self::initializer) or a
+    /// [`stack_size`](Self::stack_size) is set (then tasks may rely on a worker's thread-local
+    /// state or stack, so they run only on workers).
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPoolExecutor::builder().caller_runs(false).build().unwrap();
+    /// # let _ = pool;
+    /// ```
+    pub fn caller_runs(mut self, on: bool) -> Self {
+        self.caller_runs = Some(on);
+        self
+    }
+
+    /// Starts the workers.
+    ///
+    /// ```
+    /// use concurrent_futures::{BuildError, ThreadPoolExecutor};
+    /// assert!(ThreadPoolExecutor::builder().build().is_ok());
+    /// assert!(matches!(ThreadPoolExecutor::builder().max_workers(0).build(), Err(BuildError::ZeroWorkers)));
+    /// ```
+    pub fn build(self) -> Result<ThreadPoolExecutor, BuildError> {
+        let n = self.max_workers.unwrap_or_else(num_cpus::get);
+        if n == 0 {
+            return Err(BuildError::ZeroWorkers);
+        }
+        crate::unwind::install_hook();
+        let inline = self
+            .caller_runs
+            .unwrap_or(self.initializer.is_none() && self.stack_size.is_none());
+        let prefix = self.thread_name_prefix.unwrap_or_else(|| {
+            format!(
+                "ThreadPoolExecutor-{}",
+                POOL_COUNTER.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+        let (registry, deques) = Registry::new(n, inline);
+        let registry = Arc::new(registry);
+        let mut threads = Vec::with_capacity(n);
+        for (index, deque) in deques.into_iter().enumerate() {
+            let reg = registry.clone();
+            let init = self.initializer.clone();
+            let mut b = std::thread::Builder::new().name(format!("{prefix}_{index}"));
+            if let Some(size) = self.stack_size {
+                b = b.stack_size(size);
+            }
+            match b.spawn(move || reg.main_loop(index, deque, init.as_deref())) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // Stop the workers already started, then report.
+                    registry.shutdown(true);
+                    registry.forget_unstarted(n - index);
+                    registry.wait_exited();
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(BuildError::Spawn(e));
+                }
+            }
+        }
+        Ok(ThreadPoolExecutor {
+            registry,
+            threads: Mutex::new(threads),
+            prefix,
+        })
+    }
+}
+
+impl ThreadPoolExecutor {
+    /// A pool of `max_workers` threads.
+    ///
+    /// # Panics
+    ///
+    /// If `max_workers` is 0 or the OS refuses to start a thread. Use
+    /// [`builder`](Self::builder) to get these as a [`BuildError`] instead.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPoolExecutor::new(4);
+    /// # let _ = pool;
+    /// ```
+    pub fn new(max_workers: usize) -> Self {
+        match Self::builder().max_workers(max_workers).build() {
+            Ok(pool) => pool,
+            Err(e) => panic!("ThreadPoolExecutor::new({max_workers}): {e}"),
+        }
+    }
+
+    /// A builder for the pool's options.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPoolExecutor::builder().max_workers(2).build().unwrap();
+    /// # let _ = pool;
+    /// ```
+    pub fn builder() -> ThreadPoolBuilder {
+        ThreadPoolBuilder {
+            max_workers: None,
+            thread_name_prefix: None,
+            initializer: None,
+            stack_size: None,
+            caller_runs: None,
+        }
+    }
+
+    /// Runs any closure on the pool and returns its future. Closures may capture (threads
+    /// share memory); the result needs no serde. A refused task (pool shut down or broken)
+    /// gives a future already failed with [`TaskError::Submit`](crate::TaskError::Submit).
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicU32, Ordering}};
+    /// let pool = concurrent_futures::ThreadPoolExecutor::new(2);
+    /// let hits = Arc::new(AtomicU32::new(0));
+    /// let futs: Vec<_> = (0..10).map(|_| {
+    ///     let hits = hits.clone();
+    ///     pool.spawn(move || hits.fetch_add(1, Ordering::SeqCst))
+    /// }).collect();
+    /// for f in futs { f.result().unwrap(); }
+    /// assert_eq!(hits.load(Ordering::SeqCst), 10);
+    /// ```
+    pub fn spawn<F, R>(&self, f: F) -> Future<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        self.try_spawn(f)
+            .unwrap_or_else(|e| Future::ready(Err(crate::TaskError::Submit(e))))
+    }
+
+    /// [`spawn`](Self::spawn), returning the [`SubmitError`] if the pool refuses the task.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, SubmitError, ThreadPoolExecutor};
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// pool.shutdown(true);
+    /// assert_eq!(pool.try_spawn(|| 1).unwrap_err(), SubmitError::Shutdown);
+    /// ```
+    pub fn try_spawn<F, R>(&self, f: F) -> Result<Future<R>, SubmitError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        let mut fut = None;
+        self.registry.push(|| {
+            let (f, cell) = Future::with_task(f, self.registry.inline);
+            fut = Some(f);
+            cell
+        })?;
+        Ok(fut.expect("[internal] push accepted without building the job"))
+    }
+
+    /// The prefix of the worker threads' names.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPoolExecutor::builder().thread_name_prefix("w").build().unwrap();
+    /// assert_eq!(pool.thread_name_prefix(), "w");
+    /// ```
+    pub fn thread_name_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn join_workers(&self) {
+        self.registry.wait_exited();
+        let threads = std::mem::take(&mut *sync::lock(&self.threads));
+        let me = std::thread::current().id();
+        for t in threads {
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Executor for ThreadPoolExecutor {
+    fn max_workers(&self) -> usize {
+        self.registry.num_workers()
+    }
+
+    fn try_submit<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+    ) -> Result<Future<R>, SubmitError> {
+        self.try_spawn(move || f(arg))
+    }
+
+    fn submit_chunk<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        items: Vec<A>,
+    ) -> Result<Future<Chunk<R>>, SubmitError> {
+        self.try_spawn(move || run_chunk(f, items))
+    }
+
+    fn shutdown_with(&self, wait: bool, cancel_futures: bool) {
+        self.registry.shutdown(cancel_futures);
+        if wait {
+            self.join_workers();
+        }
+    }
+}
+
+impl Drop for ThreadPoolExecutor {
+    fn drop(&mut self) {
+        self.shutdown_with(true, false);
+    }
+}
+
+impl fmt::Debug for ThreadPoolExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPoolExecutor")
+            .field("max_workers", &self.registry.num_workers())
+            .field("thread_name_prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for ThreadPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPoolBuilder")
+            .field("max_workers", &self.max_workers)
+            .field("thread_name_prefix", &self.thread_name_prefix)
+            .field("stack_size", &self.stack_size)
+            .field("caller_runs", &self.caller_runs)
+            .finish_non_exhaustive()
+    }
+}
