@@ -1,0 +1,141 @@
+//! Helpers shared by the integration tests: a watchdog that fails a hung test, a gate that
+//! holds tasks until the test opens it (across threads and processes alike), and the task
+//! functions of the behavioural suite.
+#![allow(dead_code)]
+
+pub mod suite;
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Upper bound for any single wait in a test: generous, so that only a bug reaches it.
+pub const LONG: Duration = Duration::from_secs(30);
+
+/// Aborts the test process if the guard is not dropped within `LONG * 2`, so a deadlock
+/// fails CI with a message instead of hanging it.
+pub struct Watchdog(Option<mpsc::Sender<()>>);
+
+pub fn watchdog(name: &'static str) -> Watchdog {
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(LONG * 2) {
+            eprintln!("watchdog: test `{name}` hung for {:?}; aborting", LONG * 2);
+            std::process::abort();
+        }
+    });
+    Watchdog(Some(tx))
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+/// Holds tasks until opened: the test takes an exclusive lock on a file, tasks block
+/// taking a shared lock on it (a real blocking wait in the kernel, no polling). Works for
+/// threads and processes alike, since each open file description locks on its own.
+pub struct Gate {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+static GATES: AtomicUsize = AtomicUsize::new(0);
+
+impl Gate {
+    pub fn closed() -> Gate {
+        let path = std::env::temp_dir().join(format!(
+            "cf-gate-{}-{}",
+            std::process::id(),
+            GATES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = File::create(&path).expect("create gate file");
+        file.lock().expect("lock gate");
+        Gate {
+            path,
+            file: Some(file),
+        }
+    }
+
+    pub fn path(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    pub fn open(&mut self) {
+        if let Some(f) = self.file.take() {
+            f.unlock().expect("unlock gate");
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.open();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Waits (bounded) until `cond` holds; for conditions no event signals, such as "the
+/// workers have picked up the blocking tasks". Fails the test after `LONG`.
+pub fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + LONG;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// A fresh path for a marker file.
+pub fn marker(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "cf-mark-{tag}-{}-{}",
+        std::process::id(),
+        GATES.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+// ===== task functions (plain `fn` items, so every backend can run them) =====
+
+pub fn double(x: u64) -> u64 {
+    x * 2
+}
+
+pub fn fib(n: u64) -> u64 {
+    if n < 2 { n } else { fib(n - 1) + fib(n - 2) }
+}
+
+/// Blocks until the gate at `path` opens, then returns `tag`.
+pub fn hold(args: (String, u64)) -> u64 {
+    let (path, tag) = args;
+    let f = File::open(&path).expect("open gate file");
+    f.lock_shared().expect("wait on gate");
+    tag
+}
+
+/// Panics with a recognisable message when `x` is odd.
+pub fn fail_on_odd(x: u64) -> u64 {
+    if x % 2 == 1 {
+        panic!("odd input {x}");
+    }
+    x
+}
+
+pub fn always_panic(_: ()) -> u64 {
+    panic!("task exploded")
+}
+
+/// Creates the file at `path` (proof that the task ran).
+pub fn touch(path: String) -> bool {
+    File::create(path).is_ok()
+}
+
+pub fn process_id(_: ()) -> u32 {
+    std::process::id()
+}
+
+pub fn echo_bytes(b: Vec<u8>) -> usize {
+    b.len()
+}
