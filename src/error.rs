@@ -111,7 +111,7 @@ impl TaskError {
 /// let err = pool.spawn(|| -> () { panic!("bad input {}", 7) }).result().unwrap_err();
 /// let panic = err.panic().unwrap();
 /// assert_eq!(panic.message(), "bad input 7");
-/// assert!(panic.location().unwrap().starts_with("src/"));
+/// assert!(panic.location().is_some()); // file:line:column of the `panic!`
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Panic {

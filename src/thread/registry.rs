@@ -172,7 +172,7 @@ impl Registry {
     /// One round of looking for work, in the order of the module docs.
     fn find_work(&self, local: &Local, tick: &mut u32, rng: &mut XorShift) -> Option<JobRef> {
         *tick = tick.wrapping_add(1);
-        if *tick % INJECTOR_INTERVAL == 0
+        if tick.is_multiple_of(INJECTOR_INTERVAL)
             && let Some(job) = self.steal_injector(&local.deque)
         {
             return Some(job);

@@ -156,8 +156,8 @@ impl Sleep {
         self.parkers[index].park();
     }
 
-    /// Number of parked workers (for tests and stats).
-    #[cfg(test)]
+    /// Number of parked workers (for the loom models).
+    #[cfg(all(test, loom))]
     pub(crate) fn sleepers(&self) -> usize {
         self.counts.load(SeqCst) / SLEEPER
     }
