@@ -139,9 +139,19 @@ impl Registry {
         self.flags.load(Acquire) & SHUTDOWN != 0 && self.submitters.load(Acquire) == 0
     }
 
+    /// Takes work from the injector: one task while the queue is short, so that tasks start
+    /// in submission order as in Python's FIFO pool; a batch (into the local deque) when it
+    /// is long, to amortise the contention on the injector.
     fn steal_injector(&self, local: &Worker<JobRef>) -> Option<JobRef> {
+        let workers = self.stealers.len();
+        let queued = self.injector.len();
+        let limit = if queued <= 4 * workers {
+            1
+        } else {
+            (queued / (2 * workers)).min(32)
+        };
         loop {
-            match self.injector.steal_batch_and_pop(local) {
+            match self.injector.steal_batch_with_limit_and_pop(local, limit) {
                 Steal::Success(job) => return Some(job),
                 Steal::Empty => return None,
                 Steal::Retry => continue,
