@@ -3,6 +3,7 @@
 //! [`as_completed`](crate::as_completed).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -54,13 +55,13 @@ pub enum TaskError {
     /// The pool became unusable before the task could run (an initializer failed).
     /// Python's `BrokenThreadPool` / `BrokenProcessPool`.
     #[error("the pool is broken: {0}")]
-    Broken(String),
+    Broken(Arc<str>),
     /// The task was never accepted; see the [`SubmitError`].
     #[error("the task was not submitted: {0}")]
     Submit(#[from] SubmitError),
     /// The result could not be encoded or decoded at a process boundary.
     #[error("the result could not cross the process boundary: {0}")]
-    Codec(String),
+    Codec(Arc<str>),
 }
 
 impl TaskError {
@@ -114,9 +115,19 @@ impl TaskError {
 /// assert!(panic.location().is_some()); // file:line:column of the `panic!`
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Panic {
-    pub(crate) message: String,
-    pub(crate) location: Option<String>,
+pub struct Panic(Box<PanicData>);
+
+/// Boxed so that `Result<T, TaskError>` stays small (it is moved for every item of a `map`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PanicData {
+    message: String,
+    location: Option<String>,
+}
+
+impl Panic {
+    pub(crate) fn new(message: String, location: Option<String>) -> Self {
+        Panic(Box::new(PanicData { message, location }))
+    }
 }
 
 impl Panic {
@@ -129,7 +140,7 @@ impl Panic {
     /// assert_eq!(err.panic().unwrap().message(), "boom");
     /// ```
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// `file:line:column` of the panic, when the crate's panic hook could record it.
@@ -141,14 +152,14 @@ impl Panic {
     /// assert!(err.panic().unwrap().location().is_some());
     /// ```
     pub fn location(&self) -> Option<&str> {
-        self.location.as_deref()
+        self.0.location.as_deref()
     }
 }
 
 impl fmt::Display for Panic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the task panicked: {}", self.message)?;
-        if let Some(loc) = &self.location {
+        write!(f, "the task panicked: {}", self.0.message)?;
+        if let Some(loc) = &self.0.location {
             write!(f, " (at {loc})")?;
         }
         Ok(())
@@ -207,14 +218,14 @@ pub enum SubmitError {
     Shutdown,
     /// The pool is broken (an initializer failed) and accepts no work.
     #[error("the pool is broken: {0}")]
-    Broken(String),
+    Broken(Arc<str>),
     /// The argument could not be encoded for a worker process.
     #[error("the argument could not be encoded: {0}")]
-    Codec(String),
+    Codec(Arc<str>),
     /// The function cannot be sent to a worker process (for example it lives in a
     /// dynamically loaded library).
     #[error("the function cannot be sent to a worker: {0}")]
-    Unsendable(String),
+    Unsendable(Arc<str>),
 }
 
 /// A pool could not be built.

@@ -46,10 +46,21 @@ pub fn run_chunk<A, R>(f: fn(A) -> R, items: Vec<A>) -> Chunk<R> {
     let start = Instant::now();
     let mut values = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
-    for (i, item) in items.into_iter().enumerate() {
-        match crate::unwind::catch(|| f(item)) {
-            Ok(v) => values.push(v),
-            Err(e) => errors.push((i as u32, e)),
+    let mut rest = items.into_iter().enumerate();
+    let _scope = crate::unwind::TaskScope::enter();
+    // One unwind guard for the whole chunk; after a panic, the loop resumes with the item
+    // that follows the one that panicked.
+    loop {
+        let mut current = 0;
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for (i, item) in &mut rest {
+                current = i;
+                values.push(f(item));
+            }
+        }));
+        match run {
+            Ok(()) => break,
+            Err(payload) => errors.push((current as u32, crate::unwind::panic_error(payload))),
         }
     }
     Chunk {

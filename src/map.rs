@@ -28,8 +28,8 @@ pub struct MapOptions {
 }
 
 impl MapOptions {
-    /// Default options: automatic chunk size, no timeout, a window of four chunks per
-    /// worker.
+    /// Default options: automatic chunk size, no timeout, a window of 64 chunks (16 per
+    /// worker on machines with more than four).
     ///
     /// ```
     /// let opts = concurrent_futures::MapOptions::new();
@@ -76,16 +76,29 @@ impl MapOptions {
     }
 }
 
+/// Chunks in flight by default (at least; 16 per worker on bigger machines). A small window
+/// starves the workers: chunks that finish behind a slow head chunk hold their slots until
+/// the consumer reaches them.
+const DEFAULT_WINDOW: usize = 64;
+
 /// Largest automatic chunk.
-const MAX_CHUNK: usize = 1 << 16;
+const MAX_CHUNK: usize = 1 << 13;
 
 /// Chooses chunk sizes: fixed, or adapted to the measured time per item.
+///
+/// Automatic sizing starts with one single-item probe chunk per worker and keeps only one
+/// chunk per worker in flight until the size has converged: a window full of tiny chunks
+/// would cost a wake-up per chunk, and a window of big chunks would serialise expensive
+/// items. Each observation may grow the size at most 16x (a single fast item is weak
+/// evidence), or shrink it at once; the size has converged when an observation was not
+/// limited by that cap.
 #[derive(Debug)]
 struct Sizer {
     fixed: Option<usize>,
     size: usize,
     target: Duration,
     workers: usize,
+    converged: bool,
 }
 
 impl Sizer {
@@ -95,6 +108,16 @@ impl Sizer {
             size: 1,
             target,
             workers: workers.max(1),
+            converged: false,
+        }
+    }
+
+    /// How many chunks may be in flight now: the full window once sizes are known.
+    fn limit(&self, window: usize) -> usize {
+        if self.fixed.is_some() || self.converged {
+            window
+        } else {
+            self.workers.min(window)
         }
     }
 
@@ -103,8 +126,12 @@ impl Sizer {
         if let Some(n) = self.fixed {
             return n;
         }
-        // Near the end, split what is left fairly so no worker gets a long tail.
-        let fair = remaining.div_ceil(2 * self.workers).max(1);
+        // Near the end, split what is left fairly so no worker gets a long tail, but not
+        // below an eighth of the target size (more tiny chunks cost more than they balance).
+        let fair = remaining
+            .div_ceil(2 * self.workers)
+            .max(self.size / 8)
+            .max(1);
         if remaining > 0 {
             self.size.min(fair)
         } else {
@@ -119,9 +146,9 @@ impl Sizer {
         }
         let per_item = (elapsed.as_nanos() / len as u128).max(1);
         let ideal = (self.target.as_nanos() / per_item).clamp(1, MAX_CHUNK as u128) as usize;
-        // Grow at most 4x per observation (the measurement of tiny chunks is noisy);
-        // shrink at once.
-        self.size = ideal.min(self.size.saturating_mul(4)).max(1);
+        let cap = len.saturating_mul(16);
+        self.converged |= ideal <= cap;
+        self.size = ideal.min(cap).max(1);
     }
 }
 
@@ -129,10 +156,12 @@ impl Sizer {
 struct Drain<R> {
     values: std::vec::IntoIter<R>,
     errors: std::vec::IntoIter<(u32, TaskError)>,
-    next_error: Option<(u32, TaskError)>,
+    /// Position of the next item and of the next failed item (`u32::MAX`: none).
+    pos: u32,
+    next_error_at: u32,
+    next_error: Option<TaskError>,
     /// Error repeated for every item when the whole chunk failed.
     whole: Option<(TaskError, usize)>,
-    pos: u32,
 }
 
 impl<R> Drain<R> {
@@ -140,21 +169,21 @@ impl<R> Drain<R> {
         Drain {
             values: Vec::new().into_iter(),
             errors: Vec::new().into_iter(),
+            pos: 0,
+            next_error_at: u32::MAX,
             next_error: None,
             whole: None,
-            pos: 0,
         }
     }
 
     fn of(chunk: Chunk<R>) -> Self {
-        let mut errors = chunk.errors.into_iter();
-        Drain {
+        let mut d = Drain {
             values: chunk.values.into_iter(),
-            next_error: errors.next(),
-            errors,
-            whole: None,
-            pos: 0,
-        }
+            errors: chunk.errors.into_iter(),
+            ..Drain::empty()
+        };
+        d.load_next_error();
+        d
     }
 
     fn failed(err: TaskError, len: usize) -> Self {
@@ -164,7 +193,46 @@ impl<R> Drain<R> {
         }
     }
 
+    fn load_next_error(&mut self) {
+        match self.errors.next() {
+            Some((i, e)) => {
+                self.next_error_at = i;
+                self.next_error = Some(e);
+            }
+            None => self.next_error_at = u32::MAX,
+        }
+    }
+
+    /// The common case, kept small so that it inlines into the caller's loop.
+    #[inline]
     fn next(&mut self) -> Option<Result<R, TaskError>> {
+        if self.pos != self.next_error_at
+            && let Some(v) = self.values.next()
+        {
+            self.pos += 1;
+            return Some(Ok(v));
+        }
+        self.next_slow()
+    }
+
+    /// Feeds every remaining result to `f`; a chunk without failures goes straight over its
+    /// values (no per-item `Option` shuffling).
+    #[inline]
+    fn fold_into<B>(&mut self, mut acc: B, f: &mut impl FnMut(B, Result<R, TaskError>) -> B) -> B {
+        if self.whole.is_none() && self.next_error_at == u32::MAX {
+            for v in self.values.by_ref() {
+                acc = f(acc, Ok(v));
+            }
+            return acc;
+        }
+        while let Some(r) = self.next() {
+            acc = f(acc, r);
+        }
+        acc
+    }
+
+    #[inline(never)]
+    fn next_slow(&mut self) -> Option<Result<R, TaskError>> {
         if let Some((err, left)) = &mut self.whole {
             if *left == 0 {
                 return None;
@@ -172,14 +240,13 @@ impl<R> Drain<R> {
             *left -= 1;
             return Some(Err(err.clone()));
         }
-        let pos = self.pos;
-        self.pos += 1;
-        if self.next_error.as_ref().is_some_and(|(i, _)| *i == pos) {
-            let (_, e) = self.next_error.take()?;
-            self.next_error = self.errors.next();
+        if self.pos == self.next_error_at {
+            let e = self.next_error.take()?;
+            self.pos += 1;
+            self.load_next_error();
             return Some(Err(e));
         }
-        self.values.next().map(Ok)
+        None
     }
 }
 
@@ -203,7 +270,7 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
             f,
             items: items.fuse(),
             sizer: Sizer::new(opts.chunksize, exec.chunk_target(), workers),
-            window: opts.buffersize.unwrap_or(4 * workers.max(1)),
+            window: opts.buffersize.unwrap_or(DEFAULT_WINDOW.max(16 * workers)),
             deadline: opts.timeout.map(|t| Instant::now() + t),
             stopped: false,
         }
@@ -239,8 +306,20 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
                 return Err(());
             }
         }
-        Ok(match fut.into_result() {
+        let t0 = Instant::now();
+        let st = fut.state();
+        Ok(match fut.into_result_no_help() {
             Ok(chunk) => {
+                if std::env::var_os("CF_DEBUG").is_some() {
+                    eprintln!(
+                        "len {} elapsed {:?} waited {:?} state {:?} size {}",
+                        chunk.len(),
+                        chunk.elapsed,
+                        t0.elapsed(),
+                        st,
+                        self.sizer.size
+                    );
+                }
                 self.sizer.observe(chunk.len(), chunk.elapsed);
                 Drain::of(chunk)
             }
@@ -276,7 +355,7 @@ where
     }
 
     fn fill(&mut self) {
-        while self.inflight.len() < self.feed.window {
+        while self.inflight.len() < self.feed.sizer.limit(self.feed.window) {
             match self.feed.submit_next() {
                 Some(job) => self.inflight.push_back(job),
                 None => break,
@@ -300,7 +379,39 @@ where
 {
     type Item = Result<R, TaskError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        match self.current.next() {
+            Some(r) => Some(r),
+            None => self.advance(),
+        }
+    }
+
+    fn fold<B, F>(mut self, init: B, mut f: F) -> B
+    where
+        F: FnMut(B, Self::Item) -> B,
+    {
+        let mut acc = init;
+        loop {
+            acc = self.current.fold_into(acc, &mut f);
+            match self.advance() {
+                Some(r) => acc = f(acc, r),
+                None => return acc,
+            }
+        }
+    }
+}
+
+impl<E, I, A, R> Map<'_, E, I, A, R>
+where
+    E: Executor,
+    I: Iterator<Item = A>,
+    A: Payload,
+    R: Payload,
+{
+    /// Moves to the next chunk (waiting for it) and yields its first result.
+    #[inline(never)]
+    fn advance(&mut self) -> Option<Result<R, TaskError>> {
         loop {
             if let Some(r) = self.current.next() {
                 return Some(r);
@@ -378,7 +489,7 @@ where
     }
 
     fn fill(&mut self) {
-        while self.inflight < self.feed.window {
+        while self.inflight < self.feed.sizer.limit(self.feed.window) {
             let Some((fut, len)) = self.feed.submit_next() else {
                 break;
             };
@@ -404,7 +515,39 @@ where
 {
     type Item = Result<R, TaskError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        match self.current.next() {
+            Some(r) => Some(r),
+            None => self.advance(),
+        }
+    }
+
+    fn fold<B, F>(mut self, init: B, mut f: F) -> B
+    where
+        F: FnMut(B, Self::Item) -> B,
+    {
+        let mut acc = init;
+        loop {
+            acc = self.current.fold_into(acc, &mut f);
+            match self.advance() {
+                Some(r) => acc = f(acc, r),
+                None => return acc,
+            }
+        }
+    }
+}
+
+impl<E, I, A, R> MapUnordered<'_, E, I, A, R>
+where
+    E: Executor,
+    I: Iterator<Item = A>,
+    A: Payload,
+    R: Payload,
+{
+    /// Takes the next completed chunk (waiting for one) and yields its first result.
+    #[inline(never)]
+    fn advance(&mut self) -> Option<Result<R, TaskError>> {
         loop {
             if let Some(r) = self.current.next() {
                 return Some(r);

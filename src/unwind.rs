@@ -39,23 +39,34 @@ pub(crate) fn install_hook() {
     });
 }
 
+/// Marks the current thread as running task code while alive, so that the hook records
+/// (and silences) panics raised meanwhile.
+pub(crate) struct TaskScope(());
+
+impl TaskScope {
+    pub(crate) fn enter() -> TaskScope {
+        IN_TASK.with(|d| d.set(d.get() + 1));
+        TaskScope(())
+    }
+}
+
+impl Drop for TaskScope {
+    fn drop(&mut self) {
+        IN_TASK.with(|d| d.set(d.get() - 1));
+    }
+}
+
+/// Turns a caught panic payload into [`TaskError::Panicked`], with the location the hook
+/// recorded. Call it inside the [`TaskScope`] the panic happened in.
+pub(crate) fn panic_error(payload: Box<dyn Any + Send>) -> TaskError {
+    let location = LOCATION.with(|slot| slot.borrow_mut().take());
+    TaskError::Panicked(Panic::new(message_of(payload.as_ref()), location))
+}
+
 /// Runs `f`, turning a panic into [`TaskError::Panicked`].
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, TaskError> {
-    struct Depth;
-    impl Drop for Depth {
-        fn drop(&mut self) {
-            IN_TASK.with(|d| d.set(d.get() - 1));
-        }
-    }
-    IN_TASK.with(|d| d.set(d.get() + 1));
-    let _depth = Depth;
-    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let location = LOCATION.with(|slot| slot.borrow_mut().take());
-        TaskError::Panicked(Panic {
-            message: message_of(payload.as_ref()),
-            location,
-        })
-    })
+    let _scope = TaskScope::enter();
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(panic_error)
 }
 
 /// Runs a user callback; a panic is reported on stderr and swallowed (Python logs an

@@ -58,12 +58,18 @@ pub(crate) fn is_done(s: u32) -> bool {
 /// A callback waiting for the future.
 pub(crate) type Callback<T> = Box<dyn FnOnce(&Future<T>) + Send>;
 
-/// Everything that must hear about completion. Guarded by `Core::listeners`.
-pub(crate) struct Listeners<T> {
-    callbacks: Vec<Callback<T>>,
-    sets: Vec<(std::sync::Arc<WaitSet>, usize)>,
-    waker: Option<Waker>,
+/// Something that must hear about completion. The list is guarded by `Core::listeners`
+/// (one `Vec` of these keeps an idle future small: most futures never get a listener).
+pub(crate) enum Listener<T> {
+    /// `add_done_callback`, run in order of registration.
+    Callback(Callback<T>),
+    /// A `wait` / `as_completed` / `map_unordered` fan-in, with this future's index in it.
+    Set(std::sync::Arc<WaitSet>, usize),
+    /// The task awaiting the future (at most one: awaiting needs `&mut`).
+    Waker(Waker),
 }
+
+type Listeners<T> = Vec<Listener<T>>;
 
 /// The state machine and the value of one future.
 pub(crate) struct Core<T> {
@@ -86,11 +92,7 @@ impl<T> Core<T> {
     pub(crate) fn new(flags: u32) -> Self {
         Core {
             state: AtomicU32::new(PENDING | flags),
-            listeners: Mutex::new(Listeners {
-                callbacks: Vec::new(),
-                sets: Vec::new(),
-                waker: None,
-            }),
+            listeners: Mutex::new(Vec::new()),
             cond: Condvar::new(),
             value: UnsafeCell::new(None),
         }
@@ -100,11 +102,7 @@ impl<T> Core<T> {
     pub(crate) fn finished(value: Result<T, TaskError>) -> Self {
         Core {
             state: AtomicU32::new(FINISHED | NOTIFIED),
-            listeners: Mutex::new(Listeners {
-                callbacks: Vec::new(),
-                sets: Vec::new(),
-                waker: None,
-            }),
+            listeners: Mutex::new(Vec::new()),
             cond: Condvar::new(),
             value: UnsafeCell::new(Some(value)),
         }
@@ -257,27 +255,36 @@ impl<T> Core<T> {
     /// The slow path of completion: wake blocked threads and wait sets, run callbacks,
     /// then mark NOTIFIED and wake an awaiting task.
     fn notify(&self, outcome: Outcome, handle: &Future<T>) {
-        let (callbacks, sets) = {
+        let mut listeners = {
             let mut l = sync::lock(&self.listeners);
             self.cond.notify_all();
-            (
-                std::mem::take(&mut l.callbacks),
-                std::mem::take(&mut l.sets),
-            )
+            std::mem::take(&mut *l)
         };
-        for (set, index) in sets {
-            set.notify(index, outcome);
+        for l in &listeners {
+            if let Listener::Set(set, index) = l {
+                set.notify(*index, outcome);
+            }
         }
-        for cb in callbacks {
-            crate::unwind::run_callback(|| cb(handle));
+        let mut wakers = Vec::new();
+        for l in listeners.drain(..) {
+            match l {
+                Listener::Callback(cb) => crate::unwind::run_callback(|| cb(handle)),
+                Listener::Waker(w) => wakers.push(w),
+                Listener::Set(..) => {}
+            }
         }
-        let waker = {
+        {
+            // A waker may have registered since (the future was done, not yet NOTIFIED).
             let mut l = sync::lock(&self.listeners);
             self.state.fetch_or(NOTIFIED, AcqRel);
             self.cond.notify_all();
-            l.waker.take()
-        };
-        if let Some(w) = waker {
+            for late in l.drain(..) {
+                if let Listener::Waker(w) = late {
+                    wakers.push(w);
+                }
+            }
+        }
+        for w in wakers {
             w.wake();
         }
     }
@@ -308,7 +315,7 @@ impl<T> Core<T> {
     pub(crate) fn add_callback(&self, cb: Callback<T>) -> Option<Callback<T>> {
         match self.lock_listening() {
             Some(mut l) => {
-                l.callbacks.push(cb);
+                l.push(Listener::Callback(cb));
                 None
             }
             None => Some(cb),
@@ -319,7 +326,7 @@ impl<T> Core<T> {
     pub(crate) fn add_waiter(&self, set: &std::sync::Arc<WaitSet>, index: usize) -> bool {
         match self.lock_listening() {
             Some(mut l) => {
-                l.sets.push((set.clone(), index));
+                l.push(Listener::Set(set.clone(), index));
                 true
             }
             None => false,
@@ -329,7 +336,7 @@ impl<T> Core<T> {
     /// Forgets a wait set registered with `add_waiter` (no-op if it already fired).
     pub(crate) fn remove_waiter(&self, set: &std::sync::Arc<WaitSet>) {
         let mut l = sync::lock(&self.listeners);
-        l.sets.retain(|(s, _)| !std::sync::Arc::ptr_eq(s, set));
+        l.retain(|x| !matches!(x, Listener::Set(s, _) if std::sync::Arc::ptr_eq(s, set)));
     }
 
     /// Blocks until `(state & mask) != 0 || done`-style predicate `ready` holds, or the
@@ -391,9 +398,10 @@ impl<T> Core<T> {
                 Err(now) => s = now,
             }
         }
-        match &mut guard.waker {
-            Some(w) if w.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
+        match guard.iter_mut().find(|l| matches!(l, Listener::Waker(_))) {
+            Some(Listener::Waker(w)) if w.will_wake(waker) => {}
+            Some(slot) => *slot = Listener::Waker(waker.clone()),
+            None => guard.push(Listener::Waker(waker.clone())),
         }
         true
     }

@@ -357,7 +357,14 @@ impl<T> Future<T> {
     /// assert_eq!(bytes.len(), 1 << 20);
     /// ```
     pub fn into_result(self) -> Result<T, TaskError> {
-        self.wait_until(|s| s & NOTIFIED != 0, None);
+        self.wait_until(|s| s & NOTIFIED != 0, None, true);
+        self.take()
+    }
+
+    /// `into_result` without running the task inline: for `map`, whose consumer must stay
+    /// free to keep the workers fed (running a chunk itself would starve them).
+    pub(crate) fn into_result_no_help(self) -> Result<T, TaskError> {
+        self.wait_until(|s| s & NOTIFIED != 0, None, false);
         self.take()
     }
 
@@ -403,7 +410,7 @@ impl<T> Future<T> {
     /// assert!(fut.done());
     /// ```
     pub fn wait(&self) {
-        self.wait_until(is_done, None);
+        self.wait_until(is_done, None, true);
     }
 
     /// Blocks until the future is done or `timeout` passes; returns whether it is done.
@@ -415,7 +422,7 @@ impl<T> Future<T> {
     /// assert!(!fut.wait_timeout(Duration::from_millis(1)));
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_until(is_done, Some(Instant::now() + timeout))
+        self.wait_until(is_done, Some(Instant::now() + timeout), false)
     }
 
     /// Attaches `callback`, called with this future once it is done. Python's
@@ -492,14 +499,16 @@ impl<T> Future<T> {
         self.core().finish(value, self);
     }
 
-    /// Waits for `ready`, running the task inline or spinning briefly before sleeping.
-    fn wait_until(&self, ready: fn(u32) -> bool, deadline: Option<Instant>) -> bool {
+    /// Waits for `ready`, running the task inline (if `help`, the task has not started and
+    /// its pool allows it) or spinning briefly before sleeping. A timed wait never runs the
+    /// task: the task could outlast the timeout.
+    fn wait_until(&self, ready: fn(u32) -> bool, deadline: Option<Instant>, help: bool) -> bool {
         let core = self.core();
         let s = core.load();
         if ready(s) {
             return true;
         }
-        if deadline.is_none() && s & (STATE_MASK | INLINE) == INLINE {
+        if help && deadline.is_none() && s & (STATE_MASK | INLINE) == INLINE {
             self.cell.help(self);
         }
         // A short spin catches tasks that are about to finish without a sleep and a

@@ -132,7 +132,7 @@ impl ThreadPoolBuilder {
     }
 
     /// Whether a thread that blocks on a task nobody has started yet (`result()`,
-    /// `into_result()`, `wait()`, or `map`'s iterator) runs it itself instead of sleeping
+    /// `into_result()`, `wait()`) runs it itself instead of sleeping
     /// until a worker wakes up. This takes the 5–50 µs wake-up of a sleeping worker off the
     /// latency of a submit-then-wait. The task still runs exactly once.
     ///
@@ -275,13 +275,12 @@ impl ThreadPoolExecutor {
         F: FnOnce() -> R + Send + 'static,
         R: Send + Sync + 'static,
     {
-        let mut fut = None;
-        self.registry.push(|| {
-            let (f, cell) = Future::with_task(f, self.registry.inline);
-            fut = Some(f);
-            cell
-        })?;
-        Ok(fut.expect("[internal] push accepted without building the job"))
+        let (fut, cell) = Future::with_task(f, self.registry.inline);
+        let raced_shutdown = self.registry.push(cell)?;
+        if raced_shutdown && fut.cancel() {
+            return Err(SubmitError::Shutdown);
+        }
+        Ok(fut)
     }
 
     /// The prefix of the worker threads' names.

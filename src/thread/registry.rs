@@ -22,11 +22,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use crossbeam_utils::CachePadded;
+use std::sync::Arc;
 
 use super::job::JobRef;
 use super::sleep::Sleep;
 use crate::error::{SubmitError, TaskError};
-use crate::sync::{self, AtomicUsize, Condvar, Mutex};
+use crate::sync::{self, AtomicUsize, Condvar, Mutex, fence};
 
 /// Every this many rounds a worker checks the injector before its own deque.
 const INJECTOR_INTERVAL: u32 = 61;
@@ -47,9 +48,7 @@ pub(crate) struct Registry {
     pub(crate) sleep: Sleep,
     /// SHUTDOWN | CANCEL | BROKEN. Read by workers for every job; written rarely.
     flags: CachePadded<AtomicUsize>,
-    /// Submissions in progress: `shutdown` waits for them to finish pushing.
-    submitters: CachePadded<AtomicUsize>,
-    broken: OnceLock<String>,
+    broken: OnceLock<Arc<str>>,
     /// Workers still running, and the condition `shutdown(wait)` waits on.
     live: Mutex<usize>,
     all_exited: Condvar,
@@ -78,7 +77,6 @@ impl Registry {
             stealers: deques.iter().map(Worker::stealer).collect(),
             sleep: Sleep::new(n),
             flags: CachePadded::new(AtomicUsize::new(0)),
-            submitters: CachePadded::new(AtomicUsize::new(0)),
             broken: OnceLock::new(),
             live: Mutex::new(n),
             all_exited: Condvar::new(),
@@ -93,14 +91,17 @@ impl Registry {
 
     /// Queues a job: on the current worker's deque if called from one of this pool's
     /// workers, else on the injector. Refuses after shutdown or breakage.
-    pub(crate) fn push(&self, job: impl FnOnce() -> JobRef) -> Result<(), SubmitError> {
-        self.submitters.fetch_add(1, SeqCst);
+    ///
+    /// Returns whether a shutdown began while the job was being queued. The caller must then
+    /// cancel the job if it is still pending: the workers may already have found the queues
+    /// empty for good. (Push, `SeqCst` fence, read the flags; a worker reads the flags, fences,
+    /// then scans the queues before exiting: one of the two sees the other.)
+    pub(crate) fn push(&self, job: JobRef) -> Result<bool, SubmitError> {
         let flags = self.flags.load(SeqCst);
         if flags & (SHUTDOWN | BROKEN) != 0 {
-            self.submitters.fetch_sub(1, SeqCst);
             return Err(self.refusal(flags));
         }
-        let mut job = Some(job());
+        let mut job = Some(job);
         LOCAL.with_borrow(|local| {
             if let Some(local) = local
                 && std::ptr::eq(local.registry, self)
@@ -112,9 +113,9 @@ impl Registry {
         if let Some(job) = job {
             self.injector.push(job);
         }
-        self.submitters.fetch_sub(1, SeqCst);
-        self.sleep.notify_one();
-        Ok(())
+        fence(SeqCst);
+        self.sleep.notify_one_fenced();
+        Ok(self.flags.load(SeqCst) & SHUTDOWN != 0)
     }
 
     fn refusal(&self, flags: usize) -> SubmitError {
@@ -125,8 +126,8 @@ impl Registry {
         }
     }
 
-    fn broken_reason(&self) -> String {
-        self.broken.get().cloned().unwrap_or_default()
+    fn broken_reason(&self) -> Arc<str> {
+        self.broken.get().cloned().unwrap_or_else(|| Arc::from(""))
     }
 
     /// Whether any queue holds work (racy by nature; used before sleeping).
@@ -134,9 +135,19 @@ impl Registry {
         !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
     }
 
-    /// True once shutdown is requested and no submission can still push.
+    /// True once shutdown is requested.
     fn terminated(&self) -> bool {
-        self.flags.load(Acquire) & SHUTDOWN != 0 && self.submitters.load(Acquire) == 0
+        self.flags.load(Acquire) & SHUTDOWN != 0
+    }
+
+    /// True once shutdown is requested and every queue is empty: the worker may exit. A job
+    /// pushed concurrently is either seen here or cancelled by its submitter (see `push`).
+    fn should_exit(&self) -> bool {
+        if self.flags.load(SeqCst) & SHUTDOWN == 0 {
+            return false;
+        }
+        fence(SeqCst);
+        !self.has_work()
     }
 
     /// Takes work from the injector: one task while the queue is short, so that tasks start
@@ -210,7 +221,7 @@ impl Registry {
 
     /// Marks the pool broken (an initializer failed) and fails what is queued.
     pub(crate) fn set_broken(&self, reason: String) {
-        let _ = self.broken.set(reason);
+        let _ = self.broken.set(Arc::from(reason));
         self.flags.fetch_or(BROKEN, SeqCst);
         let reason = self.broken_reason();
         self.drain(|job| job.fail(TaskError::Broken(reason.clone())));
@@ -242,12 +253,6 @@ impl Registry {
     pub(crate) fn shutdown(&self, cancel: bool) {
         self.flags
             .fetch_or(SHUTDOWN | if cancel { CANCEL } else { 0 }, SeqCst);
-        // A submission that saw no SHUTDOWN is still pushing: let it finish, so that its
-        // job is queued before the workers decide the queues are empty for good.
-        let backoff = crossbeam_utils::Backoff::new();
-        while self.submitters.load(SeqCst) != 0 {
-            backoff.snooze();
-        }
         if cancel {
             self.drain(|job| job.cancel());
         }
@@ -277,7 +282,7 @@ impl Registry {
 
     /// The body of worker thread `index`.
     pub(crate) fn main_loop(
-        self: &std::sync::Arc<Self>,
+        self: &Arc<Self>,
         index: usize,
         deque: Worker<JobRef>,
         init: Option<&(dyn Fn() + Send + Sync)>,
@@ -305,7 +310,7 @@ impl Registry {
                 self.run_job(job);
                 continue;
             }
-            if self.terminated() && !self.has_work() {
+            if self.should_exit() {
                 break;
             }
             self.sleep.start_searching(&mut searching);
@@ -330,7 +335,9 @@ impl Registry {
         let start = Instant::now();
         let backoff = crossbeam_utils::Backoff::new();
         loop {
-            backoff.spin();
+            // Yield rather than hold the core: on a busy machine the thread that would
+            // submit the next task may be waiting for this very CPU.
+            backoff.snooze();
             let found = LOCAL.with_borrow(|l| {
                 let local = l.as_ref().expect("[internal] worker without its deque");
                 self.find_work(local, tick, rng)

@@ -79,6 +79,11 @@ impl Sleep {
     /// Called after work was published: wakes a sleeper unless a searcher will find it.
     pub(crate) fn notify_one(&self) {
         fence(SeqCst);
+        self.notify_one_fenced();
+    }
+
+    /// `notify_one` for a caller that already issued the `SeqCst` fence after publishing.
+    pub(crate) fn notify_one_fenced(&self) {
         let c = self.counts.load(SeqCst);
         if c & SEARCH_MASK != 0 || c < SLEEPER {
             return;
