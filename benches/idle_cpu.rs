@@ -90,12 +90,16 @@ fn main() {
                 .num_threads(WORKERS)
                 .build()
                 .unwrap();
-            rows[1]
-                .1
-                .push(measure(None, || pool.spawn(|| drop(trivial(1)))));
-            rows[1]
-                .2
-                .push(measure(every, || pool.spawn(|| drop(trivial(1)))));
+            rows[1].1.push(measure(None, || {
+                pool.spawn(|| {
+                    std::hint::black_box(trivial(1));
+                })
+            }));
+            rows[1].2.push(measure(every, || {
+                pool.spawn(|| {
+                    std::hint::black_box(trivial(1));
+                })
+            }));
         }
     }
     println!(
