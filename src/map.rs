@@ -265,12 +265,19 @@ struct Feed<'a, E, I, A, R> {
 impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E, I, A, R> {
     fn new(exec: &'a E, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
         let workers = exec.max_workers();
+        let window = opts.buffersize.unwrap_or(DEFAULT_WINDOW.max(16 * workers));
+        let mut sizer = Sizer::new(opts.chunksize, exec.chunk_target(), workers);
+        // An input known to fit in the window is submitted whole, one item per task, at
+        // once (as Python's eager `map` does): probing would only delay it.
+        if items.size_hint().1.is_some_and(|n| n <= window) {
+            sizer.converged = true;
+        }
         Feed {
             exec,
             f,
             items: items.fuse(),
-            sizer: Sizer::new(opts.chunksize, exec.chunk_target(), workers),
-            window: opts.buffersize.unwrap_or(DEFAULT_WINDOW.max(16 * workers)),
+            sizer,
+            window,
             deadline: opts.timeout.map(|t| Instant::now() + t),
             stopped: false,
         }
@@ -334,6 +341,9 @@ pub struct Map<'a, E, I, A, R> {
     inflight: VecDeque<(Future<Chunk<R>>, usize)>,
     current: Drain<R>,
     finished: bool,
+    /// Set by the first `next`: only an iteration that started cancels on drop (as Python's
+    /// result generator, whose `finally` runs only once it has started).
+    started: bool,
 }
 
 impl<'a, E, I, A, R> Map<'a, E, I, A, R>
@@ -349,6 +359,7 @@ where
             inflight: VecDeque::new(),
             current: Drain::empty(),
             finished: false,
+            started: false,
         };
         map.fill();
         map
@@ -412,6 +423,7 @@ where
     /// Moves to the next chunk (waiting for it) and yields its first result.
     #[inline(never)]
     fn advance(&mut self) -> Option<Result<R, TaskError>> {
+        self.started = true;
         loop {
             if let Some(r) = self.current.next() {
                 return Some(r);
@@ -440,8 +452,10 @@ where
 
 impl<E, I, A, R> Drop for Map<'_, E, I, A, R> {
     fn drop(&mut self) {
-        for (fut, _) in self.inflight.drain(..) {
-            fut.cancel();
+        if self.started {
+            for (fut, _) in self.inflight.drain(..) {
+                fut.cancel();
+            }
         }
     }
 }
@@ -465,6 +479,8 @@ pub struct MapUnordered<'a, E, I, A, R> {
     set: Arc<WaitSet>,
     current: Drain<R>,
     finished: bool,
+    /// As in `Map`: only a started iteration cancels on drop.
+    started: bool,
 }
 
 impl<'a, E, I, A, R> MapUnordered<'a, E, I, A, R>
@@ -483,6 +499,7 @@ where
             set: WaitSet::new(),
             current: Drain::empty(),
             finished: false,
+            started: false,
         };
         map.fill();
         map
@@ -548,6 +565,7 @@ where
     /// Takes the next completed chunk (waiting for one) and yields its first result.
     #[inline(never)]
     fn advance(&mut self) -> Option<Result<R, TaskError>> {
+        self.started = true;
         loop {
             if let Some(r) = self.current.next() {
                 return Some(r);
@@ -584,7 +602,10 @@ where
 impl<E, I, A, R> Drop for MapUnordered<'_, E, I, A, R> {
     fn drop(&mut self) {
         for (fut, _) in self.slots.iter_mut().filter_map(Option::take) {
-            fut.cancel();
+            if self.started {
+                fut.cancel();
+            }
+            fut.core().remove_waiter(&self.set);
         }
     }
 }

@@ -1,9 +1,10 @@
 //! [`Executor`] for `rayon::ThreadPool` (feature `rayon`), so the same generic code can be
 //! measured on rayon.
 //!
-//! rayon pools cannot be shut down: [`Executor::shutdown_with`] only waits (if asked) for the
-//! tasks submitted through this trait that have not finished, and later submissions are
-//! still accepted. Cancellation works as everywhere (a cancelled task never runs).
+//! rayon pools cannot be shut down: [`Executor::shutdown_with`] does nothing here (it neither
+//! waits nor refuses later submissions; the pool lives until it is dropped, and dropping it
+//! does not wait either). Everything else behaves as on the other backends, and a cancelled
+//! task never runs.
 
 use crate::error::SubmitError;
 use crate::executor::{Chunk, Executor, Payload, run_chunk};
@@ -47,12 +48,6 @@ impl Executor for rayon::ThreadPool {
         Ok(spawn_on(self, move || run_chunk(f, items)))
     }
 
-    /// rayon pools have no shutdown; with `wait`, this waits until the pool is idle by
-    /// running an empty `broadcast` after every queued job (rayon runs spawned jobs FIFO
-    /// per worker), which is the closest rayon offers.
-    fn shutdown_with(&self, wait: bool, _cancel_futures: bool) {
-        if wait {
-            self.broadcast(|_| ());
-        }
-    }
+    /// Does nothing: rayon pools have no shutdown (see the module docs).
+    fn shutdown_with(&self, _wait: bool, _cancel_futures: bool) {}
 }

@@ -127,6 +127,15 @@ pub fn always_panic(_: ()) -> u64 {
     panic!("task exploded")
 }
 
+/// Waits on the gate (if any), then creates the marker file.
+pub fn hold_then_touch(args: (Option<String>, String)) -> bool {
+    let (gate, marker) = args;
+    if let Some(gate) = gate {
+        hold((gate, 0));
+    }
+    touch(marker)
+}
+
 /// Creates the file at `path` (proof that the task ran).
 pub fn touch(path: String) -> bool {
     File::create(path).is_ok()

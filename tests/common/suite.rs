@@ -30,6 +30,7 @@ macro_rules! executor_suite {
             as_completed_timeout_reports_unfinished, await_does_not_block,
             result_by_value_and_by_ref, map_in_order_and_lazy, map_errors_per_item,
             map_chunksize_and_unordered, map_timeout, map_drop_cancels_unstarted,
+            map_without_iteration_still_runs,
             submit_after_shutdown_fails, shutdown_runs_accepted_work,
             shutdown_cancel_futures, concurrent_submitters);
     };
@@ -413,19 +414,44 @@ pub fn map_timeout<E: Executor>(pool: &E) {
 
 pub fn map_drop_cancels_unstarted<E: Executor>(pool: &E) {
     let mut gate = Gate::closed();
-    let held = occupy(pool, &gate);
     let marks: Vec<String> = (0..8)
         .map(|_| marker("map").to_string_lossy().into_owned())
         .collect();
-    let m = pool.map_with(touch, marks.clone(), MapOptions::new().chunksize(1));
-    drop(m);
+    // The first item finishes at once; the others wait on the gate, then leave a mark.
+    let items: Vec<(Option<String>, String)> = marks
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ((i > 0).then(|| gate.path()), m.clone()))
+        .collect();
+    let mut m = pool.map_with(hold_then_touch, items, MapOptions::new().chunksize(1));
+    assert_eq!(m.next(), Some(Ok(true)));
+    drop(m); // iteration began: what has not started is cancelled
     gate.open();
-    for h in &held {
-        h.result_timeout(LONG).unwrap();
+    pool.shutdown(true);
+    let ran = marks[1..]
+        .iter()
+        .filter(|m| std::path::Path::new(m).exists())
+        .count();
+    assert!(
+        ran <= pool.max_workers(),
+        "{ran} items ran after the map was dropped; at most the {} running ones may",
+        pool.max_workers()
+    );
+    for m in &marks {
+        let _ = std::fs::remove_file(m);
     }
+}
+
+pub fn map_without_iteration_still_runs<E: Executor>(pool: &E) {
+    let marks: Vec<String> = (0..10)
+        .map(|_| marker("eager").to_string_lossy().into_owned())
+        .collect();
+    // As Python's `executor.map(f, range(10))` with the result discarded.
+    drop(pool.map(touch, marks.clone()));
     pool.shutdown(true);
     for m in &marks {
-        assert!(!std::path::Path::new(m).exists(), "a dropped map ran {m}");
+        assert!(std::path::Path::new(m).exists(), "{m} did not run");
+        let _ = std::fs::remove_file(m);
     }
 }
 
