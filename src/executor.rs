@@ -26,6 +26,12 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Payload for T {}
 /// Values of the items that succeeded, in order, plus the failures by position (a panic in
 /// one item does not lose the others). You only meet this type when implementing
 /// [`Executor`] for a backend of your own; [`run_chunk`] builds it.
+///
+/// ```
+/// use concurrent_futures::{run_chunk, Chunk};
+/// let chunk: Chunk<u8> = run_chunk(|x: u8| x * 2, vec![1, 2]);
+/// assert_eq!(chunk.len(), 2);
+/// ```
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Chunk<R> {
     pub(crate) values: Vec<R>,
@@ -126,9 +132,23 @@ impl<R> Chunk<R> {
 /// ```
 pub trait Executor {
     /// Number of workers (threads, processes, ranks) executing tasks.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ThreadPoolExecutor};
+    /// assert_eq!(ThreadPoolExecutor::new(3).max_workers(), 3);
+    /// ```
     fn max_workers(&self) -> usize;
 
     /// Schedules `f(arg)` and returns its future, or why it was refused.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, SubmitError, ThreadPoolExecutor};
+    /// fn inc(x: u8) -> u8 { x + 1 }
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// assert_eq!(pool.try_submit(inc, 1).unwrap().result(), Ok(2));
+    /// pool.shutdown(true);
+    /// assert_eq!(pool.try_submit(inc, 1).unwrap_err(), SubmitError::Shutdown);
+    /// ```
     fn try_submit<A: Payload, R: Payload>(
         &self,
         f: fn(A) -> R,
@@ -137,6 +157,14 @@ pub trait Executor {
 
     /// Schedules one chunk of a `map`: `run_chunk(f, items)` as a single task. Backends
     /// implement it so that a chunk crosses to its worker as one message.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ThreadPoolExecutor};
+    /// fn inc(x: u8) -> u8 { x + 1 }
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// let chunk = pool.submit_chunk(inc, vec![1, 2, 3]).unwrap().into_result().unwrap();
+    /// assert_eq!(chunk.len(), 3);
+    /// ```
     fn submit_chunk<A: Payload, R: Payload>(
         &self,
         f: fn(A) -> R,
@@ -145,6 +173,15 @@ pub trait Executor {
 
     /// Stops accepting work; see [`shutdown`](Executor::shutdown). With `cancel_futures`,
     /// tasks that have not started are cancelled (Python's `cancel_futures=True`).
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ThreadPoolExecutor};
+    /// fn id(x: u8) -> u8 { x }
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// let futs: Vec<_> = (0..100).map(|i| pool.submit(id, i)).collect();
+    /// pool.shutdown_with(true, true); // wait, and cancel what has not started
+    /// assert!(futs.iter().all(|f| f.done()));
+    /// ```
     fn shutdown_with(&self, wait: bool, cancel_futures: bool);
 
     /// Schedules `f(arg)` and returns its future. Python's `submit(fn, arg)`.
@@ -288,6 +325,11 @@ pub trait Executor {
 
     /// How long one automatically sized `map` chunk should run: long enough to amortise
     /// the per-task cost of this backend, short enough to balance the load.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ThreadPoolExecutor};
+    /// assert!(ThreadPoolExecutor::new(1).chunk_target().as_micros() > 0);
+    /// ```
     fn chunk_target(&self) -> Duration {
         Duration::from_micros(100)
     }

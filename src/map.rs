@@ -336,6 +336,15 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
 }
 
 /// Iterator returned by [`Executor::map`]: results in input order.
+///
+/// ```
+/// use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// fn neg(x: i32) -> i32 { -x }
+/// let pool = ThreadPoolExecutor::new(2);
+/// let mut it = pool.map(neg, 1..4);
+/// assert_eq!(it.next(), Some(Ok(-1)));
+/// assert_eq!(it.collect::<Result<Vec<_>, _>>(), Ok(vec![-2, -3]));
+/// ```
 pub struct Map<'a, E, I, A, R> {
     feed: Feed<'a, E, I, A, R>,
     inflight: VecDeque<(Future<Chunk<R>>, usize)>,
@@ -470,6 +479,14 @@ impl<E, I, A, R> fmt::Debug for Map<'_, E, I, A, R> {
 }
 
 /// Iterator returned by [`Executor::map_unordered`]: results as chunks complete.
+///
+/// ```
+/// use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// fn neg(x: i32) -> i32 { -x }
+/// let pool = ThreadPoolExecutor::new(2);
+/// let sum: i32 = pool.map_unordered(neg, 1..4).map(Result::unwrap).sum();
+/// assert_eq!(sum, -6);
+/// ```
 pub struct MapUnordered<'a, E, I, A, R> {
     feed: Feed<'a, E, I, A, R>,
     /// Chunks in flight, by slot; the wait set reports slots as they complete.

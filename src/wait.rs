@@ -44,6 +44,15 @@ pub const ALL_COMPLETED: ReturnWhen = ReturnWhen::AllCompleted;
 ///
 /// Each list holds distinct futures (duplicates in the input appear once), in the order of
 /// their first appearance in the input.
+///
+/// ```
+/// use concurrent_futures::{wait, Future, ReturnWhen};
+/// use std::time::Duration;
+/// let (a, b) = (Future::new(), Future::new());
+/// a.set_result(1).unwrap();
+/// let res = wait([&a, &b], Some(Duration::ZERO), ReturnWhen::AllCompleted);
+/// assert_eq!((res.done, res.not_done), (vec![&a], vec![&b]));
+/// ```
 #[derive(Debug)]
 pub struct DoneAndNotDone<'a, T> {
     /// Futures finished or cancelled when `wait` returned.
@@ -246,6 +255,15 @@ where
 }
 
 /// Iterator returned by [`as_completed`].
+///
+/// ```
+/// use concurrent_futures::{as_completed, Future};
+/// let f = Future::new();
+/// f.set_result("done").unwrap();
+/// let mut it = as_completed([&f], None);
+/// assert_eq!(it.next().unwrap().unwrap().result(), Ok("done"));
+/// assert!(it.next().is_none());
+/// ```
 #[derive(Debug)]
 pub struct AsCompleted<'a, T: Send + Sync + 'static> {
     finished: VecDeque<&'a Future<T>>,
