@@ -114,8 +114,17 @@ impl TaskError {
 /// assert_eq!(panic.message(), "bad input 7");
 /// assert!(panic.location().is_some()); // file:line:column of the `panic!`
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Panic(Box<PanicData>);
+
+impl fmt::Debug for Panic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Panic")
+            .field("message", &self.0.message)
+            .field("location", &self.0.location)
+            .finish()
+    }
+}
 
 /// Boxed so that `Result<T, TaskError>` stays small (it is moved for every item of a `map`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +253,9 @@ pub enum BuildError {
     /// The operating system refused to start a worker.
     #[error("could not start a worker: {0}")]
     Spawn(#[from] std::io::Error),
+    /// A worker process could not be started or did not connect (the message says why).
+    #[error("could not start a worker process: {0}")]
+    Worker(String),
 }
 
 /// A setter of [`Future`](crate::Future) was called in a state that forbids it (Python's

@@ -61,6 +61,8 @@ mod error;
 mod executor;
 mod future;
 mod map;
+#[cfg(target_os = "linux")]
+mod process;
 #[cfg(feature = "rayon")]
 mod rayon;
 mod sync;
@@ -77,6 +79,8 @@ pub use error::{
 pub use executor::{Chunk, Executor, Payload, run_chunk};
 pub use future::{Future, State};
 pub use map::{Map, MapOptions, MapUnordered};
+#[cfg(target_os = "linux")]
+pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, init};
 pub use thread::{ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{
     ALL_COMPLETED, AsCompleted, DoneAndNotDone, FIRST_COMPLETED, FIRST_EXCEPTION, ReturnWhen,

@@ -201,7 +201,6 @@ impl<T> Future<T> {
     /// A second handle on the same state, for the crate's own bookkeeping (the completer
     /// of a non-thread-pool executor). Never given to users: the handle a user holds must
     /// stay unique (see `into_result`).
-    #[cfg_attr(not(feature = "rayon"), allow(dead_code))]
     pub(crate) fn handle(&self) -> Self {
         Future {
             cell: self.cell.clone(),

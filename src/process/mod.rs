@@ -1,0 +1,311 @@
+//! [`ProcessPoolExecutor`]: Rust functions in worker processes, behind the same
+//! [`Executor`] trait.
+
+mod image;
+mod manager;
+mod protocol;
+mod worker;
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::{BuildError, SubmitError, TaskError};
+use crate::executor::{Chunk, Executor, Payload};
+use crate::future::Future;
+use manager::{Config, Manager, Slot};
+
+/// Python's `ProcessPoolExecutor`: tasks run in worker processes, re-executions of the
+/// current program.
+///
+/// A task is a `fn(A) -> R` (a function item or a closure that captures nothing) with serde
+/// arguments and results; it is named to the worker by its position in the executable, and
+/// its argument and result cross as bytes. Workers are persistent: one channel pair per
+/// worker carries every task, so a million queued tasks use no more file descriptors than
+/// four. Queued work stays in this process (cancellable) until a worker has room.
+///
+/// Isolation is the point: a task that panics fails only its future; a worker that crashes
+/// (abort, segfault, `process::exit`, SIGKILL) fails only the tasks it held, with
+/// [`TaskError::WorkerDied`], and is replaced. Callbacks run in this process.
+///
+/// # Starting workers
+///
+/// Nothing to write on Linux: a constructor that runs before `main` recognises a worker
+/// process and runs the worker loop instead of your program, so your `main` (or test
+/// harness, or benchmark) never runs in a worker. This works the same in tests, doc tests,
+/// examples and benches. [`init`] exists for clarity and for platforms without
+/// constructors; calling it first in `main` is harmless.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{Executor, ProcessPoolExecutor};
+///
+/// fn fib(n: u64) -> u64 { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }
+///
+/// let pool = ProcessPoolExecutor::new(2);
+/// let fut = pool.submit(fib, 20);
+/// assert_eq!(fut.result(), Ok(6765));
+/// let pid = pool.submit(|()| std::process::id(), ()).result().unwrap();
+/// assert_ne!(pid, std::process::id()); // it ran in another process
+/// pool.shutdown(true);
+/// ```
+///
+/// A capturing closure cannot be sent to another process, and does not compile:
+///
+/// ```compile_fail
+/// use concurrent_futures::{Executor, ProcessPoolExecutor};
+/// let pool = ProcessPoolExecutor::new(1);
+/// let offset = 10u64;
+/// pool.submit(move |x: u64| x + offset, 1); // error: closures that capture are not `fn`
+/// ```
+pub struct ProcessPoolExecutor {
+    manager: Arc<Manager>,
+}
+
+/// Builds a [`ProcessPoolExecutor`].
+///
+/// ```
+/// use concurrent_futures::ProcessPoolExecutor;
+/// fn setup() {}
+/// let pool = ProcessPoolExecutor::builder()
+///     .max_workers(2)
+///     .initializer(setup)
+///     .max_tasks_per_child(1000)
+///     .build()
+///     .unwrap();
+/// # drop(pool);
+/// ```
+#[must_use]
+#[derive(Debug, Default)]
+pub struct ProcessPoolBuilder {
+    max_workers: Option<usize>,
+    initializer: Option<fn()>,
+    max_tasks_per_child: Option<usize>,
+}
+
+impl ProcessPoolBuilder {
+    /// Number of worker processes (default: the number of CPUs; zero is an error).
+    ///
+    /// ```
+    /// # use concurrent_futures::{Executor, ProcessPoolExecutor};
+    /// let pool = ProcessPoolExecutor::builder().max_workers(1).build().unwrap();
+    /// assert_eq!(pool.max_workers(), 1);
+    /// ```
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// A function each worker runs once before any task. If it panics, the pool is broken
+    /// (Python's `BrokenProcessPool`): queued tasks fail with [`TaskError::Broken`] and
+    /// submissions with [`SubmitError::Broken`].
+    ///
+    /// ```
+    /// # use concurrent_futures::{Executor, ProcessPoolExecutor, SubmitError};
+    /// fn bad() { panic!("no config") }
+    /// fn one(_: ()) -> u8 { 1 }
+    /// let pool = ProcessPoolExecutor::builder().max_workers(1).initializer(bad).build().unwrap();
+    /// assert!(matches!(pool.try_submit(one, ()), Err(SubmitError::Broken(_))));
+    /// ```
+    pub fn initializer(mut self, init: fn()) -> Self {
+        self.initializer = Some(init);
+        self
+    }
+
+    /// Replaces a worker with a fresh process after it has run this many tasks (Python's
+    /// `max_tasks_per_child`), to bound leaks in long-running task code.
+    ///
+    /// ```
+    /// # use concurrent_futures::ProcessPoolExecutor;
+    /// let pool = ProcessPoolExecutor::builder().max_tasks_per_child(1).build().unwrap();
+    /// # drop(pool);
+    /// ```
+    pub fn max_tasks_per_child(mut self, n: usize) -> Self {
+        self.max_tasks_per_child = Some(n.max(1));
+        self
+    }
+
+    /// Starts the workers and waits until they are connected (and initialized).
+    ///
+    /// ```
+    /// use concurrent_futures::{BuildError, ProcessPoolExecutor};
+    /// assert!(matches!(ProcessPoolExecutor::builder().max_workers(0).build(), Err(BuildError::ZeroWorkers)));
+    /// ```
+    pub fn build(self) -> Result<ProcessPoolExecutor, BuildError> {
+        let workers = self.max_workers.unwrap_or_else(num_cpus::get);
+        if workers == 0 {
+            return Err(BuildError::ZeroWorkers);
+        }
+        image::ensure_linked();
+        crate::unwind::install_hook();
+        let initializer = match self.initializer {
+            Some(f) => {
+                Some(image::init_target_of(f).map_err(|e| BuildError::Worker(e.to_string()))?)
+            }
+            None => None,
+        };
+        let manager = Manager::start(Config {
+            workers,
+            initializer,
+            max_tasks_per_child: self.max_tasks_per_child,
+        })
+        .map_err(BuildError::Worker)?;
+        Ok(ProcessPoolExecutor { manager })
+    }
+}
+
+/// Turns this process into a worker if it was started as one; returns otherwise.
+///
+/// On Linux the crate does this by itself before `main` (see [`ProcessPoolExecutor`]), so
+/// this call is only for clarity or for platforms without that constructor. If you call it,
+/// call it first in `main`, before starting any thread.
+///
+/// ```
+/// fn main() {
+///     concurrent_futures::init();
+///     // ... the rest of the program, which never runs in a worker
+/// }
+/// # main();
+/// ```
+pub fn init() {
+    image::become_worker_if_asked();
+}
+
+impl ProcessPoolExecutor {
+    /// A pool of `max_workers` processes.
+    ///
+    /// # Panics
+    ///
+    /// If `max_workers` is 0 or the workers cannot be started; use
+    /// [`builder`](Self::builder) to get a [`BuildError`] instead.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ProcessPoolExecutor::new(2);
+    /// # drop(pool);
+    /// ```
+    pub fn new(max_workers: usize) -> Self {
+        match Self::builder().max_workers(max_workers).build() {
+            Ok(pool) => pool,
+            Err(e) => panic!("ProcessPoolExecutor::new({max_workers}): {e}"),
+        }
+    }
+
+    /// A builder for the pool's options.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ProcessPoolExecutor::builder().max_workers(1).build().unwrap();
+    /// # drop(pool);
+    /// ```
+    pub fn builder() -> ProcessPoolBuilder {
+        ProcessPoolBuilder::default()
+    }
+
+    /// Stops every worker now with SIGTERM. Pending tasks are cancelled; running ones fail
+    /// with [`TaskError::Broken`]. No new work is accepted. Waits for the workers to exit.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor};
+    /// fn one(_: ()) -> u8 { 1 }
+    /// let pool = ProcessPoolExecutor::new(1);
+    /// pool.terminate();
+    /// assert!(pool.try_submit(one, ()).is_err());
+    /// ```
+    pub fn terminate(&self) {
+        self.stop_now(libc::SIGTERM);
+    }
+
+    /// Like [`terminate`](Self::terminate), with SIGKILL.
+    ///
+    /// ```
+    /// use concurrent_futures::ProcessPoolExecutor;
+    /// let pool = ProcessPoolExecutor::new(1);
+    /// pool.kill();
+    /// assert!(pool.pids().is_empty());
+    /// ```
+    pub fn kill(&self) {
+        self.stop_now(libc::SIGKILL);
+    }
+
+    fn stop_now(&self, signal: libc::c_int) {
+        self.manager.shutdown(true, true);
+        self.manager.signal_workers(signal);
+        self.manager.join();
+    }
+
+    /// The process ids of the live workers.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ProcessPoolExecutor::new(2);
+    /// assert_eq!(pool.pids().len(), 2);
+    /// ```
+    pub fn pids(&self) -> Vec<u32> {
+        self.manager.pids()
+    }
+
+    fn enqueue<A: Payload, T: Payload>(
+        &self,
+        target: protocol::FnRef,
+        arg: &A,
+    ) -> Result<Future<T>, SubmitError> {
+        let payload = protocol::encode(arg).map_err(|e| SubmitError::Codec(e.into()))?;
+        let fut = Future::new();
+        self.manager
+            .submit(target, payload, Box::new(Slot(fut.handle())))?;
+        Ok(fut)
+    }
+}
+
+impl Executor for ProcessPoolExecutor {
+    fn max_workers(&self) -> usize {
+        self.manager.workers()
+    }
+
+    fn try_submit<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+    ) -> Result<Future<R>, SubmitError> {
+        self.enqueue(image::target_of(f)?, &arg)
+    }
+
+    fn submit_chunk<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        items: Vec<A>,
+    ) -> Result<Future<Chunk<R>>, SubmitError> {
+        self.enqueue(image::chunk_target_of(f)?, &items)
+    }
+
+    fn shutdown_with(&self, wait: bool, cancel_futures: bool) {
+        self.manager.shutdown(false, cancel_futures);
+        if wait {
+            self.manager.join();
+        }
+    }
+
+    /// A chunk should run about a millisecond: a task costs tens of microseconds here.
+    fn chunk_target(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(1)
+    }
+}
+
+impl Drop for ProcessPoolExecutor {
+    fn drop(&mut self) {
+        self.shutdown_with(true, false);
+    }
+}
+
+impl fmt::Debug for ProcessPoolExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessPoolExecutor")
+            .field("max_workers", &self.manager.workers())
+            .field("pids", &self.manager.pids())
+            .finish()
+    }
+}
+
+// Task errors are part of what crosses the boundary.
+const _: fn() = || {
+    fn assert_payload<T: Payload>() {}
+    assert_payload::<Result<u8, TaskError>>();
+};

@@ -1,0 +1,140 @@
+//! What crosses the process boundary: the handshake, calls, results, and how values are
+//! encoded. **API boundary**: parent and worker are always the same executable (checked by the
+//! fingerprint in [`Hello`]), so the format needs no versioning, but it must reject malformed
+//! input with an error, never undefined behaviour.
+//!
+//! Messages travel over ipc-channel typed channels (bincode 1 inside ipc-channel); payloads
+//! (arguments and results) are bytes encoded with bincode 2, carried as `serde_bytes` so that
+//! they are copied as whole buffers, not element by element.
+
+use ipc_channel::ipc::{IpcBytesSender, IpcReceiver};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::error::TaskError;
+
+/// Environment variables that turn a re-executed binary into a worker.
+pub(crate) const ENV_SERVER: &str = "__CONCURRENT_FUTURES_WORKER";
+pub(crate) const ENV_TOKEN: &str = "__CONCURRENT_FUTURES_TOKEN";
+pub(crate) const ENV_PARENT: &str = "__CONCURRENT_FUTURES_PARENT";
+
+/// Sent once by a new worker to its parent's one-shot server.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Hello {
+    /// The secret the parent put in the worker's environment: only the parent's own child
+    /// knows it.
+    pub(crate) token: [u8; 16],
+    /// Identity of the executable image (see `image::fingerprint`).
+    pub(crate) fingerprint: u64,
+    pub(crate) pid: u32,
+    /// Where the parent sends calls (encoded `ToWorker` messages).
+    pub(crate) calls: IpcBytesSender,
+    /// Where the parent reads results.
+    pub(crate) results: IpcReceiver<FromWorker>,
+}
+
+/// A function to run, named by its position in the executable image.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct FnRef {
+    /// Offset of the user's `fn(A) -> R` from the anchor.
+    pub(crate) func: i64,
+    /// Offset of the monomorphized trampoline that decodes, calls and encodes.
+    pub(crate) tramp: i64,
+}
+
+/// One task for a worker.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Call {
+    pub(crate) id: u64,
+    pub(crate) target: FnRef,
+    #[serde(with = "serde_bytes")]
+    pub(crate) payload: Vec<u8>,
+}
+
+/// `Call` as the parent sends it: the payload is borrowed, because the parent keeps it until
+/// the result arrives (to resend it if the worker dies before starting it). Encodes exactly
+/// as `Call`.
+#[derive(Serialize)]
+pub(crate) struct CallRef<'a> {
+    pub(crate) id: u64,
+    pub(crate) target: FnRef,
+    #[serde(with = "serde_bytes")]
+    pub(crate) payload: &'a [u8],
+}
+
+/// `ToWorker` as the parent sends it. Encodes exactly as `ToWorker`: same variants, in the
+/// same order.
+#[derive(Serialize)]
+pub(crate) enum ToWorkerRef<'a> {
+    Init(FnRef),
+    Calls(Vec<CallRef<'a>>),
+    Exit,
+}
+
+/// Parent → worker.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum ToWorker {
+    /// Run the pool's initializer before anything else.
+    Init(FnRef),
+    /// Run these, in order, and send each result back.
+    Calls(Vec<Call>),
+    /// Finish what was sent, then exit.
+    Exit,
+}
+
+/// The outcome of one call: an encoded `Result<R, TaskError>` (or `Chunk<R>` for a chunk).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Done {
+    pub(crate) id: u64,
+    #[serde(with = "serde_bytes")]
+    pub(crate) payload: Vec<u8>,
+}
+
+/// Worker → parent.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum FromWorker {
+    /// The initializer ran (or failed, with why).
+    Initialized(Result<(), TaskError>),
+    /// Results, in completion order.
+    Done(Vec<Done>),
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes a value for the other process.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| e.to_string())
+}
+
+/// Decodes a value from the other process; trailing bytes are an error.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    match bincode::serde::decode_from_slice(bytes, config()) {
+        Ok((v, n)) if n == bytes.len() => Ok(v),
+        Ok((_, n)) => Err(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - n
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Encodes the outcome of a task; if the value itself cannot be encoded, the task fails
+/// with `TaskError::Codec` instead (that outcome always encodes).
+pub(crate) fn encode_outcome<R: Serialize>(outcome: &Result<R, TaskError>) -> Vec<u8> {
+    encode(outcome).unwrap_or_else(|e| {
+        let failed: Result<(), TaskError> = Err(TaskError::Codec(
+            format!("the task's result could not be encoded: {e}").into(),
+        ));
+        encode(&failed).unwrap_or_default()
+    })
+}
+
+/// Decodes the outcome of a task.
+pub(crate) fn decode_outcome<R: DeserializeOwned>(bytes: &[u8]) -> Result<R, TaskError> {
+    decode::<Result<R, TaskError>>(bytes).unwrap_or_else(|e| {
+        Err(TaskError::Codec(
+            format!("the task's result could not be decoded: {e}").into(),
+        ))
+    })
+}

@@ -1,0 +1,343 @@
+//! The shared behavioural suite on `ProcessPoolExecutor`, plus the faults only processes
+//! have: workers that die, values that cannot cross, parents that die.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Gate, LONG, eventually, marker, watchdog};
+use concurrent_futures::{
+    BuildError, Executor, ExitStatus, ProcessPoolExecutor, SubmitError, TaskError,
+};
+use serde::{Deserialize, Serialize};
+
+executor_suite!(ProcessPoolExecutor::new(2));
+
+fn pool(n: usize) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::new(n)
+}
+
+/// True once `/proc/<pid>` is gone: the process exited and was reaped (a zombie still has
+/// its `/proc` entry).
+fn gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn my_pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+fn abort_now(_: ()) -> u32 {
+    std::process::abort()
+}
+
+fn exit_now(code: i32) -> u32 {
+    std::process::exit(code)
+}
+
+fn segfault(_: ()) -> u32 {
+    // SAFETY: raising a signal is always allowed; this one ends the process on purpose.
+    unsafe {
+        libc::raise(libc::SIGSEGV);
+    }
+    0
+}
+
+/// Writes this worker's pid to `marker`, then waits on the gate.
+fn report_then_hold(args: (String, String)) -> u32 {
+    let (marker, gate) = args;
+    std::fs::write(&marker, std::process::id().to_string()).unwrap();
+    common::hold((gate, 0));
+    std::process::id()
+}
+
+#[test]
+fn tasks_run_in_other_processes_and_callbacks_in_this_one() {
+    let _w = watchdog("tasks_run_in_other_processes_and_callbacks_in_this_one");
+    let pool = pool(2);
+    let me = std::process::id();
+    let fut = pool.submit(my_pid, ());
+    let (tx, rx) = std::sync::mpsc::channel();
+    fut.add_done_callback(move |_| tx.send(std::process::id()).unwrap());
+    let worker = fut.result_timeout(LONG).unwrap();
+    assert_ne!(worker, me);
+    assert!(pool.pids().contains(&worker));
+    assert_eq!(rx.recv_timeout(LONG), Ok(me), "callbacks run in the parent");
+}
+
+#[test]
+fn a_panicking_task_fails_alone_and_the_worker_lives() {
+    let _w = watchdog("a_panicking_task_fails_alone_and_the_worker_lives");
+    let pool = pool(1);
+    let before = pool.pids();
+    let err = pool
+        .submit(common::always_panic, ())
+        .result_timeout(LONG)
+        .unwrap_err();
+    assert_eq!(err.panic().unwrap().message(), "task exploded");
+    assert_eq!(pool.submit(common::double, 4).result_timeout(LONG), Ok(8));
+    assert_eq!(pool.pids(), before, "the same worker serves on");
+}
+
+fn assert_dies_alone(task: fn(()) -> u32, expect: impl Fn(&ExitStatus) -> bool) {
+    let pool = pool(2);
+    let bystanders: Vec<_> = (0..50).map(|i| pool.submit(common::fib, i % 15)).collect();
+    let victim = pool.submit(task, ());
+    match victim.result_timeout(LONG) {
+        Err(TaskError::WorkerDied { pid, status }) => {
+            assert!(pid > 0);
+            assert!(expect(&status), "unexpected status {status}");
+            eventually("the dead worker is reaped", || gone(pid));
+        }
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    for (i, f) in bystanders.iter().enumerate() {
+        assert_eq!(f.result_timeout(LONG), Ok(common::fib(i as u64 % 15)));
+    }
+    // The pool replaced the worker and goes on.
+    assert_eq!(pool.submit(common::double, 21).result_timeout(LONG), Ok(42));
+    eventually("two workers again", || pool.pids().len() == 2);
+}
+
+#[test]
+fn abort_fails_only_the_task_it_held() {
+    let _w = watchdog("abort_fails_only_the_task_it_held");
+    assert_dies_alone(abort_now, |s| *s == ExitStatus::Signal(libc::SIGABRT));
+}
+
+#[test]
+fn segfault_fails_only_the_task_it_held() {
+    let _w = watchdog("segfault_fails_only_the_task_it_held");
+    assert_dies_alone(segfault, |s| *s == ExitStatus::Signal(libc::SIGSEGV));
+}
+
+fn exit_3(_: ()) -> u32 {
+    exit_now(3)
+}
+
+#[test]
+fn process_exit_fails_only_the_task_it_held() {
+    let _w = watchdog("process_exit_fails_only_the_task_it_held");
+    assert_dies_alone(exit_3, |s| *s == ExitStatus::Code(3));
+}
+
+#[test]
+fn sigkill_from_outside_fails_only_the_task_it_held() {
+    let _w = watchdog("sigkill_from_outside_fails_only_the_task_it_held");
+    let pool = pool(2);
+    let mut gate = Gate::closed();
+    let mark = marker("victim");
+    let victim = pool.submit(
+        report_then_hold,
+        (mark.to_string_lossy().into_owned(), gate.path()),
+    );
+    eventually("the victim reports its pid", || {
+        std::fs::read_to_string(&mark).is_ok_and(|s| !s.is_empty())
+    });
+    let pid: u32 = std::fs::read_to_string(&mark).unwrap().parse().unwrap();
+    let others: Vec<_> = (0..20).map(|i| pool.submit(common::double, i)).collect();
+    // SAFETY: plain kill(2) of a process we started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    assert_eq!(
+        victim.result_timeout(LONG),
+        Err(TaskError::WorkerDied {
+            pid,
+            status: ExitStatus::Signal(libc::SIGKILL)
+        })
+    );
+    for (i, f) in others.iter().enumerate() {
+        assert_eq!(f.result_timeout(LONG), Ok(2 * i as u64));
+    }
+    gate.open();
+    let _ = std::fs::remove_file(mark);
+}
+
+/// A value whose serialization always fails.
+#[derive(Debug, Clone, Deserialize)]
+struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this value refuses to be encoded",
+        ))
+    }
+}
+
+fn takes_unencodable(_: Unencodable) -> u8 {
+    1
+}
+
+fn returns_unencodable(_: ()) -> Unencodable {
+    Unencodable
+}
+
+#[test]
+fn an_argument_that_cannot_be_encoded_fails_at_submit() {
+    let _w = watchdog("an_argument_that_cannot_be_encoded_fails_at_submit");
+    let pool = pool(1);
+    match pool.try_submit(takes_unencodable, Unencodable) {
+        Err(SubmitError::Codec(msg)) => assert!(msg.contains("refuses"), "{msg}"),
+        other => panic!("expected a codec error, got {other:?}"),
+    }
+    assert!(matches!(
+        pool.submit(takes_unencodable, Unencodable)
+            .result_timeout(LONG),
+        Err(TaskError::Submit(SubmitError::Codec(_)))
+    ));
+    assert_eq!(pool.submit(common::double, 1).result_timeout(LONG), Ok(2));
+}
+
+#[test]
+fn a_result_that_cannot_be_encoded_fails_that_task() {
+    let _w = watchdog("a_result_that_cannot_be_encoded_fails_that_task");
+    let pool = pool(1);
+    match pool.submit(returns_unencodable, ()).result_timeout(LONG) {
+        Err(TaskError::Codec(msg)) => assert!(msg.contains("refuses"), "{msg}"),
+        other => panic!("expected a codec error, got {other:?}"),
+    }
+    assert_eq!(pool.submit(common::double, 1).result_timeout(LONG), Ok(2));
+}
+
+#[test]
+fn shutdown_terminate_and_kill_leave_no_process() {
+    let _w = watchdog("shutdown_terminate_and_kill_leave_no_process");
+    for how in 0..4 {
+        let pool = pool(2);
+        let pids = pool.pids();
+        assert_eq!(pids.len(), 2);
+        let fut = pool.submit(common::double, 1);
+        match how {
+            0 => pool.shutdown(true),
+            1 => pool.terminate(),
+            2 => pool.kill(),
+            _ => drop(pool),
+        }
+        if how == 0 {
+            assert_eq!(fut.result(), Ok(2), "shutdown runs accepted work");
+        } else {
+            assert!(fut.wait_timeout(LONG), "the future is settled");
+        }
+        for pid in pids {
+            assert!(gone(pid), "worker {pid} left behind (variant {how})");
+        }
+    }
+}
+
+#[test]
+fn terminate_fails_running_and_cancels_pending() {
+    let _w = watchdog("terminate_fails_running_and_cancels_pending");
+    let pool = pool(1);
+    let mut gate = Gate::closed();
+    let held = pool.submit(common::hold, (gate.path(), 1));
+    eventually("held", || held.running());
+    let pending: Vec<_> = (0..5).map(|i| pool.submit(common::double, i)).collect();
+    pool.terminate();
+    assert!(matches!(
+        held.result_timeout(LONG),
+        Err(TaskError::Broken(_))
+    ));
+    for p in &pending {
+        // Still in this process: cancelled. Already sent to the worker: failed with it.
+        let r = p.result_timeout(LONG);
+        assert!(
+            p.cancelled() || matches!(r, Err(TaskError::Broken(_))),
+            "{r:?}"
+        );
+    }
+    gate.open();
+}
+
+#[test]
+fn map_of_many_items_in_chunks() {
+    let _w = watchdog("map_of_many_items_in_chunks");
+    let pool = pool(2);
+    let n = 200_000u64;
+    let sum: u64 = pool.map(common::double, 0..n).map(Result::unwrap).sum();
+    assert_eq!(sum, n * (n - 1));
+}
+
+fn failing_init() {
+    panic!("no configuration found");
+}
+
+#[test]
+fn a_failing_initializer_breaks_the_pool() {
+    let _w = watchdog("a_failing_initializer_breaks_the_pool");
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .initializer(failing_init)
+        .build()
+        .unwrap();
+    match pool.try_submit(common::double, 1) {
+        Err(SubmitError::Broken(msg)) => assert!(msg.contains("no configuration"), "{msg}"),
+        other => panic!("expected a broken pool, got {other:?}"),
+    }
+}
+
+static INIT_MARK: &str = "CF_TEST_INIT_MARK";
+
+fn set_mark() {
+    // SAFETY: runs in the worker before any task, on its only thread running user code.
+    unsafe { std::env::set_var(INIT_MARK, "ready") };
+}
+
+fn read_mark(_: ()) -> String {
+    std::env::var(INIT_MARK).unwrap_or_default()
+}
+
+#[test]
+fn the_initializer_runs_in_each_worker_before_tasks() {
+    let _w = watchdog("the_initializer_runs_in_each_worker_before_tasks");
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .initializer(set_mark)
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        assert_eq!(
+            pool.submit(read_mark, ()).result_timeout(LONG).unwrap(),
+            "ready"
+        );
+    }
+}
+
+#[test]
+fn max_tasks_per_child_replaces_workers() {
+    let _w = watchdog("max_tasks_per_child_replaces_workers");
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_tasks_per_child(2)
+        .build()
+        .unwrap();
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        pids.insert(pool.submit(my_pid, ()).result_timeout(LONG).unwrap());
+    }
+    assert!(
+        pids.len() >= 3,
+        "only {} worker pids for 6 tasks",
+        pids.len()
+    );
+}
+
+#[test]
+fn zero_workers_is_an_error() {
+    assert!(matches!(
+        ProcessPoolExecutor::builder().max_workers(0).build(),
+        Err(BuildError::ZeroWorkers)
+    ));
+}
+
+#[test]
+fn pool_start_to_first_result_is_quick_enough_to_use() {
+    let _w = watchdog("pool_start_to_first_result_is_quick_enough_to_use");
+    let t = Instant::now();
+    let pool = pool(2);
+    assert_eq!(pool.submit(common::double, 1).result_timeout(LONG), Ok(2));
+    // Not a benchmark: only catches a start-up that hangs on a timeout somewhere.
+    assert!(t.elapsed() < Duration::from_secs(20));
+}
