@@ -341,3 +341,34 @@ fn pool_start_to_first_result_is_quick_enough_to_use() {
     // Not a benchmark: only catches a start-up that hangs on a timeout somewhere.
     assert!(t.elapsed() < Duration::from_secs(20));
 }
+
+/// True once `pid` has exited (a zombie, or gone).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+#[test]
+fn a_worker_killed_while_idle_costs_no_task() {
+    let _w = watchdog("a_worker_killed_while_idle_costs_no_task");
+    let pool = pool(1);
+    let pid = pool.pids()[0];
+    // SAFETY: plain kill(2) of a process we started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    eventually("the worker has exited", || exited(pid));
+    // Sending to it fails; the task goes to its replacement instead.
+    assert_eq!(
+        pool.submit(my_pid, ())
+            .result_timeout(LONG)
+            .map(|p| p != pid),
+        Ok(true)
+    );
+    eventually("the dead worker is reaped", || gone(pid));
+}

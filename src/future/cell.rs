@@ -51,6 +51,7 @@ pub(crate) const TAKEN: u32 = 1 << 6;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 
 /// True once the future is finished or cancelled.
+#[inline]
 pub(crate) fn is_done(s: u32) -> bool {
     s & STATE_MASK >= FINISHED
 }

@@ -9,8 +9,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use cell::is_done;
-pub(crate) use cell::{CANCELLED, Core, FINISHED, FnCell, INLINE, NOTIFIED, STATE_MASK, TAKEN};
+pub(crate) use cell::{
+    CANCELLED, Core, FINISHED, FnCell, INLINE, NOTIFIED, RUNNING, STATE_MASK, TAKEN, is_done,
+};
 
 use crate::error::{InvalidStateError, TaskError};
 use std::sync::Arc;
@@ -69,10 +70,12 @@ pub(crate) enum Outcome {
 }
 
 /// What the crate's futures are made of: the shared state, plus optionally a way for a
-/// waiting thread to make progress itself (run the task inline).
+/// waiting thread to make progress itself (run the task inline, or read the results of a
+/// process pool).
 pub(crate) trait TaskCell<T>: Send + Sync {
     fn core(&self) -> &Core<T>;
-    /// Called by a thread about to block on a pending future that allows inline running.
+    /// Called by a thread about to block (without a timeout) on a future that is not done and
+    /// whose state has the `INLINE` flag. Returns when it can do no more.
     fn help(&self, _handle: &Future<T>) {}
 }
 
@@ -186,6 +189,11 @@ impl<T: Send + Sync + 'static> Future<T> {
         let cell = Arc::new(FnCell::new(f, if inline { INLINE } else { 0 }));
         let fut = Future { cell: cell.clone() };
         (fut, cell)
+    }
+
+    /// A future made of a backend's own cell (one that can `help` a waiting thread).
+    pub(crate) fn from_task_cell(cell: Arc<dyn TaskCell<T>>) -> Self {
+        Future { cell }
     }
 
     /// Wraps a cell handed out by `with_task` (for running it and calling callbacks).
@@ -507,7 +515,7 @@ impl<T> Future<T> {
         if ready(s) {
             return true;
         }
-        if help && deadline.is_none() && s & (STATE_MASK | INLINE) == INLINE {
+        if help && deadline.is_none() && s & INLINE != 0 && !is_done(s) {
             self.cell.help(self);
         }
         // A short spin catches tasks that are about to finish without a sleep and a

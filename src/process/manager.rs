@@ -29,12 +29,20 @@ use super::worker::format_token;
 use crate::error::{ExitStatus, SubmitError, TaskError};
 use crate::future::Future;
 use crate::sync::{self, Condvar, Mutex};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 /// Batches in flight per worker: one running, one waiting behind it, so a worker never
 /// waits for the parent between batches.
 const MAX_BATCHES: usize = 2;
 /// Largest batch of calls in one message.
 const MAX_BATCH: usize = 64;
+/// How long a thread that wants to read results yields (instead of sleeping) while the
+/// manager thread wakes up and lets go of the reader.
+const READER_SPIN: Duration = Duration::from_micros(200);
+/// How long the manager thread leaves results in flight to a user thread that may come to
+/// read them itself, before it reads them (for callbacks and `as_completed`).
+const READ_GRACE: Duration = Duration::from_micros(100);
 /// How long a new worker may take to connect before start-up fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -117,12 +125,37 @@ struct State {
     /// Set when start-up failed.
     startup_error: Option<String>,
     wake: Option<IpcSender<()>>,
+    /// Workers to start (replacements), by the manager thread.
+    respawn: usize,
 }
 
-/// Shared by the pool handle and its manager thread.
+/// Tasks to complete once the reader is released (completing runs callbacks, which may
+/// themselves wait on the pool).
+type Finished = Vec<(Box<dyn Completion>, Result<Vec<u8>, TaskError>)>;
+
+fn complete_all(finished: &mut Finished) {
+    for (c, outcome) in finished.drain(..) {
+        c.complete(outcome);
+    }
+}
+
+/// The receiver set: whoever holds it reads results. Normally the manager thread; a user
+/// thread blocked on a task that a worker has takes it over (see `read_until`).
+struct Reader {
+    set: IpcReceiverSet,
+    wake_id: u64,
+}
+
+/// Shared by the pool handle, its manager thread, and threads reading results.
 pub(crate) struct Manager {
     state: Mutex<State>,
+    /// The manager thread and `start` wait on it; readers signal it.
     changed: Condvar,
+    reader: Mutex<Option<Reader>>,
+    /// User threads waiting to read (or reading) results.
+    wants: AtomicUsize,
+    /// The manager thread needs the reader (to add a new worker's channel).
+    manager_wants: AtomicBool,
     config: Config,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -139,8 +172,12 @@ impl Manager {
                 next_id: 1,
                 startup_error: None,
                 wake: None,
+                respawn: 0,
             }),
             changed: Condvar::new(),
+            reader: Mutex::new(None),
+            wants: AtomicUsize::new(0),
+            manager_wants: AtomicBool::new(false),
             config,
             thread: Mutex::new(None),
         });
@@ -191,12 +228,18 @@ impl Manager {
             completion,
             claimed: false,
         });
+        let was_quiet = !expecting(&st);
         dispatch(&mut st);
+        if was_quiet && expecting(&st) {
+            // Someone must read what comes: the manager thread, unless the submitter comes to
+            // wait for its result first (it usually does, long before the manager is awake).
+            self.changed.notify_all();
+        }
         Ok(())
     }
 
-    /// Stops accepting work; with `cancel`, cancels what is pending. Wakes the manager so
-    /// that it retires the workers once the work is done.
+    /// Stops accepting work; with `cancel`, cancels what is pending. Wakes the reader so
+    /// that the workers are retired once the work is done.
     pub(crate) fn shutdown(&self, terminate: bool, cancel: bool) {
         let cancelled = {
             let mut st = sync::lock(&self.state);
@@ -212,6 +255,7 @@ impl Manager {
                 Vec::new()
             };
             wake(&st);
+            self.changed.notify_all();
             cancelled
         };
         for w in cancelled {
@@ -248,23 +292,98 @@ impl Manager {
         pids
     }
 
+    /// Reads results on this thread until `done()` holds: a thread blocked on a task that a
+    /// worker holds takes the results off the channels itself, instead of being woken by the
+    /// manager thread after it did (one thread wake-up fewer on the way of every result).
+    /// Gives up at once if the pool is stopping.
+    pub(crate) fn read_until(&self, done: &dyn Fn() -> bool) {
+        self.wants.fetch_add(1, SeqCst);
+        let mut finished = Finished::new();
+        while !done() {
+            if self.manager_wants.load(SeqCst) {
+                // The manager must add a worker's channel: step aside until it has.
+                let mut st = sync::lock(&self.state);
+                while self.manager_wants.load(SeqCst) {
+                    st = sync::wait(&self.changed, st);
+                }
+                continue;
+            }
+            let ok = {
+                let mut reader = self.take_reader();
+                match reader.as_mut() {
+                    Some(r) if !self.should_stop() => self.pump(r, &mut finished),
+                    _ => false,
+                }
+            };
+            self.settle(&mut finished, 1);
+            if !ok {
+                break;
+            }
+        }
+        if self.wants.fetch_sub(1, SeqCst) == 1 {
+            // The manager reads from now on, if anything is left to read.
+            let st = sync::lock(&self.state);
+            if !st.inflight.is_empty() || stopping(&st) {
+                self.changed.notify_all();
+            }
+        }
+    }
+
+    /// Takes the reader, yielding rather than sleeping while the manager thread lets go of
+    /// it: sleeping would add one more thread wake-up to the way of the result.
+    fn take_reader(&self) -> sync::MutexGuard<'_, Option<Reader>> {
+        if let Ok(guard) = self.reader.try_lock() {
+            return guard;
+        }
+        // The manager thread is reading: wake it from `select` so it lets go.
+        wake(&sync::lock(&self.state));
+        let backoff = crossbeam_utils::Backoff::new();
+        let start = Instant::now();
+        loop {
+            if let Ok(guard) = self.reader.try_lock() {
+                return guard;
+            }
+            if start.elapsed() > READER_SPIN {
+                return sync::lock(&self.reader);
+            }
+            backoff.snooze();
+        }
+    }
+
+    /// Completes tasks read under the reader lock, after it was released. A thread that
+    /// took the reader meanwhile may be waiting in `select` for one of these very tasks (its
+    /// result was read by us): wake it, so it looks again.
+    /// `mine` counts the caller among the readers (`read_until`), whom it need not wake.
+    fn settle(&self, finished: &mut Finished, mine: usize) {
+        if finished.is_empty() {
+            return;
+        }
+        complete_all(finished);
+        if self.wants.load(SeqCst) > mine {
+            wake(&sync::lock(&self.state));
+        }
+    }
+
     // ===== the manager thread =====
 
     fn run(self: Arc<Self>) {
-        let mut set = match IpcReceiverSet::new() {
-            Ok(s) => s,
-            Err(e) => return self.fail_startup(format!("cannot create a receiver set: {e}")),
+        let reader = IpcReceiverSet::new()
+            .map_err(|e| format!("cannot create a receiver set: {e}"))
+            .and_then(|mut set| {
+                let (tx, rx) =
+                    ipc::channel::<()>().map_err(|e| format!("cannot create a channel: {e}"))?;
+                let wake_id = set
+                    .add(rx)
+                    .map_err(|e| format!("cannot watch a channel: {e}"))?;
+                Ok((Reader { set, wake_id }, tx))
+            });
+        let (reader, wake_tx) = match reader {
+            Ok(r) => r,
+            Err(e) => return self.fail_startup(e),
         };
-        let (wake_tx, wake_rx) = match ipc::channel::<()>() {
-            Ok(c) => c,
-            Err(e) => return self.fail_startup(format!("cannot create a channel: {e}")),
-        };
-        let wake_id = match set.add(wake_rx) {
-            Ok(id) => id,
-            Err(e) => return self.fail_startup(format!("cannot watch a channel: {e}")),
-        };
+        *sync::lock(&self.reader) = Some(reader);
         sync::lock(&self.state).wake = Some(wake_tx);
-        if let Err(e) = self.spawn_workers(&mut set, self.config.workers) {
+        if let Err(e) = self.spawn_workers(self.config.workers) {
             self.kill_all();
             self.reap_all();
             return self.fail_startup(e);
@@ -277,40 +396,90 @@ impl Manager {
             self.changed.notify_all();
         }
         loop {
+            // Replace dead workers (only this thread starts workers: their parent-death
+            // signal follows the thread that started them).
+            let respawn = std::mem::take(&mut sync::lock(&self.state).respawn);
+            if respawn > 0
+                && let Err(e) = self.spawn_workers(respawn)
+            {
+                let mut finished = self.break_pool(format!("cannot replace a dead worker: {e}"));
+                self.settle(&mut finished, 0);
+            }
             if self.should_stop() {
                 break;
             }
-            let events = match set.select() {
-                Ok(ev) => ev,
-                Err(e) => {
-                    eprintln!("concurrent_futures: the process pool lost its channels: {e}");
-                    self.shutdown(true, true);
-                    self.kill_all();
-                    break;
-                }
-            };
-            for event in events {
-                match event {
-                    IpcSelectionResult::MessageReceived(id, _) if id == wake_id => {}
-                    IpcSelectionResult::ChannelClosed(id) if id == wake_id => {}
-                    IpcSelectionResult::MessageReceived(id, msg) => match msg.to::<FromWorker>() {
-                        Ok(msg) => self.on_message(id, msg),
-                        Err(e) => {
-                            eprintln!(
-                                "concurrent_futures: malformed message from a worker ({e}); stopping it"
-                            );
-                            self.kill_worker(id);
+            // Read only when someone must: tasks are in flight and no user thread reads, or
+            // workers are starting or stopping. An idle manager sleeps here, not in
+            // `select`, so that a thread waiting for a result can read it itself at once.
+            {
+                let mut st = sync::lock(&self.state);
+                loop {
+                    if st.respawn > 0 || stopping(&st) || st.phase == Phase::Starting {
+                        break;
+                    }
+                    if self.result_unclaimed(&st) {
+                        // Give the thread that submitted a moment to come and read its result
+                        // itself (it usually does, within microseconds); read only if none did.
+                        st = sync::wait_until(&self.changed, st, Instant::now() + READ_GRACE).0;
+                        if self.result_unclaimed(&st) {
+                            break;
                         }
-                    },
-                    IpcSelectionResult::ChannelClosed(id) => self.on_closed(id, &mut set),
+                        continue;
+                    }
+                    st = sync::wait(&self.changed, st);
+                }
+                if st.respawn > 0 {
+                    continue;
                 }
             }
-            self.retire_if_done();
+            let mut finished = Finished::new();
+            let ok = {
+                let mut reader = sync::lock(&self.reader);
+                let Some(r) = reader.as_mut() else { break };
+                self.pump(r, &mut finished)
+            };
+            self.settle(&mut finished, 0);
+            if !ok {
+                self.shutdown(true, true);
+                self.kill_all();
+                break;
+            }
         }
         self.reap_all();
+        *sync::lock(&self.reader) = None;
         let mut st = sync::lock(&self.state);
         st.wake = None;
         self.changed.notify_all();
+    }
+
+    /// One round of reading: waits for events on the channels and handles them; the tasks
+    /// they finish go to `finished`. False if the channels are unusable.
+    fn pump(&self, r: &mut Reader, finished: &mut Finished) -> bool {
+        let events = match r.set.select() {
+            Ok(ev) => ev,
+            Err(e) => {
+                eprintln!("concurrent_futures: the process pool lost its channels: {e}");
+                return false;
+            }
+        };
+        for event in events {
+            match event {
+                IpcSelectionResult::MessageReceived(id, _) if id == r.wake_id => {}
+                IpcSelectionResult::ChannelClosed(id) if id == r.wake_id => {}
+                IpcSelectionResult::MessageReceived(id, msg) => match msg.to::<FromWorker>() {
+                    Ok(msg) => self.on_message(id, msg, finished),
+                    Err(e) => {
+                        eprintln!(
+                            "concurrent_futures: malformed message from a worker ({e}); stopping it"
+                        );
+                        self.kill_worker(id);
+                    }
+                },
+                IpcSelectionResult::ChannelClosed(id) => self.on_closed(id, finished),
+            }
+        }
+        self.retire_if_done();
+        true
     }
 
     fn fail_startup(&self, error: String) {
@@ -319,16 +488,20 @@ impl Manager {
         self.changed.notify_all();
     }
 
+    /// True if something is bound to arrive on the channels (results of tasks in flight, the
+    /// close of a retiring worker, a worker's initialization) and no user thread is there to
+    /// read it.
+    fn result_unclaimed(&self, st: &State) -> bool {
+        self.wants.load(SeqCst) == 0 && expecting(st)
+    }
+
     /// True once the pool is stopping and no worker is left.
     fn should_stop(&self) -> bool {
         let st = sync::lock(&self.state);
-        matches!(
-            st.phase,
-            Phase::ShuttingDown | Phase::Terminated | Phase::Broken(_)
-        ) && st.workers.is_empty()
+        stopping(&st) && st.workers.is_empty()
     }
 
-    fn on_message(&self, id: u64, msg: FromWorker) {
+    fn on_message(&self, id: u64, msg: FromWorker, finished: &mut Finished) {
         match msg {
             FromWorker::Initialized(Ok(())) => {
                 let mut st = sync::lock(&self.state);
@@ -342,47 +515,42 @@ impl Manager {
                 dispatch(&mut st);
             }
             FromWorker::Initialized(Err(e)) => {
-                self.break_pool(format!("a worker's initializer failed: {e}"))
+                finished.extend(self.break_pool(format!("a worker's initializer failed: {e}")))
             }
             FromWorker::Done(results) => {
-                let mut done = Vec::with_capacity(results.len());
+                let mut st = sync::lock(&self.state);
+                let State {
+                    workers, inflight, ..
+                } = &mut *st;
+                for r in results {
+                    if let Some(w) = inflight.remove(&r.id) {
+                        finished.push((w.completion, Ok(r.payload)));
+                    }
+                    if let Some(link) = workers.get_mut(&id) {
+                        link.finished(r.id);
+                    }
+                }
+                if let Some(limit) = self.config.max_tasks_per_child
+                    && let Some(link) = workers.get_mut(&id)
+                    && link.tasks_done >= limit
+                    && !link.retiring
                 {
-                    let mut st = sync::lock(&self.state);
-                    let State {
-                        workers, inflight, ..
-                    } = &mut *st;
-                    for r in results {
-                        if let Some(w) = inflight.remove(&r.id) {
-                            done.push((w.completion, r.payload));
-                        }
-                        if let Some(link) = workers.get_mut(&id) {
-                            link.finished(r.id);
-                        }
-                    }
-                    if let Some(limit) = self.config.max_tasks_per_child
-                        && let Some(link) = workers.get_mut(&id)
-                        && link.tasks_done >= limit
-                        && !link.retiring
-                    {
-                        link.retire();
-                    }
-                    dispatch(&mut st);
+                    link.retire();
                 }
-                for (c, payload) in done {
-                    c.complete(Ok(payload));
-                }
+                dispatch(&mut st);
             }
         }
     }
 
     /// A worker's results channel closed: it exited or died. The task it was running (the
     /// first it had not answered: it runs them in order) fails; those it had not started go
-    /// back to the front of the queue. While the pool is running, a replacement starts.
-    fn on_closed(&self, id: u64, set: &mut IpcReceiverSet) {
+    /// back to the front of the queue. While the pool is running, the manager thread starts a
+    /// replacement.
+    fn on_closed(&self, id: u64, finished: &mut Finished) {
         let link = sync::lock(&self.state).workers.remove(&id);
         let Some(mut link) = link else { return };
         let status = reap(&mut link.child);
-        let failed: Vec<Work> = {
+        let (failed, error) = {
             let mut st = sync::lock(&self.state);
             let terminated = st.phase == Phase::Terminated;
             let mut held: Vec<Work> = link
@@ -390,7 +558,7 @@ impl Manager {
                 .iter()
                 .filter_map(|task| st.inflight.remove(task))
                 .collect();
-            if terminated || held.is_empty() {
+            let failed = if terminated || held.is_empty() {
                 held
             } else {
                 let running = held.remove(0);
@@ -399,36 +567,35 @@ impl Manager {
                     st.pending.push_front(w);
                 }
                 vec![running]
-            }
-        };
-        let error = {
-            let st = sync::lock(&self.state);
-            if st.phase == Phase::Terminated {
+            };
+            let error = if terminated {
                 TaskError::Broken("the pool was terminated".into())
             } else {
                 TaskError::WorkerDied {
                     pid: link.pid,
                     status,
                 }
+            };
+            // Replace it while work may still come or is still queued (this includes a
+            // worker retired by `max_tasks_per_child`).
+            if matches!(st.phase, Phase::Running | Phase::Starting)
+                || (st.phase == Phase::ShuttingDown && !st.pending.is_empty())
+            {
+                st.respawn += 1;
+                self.changed.notify_all();
             }
+            dispatch(&mut st);
+            (failed, error)
         };
         for w in failed {
-            w.completion.complete(Err(error.clone()));
+            finished.push((w.completion, Err(error.clone())));
         }
-        let replace = {
-            let st = sync::lock(&self.state);
-            matches!(st.phase, Phase::Running | Phase::Starting)
-                || (st.phase == Phase::ShuttingDown && !st.pending.is_empty())
-        };
-        if replace && let Err(e) = self.spawn_workers(set, 1) {
-            self.break_pool(format!("cannot replace a dead worker: {e}"));
-        }
-        let mut st = sync::lock(&self.state);
-        dispatch(&mut st);
     }
 
-    /// The pool cannot work (an initializer failed): refuse work, fail what is pending.
-    fn break_pool(&self, reason: String) {
+    /// The pool cannot work (an initializer failed): refuse work; returns what was pending,
+    /// failed, for the caller to complete.
+    #[must_use]
+    fn break_pool(&self, reason: String) -> Finished {
         let reason: Arc<str> = reason.into();
         let failed: Vec<Work> = {
             let mut st = sync::lock(&self.state);
@@ -439,23 +606,22 @@ impl Manager {
             self.changed.notify_all();
             st.pending.drain(..).collect()
         };
-        for w in failed {
-            if w.claimed || w.completion.claim() {
-                w.completion
-                    .complete(Err(TaskError::Broken(reason.clone())));
-            }
-        }
+        failed
+            .into_iter()
+            .filter(|w| w.claimed || w.completion.claim())
+            .map(|w| (w.completion, Err(TaskError::Broken(reason.clone()))))
+            .collect()
     }
 
     /// Once shutting down with nothing pending or in flight, tells every worker to exit.
     fn retire_if_done(&self) {
         let mut st = sync::lock(&self.state);
-        let stopping = match st.phase {
+        let done = match st.phase {
             Phase::ShuttingDown => st.pending.is_empty() && st.inflight.is_empty(),
             Phase::Terminated | Phase::Broken(_) => true,
             _ => false,
         };
-        if stopping {
+        if done {
             for link in st.workers.values_mut() {
                 link.retire();
             }
@@ -486,27 +652,60 @@ impl Manager {
         }
     }
 
-    /// Starts `n` workers: spawns them all, then waits for each handshake.
-    fn spawn_workers(&self, set: &mut IpcReceiverSet, n: usize) -> Result<(), String> {
+    /// Starts `n` workers (on the manager thread): spawns them all, waits for each
+    /// handshake, then adds their channels to the reader.
+    fn spawn_workers(&self, n: usize) -> Result<(), String> {
         let mut starting = Vec::with_capacity(n);
         for _ in 0..n {
             starting.push(Starting::spawn()?);
         }
+        let mut connected = Vec::with_capacity(n);
         for s in starting {
-            let (link, results) = s.connect()?;
-            let id = set
-                .add(results)
-                .map_err(|e| format!("cannot watch a worker's channel: {e}"))?;
-            let mut link = link;
+            let (mut link, results) = s.connect()?;
             if let Some(init) = self.config.initializer {
                 link.ready = false;
                 link.send(&ToWorkerRef::Init(init))
                     .map_err(|e| format!("cannot reach a new worker: {e}"))?;
             }
-            sync::lock(&self.state).workers.insert(id, link);
+            connected.push((link, results));
         }
-        Ok(())
+        // Take the reader from whoever reads now.
+        self.manager_wants.store(true, SeqCst);
+        wake(&sync::lock(&self.state));
+        let mut reader = sync::lock(&self.reader);
+        let result = (|| {
+            let r = reader.as_mut().ok_or("the pool is gone")?;
+            for (link, results) in connected {
+                let id = r
+                    .set
+                    .add(results)
+                    .map_err(|e| format!("cannot watch a worker's channel: {e}"))?;
+                let mut st = sync::lock(&self.state);
+                st.workers.insert(id, link);
+                dispatch(&mut st);
+            }
+            Ok(())
+        })();
+        drop(reader);
+        self.manager_wants.store(false, SeqCst);
+        let _st = sync::lock(&self.state);
+        self.changed.notify_all();
+        result
     }
+}
+
+/// True if something is bound to arrive on the channels: results of tasks in flight, the
+/// close of a retiring worker, a worker's initialization.
+fn expecting(st: &State) -> bool {
+    !st.inflight.is_empty() || st.workers.values().any(|l| l.retiring || !l.ready)
+}
+
+/// True once the pool accepts no more work.
+fn stopping(st: &State) -> bool {
+    matches!(
+        st.phase,
+        Phase::ShuttingDown | Phase::Terminated | Phase::Broken(_)
+    )
 }
 
 impl Link {
@@ -585,10 +784,18 @@ fn dispatch(st: &mut State) {
                 })
                 .collect(),
         );
-        // A send error means the worker is gone; its channel closes and the manager then
-        // handles these tasks as held by a dead worker.
-        let _ = link.send(&msg);
+        let sent = link.send(&msg);
         drop(msg);
+        if sent.is_err() {
+            // The worker is gone (it died while idle): it never got these. Put them back and
+            // stop sending to it; its closed channel reports the death.
+            link.retiring = true;
+            for mut w in batch.into_iter().rev() {
+                w.claimed = true;
+                st.pending.push_front(w);
+            }
+            continue;
+        }
         link.batches.push_back(batch.len());
         for w in batch {
             link.held.push_back(w.id);

@@ -9,10 +9,36 @@ mod worker;
 use std::fmt;
 use std::sync::Arc;
 
+use std::sync::Weak;
+
 use crate::error::{BuildError, SubmitError, TaskError};
 use crate::executor::{Chunk, Executor, Payload};
-use crate::future::Future;
+use crate::future::{Core, Future, INLINE, RUNNING, STATE_MASK, TaskCell, is_done};
 use manager::{Config, Manager, Slot};
+
+/// A process pool's future: its state, and the pool, so that a thread that blocks on it
+/// while a worker runs the task reads the results itself (`Manager::read_until`).
+struct ProcCell<T> {
+    core: Core<T>,
+    manager: Weak<Manager>,
+}
+
+impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
+    fn core(&self) -> &Core<T> {
+        &self.core
+    }
+
+    fn help(&self, _handle: &Future<T>) {
+        // Only for a task a worker holds: its completion is sure to come through the
+        // channels. A queued task may be cancelled instead, which no channel reports.
+        if self.core.load() & STATE_MASK != RUNNING {
+            return;
+        }
+        if let Some(manager) = self.manager.upgrade() {
+            manager.read_until(&|| is_done(self.core.load()));
+        }
+    }
+}
 
 /// Python's `ProcessPoolExecutor`: tasks run in worker processes, re-executions of the
 /// current program.
@@ -248,7 +274,10 @@ impl ProcessPoolExecutor {
         arg: &A,
     ) -> Result<Future<T>, SubmitError> {
         let payload = protocol::encode(arg).map_err(|e| SubmitError::Codec(e.into()))?;
-        let fut = Future::new();
+        let fut = Future::from_task_cell(Arc::new(ProcCell {
+            core: Core::new(INLINE),
+            manager: Arc::downgrade(&self.manager),
+        }));
         self.manager
             .submit(target, payload, Box::new(Slot(fut.handle())))?;
         Ok(fut)
