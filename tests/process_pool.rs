@@ -372,3 +372,28 @@ fn a_worker_killed_while_idle_costs_no_task() {
     );
     eventually("the dead worker is reaped", || gone(pid));
 }
+
+fn forever(_: ()) -> u8 {
+    loop {
+        std::thread::park();
+    }
+}
+
+#[test]
+fn a_task_over_its_time_limit_is_stopped_and_the_rest_complete() {
+    let _w = watchdog("a_task_over_its_time_limit_is_stopped_and_the_rest_complete");
+    let limit = Duration::from_millis(200);
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .task_timeout(limit)
+        .build()
+        .unwrap();
+    let stuck = pool.submit(forever, ());
+    let others: Vec<_> = (0..100).map(|i| pool.submit(common::double, i)).collect();
+    assert_eq!(stuck.result_timeout(LONG), Err(TaskError::TimeLimit(limit)));
+    for (i, f) in others.iter().enumerate() {
+        assert_eq!(f.result_timeout(LONG), Ok(2 * i as u64));
+    }
+    eventually("the stopped worker was replaced", || pool.pids().len() == 2);
+    assert_eq!(pool.submit(common::double, 5).result_timeout(LONG), Ok(10));
+}

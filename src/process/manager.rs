@@ -51,6 +51,9 @@ pub(crate) struct Config {
     pub(crate) workers: usize,
     pub(crate) initializer: Option<FnRef>,
     pub(crate) max_tasks_per_child: Option<usize>,
+    /// A task running longer than this has its worker killed and fails with
+    /// `TaskError::TimeLimit`.
+    pub(crate) task_timeout: Option<Duration>,
 }
 
 /// A task's future, seen without its result type: claim it, cancel it, or complete it from
@@ -114,6 +117,10 @@ struct Link {
     /// Told to exit (shutdown, or `max_tasks_per_child` reached).
     retiring: bool,
     tasks_done: usize,
+    /// Since when the oldest task it holds has been running (the clock of the time limit).
+    head_since: Option<Instant>,
+    /// Killed for running a task over the time limit.
+    timed_out: bool,
 }
 
 struct State {
@@ -158,6 +165,7 @@ pub(crate) struct Manager {
     manager_wants: AtomicBool,
     config: Config,
     thread: Mutex<Option<JoinHandle<()>>>,
+    watchdog: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Manager {
@@ -180,6 +188,7 @@ impl Manager {
             manager_wants: AtomicBool::new(false),
             config,
             thread: Mutex::new(None),
+            watchdog: Mutex::new(None),
         });
         let m = manager.clone();
         let handle = std::thread::Builder::new()
@@ -187,6 +196,14 @@ impl Manager {
             .spawn(move || m.run())
             .map_err(|e| format!("cannot start the manager thread: {e}"))?;
         *sync::lock(&manager.thread) = Some(handle);
+        if let Some(limit) = manager.config.task_timeout {
+            let m = manager.clone();
+            let handle = std::thread::Builder::new()
+                .name("cf-process-watchdog".into())
+                .spawn(move || m.watch(limit))
+                .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
+            *sync::lock(&manager.watchdog) = Some(handle);
+        }
         let mut st = sync::lock(&manager.state);
         while st.phase == Phase::Starting && st.startup_error.is_none() {
             st = sync::wait(&manager.changed, st);
@@ -274,13 +291,43 @@ impl Manager {
     /// Waits for the manager thread (and so every worker) to finish. No-op on the manager
     /// thread itself (a callback shutting the pool down).
     pub(crate) fn join(&self) {
-        let handle = sync::lock(&self.thread).take();
-        if let Some(h) = handle {
-            if h.thread().id() == std::thread::current().id() {
-                *sync::lock(&self.thread) = Some(h);
+        for slot in [&self.thread, &self.watchdog] {
+            let handle = sync::lock(slot).take();
+            if let Some(h) = handle {
+                if h.thread().id() == std::thread::current().id() {
+                    *sync::lock(slot) = Some(h);
+                    return;
+                }
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// The watchdog thread: kills a worker whose current task has run longer than `limit`.
+    fn watch(&self, limit: Duration) {
+        let mut st = sync::lock(&self.state);
+        loop {
+            let finished = st.startup_error.is_some()
+                || (stopping(&st) && st.workers.is_empty() && st.wake.is_none());
+            if finished {
                 return;
             }
-            let _ = h.join();
+            let now = Instant::now();
+            let mut next = now + Duration::from_secs(1);
+            for link in st.workers.values_mut() {
+                if let Some(since) = link.head_since
+                    && !link.timed_out
+                {
+                    let deadline = since + limit;
+                    if deadline <= now {
+                        link.timed_out = true;
+                        image::signal(link.pid, libc::SIGKILL);
+                    } else {
+                        next = next.min(deadline);
+                    }
+                }
+            }
+            st = sync::wait_until(&self.changed, st, next).0;
         }
     }
 
@@ -570,6 +617,10 @@ impl Manager {
             };
             let error = if terminated {
                 TaskError::Broken("the pool was terminated".into())
+            } else if link.timed_out
+                && let Some(limit) = self.config.task_timeout
+            {
+                TaskError::TimeLimit(limit)
             } else {
                 TaskError::WorkerDied {
                     pid: link.pid,
@@ -716,6 +767,7 @@ impl Link {
         } else if let Some(pos) = self.held.iter().position(|&t| t == task) {
             self.held.remove(pos);
         }
+        self.head_since = (!self.held.is_empty()).then(Instant::now);
         if let Some(front) = self.batches.front_mut() {
             *front -= 1;
             if *front == 0 {
@@ -797,6 +849,9 @@ fn dispatch(st: &mut State) {
             continue;
         }
         link.batches.push_back(batch.len());
+        if link.held.is_empty() {
+            link.head_since = Some(Instant::now());
+        }
         for w in batch {
             link.held.push_back(w.id);
             st.inflight.insert(w.id, w);
@@ -911,6 +966,8 @@ impl Starting {
             ready: true,
             retiring: false,
             tasks_done: 0,
+            head_since: None,
+            timed_out: false,
         };
         Ok((link, hello.results))
     }

@@ -107,6 +107,7 @@ pub struct ProcessPoolBuilder {
     max_workers: Option<usize>,
     initializer: Option<fn()>,
     max_tasks_per_child: Option<usize>,
+    task_timeout: Option<std::time::Duration>,
 }
 
 impl ProcessPoolBuilder {
@@ -151,6 +152,27 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// A time limit per task: a task still running after `limit` has its worker killed
+    /// (and replaced) and fails with [`TaskError::TimeLimit`]; the tasks queued behind it
+    /// run elsewhere. The clock starts when the worker starts the task.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor, TaskError};
+    /// use std::time::Duration;
+    /// fn forever(_: ()) -> () { loop { std::thread::park() } }
+    /// let pool = ProcessPoolExecutor::builder()
+    ///     .max_workers(1)
+    ///     .task_timeout(Duration::from_millis(100))
+    ///     .build()
+    ///     .unwrap();
+    /// let err = pool.submit(forever, ()).result().unwrap_err();
+    /// assert_eq!(err, TaskError::TimeLimit(Duration::from_millis(100)));
+    /// ```
+    pub fn task_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.task_timeout = Some(limit);
+        self
+    }
+
     /// Starts the workers and waits until they are connected (and initialized).
     ///
     /// ```
@@ -174,6 +196,7 @@ impl ProcessPoolBuilder {
             workers,
             initializer,
             max_tasks_per_child: self.max_tasks_per_child,
+            task_timeout: self.task_timeout,
         })
         .map_err(BuildError::Worker)?;
         Ok(ProcessPoolExecutor { manager })
