@@ -57,6 +57,7 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub, unsafe_op_in_unsafe_fn)]
 
+mod bytes;
 mod error;
 mod executor;
 mod future;
@@ -73,6 +74,7 @@ mod wait;
 #[cfg(all(test, loom))]
 mod loom_tests;
 
+pub use bytes::Bytes;
 pub use error::{
     BuildError, ExitStatus, InvalidStateError, Panic, SubmitError, TaskError, TimeoutError,
 };

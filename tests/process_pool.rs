@@ -397,3 +397,27 @@ fn a_task_over_its_time_limit_is_stopped_and_the_rest_complete() {
     eventually("the stopped worker was replaced", || pool.pids().len() == 2);
     assert_eq!(pool.submit(common::double, 5).result_timeout(LONG), Ok(10));
 }
+
+fn reverse_bytes(b: concurrent_futures::Bytes) -> concurrent_futures::Bytes {
+    let mut v = b.into_vec();
+    v.reverse();
+    v.into()
+}
+
+#[test]
+fn large_payloads_cross_intact_both_ways() {
+    let _w = watchdog("large_payloads_cross_intact_both_ways");
+    let pool = pool(2);
+    for size in [0usize, 1, (1 << 20) - 1, 1 << 20, 8 << 20] {
+        let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        let mut expected = data.clone();
+        expected.reverse();
+        let got = pool
+            .submit(reverse_bytes, data.into())
+            .into_result()
+            .unwrap()
+            .into_vec();
+        assert_eq!(got.len(), size);
+        assert!(got == expected, "payload of {size} bytes corrupted");
+    }
+}

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{
     self, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcReceiverSet, IpcSelectionResult,
-    IpcSender,
+    IpcSender, IpcSharedMemory,
 };
 
 use super::image;
-use super::protocol::{self, CallRef, FnRef, FromWorker, Hello, ToWorkerRef};
+use super::protocol::{self, CallRef, FnRef, FromWorker, Hello, Payload, ToWorkerRef};
 use super::worker::format_token;
 use crate::error::{ExitStatus, SubmitError, TaskError};
 use crate::future::Future;
@@ -86,7 +86,7 @@ impl<T: serde::de::DeserializeOwned + Send + Sync + 'static> Completion for Slot
 struct Work {
     id: u64,
     target: FnRef,
-    payload: Vec<u8>,
+    payload: Payload,
     completion: Box<dyn Completion>,
     /// Already RUNNING (it was sent once, to a worker that died before starting it).
     claimed: bool,
@@ -108,6 +108,7 @@ struct Link {
     pid: u32,
     child: Child,
     calls: IpcBytesSender,
+    bulk: IpcSender<IpcSharedMemory>,
     /// Tasks left in each batch sent, oldest first.
     batches: VecDeque<usize>,
     /// Ids in flight on this worker, in the order sent (= the order it runs them).
@@ -227,7 +228,7 @@ impl Manager {
     pub(crate) fn submit(
         &self,
         target: FnRef,
-        payload: Vec<u8>,
+        payload: Payload,
         completion: Box<dyn Completion>,
     ) -> Result<(), SubmitError> {
         let mut st = sync::lock(&self.state);
@@ -832,11 +833,20 @@ fn dispatch(st: &mut State) {
                 .map(|w| CallRef {
                     id: w.id,
                     target: w.target,
-                    payload: &w.payload,
+                    payload: w.payload.inline(),
+                    bulk: w.payload.is_bulk(),
                 })
                 .collect(),
         );
-        let sent = link.send(&msg);
+        let sent = link.send(&msg).and_then(|()| {
+            // Large payloads follow on the bulk channel, in the same order.
+            for w in &batch {
+                if let Payload::Shared(shm) = &w.payload {
+                    link.bulk.send(shm.clone()).map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(())
+        });
         drop(msg);
         if sent.is_err() {
             // The worker is gone (it died while idle): it never got these. Put them back and
@@ -961,6 +971,7 @@ impl Starting {
             pid: hello.pid,
             child: self.child,
             calls: hello.calls,
+            bulk: hello.bulk,
             batches: VecDeque::new(),
             held: VecDeque::new(),
             ready: true,
@@ -983,9 +994,10 @@ impl Starting {
     fn unblock_accept(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let (Ok(sender), Ok((calls, _)), Ok((_, results))) = (
+        if let (Ok(sender), Ok((calls, _)), Ok((bulk, _)), Ok((_, results))) = (
             IpcSender::<Hello>::connect(self.name.clone()),
             ipc::bytes_channel(),
+            ipc::channel::<IpcSharedMemory>(),
             ipc::channel::<FromWorker>(),
         ) {
             let _ = sender.send(Hello {
@@ -993,6 +1005,7 @@ impl Starting {
                 fingerprint: 0,
                 pid: 0,
                 calls,
+                bulk,
                 results,
             });
         }

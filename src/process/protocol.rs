@@ -7,7 +7,7 @@
 //! (arguments and results) are bytes encoded with bincode 2, carried as `serde_bytes` so that
 //! they are copied as whole buffers, not element by element.
 
-use ipc_channel::ipc::{IpcBytesSender, IpcReceiver};
+use ipc_channel::ipc::{IpcBytesSender, IpcReceiver, IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::TaskError;
@@ -28,6 +28,9 @@ pub(crate) struct Hello {
     pub(crate) pid: u32,
     /// Where the parent sends calls (encoded `ToWorker` messages).
     pub(crate) calls: IpcBytesSender,
+    /// Where the parent sends large payloads, as shared memory, in the order of the calls
+    /// marked `bulk`.
+    pub(crate) bulk: IpcSender<IpcSharedMemory>,
     /// Where the parent reads results.
     pub(crate) results: IpcReceiver<FromWorker>,
 }
@@ -41,6 +44,10 @@ pub(crate) struct FnRef {
     pub(crate) tramp: i64,
 }
 
+/// Payloads at least this large travel as shared memory instead of through the socket
+/// (one copy into a memory file, mapped by the other side).
+pub(crate) const BULK: usize = 1 << 20;
+
 /// One task for a worker.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Call {
@@ -48,6 +55,8 @@ pub(crate) struct Call {
     pub(crate) target: FnRef,
     #[serde(with = "serde_bytes")]
     pub(crate) payload: Vec<u8>,
+    /// The payload is not here but the next message on the bulk channel.
+    pub(crate) bulk: bool,
 }
 
 /// `Call` as the parent sends it: the payload is borrowed, because the parent keeps it until
@@ -59,6 +68,7 @@ pub(crate) struct CallRef<'a> {
     pub(crate) target: FnRef,
     #[serde(with = "serde_bytes")]
     pub(crate) payload: &'a [u8],
+    pub(crate) bulk: bool,
 }
 
 /// `ToWorker` as the parent sends it. Encodes exactly as `ToWorker`: same variants, in the
@@ -81,12 +91,32 @@ pub(crate) enum ToWorker {
     Exit,
 }
 
-/// The outcome of one call: an encoded `Result<R, TaskError>` (or `Chunk<R>` for a chunk).
+/// The outcome of one call: an encoded `Result<R, TaskError>` (or `Chunk<R>` for a chunk),
+/// inline or, when large, in shared memory.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Done {
     pub(crate) id: u64,
     #[serde(with = "serde_bytes")]
     pub(crate) payload: Vec<u8>,
+    pub(crate) shared: Option<IpcSharedMemory>,
+}
+
+impl Done {
+    pub(crate) fn new(id: u64, payload: Vec<u8>) -> Done {
+        if payload.len() >= BULK {
+            Done {
+                id,
+                payload: Vec::new(),
+                shared: Some(IpcSharedMemory::from_bytes(&payload)),
+            }
+        } else {
+            Done {
+                id,
+                payload,
+                shared: None,
+            }
+        }
+    }
 }
 
 /// Worker → parent.
@@ -100,6 +130,54 @@ pub(crate) enum FromWorker {
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
+}
+
+/// An encoded argument: inline, or (when large) already in shared memory, so that it is
+/// copied once on its way to the worker.
+pub(crate) enum Payload {
+    Inline(Vec<u8>),
+    Shared(IpcSharedMemory),
+}
+
+impl Payload {
+    pub(crate) fn is_bulk(&self) -> bool {
+        matches!(self, Payload::Shared(_))
+    }
+
+    pub(crate) fn inline(&self) -> &[u8] {
+        match self {
+            Payload::Inline(v) => v,
+            Payload::Shared(_) => &[],
+        }
+    }
+}
+
+/// Counts the bytes an encoding would write.
+struct Counter(usize);
+
+impl bincode::enc::write::Writer for Counter {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0 += bytes.len();
+        Ok(())
+    }
+}
+
+/// Encodes an argument, straight into shared memory when it is large.
+pub(crate) fn encode_payload<T: Serialize>(value: &T) -> Result<Payload, String> {
+    let mut counter = Counter(0);
+    bincode::serde::encode_into_writer(value, &mut counter, config()).map_err(|e| e.to_string())?;
+    if counter.0 < BULK {
+        let mut out = Vec::with_capacity(counter.0);
+        bincode::serde::encode_into_std_write(value, &mut out, config())
+            .map_err(|e| e.to_string())?;
+        return Ok(Payload::Inline(out));
+    }
+    super::image::shared_memory(counter.0, |buf| {
+        bincode::serde::encode_into_slice(value, buf, config())
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+    .map(Payload::Shared)
 }
 
 /// Encodes a value for the other process.

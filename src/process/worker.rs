@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{self, IpcSender};
+use ipc_channel::ipc::{self, IpcSender, IpcSharedMemory};
 
 use super::image;
 use super::protocol::{Done, FromWorker, Hello, ToWorker};
@@ -16,6 +16,7 @@ const FLUSH_AFTER: Duration = Duration::from_micros(200);
 /// The worker's main function; returns the process exit code.
 pub(crate) fn run(server: OsString, token: Option<OsString>, parent: Option<OsString>) -> i32 {
     image::tie_to_parent();
+    image::keep_large_allocations();
     crate::unwind::install_hook();
     // The parent may have died before the death signal was armed.
     let expected_parent = parent.and_then(|p| p.to_str()?.parse::<u32>().ok());
@@ -37,6 +38,7 @@ fn serve(server: OsString, token: Option<OsString>) -> Result<(), String> {
         .ok_or("no valid token in the environment")?;
     let (calls_tx, calls) = ipc::bytes_channel().map_err(|e| e.to_string())?;
     let (results, results_rx) = ipc::channel::<FromWorker>().map_err(|e| e.to_string())?;
+    let (bulk_tx, bulk) = ipc::channel::<IpcSharedMemory>().map_err(|e| e.to_string())?;
     let hello = IpcSender::<Hello>::connect(server).map_err(|e| e.to_string())?;
     hello
         .send(Hello {
@@ -44,6 +46,7 @@ fn serve(server: OsString, token: Option<OsString>) -> Result<(), String> {
             fingerprint: image::fingerprint(),
             pid: std::process::id(),
             calls: calls_tx,
+            bulk: bulk_tx,
             results: results_rx,
         })
         .map_err(|e| e.to_string())?;
@@ -69,11 +72,16 @@ fn serve(server: OsString, token: Option<OsString>) -> Result<(), String> {
                 let mut since = Instant::now();
                 let n = batch.len();
                 for (i, call) in batch.into_iter().enumerate() {
-                    let payload = image::invoke(call.target, &call.payload)?;
-                    ready.push(Done {
-                        id: call.id,
-                        payload,
-                    });
+                    let payload = if call.bulk {
+                        let shm = bulk
+                            .recv()
+                            .map_err(|e| format!("cannot read a payload from the parent: {e}"))?;
+                        image::prefault(&shm);
+                        image::invoke(call.target, &shm)?
+                    } else {
+                        image::invoke(call.target, &call.payload)?
+                    };
+                    ready.push(Done::new(call.id, payload));
                     if i + 1 == n || since.elapsed() >= FLUSH_AFTER {
                         send(&results, FromWorker::Done(std::mem::take(&mut ready)))?;
                         since = Instant::now();
