@@ -572,7 +572,11 @@ impl Manager {
                 } = &mut *st;
                 for r in results {
                     if let Some(w) = inflight.remove(&r.id) {
-                        finished.push((w.completion, Ok(r.payload)));
+                        let bytes = match r.shared {
+                            Some(shm) => shm.to_vec(),
+                            None => r.payload,
+                        };
+                        finished.push((w.completion, Ok(bytes)));
                     }
                     if let Some(link) = workers.get_mut(&id) {
                         link.finished(r.id);
