@@ -342,13 +342,21 @@ fn pool_start_to_first_result_is_quick_enough_to_use() {
     assert!(t.elapsed() < Duration::from_secs(20));
 }
 
-/// True once `pid` has exited (a zombie, or gone).
+/// True once `pid` has exited (a zombie, or gone) with all its threads, so that its files
+/// are closed: its main thread turns zombie while the others may still be on their way out.
 fn exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(status) => {
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::trim)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            field("State:").starts_with('Z') && field("Threads:") == "1"
+        }
         Err(_) => true,
     }
 }
@@ -420,4 +428,30 @@ fn large_payloads_cross_intact_both_ways() {
         assert_eq!(got.len(), size);
         assert!(got == expected, "payload of {size} bytes corrupted");
     }
+}
+
+#[test]
+fn idle_worker_takes_tasks_queued_behind_a_long_one() {
+    let _w = watchdog("idle_worker_takes_tasks_queued_behind_a_long_one");
+    let pool = pool(2);
+    let mut gate = Gate::closed();
+    let long = pool.submit(common::hold, (gate.path(), 99));
+    // One at a time and all at once: some land in the window of the worker that runs the
+    // long task, behind it; the other worker must take them over.
+    let one_by_one: Vec<_> = (0..30).map(|i| pool.submit(common::double, i)).collect();
+    for (i, f) in one_by_one.iter().enumerate() {
+        assert_eq!(f.result_timeout(LONG), Ok(2 * i as u64));
+    }
+    let burst: Vec<_> = (0..2000).map(|i| pool.submit(common::double, i)).collect();
+    for (i, f) in burst.iter().enumerate() {
+        assert_eq!(f.result_timeout(LONG), Ok(2 * i as u64));
+    }
+    let mapped: Vec<u64> = pool
+        .map(common::double, 0..5000)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(mapped, (0..5000).map(|i| 2 * i).collect::<Vec<_>>());
+    assert!(long.running(), "the long task is still running");
+    gate.open();
+    assert_eq!(long.result_timeout(LONG), Ok(99));
 }

@@ -24,7 +24,7 @@ use ipc_channel::ipc::{
 };
 
 use super::image;
-use super::protocol::{self, CallRef, FnRef, FromWorker, Hello, Payload, ToWorkerRef};
+use super::protocol::{self, CallRef, FnRef, FromWorker, Hello, Payload, Revoke, ToWorkerRef};
 use super::worker::format_token;
 use crate::error::{ExitStatus, SubmitError, TaskError};
 use crate::future::Future;
@@ -109,10 +109,19 @@ struct Link {
     child: Child,
     calls: IpcBytesSender,
     bulk: IpcSender<IpcSharedMemory>,
-    /// Tasks left in each batch sent, oldest first.
-    batches: VecDeque<usize>,
-    /// Ids in flight on this worker, in the order sent (= the order it runs them).
-    held: VecDeque<u64>,
+    revoke: IpcSender<Revoke>,
+    /// The number of the last batch sent.
+    seq: u64,
+    /// Batches in flight (number, tasks left), oldest first.
+    batches: VecDeque<(u64, usize)>,
+    /// Tasks in flight on this worker (id, batch), in the order sent (= the order it runs
+    /// them).
+    held: VecDeque<(u64, u64)>,
+    /// Asked to give back what it has not started; the answer has not come yet.
+    revoking: bool,
+    /// Gave work back (or had none to give): it is busy with a long task (this one, the
+    /// last it started), so it gets no new work and is not asked again until that is done.
+    robbed: Option<u64>,
     /// The initializer has run (or there is none): the worker may get calls.
     ready: bool,
     /// Told to exit (shutdown, or `max_tasks_per_child` reached).
@@ -591,6 +600,39 @@ impl Manager {
                 }
                 dispatch(&mut st);
             }
+            FromWorker::Revoked { ids, unread_from } => {
+                let mut st = sync::lock(&self.state);
+                let State {
+                    workers,
+                    inflight,
+                    pending,
+                    ..
+                } = &mut *st;
+                let Some(link) = workers.get_mut(&id) else {
+                    return;
+                };
+                link.revoking = false;
+                let mut back: Vec<u64> = link
+                    .held
+                    .iter()
+                    .filter(|&&(task, seq)| seq >= unread_from || ids.contains(&task))
+                    .map(|&(task, _)| task)
+                    .collect();
+                for &task in &back {
+                    link.forget(task);
+                }
+                // What it still holds has started; the last of it runs long.
+                link.robbed = link.held.back().map(|&(task, _)| task);
+                // Back to the front of the queue, in their order.
+                back.reverse();
+                for task in back {
+                    if let Some(mut w) = inflight.remove(&task) {
+                        w.claimed = true;
+                        pending.push_front(w);
+                    }
+                }
+                dispatch(&mut st);
+            }
         }
     }
 
@@ -608,7 +650,7 @@ impl Manager {
             let mut held: Vec<Work> = link
                 .held
                 .iter()
-                .filter_map(|task| st.inflight.remove(task))
+                .filter_map(|(task, _)| st.inflight.remove(task))
                 .collect();
             let failed = if terminated || held.is_empty() {
                 held
@@ -767,22 +809,53 @@ fn stopping(st: &State) -> bool {
 impl Link {
     fn finished(&mut self, task: u64) {
         self.tasks_done += 1;
-        if self.held.front() == Some(&task) {
-            self.held.pop_front();
-        } else if let Some(pos) = self.held.iter().position(|&t| t == task) {
-            self.held.remove(pos);
+        if self.robbed == Some(task) {
+            self.robbed = None;
         }
+        self.forget(task);
         self.head_since = (!self.held.is_empty()).then(Instant::now);
-        if let Some(front) = self.batches.front_mut() {
-            *front -= 1;
-            if *front == 0 {
-                self.batches.pop_front();
+    }
+
+    /// Removes a task from those in flight here.
+    fn forget(&mut self, task: u64) {
+        let pos = if self.held.front().is_some_and(|&(t, _)| t == task) {
+            0
+        } else if let Some(pos) = self.held.iter().position(|&(t, _)| t == task) {
+            pos
+        } else {
+            return;
+        };
+        let Some((_, seq)) = self.held.remove(pos) else {
+            return;
+        };
+        if let Some(i) = self.batches.iter().position(|&(s, _)| s == seq) {
+            self.batches[i].1 -= 1;
+            if self.batches[i].1 == 0 {
+                self.batches.remove(i);
             }
         }
     }
 
     fn has_room(&self) -> bool {
-        self.ready && !self.retiring && self.batches.len() < MAX_BATCHES
+        self.ready
+            && !self.retiring
+            && !self.revoking
+            && self.robbed.is_none()
+            && self.batches.len() < MAX_BATCHES
+    }
+
+    /// Ready for work and holding none.
+    fn idle(&self) -> bool {
+        self.has_room() && self.held.is_empty()
+    }
+
+    /// Holds tasks queued behind the one it runs, that an idle worker could run.
+    fn has_backlog(&self) -> bool {
+        self.ready
+            && !self.retiring
+            && !self.revoking
+            && self.robbed.is_none()
+            && self.held.len() >= 2
     }
 
     /// Asks the worker to exit once it has finished what it was sent.
@@ -831,7 +904,9 @@ fn dispatch(st: &mut State) {
         let Some(link) = st.workers.get_mut(&wid) else {
             return;
         };
+        let seq = link.seq + 1;
         let msg = ToWorkerRef::Calls(
+            seq,
             batch
                 .iter()
                 .map(|w| CallRef {
@@ -862,13 +937,44 @@ fn dispatch(st: &mut State) {
             }
             continue;
         }
-        link.batches.push_back(batch.len());
+        link.seq = seq;
+        link.batches.push_back((seq, batch.len()));
         if link.held.is_empty() {
             link.head_since = Some(Instant::now());
         }
         for w in batch {
-            link.held.push_back(w.id);
+            link.held.push_back((w.id, seq));
             st.inflight.insert(w.id, w);
+        }
+    }
+    steal(st);
+}
+
+/// Work stealing between the workers' windows: with nothing pending, an idle worker must
+/// not wait while another holds tasks queued behind a long one. Such a worker is asked to
+/// give back what it has not started (it answers from a helper thread even while its task
+/// runs); what comes back is dispatched again, to the idle worker.
+fn steal(st: &mut State) {
+    if !st.pending.is_empty() || st.phase == Phase::Terminated {
+        return;
+    }
+    let mut idle = st.workers.values().filter(|l| l.idle()).count();
+    if idle == 0 {
+        return;
+    }
+    let mut victims: Vec<&mut Link> = st
+        .workers
+        .values_mut()
+        .filter(|l| l.has_backlog())
+        .collect();
+    victims.sort_by_key(|l| std::cmp::Reverse(l.held.len()));
+    for link in victims {
+        if idle == 0 {
+            break;
+        }
+        if link.revoke.send(Revoke { through: link.seq }).is_ok() {
+            link.revoking = true;
+            idle -= 1;
         }
     }
 }
@@ -976,8 +1082,12 @@ impl Starting {
             child: self.child,
             calls: hello.calls,
             bulk: hello.bulk,
+            revoke: hello.revoke,
+            seq: 0,
             batches: VecDeque::new(),
             held: VecDeque::new(),
+            revoking: false,
+            robbed: None,
             ready: true,
             retiring: false,
             tasks_done: 0,
@@ -998,11 +1108,12 @@ impl Starting {
     fn unblock_accept(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let (Ok(sender), Ok((calls, _)), Ok((bulk, _)), Ok((_, results))) = (
+        if let (Ok(sender), Ok((calls, _)), Ok((bulk, _)), Ok((_, results)), Ok((revoke, _))) = (
             IpcSender::<Hello>::connect(self.name.clone()),
             ipc::bytes_channel(),
             ipc::channel::<IpcSharedMemory>(),
             ipc::channel::<FromWorker>(),
+            ipc::channel::<Revoke>(),
         ) {
             let _ = sender.send(Hello {
                 token: [0; 16],
@@ -1011,6 +1122,7 @@ impl Starting {
                 calls,
                 bulk,
                 results,
+                revoke,
             });
         }
     }

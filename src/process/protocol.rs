@@ -33,6 +33,17 @@ pub(crate) struct Hello {
     pub(crate) bulk: IpcSender<IpcSharedMemory>,
     /// Where the parent reads results.
     pub(crate) results: IpcReceiver<FromWorker>,
+    /// Where the parent asks for unstarted calls back (see [`Revoke`]).
+    pub(crate) revoke: IpcSender<Revoke>,
+}
+
+/// Parent → worker, on its own channel (served by a helper thread of the worker, since the
+/// worker's main thread may be busy with a long call): give back every call of batches up
+/// to `through` that has not started, so that an idle worker can run them. The worker
+/// answers with [`FromWorker::Revoked`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Revoke {
+    pub(crate) through: u64,
 }
 
 /// A function to run, named by its position in the executable image.
@@ -76,7 +87,7 @@ pub(crate) struct CallRef<'a> {
 #[derive(Serialize)]
 pub(crate) enum ToWorkerRef<'a> {
     Init(FnRef),
-    Calls(Vec<CallRef<'a>>),
+    Calls(u64, Vec<CallRef<'a>>),
     Exit,
 }
 
@@ -85,8 +96,9 @@ pub(crate) enum ToWorkerRef<'a> {
 pub(crate) enum ToWorker {
     /// Run the pool's initializer before anything else.
     Init(FnRef),
-    /// Run these, in order, and send each result back.
-    Calls(Vec<Call>),
+    /// Batch number (1, 2, … per worker) and its calls: run them in order and send each
+    /// result back.
+    Calls(u64, Vec<Call>),
     /// Finish what was sent, then exit.
     Exit,
 }
@@ -126,6 +138,9 @@ pub(crate) enum FromWorker {
     Initialized(Result<(), TaskError>),
     /// Results, in completion order.
     Done(Vec<Done>),
+    /// The answer to a [`Revoke`]: these calls were not started and never will be here,
+    /// and neither will any call of the batches from `unread_from` on (not read yet).
+    Revoked { ids: Vec<u64>, unread_from: u64 },
 }
 
 fn config() -> bincode::config::Configuration {

@@ -1,13 +1,16 @@
 //! The worker process: connect to the parent, then run calls until told to exit or the
 //! parent goes away.
 
+use std::collections::VecDeque;
 use std::ffi::OsString;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{self, IpcSender, IpcSharedMemory};
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender, IpcSharedMemory};
 
 use super::image;
-use super::protocol::{Done, FromWorker, Hello, ToWorker};
+use super::protocol::{Call, Done, FromWorker, Hello, Revoke, ToWorker};
+use crate::sync::{self, Mutex};
 
 /// Results of a batch are sent together while they come faster than this; a slower task
 /// flushes what is ready first, so callbacks and `as_completed` hear of results promptly.
@@ -32,6 +35,24 @@ pub(crate) fn run(server: OsString, token: Option<OsString>, parent: Option<OsSt
     }
 }
 
+/// Calls read from the parent and not started yet, shared by the worker's main thread
+/// (which runs them) and its revoke thread (which gives them back to the parent).
+#[derive(Default)]
+struct Local {
+    queue: VecDeque<Job>,
+    /// The last batch read from the calls channel.
+    read: u64,
+    /// Batches up to this one were given back before they were read: drop them.
+    skip_through: u64,
+}
+
+struct Job {
+    call: Call,
+    shared: Option<IpcSharedMemory>,
+}
+
+type Shared = Arc<(Mutex<Local>, Mutex<IpcSender<FromWorker>>)>;
+
 fn serve(server: OsString, token: Option<OsString>) -> Result<(), String> {
     let server = server.into_string().map_err(|_| "bad server name")?;
     let token = parse_token(token.as_ref().and_then(|t| t.to_str()))
@@ -39,6 +60,7 @@ fn serve(server: OsString, token: Option<OsString>) -> Result<(), String> {
     let (calls_tx, calls) = ipc::bytes_channel().map_err(|e| e.to_string())?;
     let (results, results_rx) = ipc::channel::<FromWorker>().map_err(|e| e.to_string())?;
     let (bulk_tx, bulk) = ipc::channel::<IpcSharedMemory>().map_err(|e| e.to_string())?;
+    let (revoke_tx, revoke) = ipc::channel::<Revoke>().map_err(|e| e.to_string())?;
     let hello = IpcSender::<Hello>::connect(server).map_err(|e| e.to_string())?;
     hello
         .send(Hello {
@@ -48,10 +70,36 @@ fn serve(server: OsString, token: Option<OsString>) -> Result<(), String> {
             calls: calls_tx,
             bulk: bulk_tx,
             results: results_rx,
+            revoke: revoke_tx,
         })
         .map_err(|e| e.to_string())?;
     drop(hello);
+    let shared: Shared = Arc::new((Mutex::new(Local::default()), Mutex::new(results)));
+    let helper = shared.clone();
+    std::thread::Builder::new()
+        .name("cf-worker-revoke".into())
+        .spawn(move || serve_revokes(&revoke, &helper))
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    let (local, results) = &*shared;
+    let mut ready = Vec::new();
+    let mut since = Instant::now();
     loop {
+        // The lock also orders this against a revoke being answered: once the queue is seen
+        // empty, the answer (if any) is on its way, ahead of anything sent after.
+        let job = sync::lock(local).queue.pop_front();
+        if let Some(job) = job {
+            let payload = match &job.shared {
+                Some(shm) => image::invoke(job.call.target, shm)?,
+                None => image::invoke(job.call.target, &job.call.payload)?,
+            };
+            ready.push(Done::new(job.call.id, payload));
+            drop(job);
+            if since.elapsed() >= FLUSH_AFTER || sync::lock(local).queue.is_empty() {
+                send(results, FromWorker::Done(std::mem::take(&mut ready)))?;
+                since = Instant::now();
+            }
+            continue;
+        }
         let bytes = match calls.recv() {
             Ok(b) => b,
             // The parent closed the channel (it shut down or died): nothing left to do.
@@ -61,39 +109,59 @@ fn serve(server: OsString, token: Option<OsString>) -> Result<(), String> {
         let msg = super::protocol::decode::<ToWorker>(&bytes)
             .map_err(|e| format!("malformed message from the parent: {e}"))?;
         match msg {
+            // Everything sent before has run (or was given back): done.
             ToWorker::Exit => return Ok(()),
             ToWorker::Init(target) => {
                 let bytes = image::invoke(target, &[])?;
                 let outcome = super::protocol::decode_outcome::<()>(&bytes);
-                send(&results, FromWorker::Initialized(outcome))?;
+                send(results, FromWorker::Initialized(outcome))?;
             }
-            ToWorker::Calls(batch) => {
-                let mut ready = Vec::new();
-                let mut since = Instant::now();
-                let n = batch.len();
-                for (i, call) in batch.into_iter().enumerate() {
-                    let payload = if call.bulk {
+            ToWorker::Calls(seq, batch) => {
+                // Large payloads follow on the bulk channel, in order: take them now, so that
+                // the channel stays in step even if the batch is given back.
+                let mut jobs = Vec::with_capacity(batch.len());
+                for call in batch {
+                    let shared = if call.bulk {
                         let shm = bulk
                             .recv()
                             .map_err(|e| format!("cannot read a payload from the parent: {e}"))?;
                         image::prefault(&shm);
-                        image::invoke(call.target, &shm)?
+                        Some(shm)
                     } else {
-                        image::invoke(call.target, &call.payload)?
+                        None
                     };
-                    ready.push(Done::new(call.id, payload));
-                    if i + 1 == n || since.elapsed() >= FLUSH_AFTER {
-                        send(&results, FromWorker::Done(std::mem::take(&mut ready)))?;
-                        since = Instant::now();
-                    }
+                    jobs.push(Job { call, shared });
                 }
+                let mut l = sync::lock(local);
+                l.read = seq;
+                if seq > l.skip_through {
+                    l.queue.extend(jobs);
+                }
+                since = Instant::now();
             }
         }
     }
 }
 
-fn send(results: &IpcSender<FromWorker>, msg: FromWorker) -> Result<(), String> {
-    results
+/// The revoke thread: gives back the calls not started yet, when the parent asks.
+fn serve_revokes(revoke: &IpcReceiver<Revoke>, shared: &Shared) {
+    let (local, results) = &**shared;
+    while let Ok(Revoke { through }) = revoke.recv() {
+        let mut l = sync::lock(local);
+        let ids: Vec<u64> = l.queue.drain(..).map(|job| job.call.id).collect();
+        // Batches sent but not read yet come back too; they are dropped when they arrive.
+        l.skip_through = l.skip_through.max(through);
+        let unread_from = l.read + 1;
+        // Answered under the lock: the main thread cannot finish (and exit) in between.
+        if send(results, FromWorker::Revoked { ids, unread_from }).is_err() {
+            return;
+        }
+        drop(l);
+    }
+}
+
+fn send(results: &Mutex<IpcSender<FromWorker>>, msg: FromWorker) -> Result<(), String> {
+    sync::lock(results)
         .send(msg)
         .map_err(|e| format!("cannot reach the parent: {e}"))
 }
