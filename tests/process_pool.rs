@@ -416,7 +416,19 @@ fn reverse_bytes(b: concurrent_futures::Bytes) -> concurrent_futures::Bytes {
 fn large_payloads_cross_intact_both_ways() {
     let _w = watchdog("large_payloads_cross_intact_both_ways");
     let pool = pool(2);
-    for size in [0usize, 1, (1 << 20) - 1, 1 << 20, 8 << 20] {
+    // Large blocks are kept and reused: a smaller payload in a larger block must arrive
+    // with its own length and content.
+    let sizes = [
+        0usize,
+        1,
+        (1 << 20) - 1,
+        1 << 20,
+        8 << 20,
+        5 << 20,
+        (3 << 20) + 17,
+        3 << 20,
+    ];
+    for size in sizes {
         let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         let mut expected = data.clone();
         expected.reverse();
@@ -427,6 +439,20 @@ fn large_payloads_cross_intact_both_ways() {
             .into_vec();
         assert_eq!(got.len(), size);
         assert!(got == expected, "payload of {size} bytes corrupted");
+    }
+    // Many in flight at once, twice (the second time in reused blocks).
+    for round in 0..2u8 {
+        let sent: Vec<Vec<u8>> = (0..6u8)
+            .map(|k| vec![k.wrapping_mul(37).wrapping_add(round); (2 << 20) + usize::from(k)])
+            .collect();
+        let futures: Vec<_> = sent
+            .iter()
+            .map(|d| pool.submit(reverse_bytes, d.clone().into()))
+            .collect();
+        for (f, d) in futures.into_iter().zip(&sent) {
+            let got = f.result_timeout(LONG).unwrap().into_vec();
+            assert!(got == *d, "payload of {} bytes corrupted", d.len());
+        }
     }
 }
 

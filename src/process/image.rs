@@ -22,6 +22,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 
+use ipc_channel::ipc::IpcSharedMemory;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -176,17 +177,24 @@ fn call_init(func: usize, _payload: &[u8]) -> Vec<u8> {
     protocol::encode_outcome(&crate::unwind::catch(f))
 }
 
-/// A new shared memory block of `len` bytes, filled by `fill`.
-pub(crate) fn shared_memory(
-    len: usize,
-    fill: impl FnOnce(&mut [u8]) -> Result<(), String>,
-) -> Result<ipc_channel::ipc::IpcSharedMemory, String> {
-    let mut shm = ipc_channel::ipc::IpcSharedMemory::from_byte(0, len);
-    // SAFETY: `deref_mut` is unsafe because another process may map the same memory. This
-    // block was created on the line above and has not been sent anywhere, so this mapping is
-    // the only one; the borrow ends before the block is shared.
-    fill(unsafe { shm.deref_mut() })?;
-    Ok(shm)
+/// A new shared memory block of `len` bytes (zeroed).
+pub(crate) fn new_block(len: usize) -> IpcSharedMemory {
+    IpcSharedMemory::from_byte(0, len)
+}
+
+/// Writes into a shared memory block.
+///
+/// The caller guarantees that no other process reads `block` meanwhile: it is either new
+/// (created by [`new_block`] and not sent yet), or it carried the payload of a task that
+/// is over (the worker that read it sent its result, which it does after unmapping the
+/// block, or died, or drops it unread because the task was taken back), which is what
+/// `Blocks` keeps.
+pub(crate) fn fill_block<T>(block: &mut IpcSharedMemory, fill: impl FnOnce(&mut [u8]) -> T) -> T {
+    // SAFETY: `deref_mut` is unsafe because another process may map the same memory and
+    // read or write it at the same time. By this function's contract nobody reads it now,
+    // and workers never write to a block they receive (they map it read-only in effect:
+    // the worker only ever takes `&[u8]` of it). The mutable borrow ends with `fill`.
+    fill(unsafe { block.deref_mut() })
 }
 
 /// Maps in all pages of a block received from the other process in one system call

@@ -174,6 +174,8 @@ pub(crate) struct Manager {
     /// The manager thread needs the reader (to add a new worker's channel).
     manager_wants: AtomicBool,
     config: Config,
+    /// Shared memory blocks kept for large arguments.
+    pub(crate) blocks: protocol::Blocks,
     thread: Mutex<Option<JoinHandle<()>>>,
     watchdog: Mutex<Option<JoinHandle<()>>>,
 }
@@ -197,6 +199,7 @@ impl Manager {
             wants: AtomicUsize::new(0),
             manager_wants: AtomicBool::new(false),
             config,
+            blocks: protocol::Blocks::default(),
             thread: Mutex::new(None),
             watchdog: Mutex::new(None),
         });
@@ -586,6 +589,7 @@ impl Manager {
                             None => r.payload,
                         };
                         finished.push((w.completion, Ok(bytes)));
+                        self.blocks.put(w.payload);
                     }
                     if let Some(link) = workers.get_mut(&id) {
                         link.finished(r.id);
@@ -913,15 +917,15 @@ fn dispatch(st: &mut State) {
                     id: w.id,
                     target: w.target,
                     payload: w.payload.inline(),
-                    bulk: w.payload.is_bulk(),
+                    bulk: w.payload.bulk_len(),
                 })
                 .collect(),
         );
         let sent = link.send(&msg).and_then(|()| {
             // Large payloads follow on the bulk channel, in the same order.
             for w in &batch {
-                if let Payload::Shared(shm) = &w.payload {
-                    link.bulk.send(shm.clone()).map_err(|e| e.to_string())?;
+                if let Payload::Shared { block, .. } = &w.payload {
+                    link.bulk.send(block.clone()).map_err(|e| e.to_string())?;
                 }
             }
             Ok(())

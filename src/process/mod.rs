@@ -296,7 +296,8 @@ impl ProcessPoolExecutor {
         target: protocol::FnRef,
         arg: &A,
     ) -> Result<Future<T>, SubmitError> {
-        let payload = protocol::encode_payload(arg).map_err(|e| SubmitError::Codec(e.into()))?;
+        let payload = protocol::encode_payload(arg, &self.manager.blocks)
+            .map_err(|e| SubmitError::Codec(e.into()))?;
         let fut = Future::from_task_cell(Arc::new(ProcCell {
             core: Core::new(INLINE),
             manager: Arc::downgrade(&self.manager),

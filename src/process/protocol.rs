@@ -66,8 +66,9 @@ pub(crate) struct Call {
     pub(crate) target: FnRef,
     #[serde(with = "serde_bytes")]
     pub(crate) payload: Vec<u8>,
-    /// The payload is not here but the next message on the bulk channel.
-    pub(crate) bulk: bool,
+    /// If not 0, the payload is not here but the first `bulk` bytes of the next block on
+    /// the bulk channel.
+    pub(crate) bulk: u64,
 }
 
 /// `Call` as the parent sends it: the payload is borrowed, because the parent keeps it until
@@ -79,7 +80,7 @@ pub(crate) struct CallRef<'a> {
     pub(crate) target: FnRef,
     #[serde(with = "serde_bytes")]
     pub(crate) payload: &'a [u8],
-    pub(crate) bulk: bool,
+    pub(crate) bulk: u64,
 }
 
 /// `ToWorker` as the parent sends it. Encodes exactly as `ToWorker`: same variants, in the
@@ -151,18 +152,62 @@ fn config() -> bincode::config::Configuration {
 /// copied once on its way to the worker.
 pub(crate) enum Payload {
     Inline(Vec<u8>),
-    Shared(IpcSharedMemory),
+    /// The first `len` bytes of a block.
+    Shared {
+        block: IpcSharedMemory,
+        len: usize,
+    },
 }
 
 impl Payload {
-    pub(crate) fn is_bulk(&self) -> bool {
-        matches!(self, Payload::Shared(_))
+    /// The length of a payload in shared memory, 0 for one inline.
+    pub(crate) fn bulk_len(&self) -> u64 {
+        match self {
+            Payload::Inline(_) => 0,
+            Payload::Shared { len, .. } => *len as u64,
+        }
     }
 
     pub(crate) fn inline(&self) -> &[u8] {
         match self {
             Payload::Inline(v) => v,
-            Payload::Shared(_) => &[],
+            Payload::Shared { .. } => &[],
+        }
+    }
+}
+
+/// Shared memory blocks of finished tasks, kept by a pool for its next large payloads:
+/// writing into memory already mapped is about three times faster than a new block (whose
+/// every page must be found, zeroed and mapped first). At most `KEEP` blocks and
+/// `KEEP_BYTES` bytes are kept; the pool frees them when it goes.
+#[derive(Default)]
+pub(crate) struct Blocks(std::sync::Mutex<Vec<IpcSharedMemory>>);
+
+impl Blocks {
+    const KEEP: usize = 4;
+    const KEEP_BYTES: usize = 1 << 30;
+
+    /// The smallest kept block that holds `len` bytes without wasting more than as much.
+    fn take(&self, len: usize) -> Option<IpcSharedMemory> {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let best = kept
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.len() >= len && b.len() <= 2 * len)
+            .min_by_key(|(_, b)| b.len())
+            .map(|(i, _)| i)?;
+        Some(kept.swap_remove(best))
+    }
+
+    /// Keeps the block of a payload whose task is over (see `image::fill_block`).
+    pub(crate) fn put(&self, payload: Payload) {
+        let Payload::Shared { block, .. } = payload else {
+            return;
+        };
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes: usize = kept.iter().map(|b| b.len()).sum();
+        if kept.len() < Self::KEEP && bytes + block.len() <= Self::KEEP_BYTES {
+            kept.push(block);
         }
     }
 }
@@ -177,8 +222,9 @@ impl bincode::enc::write::Writer for Counter {
     }
 }
 
-/// Encodes an argument, straight into shared memory when it is large.
-pub(crate) fn encode_payload<T: Serialize>(value: &T) -> Result<Payload, String> {
+/// Encodes an argument, straight into shared memory when it is large (into a block kept in
+/// `blocks` if one fits).
+pub(crate) fn encode_payload<T: Serialize>(value: &T, blocks: &Blocks) -> Result<Payload, String> {
     let mut counter = Counter(0);
     bincode::serde::encode_into_writer(value, &mut counter, config()).map_err(|e| e.to_string())?;
     if counter.0 < BULK {
@@ -187,12 +233,15 @@ pub(crate) fn encode_payload<T: Serialize>(value: &T) -> Result<Payload, String>
             .map_err(|e| e.to_string())?;
         return Ok(Payload::Inline(out));
     }
-    super::image::shared_memory(counter.0, |buf| {
-        bincode::serde::encode_into_slice(value, buf, config())
-            .map(drop)
-            .map_err(|e| e.to_string())
+    let len = counter.0;
+    let mut block = blocks
+        .take(len)
+        .unwrap_or_else(|| super::image::new_block(len.next_multiple_of(BULK)));
+    super::image::fill_block(&mut block, |buf| {
+        bincode::serde::encode_into_slice(value, &mut buf[..len], config())
     })
-    .map(Payload::Shared)
+    .map_err(|e| e.to_string())?;
+    Ok(Payload::Shared { block, len })
 }
 
 /// Encodes a value for the other process.

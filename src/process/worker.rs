@@ -89,7 +89,7 @@ fn serve(server: OsString, token: Option<OsString>) -> Result<(), String> {
         let job = sync::lock(local).queue.pop_front();
         if let Some(job) = job {
             let payload = match &job.shared {
-                Some(shm) => image::invoke(job.call.target, shm)?,
+                Some(shm) => image::invoke(job.call.target, &shm[..job.call.bulk as usize])?,
                 None => image::invoke(job.call.target, &job.call.payload)?,
             };
             ready.push(Done::new(job.call.id, payload));
@@ -121,11 +121,15 @@ fn serve(server: OsString, token: Option<OsString>) -> Result<(), String> {
                 // the channel stays in step even if the batch is given back.
                 let mut jobs = Vec::with_capacity(batch.len());
                 for call in batch {
-                    let shared = if call.bulk {
+                    let shared = if call.bulk > 0 {
                         let shm = bulk
                             .recv()
                             .map_err(|e| format!("cannot read a payload from the parent: {e}"))?;
-                        image::prefault(&shm);
+                        let len = usize::try_from(call.bulk)
+                            .ok()
+                            .filter(|&len| len <= shm.len())
+                            .ok_or("malformed message from the parent: payload out of bounds")?;
+                        image::prefault(&shm[..len]);
                         Some(shm)
                     } else {
                         None
