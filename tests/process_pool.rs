@@ -481,3 +481,62 @@ fn idle_worker_takes_tasks_queued_behind_a_long_one() {
     gate.open();
     assert_eq!(long.result_timeout(LONG), Ok(99));
 }
+
+/// Appends a line to the file at `path` (one per run), then aborts the process if asked.
+fn log_run(args: (String, bool)) -> u8 {
+    use std::io::Write;
+    let (path, abort) = args;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(b"ran\n").unwrap();
+    drop(f);
+    if abort {
+        std::process::abort();
+    }
+    1
+}
+
+#[test]
+fn no_task_runs_twice_when_a_worker_dies_mid_batch() {
+    let _w = watchdog("no_task_runs_twice_when_a_worker_dies_mid_batch");
+    let pool = pool(1);
+    let mut gate = Gate::closed();
+    let held = pool.submit(common::hold, (gate.path(), 0));
+    // Queued behind the held task, these go out in batches; the worker runs a batch back to
+    // back and sends the results together, so when task 20 aborts the process the results
+    // of those just before it may die with it.
+    let marks: Vec<_> = (0..40).map(|i| marker(&format!("run{i}"))).collect();
+    let futures: Vec<_> = marks
+        .iter()
+        .enumerate()
+        .map(|(i, m)| pool.submit(log_run, (m.to_string_lossy().into_owned(), i == 20)))
+        .collect();
+    gate.open();
+    assert_eq!(held.result_timeout(LONG), Ok(0));
+    for (i, f) in futures.iter().enumerate() {
+        let outcome = f.result_timeout(LONG);
+        match i {
+            20 => assert!(
+                matches!(outcome, Err(TaskError::WorkerDied { .. })),
+                "task 20: {outcome:?}"
+            ),
+            21.. => assert_eq!(outcome, Ok(1), "task {i}"),
+            // Finished, but the result may have been lost with the worker.
+            _ => assert!(
+                matches!(outcome, Ok(1) | Err(TaskError::WorkerDied { .. })),
+                "task {i}: {outcome:?}"
+            ),
+        }
+    }
+    for (i, m) in marks.iter().enumerate() {
+        let runs = std::fs::read_to_string(m)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        assert_eq!(runs, 1, "task {i} ran {runs} times");
+        let _ = std::fs::remove_file(m);
+    }
+}

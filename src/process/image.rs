@@ -188,7 +188,8 @@ pub(crate) fn new_block(len: usize) -> IpcSharedMemory {
 /// (created by [`new_block`] and not sent yet), or it carried the payload of a task that
 /// is over (the worker that read it sent its result, which it does after unmapping the
 /// block, or died, or drops it unread because the task was taken back), which is what
-/// `Blocks` keeps.
+/// `Blocks` keeps; or it is a worker's progress word, which the parent reads only after the
+/// worker died.
 pub(crate) fn fill_block<T>(block: &mut IpcSharedMemory, fill: impl FnOnce(&mut [u8]) -> T) -> T {
     // SAFETY: `deref_mut` is unsafe because another process may map the same memory and
     // read or write it at the same time. By this function's contract nobody reads it now,

@@ -110,6 +110,8 @@ struct Link {
     calls: IpcBytesSender,
     bulk: IpcSender<IpcSharedMemory>,
     revoke: IpcSender<Revoke>,
+    /// The worker's progress word (see `Hello::progress`).
+    progress: IpcSharedMemory,
     /// The number of the last batch sent.
     seq: u64,
     /// Batches in flight (number, tasks left), oldest first.
@@ -640,15 +642,15 @@ impl Manager {
         }
     }
 
-    /// A worker's results channel closed: it exited or died. The task it was running (the
-    /// first it had not answered: it runs them in order) fails; those it had not started go
-    /// back to the front of the queue. While the pool is running, the manager thread starts a
-    /// replacement.
+    /// A worker's results channel closed: it exited or died. The task it was running fails
+    /// (so do those it finished whose results died with it); those it had not started go
+    /// back to the front of the queue, so no task runs twice. While the pool is running, the
+    /// manager thread starts a replacement.
     fn on_closed(&self, id: u64, finished: &mut Finished) {
         let link = sync::lock(&self.state).workers.remove(&id);
         let Some(mut link) = link else { return };
         let status = reap(&mut link.child);
-        let (failed, error) = {
+        let failed = {
             let mut st = sync::lock(&self.state);
             let terminated = st.phase == Phase::Terminated;
             let mut held: Vec<Work> = link
@@ -656,27 +658,39 @@ impl Manager {
                 .iter()
                 .filter_map(|(task, _)| st.inflight.remove(task))
                 .collect();
-            let failed = if terminated || held.is_empty() {
-                held
+            // The last call it started (it is dead: the word no longer changes). Calls run in
+            // the order sent: those before it finished, but their results (sent in batches)
+            // died with it; those after it never started and go back to the queue. If it
+            // started none of them, none failed.
+            let last = link
+                .progress
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_le_bytes);
+            let died = TaskError::WorkerDied {
+                pid: link.pid,
+                status,
+            };
+            let failed: Vec<(Work, TaskError)> = if terminated {
+                let error = TaskError::Broken("the pool was terminated".into());
+                held.into_iter().map(|w| (w, error.clone())).collect()
             } else {
-                let running = held.remove(0);
-                for mut w in held.into_iter().rev() {
+                let started = held.iter().position(|w| w.id == last).map_or(0, |p| p + 1);
+                for mut w in held.drain(started..).rev() {
                     w.claimed = true;
                     st.pending.push_front(w);
                 }
-                vec![running]
-            };
-            let error = if terminated {
-                TaskError::Broken("the pool was terminated".into())
-            } else if link.timed_out
-                && let Some(limit) = self.config.task_timeout
-            {
-                TaskError::TimeLimit(limit)
-            } else {
-                TaskError::WorkerDied {
-                    pid: link.pid,
-                    status,
+                let running = held.pop();
+                let mut failed: Vec<(Work, TaskError)> =
+                    held.into_iter().map(|w| (w, died.clone())).collect();
+                if let Some(w) = running {
+                    let error = match self.config.task_timeout {
+                        Some(limit) if link.timed_out => TaskError::TimeLimit(limit),
+                        _ => died.clone(),
+                    };
+                    failed.push((w, error));
                 }
+                failed
             };
             // Replace it while work may still come or is still queued (this includes a
             // worker retired by `max_tasks_per_child`).
@@ -687,10 +701,10 @@ impl Manager {
                 self.changed.notify_all();
             }
             dispatch(&mut st);
-            (failed, error)
+            failed
         };
-        for w in failed {
-            finished.push((w.completion, Err(error.clone())));
+        for (w, error) in failed {
+            finished.push((w.completion, Err(error)));
         }
     }
 
@@ -1087,6 +1101,7 @@ impl Starting {
             calls: hello.calls,
             bulk: hello.bulk,
             revoke: hello.revoke,
+            progress: hello.progress,
             seq: 0,
             batches: VecDeque::new(),
             held: VecDeque::new(),
@@ -1127,6 +1142,7 @@ impl Starting {
                 bulk,
                 results,
                 revoke,
+                progress: image::new_block(8),
             });
         }
     }

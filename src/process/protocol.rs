@@ -35,6 +35,11 @@ pub(crate) struct Hello {
     pub(crate) results: IpcReceiver<FromWorker>,
     /// Where the parent asks for unstarted calls back (see [`Revoke`]).
     pub(crate) revoke: IpcSender<Revoke>,
+    /// Eight bytes where the worker writes (little-endian) the id of each call as it starts
+    /// it. The parent reads them only once the worker is dead, to tell the call it died in
+    /// from those it finished (whose results may have died with it) and those it never
+    /// started.
+    pub(crate) progress: IpcSharedMemory,
 }
 
 /// Parent → worker, on its own channel (served by a helper thread of the worker, since the
