@@ -53,18 +53,28 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn p50(f: impl FnMut()) -> f64 {
-    let mut f = f;
-    for _ in 0..50 {
-        f();
+/// Medians of the round-trip times of each contender, measured in alternating blocks of
+/// `BLOCK` calls: on a VM the cost of a wake-up depends on whether the two processes share
+/// a CPU (a few µs) or one must wake the other's idle CPU (tens of µs), and the scheduler
+/// changes that placement over time; alternating exposes every contender to the same mix.
+fn p50s(contenders: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    const BLOCK: usize = 50;
+    let mut times = vec![Vec::with_capacity(ROUND_TRIPS); contenders.len()];
+    for f in contenders.iter_mut() {
+        for _ in 0..BLOCK {
+            f(); // warm up
+        }
     }
-    let mut times = Vec::with_capacity(ROUND_TRIPS);
-    for _ in 0..ROUND_TRIPS {
-        let t = Instant::now();
-        f();
-        times.push(t.elapsed().as_secs_f64());
+    for _ in 0..ROUND_TRIPS / BLOCK {
+        for (f, times) in contenders.iter_mut().zip(&mut times) {
+            for _ in 0..BLOCK {
+                let t = Instant::now();
+                f();
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
     }
-    median(times)
+    times.into_iter().map(median).collect()
 }
 
 // ===== raw ipc-channel: a child process that echoes =====
@@ -317,30 +327,21 @@ fn main() {
 
         // --- round trip ---
         let echo = Echo::start();
-        table.add(
-            "round trip p50, trivial task",
-            "raw ipc-channel ping-pong",
-            "µs",
-            p50(|| {
+        let rt = p50s(&mut [
+            &mut || {
                 black_box(echo.ping(black_box(1)));
-            }),
-        );
-        table.add(
-            "round trip p50, trivial task",
-            "concurrent_futures",
-            "µs",
-            p50(|| {
+            },
+            &mut || {
                 black_box(pool.submit(trivial, black_box(1)).result().unwrap());
-            }),
-        );
-        table.add(
-            "round trip p50, trivial task",
-            "procspawn 1.0 Pool",
-            "µs",
-            p50(|| {
+            },
+            &mut || {
                 black_box(ps.spawn(black_box(1), trivial).join().unwrap());
-            }),
-        );
+            },
+        ]);
+        let measure = "round trip p50, trivial task";
+        table.add(measure, "raw ipc-channel ping-pong", "µs", rt[0]);
+        table.add(measure, "concurrent_futures", "µs", rt[1]);
+        table.add(measure, "procspawn 1.0 Pool", "µs", rt[2]);
 
         // --- 20k tasks at once ---
         let t = Instant::now();

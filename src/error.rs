@@ -40,8 +40,9 @@ pub enum TaskError {
     /// The task panicked; the message and location are kept. The worker survived.
     #[error("{0}")]
     Panicked(Panic),
-    /// The worker process running the task died (process backends only). Only the tasks
-    /// that worker held fail this way; the pool replaces the worker.
+    /// The worker process running the task died (process backends only). Only the task it
+    /// was running fails this way (and any it had just finished whose result died with
+    /// it); the tasks it had not started run elsewhere, and the pool replaces the worker.
     #[error("worker process {pid} died while running the task ({status})")]
     WorkerDied {
         /// Process id of the dead worker.

@@ -1,5 +1,6 @@
 //! Python's `concurrent.futures` for Rust: one [`Executor`] trait, Python-faithful
-//! [`Future`]s, [`wait`] and [`as_completed`], and a work-stealing [`ThreadPoolExecutor`].
+//! [`Future`]s, [`wait`] and [`as_completed`], a work-stealing [`ThreadPoolExecutor`], and
+//! (on Linux) a `ProcessPoolExecutor` whose workers are separate processes.
 //!
 //! ```
 //! use concurrent_futures::{Executor, ThreadPoolExecutor, as_completed, wait, ReturnWhen};
@@ -26,11 +27,24 @@
 //! pool.shutdown(true);
 //! ```
 //!
+//! The same `run` works on a process pool, unchanged (Linux):
+//!
+//! ```
+//! # use concurrent_futures::Executor;
+//! # fn fib(n: u64) -> u64 { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }
+//! # fn run<E: Executor>(pool: &E) -> Vec<u64> { pool.map(fib, 0..30).collect::<Result<Vec<_>, _>>().unwrap() }
+//! # #[cfg(target_os = "linux")] {
+//! let pool = concurrent_futures::ProcessPoolExecutor::new(4);
+//! assert_eq!(run(&pool)[29], 514229);
+//! # }
+//! ```
+//!
 //! # From Python
 //!
 //! | Python | here |
 //! |---|---|
 //! | `ThreadPoolExecutor(max_workers=4)` | [`ThreadPoolExecutor::new(4)`](ThreadPoolExecutor::new), [`ThreadPoolExecutor::builder`] |
+//! | `ProcessPoolExecutor(max_workers=4, initializer=, max_tasks_per_child=)` | `ProcessPoolExecutor::new(4)`, `ProcessPoolExecutor::builder()` (Linux) |
 //! | `executor.submit(fn, arg)` | [`Executor::submit`] (`fn` items; several arguments as a tuple), [`ThreadPoolExecutor::spawn`] for closures |
 //! | `executor.map(fn, it, timeout=, chunksize=, buffersize=)` | [`Executor::map`], [`Executor::map_with`] + [`MapOptions`], [`Executor::map_unordered`] |
 //! | `executor.shutdown(wait, cancel_futures=)` | [`Executor::shutdown`], [`Executor::shutdown_with`]; `Drop` is `shutdown(true)` |
@@ -41,6 +55,7 @@
 //! | `wait(fs, timeout, return_when)` | [`wait`] with [`ReturnWhen`] (or [`FIRST_COMPLETED`], …) |
 //! | `as_completed(fs, timeout)` | [`as_completed`] |
 //! | `CancelledError`, `TimeoutError`, `BrokenExecutor` | [`TaskError::Cancelled`], [`TaskError::Timeout`], [`TaskError::Broken`] |
+//! | a worker process that died (`BrokenProcessPool` for every task) | [`TaskError::WorkerDied`] for the task it ran only |
 //! | an exception raised by the task | [`TaskError::Panicked`] with the message and location |
 //!
 //! # Panics

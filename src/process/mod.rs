@@ -50,8 +50,12 @@ impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
 /// four. Queued work stays in this process (cancellable) until a worker has room.
 ///
 /// Isolation is the point: a task that panics fails only its future; a worker that crashes
-/// (abort, segfault, `process::exit`, SIGKILL) fails only the tasks it held, with
-/// [`TaskError::WorkerDied`], and is replaced. Callbacks run in this process.
+/// (abort, segfault, `process::exit`, SIGKILL) fails only the task it was running, with
+/// [`TaskError::WorkerDied`], and is replaced; the tasks it had not started run on other
+/// workers, and no task runs twice. Callbacks run in this process.
+///
+/// Tasks are spread over the workers with work stealing: a worker busy with a long task
+/// gives back what is queued behind it as soon as another worker is idle.
 ///
 /// # Starting workers
 ///
@@ -273,6 +277,28 @@ impl ProcessPoolExecutor {
     /// ```
     pub fn kill(&self) {
         self.stop_now(libc::SIGKILL);
+    }
+
+    /// Python 3.14's name for [`terminate`](Self::terminate).
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ProcessPoolExecutor::new(1);
+    /// pool.terminate_workers();
+    /// assert!(pool.pids().is_empty());
+    /// ```
+    pub fn terminate_workers(&self) {
+        self.terminate();
+    }
+
+    /// Python 3.14's name for [`kill`](Self::kill).
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ProcessPoolExecutor::new(1);
+    /// pool.kill_workers();
+    /// assert!(pool.pids().is_empty());
+    /// ```
+    pub fn kill_workers(&self) {
+        self.kill();
     }
 
     fn stop_now(&self, signal: libc::c_int) {
