@@ -11,6 +11,7 @@ use ipc_channel::ipc::{IpcBytesSender, IpcReceiver, IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::TaskError;
+use crate::sync::{self, Mutex};
 
 /// Environment variables that turn a re-executed binary into a worker.
 pub(crate) const ENV_SERVER: &str = "__CONCURRENT_FUTURES_WORKER";
@@ -186,7 +187,7 @@ impl Payload {
 /// every page must be found, zeroed and mapped first). At most `KEEP` blocks and
 /// `KEEP_BYTES` bytes are kept; the pool frees them when it goes.
 #[derive(Default)]
-pub(crate) struct Blocks(std::sync::Mutex<Vec<IpcSharedMemory>>);
+pub(crate) struct Blocks(Mutex<Vec<IpcSharedMemory>>);
 
 impl Blocks {
     const KEEP: usize = 4;
@@ -194,7 +195,7 @@ impl Blocks {
 
     /// The smallest kept block that holds `len` bytes without wasting more than as much.
     fn take(&self, len: usize) -> Option<IpcSharedMemory> {
-        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = sync::lock(&self.0);
         let best = kept
             .iter()
             .enumerate()
@@ -209,7 +210,7 @@ impl Blocks {
         let Payload::Shared { block, .. } = payload else {
             return;
         };
-        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = sync::lock(&self.0);
         let bytes: usize = kept.iter().map(|b| b.len()).sum();
         if kept.len() < Self::KEEP && bytes + block.len() <= Self::KEEP_BYTES {
             kept.push(block);

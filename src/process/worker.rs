@@ -12,8 +12,10 @@ use super::image;
 use super::protocol::{Call, Done, FromWorker, Hello, Revoke, ToWorker};
 use crate::sync::{self, Mutex};
 
-/// Results of a batch are sent together while they come faster than this; a slower task
-/// flushes what is ready first, so callbacks and `as_completed` hear of results promptly.
+/// Results are sent together while they come quickly: the worker sends what is ready when
+/// it has nothing left to run, or after a task once the oldest unsent result is this old.
+/// (A result finished just before a long task therefore waits for that task; the calls of
+/// one batch are meant to be short, which is what makes batching them pay.)
 const FLUSH_AFTER: Duration = Duration::from_micros(200);
 
 /// The worker's main function; returns the process exit code.
@@ -83,12 +85,17 @@ fn serve(server: OsString, token: Option<OsString>) -> Result<(), String> {
         .spawn(move || serve_revokes(&revoke, &helper))
         .map_err(|e| format!("cannot start a thread: {e}"))?;
     let (local, results) = &*shared;
+    // Results not sent yet, and since when the oldest of them waits.
     let mut ready = Vec::new();
     let mut since = Instant::now();
     loop {
         // The lock also orders this against a revoke being answered: once the queue is seen
         // empty, the answer (if any) is on its way, ahead of anything sent after.
         let job = sync::lock(local).queue.pop_front();
+        if job.is_none() && !ready.is_empty() {
+            // About to wait for the parent: send what is ready first.
+            send(results, FromWorker::Done(std::mem::take(&mut ready)))?;
+        }
         if let Some(job) = job {
             // The parent reads this only after this process is dead.
             image::fill_block(&mut progress, |p| {
@@ -98,11 +105,13 @@ fn serve(server: OsString, token: Option<OsString>) -> Result<(), String> {
                 Some(shm) => image::invoke(job.call.target, &shm[..job.call.bulk as usize])?,
                 None => image::invoke(job.call.target, &job.call.payload)?,
             };
+            if ready.is_empty() {
+                since = Instant::now();
+            }
             ready.push(Done::new(job.call.id, payload));
             drop(job);
-            if since.elapsed() >= FLUSH_AFTER || sync::lock(local).queue.is_empty() {
+            if since.elapsed() >= FLUSH_AFTER {
                 send(results, FromWorker::Done(std::mem::take(&mut ready)))?;
-                since = Instant::now();
             }
             continue;
         }
@@ -147,7 +156,6 @@ fn serve(server: OsString, token: Option<OsString>) -> Result<(), String> {
                 if seq > l.skip_through {
                     l.queue.extend(jobs);
                 }
-                since = Instant::now();
             }
         }
     }
