@@ -78,6 +78,8 @@ mod executor;
 mod future;
 mod map;
 #[cfg(target_os = "linux")]
+pub mod multiprocessing;
+#[cfg(target_os = "linux")]
 mod process;
 #[cfg(feature = "rayon")]
 mod rayon;

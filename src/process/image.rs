@@ -22,7 +22,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 
-use ipc_channel::ipc::IpcSharedMemory;
+use ipc_channel::ipc::{IpcSharedMemory, OpaqueIpcReceiver};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -121,6 +121,57 @@ pub(crate) fn init_target_of(f: fn()) -> Result<FnRef, SubmitError> {
         func: offset_of(f as usize)?,
         tramp: offset_of(call_init as Trampoline as usize)?,
     })
+}
+
+/// How a child started by [`Process`](crate::multiprocessing::Process) finds its target
+/// `fn(A)` and the trampoline that receives the argument and calls it.
+pub(crate) fn process_target_of<A>(f: fn(A)) -> Result<FnRef, SubmitError>
+where
+    A: Serialize + DeserializeOwned,
+{
+    Ok(FnRef {
+        func: offset_of(f as usize)?,
+        tramp: offset_of(call_process::<A> as ProcessTrampoline as usize)?,
+    })
+}
+
+/// Receives a [`Process`](crate::multiprocessing::Process)'s argument on the channel, calls
+/// the target, returns the exit code.
+type ProcessTrampoline = fn(usize, OpaqueIpcReceiver) -> i32;
+
+/// Runs the target of a `Process` (in the child); returns the process's exit code.
+pub(crate) fn invoke_process(target: FnRef, args: OpaqueIpcReceiver) -> Result<i32, String> {
+    let func = (base() as i64).wrapping_add(target.func) as usize;
+    let tramp = (base() as i64).wrapping_add(target.tramp) as usize;
+    if !in_image(func) || !in_image(tramp) {
+        return Err(format!(
+            "the parent named a function outside the executable ({target:?})"
+        ));
+    }
+    // SAFETY: as in `invoke`: same executable (fingerprint checked by the parent, whose
+    // secret token authenticated this child's connection), offsets computed together by
+    // `process_target_of`, and every process trampoline has exactly this type.
+    let tramp = unsafe { std::mem::transmute::<usize, ProcessTrampoline>(tramp) };
+    Ok(tramp(func, args))
+}
+
+/// The trampoline of a `Process`: exit code 0 when the target returns, 1 when it panics (the
+/// panic message is printed on stderr first, as Python prints the traceback).
+fn call_process<A: Serialize + DeserializeOwned>(func: usize, args: OpaqueIpcReceiver) -> i32 {
+    // SAFETY: `func` is the address, in this process, of the `fn(A)` whose offset
+    // `process_target_of::<A>` computed together with this trampoline's.
+    let f = unsafe { std::mem::transmute::<usize, fn(A)>(func) };
+    let args: ipc_channel::ipc::IpcReceiver<A> = args.to();
+    match args.recv() {
+        Ok(arg) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(arg))) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        },
+        Err(e) => {
+            eprintln!("the arguments of process {} could not be received: {e}", std::process::id());
+            1
+        }
+    }
 }
 
 /// Runs a call received from the parent (in a worker).
@@ -256,9 +307,11 @@ extern "C" fn worker_entry() {
     become_worker_if_asked();
 }
 
-/// If this process was started as a worker, runs the worker loop and exits.
+/// If this process was started as a worker, runs the worker loop and exits; if it was
+/// started as a [`Process`](crate::multiprocessing::Process), runs its target and exits.
 pub(crate) fn become_worker_if_asked() {
-    let Some(server) = std::env::var_os(protocol::ENV_SERVER) else {
+    let child = std::env::var_os(protocol::ENV_CHILD);
+    let Some(server) = std::env::var_os(protocol::ENV_SERVER).or_else(|| child.clone()) else {
         return;
     };
     let token = std::env::var_os(protocol::ENV_TOKEN);
@@ -272,9 +325,16 @@ pub(crate) fn become_worker_if_asked() {
         std::env::remove_var(protocol::ENV_SERVER);
         std::env::remove_var(protocol::ENV_TOKEN);
         std::env::remove_var(protocol::ENV_PARENT);
+        std::env::remove_var(protocol::ENV_CHILD);
     }
-    let code =
-        std::panic::catch_unwind(|| super::worker::run(server, token, parent)).unwrap_or(101);
+    let code = std::panic::catch_unwind(|| {
+        if child.is_some() {
+            crate::multiprocessing::process::child_main(server, token, parent)
+        } else {
+            super::worker::run(server, token, parent)
+        }
+    })
+    .unwrap_or(101);
     std::process::exit(code);
 }
 
@@ -286,6 +346,21 @@ pub(crate) fn tie_to_parent() {
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+}
+
+/// Asks the kernel to kill this process (a `Process` child) with SIGKILL when its parent
+/// thread dies: no orphans. Ctrl-C keeps its default effect (the terminal sends it to the
+/// whole foreground process group, children included).
+pub(crate) fn die_with_parent() {
+    // SAFETY: `prctl(PR_SET_PDEATHSIG, sig)` takes plain integers and changes only this
+    // process's own state.
+    // `signal(SIGPIPE, SIG_IGN)` likewise: a write to a closed pipe then fails with an error
+    // instead of killing the child (Rust's runtime does the same before `main`, which a
+    // child never reaches).
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 }
 

@@ -44,7 +44,7 @@ const READER_SPIN: Duration = Duration::from_micros(200);
 /// read them itself, before it reads them (for callbacks and `as_completed`).
 const READ_GRACE: Duration = Duration::from_micros(100);
 /// How long a new worker may take to connect before start-up fails.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings fixed when the pool is built.
 pub(crate) struct Config {
@@ -1156,7 +1156,7 @@ fn worker_executable() -> std::path::PathBuf {
 }
 
 /// 128 random bits from the OS.
-fn random_token() -> [u8; 16] {
+pub(crate) fn random_token() -> [u8; 16] {
     use std::io::Read;
     let mut token = [0u8; 16];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom")

@@ -1,10 +1,10 @@
 //! [`ProcessPoolExecutor`]: Rust functions in worker processes, behind the same
 //! [`Executor`] trait.
 
-mod image;
-mod manager;
-mod protocol;
-mod worker;
+pub(crate) mod image;
+pub(crate) mod manager;
+pub(crate) mod protocol;
+pub(crate) mod worker;
 
 use std::fmt;
 use std::sync::Arc;

@@ -17,6 +17,8 @@ use crate::sync::{self, Mutex};
 pub(crate) const ENV_SERVER: &str = "__CONCURRENT_FUTURES_WORKER";
 pub(crate) const ENV_TOKEN: &str = "__CONCURRENT_FUTURES_TOKEN";
 pub(crate) const ENV_PARENT: &str = "__CONCURRENT_FUTURES_PARENT";
+/// Set (to the parent's server name) in a child started by `multiprocessing::Process`.
+pub(crate) const ENV_CHILD: &str = "__CONCURRENT_FUTURES_CHILD";
 
 /// Sent once by a new worker to its parent's one-shot server.
 #[derive(Serialize, Deserialize)]

@@ -189,7 +189,7 @@ pub(crate) fn format_token(token: &[u8; 16]) -> String {
     token.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn parse_token(s: Option<&str>) -> Option<[u8; 16]> {
+pub(crate) fn parse_token(s: Option<&str>) -> Option<[u8; 16]> {
     let s = s?;
     if s.len() != 32 {
         return None;

@@ -1,0 +1,778 @@
+//! [`Process`]: run a `fn(A)` in a new process, Python's `multiprocessing.Process`.
+//!
+//! A child is a re-execution of the current program (as a process pool's worker is): the
+//! constructor that runs before `main` sees `ENV_CHILD`, connects to the parent, receives
+//! the target (named by its offset in the executable) and the channel its argument arrives
+//! on, runs it and exits. The argument crosses in an ipc-channel message, so shared
+//! primitives (locks, queues, values, pipe ends) inside it arrive as mapped memory and
+//! file descriptors, not copies.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock, Weak};
+
+use parking_lot::Mutex;
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::{self, IpcOneShotServer, IpcSender, OpaqueIpcReceiver};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::error::ProcessError;
+use super::shm::{pidfd, sharing};
+use crate::process::image;
+use crate::process::protocol::{self, FnRef};
+
+/// Sent by a new child to the parent's one-shot server.
+#[derive(Serialize, Deserialize)]
+struct ChildHello {
+    token: [u8; 16],
+    fingerprint: u64,
+    start: IpcSender<Start>,
+}
+
+/// Parent → child: what to run.
+#[derive(Serialize, Deserialize)]
+struct Start {
+    target: FnRef,
+    /// The channel the argument comes on (typed `IpcReceiver<A>` in the trampoline).
+    args: OpaqueIpcReceiver,
+    name: String,
+    identity: Vec<u32>,
+    daemon: bool,
+}
+
+/// What [`current_process`] returns: the name, pid and daemon flag of the running process.
+///
+/// ```
+/// let me = concurrent_futures::multiprocessing::current_process();
+/// assert_eq!(me.name(), "MainProcess");
+/// assert_eq!(me.pid(), std::process::id());
+/// ```
+#[derive(Debug, Clone)]
+pub struct CurrentProcess {
+    name: String,
+    identity: Vec<u32>,
+    daemon: bool,
+}
+
+impl CurrentProcess {
+    /// The name: `"MainProcess"` in the main program, the [`Process`]'s name in a child.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    /// Whether this process was started as a daemon.
+    pub fn daemon(&self) -> bool {
+        self.daemon
+    }
+}
+
+static CURRENT: OnceLock<CurrentProcess> = OnceLock::new();
+
+fn me() -> &'static CurrentProcess {
+    CURRENT.get_or_init(|| CurrentProcess {
+        name: "MainProcess".into(),
+        identity: Vec::new(),
+        daemon: false,
+    })
+}
+
+/// The process this code runs in. Python's `multiprocessing.current_process()`.
+///
+/// ```
+/// assert_eq!(concurrent_futures::multiprocessing::current_process().name(), "MainProcess");
+/// ```
+pub fn current_process() -> CurrentProcess {
+    me().clone()
+}
+
+/// The number of CPUs. Python's `multiprocessing.cpu_count()`.
+///
+/// ```
+/// assert!(concurrent_futures::multiprocessing::cpu_count() >= 1);
+/// ```
+pub fn cpu_count() -> usize {
+    num_cpus::get()
+}
+
+/// Every started child of this process that is still running (finished ones are reaped
+/// on the way). Python's `multiprocessing.active_children()`.
+///
+/// ```
+/// use concurrent_futures::multiprocessing::{active_children, Event, Process};
+/// fn wait_for(e: Event) { e.wait() }
+/// let e = Event::new();
+/// let p = Process::new(wait_for, e.clone());
+/// p.start().unwrap();
+/// assert!(active_children().iter().any(|c| c.pid() == p.pid()));
+/// e.set();
+/// p.join().unwrap();
+/// assert!(!active_children().iter().any(|c| c.pid() == p.pid()));
+/// ```
+pub fn active_children() -> Vec<Process> {
+    let mut children = registry().lock();
+    children.retain(|w| w.strong_count() > 0);
+    children
+        .iter()
+        .filter_map(Weak::upgrade)
+        .map(|inner| Process { inner })
+        .filter(Process::is_alive)
+        .collect()
+}
+
+fn registry() -> &'static Mutex<Vec<Weak<Inner>>> {
+    static CHILDREN: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+    &CHILDREN
+}
+
+/// Python's `multiprocessing.Process`: a function run in a new process.
+///
+/// The target is a `fn(A)` (a function item, or a closure that captures nothing) and `A`
+/// is its argument (several as a tuple), encoded with serde; shared primitives inside it
+/// ([`Lock`](super::Lock), [`Queue`](super::Queue), [`Value`](super::Value),
+/// [`Connection`](super::Connection), …) are shared with the child, not copied. Everything
+/// else is copied: the child changing its copy changes nothing here (processes do not share
+/// memory).
+///
+/// Python's attributes are methods: `pid()`, `name()`, `daemon()`, `exitcode()`,
+/// `is_alive()`, and `start`, `join`, `join_timeout`, `terminate` (SIGTERM), `kill`
+/// (SIGKILL). `exitcode()` is `None` while the child runs, its exit status when it exited
+/// (0 when the target returned, 1 when it panicked, `n` after `std::process::exit(n)`), and
+/// `-N` when signal `N` killed it.
+///
+/// # No zombies, no orphans
+///
+/// A finished child is reaped as soon as anything looks at it (`join`, `is_alive`,
+/// `exitcode`, [`active_children`]) and at the latest when the last handle drops. Dropping
+/// the last handle of a running child waits for it (Python joins non-daemonic children at
+/// exit); a daemonic child is left running and reaped in the background. Every child (and
+/// so every descendant) is killed by the kernel if its parent dies, even by SIGKILL, so a
+/// child never outlives the program that started it.
+///
+/// Linux only, like [`ProcessPoolExecutor`](crate::ProcessPoolExecutor).
+///
+/// ```
+/// use concurrent_futures::multiprocessing::Process;
+///
+/// fn task(name: u32) {
+///     println!("Child process{name}: starting......");
+/// }
+///
+/// let children: Vec<_> = (0..3).map(|i| Process::new(task, i)).collect();
+/// for p in &children {
+///     p.start().unwrap();
+/// }
+/// for p in &children {
+///     assert_eq!(p.join(), Ok(0));
+///     assert_eq!(p.exitcode(), Some(0));
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Process {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    target: Result<FnRef, String>,
+    args: Mutex<Option<Box<dyn SendArgs>>>,
+    name: Mutex<String>,
+    identity: Vec<u32>,
+    daemon: AtomicBool,
+    pid: OnceLock<u32>,
+    state: Mutex<State>,
+}
+
+enum State {
+    New,
+    Running {
+        child: Child,
+        /// Readable when the child exits (absent on kernels older than 5.3).
+        exited: Option<Arc<OwnedFd>>,
+    },
+    Exited(i32),
+}
+
+/// Sends a `Process`'s argument, whatever its type: creates the typed channel, lets
+/// `announce` send its receiving end to the child, then sends the value on it.
+trait SendArgs: Send {
+    fn send(
+        self: Box<Self>,
+        announce: &mut dyn FnMut(OpaqueIpcReceiver) -> Result<(), String>,
+    ) -> Result<(), ProcessError>;
+}
+
+struct Args<A>(A);
+
+impl<A: Serialize + DeserializeOwned + Send> SendArgs for Args<A> {
+    fn send(
+        self: Box<Self>,
+        announce: &mut dyn FnMut(OpaqueIpcReceiver) -> Result<(), String>,
+    ) -> Result<(), ProcessError> {
+        let (tx, rx) = ipc::channel::<A>().map_err(|e| ProcessError::Spawn(e.to_string()))?;
+        announce(rx.to_opaque()).map_err(ProcessError::Spawn)?;
+        sharing(|| tx.send(self.0)).map_err(|e| match *e {
+            ipc_channel::ErrorKind::Io(io) => ProcessError::Spawn(io.to_string()),
+            other => ProcessError::Codec(other.to_string()),
+        })
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Process {
+    /// A process that will run `target(args)` once started. Python's
+    /// `Process(target=target, args=args)`. Its name is `Process-N` (N counts the processes
+    /// this one created), as in Python.
+    ///
+    /// ```
+    /// use concurrent_futures::multiprocessing::Process;
+    /// fn worker(interval: u64) { std::thread::sleep(std::time::Duration::from_millis(interval)) }
+    /// let p = Process::new(worker, 1);
+    /// assert!(p.name().starts_with("Process-"));
+    /// assert_eq!(p.pid(), None); // not started
+    /// ```
+    pub fn new<A>(target: fn(A), args: A) -> Process
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+    {
+        image::ensure_linked();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut identity = me().identity.clone();
+        identity.push(n);
+        let name = format!(
+            "Process-{}",
+            identity
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(":")
+        );
+        Process {
+            inner: Arc::new(Inner {
+                target: image::process_target_of(target).map_err(|e| e.to_string()),
+                args: Mutex::new(Some(Box::new(Args(args)))),
+                name: Mutex::new(name),
+                identity,
+                daemon: AtomicBool::new(me().daemon),
+                pid: OnceLock::new(),
+                state: Mutex::new(State::New),
+            }),
+        }
+    }
+
+    /// Sets the name (Python's `name=` argument or `p.name = ...`).
+    ///
+    /// ```
+    /// # use concurrent_futures::multiprocessing::Process;
+    /// # fn noop(_: ()) {}
+    /// let p = Process::new(noop, ()).with_name("block");
+    /// assert_eq!(p.name(), "block");
+    /// ```
+    pub fn with_name(self, name: impl Into<String>) -> Process {
+        self.set_name(name);
+        self
+    }
+
+    /// Sets the daemon flag before start (Python's `daemon=` argument): a daemonic child is
+    /// not waited for when its handle drops. Children of a daemon are daemons by default.
+    ///
+    /// ```
+    /// # use concurrent_futures::multiprocessing::Process;
+    /// # fn noop(_: ()) {}
+    /// let p = Process::new(noop, ()).with_daemon(true);
+    /// assert!(p.daemon());
+    /// ```
+    pub fn with_daemon(self, daemon: bool) -> Process {
+        self.inner.daemon.store(daemon, Ordering::Relaxed);
+        self
+    }
+
+    /// Renames the process (also after start, as in Python; the child keeps the name it
+    /// started with).
+    ///
+    /// ```
+    /// # use concurrent_futures::multiprocessing::Process;
+    /// # fn noop(_: ()) {}
+    /// let p = Process::new(noop, ());
+    /// p.set_name("renamed");
+    /// assert_eq!(p.name(), "renamed");
+    /// ```
+    pub fn set_name(&self, name: impl Into<String>) {
+        *self.inner.name.lock() = name.into();
+    }
+
+    /// Sets the daemon flag (`p.daemon = True`); an error once started, as in Python.
+    ///
+    /// ```
+    /// # use concurrent_futures::multiprocessing::Process;
+    /// # fn noop(_: ()) {}
+    /// let p = Process::new(noop, ());
+    /// assert!(p.set_daemon(true).is_ok());
+    /// p.start().unwrap();
+    /// assert!(p.set_daemon(false).is_err());
+    /// # p.join().unwrap();
+    /// ```
+    pub fn set_daemon(&self, daemon: bool) -> Result<(), ProcessError> {
+        let state = self.inner.state.lock();
+        if !matches!(*state, State::New) {
+            return Err(ProcessError::AlreadyStarted);
+        }
+        self.inner.daemon.store(daemon, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The name.
+    ///
+    /// ```
+    /// # use concurrent_futures::multiprocessing::Process;
+    /// # fn noop(_: ()) {}
+    /// assert!(Process::new(noop, ()).name().starts_with("Process-"));
+    /// ```
+    pub fn name(&self) -> String {
+        self.inner.name.lock().clone()
+    }
+
+    /// The daemon flag.
+    ///
+    /// ```
+    /// # use concurrent_futures::multiprocessing::Process;
+    /// # fn noop(_: ()) {}
+    /// assert!(!Process::new(noop, ()).daemon());
+    /// ```
+    pub fn daemon(&self) -> bool {
+        self.inner.daemon.load(Ordering::Relaxed)
+    }
+
+    /// The child's pid, once started.
+    ///
+    /// ```
+    /// # use concurrent_futures::multiprocessing::Process;
+    /// # fn noop(_: ()) {}
+    /// let p = Process::new(noop, ());
+    /// p.start().unwrap();
+    /// assert!(p.pid().is_some());
+    /// # p.join().unwrap();
+    /// ```
+    pub fn pid(&self) -> Option<u32> {
+        self.inner.pid.get().copied()
+    }
+
+    /// Starts the child. Returns once the child runs this program and has received its
+    /// target and argument (a few milliseconds). Python's `start()`.
+    ///
+    /// ```
+    /// # use concurrent_futures::multiprocessing::{Process, ProcessError};
+    /// # fn noop(_: ()) {}
+    /// let p = Process::new(noop, ());
+    /// p.start().unwrap();
+    /// assert_eq!(p.start(), Err(ProcessError::AlreadyStarted));
+    /// # p.join().unwrap();
+    /// ```
+    pub fn start(&self) -> Result<(), ProcessError> {
+        let mut state = self.inner.state.lock();
+        if !matches!(*state, State::New) {
+            return Err(ProcessError::AlreadyStarted);
+        }
+        let target = self
+            .inner
+            .target
+            .clone()
+            .map_err(ProcessError::Unsendable)?;
+        let args = self.inner.args.lock()
+            .take()
+            .ok_or(ProcessError::AlreadyStarted)?;
+        let start = |args: OpaqueIpcReceiver| Start {
+            target,
+            args,
+            name: self.name(),
+            identity: self.inner.identity.clone(),
+            daemon: self.daemon(),
+        };
+        let (child, exited) = launch(args, start)?;
+        let _ = self.inner.pid.set(child.id());
+        *state = State::Running { child, exited };
+        drop(state);
+        registry().lock().push(Arc::downgrade(&self.inner));
+        Ok(())
+    }
+
+    /// Waits for the child to exit; returns its exit code (see [`exitcode`](Self::exitcode)).
+    /// Python's `join()`.
+    ///
+    /// ```
+    /// # use concurrent_futures::multiprocessing::Process;
+    /// fn fail(_: ()) { std::process::exit(3) }
+    /// let p = Process::new(fail, ());
+    /// p.start().unwrap();
+    /// assert_eq!(p.join(), Ok(3));
+    /// ```
+    pub fn join(&self) -> Result<i32, ProcessError> {
+        self.join_until(None)
+            .map(|code| code.expect("[internal] an untimed join gave up"))
+    }
+
+    /// Waits at most `timeout`; returns the exit code, or `None` if the child still runs.
+    /// Python's `join(timeout)`.
+    ///
+    /// ```
+    /// # use concurrent_futures::multiprocessing::{Event, Process};
+    /// # use std::time::Duration;
+    /// fn wait_for(e: Event) { e.wait() }
+    /// let e = Event::new();
+    /// let p = Process::new(wait_for, e.clone());
+    /// p.start().unwrap();
+    /// assert_eq!(p.join_timeout(Duration::from_millis(20)), Ok(None));
+    /// e.set();
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30)), Ok(Some(0)));
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>, ProcessError> {
+        self.join_until(Some(Instant::now() + timeout))
+    }
+
+    fn join_until(&self, deadline: Option<Instant>) -> Result<Option<i32>, ProcessError> {
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let exited = {
+                let mut state = self.inner.state.lock();
+                match poll(&mut state) {
+                    Poll::NotStarted => return Err(ProcessError::NotStarted),
+                    Poll::Exited(code) => return Ok(Some(code)),
+                    Poll::Running(exited) => exited,
+                }
+            };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+            match exited {
+                Some(fd) => {
+                    pidfd::wait(&fd, deadline);
+                }
+                None => {
+                    // No pidfd (old kernel): sleep with a growing period, never spin.
+                    let left = deadline.map_or(backoff, |d| d.saturating_duration_since(Instant::now()));
+                    std::thread::sleep(backoff.min(left));
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// Whether the child was started and has not exited (a finished child is reaped here).
+    ///
+    /// ```
+    /// # use concurrent_futures::multiprocessing::Process;
+    /// # fn noop(_: ()) {}
+    /// let p = Process::new(noop, ());
+    /// assert!(!p.is_alive());
+    /// p.start().unwrap();
+    /// p.join().unwrap();
+    /// assert!(!p.is_alive());
+    /// ```
+    pub fn is_alive(&self) -> bool {
+        matches!(poll(&mut self.inner.state.lock()), Poll::Running(_))
+    }
+
+    /// `None` until the child exits; then its exit code, or `-N` if signal `N` killed it.
+    ///
+    /// ```
+    /// # use concurrent_futures::multiprocessing::Process;
+    /// fn forever(_: ()) { loop { std::thread::park() } }
+    /// let p = Process::new(forever, ());
+    /// p.start().unwrap();
+    /// assert_eq!(p.exitcode(), None);
+    /// p.kill().unwrap();
+    /// p.join().unwrap();
+    /// assert_eq!(p.exitcode(), Some(-9));
+    /// ```
+    pub fn exitcode(&self) -> Option<i32> {
+        match poll(&mut self.inner.state.lock()) {
+            Poll::Exited(code) => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Sends SIGTERM to the child (nothing if it already exited). Python's `terminate()`.
+    ///
+    /// ```
+    /// # use concurrent_futures::multiprocessing::Process;
+    /// fn forever(_: ()) { loop { std::thread::park() } }
+    /// let p = Process::new(forever, ());
+    /// p.start().unwrap();
+    /// p.terminate().unwrap();
+    /// assert_eq!(p.join(), Ok(-15));
+    /// ```
+    pub fn terminate(&self) -> Result<(), ProcessError> {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Sends SIGKILL to the child (nothing if it already exited). Python's `kill()`.
+    ///
+    /// ```
+    /// # use concurrent_futures::multiprocessing::Process;
+    /// fn forever(_: ()) { loop { std::thread::park() } }
+    /// let p = Process::new(forever, ());
+    /// p.start().unwrap();
+    /// p.kill().unwrap();
+    /// assert_eq!(p.join(), Ok(-9));
+    /// ```
+    pub fn kill(&self) -> Result<(), ProcessError> {
+        self.signal(libc::SIGKILL)
+    }
+
+    fn signal(&self, signal: libc::c_int) -> Result<(), ProcessError> {
+        // The child is not reaped while we hold the state lock (we are its only reaper), so
+        // its pid cannot have been reused by another process.
+        let mut state = self.inner.state.lock();
+        match poll(&mut state) {
+            Poll::NotStarted => Err(ProcessError::NotStarted),
+            Poll::Exited(_) => Ok(()),
+            Poll::Running(_) => {
+                if let State::Running { child, .. } = &*state {
+                    image::signal(child.id(), signal);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name())
+            .field("pid", &self.pid())
+            .field("daemon", &self.daemon())
+            .field("exitcode", &self.exitcode())
+            .finish()
+    }
+}
+
+enum Poll {
+    NotStarted,
+    Running(Option<Arc<OwnedFd>>),
+    Exited(i32),
+}
+
+/// Reaps the child if it exited.
+fn poll(state: &mut State) -> Poll {
+    match state {
+        State::New => Poll::NotStarted,
+        State::Exited(code) => Poll::Exited(*code),
+        State::Running { child, exited } => match child.try_wait() {
+            Ok(Some(status)) => {
+                let code = exit_code(status);
+                *state = State::Exited(code);
+                Poll::Exited(code)
+            }
+            Ok(None) => Poll::Running(exited.clone()),
+            // ECHILD: someone else reaped it (a SIGCHLD handler set to ignore); report it as
+            // gone rather than alive forever.
+            Err(_) => {
+                *state = State::Exited(-libc::SIGKILL);
+                Poll::Exited(-libc::SIGKILL)
+            }
+        },
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| -s))
+        .unwrap_or(-1)
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let state = std::mem::replace(
+            self.state.get_mut(),
+            State::New,
+        );
+        if let State::Running { mut child, .. } = state {
+            if self.daemon.load(Ordering::Relaxed) {
+                // Keep running; reap it in the background when it ends.
+                std::thread::spawn(move || {
+                    let _ = child.wait();
+                });
+            } else {
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Spawns a child and hands it its target and argument.
+fn launch(
+    args: Box<dyn SendArgs>,
+    start: impl Fn(OpaqueIpcReceiver) -> Start,
+) -> Result<(Child, Option<Arc<OwnedFd>>), ProcessError> {
+    let spawn_err = |e: String| ProcessError::Spawn(e);
+    let (server, name) = IpcOneShotServer::<ChildHello>::new().map_err(|e| spawn_err(e.to_string()))?;
+    let token = crate::process::manager::random_token();
+    let mut command = Command::new("/proc/self/exe");
+    command
+        .env(protocol::ENV_CHILD, &name)
+        .env(protocol::ENV_TOKEN, crate::process::worker::format_token(&token))
+        .env(protocol::ENV_PARENT, std::process::id().to_string())
+        .stdin(Stdio::null());
+    let mut child = spawner_run(command).map_err(spawn_err)?;
+    let exited = pidfd::open(child.id()).map(Arc::new);
+    let hello = match accept(server, &name, &mut child) {
+        Ok(hello) => hello,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(spawn_err(e));
+        }
+    };
+    let checked = if hello.token != token {
+        Err("a process connected with the wrong token".to_string())
+    } else if hello.fingerprint != image::fingerprint() {
+        Err("the child runs a different executable (was the program replaced on disk?)".into())
+    } else {
+        Ok(())
+    };
+    let sent = checked.map_err(spawn_err).and_then(|()| {
+        args.send(&mut |rx| {
+            hello
+                .start
+                .send(start(rx))
+                .map_err(|e| format!("cannot reach the child: {e}"))
+        })
+    });
+    if let Err(e) = sent {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    Ok((child, exited))
+}
+
+/// Waits for the child's hello (accepting on a helper thread, so that a child that dies
+/// first is noticed instead of waited for forever).
+fn accept(
+    server: IpcOneShotServer<ChildHello>,
+    name: &str,
+    child: &mut Child,
+) -> Result<ChildHello, String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(server.accept().map(|(_, hello)| hello));
+    });
+    let deadline = Instant::now() + crate::process::manager::CONNECT_TIMEOUT;
+    let failure = loop {
+        match rx.recv_timeout(Duration::from_millis(5)) {
+            Ok(Ok(hello)) => return Ok(hello),
+            Ok(Err(e)) => return Err(format!("the child failed to connect: {e}")),
+            Err(_) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    break format!("the child exited before connecting (exit code {})", exit_code(status));
+                }
+                if Instant::now() > deadline {
+                    break "the child did not connect in time".to_string();
+                }
+            }
+        }
+    };
+    // Unblock the helper's `accept` with a hello of our own, which is then dropped.
+    if let (Ok(sender), Ok((start, _))) = (
+        IpcSender::<ChildHello>::connect(name.to_string()),
+        ipc::channel::<Start>(),
+    ) {
+        let _ = sender.send(ChildHello {
+            token: [0; 16],
+            fingerprint: 0,
+            start,
+        });
+    }
+    Err(failure)
+}
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns `command` from one long-lived thread: a child is killed when the *thread* that
+/// forked it exits (PR_SET_PDEATHSIG follows the parent thread), so children must not be
+/// forked from short-lived threads of the program.
+fn spawner_run(command: Command) -> Result<Child, String> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("multiprocessing-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("cannot start the spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply, result) = mpsc::channel();
+    spawner.lock()
+        .send((command, reply))
+        .map_err(|_| "the spawner thread is gone".to_string())?;
+    result
+        .recv()
+        .map_err(|_| "the spawner thread is gone".to_string())?
+        .map_err(|e| format!("cannot start a child process: {e}"))
+}
+
+/// The child's side: connect, receive the target, run it. Returns the exit code.
+pub(crate) fn child_main(server: OsString, token: Option<OsString>, parent: Option<OsString>) -> i32 {
+    image::die_with_parent();
+    let expected_parent = parent.and_then(|p| p.to_str()?.parse::<u32>().ok());
+    if expected_parent != Some(image::parent_pid()) {
+        return 1; // the parent died before the death signal was armed
+    }
+    match receive(server, token) {
+        Ok(start) => {
+            let _ = CURRENT.set(CurrentProcess {
+                name: start.name,
+                identity: start.identity,
+                daemon: start.daemon,
+            });
+            match image::invoke_process(start.target, start.args) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("process {}: {e}", std::process::id());
+                    1
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("process {}: {e}", std::process::id());
+            1
+        }
+    }
+}
+
+fn receive(server: OsString, token: Option<OsString>) -> Result<Start, String> {
+    let server = server.into_string().map_err(|_| "bad server name")?;
+    let token = crate::process::worker::parse_token(token.as_ref().and_then(|t| t.to_str()))
+        .ok_or("no valid token in the environment")?;
+    let (start_tx, start_rx) = ipc::channel::<Start>().map_err(|e| e.to_string())?;
+    IpcSender::<ChildHello>::connect(server)
+        .and_then(|hello| {
+            hello
+                .send(ChildHello {
+                    token,
+                    fingerprint: image::fingerprint(),
+                    start: start_tx,
+                })
+                .map_err(std::io::Error::other)
+        })
+        .map_err(|e| format!("cannot reach the parent: {e}"))?;
+    start_rx
+        .recv()
+        .map_err(|e| format!("the parent sent no target: {e}"))
+}

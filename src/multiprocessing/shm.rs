@@ -1,0 +1,565 @@
+//! Shared memory for the toolkit's primitives, and every `unsafe` of the toolkit.
+//!
+//! A primitive ([`Lock`](super::Lock), [`Queue`](super::Queue), [`Value`](super::Value), …)
+//! is a handle on a [`Shared`] region: an anonymous memory file (`memfd`) mapped in every
+//! process that holds the handle. The region starts with a small [`Prefix`] (magic number,
+//! kind, length) that a receiving process checks, then the primitive's header `H`, then an
+//! optional tail of bytes (a queue's ring, an array's elements).
+//!
+//! The header holds only process-shared objects: [`RawMutex`] (a robust, process-shared
+//! pthread mutex: when its owner dies, the next locker is told), [`RawCond`] (a
+//! process-shared condition variable on the monotonic clock) and atomics. Waiting is done by
+//! the kernel (futexes): no spinning, no polling.
+//!
+//! # How a region reaches another process
+//!
+//! Only inside an ipc-channel message: `Serialize` sends the region's file descriptor
+//! alongside the message (ipc-channel collects it through a thread-local while it encodes),
+//! and `Deserialize` maps it in the receiving process. This works for the arguments of a
+//! [`Process`](super::Process) and for messages of a [`Pipe`](super::Pipe); in any other
+//! serializer (a pool task's arguments, a queue item, JSON) the region refuses to serialize,
+//! with a clear error, instead of silently producing a number nobody can map. Python has the
+//! same rule ("Lock objects should only be shared between processes through inheritance").
+
+use std::cell::{Cell, UnsafeCell};
+use std::marker::PhantomData;
+use std::mem::{MaybeUninit, size_of};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use ipc_channel::ipc::IpcSharedMemory;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+thread_local! {
+    /// Depth of `sharing` scopes on this thread: while positive, regions may serialize.
+    static SHARING: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Runs `send` (an ipc-channel send) with shared primitives allowed to serialize into its
+/// message.
+pub(crate) fn sharing<T>(send: impl FnOnce() -> T) -> T {
+    struct Scope;
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            SHARING.with(|s| s.set(s.get() - 1));
+        }
+    }
+    SHARING.with(|s| s.set(s.get() + 1));
+    let _scope = Scope;
+    send()
+}
+
+/// Fails a serialization attempted outside [`sharing`].
+pub(crate) fn check_sharing<E: serde::ser::Error>(what: &str) -> Result<(), E> {
+    if SHARING.with(Cell::get) > 0 {
+        Ok(())
+    } else {
+        Err(E::custom(format_args!(
+            "a {what} can only be shared with another process through the arguments of a \
+             Process or a message on a Pipe (it holds a file descriptor), not encoded as data"
+        )))
+    }
+}
+
+const MAGIC: u64 = 0x6366_5f6d_705f_7631; // "cf_mp_v1"
+
+/// The first bytes of every region: what a receiving process checks before trusting it.
+#[repr(C, align(64))]
+struct Prefix {
+    magic: AtomicU64,
+    kind: AtomicU32,
+    header: AtomicU32,
+    tail: AtomicU64,
+}
+
+/// A header type that may live in a [`Shared`] region.
+///
+/// # Safety
+///
+/// The implementor promises that (1) every field is usable through `&Self` from several
+/// processes at once, i.e. it is an atomic, a [`RawMutex`], a [`RawCond`], or a plain
+/// `UnsafeCell` only touched under one of the header's mutexes; (2) it holds no pointers
+/// (addresses differ between processes); (3) all-zero bytes are a valid value of it before
+/// `init` runs (the region is created zero-filled).
+pub(crate) unsafe trait Layout: Sized + 'static {
+    /// Tells regions of different primitives apart.
+    const KIND: u32;
+}
+
+/// Proof that a region is being initialized: not yet visible to any other thread or process.
+pub(crate) struct Init(());
+
+/// A handle on a shared region holding an `H` and `tail` bytes.
+pub(crate) struct Shared<H: Layout> {
+    shm: IpcSharedMemory,
+    base: *mut u8,
+    _header: PhantomData<H>,
+}
+
+// SAFETY: the region is only accessed through `&H`, whose fields are all usable from several
+// threads and processes at once (the `Layout` contract), and through the tail, which callers
+// only access under one of the header's mutexes. The mapping lives as long as `shm`.
+unsafe impl<H: Layout> Send for Shared<H> {}
+// SAFETY: as for `Send`.
+unsafe impl<H: Layout> Sync for Shared<H> {}
+
+const fn header_offset() -> usize {
+    size_of::<Prefix>()
+}
+
+const fn tail_offset<H>() -> usize {
+    (header_offset() + size_of::<H>()).next_multiple_of(64)
+}
+
+impl<H: Layout> Shared<H> {
+    /// A new zero-filled region with a header initialized by `init` and `tail` bytes after it.
+    pub(crate) fn new(tail: usize, init: impl FnOnce(&H, &Init)) -> Shared<H> {
+        assert!(align_of::<H>() <= 64, "[internal] header over-aligned");
+        let len = tail_offset::<H>() + tail.max(1);
+        let mut shm = IpcSharedMemory::from_byte(0, len);
+        // SAFETY: the region was just created and no other handle on it exists yet, so the
+        // mutable borrow is unique; we keep only the raw pointer (to a mapping that lives as
+        // long as `shm`) and never create a reference to the bytes again.
+        let base = unsafe { shm.deref_mut() }.as_mut_ptr();
+        let shared = Shared {
+            shm,
+            base,
+            _header: PhantomData,
+        };
+        let prefix = shared.prefix();
+        prefix.kind.store(H::KIND, Ordering::Relaxed);
+        prefix.header.store(size_of::<H>() as u32, Ordering::Relaxed);
+        prefix.tail.store(tail as u64, Ordering::Relaxed);
+        init(shared.get(), &Init(()));
+        // Published by the channel send that carries the region to another process (a
+        // system call, a full barrier), or by `Arc` within this process.
+        prefix.magic.store(MAGIC, Ordering::Release);
+        shared
+    }
+
+    fn from_shm(mut shm: IpcSharedMemory) -> Result<Shared<H>, String> {
+        if shm.len() < tail_offset::<H>() {
+            return Err("a shared region is too small for its kind".into());
+        }
+        // SAFETY: we own this mapping (just received); we keep only the raw pointer and access
+        // the memory through the `Layout` header and the tail, as every handle does.
+        let base = unsafe { shm.deref_mut() }.as_mut_ptr();
+        let shared = Shared {
+            shm,
+            base,
+            _header: PhantomData,
+        };
+        let prefix = shared.prefix();
+        let fits = tail_offset::<H>() as u64 + prefix.tail.load(Ordering::Relaxed).max(1)
+            <= shared.shm.len() as u64;
+        if prefix.magic.load(Ordering::Acquire) != MAGIC
+            || prefix.kind.load(Ordering::Relaxed) != H::KIND
+            || prefix.header.load(Ordering::Relaxed) != size_of::<H>() as u32
+            || !fits
+        {
+            return Err("a shared region does not hold the expected primitive".into());
+        }
+        Ok(shared)
+    }
+
+    fn prefix(&self) -> &Prefix {
+        // SAFETY: the region starts with a `Prefix` (page-aligned mapping, `len` checked in
+        // `new`/`from_shm`), all of whose fields are atomics, valid when zero.
+        unsafe { &*(self.base as *const Prefix) }
+    }
+
+    /// The header.
+    pub(crate) fn get(&self) -> &H {
+        // SAFETY: the header lies at `header_offset()`, 64-byte aligned and inside the
+        // region (checked when the region was made or received); `Layout` makes a shared
+        // reference to it sound while other processes use it.
+        unsafe { &*(self.base.add(header_offset()) as *const H) }
+    }
+
+    /// Length of the tail in bytes.
+    pub(crate) fn tail_len(&self) -> usize {
+        self.prefix().tail.load(Ordering::Relaxed) as usize
+    }
+
+    /// Copies `src` into the tail at `at`. The caller holds the header mutex that guards
+    /// the tail.
+    pub(crate) fn write_tail(&self, _held: &Held<'_>, at: usize, src: &[u8]) {
+        assert!(at + src.len() <= self.tail_len(), "[internal] tail write out of range");
+        // SAFETY: the range is inside the tail (asserted); the tail is only written under
+        // the mutex the caller holds, so no other thread or process touches these bytes now;
+        // `src` is our own memory and cannot overlap the shared mapping's range we write.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                self.base.add(tail_offset::<H>() + at),
+                src.len(),
+            );
+        }
+    }
+
+    /// Copies from the tail at `at` into `dst`. The caller holds the header mutex that
+    /// guards the tail.
+    pub(crate) fn read_tail(&self, _held: &Held<'_>, at: usize, dst: &mut [u8]) {
+        assert!(at + dst.len() <= self.tail_len(), "[internal] tail read out of range");
+        // SAFETY: as in `write_tail`, with the copy going the other way.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.base.add(tail_offset::<H>() + at),
+                dst.as_mut_ptr(),
+                dst.len(),
+            );
+        }
+    }
+}
+
+impl<H: Layout> Serialize for Shared<H> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        check_sharing::<S::Error>("shared primitive")?;
+        self.shm.serialize(serializer)
+    }
+}
+
+impl<'de, H: Layout> Deserialize<'de> for Shared<H> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let shm = IpcSharedMemory::deserialize(deserializer)?;
+        Shared::from_shm(shm).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What an attempt to lock a [`RawMutex`] (or to wait on a [`RawCond`]) came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Locked {
+    /// The mutex is held by this thread.
+    Yes,
+    /// The mutex is held by this thread, and its previous owner died holding it: the state
+    /// it guards may be half-updated. Call [`RawMutex::consistent`] before unlocking.
+    OwnerDied,
+    /// Not locked: the deadline passed (or the mutex was busy, for `try_lock`).
+    No,
+}
+
+/// Proof that the caller holds a header mutex (for `Shared::tail_as`).
+pub(crate) struct Held<'a>(PhantomData<&'a RawMutex>);
+
+/// A robust, process-shared pthread mutex.
+#[repr(transparent)]
+pub(crate) struct RawMutex(UnsafeCell<libc::pthread_mutex_t>);
+
+/// Whether a [`RawMutex`] may be locked again by the thread that holds it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reentrant {
+    No,
+    Yes,
+}
+
+#[cfg(target_env = "gnu")]
+unsafe extern "C" {
+    // glibc 2.30+: `pthread_mutex_timedlock` on a chosen clock.
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+/// `deadline` as an absolute time on `clock`.
+fn abs_time(clock: libc::clockid_t, deadline: Instant) -> libc::timespec {
+    let mut now = MaybeUninit::<libc::timespec>::uninit();
+    // SAFETY: `clock_gettime` writes a `timespec` to the pointer we pass, which is valid.
+    let now = unsafe {
+        libc::clock_gettime(clock, now.as_mut_ptr());
+        now.assume_init()
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut sec = now.tv_sec.saturating_add(left.as_secs().min(i32::MAX as u64) as libc::time_t);
+    let mut nsec = now.tv_nsec + left.subsec_nanos() as libc::c_long;
+    if nsec >= 1_000_000_000 {
+        sec = sec.saturating_add(1);
+        nsec -= 1_000_000_000;
+    }
+    libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    }
+}
+
+fn outcome(rc: libc::c_int, what: &str) -> Locked {
+    match rc {
+        0 => Locked::Yes,
+        libc::EOWNERDEAD => Locked::OwnerDied,
+        libc::ETIMEDOUT | libc::EBUSY => Locked::No,
+        // Only a corrupted region (memory written by something other than this module) or a
+        // mutex left unrecoverable by a bug here gets there.
+        rc => panic!("[internal] {what} failed with error {rc}"),
+    }
+}
+
+impl RawMutex {
+    /// Initializes the mutex: robust, process-shared, reentrant or not.
+    pub(crate) fn init(&self, _: &Init, reentrant: Reentrant) {
+        // SAFETY: `Init` proves no other thread or process sees the region yet, so nothing
+        // uses the mutex while it is initialized; the attribute object lives on our stack
+        // and is destroyed after use; every call gets valid pointers.
+        unsafe {
+            let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+            libc::pthread_mutexattr_init(attr.as_mut_ptr());
+            libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
+            libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
+            let kind = match reentrant {
+                Reentrant::Yes => libc::PTHREAD_MUTEX_RECURSIVE,
+                Reentrant::No => libc::PTHREAD_MUTEX_NORMAL,
+            };
+            libc::pthread_mutexattr_settype(attr.as_mut_ptr(), kind);
+            libc::pthread_mutex_init(self.0.get(), attr.as_ptr());
+            libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
+        }
+    }
+
+    /// Locks, waiting until `deadline` (forever if `None`).
+    pub(crate) fn lock(&self, deadline: Option<Instant>) -> Locked {
+        // SAFETY: the mutex was initialized by `init` before the region was shared (the
+        // `Shared` contract) and lives in a mapping that outlives `&self`.
+        let rc = unsafe {
+            match deadline {
+                None => libc::pthread_mutex_lock(self.0.get()),
+                Some(d) => timed_lock(self.0.get(), d),
+            }
+        };
+        outcome(rc, "pthread_mutex_lock")
+    }
+
+    /// Locks if nobody holds the mutex.
+    pub(crate) fn try_lock(&self) -> Locked {
+        // SAFETY: as in `lock`.
+        outcome(
+            unsafe { libc::pthread_mutex_trylock(self.0.get()) },
+            "pthread_mutex_trylock",
+        )
+    }
+
+    /// Marks the state guarded by a mutex whose owner died as repaired; the mutex then
+    /// works normally. Only the thread that got [`Locked::OwnerDied`] calls this.
+    pub(crate) fn consistent(&self) {
+        // SAFETY: as in `lock`; the call fails harmlessly (EINVAL) if the mutex was not
+        // inconsistent.
+        unsafe {
+            libc::pthread_mutex_consistent(self.0.get());
+        }
+    }
+
+    /// Unlocks. Returns false if this thread does not hold the mutex (robust mutexes check
+    /// their owner), in which case nothing changes.
+    pub(crate) fn unlock(&self) -> bool {
+        // SAFETY: as in `lock`; unlocking a robust mutex we do not own fails with EPERM
+        // instead of corrupting it.
+        unsafe { libc::pthread_mutex_unlock(self.0.get()) == 0 }
+    }
+
+    /// Locks for the length of `f`, repairing the mutex if a previous owner died in it: for
+    /// headers whose critical sections are single stores, always consistent.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&Held<'_>) -> T) -> T {
+        if self.lock(None) == Locked::OwnerDied {
+            self.consistent();
+        }
+        let held = Held(PhantomData);
+        struct Unlock<'a>(&'a RawMutex);
+        impl Drop for Unlock<'_> {
+            fn drop(&mut self) {
+                self.0.unlock();
+            }
+        }
+        let _unlock = Unlock(self);
+        f(&held)
+    }
+}
+
+/// `pthread_mutex_clocklock` on the monotonic clock where glibc has it.
+///
+/// # Safety
+///
+/// `m` points to an initialized mutex.
+unsafe fn timed_lock(m: *mut libc::pthread_mutex_t, deadline: Instant) -> libc::c_int {
+    #[cfg(target_env = "gnu")]
+    {
+        let ts = abs_time(libc::CLOCK_MONOTONIC, deadline);
+        // SAFETY: the caller passes an initialized mutex; `ts` is a valid timespec.
+        unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &ts) }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        let ts = abs_time(libc::CLOCK_REALTIME, deadline);
+        // SAFETY: as above.
+        unsafe { libc::pthread_mutex_timedlock(m, &ts) }
+    }
+}
+
+/// A process-shared condition variable on the monotonic clock.
+#[repr(transparent)]
+pub(crate) struct RawCond(UnsafeCell<libc::pthread_cond_t>);
+
+impl RawCond {
+    pub(crate) fn init(&self, _: &Init) {
+        // SAFETY: as in `RawMutex::init`.
+        unsafe {
+            let mut attr = MaybeUninit::<libc::pthread_condattr_t>::uninit();
+            libc::pthread_condattr_init(attr.as_mut_ptr());
+            libc::pthread_condattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
+            libc::pthread_condattr_setclock(attr.as_mut_ptr(), libc::CLOCK_MONOTONIC);
+            libc::pthread_cond_init(self.0.get(), attr.as_ptr());
+            libc::pthread_condattr_destroy(attr.as_mut_ptr());
+        }
+    }
+
+    /// Waits for a notification (or a spurious wake-up) until `deadline`; `m` is held by
+    /// this thread before and after. [`Locked::OwnerDied`] means the mutex was re-acquired
+    /// from a dead owner.
+    pub(crate) fn wait(&self, m: &RawMutex, deadline: Option<Instant>) -> Locked {
+        // SAFETY: both objects were initialized before the region was shared, and the
+        // caller holds `m` (every caller is inside `RawMutex::with` or after a successful
+        // `lock`), as `pthread_cond_wait` requires.
+        let rc = unsafe {
+            match deadline {
+                None => libc::pthread_cond_wait(self.0.get(), m.0.get()),
+                Some(d) => {
+                    let ts = abs_time(libc::CLOCK_MONOTONIC, d);
+                    libc::pthread_cond_timedwait(self.0.get(), m.0.get(), &ts)
+                }
+            }
+        };
+        outcome(rc, "pthread_cond_wait")
+    }
+
+    /// Wakes one waiter.
+    pub(crate) fn notify_one(&self) {
+        // SAFETY: initialized before sharing; signalling has no other precondition.
+        unsafe {
+            libc::pthread_cond_signal(self.0.get());
+        }
+    }
+
+    /// Wakes every waiter.
+    pub(crate) fn notify_all(&self) {
+        // SAFETY: as in `notify_one`.
+        unsafe {
+            libc::pthread_cond_broadcast(self.0.get());
+        }
+    }
+}
+
+/// A plain value in a header, read and written only under one of the header's mutexes.
+#[repr(transparent)]
+pub(crate) struct Guarded<T: Copy>(UnsafeCell<T>);
+
+impl<T: Copy> Guarded<T> {
+    /// Reads the value; the caller holds the mutex that guards it.
+    pub(crate) fn get(&self, _held: &Held<'_>) -> T {
+        // SAFETY: the value is only accessed under its mutex, which the caller holds, so no
+        // other thread or process writes it now.
+        unsafe { *self.0.get() }
+    }
+
+    /// Writes the value; the caller holds the mutex that guards it.
+    pub(crate) fn set(&self, _held: &Held<'_>, v: T) {
+        // SAFETY: as in `get`.
+        unsafe { *self.0.get() = v }
+    }
+}
+
+/// A header mutex held by this thread, with the region's tail seen as `[T]`: the access
+/// to a [`Value`](super::Value)'s or an [`Array`](super::Array)'s elements. Unlocks on drop.
+pub(crate) struct TailLock<'a, T> {
+    mutex: &'a RawMutex,
+    elems: *mut T,
+    len: usize,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<'a, T: bytemuck::Pod> TailLock<'a, T> {
+    /// Locks `mutex`, which must be the header mutex that guards the tail of `shared` (every
+    /// access to that tail goes through it), and returns the lock and whether a previous
+    /// holder died in it (the mutex is then already marked consistent).
+    pub(crate) fn lock<H: Layout>(shared: &'a Shared<H>, mutex: &'a RawMutex) -> (Self, bool) {
+        assert!(align_of::<T>() <= 64, "[internal] element over-aligned");
+        let died = match mutex.lock(None) {
+            Locked::Yes => false,
+            Locked::OwnerDied => {
+                mutex.consistent();
+                true
+            }
+            Locked::No => unreachable!("[internal] a blocking lock gave up"),
+        };
+        let lock = TailLock {
+            mutex,
+            // SAFETY: the tail starts at `tail_offset`, inside the mapping; computing the
+            // address reads nothing.
+            elems: unsafe { shared.base.add(tail_offset::<H>()) } as *mut T,
+            len: shared.tail_len() / size_of::<T>().max(1),
+            _not_send: PhantomData,
+        };
+        (lock, died)
+    }
+
+    pub(crate) fn slice(&self) -> &[T] {
+        // SAFETY: the tail is 64-byte aligned (enough for `T`, asserted), lies inside the
+        // mapping and holds `len` elements of `T`; `T` is plain data, so any bytes are a
+        // valid `T`; the mutex, held until this lock drops, makes us the only accessor of
+        // the tail in any process, and the borrow ends before the lock does.
+        unsafe { std::slice::from_raw_parts(self.elems, self.len) }
+    }
+
+    pub(crate) fn slice_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `slice`; `&mut self` makes this the only borrow.
+        unsafe { std::slice::from_raw_parts_mut(self.elems, self.len) }
+    }
+}
+
+impl<T> Drop for TailLock<'_, T> {
+    fn drop(&mut self) {
+        self.mutex.unlock();
+    }
+}
+
+/// Wait for the death of a child process without polling: `pidfd_open` (Linux 5.3+).
+pub(crate) mod pidfd {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::time::Instant;
+
+    /// A file descriptor that becomes readable when process `pid` exits.
+    pub(crate) fn open(pid: u32) -> Option<OwnedFd> {
+        // SAFETY: `pidfd_open` takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: the descriptor was just created for us and nothing else owns it.
+        Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    /// Waits until the process exits or `deadline` passes; true if it exited.
+    pub(crate) fn wait(fd: &OwnedFd, deadline: Option<Instant>) -> bool {
+        use std::os::fd::AsRawFd;
+        loop {
+            let timeout = match deadline {
+                None => -1,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    left.as_millis().min(i32::MAX as u128) as i32
+                        + i32::from(left.subsec_nanos() % 1_000_000 != 0)
+                }
+            };
+            let mut p = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid `pollfd`, alive for the call.
+            let rc = unsafe { libc::poll(&mut p, 1, timeout) };
+            if rc > 0 {
+                return true;
+            }
+            if rc == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+        }
+    }
+}
