@@ -540,3 +540,20 @@ fn no_task_runs_twice_when_a_worker_dies_mid_batch() {
         let _ = std::fs::remove_file(m);
     }
 }
+
+#[test]
+fn a_worker_retired_after_a_blocking_wait_is_replaced() {
+    // The thread blocked in `result()` reads the result itself; the worker then retires
+    // (max_tasks_per_child). The manager must still read its exit and start a replacement,
+    // or the next task waits forever.
+    let _w = watchdog("a_worker_retired_after_a_blocking_wait_is_replaced");
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_tasks_per_child(2)
+        .build()
+        .unwrap();
+    let pids: Vec<u32> = (0..6).map(|_| pool.submit(my_pid, ()).result().unwrap()).collect();
+    assert_eq!(pids[0], pids[1]);
+    assert_ne!(pids[1], pids[2]);
+    assert_ne!(pids[3], pids[4]);
+}

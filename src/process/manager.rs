@@ -384,8 +384,10 @@ impl Manager {
         }
         if self.wants.fetch_sub(1, SeqCst) == 1 {
             // The manager reads from now on, if anything is left to read.
+            // (This includes the close of a worker retired by `max_tasks_per_child` after the
+            // result this thread read: the manager must read it to start a replacement.)
             let st = sync::lock(&self.state);
-            if !st.inflight.is_empty() || stopping(&st) {
+            if expecting(&st) || stopping(&st) {
                 self.changed.notify_all();
             }
         }
