@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use concurrent_futures::{Executor, ProcessPoolExecutor};
+use concurrent_futures::multiprocessing::Pool;
 
 fn func1(value: u64) -> u64 {
     std::thread::sleep(Duration::from_secs(5));
@@ -24,15 +24,16 @@ fn display_pro_info(value: u64) {
 }
 
 fn main() {
-    let pro_pool = ProcessPoolExecutor::new(10); // multiprocessing.Pool(10)
+    let pro_pool = Pool::new(10); // multiprocessing.Pool(10)
     display_pro_info(1);
     println!("--------------->");
     for i in 0..100 {
         // pro_pool.apply_async(func=func1, args=(i,), callback=display_pro_info)
         pro_pool
-            .submit(func1, i)
-            .add_done_callback(|f| display_pro_info(f.result().expect("func1 failed")));
+            .apply_async(func1, i)
+            .callback(|&value| display_pro_info(value));
     }
-    pro_pool.shutdown(true); // close() + join()
+    pro_pool.close(); // close first, then join: the order is fixed
+    pro_pool.join().expect("closed");
     println!("the end!");
 }

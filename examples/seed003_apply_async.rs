@@ -1,13 +1,13 @@
-//! Seed 003, example 7.3 ("use a process pool and look at the results"): a pool of 4
-//! processes runs `func(msg)` for three messages (each prints `msg:`, sleeps 3 s, prints
-//! `end` and returns `"done" + msg`); after `close()` and `join()` the main program prints
-//! each result with `get()`.
+//! Seed 003, examples 7.1 and 7.3 (process pools): a pool of 3 runs four `func(msg)` with
+//! `apply_async` (prints `msg:`, sleeps 3 s, prints `end`) while the main program goes on
+//! ("Mark~ Mark~"); then a pool of 4 runs three calls that return `"done" + msg`, and after
+//! `close()` and `join()` the main program prints each result with `get()`.
 //!
 //! Run: `cargo run --example seed003_apply_async`
 
 use std::time::Duration;
 
-use concurrent_futures::{Executor, ProcessPoolExecutor};
+use concurrent_futures::multiprocessing::Pool;
 
 fn func(msg: String) -> String {
     println!("msg: {msg}");
@@ -17,15 +17,28 @@ fn func(msg: String) -> String {
 }
 
 fn main() {
-    let pool = ProcessPoolExecutor::new(4); // multiprocessing.Pool(processes=4)
+    // 7.1: apply_async does not block the main process.
+    let pool = Pool::new(3); // multiprocessing.Pool(processes = 3)
+    for i in 0..4 {
+        let res = pool.apply_async(func, format!("hello {i}"));
+        println!("{res:?}"); // <multiprocessing.pool.ApplyResult object at ...>
+    }
+    println!("Mark~ Mark~ Mark~~~~~~~~~~~~~~~~~~~~~~");
+    pool.close();
+    pool.join().expect("closed"); // join after close (or terminate), else an error
+    println!("Sub-process(es) done.");
+
+    // 7.3: keep the results and read them with get().
+    let pool = Pool::new(4); // multiprocessing.Pool(processes=4)
     let mut result = Vec::new();
     for i in 0..3 {
         let msg = format!("hello {i}");
-        result.push(pool.submit(func, msg)); // pool.apply_async(func, (msg,))
+        result.push(pool.apply_async(func, msg)); // pool.apply_async(func, (msg, ))
     }
-    pool.shutdown(true); // pool.close(); pool.join()
+    pool.close();
+    pool.join().expect("closed");
     for res in &result {
-        println!("::: {}", res.result().expect("func failed")); // res.get()
+        println!("::: {}", res.get().expect("func failed")); // res.get()
     }
     println!("Sub-process(es) done.");
 }

@@ -82,11 +82,17 @@ fn map_family() {
     let want: Vec<u64> = (0..100).map(|x| x * x).collect();
     assert_eq!(pool.map(square, 0..100).unwrap(), want);
     assert_eq!(pool.map_chunked(square, 0..100, 7).unwrap(), want);
-    assert_eq!(pool.map_async(square, 0..100).get_timeout(LONG).unwrap(), want);
+    assert_eq!(
+        pool.map_async(square, 0..100).get_timeout(LONG).unwrap(),
+        want
+    );
     assert_eq!(pool.map_async(square, Vec::new()).get(), Ok(vec![]));
     let lazy: Vec<u64> = pool.imap(square, 0..100).map(Result::unwrap).collect();
     assert_eq!(lazy, want);
-    let mut any: Vec<u64> = pool.imap_unordered(square, 0..100).map(Result::unwrap).collect();
+    let mut any: Vec<u64> = pool
+        .imap_unordered(square, 0..100)
+        .map(Result::unwrap)
+        .collect();
     any.sort();
     assert_eq!(any, want);
     fn add((a, b): (u64, u64)) -> u64 {
@@ -122,7 +128,11 @@ fn join_before_close_is_an_error_and_close_refuses_new_work() {
         Err(TaskError::Submit(SubmitError::Shutdown))
     );
     pool.join().unwrap();
-    assert_eq!(queued.get(), Ok(16), "work submitted before close still runs");
+    assert_eq!(
+        queued.get(),
+        Ok(16),
+        "work submitted before close still runs"
+    );
 }
 
 #[test]
@@ -145,10 +155,15 @@ fn initializer_and_maxtasksperchild() {
     let _w = watchdog("initializer_and_maxtasksperchild");
     fn init() {}
     let pool = Pool::with_options(1, Some(init), Some(2)).unwrap();
-    let pids: Vec<u32> = (0..6).map(|_| pool.apply(worker_pid, ()).unwrap()).collect();
+    let pids: Vec<u32> = (0..6)
+        .map(|_| pool.apply(worker_pid, ()).unwrap())
+        .collect();
     let mut distinct = pids.clone();
     distinct.dedup();
-    assert!(distinct.len() >= 3, "a worker is replaced every 2 tasks: {pids:?}");
+    assert!(
+        distinct.len() >= 3,
+        "a worker is replaced every 2 tasks: {pids:?}"
+    );
     pool.close();
     pool.join().unwrap();
 }

@@ -67,7 +67,11 @@ fn exit_codes_follow_python() {
         p.start().unwrap();
     }
     assert_eq!(join(&ok), 0);
-    assert_eq!(join(&failing), 1, "a panicking target exits with 1, as an exception");
+    assert_eq!(
+        join(&failing),
+        1,
+        "a panicking target exits with 1, as an exception"
+    );
     assert_eq!(join(&exiting), 7);
 
     let term = Process::new(forever, ());
@@ -99,7 +103,8 @@ fn misuse_is_an_error() {
 
 fn report_identity(q: Queue<(String, u32, bool)>) {
     let me = current_process();
-    q.put((me.name().to_string(), me.pid(), me.daemon())).unwrap();
+    q.put((me.name().to_string(), me.pid(), me.daemon()))
+        .unwrap();
 }
 
 #[test]
@@ -138,7 +143,11 @@ fn memory_is_not_shared() {
     let q = Queue::new(0);
     let p = Process::new(add_ten, q.clone());
     p.start().unwrap();
-    assert_eq!(q.get_timeout(LONG), Ok(10), "the child changed its own copy");
+    assert_eq!(
+        q.get_timeout(LONG),
+        Ok(10),
+        "the child changed its own copy"
+    );
     join(&p);
     assert_eq!(COUNT.load(Ordering::SeqCst), 0, "the parent's stays 0");
 }
@@ -186,7 +195,10 @@ fn no_zombies_after_join_or_drop() {
     p.start().unwrap();
     let pid = p.pid().unwrap();
     drop(p);
-    assert!(reaped(pid), "a dropped non-daemonic child is joined and reaped");
+    assert!(
+        reaped(pid),
+        "a dropped non-daemonic child is joined and reaped"
+    );
     // A running daemonic child whose handle is dropped is reaped when it ends.
     let e = Event::new();
     let p = Process::new(wait_for, e.clone()).with_daemon(true);
@@ -222,8 +234,12 @@ fn no_orphans_when_the_parent_is_killed() {
     assert!(!dead(daemon) && !dead(regular));
     parent.kill().unwrap(); // SIGKILL: no chance to clean up
     assert_eq!(join(&parent), -libc::SIGKILL);
-    eventually("the daemonic grandchild dies with its parent", || dead(daemon));
-    eventually("the non-daemonic grandchild dies with its parent", || dead(regular));
+    eventually("the daemonic grandchild dies with its parent", || {
+        dead(daemon)
+    });
+    eventually("the non-daemonic grandchild dies with its parent", || {
+        dead(regular)
+    });
 }
 
 #[test]

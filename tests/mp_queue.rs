@@ -25,7 +25,9 @@ fn produce((q, id, n): (Queue<(u32, u32)>, u32, u32)) {
     }
 }
 
-fn consume((q, out, n): (Queue<(u32, u32)>, Queue<Vec<(u32, u32)>>, usize)) {
+type Item = (u32, u32);
+
+fn consume((q, out, n): (Queue<Item>, Queue<Vec<Item>>, usize)) {
     let got: Vec<_> = (0..n).map(|_| q.get_timeout(LONG).unwrap()).collect();
     out.put(got).unwrap();
 }
@@ -59,7 +61,9 @@ fn many_producers_and_consumers_in_different_processes() {
         all.extend(part);
     }
     all.sort();
-    let want: Vec<_> = (0..3).flat_map(|id| (0..2000).map(move |i| (id, i))).collect();
+    let want: Vec<_> = (0..3)
+        .flat_map(|id| (0..2000).map(move |i| (id, i)))
+        .collect();
     assert_eq!(all, want, "every item exactly once");
     for p in producers.iter().chain(&consumers) {
         assert_eq!(join(p), 0);
@@ -77,13 +81,19 @@ fn bounded_queue_full_and_empty() {
     assert!(q.full());
     assert_eq!(q.qsize(), 2);
     assert!(matches!(q.put_nowait(3), Err(PutError::Full(3))));
-    assert!(matches!(q.put_timeout(3, Duration::from_millis(20)), Err(PutError::Full(3))));
+    assert!(matches!(
+        q.put_timeout(3, Duration::from_millis(20)),
+        Err(PutError::Full(3))
+    ));
     assert_eq!(q.get(), Ok(1));
     q.put_timeout(3, LONG).unwrap();
     assert_eq!(q.get_nowait(), Ok(2));
     assert_eq!(q.get_timeout(LONG), Ok(3));
     assert_eq!(q.get_nowait(), Err(GetError::Empty));
-    assert_eq!(q.get_timeout(Duration::from_millis(20)), Err(GetError::Empty));
+    assert_eq!(
+        q.get_timeout(Duration::from_millis(20)),
+        Err(GetError::Empty)
+    );
 }
 
 fn fill_three((q, done): (Queue<u32>, Event)) {
@@ -101,7 +111,11 @@ fn a_blocked_put_resumes_when_another_process_gets() {
     let p = Process::new(fill_three, (q.clone(), done.clone()));
     p.start().unwrap();
     assert!(done.wait_timeout(LONG));
-    assert_eq!(p.join_timeout(Duration::from_millis(30)), Ok(None), "blocked in put");
+    assert_eq!(
+        p.join_timeout(Duration::from_millis(30)),
+        Ok(None),
+        "blocked in put"
+    );
     let got: Vec<_> = (0..4).map(|_| q.get_timeout(LONG).unwrap()).collect();
     assert_eq!(got, vec![10, 20, 30, 40]);
     assert_eq!(join(&p), 0);
@@ -109,7 +123,8 @@ fn a_blocked_put_resumes_when_another_process_gets() {
 
 fn echo_len((q, out): (Queue<Vec<u8>>, Queue<(usize, u64)>)) {
     let v = q.get_timeout(LONG).unwrap();
-    out.put((v.len(), v.iter().map(|&b| u64::from(b)).sum())).unwrap();
+    out.put((v.len(), v.iter().map(|&b| u64::from(b)).sum()))
+        .unwrap();
 }
 
 #[test]
@@ -156,7 +171,10 @@ fn joinable_queue_join_waits_for_task_done_in_another_process() {
     for i in 0..3 {
         q.put(i).unwrap();
     }
-    assert!(!q.join_timeout(Duration::from_millis(20)), "nothing done yet");
+    assert!(
+        !q.join_timeout(Duration::from_millis(20)),
+        "nothing done yet"
+    );
     let p = Process::new(work_off, q.clone());
     p.start().unwrap();
     assert!(q.join_timeout(LONG));
@@ -245,7 +263,11 @@ fn a_lock_sent_through_a_pipe_is_shared() {
     let lock = Lock::new();
     let held = lock.acquire().unwrap();
     parent.send(lock.clone()).unwrap();
-    assert_eq!(out.get_timeout(LONG), Ok(true), "the child sees our lock held");
+    assert_eq!(
+        out.get_timeout(LONG),
+        Ok(true),
+        "the child sees our lock held"
+    );
     drop(held);
     assert_eq!(join(&p), 0);
 }

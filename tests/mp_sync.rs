@@ -64,7 +64,10 @@ fn try_and_timed_acquire_see_a_lock_held_by_another_process() {
     let p = Process::new(hold_until, (lock.clone(), held.clone(), release.clone()));
     p.start().unwrap();
     assert!(held.wait_timeout(LONG));
-    assert!(matches!(lock.try_acquire(), Err(TryAcquireError::WouldBlock)));
+    assert!(matches!(
+        lock.try_acquire(),
+        Err(TryAcquireError::WouldBlock)
+    ));
     assert!(matches!(
         lock.acquire_timeout(Duration::from_millis(30)),
         Err(TryAcquireError::WouldBlock)
@@ -128,14 +131,19 @@ fn rlock_is_reentrant_and_exclusive() {
     let outer = lock.acquire().unwrap();
     let inner = lock.acquire().unwrap();
     let other = lock.clone();
-    let blocked = std::thread::spawn(move || matches!(other.try_acquire(), Err(TryAcquireError::WouldBlock)))
-        .join()
-        .unwrap();
+    let blocked =
+        std::thread::spawn(move || matches!(other.try_acquire(), Err(TryAcquireError::WouldBlock)))
+            .join()
+            .unwrap();
     assert!(blocked, "another thread must wait");
     drop(inner);
     drop(outer);
     let other = lock.clone();
-    assert!(std::thread::spawn(move || other.try_acquire().is_ok()).join().unwrap());
+    assert!(
+        std::thread::spawn(move || other.try_acquire().is_ok())
+            .join()
+            .unwrap()
+    );
 }
 
 fn occupy((sem, busy, peak, go): (Semaphore, Value<u32>, Value<u32>, Event)) {
@@ -157,14 +165,28 @@ fn occupy((sem, busy, peak, go): (Semaphore, Value<u32>, Value<u32>, Event)) {
 #[test]
 fn semaphore_bounds_concurrency_across_processes() {
     let _w = watchdog("semaphore_bounds_concurrency_across_processes");
-    let (sem, busy, peak, go) = (Semaphore::new(2), Value::new(0u32), Value::new(0u32), Event::new());
+    let (sem, busy, peak, go) = (
+        Semaphore::new(2),
+        Value::new(0u32),
+        Value::new(0u32),
+        Event::new(),
+    );
     let ps: Vec<_> = (0..5)
-        .map(|_| Process::new(occupy, (sem.clone(), busy.clone(), peak.clone(), go.clone())))
+        .map(|_| {
+            Process::new(
+                occupy,
+                (sem.clone(), busy.clone(), peak.clone(), go.clone()),
+            )
+        })
         .collect();
     start_all(&ps);
     go.set();
     join_all(&ps);
-    assert!(peak.get() <= 2, "at most two holders at once, saw {}", peak.get());
+    assert!(
+        peak.get() <= 2,
+        "at most two holders at once, saw {}",
+        peak.get()
+    );
     assert_eq!(sem.get_value(), 2);
 }
 
@@ -263,13 +285,19 @@ fn barrier_timeout_abort_and_reset() {
     let waiter = std::thread::spawn(move || b2.wait());
     common::eventually("a party waits", || b.n_waiting() == 1);
     b.abort();
-    assert!(waiter.join().unwrap().is_err(), "abort wakes the waiter with an error");
+    assert!(
+        waiter.join().unwrap().is_err(),
+        "abort wakes the waiter with an error"
+    );
     b.reset();
     let b2 = b.clone();
     let waiter = std::thread::spawn(move || b2.wait());
     common::eventually("a party waits", || b.n_waiting() == 1);
     b.reset();
-    assert!(waiter.join().unwrap().is_err(), "reset breaks the current waiters");
+    assert!(
+        waiter.join().unwrap().is_err(),
+        "reset breaks the current waiters"
+    );
 }
 
 fn fill((a, base): (Array<f64>, f64)) {

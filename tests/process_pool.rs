@@ -552,7 +552,9 @@ fn a_worker_retired_after_a_blocking_wait_is_replaced() {
         .max_tasks_per_child(2)
         .build()
         .unwrap();
-    let pids: Vec<u32> = (0..6).map(|_| pool.submit(my_pid, ()).result().unwrap()).collect();
+    let pids: Vec<u32> = (0..6)
+        .map(|_| pool.submit(my_pid, ()).result().unwrap())
+        .collect();
     assert_eq!(pids[0], pids[1]);
     assert_ne!(pids[1], pids[2]);
     assert_ne!(pids[3], pids[4]);

@@ -54,7 +54,10 @@ impl Pipe {
                 Connection::new(Some(tx2), Some(rx1)),
             ))
         } else {
-            Ok((Connection::new(None, Some(rx1)), Connection::new(Some(tx1), None)))
+            Ok((
+                Connection::new(None, Some(rx1)),
+                Connection::new(Some(tx1), None),
+            ))
         }
     }
 }
@@ -86,7 +89,10 @@ impl<T> std::fmt::Debug for Connection<T> {
         f.debug_struct("Connection")
             .field("readable", &self.readable)
             .field("writable", &self.writable)
-            .field("closed", &(self.tx.lock().is_none() && self.rx.lock().rx.is_none()))
+            .field(
+                "closed",
+                &(self.tx.lock().is_none() && self.rx.lock().rx.is_none()),
+            )
             .finish()
     }
 }

@@ -387,7 +387,10 @@ impl Process {
             .target
             .clone()
             .map_err(ProcessError::Unsendable)?;
-        let args = self.inner.args.lock()
+        let args = self
+            .inner
+            .args
+            .lock()
             .take()
             .ok_or(ProcessError::AlreadyStarted)?;
         let start = |args: OpaqueIpcReceiver| Start {
@@ -458,7 +461,8 @@ impl Process {
                 }
                 None => {
                     // No pidfd (old kernel): sleep with a growing period, never spin.
-                    let left = deadline.map_or(backoff, |d| d.saturating_duration_since(Instant::now()));
+                    let left =
+                        deadline.map_or(backoff, |d| d.saturating_duration_since(Instant::now()));
                     std::thread::sleep(backoff.min(left));
                     backoff = (backoff * 2).min(Duration::from_millis(50));
                 }
@@ -594,10 +598,7 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let state = std::mem::replace(
-            self.state.get_mut(),
-            State::New,
-        );
+        let state = std::mem::replace(self.state.get_mut(), State::New);
         if let State::Running { mut child, .. } = state {
             if self.daemon.load(Ordering::Relaxed) {
                 // Keep running; reap it in the background when it ends.
@@ -617,12 +618,16 @@ fn launch(
     start: impl Fn(OpaqueIpcReceiver) -> Start,
 ) -> Result<(Child, Option<Arc<OwnedFd>>), ProcessError> {
     let spawn_err = |e: String| ProcessError::Spawn(e);
-    let (server, name) = IpcOneShotServer::<ChildHello>::new().map_err(|e| spawn_err(e.to_string()))?;
+    let (server, name) =
+        IpcOneShotServer::<ChildHello>::new().map_err(|e| spawn_err(e.to_string()))?;
     let token = crate::process::manager::random_token();
     let mut command = Command::new("/proc/self/exe");
     command
         .env(protocol::ENV_CHILD, &name)
-        .env(protocol::ENV_TOKEN, crate::process::worker::format_token(&token))
+        .env(
+            protocol::ENV_TOKEN,
+            crate::process::worker::format_token(&token),
+        )
         .env(protocol::ENV_PARENT, std::process::id().to_string())
         .stdin(Stdio::null());
     let mut child = spawner_run(command).map_err(spawn_err)?;
@@ -676,7 +681,10 @@ fn accept(
             Ok(Err(e)) => return Err(format!("the child failed to connect: {e}")),
             Err(_) => {
                 if let Ok(Some(status)) = child.try_wait() {
-                    break format!("the child exited before connecting (exit code {})", exit_code(status));
+                    break format!(
+                        "the child exited before connecting (exit code {})",
+                        exit_code(status)
+                    );
                 }
                 if Instant::now() > deadline {
                     break "the child did not connect in time".to_string();
@@ -718,7 +726,8 @@ fn spawner_run(command: Command) -> Result<Child, String> {
         Mutex::new(tx)
     });
     let (reply, result) = mpsc::channel();
-    spawner.lock()
+    spawner
+        .lock()
         .send((command, reply))
         .map_err(|_| "the spawner thread is gone".to_string())?;
     result
@@ -728,7 +737,11 @@ fn spawner_run(command: Command) -> Result<Child, String> {
 }
 
 /// The child's side: connect, receive the target, run it. Returns the exit code.
-pub(crate) fn child_main(server: OsString, token: Option<OsString>, parent: Option<OsString>) -> i32 {
+pub(crate) fn child_main(
+    server: OsString,
+    token: Option<OsString>,
+    parent: Option<OsString>,
+) -> i32 {
     image::die_with_parent();
     let expected_parent = parent.and_then(|p| p.to_str()?.parse::<u32>().ok());
     if expected_parent != Some(image::parent_pid()) {

@@ -209,7 +209,8 @@ impl Ring {
         let h = self.h();
         h.m.with(|held| {
             h.count.set(held, h.count.get(held).saturating_sub(1));
-            h.unfinished.set(held, h.unfinished.get(held).saturating_sub(1));
+            h.unfinished
+                .set(held, h.unfinished.get(held).saturating_sub(1));
             h.writable.notify_all();
         });
     }
@@ -722,7 +723,9 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
         let shared = Shared::<QueueHeader>::deserialize(deserializer)?;
         let cap = shared.tail_len();
         if cap < MIN_BUFFER {
-            return Err(serde::de::Error::custom("a shared queue's buffer is too small"));
+            return Err(serde::de::Error::custom(
+                "a shared queue's buffer is too small",
+            ));
         }
         Ok(Queue {
             core: Arc::new(Core::new(Ring { shared, cap })),

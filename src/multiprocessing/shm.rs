@@ -128,7 +128,9 @@ impl<H: Layout> Shared<H> {
         };
         let prefix = shared.prefix();
         prefix.kind.store(H::KIND, Ordering::Relaxed);
-        prefix.header.store(size_of::<H>() as u32, Ordering::Relaxed);
+        prefix
+            .header
+            .store(size_of::<H>() as u32, Ordering::Relaxed);
         prefix.tail.store(tail as u64, Ordering::Relaxed);
         init(shared.get(), &Init(()));
         // Published by the channel send that carries the region to another process (a
@@ -184,7 +186,10 @@ impl<H: Layout> Shared<H> {
     /// Copies `src` into the tail at `at`. The caller holds the header mutex that guards
     /// the tail.
     pub(crate) fn write_tail(&self, _held: &Held<'_>, at: usize, src: &[u8]) {
-        assert!(at + src.len() <= self.tail_len(), "[internal] tail write out of range");
+        assert!(
+            at + src.len() <= self.tail_len(),
+            "[internal] tail write out of range"
+        );
         // SAFETY: the range is inside the tail (asserted); the tail is only written under
         // the mutex the caller holds, so no other thread or process touches these bytes now;
         // `src` is our own memory and cannot overlap the shared mapping's range we write.
@@ -200,7 +205,10 @@ impl<H: Layout> Shared<H> {
     /// Copies from the tail at `at` into `dst`. The caller holds the header mutex that
     /// guards the tail.
     pub(crate) fn read_tail(&self, _held: &Held<'_>, at: usize, dst: &mut [u8]) {
-        assert!(at + dst.len() <= self.tail_len(), "[internal] tail read out of range");
+        assert!(
+            at + dst.len() <= self.tail_len(),
+            "[internal] tail read out of range"
+        );
         // SAFETY: as in `write_tail`, with the copy going the other way.
         unsafe {
             std::ptr::copy_nonoverlapping(
@@ -271,7 +279,9 @@ fn abs_time(clock: libc::clockid_t, deadline: Instant) -> libc::timespec {
         now.assume_init()
     };
     let left = deadline.saturating_duration_since(Instant::now());
-    let mut sec = now.tv_sec.saturating_add(left.as_secs().min(i32::MAX as u64) as libc::time_t);
+    let mut sec = now
+        .tv_sec
+        .saturating_add(left.as_secs().min(i32::MAX as u64) as libc::time_t);
     let mut nsec = now.tv_nsec + left.subsec_nanos() as libc::c_long;
     if nsec >= 1_000_000_000 {
         sec = sec.saturating_add(1);

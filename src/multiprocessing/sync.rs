@@ -25,7 +25,11 @@ fn deadline_of(timeout: Duration) -> Instant {
 }
 
 /// Turns a lock attempt into the guard or the matching error.
-fn settle<G>(m: &RawMutex, outcome: Locked, guard: impl FnOnce() -> G) -> Result<G, TryAcquireError<G>> {
+fn settle<G>(
+    m: &RawMutex,
+    outcome: Locked,
+    guard: impl FnOnce() -> G,
+) -> Result<G, TryAcquireError<G>> {
     match outcome {
         Locked::Yes => Ok(guard()),
         Locked::OwnerDied => {
@@ -577,7 +581,9 @@ impl Default for Event {
 
 impl std::fmt::Debug for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Event").field("set", &self.is_set()).finish()
+        f.debug_struct("Event")
+            .field("set", &self.is_set())
+            .finish()
     }
 }
 
@@ -843,7 +849,11 @@ impl ConditionGuard<'_> {
     /// assert!(held.wait_for(|| true, None));
     /// assert!(!held.wait_for(|| false, Some(Duration::from_millis(5))));
     /// ```
-    pub fn wait_for(&mut self, mut predicate: impl FnMut() -> bool, timeout: Option<Duration>) -> bool {
+    pub fn wait_for(
+        &mut self,
+        mut predicate: impl FnMut() -> bool,
+        timeout: Option<Duration>,
+    ) -> bool {
         let deadline = timeout.map(deadline_of);
         loop {
             if predicate() {

@@ -46,7 +46,10 @@ impl<T: Pod> Cells<T> {
             h.m.init(init, Reentrant::No);
             h.elem.store(size_of::<T>() as u32, Ordering::Relaxed);
         });
-        shared.get().m.with(|held| shared.write_tail(held, 0, bytes));
+        shared
+            .get()
+            .m
+            .with(|held| shared.write_tail(held, 0, bytes));
         Cells {
             shared: Arc::new(shared),
             _t: PhantomData,

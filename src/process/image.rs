@@ -168,7 +168,10 @@ fn call_process<A: Serialize + DeserializeOwned>(func: usize, args: OpaqueIpcRec
             Err(_) => 1,
         },
         Err(e) => {
-            eprintln!("the arguments of process {} could not be received: {e}", std::process::id());
+            eprintln!(
+                "the arguments of process {} could not be received: {e}",
+                std::process::id()
+            );
             1
         }
     }
