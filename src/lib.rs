@@ -58,6 +58,10 @@
 //! | a worker process that died (`BrokenProcessPool` for every task) | [`TaskError::WorkerDied`] for the task it ran only |
 //! | an exception raised by the task | [`TaskError::Panicked`] with the message and location |
 //!
+//! Python's `multiprocessing` toolkit (`Process`, `Queue`, `Pipe`, `Lock`, `Semaphore`,
+//! `Event`, `Value`, `Pool` with `apply_async`, …) is in [`multiprocessing`] (Linux), with its
+//! own table.
+//!
 //! # Panics
 //!
 //! A panic inside a task is caught and becomes that task's [`TaskError::Panicked`]; the
