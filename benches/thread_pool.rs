@@ -4,9 +4,10 @@
 //! compare the ratios within one run, not absolute times across machines).
 //!
 //! * `submit_1m`: submit 1,000,000 trivial tasks, then take every result. Anchors: rayon
-//!   `spawn` + one shared channel, rayon `scope`, and rayon `spawn` with a channel per task.
+//!   `spawn` + one shared channel, rayon `scope`, rayon `spawn` with a channel per task, and
+//!   the `threadpool` crate's `execute` + one shared channel.
 //! * `round_trip`: one task, submitted and waited for, warm and after 1 ms idle. Anchors:
-//!   rayon `install`, rayon `spawn` + channel. Our pool is measured with and without
+//!   rayon `install`, rayon `spawn` + channel, `threadpool` `execute` + channel. Our pool is measured with and without
 //!   caller-runs (`caller_runs(false)` shows the raw wake-up path).
 //! * `map_1m_trivial`: `map` over 1,000,000 trivial items vs rayon `par_iter`.
 //! * `map_10k_9us`: `map` over 10,000 items of ~9 µs vs rayon `par_iter` and the ideal
@@ -93,6 +94,19 @@ fn submit_1m(c: &mut Criterion) {
             })
         })
     });
+    // The `threadpool` crate: a shared job queue, no stealing; results through a channel.
+    let tp = threadpool::ThreadPool::new(WORKERS);
+    g.bench_function("threadpool_execute_shared_channel", |b| {
+        b.iter(|| {
+            let (tx, rx) = mpsc::channel();
+            for i in 0..N {
+                let tx = tx.clone();
+                tp.execute(move || tx.send(i ^ 0x5a).unwrap());
+            }
+            drop(tx);
+            black_box(rx.iter().fold(0u64, u64::wrapping_add))
+        })
+    });
     g.bench_function("rayon_spawn_channel_per_task", |b| {
         b.iter(|| {
             let rxs: Vec<_> = (0..N)
@@ -131,6 +145,7 @@ fn round_trip(c: &mut Criterion) {
     let pool = ours();
     let plain = ours_no_caller_runs();
     let rp = rayon_pool();
+    let tp = threadpool::ThreadPool::new(WORKERS);
     for (label, idle) in [
         ("warm", Duration::ZERO),
         ("after_1ms_idle", Duration::from_millis(1)),
@@ -153,6 +168,15 @@ fn round_trip(c: &mut Criterion) {
             b.iter_custom(|n| {
                 timed_after_idle(n, idle, || {
                     black_box(rp.install(|| trivial(1)));
+                })
+            })
+        });
+        g.bench_function(BenchmarkId::new("threadpool_execute_channel", label), |b| {
+            b.iter_custom(|n| {
+                timed_after_idle(n, idle, || {
+                    let (tx, rx) = mpsc::sync_channel(1);
+                    tp.execute(move || tx.send(trivial(1)).unwrap());
+                    black_box(rx.recv().unwrap());
                 })
             })
         });

@@ -72,6 +72,8 @@
 //! # Features
 //!
 //! * `rayon`: implements [`Executor`] for `rayon::ThreadPool`.
+//! * `progress`: `.progress()` on `map` iterators (and any iterator), a progress bar built on
+//!   `indicatif`: `ProgressExt`.
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub, unsafe_op_in_unsafe_fn)]
@@ -85,6 +87,8 @@ mod map;
 pub mod multiprocessing;
 #[cfg(target_os = "linux")]
 mod process;
+#[cfg(feature = "progress")]
+mod progress;
 #[cfg(feature = "rayon")]
 mod rayon;
 mod sync;
@@ -101,9 +105,14 @@ pub use error::{
 };
 pub use executor::{Chunk, Executor, Payload, run_chunk};
 pub use future::{Future, State};
+/// The progress bar library behind [`ProgressExt`] (feature `progress`).
+#[cfg(feature = "progress")]
+pub use indicatif;
 pub use map::{Map, MapOptions, MapUnordered};
 #[cfg(target_os = "linux")]
 pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, init};
+#[cfg(feature = "progress")]
+pub use progress::{Progress, ProgressExt};
 pub use thread::{ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{
     ALL_COMPLETED, AsCompleted, DoneAndNotDone, FIRST_COMPLETED, FIRST_EXCEPTION, ReturnWhen,

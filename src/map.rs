@@ -165,6 +165,14 @@ struct Drain<R> {
 }
 
 impl<R> Drain<R> {
+    /// Items not yet yielded.
+    fn remaining(&self) -> usize {
+        match &self.whole {
+            Some((_, n)) => *n,
+            None => self.values.len() + self.errors.len() + usize::from(self.next_error.is_some()),
+        }
+    }
+
     fn empty() -> Self {
         Drain {
             values: Vec::new().into_iter(),
@@ -260,6 +268,25 @@ struct Feed<'a, E, I, A, R> {
     deadline: Option<Instant>,
     /// Set after a submission failed or the deadline passed: take no more input.
     stopped: bool,
+}
+
+impl<E, I: Iterator, A, R> Feed<'_, E, I, A, R> {
+    /// Bounds on the items not yet submitted.
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.stopped {
+            (0, Some(0))
+        } else {
+            self.items.size_hint()
+        }
+    }
+}
+
+/// Adds `known` items to an input's size hint.
+fn plus(known: usize, (lo, hi): (usize, Option<usize>)) -> (usize, Option<usize>) {
+    (
+        lo.saturating_add(known),
+        hi.and_then(|h| h.checked_add(known)),
+    )
 }
 
 impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E, I, A, R> {
@@ -405,6 +432,12 @@ where
             Some(r) => Some(r),
             None => self.advance(),
         }
+    }
+
+    /// Exact when the input's length is known: every item yields one result.
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let known = self.current.remaining() + self.inflight.iter().map(|(_, n)| n).sum::<usize>();
+        plus(known, self.feed.size_hint())
     }
 
     fn fold<B, F>(mut self, init: B, mut f: F) -> B
@@ -555,6 +588,12 @@ where
             Some(r) => Some(r),
             None => self.advance(),
         }
+    }
+
+    /// Exact when the input's length is known: every item yields one result.
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let inflight: usize = self.slots.iter().flatten().map(|(_, n)| n).sum();
+        plus(self.current.remaining() + inflight, self.feed.size_hint())
     }
 
     fn fold<B, F>(mut self, init: B, mut f: F) -> B
