@@ -32,7 +32,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{GetError, PutError, TaskDoneTooManyTimes};
-use super::shm::{Guarded, Held, Layout, Locked, RawCond, RawMutex, Reentrant, Shared};
+use super::shm::{
+    Guarded, Held, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, Unlock, deadline_of,
+};
 use crate::process::protocol;
 
 const FIRST: u32 = 1;
@@ -91,14 +93,6 @@ enum Wait {
     Never,
     /// Wait for room as long as it takes.
     Always,
-}
-
-struct Unlock<'a>(&'a RawMutex);
-
-impl Drop for Unlock<'_> {
-    fn drop(&mut self) {
-        self.0.unlock();
-    }
 }
 
 impl Ring {
@@ -486,12 +480,6 @@ impl<T> std::fmt::Debug for Queue<T> {
             .field("qsize", &self.qsize())
             .finish()
     }
-}
-
-fn deadline_of(timeout: Duration) -> Instant {
-    Instant::now()
-        .checked_add(timeout)
-        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
 }
 
 impl<T> Queue<T> {

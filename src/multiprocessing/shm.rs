@@ -372,12 +372,6 @@ impl RawMutex {
             self.consistent();
         }
         let held = Held(PhantomData);
-        struct Unlock<'a>(&'a RawMutex);
-        impl Drop for Unlock<'_> {
-            fn drop(&mut self) {
-                self.0.unlock();
-            }
-        }
         let _unlock = Unlock(self);
         f(&held)
     }
@@ -527,6 +521,23 @@ impl<T> Drop for TailLock<'_, T> {
     fn drop(&mut self) {
         self.mutex.unlock();
     }
+}
+
+/// Unlocks a [`RawMutex`] when dropped (for a mutex locked with [`RawMutex::lock`]).
+pub(crate) struct Unlock<'a>(pub(crate) &'a RawMutex);
+
+impl Drop for Unlock<'_> {
+    fn drop(&mut self) {
+        self.0.unlock();
+    }
+}
+
+/// The instant `timeout` from now (far in the future for huge timeouts, instead of
+/// overflowing).
+pub(crate) fn deadline_of(timeout: std::time::Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(86_400 * 365))
 }
 
 /// Wait for the death of a child process without polling: `pidfd_open` (Linux 5.3+).

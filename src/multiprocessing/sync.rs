@@ -13,16 +13,10 @@ use serde::{Deserialize, Serialize};
 use super::error::{
     BrokenBarrierError, LockResult, OwnerDied, ReleasedTooManyTimes, TryAcquireError,
 };
-use super::shm::{Guarded, Layout, Locked, RawCond, RawMutex, Reentrant, Shared};
+use super::shm::{Guarded, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, deadline_of};
 
 /// Guards are tied to the thread that acquired: a pthread mutex is unlocked by its owner.
 type NotSend = PhantomData<*const ()>;
-
-fn deadline_of(timeout: Duration) -> Instant {
-    Instant::now()
-        .checked_add(timeout)
-        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
-}
 
 /// Turns a lock attempt into the guard or the matching error.
 fn settle<G>(
