@@ -663,36 +663,17 @@ fn launch(
     Ok((child, exited))
 }
 
-/// Waits for the child's hello (accepting on a helper thread, so that a child that dies
-/// first is noticed instead of waited for forever).
+/// Waits for the child's hello; on failure, releases the helper thread still blocked in
+/// `accept` with a hello of our own (then dropped).
 fn accept(
     server: IpcOneShotServer<ChildHello>,
     name: &str,
     child: &mut Child,
 ) -> Result<ChildHello, String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(server.accept().map(|(_, hello)| hello));
-    });
-    let deadline = Instant::now() + crate::process::manager::CONNECT_TIMEOUT;
-    let failure = loop {
-        match rx.recv_timeout(Duration::from_millis(5)) {
-            Ok(Ok(hello)) => return Ok(hello),
-            Ok(Err(e)) => return Err(format!("the child failed to connect: {e}")),
-            Err(_) => {
-                if let Ok(Some(status)) = child.try_wait() {
-                    break format!(
-                        "the child exited before connecting (exit code {})",
-                        exit_code(status)
-                    );
-                }
-                if Instant::now() > deadline {
-                    break "the child did not connect in time".to_string();
-                }
-            }
-        }
+    let failure = match crate::process::manager::accept_child(server, child, "child") {
+        Ok(hello) => return Ok(hello),
+        Err(e) => e,
     };
-    // Unblock the helper's `accept` with a hello of our own, which is then dropped.
     if let (Ok(sender), Ok((start, _))) = (
         IpcSender::<ChildHello>::connect(name.to_string()),
         ipc::channel::<Start>(),

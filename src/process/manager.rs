@@ -1063,28 +1063,11 @@ impl Starting {
     /// dies first is noticed instead of waited for forever).
     fn connect(mut self) -> Result<(Link, IpcReceiver<FromWorker>), String> {
         let server = self.server.take().expect("[internal] server taken twice");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(server.accept().map(|(_, hello)| hello));
-        });
-        let deadline = Instant::now() + CONNECT_TIMEOUT;
-        let hello = loop {
-            match rx.recv_timeout(Duration::from_millis(5)) {
-                Ok(Ok(hello)) => break hello,
-                Ok(Err(e)) => return self.fail(format!("a worker failed to connect: {e}")),
-                Err(_) => {
-                    if let Ok(Some(status)) = self.child.try_wait() {
-                        self.unblock_accept();
-                        return Err(format!(
-                            "a worker process exited before connecting ({})",
-                            exit_status(status)
-                        ));
-                    }
-                    if Instant::now() > deadline {
-                        self.unblock_accept();
-                        return self.fail("a worker did not connect in time".into());
-                    }
-                }
+        let hello = match accept_child(server, &mut self.child, "worker") {
+            Ok(hello) => hello,
+            Err(e) => {
+                self.unblock_accept();
+                return Err(e);
             }
         };
         if hello.token != self.token {
@@ -1146,6 +1129,42 @@ impl Starting {
                 revoke,
                 progress: image::new_block(8),
             });
+        }
+    }
+}
+
+/// Waits for the first message of a child process on `server` (accepting on a helper thread,
+/// so that a child that dies first is noticed instead of waited for forever, and the wait is
+/// bounded by `CONNECT_TIMEOUT`). On an error the helper thread may still be blocked in
+/// `accept`: the caller kills the child and connects to the server itself to release it.
+pub(crate) fn accept_child<T>(
+    server: IpcOneShotServer<T>,
+    child: &mut Child,
+    what: &str,
+) -> Result<T, String>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(server.accept().map(|(_, hello)| hello));
+    });
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(5)) {
+            Ok(Ok(hello)) => return Ok(hello),
+            Ok(Err(e)) => return Err(format!("a {what} failed to connect: {e}")),
+            Err(_) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!(
+                        "a {what} process exited before connecting ({})",
+                        exit_status(status)
+                    ));
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("a {what} did not connect in time"));
+                }
+            }
         }
     }
 }
