@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{LONG, eventually, watchdog};
+use common::{LONG, eventually, join, watchdog};
 use concurrent_futures::multiprocessing::{
     Event, Process, ProcessError, Queue, active_children, current_process,
 };
@@ -28,12 +28,6 @@ fn dead(pid: u32) -> bool {
 /// True if `pid` is gone entirely: exited and reaped.
 fn reaped(pid: u32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn join(p: &Process) -> i32 {
-    p.join_timeout(LONG)
-        .expect("started")
-        .expect("the child did not exit in time")
 }
 
 fn noop(_: ()) {}

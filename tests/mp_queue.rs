@@ -7,17 +7,11 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{LONG, watchdog};
+use common::{LONG, join, watchdog};
 use concurrent_futures::multiprocessing::{
     Connection, ConnectionError, Event, GetError, JoinableQueue, Lock, Pipe, Process, PutError,
     Queue, SimpleQueue, TaskDoneTooManyTimes,
 };
-
-fn join(p: &Process) -> i32 {
-    p.join_timeout(LONG)
-        .expect("started")
-        .expect("the child did not exit in time")
-}
 
 fn produce((q, id, n): (Queue<(u32, u32)>, u32, u32)) {
     for i in 0..n {
@@ -270,4 +264,68 @@ fn a_lock_sent_through_a_pipe_is_shared() {
     );
     drop(held);
     assert_eq!(join(&p), 0);
+}
+
+fn put_big_then_hang((q, put): (Queue<Vec<u8>>, Event)) {
+    // Far larger than the buffer and nobody reads yet: the feeder streams it and waits for
+    // room in the middle of the item.
+    q.put(vec![9u8; 1 << 20]).unwrap();
+    put.set();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// True if process `pid` has a thread named `queue-feeder` that is sleeping.
+fn feeder_sleeps(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .is_ok_and(|stat| stat.contains("(queue-feeder) S"))
+    })
+}
+
+#[test]
+fn a_writer_killed_mid_item_loses_only_that_item() {
+    let _w = watchdog("a_writer_killed_mid_item_loses_only_that_item");
+    let (q, put) = (Queue::with_buffer(0, 4096), Event::new());
+    let p = Process::new(put_big_then_hang, (q.clone(), put.clone()));
+    p.start().unwrap();
+    assert!(put.wait_timeout(LONG));
+    // Wait until the child's feeder thread sleeps: it wrote what fits and waits for room,
+    // in the middle of the item.
+    let pid = p.pid().unwrap();
+    common::eventually("the feeder waits for room mid-item", || feeder_sleeps(pid));
+    p.kill().unwrap();
+    assert_eq!(join(&p), -libc::SIGKILL);
+    // The partial item (if any of it was written) is dropped once its writer is found dead:
+    // the reader neither hangs nor returns a torn item.
+    assert_eq!(
+        q.get_timeout(Duration::from_millis(300)),
+        Err(GetError::Empty)
+    );
+    // The queue works on: the next writer and reader see whole items.
+    q.put(vec![1, 2, 3]).unwrap();
+    assert_eq!(q.get_timeout(LONG), Ok(vec![1, 2, 3]));
+    assert!(q.empty(), "the lost item is not counted any more");
+}
+
+#[test]
+fn an_item_after_a_dead_writers_partial_item_arrives_whole() {
+    let _w = watchdog("an_item_after_a_dead_writers_partial_item_arrives_whole");
+    let (q, put) = (Queue::with_buffer(0, 4096), Event::new());
+    let p = Process::new(put_big_then_hang, (q.clone(), put.clone()));
+    p.start().unwrap();
+    assert!(put.wait_timeout(LONG));
+    let pid = p.pid().unwrap();
+    common::eventually("the feeder waits for room mid-item", || feeder_sleeps(pid));
+    p.kill().unwrap();
+    assert_eq!(join(&p), -libc::SIGKILL);
+    // A writer comes first this time: the reader meets the new item's first record after the
+    // dead writer's partial item, drops the partial one and gets the new one whole.
+    q.put(vec![4, 5, 6]).unwrap();
+    assert_eq!(q.get_timeout(LONG), Ok(vec![4, 5, 6]));
+    assert!(q.empty(), "the lost item is not counted any more");
 }

@@ -5,17 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{LONG, watchdog};
+use common::{LONG, join, watchdog};
 use concurrent_futures::multiprocessing::{
     Array, Barrier, BoundedSemaphore, Condition, Event, Lock, Process, Queue, RLock, Semaphore,
     TryAcquireError, Value,
 };
-
-fn join(p: &Process) -> i32 {
-    p.join_timeout(LONG)
-        .expect("started")
-        .expect("the child did not exit in time")
-}
 
 fn start_all(ps: &[Process]) {
     for p in ps {

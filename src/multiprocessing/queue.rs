@@ -16,10 +16,12 @@
 //! [`Queue::cancel_join_thread`] was called. A bounded queue (`maxsize > 0`) counts items,
 //! and `put` waits (or fails with `Full`) while `maxsize` items are in the queue.
 //!
-//! A writer that dies in the middle of an item leaves a partial item: the next writer marks
-//! it aborted (an `ABORT` record), and a reader waiting for the rest checks every 100 ms
-//! whether the writer is still alive, so neither waits forever. A reader that dies in the
-//! middle of an item leaves the rest of it, which the next reader skips.
+//! A writer that dies in the middle of an item leaves a partial item. Every item starts with
+//! a `FIRST` record, so a reader that meets one while an item is incomplete drops the
+//! partial item; and a reader waiting for the rest of an item checks every 100 ms whether
+//! its writer is still alive, so it never waits forever. A reader that dies in the middle of
+//! an item leaves the rest of it, which the next reader skips (up to the next `FIRST` or the
+//! item's `LAST`).
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -39,7 +41,6 @@ use crate::process::protocol;
 
 const FIRST: u32 = 1;
 const LAST: u32 = 2;
-const ABORT: u32 = 4;
 const RECORD: usize = 8;
 /// The default size of the ring.
 const DEFAULT_BUFFER: usize = 1 << 20;
@@ -68,8 +69,6 @@ pub(crate) struct QueueHeader {
     /// Byte positions (ever-growing; modulo the ring's size in it).
     head: Guarded<u64>,
     tail: Guarded<u64>,
-    /// An item's first record is published and its last is not (its writer may have died).
-    writer_open: Guarded<bool>,
     /// A reader took an item's first record and not its last (it may have died).
     reader_open: Guarded<bool>,
 }
@@ -228,18 +227,8 @@ impl Ring {
             item.chunks(self.fragment()).collect()
         };
         h.m.with(|held| {
-            let open = h.writer_open.get(held);
-            let need = self.footprint(item.len()) + if open { RECORD } else { 0 };
-            if wait == Wait::Never && self.cap - self.used(held) < need {
+            if wait == Wait::Never && self.cap - self.used(held) < self.footprint(item.len()) {
                 return false;
-            }
-            if open {
-                // The previous writer died in the middle of an item.
-                while self.cap - self.used(held) < RECORD {
-                    self.wait(&h.writable, None);
-                }
-                self.put_record(held, ABORT, &[]);
-                h.writer_open.set(held, false);
             }
             let last = chunks.len() - 1;
             for (i, chunk) in chunks.iter().enumerate() {
@@ -248,7 +237,6 @@ impl Ring {
                 }
                 let flags = if i == 0 { FIRST } else { 0 } | if i == last { LAST } else { 0 };
                 self.put_record(held, flags, chunk);
-                h.writer_open.set(held, i != last);
             }
             true
         })
@@ -269,22 +257,22 @@ impl Ring {
             loop {
                 if self.used(held) >= RECORD {
                     let (flags, bytes) = self.take_record(held);
-                    let skipping = item.is_none() && h.reader_open.get(held);
-                    if flags & ABORT != 0 || (skipping && flags & FIRST == 0) {
-                        // The rest of an item whose writer or reader died: drop it.
-                        if flags & ABORT != 0 || flags & LAST != 0 {
-                            h.reader_open.set(held, false);
+                    if flags & FIRST != 0 {
+                        if item.is_some() || h.reader_open.get(held) {
+                            // The item being read (or skipped) was abandoned: its writer
+                            // died before its last record.
                             self.item_gone(held);
                         }
-                        item = None;
-                        continue;
-                    }
-                    if flags & FIRST != 0 {
                         item = Some(bytes);
                     } else if let Some(buf) = item.as_mut() {
                         buf.extend_from_slice(&bytes);
                     } else {
-                        continue; // a stray record: nothing to attach it to
+                        // The rest of an item whose reader died: skip it.
+                        if flags & LAST != 0 && h.reader_open.get(held) {
+                            h.reader_open.set(held, false);
+                            self.item_gone(held);
+                        }
+                        continue;
                     }
                     if flags & LAST != 0 {
                         h.reader_open.set(held, false);
@@ -297,7 +285,6 @@ impl Ring {
                 if item.is_some() {
                     self.wait(&h.readable, Some(Instant::now() + WRITER_CHECK));
                     if self.used(held) < RECORD && self.writer_died() {
-                        h.writer_open.set(held, false);
                         h.reader_open.set(held, false);
                         self.item_gone(held);
                         item = None;

@@ -88,6 +88,14 @@ pub fn eventually(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Joins a `multiprocessing::Process` within `LONG`; its exit code.
+#[cfg(target_os = "linux")]
+pub fn join(p: &concurrent_futures::multiprocessing::Process) -> i32 {
+    p.join_timeout(LONG)
+        .expect("started")
+        .expect("the child did not exit in time")
+}
+
 /// A fresh path for a marker file.
 pub fn marker(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!(
