@@ -257,6 +257,10 @@ pub enum BuildError {
     /// A worker process could not be started or did not connect (the message says why).
     #[error("could not start a worker process: {0}")]
     Worker(String),
+    /// An MPI pool could not start (feature `mpi`): MPI failed to initialize, a rank runs
+    /// another executable or never reached `start`, or there are no worker ranks.
+    #[error("could not start the MPI pool: {0}")]
+    Mpi(String),
 }
 
 /// A setter of [`Future`](crate::Future) was called in a state that forbids it (Python's

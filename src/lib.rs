@@ -74,6 +74,8 @@
 //! * `rayon`: implements [`Executor`] for `rayon::ThreadPool`.
 //! * `progress`: `.progress()` on `map` iterators (and any iterator), a progress bar built on
 //!   `indicatif`: `ProgressExt`.
+//! * `mpi`: `MpiPoolExecutor`, the same [`Executor`] on the ranks of an MPI job (`mpirun -n 4
+//!   app`), over rsmpi; building it needs an MPI library and libclang.
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub, unsafe_op_in_unsafe_fn)]
@@ -83,6 +85,8 @@ mod error;
 mod executor;
 mod future;
 mod map;
+#[cfg(all(feature = "mpi", target_os = "linux"))]
+mod mpi;
 #[cfg(target_os = "linux")]
 pub mod multiprocessing;
 #[cfg(target_os = "linux")]
@@ -109,6 +113,8 @@ pub use future::{Future, State};
 #[cfg(feature = "progress")]
 pub use indicatif;
 pub use map::{Map, MapOptions, MapUnordered};
+#[cfg(all(feature = "mpi", target_os = "linux"))]
+pub use mpi::{MpiPoolBuilder, MpiPoolExecutor, MpiRank};
 #[cfg(target_os = "linux")]
 pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, init};
 #[cfg(feature = "progress")]

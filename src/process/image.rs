@@ -41,11 +41,19 @@ fn base() -> usize {
 /// Decodes the argument at `payload`, calls the function at `func`, encodes the outcome.
 type Trampoline = fn(usize, &[u8]) -> Vec<u8>;
 
-/// Executable address ranges of the main program (not of shared libraries).
-fn image_ranges() -> &'static [(usize, usize)] {
-    static RANGES: OnceLock<Vec<(usize, usize)>> = OnceLock::new();
+/// An executable segment of the main program: its address range in memory, and how many of
+/// its first bytes come from the file (the rest, if any, is zero-filled).
+struct Segment {
+    start: usize,
+    end: usize,
+    file_len: usize,
+}
+
+/// Executable segments of the main program (not of shared libraries).
+fn image_ranges() -> &'static [Segment] {
+    static RANGES: OnceLock<Vec<Segment>> = OnceLock::new();
     RANGES.get_or_init(|| {
-        let mut ranges: Vec<(usize, usize)> = Vec::new();
+        let mut ranges: Vec<Segment> = Vec::new();
         unsafe extern "C" fn collect(
             info: *mut libc::dl_phdr_info,
             _size: libc::size_t,
@@ -56,12 +64,16 @@ fn image_ranges() -> &'static [(usize, usize)] {
             // the `&mut Vec` passed below, alive and not otherwise borrowed during the call.
             unsafe {
                 let info = &*info;
-                let ranges = &mut *(data as *mut Vec<(usize, usize)>);
+                let ranges = &mut *(data as *mut Vec<Segment>);
                 let headers = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
                 for h in headers {
                     if h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0 {
                         let start = info.dlpi_addr as usize + h.p_vaddr as usize;
-                        ranges.push((start, start + h.p_memsz as usize));
+                        ranges.push(Segment {
+                            start,
+                            end: start + h.p_memsz as usize,
+                            file_len: h.p_filesz.min(h.p_memsz) as usize,
+                        });
                     }
                 }
             }
@@ -77,7 +89,45 @@ fn image_ranges() -> &'static [(usize, usize)] {
 }
 
 fn in_image(addr: usize) -> bool {
-    image_ranges().iter().any(|&(s, e)| (s..e).contains(&addr))
+    image_ranges()
+        .iter()
+        .any(|seg| (seg.start..seg.end).contains(&addr))
+}
+
+/// Identifies the program by its machine code: a hash of the bytes of its executable
+/// segments as loaded (position-independent code is the same at any load address) and of
+/// the offsets of a few functions. Unlike [`fingerprint`], it does not depend on which file
+/// the program was loaded from, so two copies of one build on two machines (the ranks of an
+/// MPI job) agree, and two different builds do not. Computed once per process (a few
+/// milliseconds for a large test binary).
+#[cfg(feature = "mpi")]
+pub(crate) fn code_fingerprint() -> u64 {
+    static CODE: OnceLock<u64> = OnceLock::new();
+    *CODE.get_or_init(|| {
+        // FNV-1a over 8-byte words: fast, and plenty to tell builds apart (this is a check
+        // against mistakes, not against an adversary, who could not join the job anyway).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut mix = |word: u64| h = (h ^ word).wrapping_mul(0x0000_0100_0000_01b3);
+        for seg in image_ranges() {
+            mix(seg.file_len as u64);
+            // SAFETY: `dl_iterate_phdr` reported this range as a loaded, executable `PT_LOAD`
+            // segment of the main program, and its first `file_len` bytes are mapped from the
+            // file (readable: x86-64 and AArch64 Linux map code readable and executable). The
+            // main program is never unmapped while the process runs, and code is not written
+            // to, so the bytes are valid and unchanging for the lifetime of the slice.
+            let code = unsafe { std::slice::from_raw_parts(seg.start as *const u8, seg.file_len) };
+            let mut words = code.chunks_exact(8);
+            for w in &mut words {
+                mix(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+            }
+            for &b in words.remainder() {
+                mix(u64::from(b));
+            }
+        }
+        mix((call_init as Trampoline as usize).wrapping_sub(base()) as u64);
+        mix((worker_entry as extern "C" fn() as usize).wrapping_sub(base()) as u64);
+        h
+    })
 }
 
 fn offset_of(addr: usize) -> Result<i64, SubmitError> {

@@ -25,9 +25,9 @@ use ipc_channel::ipc::{
 
 use super::image;
 use super::protocol::{self, CallRef, FnRef, FromWorker, Hello, Payload, Revoke, ToWorkerRef};
+pub(crate) use super::protocol::{Completion, Slot};
 use super::worker::format_token;
 use crate::error::{ExitStatus, SubmitError, TaskError};
-use crate::future::Future;
 use crate::sync::{self, Condvar, Mutex};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -54,31 +54,6 @@ pub(crate) struct Config {
     /// A task running longer than this has its worker killed and fails with
     /// `TaskError::TimeLimit`.
     pub(crate) task_timeout: Option<Duration>,
-}
-
-/// A task's future, seen without its result type: claim it, cancel it, or complete it from
-/// the bytes a worker sent.
-pub(crate) trait Completion: Send {
-    /// PENDING → RUNNING; false if it was cancelled (it must not be sent).
-    fn claim(&self) -> bool;
-    fn cancel(self: Box<Self>);
-    fn complete(self: Box<Self>, outcome: Result<Vec<u8>, TaskError>);
-}
-
-/// The `Completion` of a `Future<T>` whose worker sends an encoded `Result<T, TaskError>`.
-pub(crate) struct Slot<T>(pub(crate) Future<T>);
-
-impl<T: serde::de::DeserializeOwned + Send + Sync + 'static> Completion for Slot<T> {
-    fn claim(&self) -> bool {
-        self.0.core().claim()
-    }
-    fn cancel(self: Box<Self>) {
-        self.0.cancel();
-    }
-    fn complete(self: Box<Self>, outcome: Result<Vec<u8>, TaskError>) {
-        let value = outcome.and_then(|bytes| protocol::decode_outcome::<T>(&bytes));
-        self.0.finish_claimed(value);
-    }
 }
 
 /// A task, pending or in a worker. The payload is kept until the result arrives, so that a
@@ -154,7 +129,10 @@ type Finished = Vec<(Box<dyn Completion>, Result<Vec<u8>, TaskError>)>;
 
 fn complete_all(finished: &mut Finished) {
     for (c, outcome) in finished.drain(..) {
-        c.complete(outcome);
+        match outcome {
+            Ok(bytes) => c.complete(Ok(&bytes)),
+            Err(e) => c.complete(Err(e)),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use ipc_channel::ipc::{IpcBytesSender, IpcReceiver, IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::TaskError;
+use crate::future::Future;
 use crate::sync::{self, Mutex};
 
 /// Environment variables that turn a re-executed binary into a worker.
@@ -287,4 +288,30 @@ pub(crate) fn decode_outcome<R: DeserializeOwned>(bytes: &[u8]) -> Result<R, Tas
             format!("the task's result could not be decoded: {e}").into(),
         ))
     })
+}
+
+/// A task's future, seen without its result type: claim it, cancel it, or complete it from
+/// the bytes a worker sent. Every process transport (worker processes, MPI ranks) completes
+/// futures through it.
+pub(crate) trait Completion: Send {
+    /// PENDING → RUNNING; false if it was cancelled (it must not be sent).
+    fn claim(&self) -> bool;
+    fn cancel(self: Box<Self>);
+    fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>);
+}
+
+/// The `Completion` of a `Future<T>` whose worker sends an encoded `Result<T, TaskError>`.
+pub(crate) struct Slot<T>(pub(crate) Future<T>);
+
+impl<T: DeserializeOwned + Send + Sync + 'static> Completion for Slot<T> {
+    fn claim(&self) -> bool {
+        self.0.core().claim()
+    }
+    fn cancel(self: Box<Self>) {
+        self.0.cancel();
+    }
+    fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>) {
+        let value = outcome.and_then(decode_outcome::<T>);
+        self.0.finish_claimed(value);
+    }
 }

@@ -1,0 +1,812 @@
+//! The client rank (rank 0): pending work, each worker rank's window, and the dispatcher,
+//! which owns all MPI traffic of this rank and runs on its MPI thread.
+//!
+//! ```text
+//! submit ──► pending queue ──dispatch──► Calls message ──► worker rank
+//!  (any thread;   (cancellable here)      (claimed: RUNNING; a window per worker)
+//!   wakes the                                                      │
+//!   dispatcher)                                                    ▼
+//! future ◄── complete (callbacks run ◄── dispatcher: probe ◄── Done message
+//!            on the MPI thread)           (backoff when idle)
+//! an idle worker and another with unstarted calls ──Revoke──► the busy worker's helper
+//!                                                   ◄─Revoked (the calls, with payloads)
+//! ```
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::comm::{self, Backoff, Env, MAX_MESSAGE, Port};
+use super::wire::{self, CallHead, Reader, kind};
+use crate::error::{ExitStatus, SubmitError, TaskError};
+use crate::process::protocol::{Completion, FnRef};
+
+/// Settings of a session, fixed when it starts.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// Longest sleep of an idle loop between two polls, on every rank.
+    pub(crate) backoff_cap: Duration,
+    /// Most tasks in flight on one worker rank.
+    pub(crate) window: usize,
+    /// A worker rank that holds tasks and has not answered for this long is lost.
+    pub(crate) unresponsive_after: Duration,
+    /// How long rank 0 waits for every rank to join the session.
+    pub(crate) start_timeout: Duration,
+}
+
+/// Largest batch of calls in one message.
+const MAX_BATCH: usize = 32;
+/// Batches in flight per worker: one it runs, one waiting behind it.
+const MAX_BATCHES: usize = 2;
+/// A worker rank that holds tasks and has been silent this long is asked for a sign of life.
+const PING_AFTER: Duration = Duration::from_secs(1);
+/// Room kept in a message for its header.
+const HEADER_ROOM: usize = 64;
+
+/// A task not sent yet (or given back by a worker).
+struct Work {
+    id: u64,
+    target: FnRef,
+    payload: Vec<u8>,
+    completion: Box<dyn Completion>,
+    /// Already RUNNING (it was sent once, and given back).
+    claimed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// No new work; the pending work still runs.
+    ShuttingDown,
+    /// A rank was lost: nothing new runs.
+    Broken(Arc<str>),
+}
+
+struct State {
+    phase: Phase,
+    pending: VecDeque<Work>,
+    next_id: u64,
+    /// Bumped by every submission and shutdown, so the dispatcher knows whether to look.
+    events: u64,
+    /// The dispatcher sleeps on `Client::wake` and wants a notification.
+    sleeping: bool,
+    /// The dispatcher finished the session.
+    over: bool,
+}
+
+/// The handle the executor holds; shared with the dispatcher.
+pub(crate) struct Client {
+    state: Mutex<State>,
+    /// The dispatcher sleeps here; submissions and shutdown wake it.
+    wake: Condvar,
+    /// `shutdown(wait)` waits here for the end of the session.
+    ended: Condvar,
+    workers: Vec<RankInfo>,
+}
+
+/// A worker rank as it introduced itself.
+#[derive(Debug, Clone)]
+pub(crate) struct RankInfo {
+    pub(crate) rank: i32,
+    pub(crate) pid: u32,
+    pub(crate) host: String,
+    /// It answers (revokes, pings) while it runs a task.
+    pub(crate) helper: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Client {
+    /// Starts a session: every other rank must be waiting in `MpiPoolExecutor::start`.
+    /// Checks that they run the same executable, then starts the dispatcher.
+    pub(crate) fn start(env: &'static Env, config: Config) -> Result<Arc<Client>, String> {
+        let cfg = config.clone();
+        let (workers, port) = env.call(move || handshake(env, &cfg))?;
+        let client = Arc::new(Client {
+            state: Mutex::new(State {
+                phase: Phase::Running,
+                pending: VecDeque::new(),
+                next_id: 1,
+                events: 0,
+                sleeping: false,
+                over: false,
+            }),
+            wake: Condvar::new(),
+            ended: Condvar::new(),
+            workers: workers.clone(),
+        });
+        let mut dispatcher = Dispatcher::new(client.clone(), port, workers, config);
+        dispatcher.session = Some(comm::Session::begin());
+        env.run(move || dispatcher.run());
+        Ok(client)
+    }
+
+    pub(crate) fn workers(&self) -> &[RankInfo] {
+        &self.workers
+    }
+
+    /// Queues a task.
+    pub(crate) fn submit(
+        &self,
+        target: FnRef,
+        payload: Vec<u8>,
+        completion: Box<dyn Completion>,
+    ) -> Result<(), SubmitError> {
+        if payload.len() > MAX_MESSAGE - HEADER_ROOM {
+            return Err(SubmitError::Codec(
+                format!(
+                    "an argument of {} bytes does not fit in one MPI message (at most {} bytes)",
+                    payload.len(),
+                    MAX_MESSAGE - HEADER_ROOM
+                )
+                .into(),
+            ));
+        }
+        let mut s = lock(&self.state);
+        match &s.phase {
+            Phase::Running => {}
+            Phase::ShuttingDown => return Err(SubmitError::Shutdown),
+            Phase::Broken(why) => return Err(SubmitError::Broken(why.clone())),
+        }
+        let id = s.next_id;
+        s.next_id += 1;
+        s.pending.push_back(Work {
+            id,
+            target,
+            payload,
+            completion,
+            claimed: false,
+        });
+        s.events += 1;
+        if std::mem::take(&mut s.sleeping) {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Refuses new work; with `cancel`, cancels what is pending.
+    pub(crate) fn shutdown(&self, cancel: bool) {
+        let cancelled: Vec<Work> = {
+            let mut s = lock(&self.state);
+            if s.phase == Phase::Running {
+                s.phase = Phase::ShuttingDown;
+            }
+            s.events += 1;
+            if std::mem::take(&mut s.sleeping) {
+                self.wake.notify_one();
+            }
+            if cancel {
+                // Given-back tasks are RUNNING already: they stay and run.
+                let (claimed, unclaimed): (VecDeque<Work>, VecDeque<Work>) =
+                    s.pending.drain(..).partition(|w| w.claimed);
+                s.pending = claimed;
+                unclaimed.into()
+            } else {
+                Vec::new()
+            }
+        };
+        for w in cancelled {
+            w.completion.cancel();
+        }
+    }
+
+    /// Waits until the dispatcher has finished the session (every accepted task is done
+    /// and the workers were released).
+    pub(crate) fn join(&self) {
+        if on_dispatcher() {
+            // Called from a callback on the MPI thread: the session cannot end under it.
+            return;
+        }
+        let mut s = lock(&self.state);
+        while !s.over {
+            s = self.ended.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Rank 0's side of the start of a session: `Start` to every rank, a `Hello` from each.
+fn handshake(env: &Env, config: &Config) -> Result<(Vec<RankInfo>, Port), String> {
+    let mut port = Port::new();
+    let fingerprint = crate::process::image::code_fingerprint();
+    for rank in 1..env.size {
+        let mut buf = Vec::new();
+        wire::Writer::new(&mut buf)
+            .u64(fingerprint)
+            .u64(config.backoff_cap.as_micros() as u64)
+            .finish(kind::START);
+        port.send(rank, wire::TO_WORKER, buf);
+    }
+    let mut hellos: Vec<Option<(bool, RankInfo)>> = vec![None; env.size as usize - 1];
+    let deadline = Instant::now() + config.start_timeout;
+    let mut backoff = Backoff::new(config.backoff_cap);
+    while hellos.iter().any(Option::is_none) {
+        match port.probe(wire::TO_CLIENT) {
+            Some((src, buf)) => {
+                let (ok, info) = parse_hello(src, &buf)?;
+                let slot = hellos
+                    .get_mut(src as usize - 1)
+                    .ok_or("a Hello from outside the job")?;
+                *slot = Some((ok, info));
+                backoff.reset();
+            }
+            None if Instant::now() > deadline => {
+                let missing: Vec<String> = hellos
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| h.is_none())
+                    .map(|(i, _)| (i + 1).to_string())
+                    .collect();
+                // Those ranks may still join later and wait for calls that never come:
+                // the job cannot be finalized cleanly any more.
+                comm::mark_lost();
+                return Err(format!(
+                    "rank(s) {} did not call MpiPoolExecutor::start within {:?} (every rank \
+                     must run the same program and reach start)",
+                    missing.join(", "),
+                    config.start_timeout
+                ));
+            }
+            None => backoff.wait(),
+        }
+    }
+    let hellos: Vec<(bool, RankInfo)> = hellos.into_iter().flatten().collect();
+    let mismatched: Vec<&RankInfo> = hellos.iter().filter(|h| !h.0).map(|h| &h.1).collect();
+    if !mismatched.is_empty() {
+        // The ranks that matched are serving: release them.
+        for (ok, info) in &hellos {
+            if *ok {
+                port.send(info.rank, wire::TO_WORKER, wire::bare(kind::EXIT));
+            }
+        }
+        port.flush();
+        let names: Vec<String> = mismatched
+            .iter()
+            .map(|i| format!("rank {} (pid {} on {})", i.rank, i.pid, i.host))
+            .collect();
+        return Err(format!(
+            "{} run(s) a different executable than rank 0 (code fingerprints differ); every \
+             rank must run the same build",
+            names.join(", ")
+        ));
+    }
+    Ok((hellos.into_iter().map(|h| h.1).collect(), port))
+}
+
+fn parse_hello(src: i32, buf: &[u8]) -> Result<(bool, RankInfo), String> {
+    let (mut r, k) = Reader::new(buf)?;
+    if k != kind::HELLO {
+        return Err(format!("rank {src} sent message kind {k} before its Hello"));
+    }
+    let ok = r.u8()? != 0;
+    let pid = r.u32()?;
+    let helper = r.u8()? != 0;
+    let host = String::from_utf8_lossy(r.rest()).into_owned();
+    Ok((
+        ok,
+        RankInfo {
+            rank: src,
+            pid,
+            host,
+            helper,
+        },
+    ))
+}
+
+/// One worker rank, as the dispatcher tracks it.
+struct Link {
+    info: RankInfo,
+    /// Number of the last batch sent.
+    seq: u64,
+    /// Batches in flight (number, tasks left), oldest first.
+    batches: VecDeque<(u64, usize)>,
+    /// Tasks in flight (id, batch), in the order sent (the order the worker runs them).
+    held: VecDeque<(u64, u64)>,
+    /// Asked to give back unstarted calls; no answer yet.
+    revoking: bool,
+    /// Gave work back while busy with this task: no new work until it is done.
+    robbed: Option<u64>,
+    last_heard: Instant,
+    pinged: bool,
+    lost: bool,
+}
+
+impl Link {
+    fn room(&self) -> usize {
+        if self.lost || self.robbed.is_some() || self.batches.len() >= MAX_BATCHES {
+            0
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// Forgets task `id` (finished or given back); false if this worker did not hold it.
+    fn release(&mut self, id: u64) -> bool {
+        let Some(pos) = self.held.iter().position(|&(i, _)| i == id) else {
+            return false;
+        };
+        let (_, seq) = self.held.remove(pos).expect("position is in range");
+        if let Some(b) = self.batches.iter_mut().find(|b| b.0 == seq) {
+            b.1 -= 1;
+        }
+        self.batches.retain(|b| b.1 > 0);
+        if self.robbed == Some(id) {
+            self.robbed = None;
+        }
+        true
+    }
+}
+
+/// Futures to complete once the dispatcher's state is released (callbacks run there, and
+/// may wait on other futures of the pool: see `help`).
+#[derive(Default)]
+struct Finished {
+    /// One message's bytes, and the outcomes in it.
+    batches: Vec<(Vec<u8>, Vec<(Box<dyn Completion>, Range<usize>)>)>,
+    failed: Vec<(Box<dyn Completion>, TaskError)>,
+}
+
+impl Finished {
+    fn complete(self) {
+        for (buf, items) in self.batches {
+            for (c, range) in items {
+                c.complete(Ok(&buf[range]));
+            }
+        }
+        for (c, e) in self.failed {
+            c.complete(Err(e));
+        }
+    }
+}
+
+struct Dispatcher {
+    client: Arc<Client>,
+    port: Port,
+    links: Vec<Link>,
+    /// Tasks in a worker: their futures, and which link holds them.
+    inflight: HashMap<u64, (Box<dyn Completion>, usize)>,
+    config: Config,
+    backoff: Backoff,
+    /// `State::events` last seen.
+    seen: u64,
+    last_check: Instant,
+    finished: Finished,
+    /// The workers were told to leave: the session is over.
+    over: bool,
+    session: Option<comm::Session>,
+}
+
+thread_local! {
+    /// The dispatcher of the session running on this (MPI) thread, while it runs.
+    static ACTIVE: RefCell<Option<Dispatcher>> = const { RefCell::new(None) };
+}
+
+/// True on the MPI thread while a session's dispatcher runs there.
+pub(crate) fn on_dispatcher() -> bool {
+    ACTIVE.with(|a| match a.try_borrow() {
+        Ok(d) => d.is_some(),
+        Err(_) => true,
+    })
+}
+
+/// Called by a thread about to block on a future of the pool: if it is the MPI thread
+/// itself (a callback waiting on another task), it must keep the session going while it
+/// waits, or it would wait forever. Other threads just wait.
+pub(crate) fn help(done: &dyn Fn() -> bool) {
+    let nested = ACTIVE.with(|a| matches!(a.try_borrow(), Ok(d) if d.is_some()));
+    if nested {
+        drive(done);
+    }
+}
+
+/// Runs the dispatcher held in `ACTIVE` until `until()` holds or the session is over.
+/// Futures are completed with the dispatcher released, so a callback may wait on another
+/// future (nesting `drive`) or submit.
+fn drive(until: &dyn Fn() -> bool) {
+    loop {
+        if until() {
+            return;
+        }
+        let step = ACTIVE.with(|a| {
+            let mut a = a.borrow_mut();
+            let d = a.as_mut()?;
+            Some(d.step())
+        });
+        let Some((finished, progress, over)) = step else {
+            return;
+        };
+        finished.complete();
+        if over {
+            return;
+        }
+        if !progress
+            && ACTIVE
+                .with(|a| a.borrow_mut().as_mut().map(|d| d.idle()))
+                .is_none()
+        {
+            return;
+        }
+    }
+}
+
+impl Dispatcher {
+    fn new(client: Arc<Client>, port: Port, workers: Vec<RankInfo>, config: Config) -> Self {
+        let now = Instant::now();
+        Dispatcher {
+            client,
+            port,
+            links: workers
+                .into_iter()
+                .map(|info| Link {
+                    info,
+                    seq: 0,
+                    batches: VecDeque::new(),
+                    held: VecDeque::new(),
+                    revoking: false,
+                    robbed: None,
+                    last_heard: now,
+                    pinged: false,
+                    lost: false,
+                })
+                .collect(),
+            inflight: HashMap::new(),
+            backoff: Backoff::new(config.backoff_cap),
+            config,
+            seen: 0,
+            last_check: now,
+            finished: Finished::default(),
+            over: false,
+            session: None,
+        }
+    }
+
+    /// The session, on the MPI thread.
+    fn run(self) {
+        let client = self.client.clone();
+        ACTIVE.with(|a| *a.borrow_mut() = Some(self));
+        drive(&|| false);
+        let mut d = ACTIVE
+            .with(|a| a.borrow_mut().take())
+            .expect("[internal] the dispatcher left during its session");
+        d.port.flush();
+        drop(d);
+        let mut s = lock(&client.state);
+        s.over = true;
+        client.ended.notify_all();
+    }
+
+    /// One round: read what arrived, send what can go, steal, watch. Returns the futures to
+    /// complete, whether anything happened, and whether the session is over.
+    fn step(&mut self) -> (Finished, bool, bool) {
+        if self.over {
+            return (Finished::default(), false, true);
+        }
+        let mut progress = self.receive();
+        progress |= self.dispatch();
+        progress |= self.steal();
+        self.port.test_sends();
+        if self.last_check.elapsed() >= Duration::from_millis(100) {
+            self.last_check = Instant::now();
+            self.watch();
+        }
+        let over = self.finish_if_done();
+        if progress {
+            self.backoff.reset();
+        }
+        (std::mem::take(&mut self.finished), progress, over)
+    }
+
+    /// Nothing happened in the last round: wait a little (or, with nothing to expect from
+    /// the workers, until a submission or a shutdown).
+    fn idle(&mut self) {
+        let expecting = !self.inflight.is_empty() || self.port.sending();
+        let pause = if expecting {
+            match self.backoff.pause() {
+                None => return,
+                Some(d) => Some(d),
+            }
+        } else {
+            None
+        };
+        let mut s = lock(&self.client.state);
+        if s.events != self.seen {
+            return;
+        }
+        s.sleeping = true;
+        match pause {
+            Some(d) => {
+                let (g, _) = self
+                    .client
+                    .wake
+                    .wait_timeout(s, d)
+                    .unwrap_or_else(|p| p.into_inner());
+                s = g;
+            }
+            None => {
+                // Nothing in flight: only a submission or a shutdown can bring work; wake
+                // now and then anyway, to notice that the process is exiting.
+                let (g, _) = self
+                    .client
+                    .wake
+                    .wait_timeout(s, Duration::from_millis(100))
+                    .unwrap_or_else(|p| p.into_inner());
+                s = g;
+            }
+        }
+        s.sleeping = false;
+    }
+
+    /// Reads the messages that have arrived (a bounded number per round).
+    fn receive(&mut self) -> bool {
+        let mut any = false;
+        for _ in 0..64 {
+            let Some((src, buf)) = self.port.probe(wire::TO_CLIENT) else {
+                break;
+            };
+            any = true;
+            if let Err(e) = self.handle(src, buf) {
+                // A rank that sends garbage runs something else than we think: stop.
+                eprintln!("concurrent_futures: rank 0: {e}; aborting the MPI job");
+                comm::abort(3);
+            }
+        }
+        any
+    }
+
+    fn link_of(&mut self, src: i32) -> Result<usize, String> {
+        let i = usize::try_from(src - 1).map_err(|_| format!("a message from rank {src}"))?;
+        if i >= self.links.len() {
+            return Err(format!("a message from rank {src}, outside the job"));
+        }
+        Ok(i)
+    }
+
+    fn handle(&mut self, src: i32, buf: Vec<u8>) -> Result<(), String> {
+        let li = self.link_of(src)?;
+        let link = &mut self.links[li];
+        link.last_heard = Instant::now();
+        link.pinged = false;
+        let (mut r, k) = Reader::new(&buf)?;
+        match k {
+            kind::DONE => {
+                let n = r.u32()? as usize;
+                let outcomes = r.outcomes(n)?;
+                let mut items = Vec::with_capacity(outcomes.len());
+                for (id, range) in outcomes {
+                    if !self.links[li].release(id) {
+                        return Err(format!(
+                            "rank {src} sent the result of a task it did not hold"
+                        ));
+                    }
+                    let (c, _) = self
+                        .inflight
+                        .remove(&id)
+                        .ok_or_else(|| format!("rank {src} sent an unknown result"))?;
+                    items.push((c, range));
+                }
+                self.finished.batches.push((buf, items));
+            }
+            kind::REVOKED => {
+                let n = r.u32()? as usize;
+                let calls = r.calls(n)?;
+                self.links[li].revoking = false;
+                let mut back = Vec::with_capacity(calls.len());
+                for (head, range) in calls {
+                    if !self.links[li].release(head.id) {
+                        return Err(format!("rank {src} gave back a task it did not hold"));
+                    }
+                    let (completion, _) = self
+                        .inflight
+                        .remove(&head.id)
+                        .ok_or_else(|| format!("rank {src} gave back an unknown task"))?;
+                    back.push(Work {
+                        id: head.id,
+                        target: head.target,
+                        payload: buf[range].to_vec(),
+                        completion,
+                        claimed: true,
+                    });
+                }
+                let link = &mut self.links[li];
+                // Busy with the task it started: no new work until that one is done.
+                link.robbed = link.held.front().map(|&(id, _)| id);
+                let mut s = lock(&self.client.state);
+                for w in back.into_iter().rev() {
+                    s.pending.push_front(w);
+                }
+            }
+            kind::PONG => {}
+            other => return Err(format!("rank {src} sent message kind {other} mid-session")),
+        }
+        Ok(())
+    }
+
+    /// Sends pending tasks to the workers with room, the emptiest first.
+    fn dispatch(&mut self) -> bool {
+        let mut s = lock(&self.client.state);
+        self.seen = s.events;
+        if s.pending.is_empty() {
+            return false;
+        }
+        let mut order: Vec<usize> = (0..self.links.len())
+            .filter(|&i| self.links[i].room() > 0)
+            .collect();
+        if order.is_empty() {
+            return false;
+        }
+        order.sort_by_key(|&i| self.links[i].held.len());
+        let mut sent = false;
+        let mut batches = Vec::new();
+        for &li in &order {
+            if s.pending.is_empty() {
+                break;
+            }
+            let link = &self.links[li];
+            let room = self.config.window.saturating_sub(link.held.len());
+            // Half of what is pending stays cancellable, spread over the workers.
+            let fair = s.pending.len() / (2 * self.links.len());
+            let want = fair.clamp(1, MAX_BATCH).min(room);
+            let mut batch = Vec::with_capacity(want);
+            let mut bytes = 0usize;
+            while batch.len() < want {
+                let Some(w) = s.pending.front() else { break };
+                // A large payload goes alone, so that it is sent without a copy.
+                if !batch.is_empty() && (bytes + w.payload.len() > (1 << 16)) {
+                    break;
+                }
+                let w = s.pending.pop_front().expect("front exists");
+                if !w.claimed && !w.completion.claim() {
+                    continue; // cancelled while pending
+                }
+                bytes += w.payload.len();
+                batch.push(w);
+            }
+            if !batch.is_empty() {
+                batches.push((li, batch));
+            }
+        }
+        drop(s);
+        for (li, batch) in batches {
+            self.send_batch(li, batch);
+            sent = true;
+        }
+        sent
+    }
+
+    fn send_batch(&mut self, li: usize, batch: Vec<Work>) {
+        let link = &mut self.links[li];
+        if link.held.is_empty() {
+            link.last_heard = Instant::now();
+        }
+        link.seq += 1;
+        let seq = link.seq;
+        link.batches.push_back((seq, batch.len()));
+        let mut calls = Vec::with_capacity(batch.len());
+        for w in batch {
+            link.held.push_back((w.id, seq));
+            calls.push((
+                CallHead {
+                    id: w.id,
+                    target: w.target,
+                    len: w.payload.len(),
+                },
+                w.payload,
+            ));
+            self.inflight.insert(w.id, (w.completion, li));
+        }
+        let rank = link.info.rank;
+        self.port.send(
+            rank,
+            wire::TO_WORKER,
+            wire::calls_message(kind::CALLS, calls),
+        );
+    }
+
+    /// With nothing pending and a worker idle, asks the worker with the most unstarted
+    /// calls to give them back.
+    fn steal(&mut self) -> bool {
+        if !lock(&self.client.state).pending.is_empty() {
+            return false;
+        }
+        if !self.links.iter().any(|l| l.held.is_empty() && !l.lost) {
+            return false;
+        }
+        let victim = self
+            .links
+            .iter_mut()
+            .filter(|l| {
+                l.info.helper && !l.lost && !l.revoking && l.robbed.is_none() && l.held.len() >= 2
+            })
+            .max_by_key(|l| l.held.len());
+        let Some(victim) = victim else { return false };
+        victim.revoking = true;
+        let rank = victim.info.rank;
+        self.port
+            .send(rank, wire::TO_WORKER, wire::bare(kind::REVOKE));
+        true
+    }
+
+    /// Pings silent workers that hold tasks; declares lost those silent for too long.
+    fn watch(&mut self) {
+        for li in 0..self.links.len() {
+            let link = &mut self.links[li];
+            if link.lost || link.held.is_empty() || !link.info.helper {
+                continue;
+            }
+            let silent = link.last_heard.elapsed();
+            if silent >= self.config.unresponsive_after {
+                self.lose(li, silent);
+            } else if silent >= PING_AFTER && !link.pinged {
+                link.pinged = true;
+                let rank = link.info.rank;
+                self.port
+                    .send(rank, wire::TO_WORKER, wire::bare(kind::PING));
+            }
+        }
+        if comm::exiting() {
+            // The process is exiting with the pool still open: stop taking work.
+            self.client.shutdown(true);
+        }
+    }
+
+    /// A worker rank stopped answering: its tasks fail, and since MPI cannot go on without
+    /// it, the pool is broken (everything pending fails) and the job will be aborted at exit.
+    fn lose(&mut self, li: usize, silent: Duration) {
+        comm::mark_lost();
+        let link = &mut self.links[li];
+        link.lost = true;
+        let info = link.info.clone();
+        let held: Vec<u64> = link.held.drain(..).map(|(id, _)| id).collect();
+        link.batches.clear();
+        for id in held {
+            if let Some((c, _)) = self.inflight.remove(&id) {
+                self.finished.failed.push((
+                    c,
+                    TaskError::WorkerDied {
+                        pid: info.pid,
+                        status: ExitStatus::Unknown,
+                    },
+                ));
+            }
+        }
+        let why: Arc<str> = format!(
+            "rank {} (pid {} on {}) has not answered for {:.1?}; MPI cannot continue without \
+             it, so the job will be aborted when this process exits",
+            info.rank, info.pid, info.host, silent
+        )
+        .into();
+        eprintln!("concurrent_futures: {why}");
+        let mut s = lock(&self.client.state);
+        s.phase = Phase::Broken(why.clone());
+        for w in s.pending.drain(..) {
+            self.finished
+                .failed
+                .push((w.completion, TaskError::Broken(why.clone())));
+        }
+    }
+
+    /// Ends the session once shutdown was asked and nothing is left: every live worker is
+    /// told to leave it.
+    fn finish_if_done(&mut self) -> bool {
+        {
+            let s = lock(&self.client.state);
+            if s.phase == Phase::Running || !s.pending.is_empty() {
+                return false;
+            }
+        }
+        if !self.inflight.is_empty() {
+            return false;
+        }
+        for link in &self.links {
+            if !link.lost {
+                self.port
+                    .send(link.info.rank, wire::TO_WORKER, wire::bare(kind::EXIT));
+            }
+        }
+        self.over = true;
+        true
+    }
+}

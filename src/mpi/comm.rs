@@ -1,0 +1,404 @@
+//! The MPI layer: the process's MPI thread (which initializes and finalizes MPI), sends that
+//! never block, probes that never spin, and the idle backoff. Every call into the MPI
+//! library and every `unsafe` of the MPI backend is in this file.
+//!
+//! # One MPI thread per process
+//!
+//! MPI is initialized once per process and must be finalized before it exits, by the thread
+//! that initialized it. So the first `MpiPoolExecutor::start` starts a thread, `cf-mpi`,
+//! that calls `MPI_Init_thread` and lives until the process exits: an `atexit` handler asks
+//! it to call `MPI_Finalize` (or `MPI_Abort`, when a rank was lost and finalizing would wait
+//! for it forever). Everything that talks MPI on the client rank runs as a job on this
+//! thread, so `MPI_THREAD_FUNNELED` is all the client needs. A worker rank also lets the
+//! thread that runs its tasks probe and send between tasks (under a lock) when the library
+//! grants `MPI_THREAD_SERIALIZED`, which saves two thread hand-offs per task.
+//!
+//! # No burnt cores
+//!
+//! A blocking `MPI_Recv` busy-polls (it keeps a core at ~90% while it waits), so nothing here
+//! blocks in MPI: receives are `MPI_Improbe` + `MPI_Mrecv` of a message already there, sends
+//! are `MPI_Isend` tested later, and an idle loop waits with [`Backoff`].
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use ::mpi::ffi;
+
+/// What the process knows of its MPI job.
+pub(crate) struct Env {
+    pub(crate) rank: i32,
+    pub(crate) size: i32,
+    /// `MPI_THREAD_SERIALIZED` or better was granted: any thread may call MPI, one at a time.
+    pub(crate) serialized: bool,
+    /// `MPI_Get_processor_name`.
+    pub(crate) host: String,
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+enum Job {
+    Run(Box<dyn FnOnce() + Send>),
+    Finalize(mpsc::Sender<()>),
+}
+
+static ENV: OnceLock<Result<Env, String>> = OnceLock::new();
+/// A rank stopped answering: finalizing would wait for it forever, so the job is aborted.
+static LOST: AtomicBool = AtomicBool::new(false);
+/// The process is exiting: a session still running ends now.
+static EXITING: AtomicBool = AtomicBool::new(false);
+/// Sessions running in this process (a worker rank serving, or rank 0's dispatcher).
+static SESSIONS: AtomicUsize = AtomicUsize::new(0);
+/// How long `exit` waits for the MPI thread to finalize before it aborts the job.
+const FINALIZE_WAIT: Duration = Duration::from_secs(30);
+
+/// The MPI environment, initialized on first use (on the MPI thread).
+pub(crate) fn env() -> Result<&'static Env, String> {
+    ENV.get_or_init(start_mpi_thread)
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// True once the process has begun to exit.
+pub(crate) fn exiting() -> bool {
+    EXITING.load(Ordering::Acquire)
+}
+
+/// Records that a rank is lost: at exit the job is aborted instead of finalized.
+pub(crate) fn mark_lost() {
+    LOST.store(true, Ordering::Release);
+}
+
+/// A session in progress on this rank. A process that exits during one (a task called
+/// `std::process::exit`, or rank 0 leaked its pool) cannot finalize MPI, since the other
+/// ranks are not finalizing: it aborts the job instead, with a message.
+pub(crate) struct Session(());
+
+impl Session {
+    pub(crate) fn begin() -> Session {
+        SESSIONS.fetch_add(1, Ordering::AcqRel);
+        Session(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        SESSIONS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn start_mpi_thread() -> Result<Env, String> {
+    let (jobs, queue) = mpsc::channel::<Job>();
+    let (ready, started) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("cf-mpi".into())
+        .spawn(move || {
+            let Some((universe, threading)) =
+                ::mpi::initialize_with_threading(::mpi::Threading::Serialized)
+            else {
+                let _ = ready.send(Err(
+                    "MPI was already initialized outside concurrent_futures".to_string()
+                ));
+                return;
+            };
+            if threading < ::mpi::Threading::Funneled {
+                let _ = ready.send(Err(format!(
+                    "the MPI library grants only {threading:?} threading; at least Funneled is needed"
+                )));
+                drop(universe);
+                return;
+            }
+            use ::mpi::topology::Communicator;
+            let world = universe.world();
+            let info = (
+                world.rank(),
+                world.size(),
+                threading >= ::mpi::Threading::Serialized,
+                ::mpi::environment::processor_name().unwrap_or_else(|_| "?".into()),
+            );
+            drop(world);
+            if ready.send(Ok(info)).is_err() {
+                return;
+            }
+            let mut finalized = None;
+            while let Ok(job) = queue.recv() {
+                match job {
+                    Job::Run(f) => f(),
+                    Job::Finalize(done) => {
+                        finalized = Some(done);
+                        break;
+                    }
+                }
+            }
+            drop(universe); // MPI_Finalize
+            if let Some(done) = finalized {
+                let _ = done.send(());
+            }
+        })
+        .map_err(|e| format!("cannot start the MPI thread: {e}"))?;
+    let (rank, size, serialized, host) = started
+        .recv()
+        .map_err(|_| "the MPI thread ended during MPI_Init".to_string())??;
+    // SAFETY: `atexit` takes a plain `extern "C" fn()`; `finalize_at_exit` does not unwind.
+    unsafe {
+        libc::atexit(finalize_at_exit);
+    }
+    Ok(Env {
+        rank,
+        size,
+        serialized,
+        host,
+        jobs: Mutex::new(jobs),
+    })
+}
+
+impl Env {
+    /// Runs `f` on the MPI thread, after the jobs before it.
+    pub(crate) fn run(&self, f: impl FnOnce() + Send + 'static) {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        // The MPI thread lives until exit; a send can only fail after finalization.
+        let _ = jobs.send(Job::Run(Box::new(f)));
+    }
+
+    /// Runs `f` on the MPI thread and waits for its value.
+    pub(crate) fn call<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        self.run(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv()
+            .expect("[internal] the MPI thread ended while running a job")
+    }
+}
+
+extern "C" fn finalize_at_exit() {
+    EXITING.store(true, Ordering::Release);
+    let Some(Ok(env)) = ENV.get() else { return };
+    if LOST.load(Ordering::Acquire) {
+        eprintln!(
+            "concurrent_futures: rank {} lost a worker rank; aborting the MPI job (MPI cannot \
+             finalize with a rank gone)",
+            env.rank
+        );
+        abort(1);
+    }
+    if SESSIONS.load(Ordering::Acquire) > 0 {
+        eprintln!(
+            "concurrent_futures: rank {} is exiting in the middle of a pool session (did a task \
+             call std::process::exit, or was the pool leaked?); aborting the MPI job",
+            env.rank
+        );
+        abort(1);
+    }
+    let (done, finalized) = mpsc::channel();
+    if let Ok(jobs) = env.jobs.lock() {
+        let _ = jobs.send(Job::Finalize(done));
+    }
+    if finalized.recv_timeout(FINALIZE_WAIT).is_err() {
+        eprintln!(
+            "concurrent_futures: rank {} could not finalize MPI within {FINALIZE_WAIT:?}; \
+             aborting the MPI job",
+            env.rank
+        );
+        abort(1);
+    }
+}
+
+/// Ends the whole MPI job (`MPI_Abort` on the world communicator).
+pub(crate) fn abort(code: i32) -> ! {
+    // SAFETY: MPI is initialized (an `Env` exists) and `MPI_Abort` may be called from any
+    // thread in an emergency; it does not return when it succeeds.
+    unsafe {
+        ffi::MPI_Abort(ffi::RSMPI_COMM_WORLD, code);
+    }
+    std::process::abort()
+}
+
+/// A send in flight: the buffer must stay where it is, untouched, until MPI is done with it.
+struct InFlight {
+    request: ffi::MPI_Request,
+    /// Owned here so that it lives as long as the request; never read or written meanwhile.
+    _buf: Vec<u8>,
+}
+
+/// One rank's sends in flight and its probes. Used by one thread at a time: the MPI thread,
+/// or (on a worker rank granted `MPI_THREAD_SERIALIZED`) whichever thread holds its lock.
+pub(crate) struct Port {
+    sends: Vec<InFlight>,
+}
+
+// SAFETY: a `Port` holds MPI request handles and the buffers they read. It is only used
+// through `&mut` (one thread at a time), and it only moves to another thread on a worker
+// rank where the library granted `MPI_THREAD_SERIALIZED` (`Env::serialized`), which allows
+// any thread to call MPI as long as calls do not overlap. The buffers are plain bytes.
+unsafe impl Send for Port {}
+
+/// The largest message MPI can count in one send (`int` elements of one byte).
+pub(crate) const MAX_MESSAGE: usize = i32::MAX as usize;
+
+impl Port {
+    pub(crate) fn new() -> Self {
+        Port { sends: Vec::new() }
+    }
+
+    /// Starts sending `buf` to `rank` with `tag`; the buffer is kept until the send is done.
+    /// The caller checks the size first (at most [`MAX_MESSAGE`]).
+    pub(crate) fn send(&mut self, rank: i32, tag: i32, buf: Vec<u8>) {
+        assert!(
+            buf.len() <= MAX_MESSAGE,
+            "[internal] message too large for MPI"
+        );
+        let mut request = std::mem::MaybeUninit::<ffi::MPI_Request>::uninit();
+        // SAFETY: (1) `buf` points to `buf.len()` initialized bytes, sent as MPI_UINT8_T
+        // with the matching count; (2) the heap buffer does not move when the `Vec` is
+        // moved into `self.sends`, and it is neither read, written nor freed until
+        // `MPI_Test` reports the request complete (see `test_sends` and `Drop`);
+        // (3) `request` is written by `MPI_Isend` before it is read.
+        unsafe {
+            ffi::MPI_Isend(
+                buf.as_ptr() as *const std::ffi::c_void,
+                buf.len() as i32,
+                ffi::RSMPI_UINT8_T,
+                rank,
+                tag,
+                ffi::RSMPI_COMM_WORLD,
+                request.as_mut_ptr(),
+            );
+            self.sends.push(InFlight {
+                request: request.assume_init(),
+                _buf: buf,
+            });
+        }
+        self.test_sends();
+    }
+
+    /// Lets MPI progress the sends in flight and frees the finished ones; true if some
+    /// are still in flight.
+    pub(crate) fn test_sends(&mut self) -> bool {
+        self.sends.retain_mut(|s| {
+            let mut flag = 0;
+            // SAFETY: `s.request` is a live request from `MPI_Isend` (completed requests are
+            // removed right here, so none is tested twice); the status is ignored.
+            unsafe {
+                ffi::MPI_Test(&mut s.request, &mut flag, ffi::RSMPI_STATUS_IGNORE);
+            }
+            flag == 0
+        });
+        !self.sends.is_empty()
+    }
+
+    /// True if sends are in flight.
+    pub(crate) fn sending(&self) -> bool {
+        !self.sends.is_empty()
+    }
+
+    /// Receives a message with `tag` from any rank if one has arrived: its source and bytes.
+    /// Never waits for one.
+    pub(crate) fn probe(&mut self, tag: i32) -> Option<(i32, Vec<u8>)> {
+        let mut flag = 0;
+        let mut message = std::mem::MaybeUninit::<ffi::MPI_Message>::uninit();
+        let mut status = std::mem::MaybeUninit::<ffi::MPI_Status>::uninit();
+        // SAFETY: the out-pointers are valid for writes; `message` and `status` are read
+        // only when `flag` says a message was matched, in which case MPI wrote both.
+        unsafe {
+            ffi::MPI_Improbe(
+                ffi::RSMPI_ANY_SOURCE,
+                tag,
+                ffi::RSMPI_COMM_WORLD,
+                &mut flag,
+                message.as_mut_ptr(),
+                status.as_mut_ptr(),
+            );
+            if flag == 0 {
+                return None;
+            }
+            let mut message = message.assume_init();
+            let mut status = status.assume_init();
+            let mut count = 0;
+            ffi::MPI_Get_count(&status, ffi::RSMPI_UINT8_T, &mut count);
+            let len = usize::try_from(count).unwrap_or(0);
+            let mut buf = Vec::<u8>::with_capacity(len);
+            // SAFETY (cont.): `buf` has room for `len` bytes, the size of the matched
+            // message, which `MPI_Mrecv` writes in full before `set_len` exposes them; the
+            // matched message is received exactly once.
+            ffi::MPI_Mrecv(
+                buf.as_mut_ptr() as *mut std::ffi::c_void,
+                len as i32,
+                ffi::RSMPI_UINT8_T,
+                &mut message,
+                &mut status,
+            );
+            buf.set_len(len);
+            Some((status.MPI_SOURCE, buf))
+        }
+    }
+
+    /// Waits (yielding) until every send in flight is done.
+    pub(crate) fn flush(&mut self) {
+        while self.test_sends() {
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        // The buffers must outlive their sends.
+        self.flush();
+    }
+}
+
+/// How an idle loop waits between two polls: it spins at first (a reply is often only
+/// microseconds away), then yields, then sleeps for a time that doubles up to `cap`. Any
+/// progress resets it. So a busy rank answers within microseconds, and an idle one wakes
+/// about once per `cap` (a cap of 1 ms costs about 1% of a core).
+pub(crate) struct Backoff {
+    last_progress: Instant,
+    sleep: Duration,
+    cap: Duration,
+}
+
+const SPIN_FOR: Duration = Duration::from_micros(20);
+const YIELD_FOR: Duration = Duration::from_micros(300);
+const FIRST_SLEEP: Duration = Duration::from_micros(20);
+
+impl Backoff {
+    pub(crate) fn new(cap: Duration) -> Self {
+        Backoff {
+            last_progress: Instant::now(),
+            sleep: FIRST_SLEEP,
+            cap,
+        }
+    }
+
+    /// Something happened: poll eagerly again.
+    pub(crate) fn reset(&mut self) {
+        self.last_progress = Instant::now();
+        self.sleep = FIRST_SLEEP;
+    }
+
+    /// Spins or yields inline, or returns how long to sleep (the caller sleeps the way it
+    /// can be woken early).
+    pub(crate) fn pause(&mut self) -> Option<Duration> {
+        let idle = self.last_progress.elapsed();
+        if idle < SPIN_FOR {
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+            None
+        } else if idle < YIELD_FOR {
+            std::thread::yield_now();
+            None
+        } else {
+            let d = self.sleep.min(self.cap);
+            self.sleep = (self.sleep * 2).min(self.cap);
+            Some(d)
+        }
+    }
+
+    /// [`pause`](Self::pause), sleeping with `thread::sleep`.
+    pub(crate) fn wait(&mut self) {
+        if let Some(d) = self.pause() {
+            std::thread::sleep(d);
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! [`MpiPoolExecutor`]: the same [`Executor`] on the ranks of an MPI job (feature `mpi`).
+
+mod client;
+mod comm;
+mod wire;
+mod worker;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{BuildError, SubmitError};
+use crate::executor::{Chunk, Executor, Payload};
+use crate::future::{Core, Future, INLINE, TaskCell, is_done};
+use crate::process::protocol::{self, FnRef, Slot};
+use crate::process::{ProcessPoolExecutor, image};
+use client::{Client, Config};
+
+/// How long an idle loop sleeps at most between two polls, by default.
+pub(crate) const DEFAULT_BACKOFF_CAP: Duration = Duration::from_millis(1);
+
+/// An MPI pool's future: its state, and a way for the MPI thread to keep the session going
+/// if it ever blocks on one (a callback waiting on another task).
+struct MpiCell<T> {
+    core: Core<T>,
+}
+
+impl<T: Send + Sync> TaskCell<T> for MpiCell<T> {
+    fn core(&self) -> &Core<T> {
+        &self.core
+    }
+
+    fn help(&self, _handle: &Future<T>) {
+        client::help(&|| is_done(self.core.load()));
+    }
+}
+
+/// Python's `mpi4py.futures.MPIPoolExecutor`: tasks run on the other ranks of an MPI job.
+///
+/// Every rank runs the same program (SPMD, as `mpirun -n 4 app` starts it). All of them call
+/// [`start`](MpiPoolExecutor::start): rank 0 gets `Some(pool)`, and the others become its
+/// workers inside `start`, which returns `None` on them once rank 0 shuts the pool down.
+/// Tasks are `fn(A) -> R` with serde arguments and results, as on the process pool; they
+/// cross as the offsets of the function and of its trampoline in the executable, and every
+/// rank checks at start-up that it runs the same build as rank 0 (a fingerprint of the
+/// machine code) before it runs anything.
+///
+/// ```no_run
+/// use concurrent_futures::{Executor, MpiPoolExecutor};
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// fn run<E: Executor>(pool: &E) -> u64 {
+///     pool.map(square, 0..1000).map(Result::unwrap).sum()
+/// }
+///
+/// fn main() {
+///     // rank 0 gets the pool; ranks 1.. serve tasks and get None when it shuts down
+///     let Some(pool) = MpiPoolExecutor::start() else { return };
+///     println!("{}", run(&pool)); // the same `run` as on threads or processes
+///     pool.shutdown(true);
+/// }
+/// ```
+///
+/// ```sh
+/// cargo build --release --features mpi
+/// mpirun -n 4 target/release/app        # 1 client + 3 workers
+/// ```
+///
+/// # Running it
+///
+/// * As root (containers): `mpirun --allow-run-as-root`, or set
+///   `OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1` (Open MPI).
+/// * More ranks than cores (a laptop, CI): `mpirun --oversubscribe -n 3` (Open MPI).
+/// * Started without `mpirun` (one rank alone, a *singleton*), `start` runs the tasks on a
+///   local [`ProcessPoolExecutor`] of one process per CPU instead, so the same program works
+///   on a workstation; [`MpiPoolBuilder::local_workers`] sets how many, and
+///   `local_workers(0)` makes `start` fail with [`BuildError::Mpi`] instead.
+/// * Start the pool again after a shutdown if you like (all ranks call `start` again): each
+///   call is a session; MPI is initialized once, by the first, and finalized at exit.
+///
+/// # Behaviour
+///
+/// Futures, callbacks, [`wait`](crate::wait), [`as_completed`](crate::as_completed),
+/// `.await`, `map` (lazy, chunked, one message per chunk), `map_unordered` and
+/// `shutdown_with(wait, cancel_futures)` behave as on the other backends. Each worker rank
+/// holds a small window of tasks (two batches); a rank that falls idle while another has
+/// unstarted tasks queued behind a long one gets them (work stealing). An idle rank does not
+/// burn a core: it polls with a backoff that grows to [`MpiPoolBuilder::idle_backoff_cap`]
+/// (1 ms by default), never a blocking MPI receive. Callbacks run on rank 0's MPI thread.
+///
+/// # Failures
+///
+/// A task that panics fails its future with the message ([`TaskError::Panicked`]); the rank
+/// lives on. MPI cannot survive a dead rank: when a worker rank dies (a crash, a signal, a
+/// task that calls `std::process::exit`), `mpirun` ends the whole job and says which rank
+/// died and how. If a rank instead stops answering without dying (it hangs outside a task,
+/// it is stopped, its node drops off the network), rank 0 pings it, and after
+/// [`MpiPoolBuilder::unresponsive_after`] (60 s by default) fails its tasks with
+/// [`TaskError::WorkerDied`] and everything pending with [`TaskError::Broken`], refuses new
+/// work, and aborts the MPI job when it exits: `result()` never waits forever.
+///
+/// [`TaskError::Panicked`]: crate::TaskError::Panicked
+/// [`TaskError::WorkerDied`]: crate::TaskError::WorkerDied
+/// [`TaskError::Broken`]: crate::TaskError::Broken
+pub struct MpiPoolExecutor {
+    inner: Inner,
+}
+
+enum Inner {
+    Ranks(Arc<Client>),
+    /// Started as a singleton: local worker processes.
+    Local(ProcessPoolExecutor),
+}
+
+/// A worker rank of an [`MpiPoolExecutor`], as it introduced itself.
+///
+/// ```no_run
+/// # let Some(pool) = concurrent_futures::MpiPoolExecutor::start() else { return };
+/// for r in pool.ranks() {
+///     println!("rank {} is pid {} on {}", r.rank, r.pid, r.host);
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MpiRank {
+    /// Its rank in `MPI_COMM_WORLD`.
+    pub rank: usize,
+    /// Its process id on its host.
+    pub pid: u32,
+    /// `MPI_Get_processor_name` there.
+    pub host: String,
+}
+
+/// Builds an [`MpiPoolExecutor`]; every rank must build it with the same settings.
+///
+/// ```no_run
+/// use concurrent_futures::MpiPoolExecutor;
+/// use std::time::Duration;
+/// let Some(pool) = MpiPoolExecutor::builder()
+///     .idle_backoff_cap(Duration::from_millis(5))
+///     .unresponsive_after(Duration::from_secs(600))
+///     .start()
+///     .unwrap()
+/// else {
+///     return;
+/// };
+/// # drop(pool);
+/// ```
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct MpiPoolBuilder {
+    config: Config,
+    local_workers: Option<usize>,
+}
+
+impl Default for MpiPoolBuilder {
+    fn default() -> Self {
+        MpiPoolBuilder {
+            config: Config {
+                backoff_cap: DEFAULT_BACKOFF_CAP,
+                window: 64,
+                unresponsive_after: Duration::from_secs(60),
+                start_timeout: Duration::from_secs(60),
+            },
+            local_workers: None,
+        }
+    }
+}
+
+impl MpiPoolBuilder {
+    /// The longest an idle rank sleeps between two polls for messages (default 1 ms). Longer
+    /// saves CPU on idle ranks; shorter answers an idle rank's first task sooner. Rank 0's
+    /// value is sent to every rank when the pool starts.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = concurrent_futures::MpiPoolExecutor::builder().idle_backoff_cap(Duration::from_micros(200));
+    /// # drop(b);
+    /// ```
+    pub fn idle_backoff_cap(mut self, cap: Duration) -> Self {
+        self.config.backoff_cap = cap.max(Duration::from_micros(1));
+        self
+    }
+
+    /// The most tasks in flight on one worker rank (default 64; at least 1). More hides the
+    /// latency of the network behind cheap tasks; fewer keeps more of a queue cancellable.
+    ///
+    /// ```
+    /// let b = concurrent_futures::MpiPoolExecutor::builder().window(8);
+    /// # drop(b);
+    /// ```
+    pub fn window(mut self, tasks: usize) -> Self {
+        self.config.window = tasks.max(1);
+        self
+    }
+
+    /// How long a worker rank holding tasks may stay silent (not even answering a ping)
+    /// before it is taken for lost (default 60 s). See "Failures" on [`MpiPoolExecutor`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = concurrent_futures::MpiPoolExecutor::builder().unresponsive_after(Duration::from_secs(5));
+    /// # drop(b);
+    /// ```
+    pub fn unresponsive_after(mut self, limit: Duration) -> Self {
+        self.config.unresponsive_after = limit;
+        self
+    }
+
+    /// How long rank 0 waits for every other rank to reach `start` (default 60 s).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = concurrent_futures::MpiPoolExecutor::builder().start_timeout(Duration::from_secs(10));
+    /// # drop(b);
+    /// ```
+    pub fn start_timeout(mut self, limit: Duration) -> Self {
+        self.config.start_timeout = limit;
+        self
+    }
+
+    /// Worker processes to use when the program was started alone, without `mpirun`
+    /// (default: one per CPU); 0 makes `start` fail there instead.
+    ///
+    /// ```
+    /// let b = concurrent_futures::MpiPoolExecutor::builder().local_workers(2);
+    /// # drop(b);
+    /// ```
+    pub fn local_workers(mut self, n: usize) -> Self {
+        self.local_workers = Some(n);
+        self
+    }
+
+    /// Starts a session on every rank (collective: every rank must call it). On rank 0,
+    /// returns the pool; on the other ranks, serves tasks until rank 0 shuts the pool down,
+    /// then returns `Ok(None)`.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Mpi`] if MPI cannot be initialized, a rank runs another executable, a
+    /// rank does not reach `start` in time, or (with `local_workers(0)`) the program was not
+    /// started by `mpirun`.
+    ///
+    /// ```no_run
+    /// let Some(pool) = concurrent_futures::MpiPoolExecutor::builder().start().unwrap() else {
+    ///     return; // a worker rank, after the session
+    /// };
+    /// # drop(pool);
+    /// ```
+    pub fn start(self) -> Result<Option<MpiPoolExecutor>, BuildError> {
+        crate::unwind::install_hook();
+        let env = comm::env().map_err(BuildError::Mpi)?;
+        if env.size == 1 {
+            let n = self.local_workers.unwrap_or_else(num_cpus::get);
+            if n == 0 {
+                return Err(BuildError::Mpi(
+                    "this program was started alone, not by mpirun (MPI_COMM_WORLD has one \
+                     rank, so there are no workers); start it with `mpirun -n N` (N ≥ 2)"
+                        .into(),
+                ));
+            }
+            let pool = ProcessPoolExecutor::builder().max_workers(n).build()?;
+            return Ok(Some(MpiPoolExecutor {
+                inner: Inner::Local(pool),
+            }));
+        }
+        if env.rank != 0 {
+            let _session = comm::Session::begin();
+            worker::serve(env);
+            return Ok(None);
+        }
+        let client = Client::start(env, self.config).map_err(BuildError::Mpi)?;
+        Ok(Some(MpiPoolExecutor {
+            inner: Inner::Ranks(client),
+        }))
+    }
+}
+
+impl MpiPoolExecutor {
+    /// Starts the pool on every rank (collective): `Some(pool)` on rank 0; on the other
+    /// ranks, serves tasks and returns `None` once rank 0 shuts the pool down.
+    ///
+    /// # Panics
+    ///
+    /// If the pool cannot start (see [`MpiPoolBuilder::start`], which returns the error).
+    ///
+    /// ```no_run
+    /// let Some(pool) = concurrent_futures::MpiPoolExecutor::start() else { return };
+    /// # drop(pool);
+    /// ```
+    pub fn start() -> Option<MpiPoolExecutor> {
+        match Self::builder().start() {
+            Ok(pool) => pool,
+            Err(e) => panic!("MpiPoolExecutor::start: {e}"),
+        }
+    }
+
+    /// A builder for the pool's options.
+    ///
+    /// ```
+    /// let b = concurrent_futures::MpiPoolExecutor::builder();
+    /// # drop(b);
+    /// ```
+    pub fn builder() -> MpiPoolBuilder {
+        MpiPoolBuilder::default()
+    }
+
+    /// The worker ranks (empty when the pool runs on local processes, as a singleton).
+    ///
+    /// ```no_run
+    /// # let Some(pool) = concurrent_futures::MpiPoolExecutor::start() else { return };
+    /// assert_eq!(pool.ranks().len(), concurrent_futures::Executor::max_workers(&pool));
+    /// ```
+    pub fn ranks(&self) -> Vec<MpiRank> {
+        match &self.inner {
+            Inner::Ranks(c) => c
+                .workers()
+                .iter()
+                .map(|w| MpiRank {
+                    rank: w.rank as usize,
+                    pid: w.pid,
+                    host: w.host.clone(),
+                })
+                .collect(),
+            Inner::Local(_) => Vec::new(),
+        }
+    }
+
+    fn enqueue<A: Payload, T: Payload>(
+        client: &Client,
+        target: FnRef,
+        arg: &A,
+    ) -> Result<Future<T>, SubmitError> {
+        let payload = protocol::encode(arg).map_err(|e| SubmitError::Codec(e.into()))?;
+        let fut = Future::from_task_cell(Arc::new(MpiCell {
+            core: Core::new(INLINE),
+        }));
+        client.submit(target, payload, Box::new(Slot(fut.handle())))?;
+        Ok(fut)
+    }
+}
+
+impl Executor for MpiPoolExecutor {
+    fn max_workers(&self) -> usize {
+        match &self.inner {
+            Inner::Ranks(c) => c.workers().len(),
+            Inner::Local(p) => p.max_workers(),
+        }
+    }
+
+    fn try_submit<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+    ) -> Result<Future<R>, SubmitError> {
+        match &self.inner {
+            Inner::Ranks(c) => Self::enqueue(c, image::target_of(f)?, &arg),
+            Inner::Local(p) => p.try_submit(f, arg),
+        }
+    }
+
+    fn submit_chunk<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        items: Vec<A>,
+    ) -> Result<Future<Chunk<R>>, SubmitError> {
+        match &self.inner {
+            Inner::Ranks(c) => Self::enqueue(c, image::chunk_target_of(f)?, &items),
+            Inner::Local(p) => p.submit_chunk(f, items),
+        }
+    }
+
+    fn shutdown_with(&self, wait: bool, cancel_futures: bool) {
+        match &self.inner {
+            Inner::Ranks(c) => {
+                c.shutdown(cancel_futures);
+                if wait {
+                    c.join();
+                }
+            }
+            Inner::Local(p) => p.shutdown_with(wait, cancel_futures),
+        }
+    }
+
+    /// A chunk should run about half a millisecond: a task costs microseconds here, more
+    /// across a network.
+    fn chunk_target(&self) -> Duration {
+        match &self.inner {
+            Inner::Ranks(_) => Duration::from_micros(500),
+            Inner::Local(p) => p.chunk_target(),
+        }
+    }
+}
+
+impl Drop for MpiPoolExecutor {
+    fn drop(&mut self) {
+        if let Inner::Ranks(_) = self.inner {
+            self.shutdown_with(true, false);
+        }
+    }
+}
+
+impl fmt::Debug for MpiPoolExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MpiPoolExecutor")
+            .field("max_workers", &self.max_workers())
+            .field("ranks", &self.ranks())
+            .finish()
+    }
+}

@@ -1,0 +1,309 @@
+//! What crosses between ranks, byte for byte. **API boundary**: every rank runs the same
+//! executable (checked at start-up with the code fingerprint), so the format needs no
+//! versioning, but a malformed message is an error, never undefined behaviour.
+//!
+//! A message is one MPI message of bytes. Its *last* byte says what it is, and the fields
+//! are read from the end backwards; payloads (encoded arguments and outcomes, see
+//! `process::protocol`) come first, as they are. Putting the header at the end is what lets
+//! a large payload travel without a copy: the sender appends a few bytes to the buffer the
+//! argument was encoded into and sends that buffer, and the receiver runs the task on a
+//! slice of the buffer it received. No payload is ever encoded element by element.
+//!
+//! ```text
+//! client → worker (tag TO_WORKER)              worker → client (tag TO_CLIENT)
+//!   Start   fingerprint, backoff cap µs          Hello    ok, fingerprint, pid, helper, host
+//!   Calls   payloads.. [id func tramp len]*n n   Done     outcomes.. [id len]*n n
+//!   Revoke                                      Revoked  payloads.. [id func tramp len]*n n
+//!   Ping                                        Pong
+//!   Exit
+//! ```
+
+use crate::process::protocol::FnRef;
+
+/// Tag of every message to a worker rank (one tag: MPI keeps them in order).
+pub(crate) const TO_WORKER: i32 = 0x6366;
+/// Tag of every message to the client (rank 0).
+pub(crate) const TO_CLIENT: i32 = 0x6367;
+
+/// Message kinds (the last byte).
+pub(crate) mod kind {
+    pub(crate) const START: u8 = 1;
+    pub(crate) const CALLS: u8 = 2;
+    pub(crate) const REVOKE: u8 = 3;
+    pub(crate) const PING: u8 = 4;
+    pub(crate) const EXIT: u8 = 5;
+    pub(crate) const HELLO: u8 = 11;
+    pub(crate) const DONE: u8 = 12;
+    pub(crate) const REVOKED: u8 = 13;
+    pub(crate) const PONG: u8 = 14;
+}
+
+/// One call as it sits in a `Calls` (or `Revoked`) message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallHead {
+    pub(crate) id: u64,
+    pub(crate) target: FnRef,
+    pub(crate) len: usize,
+}
+
+/// Appends the header fields of a message to the bytes already in `buf` (the payloads).
+pub(crate) struct Writer<'a> {
+    buf: &'a mut Vec<u8>,
+}
+
+impl<'a> Writer<'a> {
+    pub(crate) fn new(buf: &'a mut Vec<u8>) -> Self {
+        Writer { buf }
+    }
+
+    pub(crate) fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    pub(crate) fn u32(&mut self, v: u32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    pub(crate) fn u8(&mut self, v: u8) -> &mut Self {
+        self.buf.push(v);
+        self
+    }
+
+    pub(crate) fn call(&mut self, head: &CallHead) -> &mut Self {
+        self.u64(head.id)
+            .u64(head.target.func as u64)
+            .u64(head.target.tramp as u64)
+            .u64(head.len as u64)
+    }
+
+    /// Ends the message with its kind.
+    pub(crate) fn finish(&mut self, kind: u8) {
+        self.buf.push(kind);
+    }
+}
+
+/// A message with no fields but its kind.
+pub(crate) fn bare(kind: u8) -> Vec<u8> {
+    vec![kind]
+}
+
+/// Reads a message's fields from the end.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    end: usize,
+}
+
+/// A message that does not parse.
+pub(crate) type Malformed = String;
+
+impl<'a> Reader<'a> {
+    /// The reader of `buf`, and the message's kind.
+    pub(crate) fn new(buf: &'a [u8]) -> Result<(Self, u8), Malformed> {
+        let mut r = Reader {
+            buf,
+            end: buf.len(),
+        };
+        let kind = r.u8()?;
+        Ok((r, kind))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
+        if self.end < n {
+            return Err(format!("malformed message: {} bytes short", n - self.end));
+        }
+        self.end -= n;
+        Ok(&self.buf[self.end..self.end + n])
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, Malformed> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, Malformed> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, Malformed> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+
+    /// The bytes not read yet (the payloads).
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        &self.buf[..self.end]
+    }
+
+    /// `n` call heads (written in order, so read in reverse), and where each payload is in
+    /// the message. Checks that the payloads exactly fill the rest.
+    pub(crate) fn calls(
+        &mut self,
+        n: usize,
+    ) -> Result<Vec<(CallHead, std::ops::Range<usize>)>, Malformed> {
+        let mut heads = Vec::with_capacity(n.min(self.end / 32));
+        for _ in 0..n {
+            let len = self.u64()?;
+            let tramp = self.u64()? as i64;
+            let func = self.u64()? as i64;
+            let id = self.u64()?;
+            let len = usize::try_from(len).map_err(|_| "malformed message: length".to_string())?;
+            heads.push(CallHead {
+                id,
+                target: FnRef { func, tramp },
+                len,
+            });
+        }
+        heads.reverse();
+        let mut at = 0usize;
+        let mut out = Vec::with_capacity(heads.len());
+        for head in heads {
+            let end = at
+                .checked_add(head.len)
+                .filter(|&e| e <= self.end)
+                .ok_or("malformed message: payload out of bounds")?;
+            out.push((head, at..end));
+            at = end;
+        }
+        if at != self.end {
+            return Err("malformed message: stray bytes before the header".into());
+        }
+        Ok(out)
+    }
+
+    /// `n` (id, length) pairs of a `Done` message and where each outcome is.
+    pub(crate) fn outcomes(
+        &mut self,
+        n: usize,
+    ) -> Result<Vec<(u64, std::ops::Range<usize>)>, Malformed> {
+        let mut heads = Vec::with_capacity(n.min(self.end / 16));
+        for _ in 0..n {
+            let len = self.u64()?;
+            let id = self.u64()?;
+            heads.push((
+                id,
+                usize::try_from(len).map_err(|_| "malformed message: length")?,
+            ));
+        }
+        heads.reverse();
+        let mut at = 0usize;
+        let mut out = Vec::with_capacity(heads.len());
+        for (id, len) in heads {
+            let end = at
+                .checked_add(len)
+                .filter(|&e| e <= self.end)
+                .ok_or("malformed message: outcome out of bounds")?;
+            out.push((id, at..end));
+            at = end;
+        }
+        if at != self.end {
+            return Err("malformed message: stray bytes before the header".into());
+        }
+        Ok(out)
+    }
+}
+
+/// Builds a `Calls` (or `Revoked`) message from calls and their payloads. A single call
+/// reuses its payload's buffer (no copy); several are copied into one buffer.
+pub(crate) fn calls_message(kind: u8, mut calls: Vec<(CallHead, Vec<u8>)>) -> Vec<u8> {
+    let n = calls.len();
+    let mut buf = if n == 1 {
+        let (_, payload) = &mut calls[0];
+        std::mem::take(payload)
+    } else {
+        let total: usize = calls.iter().map(|(_, p)| p.len()).sum();
+        let mut buf = Vec::with_capacity(total + 32 * n + 5);
+        for (_, p) in &calls {
+            buf.extend_from_slice(p);
+        }
+        buf
+    };
+    let mut w = Writer::new(&mut buf);
+    for (head, _) in &calls {
+        w.call(head);
+    }
+    w.u32(n as u32).finish(kind);
+    buf
+}
+
+/// Builds a `Done` message from outcomes. A single outcome reuses its buffer.
+pub(crate) fn done_message(mut outcomes: Vec<(u64, Vec<u8>)>) -> Vec<u8> {
+    let n = outcomes.len();
+    let heads: Vec<(u64, usize)> = outcomes.iter().map(|(id, o)| (*id, o.len())).collect();
+    let mut buf = if n == 1 {
+        std::mem::take(&mut outcomes[0].1)
+    } else {
+        let total: usize = heads.iter().map(|h| h.1).sum();
+        let mut buf = Vec::with_capacity(total + 16 * n + 5);
+        for (_, o) in &outcomes {
+            buf.extend_from_slice(o);
+        }
+        buf
+    };
+    let mut w = Writer::new(&mut buf);
+    for (id, len) in heads {
+        w.u64(id).u64(len as u64);
+    }
+    w.u32(n as u32).finish(kind::DONE);
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(id: u64, len: usize) -> CallHead {
+        CallHead {
+            id,
+            target: FnRef { func: -5, tramp: 7 },
+            len,
+        }
+    }
+
+    #[test]
+    fn calls_round_trip_one_and_many() {
+        for n in [1usize, 3] {
+            let calls: Vec<_> = (0..n)
+                .map(|i| (head(i as u64 + 10, i + 1), vec![i as u8; i + 1]))
+                .collect();
+            let msg = calls_message(kind::CALLS, calls);
+            let (mut r, k) = Reader::new(&msg).unwrap();
+            assert_eq!(k, kind::CALLS);
+            let count = r.u32().unwrap() as usize;
+            let parsed = r.calls(count).unwrap();
+            assert_eq!(parsed.len(), n);
+            for (i, (h, range)) in parsed.iter().enumerate() {
+                assert_eq!(h.id, i as u64 + 10);
+                assert_eq!((h.target.func, h.target.tramp), (-5, 7));
+                assert_eq!(&msg[range.clone()], &vec![i as u8; i + 1][..]);
+            }
+        }
+    }
+
+    #[test]
+    fn done_round_trip() {
+        let msg = done_message(vec![(1, vec![9; 3]), (2, vec![]), (3, vec![7])]);
+        let (mut r, k) = Reader::new(&msg).unwrap();
+        assert_eq!(k, kind::DONE);
+        let n = r.u32().unwrap() as usize;
+        let out = r.outcomes(n).unwrap();
+        assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(&msg[out[0].1.clone()], &[9, 9, 9]);
+        assert!(out[1].1.is_empty());
+    }
+
+    #[test]
+    fn malformed_messages_are_errors() {
+        assert!(Reader::new(&[]).is_err());
+        let mut msg = done_message(vec![(1, vec![1, 2, 3])]);
+        msg.remove(0); // a payload byte short
+        let (mut r, _) = Reader::new(&msg).unwrap();
+        let n = r.u32().unwrap() as usize;
+        assert!(r.outcomes(n).is_err());
+        // A count far larger than the message.
+        let mut buf = Vec::new();
+        Writer::new(&mut buf).u32(u32::MAX).finish(kind::CALLS);
+        let (mut r, _) = Reader::new(&buf).unwrap();
+        let n = r.u32().unwrap() as usize;
+        assert!(r.calls(n).is_err());
+    }
+}

@@ -1,0 +1,296 @@
+//! A worker rank (rank 1 and up): join the session, run calls until rank 0 says it is over.
+//!
+//! Two threads share the rank's MPI traffic (one at a time, under `Shared::link`), when the
+//! library grants `MPI_THREAD_SERIALIZED`:
+//!
+//! * the *task thread* (the one that called `start`) runs the calls; between calls, and
+//!   while it has none, it probes for messages and sends results itself, so a call that
+//!   arrives at an idle rank starts on the thread that received it, without a hand-off;
+//! * the *helper* (the MPI thread) stays asleep, waking once per backoff cap; when a call
+//!   has run longer than that, it takes over the probing: it queues new calls, answers pings,
+//!   sends results that have waited, and gives back unstarted calls when rank 0 asks
+//!   (`Revoke`), which is what lets an idle rank take the work queued behind a long call.
+//!
+//! With only `MPI_THREAD_FUNNELED`, the MPI thread does everything itself, one call at a
+//! time, and tells rank 0 that it cannot answer while busy (no stealing from it, no pings).
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::comm::{self, Backoff, Env, MAX_MESSAGE, Port};
+use super::wire::{self, CallHead, Reader, kind};
+use crate::process::{image, protocol};
+
+/// Results are sent together while they come quickly: what is ready goes when the rank has
+/// nothing left to run, or once the oldest unsent result is this old.
+const FLUSH_AFTER: Duration = Duration::from_micros(200);
+
+/// A call received and not started.
+struct Job {
+    head: CallHead,
+    msg: Arc<Vec<u8>>,
+    range: Range<usize>,
+}
+
+/// The rank's side of the session's traffic, used by one thread at a time.
+struct Link {
+    port: Port,
+    /// Results not sent yet, and since when the oldest has waited.
+    ready: Vec<(u64, Vec<u8>)>,
+    ready_bytes: usize,
+    since: Instant,
+    /// Rank 0 ended the session.
+    exit: bool,
+}
+
+struct Shared {
+    link: Mutex<Link>,
+    queue: Mutex<VecDeque<Job>>,
+    /// When the running call started (ns since `epoch`), 0 while none runs.
+    busy_since: AtomicU64,
+    epoch: Instant,
+    over: AtomicBool,
+    /// The helper sleeps here between looks.
+    nap: (Mutex<()>, Condvar),
+    cap: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serves one session on this worker rank; returns when it is over (or was refused).
+pub(crate) fn serve(env: &'static Env) {
+    let outcome = if env.serialized {
+        join_and_run(env)
+    } else {
+        env.call(move || join_and_run(env))
+    };
+    if let Err(e) = outcome {
+        // A rank that cannot follow the protocol would leave rank 0 waiting: end the job.
+        eprintln!(
+            "concurrent_futures: rank {} (pid {}): {e}; aborting the MPI job",
+            env.rank,
+            std::process::id()
+        );
+        comm::abort(3);
+    }
+}
+
+/// Waits for rank 0's `Start`, answers with this rank's `Hello`, then runs the session.
+fn join_and_run(env: &'static Env) -> Result<(), String> {
+    let mut port = Port::new();
+    // Rank 0 tells the backoff cap in `Start`; until then, the default.
+    let mut backoff = Backoff::new(super::DEFAULT_BACKOFF_CAP);
+    let buf = loop {
+        if let Some((_, buf)) = port.probe(wire::TO_WORKER) {
+            break buf;
+        }
+        backoff.wait();
+    };
+    let (mut r, k) = Reader::new(&buf)?;
+    if k != kind::START {
+        return Err(format!("expected Start from rank 0, got message kind {k}"));
+    }
+    let cap = Duration::from_micros(r.u64()?);
+    let theirs = r.u64()?;
+    let ours = image::code_fingerprint();
+    let ok = theirs == ours;
+    let mut hello = env.host.as_bytes().to_vec();
+    wire::Writer::new(&mut hello)
+        .u8(env.serialized as u8)
+        .u32(std::process::id())
+        .u8(ok as u8)
+        .finish(kind::HELLO);
+    port.send(0, wire::TO_CLIENT, hello);
+    if !ok {
+        port.flush();
+        eprintln!(
+            "concurrent_futures: rank {} runs a different executable than rank 0 (code \
+             fingerprint {ours:016x}, rank 0 has {theirs:016x}); it runs no task",
+            env.rank
+        );
+        return Ok(());
+    }
+    let shared = Arc::new(Shared {
+        link: Mutex::new(Link {
+            port,
+            ready: Vec::new(),
+            ready_bytes: 0,
+            since: Instant::now(),
+            exit: false,
+        }),
+        queue: Mutex::new(VecDeque::new()),
+        busy_since: AtomicU64::new(0),
+        epoch: Instant::now(),
+        over: AtomicBool::new(false),
+        nap: (Mutex::new(()), Condvar::new()),
+        cap,
+    });
+    if env.serialized {
+        let helper = shared.clone();
+        env.run(move || helper_loop(&helper));
+    }
+    let result = task_loop(&shared);
+    shared.over.store(true, Ordering::Release);
+    shared.nap.1.notify_all();
+    result
+}
+
+/// Runs calls; probes and sends whenever it has none to run.
+fn task_loop(shared: &Shared) -> Result<(), String> {
+    let mut backoff = Backoff::new(shared.cap);
+    loop {
+        let job = lock(&shared.queue).pop_front();
+        if let Some(job) = job {
+            let started = shared.epoch.elapsed().as_nanos() as u64;
+            shared.busy_since.store(started.max(1), Ordering::Release);
+            let outcome = image::invoke(job.head.target, &job.msg[job.range.clone()])?;
+            shared.busy_since.store(0, Ordering::Release);
+            drop(job.msg);
+            let mut link = lock(&shared.link);
+            link.add_result(job.head.id, outcome);
+            let more = !lock(&shared.queue).is_empty();
+            if !more || link.since.elapsed() >= FLUSH_AFTER {
+                link.flush_results();
+            }
+            backoff.reset();
+            continue;
+        }
+        let mut link = lock(&shared.link);
+        link.flush_results();
+        if link.exit {
+            link.port.flush();
+            return Ok(());
+        }
+        if link.poll(shared)? {
+            backoff.reset();
+            continue;
+        }
+        drop(link);
+        if comm::exiting() {
+            return Ok(());
+        }
+        backoff.wait();
+    }
+}
+
+/// The helper: while a call runs longer than the backoff cap, it keeps the rank's traffic
+/// going.
+fn helper_loop(shared: &Shared) {
+    let (m, nap) = &shared.nap;
+    loop {
+        {
+            let g = lock(m);
+            if shared.over.load(Ordering::Acquire) {
+                return;
+            }
+            let _ = nap.wait_timeout(g, shared.cap);
+        }
+        if shared.over.load(Ordering::Acquire) || comm::exiting() {
+            return;
+        }
+        let since = shared.busy_since.load(Ordering::Acquire);
+        let now = shared.epoch.elapsed().as_nanos() as u64;
+        if since == 0 || now.saturating_sub(since) < shared.cap.as_nanos() as u64 {
+            continue; // the task thread is polling, or will be soon
+        }
+        let mut link = lock(&shared.link);
+        if link.since.elapsed() >= FLUSH_AFTER {
+            link.flush_results();
+        }
+        if let Err(e) = link.poll(shared) {
+            eprintln!(
+                "concurrent_futures: worker pid {}: {e}; aborting the MPI job",
+                std::process::id()
+            );
+            comm::abort(3);
+        }
+    }
+}
+
+impl Link {
+    fn add_result(&mut self, id: u64, mut outcome: Vec<u8>) {
+        if outcome.len() > MAX_MESSAGE - 64 {
+            let err: Result<(), crate::TaskError> = Err(crate::TaskError::Codec(
+                format!(
+                    "a result of {} bytes does not fit in one MPI message",
+                    outcome.len()
+                )
+                .into(),
+            ));
+            outcome = protocol::encode_outcome(&err);
+        }
+        if self.ready_bytes + outcome.len() > MAX_MESSAGE / 2 {
+            self.flush_results();
+        }
+        if self.ready.is_empty() {
+            self.since = Instant::now();
+        }
+        self.ready_bytes += outcome.len();
+        self.ready.push((id, outcome));
+    }
+
+    fn flush_results(&mut self) {
+        if self.ready.is_empty() {
+            return;
+        }
+        self.ready_bytes = 0;
+        let msg = wire::done_message(std::mem::take(&mut self.ready));
+        self.port.send(0, wire::TO_CLIENT, msg);
+    }
+
+    /// Handles every message that has arrived; true if there was one.
+    fn poll(&mut self, shared: &Shared) -> Result<bool, String> {
+        self.port.test_sends();
+        let mut any = false;
+        while let Some((_, buf)) = self.port.probe(wire::TO_WORKER) {
+            any = true;
+            self.handle(shared, buf)?;
+            if self.exit {
+                break;
+            }
+        }
+        Ok(any)
+    }
+
+    fn handle(&mut self, shared: &Shared, buf: Vec<u8>) -> Result<(), String> {
+        let (mut r, k) = Reader::new(&buf)?;
+        match k {
+            kind::CALLS => {
+                let n = r.u32()? as usize;
+                let calls = r.calls(n)?;
+                let msg = Arc::new(buf);
+                let mut q = lock(&shared.queue);
+                q.extend(calls.into_iter().map(|(head, range)| Job {
+                    head,
+                    msg: msg.clone(),
+                    range,
+                }));
+            }
+            kind::REVOKE => {
+                // Under the queue lock: a call is either started by the task thread or given
+                // back here, never both.
+                let back: Vec<Job> = lock(&shared.queue).drain(..).collect();
+                let calls = back
+                    .into_iter()
+                    .map(|j| (j.head, j.msg[j.range].to_vec()))
+                    .collect();
+                // Results first: rank 0 must not see a call given back after its result.
+                self.flush_results();
+                self.port.send(
+                    0,
+                    wire::TO_CLIENT,
+                    wire::calls_message(kind::REVOKED, calls),
+                );
+            }
+            kind::PING => self.port.send(0, wire::TO_CLIENT, wire::bare(kind::PONG)),
+            kind::EXIT => self.exit = true,
+            other => return Err(format!("unexpected message kind {other} from rank 0")),
+        }
+        Ok(())
+    }
+}
