@@ -51,8 +51,10 @@ struct Work {
     target: FnRef,
     payload: Vec<u8>,
     completion: Box<dyn Completion>,
-    /// Already RUNNING (it was sent once, and given back).
+    /// Already RUNNING: given a free slot at submission, or sent once and given back.
     claimed: bool,
+    /// Claimed at submission against `State::slots`.
+    reserved: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +76,12 @@ struct State {
     sleeping: bool,
     /// The dispatcher finished the session.
     over: bool,
+    /// Batches the workers can take now, as the dispatcher last counted them, and how many
+    /// of them submissions have reserved since. A task submitted while a slot is free is
+    /// claimed (RUNNING) at once, as the dispatcher will send it next; so a task still
+    /// pending after `submit` means that no worker has room, as on the process pool.
+    slots: usize,
+    reserved: usize,
 }
 
 /// The handle the executor holds; shared with the dispatcher.
@@ -106,6 +114,7 @@ impl Client {
     pub(crate) fn start(env: &'static Env, config: Config) -> Result<Arc<Client>, String> {
         let cfg = config.clone();
         let (workers, port) = env.call(move || handshake(env, &cfg))?;
+        // (On an error, `handshake` released the ranks it could, or marked the job lost.)
         let client = Arc::new(Client {
             state: Mutex::new(State {
                 phase: Phase::Running,
@@ -114,6 +123,8 @@ impl Client {
                 events: 0,
                 sleeping: false,
                 over: false,
+                slots: 0,
+                reserved: 0,
             }),
             wake: Condvar::new(),
             ended: Condvar::new(),
@@ -154,12 +165,15 @@ impl Client {
         }
         let id = s.next_id;
         s.next_id += 1;
+        let reserved = s.reserved < s.slots && completion.claim();
+        s.reserved += usize::from(reserved);
         s.pending.push_back(Work {
             id,
             target,
             payload,
             completion,
-            claimed: false,
+            claimed: reserved,
+            reserved,
         });
         s.events += 1;
         if std::mem::take(&mut s.sleeping) {
@@ -226,7 +240,7 @@ fn handshake(env: &Env, config: &Config) -> Result<(Vec<RankInfo>, Port), String
     while hellos.iter().any(Option::is_none) {
         match port.probe(wire::TO_CLIENT) {
             Some((src, buf)) => {
-                let (ok, info) = parse_hello(src, &buf)?;
+                let (ok, info) = parse_hello(src, &buf).inspect_err(|_| comm::mark_lost())?;
                 let slot = hellos
                     .get_mut(src as usize - 1)
                     .ok_or("a Hello from outside the job")?;
@@ -315,12 +329,9 @@ struct Link {
 }
 
 impl Link {
-    fn room(&self) -> usize {
-        if self.lost || self.robbed.is_some() || self.batches.len() >= MAX_BATCHES {
-            0
-        } else {
-            usize::MAX
-        }
+    /// It may be sent work (it is alive, and not busy with a task it was robbed behind).
+    fn open(&self) -> bool {
+        !self.lost && self.robbed.is_none()
     }
 
     /// Forgets task `id` (finished or given back); false if this worker did not hold it.
@@ -340,12 +351,15 @@ impl Link {
     }
 }
 
+/// Futures and where their outcomes are in a received message.
+type Outcomes = Vec<(Box<dyn Completion>, Range<usize>)>;
+
 /// Futures to complete once the dispatcher's state is released (callbacks run there, and
 /// may wait on other futures of the pool: see `help`).
 #[derive(Default)]
 struct Finished {
     /// One message's bytes, and the outcomes in it.
-    batches: Vec<(Vec<u8>, Vec<(Box<dyn Completion>, Range<usize>)>)>,
+    batches: Vec<(Vec<u8>, Outcomes)>,
     failed: Vec<(Box<dyn Completion>, TaskError)>,
 }
 
@@ -374,7 +388,9 @@ struct Dispatcher {
     seen: u64,
     last_check: Instant,
     finished: Finished,
-    /// The workers were told to leave: the session is over.
+    /// The workers were told to leave; this many have not said `Left` yet.
+    leaving: Option<usize>,
+    /// Every worker has left: the session is over.
     over: bool,
     session: Option<comm::Session>,
 }
@@ -458,6 +474,7 @@ impl Dispatcher {
             seen: 0,
             last_check: now,
             finished: Finished::default(),
+            leaving: None,
             over: false,
             session: None,
         }
@@ -502,7 +519,7 @@ impl Dispatcher {
     /// Nothing happened in the last round: wait a little (or, with nothing to expect from
     /// the workers, until a submission or a shutdown).
     fn idle(&mut self) {
-        let expecting = !self.inflight.is_empty() || self.port.sending();
+        let expecting = !self.inflight.is_empty() || self.port.sending() || self.leaving.is_some();
         let pause = if expecting {
             match self.backoff.pause() {
                 None => return,
@@ -567,6 +584,10 @@ impl Dispatcher {
     fn handle(&mut self, src: i32, buf: Vec<u8>) -> Result<(), String> {
         let li = self.link_of(src)?;
         let link = &mut self.links[li];
+        if link.lost {
+            // Its tasks already failed; whatever it says now comes too late.
+            return Ok(());
+        }
         link.last_heard = Instant::now();
         link.pinged = false;
         let (mut r, k) = Reader::new(&buf)?;
@@ -608,6 +629,7 @@ impl Dispatcher {
                         payload: buf[range].to_vec(),
                         completion,
                         claimed: true,
+                        reserved: false,
                     });
                 }
                 let link = &mut self.links[li];
@@ -619,45 +641,57 @@ impl Dispatcher {
                 }
             }
             kind::PONG => {}
+            kind::LEFT => {
+                if let Some(n) = &mut self.leaving {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.over = true;
+                    }
+                }
+            }
             other => return Err(format!("rank {src} sent message kind {other} mid-session")),
         }
         Ok(())
     }
 
-    /// Sends pending tasks to the workers with room, the emptiest first.
+    /// Sends pending tasks to the workers with room, the one with the fewest batches in
+    /// flight first, until the queue is empty or every window is full; then publishes how
+    /// many batches the workers can still take.
     fn dispatch(&mut self) -> bool {
         let mut s = lock(&self.client.state);
         self.seen = s.events;
-        if s.pending.is_empty() {
-            return false;
-        }
-        let mut order: Vec<usize> = (0..self.links.len())
-            .filter(|&i| self.links[i].room() > 0)
-            .collect();
-        if order.is_empty() {
-            return false;
-        }
-        order.sort_by_key(|&i| self.links[i].held.len());
-        let mut sent = false;
         let mut batches = Vec::new();
-        for &li in &order {
-            if s.pending.is_empty() {
+        // What each link will hold once these batches are sent.
+        let mut load: Vec<(usize, usize)> = self
+            .links
+            .iter()
+            .map(|l| (l.batches.len(), l.held.len()))
+            .collect();
+        let n = self.links.len();
+        while !s.pending.is_empty() {
+            let Some(li) = (0..n)
+                .filter(|&i| self.links[i].open() && load[i].0 < MAX_BATCHES)
+                .filter(|&i| load[i].1 < self.config.window)
+                .min_by_key(|&i| load[i])
+            else {
                 break;
-            }
-            let link = &self.links[li];
-            let room = self.config.window.saturating_sub(link.held.len());
-            // Half of what is pending stays cancellable, spread over the workers.
-            let fair = s.pending.len() / (2 * self.links.len());
-            let want = fair.clamp(1, MAX_BATCH).min(room);
-            let mut batch = Vec::with_capacity(want);
+            };
+            // Small batches while little is pending: most of it stays cancellable.
+            let size = (s.pending.len() / (2 * n * MAX_BATCHES))
+                .clamp(1, MAX_BATCH)
+                .min(self.config.window - load[li].1);
+            let mut batch = Vec::with_capacity(size);
             let mut bytes = 0usize;
-            while batch.len() < want {
+            while batch.len() < size {
                 let Some(w) = s.pending.front() else { break };
                 // A large payload goes alone, so that it is sent without a copy.
-                if !batch.is_empty() && (bytes + w.payload.len() > (1 << 16)) {
+                if !batch.is_empty() && bytes + w.payload.len() > (1 << 16) {
                     break;
                 }
                 let w = s.pending.pop_front().expect("front exists");
+                if w.reserved {
+                    s.reserved -= 1;
+                }
                 if !w.claimed && !w.completion.claim() {
                     continue; // cancelled while pending
                 }
@@ -665,13 +699,19 @@ impl Dispatcher {
                 batch.push(w);
             }
             if !batch.is_empty() {
+                load[li].0 += 1;
+                load[li].1 += batch.len();
                 batches.push((li, batch));
             }
         }
+        s.slots = (0..n)
+            .filter(|&i| self.links[i].open() && load[i].1 < self.config.window)
+            .map(|i| MAX_BATCHES.saturating_sub(load[i].0))
+            .sum();
         drop(s);
+        let sent = !batches.is_empty();
         for (li, batch) in batches {
             self.send_batch(li, batch);
-            sent = true;
         }
         sent
     }
@@ -781,6 +821,7 @@ impl Dispatcher {
         eprintln!("concurrent_futures: {why}");
         let mut s = lock(&self.client.state);
         s.phase = Phase::Broken(why.clone());
+        s.reserved = 0;
         for w in s.pending.drain(..) {
             self.finished
                 .failed
@@ -789,24 +830,34 @@ impl Dispatcher {
     }
 
     /// Ends the session once shutdown was asked and nothing is left: every live worker is
-    /// told to leave it.
+    /// told to leave it, and the session is over when all have said they left (so that no
+    /// late answer of this session can reach the next one).
     fn finish_if_done(&mut self) -> bool {
+        if self.over {
+            return true;
+        }
+        if self.leaving.is_some() {
+            return false;
+        }
         {
             let s = lock(&self.client.state);
             if s.phase == Phase::Running || !s.pending.is_empty() {
                 return false;
             }
         }
-        if !self.inflight.is_empty() {
+        if !self.inflight.is_empty() || self.links.iter().any(|l| l.revoking) {
             return false;
         }
+        let mut leaving = 0;
         for link in &self.links {
             if !link.lost {
                 self.port
                     .send(link.info.rank, wire::TO_WORKER, wire::bare(kind::EXIT));
+                leaving += 1;
             }
         }
-        self.over = true;
-        true
+        self.leaving = Some(leaving);
+        self.over = leaving == 0;
+        self.over
     }
 }

@@ -51,9 +51,11 @@ static SESSIONS: AtomicUsize = AtomicUsize::new(0);
 /// How long `exit` waits for the MPI thread to finalize before it aborts the job.
 const FINALIZE_WAIT: Duration = Duration::from_secs(30);
 
-/// The MPI environment, initialized on first use (on the MPI thread).
-pub(crate) fn env() -> Result<&'static Env, String> {
-    ENV.get_or_init(start_mpi_thread)
+/// The MPI environment, initialized on first use (on the MPI thread). `MPI_Init` returns
+/// only once every rank has called it; if that takes longer than `timeout`, this fails (and
+/// the MPI thread is left waiting in `MPI_Init`, so the process can still exit).
+pub(crate) fn env(timeout: Duration) -> Result<&'static Env, String> {
+    ENV.get_or_init(|| start_mpi_thread(timeout))
         .as_ref()
         .map_err(Clone::clone)
 }
@@ -86,7 +88,7 @@ impl Drop for Session {
     }
 }
 
-fn start_mpi_thread() -> Result<Env, String> {
+fn start_mpi_thread(timeout: Duration) -> Result<Env, String> {
     let (jobs, queue) = mpsc::channel::<Job>();
     let (ready, started) = mpsc::channel();
     std::thread::Builder::new()
@@ -135,9 +137,18 @@ fn start_mpi_thread() -> Result<Env, String> {
             }
         })
         .map_err(|e| format!("cannot start the MPI thread: {e}"))?;
-    let (rank, size, serialized, host) = started
-        .recv()
-        .map_err(|_| "the MPI thread ended during MPI_Init".to_string())??;
+    let (rank, size, serialized, host) = match started.recv_timeout(timeout) {
+        Ok(info) => info?,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            return Err(format!(
+                "MPI_Init did not return within {timeout:?}: it waits for every rank of the \
+                 job, so some rank did not call MpiPoolExecutor::start"
+            ));
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            return Err("the MPI thread ended during MPI_Init".into());
+        }
+    };
     // SAFETY: `atexit` takes a plain `extern "C" fn()`; `finalize_at_exit` does not unwind.
     unsafe {
         libc::atexit(finalize_at_exit);

@@ -161,7 +161,7 @@ impl Default for MpiPoolBuilder {
                 backoff_cap: DEFAULT_BACKOFF_CAP,
                 window: 64,
                 unresponsive_after: Duration::from_secs(60),
-                start_timeout: Duration::from_secs(60),
+                start_timeout: Duration::from_secs(300),
             },
             local_workers: None,
         }
@@ -208,7 +208,9 @@ impl MpiPoolBuilder {
         self
     }
 
-    /// How long rank 0 waits for every other rank to reach `start` (default 60 s).
+    /// How long a rank waits for every other rank to reach `start` (default 5 minutes): the
+    /// first `start` of a process waits in `MPI_Init` for all ranks, and rank 0 then waits
+    /// for each rank's answer. Past it, `start` fails instead of waiting forever.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -250,7 +252,7 @@ impl MpiPoolBuilder {
     /// ```
     pub fn start(self) -> Result<Option<MpiPoolExecutor>, BuildError> {
         crate::unwind::install_hook();
-        let env = comm::env().map_err(BuildError::Mpi)?;
+        let env = comm::env(self.config.start_timeout).map_err(BuildError::Mpi)?;
         if env.size == 1 {
             let n = self.local_workers.unwrap_or_else(num_cpus::get);
             if n == 0 {

@@ -15,7 +15,7 @@
 //!   Calls   payloads.. [id func tramp len]*n n   Done     outcomes.. [id len]*n n
 //!   Revoke                                      Revoked  payloads.. [id func tramp len]*n n
 //!   Ping                                        Pong
-//!   Exit
+//!   Exit                                        Left     (after Exit: the last message)
 //! ```
 
 use crate::process::protocol::FnRef;
@@ -36,6 +36,7 @@ pub(crate) mod kind {
     pub(crate) const DONE: u8 = 12;
     pub(crate) const REVOKED: u8 = 13;
     pub(crate) const PONG: u8 = 14;
+    pub(crate) const LEFT: u8 = 15;
 }
 
 /// One call as it sits in a `Calls` (or `Revoked`) message.

@@ -163,6 +163,9 @@ fn task_loop(shared: &Shared) -> Result<(), String> {
         let mut link = lock(&shared.link);
         link.flush_results();
         if link.exit {
+            // The last message of the session from this rank: after it, rank 0 knows that
+            // nothing of this session is still on its way.
+            link.port.send(0, wire::TO_CLIENT, wire::bare(kind::LEFT));
             link.port.flush();
             return Ok(());
         }
@@ -182,18 +185,22 @@ fn task_loop(shared: &Shared) -> Result<(), String> {
 /// going.
 fn helper_loop(shared: &Shared) {
     let (m, nap) = &shared.nap;
+    let mut busy = false;
     loop {
         {
             let g = lock(m);
             if shared.over.load(Ordering::Acquire) {
                 return;
             }
-            let _ = nap.wait_timeout(g, shared.cap);
+            // While calls run, look once per cap; while the rank is idle (the task thread
+            // polls), look rarely: a long call is noticed within 16 caps.
+            let _ = nap.wait_timeout(g, if busy { shared.cap } else { shared.cap * 16 });
         }
         if shared.over.load(Ordering::Acquire) || comm::exiting() {
             return;
         }
         let since = shared.busy_since.load(Ordering::Acquire);
+        busy = since != 0;
         let now = shared.epoch.elapsed().as_nanos() as u64;
         if since == 0 || now.saturating_sub(since) < shared.cap.as_nanos() as u64 {
             continue; // the task thread is polling, or will be soon

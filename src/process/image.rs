@@ -46,6 +46,7 @@ type Trampoline = fn(usize, &[u8]) -> Vec<u8>;
 struct Segment {
     start: usize,
     end: usize,
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     file_len: usize,
 }
 

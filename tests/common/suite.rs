@@ -17,10 +17,11 @@ use concurrent_futures::{
 
 use super::*;
 
+/// Calls `$callback!($($args)*; every test of the suite)`: the one list of the suite's tests.
 #[macro_export]
-macro_rules! executor_suite {
-    ($make:expr) => {
-        $crate::executor_suite!(@tests $make;
+macro_rules! suite_tests {
+    ($callback:ident!($($args:tt)*)) => {
+        $crate::$callback! {$($args)*;
             states_follow_python, cancel_only_while_pending, cancelled_task_never_runs,
             result_reports_panic_message, result_timeout_leaves_future_unchanged,
             exception_mirrors_python, callbacks_run_once_in_order,
@@ -32,7 +33,14 @@ macro_rules! executor_suite {
             map_chunksize_and_unordered, map_timeout, map_drop_cancels_unstarted,
             map_without_iteration_still_runs,
             submit_after_shutdown_fails, shutdown_runs_accepted_work,
-            shutdown_cancel_futures, concurrent_submitters);
+            shutdown_cancel_futures, concurrent_submitters}
+    };
+}
+
+#[macro_export]
+macro_rules! executor_suite {
+    ($make:expr) => {
+        $crate::suite_tests!(executor_suite!(@tests $make));
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -43,6 +51,18 @@ macro_rules! executor_suite {
                 common::suite::$name(&pool);
             }
         )*
+    };
+}
+
+/// The suite as a table of `(name, test)` for executor type `$ty`, for a test binary that
+/// runs them itself (one pool session each), such as the MPI one.
+#[macro_export]
+macro_rules! suite_table {
+    ($ty:ty) => {
+        $crate::suite_tests!(suite_table!(@table $ty))
+    };
+    (@table $ty:ty; $($name:ident),* $(,)?) => {
+        &[$((stringify!($name), common::suite::$name::<$ty> as fn(&$ty))),*]
     };
 }
 

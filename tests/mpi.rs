@@ -1,0 +1,754 @@
+//! `MpiPoolExecutor` under a real `mpirun` (feature `mpi`; needs Open MPI or MPICH).
+//!
+//! This test binary has no libtest harness: MPI is initialized once per process, and every
+//! rank must take part in every pool session, so the binary runs its cases itself. Run by
+//! `cargo test`, it is the *driver*: it never touches MPI; it starts each scenario as a job
+//! (`mpirun -n 3 <this binary>` with `CF_MPI_CASE` set, or the binary alone for the
+//! singleton case), with a deadline, and checks how the job ended. Inside a job, rank 0
+//! runs the case; the other ranks serve.
+//!
+//! * `suite`: the shared behavioural suite, one pool session per test, plus the MPI-only
+//!   behaviour (tasks on other ranks, stealing, payloads, callbacks that wait, idle CPU);
+//! * `singleton`: started without mpirun, the pool runs on local processes;
+//! * `crash`, `exit`, `stopped`, `absent`, `fingerprint`: a rank that dies, exits, stops
+//!   answering, never joins, or runs another executable. The job must end (or the error
+//!   come) in bounded time, with a clear message, and leave no process behind.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{Gate, LONG};
+use concurrent_futures::{
+    BuildError, Bytes, Executor, ExitStatus, MpiPoolExecutor, SubmitError, TaskError,
+};
+use serde::{Deserialize, Serialize};
+
+const CASE: &str = "CF_MPI_CASE";
+
+fn main() {
+    match std::env::var(CASE) {
+        Err(_) => drive(),
+        Ok(case) => {
+            let _w = common::watchdog("mpi case");
+            let code = match case.as_str() {
+                "suite" => suite(),
+                "singleton" => singleton(),
+                "crash" => crash(),
+                "exit" => exit_in_task(),
+                "stopped" => stopped(),
+                "absent" => absent(),
+                "fingerprint" => fingerprint(),
+                other => {
+                    eprintln!("unknown case {other}");
+                    2
+                }
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+// ===== the driver =====
+
+/// What a job printed and how it ended.
+struct Job {
+    code: Option<i32>,
+    output: String,
+}
+
+fn is_open_mpi() -> bool {
+    Command::new("mpirun")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("Open MPI"))
+        .unwrap_or(false)
+}
+
+/// `mpirun` with the flags a small machine (and root, in containers) needs.
+fn mpirun() -> Command {
+    let mut cmd = Command::new("mpirun");
+    if is_open_mpi() {
+        cmd.arg("--oversubscribe");
+        // SAFETY: `geteuid` has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.arg("--allow-run-as-root");
+        }
+        cmd.args(["-x", CASE]);
+    }
+    cmd
+}
+
+/// Runs `cmd` to its end, or kills it after `limit`; its output, stdout and stderr merged.
+fn run_job(mut cmd: Command, case: &str, limit: Duration) -> Job {
+    let start = Instant::now();
+    use std::os::unix::process::CommandExt;
+    let mut child = cmd
+        .env(CASE, case)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start mpirun: is Open MPI (openmpi-bin) or MPICH installed?");
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        let _ = tx.send(s);
+    });
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        let _ = tx2.send(s);
+    });
+    // Both pipes close when the job's processes are all gone.
+    let mut output = String::new();
+    for _ in 0..2 {
+        match rx.recv_timeout(limit.saturating_sub(start.elapsed())) {
+            Ok(s) => output.push_str(&s),
+            Err(_) => {
+                // Leave nothing behind: the job's process group, and every rank it named.
+                // SAFETY: `kill` takes plain integers.
+                unsafe {
+                    libc::kill(-(child.id() as i32), libc::SIGKILL);
+                    for pid in printed_pids(&output) {
+                        libc::kill(pid as i32, libc::SIGKILL);
+                    }
+                }
+                let _ = child.wait();
+                panic!("case `{case}` did not end within {limit:?}; output so far:\n{output}");
+            }
+        }
+    }
+    let status = child.wait().expect("wait for mpirun");
+    Job {
+        code: status.code(),
+        output,
+    }
+}
+
+fn mpi_job(case: &str, ranks: u32, limit: Duration) -> Job {
+    let mut cmd = mpirun();
+    cmd.args(["-n", &ranks.to_string()]).arg(exe());
+    run_job(cmd, case, limit)
+}
+
+fn exe() -> PathBuf {
+    std::env::current_exe().expect("current exe")
+}
+
+/// The pids a case printed as `pids: 1 2 3`.
+fn printed_pids(output: &str) -> Vec<u32> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("pids:"))
+        .flat_map(|l| l.split_whitespace().map(|p| p.parse().expect("a pid")))
+        .collect()
+}
+
+fn assert_all_gone(pids: &[u32], case: &str) {
+    assert!(!pids.is_empty(), "case `{case}` printed no pids");
+    common::eventually("every rank of the job is gone", || {
+        pids.iter()
+            .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+    });
+}
+
+fn drive() {
+    if std::env::args().any(|a| a == "--list") {
+        // Test listers (nextest) ask what is inside: one test, this driver.
+        println!("mpi: test");
+        return;
+    }
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    let checks: &[(&str, fn())] = &[
+        ("suite under mpirun -n 3", check_suite),
+        ("singleton: local workers", check_singleton),
+        ("a worker rank that crashes ends the job", check_crash),
+        ("a task that exits its rank ends the job", check_exit),
+        ("a stopped rank fails pending futures", check_stopped),
+        ("a rank that never starts: start fails", check_absent),
+        (
+            "a rank running another executable is refused",
+            check_fingerprint,
+        ),
+    ];
+    for (name, check) in checks {
+        let started = Instant::now();
+        match std::panic::catch_unwind(check) {
+            Ok(()) => {
+                passed += 1;
+                println!("check {name} ... ok ({:.1?})", started.elapsed());
+            }
+            Err(_) => {
+                println!("check {name} ... FAILED");
+                failed.push(*name);
+            }
+        }
+    }
+    println!("\nmpi: {passed} passed, {} failed", failed.len());
+    if !failed.is_empty() {
+        std::process::exit(1);
+    }
+}
+
+fn check_suite() {
+    let job = mpi_job("suite", 3, Duration::from_secs(600));
+    print!("{}", job.output);
+    assert_eq!(job.code, Some(0), "the suite failed under mpirun");
+    assert!(job.output.contains(" passed, 0 failed"), "no summary line");
+}
+
+fn check_singleton() {
+    let job = run_job(Command::new(exe()), "singleton", LONG * 2);
+    assert_eq!(job.code, Some(0), "singleton case failed:\n{}", job.output);
+}
+
+fn check_crash() {
+    let job = mpi_job("crash", 3, LONG * 2);
+    assert_ne!(job.code, Some(0), "the job went on after a rank crashed");
+    assert!(
+        job.output.contains("signal 6") || job.output.contains("Aborted"),
+        "mpirun did not say how the rank died:\n{}",
+        job.output
+    );
+    assert_all_gone(&printed_pids(&job.output), "crash");
+}
+
+fn check_exit() {
+    let job = mpi_job("exit", 3, LONG * 2);
+    assert_ne!(job.code, Some(0));
+    assert!(
+        job.output
+            .contains("exiting in the middle of a pool session"),
+        "no clear message:\n{}",
+        job.output
+    );
+    assert_all_gone(&printed_pids(&job.output), "exit");
+}
+
+fn check_stopped() {
+    let verdict = common::marker("verdict");
+    let mut cmd = mpirun();
+    cmd.args(["-x", "CF_MPI_VERDICT", "-n", "3"])
+        .arg(exe())
+        .env("CF_MPI_VERDICT", &verdict);
+    let job = run_job(cmd, "stopped", LONG * 2);
+    let said = std::fs::read_to_string(&verdict).unwrap_or_default();
+    let _ = std::fs::remove_file(&verdict);
+    assert_eq!(
+        said, "stopped: futures failed as expected",
+        "rank 0 did not see the stopped rank fail its futures:\n{}",
+        job.output
+    );
+    assert!(
+        job.output.contains("has not answered for"),
+        "{}",
+        job.output
+    );
+    assert_ne!(job.code, Some(0));
+    assert_all_gone(&printed_pids(&job.output), "stopped");
+}
+
+fn check_absent() {
+    let job = mpi_job("absent", 3, LONG * 2);
+    assert!(
+        job.output.contains("absent: start failed as expected"),
+        "{}",
+        job.output
+    );
+    assert_all_gone(&printed_pids(&job.output), "absent");
+}
+
+fn check_fingerprint() {
+    // Rank 0 runs this binary, rank 1 an example: two different executables.
+    let other = exe()
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("examples").join("mpi_map"))
+        .expect("target dir");
+    assert!(
+        other.exists(),
+        "{} is missing: run the MPI tests with `cargo test --features mpi`, which builds the \
+         examples too",
+        other.display()
+    );
+    let mut cmd = mpirun();
+    cmd.args(["-n", "1"])
+        .arg(exe())
+        .args([":", "-n", "1"])
+        .arg(&other);
+    let job = run_job(cmd, "fingerprint", LONG * 2);
+    assert_eq!(job.code, Some(0), "{}", job.output);
+    assert!(
+        job.output.contains("fingerprint: refused as expected"),
+        "{}",
+        job.output
+    );
+    assert!(
+        job.output.contains("runs a different executable"),
+        "{}",
+        job.output
+    );
+}
+
+// ===== inside a job =====
+
+fn print_pids(pool: &MpiPoolExecutor) {
+    let mut pids = vec![std::process::id()];
+    pids.extend(pool.ranks().iter().map(|r| r.pid));
+    println!(
+        "pids: {}",
+        pids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+}
+
+/// Every rank goes through the same list; rank 0 runs each test in a new session.
+fn suite() -> i32 {
+    let mut tests: Vec<Test> = SUITE.to_vec();
+    tests.extend_from_slice(&[
+        (
+            "tasks_run_on_other_ranks",
+            tasks_run_on_other_ranks as fn(&_),
+        ),
+        (
+            "panics_fail_the_task_and_the_rank_lives",
+            panics_fail_the_task_and_the_rank_lives,
+        ),
+        ("large_payloads_both_ways", large_payloads_both_ways),
+        ("values_that_cannot_cross", values_that_cannot_cross),
+        (
+            "idle_rank_takes_work_queued_behind_a_long_task",
+            idle_rank_takes_work_queued_behind_a_long_task,
+        ),
+        (
+            "callback_may_wait_on_another_task",
+            callback_may_wait_on_another_task,
+        ),
+        ("idle_ranks_do_not_spin", idle_ranks_do_not_spin),
+        ("map_of_many_items", map_of_many_items),
+    ]);
+    let (mut passed, mut failed, mut client) = (0, 0, false);
+    for (name, test) in tests {
+        let Some(pool) = MpiPoolExecutor::start() else {
+            continue; // a worker rank: that session is over, on to the next
+        };
+        client = true;
+        let started = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&pool)));
+        drop(pool);
+        match outcome {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok ({:.1?})", started.elapsed());
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED");
+            }
+        }
+    }
+    if client {
+        println!("\nsuite: {passed} passed, {failed} failed");
+    }
+    i32::from(failed > 0)
+}
+
+/// A named test of a pool session on rank 0.
+type Test = (&'static str, fn(&MpiPoolExecutor));
+
+/// The shared behavioural suite, for this backend.
+const SUITE: &[Test] = suite_table!(MpiPoolExecutor);
+
+fn whoami(_: ()) -> u32 {
+    std::process::id()
+}
+
+fn tasks_run_on_other_ranks(pool: &MpiPoolExecutor) {
+    assert_eq!(pool.max_workers(), 2);
+    let ranks: HashSet<u32> = pool.ranks().iter().map(|r| r.pid).collect();
+    assert_eq!(
+        pool.ranks().iter().map(|r| r.rank).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    let futs: Vec<_> = (0..50).map(|_| pool.submit(whoami, ())).collect();
+    let seen: HashSet<u32> = futs.iter().map(|f| f.result().unwrap()).collect();
+    assert!(!seen.contains(&std::process::id()), "a task ran on rank 0");
+    assert!(seen.is_subset(&ranks), "{seen:?} not in {ranks:?}");
+}
+
+fn panics_fail_the_task_and_the_rank_lives(pool: &MpiPoolExecutor) {
+    let futs: Vec<_> = (0..4)
+        .map(|_| pool.submit(common::always_panic, ()))
+        .collect();
+    for f in &futs {
+        match f.result() {
+            Err(TaskError::Panicked(p)) => {
+                assert_eq!(p.message(), "task exploded");
+                assert!(p.location().unwrap().contains("common/mod.rs"));
+            }
+            other => panic!("expected a panic, got {other:?}"),
+        }
+    }
+    // Both ranks still serve.
+    let pids: HashSet<u32> = (0..20)
+        .map(|_| pool.submit(whoami, ()))
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|f| f.result().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2);
+}
+
+fn checksum(b: Bytes) -> (usize, u64) {
+    (b.len(), b.iter().map(|&x| u64::from(x)).sum())
+}
+
+fn make_bytes(n: usize) -> Bytes {
+    Bytes::from((0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+}
+
+fn large_payloads_both_ways(pool: &MpiPoolExecutor) {
+    let n = 48 << 20;
+    let data = make_bytes(n);
+    let want: u64 = data.iter().map(|&x| u64::from(x)).sum();
+    assert_eq!(pool.submit(checksum, data).result().unwrap(), (n, want));
+    let back = pool.submit(make_bytes, 20 << 20).result().unwrap();
+    assert_eq!(back.len(), 20 << 20);
+    assert_eq!(back[251 * 3 + 7], 7);
+    // A plain Vec<u8> crosses too.
+    assert_eq!(
+        pool.submit(common::echo_bytes, vec![1u8; 3 << 20]).result(),
+        Ok(3 << 20)
+    );
+}
+
+/// Serializes only when it is allowed to.
+#[derive(Debug, Clone)]
+struct Picky(bool);
+
+impl Serialize for Picky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 {
+            s.serialize_bool(true)
+        } else {
+            Err(serde::ser::Error::custom(
+                "this value refuses to be encoded",
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Picky {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        bool::deserialize(d).map(Picky)
+    }
+}
+
+fn refuse_result(ok: bool) -> Picky {
+    Picky(ok)
+}
+
+fn takes_picky(p: Picky) -> bool {
+    p.0
+}
+
+fn values_that_cannot_cross(pool: &MpiPoolExecutor) {
+    match pool.try_submit(takes_picky, Picky(false)) {
+        Err(SubmitError::Codec(m)) => assert!(m.contains("refuses to be encoded"), "{m}"),
+        other => panic!("expected a codec error, got {other:?}"),
+    }
+    match pool.submit(refuse_result, false).result() {
+        Err(TaskError::Codec(m)) => assert!(m.contains("refuses to be encoded"), "{m}"),
+        other => panic!("expected a codec error, got {other:?}"),
+    }
+    // Nothing else was lost.
+    assert!(pool.submit(takes_picky, Picky(true)).result().unwrap());
+    assert!(pool.submit(refuse_result, true).result().unwrap().0);
+}
+
+/// Reports the rank it ran on.
+fn quick(i: u64) -> (u64, u32) {
+    (i, std::process::id())
+}
+
+fn idle_rank_takes_work_queued_behind_a_long_task(pool: &MpiPoolExecutor) {
+    let mut long_gate = Gate::closed();
+    let mut short_gate = Gate::closed();
+    let long = pool.submit(common::hold, (long_gate.path(), 1));
+    common::eventually("the long task runs", || long.running());
+    let short = pool.submit(common::hold, (short_gate.path(), 2));
+    common::eventually("the short task runs", || short.running());
+    // Both ranks are busy: these queue behind both tasks (and some stay pending).
+    let futs: Vec<_> = (0..16).map(|i| pool.submit(quick, i)).collect();
+    short_gate.open();
+    // All finish while the long task still holds its rank: those queued behind it were
+    // given back and ran on the rank that fell idle.
+    let mut pids = HashSet::new();
+    for f in &futs {
+        let (_, pid) = f
+            .result_timeout(LONG)
+            .unwrap_or_else(|e| panic!("a task stuck behind the long one: {e}"));
+        pids.insert(pid);
+    }
+    assert!(!long.done(), "the long task ended early");
+    assert_eq!(pids.len(), 1, "everything ran on the rank that was free");
+    assert_eq!(short.result_timeout(LONG), Ok(2));
+    long_gate.open();
+    assert_eq!(long.result_timeout(LONG), Ok(1));
+}
+
+fn callback_may_wait_on_another_task(pool: &MpiPoolExecutor) {
+    let mut gate = Gate::closed();
+    let later = pool.submit(common::hold, (gate.path(), 7));
+    let first = pool.submit(common::double, 21);
+    let (tx, rx) = mpsc::channel();
+    // The callback runs on rank 0's MPI thread, and blocks there on `later`: the pool must
+    // keep going meanwhile.
+    first.add_done_callback(move |f| {
+        let _ = tx.send((f.result(), later.result()));
+    });
+    common::eventually("the first task is done", || first.done());
+    gate.open();
+    let (a, b) = rx.recv_timeout(LONG).expect("the callback never finished");
+    assert_eq!((a, b), (Ok(42), Ok(7)));
+    // And the pool still works after it.
+    assert_eq!(pool.submit(common::double, 1).result_timeout(LONG), Ok(2));
+}
+
+/// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("a rank on this host");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // SAFETY: `sysconf` has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    Duration::from_secs_f64(ticks / hz)
+}
+
+fn idle_ranks_do_not_spin(pool: &MpiPoolExecutor) {
+    assert_eq!(pool.submit(common::double, 1).result(), Ok(2));
+    let mut pids: Vec<u32> = pool.ranks().iter().map(|r| r.pid).collect();
+    pids.push(std::process::id());
+    let before: Vec<Duration> = pids.iter().map(|&p| cpu_time(p)).collect();
+    let start = Instant::now();
+    // Idle: nothing in flight. (A wait on a channel that nobody sends to, bounded.)
+    let (_tx, rx) = mpsc::channel::<()>();
+    let _ = rx.recv_timeout(Duration::from_secs(2));
+    let wall = start.elapsed();
+    for (p, b) in pids.iter().zip(before) {
+        let used = cpu_time(*p) - b;
+        // A blocking MPI receive would burn ~90% of a core; the backoff costs ~1%. The
+        // bound is loose because the machine is shared; the benchmark reports the figure.
+        assert!(
+            used.as_secs_f64() < 0.25 * wall.as_secs_f64(),
+            "pid {p} used {used:?} of CPU in {wall:?} while idle"
+        );
+    }
+}
+
+fn map_of_many_items(pool: &MpiPoolExecutor) {
+    let sum: u64 = pool
+        .map(common::double, 0..200_000u64)
+        .map(Result::unwrap)
+        .sum();
+    assert_eq!(sum, 2 * (199_999 * 200_000 / 2));
+    let mut out: Vec<u64> = pool
+        .map_unordered(common::double, 0..10_000u64)
+        .map(Result::unwrap)
+        .collect();
+    out.sort_unstable();
+    assert_eq!(out, (0..10_000u64).map(|x| 2 * x).collect::<Vec<_>>());
+}
+
+fn singleton() -> i32 {
+    // Not started by mpirun: the pool runs on local worker processes.
+    let pool = MpiPoolExecutor::builder()
+        .local_workers(2)
+        .start()
+        .expect("a singleton starts local workers")
+        .expect("the only rank is the client");
+    assert_eq!(pool.max_workers(), 2);
+    assert!(pool.ranks().is_empty());
+    let pid = pool.submit(whoami, ()).result().unwrap();
+    assert_ne!(pid, std::process::id(), "tasks run in other processes");
+    assert_eq!(pool.map(common::double, 0..100u64).count(), 100);
+    pool.shutdown(true);
+    // Asked for no local workers, it says why instead.
+    match MpiPoolExecutor::builder().local_workers(0).start() {
+        Err(BuildError::Mpi(m)) => assert!(m.contains("mpirun"), "{m}"),
+        other => panic!("expected an error, got {:?}", other.map(|p| p.is_some())),
+    }
+    println!("singleton: ok");
+    0
+}
+
+fn crash_now(_: ()) -> u32 {
+    // (Not SIGSEGV: a rank runs `main`, so Rust's runtime handles SIGSEGV, and a raised one
+    // returns.)
+    std::process::abort()
+}
+
+fn crash() -> i32 {
+    let Some(pool) = MpiPoolExecutor::start() else {
+        return 0;
+    };
+    print_pids(&pool);
+    let fut = pool.submit(crash_now, ());
+    // mpirun ends the job: this never returns.
+    let _ = fut.result_timeout(LONG);
+    println!("crash: the job survived a dead rank");
+    1
+}
+
+fn exit_now(code: i32) -> u32 {
+    std::process::exit(code)
+}
+
+fn exit_in_task() -> i32 {
+    let Some(pool) = MpiPoolExecutor::start() else {
+        return 0;
+    };
+    print_pids(&pool);
+    let _ = pool.submit(exit_now, 0).result_timeout(LONG);
+    println!("exit: the job survived a rank that left");
+    1
+}
+
+fn stop_self(_: ()) -> u32 {
+    // SAFETY: raising a signal is always allowed; SIGSTOP stops this whole process.
+    unsafe {
+        libc::raise(libc::SIGSTOP);
+    }
+    0
+}
+
+/// Leaves a mark (so the test knows it runs), then waits on the gate.
+fn mark_then_hold((mark, gate): (String, String)) -> u64 {
+    std::fs::write(mark, b"").expect("write the mark");
+    common::hold((gate, 0))
+}
+
+fn stopped() -> i32 {
+    let Some(pool) = MpiPoolExecutor::builder()
+        .unresponsive_after(Duration::from_secs(3))
+        .start()
+        .expect("start")
+    else {
+        return 0;
+    };
+    print_pids(&pool);
+    let gate = Gate::closed();
+    // One rank is held (and really running the task: it leaves a mark first), then the
+    // other stops; work queues behind both.
+    let mark = common::marker("held");
+    let held = pool.submit(
+        mark_then_hold,
+        (mark.to_string_lossy().into_owned(), gate.path()),
+    );
+    common::eventually("the held task runs", || mark.exists());
+    let stop = pool.submit(stop_self, ());
+    let stopped_pid = pool.ranks().iter().map(|r| r.pid).find(|&p| {
+        common::eventually("a rank stops", || {
+            pool.ranks().iter().any(|r| is_stopped(r.pid))
+        });
+        is_stopped(p)
+    });
+    let _ = std::fs::remove_file(&mark);
+    let queued: Vec<_> = (0..200).map(|i| pool.submit(common::double, i)).collect();
+    match stop.result_timeout(LONG) {
+        Err(TaskError::WorkerDied { status, .. }) => assert_eq!(status, ExitStatus::Unknown),
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    assert!(matches!(
+        pool.try_submit(common::double, 1),
+        Err(SubmitError::Broken(_))
+    ));
+    drop(gate); // the held task and those behind it on the healthy rank finish
+    assert_eq!(held.result_timeout(LONG), Ok(0));
+    // The rest failed: those sent to the stopped rank as WorkerDied, those still pending
+    // as Broken. Nothing waits forever.
+    let mut failed = 0;
+    for (i, f) in queued.iter().enumerate() {
+        match f.result_timeout(LONG) {
+            Ok(v) => assert_eq!(v, 2 * i as u64),
+            Err(TaskError::Broken(_)) | Err(TaskError::WorkerDied { .. }) => failed += 1,
+            other => panic!("expected a value or a failure, got {other:?}"),
+        }
+    }
+    assert!(failed > 0, "nothing pending failed");
+    // The verdict goes to a file: what a rank prints last may be lost when a job is aborted.
+    let verdict = std::env::var("CF_MPI_VERDICT").expect("a verdict path");
+    std::fs::write(verdict, "stopped: futures failed as expected").expect("write the verdict");
+    // End the job by ending the stopped rank (as a crash would): Open MPI's mpirun does not
+    // reliably end a job while one of its processes is stopped, and finalizing would wait
+    // for that rank. (At exit, rank 0 would abort the job itself.)
+    let pid = stopped_pid.expect("a stopped rank");
+    // SAFETY: `kill` takes plain integers.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    loop {
+        std::thread::park(); // until mpirun ends the job (the watchdog otherwise)
+    }
+}
+
+/// True if the process is stopped (state `T` in `/proc/<pid>/stat`).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+        .unwrap_or(false)
+}
+
+fn absent() -> i32 {
+    let rank0 = std::env::var("OMPI_COMM_WORLD_RANK")
+        .or_else(|_| std::env::var("PMI_RANK"))
+        .map(|r| r == "0")
+        .expect("a rank number in the environment");
+    if !rank0 {
+        // Never joins (never even initializes MPI). Parks until the job is ended (the
+        // watchdog ends it otherwise).
+        println!("pids: {}", std::process::id());
+        loop {
+            std::thread::park();
+        }
+    }
+    println!("pids: {}", std::process::id());
+    match MpiPoolExecutor::builder()
+        .start_timeout(Duration::from_secs(2))
+        .start()
+    {
+        Err(BuildError::Mpi(m)) => {
+            assert!(m.contains("did not call MpiPoolExecutor::start"), "{m}");
+            println!("absent: start failed as expected ({m})");
+            0
+        }
+        other => panic!("expected a timeout, got {:?}", other.map(|p| p.is_some())),
+    }
+}
+
+fn fingerprint() -> i32 {
+    match MpiPoolExecutor::builder().start() {
+        Err(BuildError::Mpi(m)) => {
+            assert!(m.contains("different executable"), "{m}");
+            println!("fingerprint: refused as expected ({m})");
+            0
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|p| p.is_some())),
+    }
+}
