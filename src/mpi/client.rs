@@ -12,9 +12,9 @@
 //!                                                   ◄─Revoked (the calls, with payloads)
 //! ```
 
-use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,7 +111,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Client {
     /// Starts a session: every other rank must be waiting in `MpiPoolExecutor::start`.
     /// Checks that they run the same executable, then starts the dispatcher.
-    pub(crate) fn start(env: &'static Env, config: Config) -> Result<Arc<Client>, String> {
+    pub(crate) fn start(env: &'static Env, config: Config) -> Result<Arc<Driver>, String> {
         let cfg = config.clone();
         let (workers, port) = env.call(move || handshake(env, &cfg))?;
         // (On an error, `handshake` released the ranks it could, or marked the job lost.)
@@ -130,10 +130,18 @@ impl Client {
             ended: Condvar::new(),
             workers: workers.clone(),
         });
-        let mut dispatcher = Dispatcher::new(client.clone(), port, workers, config);
+        let mut dispatcher = Dispatcher::new(client.clone(), port, workers, config.clone());
         dispatcher.session = Some(comm::Session::begin());
-        env.run(move || dispatcher.run());
-        Ok(client)
+        let driver = Arc::new(Driver {
+            client,
+            dispatcher: Mutex::new(Some(dispatcher)),
+            leaders: AtomicUsize::new(0),
+            serialized: env.serialized,
+            cap: config.backoff_cap,
+        });
+        let d = driver.clone();
+        env.run(move || d.run());
+        Ok(driver)
     }
 
     pub(crate) fn workers(&self) -> &[RankInfo] {
@@ -205,19 +213,6 @@ impl Client {
         };
         for w in cancelled {
             w.completion.cancel();
-        }
-    }
-
-    /// Waits until the dispatcher has finished the session (every accepted task is done
-    /// and the workers were released).
-    pub(crate) fn join(&self) {
-        if on_dispatcher() {
-            // Called from a callback on the MPI thread: the session cannot end under it.
-            return;
-        }
-        let mut s = lock(&self.state);
-        while !s.over {
-            s = self.ended.wait(s).unwrap_or_else(|p| p.into_inner());
         }
     }
 }
@@ -395,58 +390,145 @@ struct Dispatcher {
     session: Option<comm::Session>,
 }
 
-thread_local! {
-    /// The dispatcher of the session running on this (MPI) thread, while it runs.
-    static ACTIVE: RefCell<Option<Dispatcher>> = const { RefCell::new(None) };
+/// A session's dispatcher, and who drives it. The MPI thread drives it unless a user thread
+/// that waits on a future of the pool does: when the MPI library allows any thread to call
+/// it (`MPI_THREAD_SERIALIZED`), a thread blocked in `result()` runs the dispatcher itself
+/// (under the lock), so its task goes out and its result comes in on the thread that waits,
+/// with no hand-off to the MPI thread and no wake-up; meanwhile the MPI thread naps. With
+/// `MPI_THREAD_FUNNELED` only, the MPI thread does everything.
+pub(crate) struct Driver {
+    pub(crate) client: Arc<Client>,
+    dispatcher: Mutex<Option<Dispatcher>>,
+    /// User threads driving (or about to).
+    leaders: AtomicUsize,
+    serialized: bool,
+    cap: Duration,
 }
 
-/// True on the MPI thread while a session's dispatcher runs there.
-pub(crate) fn on_dispatcher() -> bool {
-    ACTIVE.with(|a| match a.try_borrow() {
-        Ok(d) => d.is_some(),
-        Err(_) => true,
-    })
-}
+impl Driver {
+    /// Called by a thread about to block on a future of the pool (`done` tells when it
+    /// may stop). On the MPI thread (a callback waiting on another task), it must keep the
+    /// session going, or it would wait forever; elsewhere it drives if it may, or yields a
+    /// little (a result is often microseconds away, and a wake-up costs more).
+    pub(crate) fn help(&self, done: &dyn Fn() -> bool) {
+        if comm::on_mpi_thread() {
+            self.drive(done);
+        } else if self.serialized {
+            self.leaders.fetch_add(1, Ordering::AcqRel);
+            self.drive(done);
+            if self.leaders.fetch_sub(1, Ordering::AcqRel) == 1 && self.has_work() {
+                // The last leader leaves work behind: the MPI thread takes over now.
+                self.client.wake.notify_all();
+            }
+        } else {
+            let start = Instant::now();
+            while !done() && start.elapsed() < WAITER_YIELD {
+                std::thread::yield_now();
+            }
+        }
+    }
 
-/// Called by a thread about to block on a future of the pool: if it is the MPI thread
-/// itself (a callback waiting on another task), it must keep the session going while it
-/// waits, or it would wait forever. Other threads just wait.
-pub(crate) fn help(done: &dyn Fn() -> bool) {
-    let nested = ACTIVE.with(|a| matches!(a.try_borrow(), Ok(d) if d.is_some()));
-    if nested {
-        drive(done);
+    /// Waits until the session is over (every accepted task is done and the workers were
+    /// released), driving it if this thread may.
+    pub(crate) fn join(&self) {
+        if comm::on_mpi_thread() {
+            // Called from a callback on the MPI thread: the session cannot end under it.
+            return;
+        }
+        let over = || lock(&self.client.state).over;
+        self.help(&|| over() || self.stepped_over());
+        let mut s = lock(&self.client.state);
+        while !s.over {
+            s = self.client.ended.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Something is pending or in flight.
+    fn has_work(&self) -> bool {
+        let in_flight = lock(&self.dispatcher)
+            .as_ref()
+            .is_some_and(|d| !d.inflight.is_empty() || d.leaving.is_some());
+        in_flight || !lock(&self.client.state).pending.is_empty()
+    }
+
+    fn stepped_over(&self) -> bool {
+        lock(&self.dispatcher).as_ref().is_none_or(|d| d.over)
+    }
+
+    /// Runs the dispatcher until `until()` holds or the session is over. Futures are
+    /// completed with the dispatcher released, so a callback may wait on another future
+    /// (nesting `drive`) or submit.
+    fn drive(&self, until: &dyn Fn() -> bool) {
+        loop {
+            if until() {
+                return;
+            }
+            let step = lock(&self.dispatcher).as_mut().map(Dispatcher::step);
+            let Some((finished, progress, over)) = step else {
+                return;
+            };
+            finished.complete();
+            if over {
+                return;
+            }
+            if !progress {
+                let nap = lock(&self.dispatcher).as_mut().map(Dispatcher::nap);
+                match nap {
+                    None => return,
+                    Some(Some((nap, seen))) => self.client.sleep(nap, seen),
+                    Some(None) => {}
+                }
+            }
+        }
+    }
+
+    /// The session, on the MPI thread: it drives whenever no user thread does.
+    fn run(self: Arc<Self>) {
+        loop {
+            if self.leaders.load(Ordering::Acquire) > 0 {
+                // A user thread drives: nap, unwoken by submissions (the leader sends them),
+                // until the last leader hands over or the cap passes.
+                let s = lock(&self.client.state);
+                drop(self.client.wake.wait_timeout(s, self.cap));
+                if self.stepped_over() {
+                    break;
+                }
+                continue;
+            }
+            self.drive(&|| self.leaders.load(Ordering::Acquire) > 0);
+            if self.stepped_over() {
+                break;
+            }
+        }
+        let d = lock(&self.dispatcher).take();
+        if let Some(mut d) = d {
+            d.port.flush();
+        }
+        let mut s = lock(&self.client.state);
+        s.over = true;
+        self.client.ended.notify_all();
     }
 }
 
-/// Runs the dispatcher held in `ACTIVE` until `until()` holds or the session is over.
-/// Futures are completed with the dispatcher released, so a callback may wait on another
-/// future (nesting `drive`) or submit.
-fn drive(until: &dyn Fn() -> bool) {
-    loop {
-        if until() {
+impl Client {
+    /// Sleeps up to `nap`, or until a submission or shutdown after event `seen`.
+    fn sleep(&self, nap: Duration, seen: u64) {
+        let mut s = lock(&self.state);
+        if s.events != seen {
             return;
         }
-        let step = ACTIVE.with(|a| {
-            let mut a = a.borrow_mut();
-            let d = a.as_mut()?;
-            Some(d.step())
-        });
-        let Some((finished, progress, over)) = step else {
-            return;
-        };
-        finished.complete();
-        if over {
-            return;
-        }
-        if !progress
-            && ACTIVE
-                .with(|a| a.borrow_mut().as_mut().map(|d| d.idle()))
-                .is_none()
-        {
-            return;
-        }
+        s.sleeping = true;
+        let (mut s, _) = self
+            .wake
+            .wait_timeout(s, nap)
+            .unwrap_or_else(|p| p.into_inner());
+        s.sleeping = false;
     }
 }
+
+/// How long a thread about to block on a future keeps looking (yielding) first, where it
+/// may not drive.
+const WAITER_YIELD: Duration = Duration::from_micros(200);
 
 impl Dispatcher {
     fn new(client: Arc<Client>, port: Port, workers: Vec<RankInfo>, config: Config) -> Self {
@@ -480,21 +562,6 @@ impl Dispatcher {
         }
     }
 
-    /// The session, on the MPI thread.
-    fn run(self) {
-        let client = self.client.clone();
-        ACTIVE.with(|a| *a.borrow_mut() = Some(self));
-        drive(&|| false);
-        let mut d = ACTIVE
-            .with(|a| a.borrow_mut().take())
-            .expect("[internal] the dispatcher left during its session");
-        d.port.flush();
-        drop(d);
-        let mut s = lock(&client.state);
-        s.over = true;
-        client.ended.notify_all();
-    }
-
     /// One round: read what arrived, send what can go, steal, watch. Returns the futures to
     /// complete, whether anything happened, and whether the session is over.
     fn step(&mut self) -> (Finished, bool, bool) {
@@ -516,44 +583,20 @@ impl Dispatcher {
         (std::mem::take(&mut self.finished), progress, over)
     }
 
-    /// Nothing happened in the last round: wait a little (or, with nothing to expect from
-    /// the workers, until a submission or a shutdown).
-    fn idle(&mut self) {
+    /// Nothing happened in the last round: spins or yields a little here (the next
+    /// submission or result is often microseconds away); or says how long to sleep (the
+    /// backoff's next poll if results are expected, a long while if only a submission or a
+    /// shutdown can bring work) and the events seen, for `Client::sleep`.
+    fn nap(&mut self) -> Option<(Duration, u64)> {
+        let pause = self.backoff.pause()?;
         let expecting = !self.inflight.is_empty() || self.port.sending() || self.leaving.is_some();
-        let pause = if expecting {
-            match self.backoff.pause() {
-                None => return,
-                Some(d) => Some(d),
-            }
+        // Even with nothing to expect, wake now and then, to notice that the process exits.
+        let nap = if expecting {
+            pause
         } else {
-            None
+            Duration::from_millis(100)
         };
-        let mut s = lock(&self.client.state);
-        if s.events != self.seen {
-            return;
-        }
-        s.sleeping = true;
-        match pause {
-            Some(d) => {
-                let (g, _) = self
-                    .client
-                    .wake
-                    .wait_timeout(s, d)
-                    .unwrap_or_else(|p| p.into_inner());
-                s = g;
-            }
-            None => {
-                // Nothing in flight: only a submission or a shutdown can bring work; wake
-                // now and then anyway, to notice that the process is exiting.
-                let (g, _) = self
-                    .client
-                    .wake
-                    .wait_timeout(s, Duration::from_millis(100))
-                    .unwrap_or_else(|p| p.into_inner());
-                s = g;
-            }
-        }
-        s.sleeping = false;
+        Some((nap, self.seen))
     }
 
     /// Reads the messages that have arrived (a bounded number per round).

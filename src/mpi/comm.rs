@@ -42,6 +42,15 @@ enum Job {
 }
 
 static ENV: OnceLock<Result<Env, String>> = OnceLock::new();
+
+thread_local! {
+    static MPI_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True on the process's MPI thread.
+pub(crate) fn on_mpi_thread() -> bool {
+    MPI_THREAD.with(|t| t.get())
+}
 /// A rank stopped answering: finalizing would wait for it forever, so the job is aborted.
 static LOST: AtomicBool = AtomicBool::new(false);
 /// The process is exiting: a session still running ends now.
@@ -94,6 +103,7 @@ fn start_mpi_thread(timeout: Duration) -> Result<Env, String> {
     std::thread::Builder::new()
         .name("cf-mpi".into())
         .spawn(move || {
+            MPI_THREAD.with(|t| t.set(true));
             let Some((universe, threading)) =
                 ::mpi::initialize_with_threading(::mpi::Threading::Serialized)
             else {

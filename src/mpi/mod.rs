@@ -6,7 +6,7 @@ mod wire;
 mod worker;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::error::{BuildError, SubmitError};
@@ -14,7 +14,7 @@ use crate::executor::{Chunk, Executor, Payload};
 use crate::future::{Core, Future, INLINE, TaskCell, is_done};
 use crate::process::protocol::{self, FnRef, Slot};
 use crate::process::{ProcessPoolExecutor, image};
-use client::{Client, Config};
+use client::{Client, Config, Driver};
 
 /// How long an idle loop sleeps at most between two polls, by default.
 pub(crate) const DEFAULT_BACKOFF_CAP: Duration = Duration::from_millis(1);
@@ -23,6 +23,7 @@ pub(crate) const DEFAULT_BACKOFF_CAP: Duration = Duration::from_millis(1);
 /// if it ever blocks on one (a callback waiting on another task).
 struct MpiCell<T> {
     core: Core<T>,
+    driver: Weak<Driver>,
 }
 
 impl<T: Send + Sync> TaskCell<T> for MpiCell<T> {
@@ -31,7 +32,9 @@ impl<T: Send + Sync> TaskCell<T> for MpiCell<T> {
     }
 
     fn help(&self, _handle: &Future<T>) {
-        client::help(&|| is_done(self.core.load()));
+        if let Some(driver) = self.driver.upgrade() {
+            driver.help(&|| is_done(self.core.load()));
+        }
     }
 }
 
@@ -108,7 +111,7 @@ pub struct MpiPoolExecutor {
 }
 
 enum Inner {
-    Ranks(Arc<Client>),
+    Ranks(Arc<Driver>),
     /// Started as a singleton: local worker processes.
     Local(ProcessPoolExecutor),
 }
@@ -316,7 +319,8 @@ impl MpiPoolExecutor {
     /// ```
     pub fn ranks(&self) -> Vec<MpiRank> {
         match &self.inner {
-            Inner::Ranks(c) => c
+            Inner::Ranks(d) => d
+                .client
                 .workers()
                 .iter()
                 .map(|w| MpiRank {
@@ -330,15 +334,18 @@ impl MpiPoolExecutor {
     }
 
     fn enqueue<A: Payload, T: Payload>(
-        client: &Client,
+        driver: &Arc<Driver>,
         target: FnRef,
         arg: &A,
     ) -> Result<Future<T>, SubmitError> {
         let payload = protocol::encode(arg).map_err(|e| SubmitError::Codec(e.into()))?;
         let fut = Future::from_task_cell(Arc::new(MpiCell {
             core: Core::new(INLINE),
+            driver: Arc::downgrade(driver),
         }));
-        client.submit(target, payload, Box::new(Slot(fut.handle())))?;
+        driver
+            .client
+            .submit(target, payload, Box::new(Slot(fut.handle())))?;
         Ok(fut)
     }
 }
@@ -346,7 +353,7 @@ impl MpiPoolExecutor {
 impl Executor for MpiPoolExecutor {
     fn max_workers(&self) -> usize {
         match &self.inner {
-            Inner::Ranks(c) => c.workers().len(),
+            Inner::Ranks(d) => d.client.workers().len(),
             Inner::Local(p) => p.max_workers(),
         }
     }
@@ -375,10 +382,10 @@ impl Executor for MpiPoolExecutor {
 
     fn shutdown_with(&self, wait: bool, cancel_futures: bool) {
         match &self.inner {
-            Inner::Ranks(c) => {
-                c.shutdown(cancel_futures);
+            Inner::Ranks(d) => {
+                d.client.shutdown(cancel_futures);
                 if wait {
-                    c.join();
+                    d.join();
                 }
             }
             Inner::Local(p) => p.shutdown_with(wait, cancel_futures),
