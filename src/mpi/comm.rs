@@ -8,10 +8,11 @@
 //! that initialized it. So the first `MpiPoolExecutor::start` starts a thread, `cf-mpi`,
 //! that calls `MPI_Init_thread` and lives until the process exits: an `atexit` handler asks
 //! it to call `MPI_Finalize` (or `MPI_Abort`, when a rank was lost and finalizing would wait
-//! for it forever). Everything that talks MPI on the client rank runs as a job on this
-//! thread, so `MPI_THREAD_FUNNELED` is all the client needs. A worker rank also lets the
-//! thread that runs its tasks probe and send between tasks (under a lock) when the library
-//! grants `MPI_THREAD_SERIALIZED`, which saves two thread hand-offs per task.
+//! for it forever). On the client rank this thread runs the dispatcher, which owns all MPI
+//! traffic, so `MPI_THREAD_FUNNELED` is all the client needs. When the library grants
+//! `MPI_THREAD_SERIALIZED` (Open MPI and MPICH do), two hand-offs per task are saved: on the
+//! client, a user thread blocked on a future drives the dispatcher itself, under its lock;
+//! on a worker, the thread that runs the tasks probes and sends between them.
 //!
 //! # No burnt cores
 //!

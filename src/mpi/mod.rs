@@ -90,7 +90,9 @@ impl<T: Send + Sync> TaskCell<T> for MpiCell<T> {
 /// holds a small window of tasks (two batches); a rank that falls idle while another has
 /// unstarted tasks queued behind a long one gets them (work stealing). An idle rank does not
 /// burn a core: it polls with a backoff that grows to [`MpiPoolBuilder::idle_backoff_cap`]
-/// (1 ms by default), never a blocking MPI receive. Callbacks run on rank 0's MPI thread.
+/// (1 ms by default), never a blocking MPI receive. Callbacks run on rank 0, on the thread
+/// that completes the future (the MPI thread, or a thread waiting on the pool); one may wait
+/// on another future of the pool.
 ///
 /// # Failures
 ///
