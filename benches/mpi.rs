@@ -143,6 +143,67 @@ fn raw_job() {
     }
 }
 
+/// The same ping-pong with the calls the pool makes: `MPI_THREAD_SERIALIZED`, `MPI_Isend`
+/// completed by testing, and polling with `MPI_Improbe` + `MPI_Mrecv` (no blocking receive).
+/// The difference to `raw_job` is what MPI itself charges for that mode; the difference to
+/// the pool is the pool's own cost.
+fn polled_job() {
+    use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
+    use mpi::topology::Communicator;
+    let (universe, _) =
+        mpi::initialize_with_threading(mpi::Threading::Serialized).expect("MPI init");
+    let world = universe.world();
+    let rank = world.rank();
+    let buf = [0u8; 8];
+    let poll = |from: i32| loop {
+        if let Some(m) = world.process_at_rank(from).immediate_matched_probe() {
+            let (v, _) = m.matched_receive_vec::<u8>();
+            break v;
+        }
+    };
+    if rank < 2 {
+        let peer = 1 - rank;
+        let mut rt = Vec::with_capacity(ROUND_TRIPS);
+        for i in 0..(ROUND_TRIPS + 200) {
+            let t = Instant::now();
+            if rank == 0 {
+                mpi::request::scope(|s| {
+                    let mut r = world.process_at_rank(peer).immediate_send(s, &buf[..]);
+                    while let Err(again) = r.test() {
+                        r = again;
+                    }
+                });
+                std::hint::black_box(poll(peer));
+            } else {
+                std::hint::black_box(poll(peer));
+                mpi::request::scope(|s| {
+                    let mut r = world.process_at_rank(peer).immediate_send(s, &buf[..]);
+                    while let Err(again) = r.test() {
+                        r = again;
+                    }
+                });
+            }
+            if i >= 200 {
+                rt.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        if rank == 0 {
+            report("polled_rt_p50_us", percentile(rt, 0.5));
+        }
+    }
+    use mpi::collective::CommunicatorCollectives;
+    let mut req = world.immediate_barrier();
+    loop {
+        match req.test() {
+            Ok(_) => break,
+            Err(r) => {
+                req = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
 fn pool_job() {
     let Some(pool) = MpiPoolExecutor::start() else {
         return;
@@ -198,6 +259,7 @@ fn mpirun(n: u32) -> Command {
 fn main() {
     match std::env::var(JOB).as_deref() {
         Ok("raw") => return raw_job(),
+        Ok("polled") => return polled_job(),
         Ok("pool") => return pool_job(),
         Ok("process") => return process_job(),
         _ => {}
@@ -214,6 +276,7 @@ fn main() {
         eprintln!("round {} of {rounds}", round + 1);
         let jobs = [
             run(mpirun(3), "raw"),
+            run(mpirun(3), "polled"),
             run(mpirun(3), "pool"),
             run(
                 Command::new(std::env::current_exe().expect("exe")),
@@ -242,6 +305,11 @@ fn main() {
         med("raw_rt_p50_us"),
         med("proc_rt_p50_us"),
         med("mpi_rt_p50_us") / med("raw_rt_p50_us")
+    );
+    println!(
+        "| the same ping-pong as the pool makes it (SERIALIZED, MPI_Isend + MPI_Improbe polling) | | {:.1} µs | | {:.2}× this |",
+        med("polled_rt_p50_us"),
+        med("mpi_rt_p50_us") / med("polled_rt_p50_us")
     );
     println!(
         "| round trip p90 | {:.1} µs | {:.1} µs | {:.1} µs | |",
