@@ -703,6 +703,17 @@ impl Dispatcher {
     fn dispatch(&mut self) -> bool {
         let mut s = lock(&self.client.state);
         self.seen = s.events;
+        let n = self.links.len();
+        if s.pending.is_empty() {
+            // The common round while tasks run: only the free slots to publish.
+            s.slots = self
+                .links
+                .iter()
+                .filter(|l| l.open() && l.held.len() < self.config.window)
+                .map(|l| MAX_BATCHES.saturating_sub(l.batches.len()))
+                .sum();
+            return false;
+        }
         let mut batches = Vec::new();
         // What each link will hold once these batches are sent.
         let mut load: Vec<(usize, usize)> = self
@@ -710,7 +721,6 @@ impl Dispatcher {
             .iter()
             .map(|l| (l.batches.len(), l.held.len()))
             .collect();
-        let n = self.links.len();
         while !s.pending.is_empty() {
             let Some(li) = (0..n)
                 .filter(|&i| self.links[i].open() && load[i].0 < MAX_BATCHES)
