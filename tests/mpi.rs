@@ -361,6 +361,29 @@ fn suite() -> i32 {
             }
         }
     }
+    // A session with settings of its own (every rank builds it alike).
+    let configured = MpiPoolExecutor::builder()
+        .window(1)
+        .idle_backoff_cap(Duration::from_micros(200))
+        .start()
+        .expect("start a configured pool");
+    if let Some(pool) = configured {
+        let started = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            window_limits_tasks_in_flight(&pool)
+        }));
+        drop(pool);
+        if outcome.is_ok() {
+            passed += 1;
+            println!(
+                "test window_limits_tasks_in_flight ... ok ({:.1?})",
+                started.elapsed()
+            );
+        } else {
+            failed += 1;
+            println!("test window_limits_tasks_in_flight ... FAILED");
+        }
+    }
     if client {
         println!("\nsuite: {passed} passed, {failed} failed");
     }
@@ -372,6 +395,29 @@ type Test = (&'static str, fn(&MpiPoolExecutor));
 
 /// The shared behavioural suite, for this backend.
 const SUITE: &[Test] = suite_table!(MpiPoolExecutor);
+
+/// With `window(1)`, each of the two ranks holds one task: the others stay pending (and
+/// cancellable) until a rank has room.
+fn window_limits_tasks_in_flight(pool: &MpiPoolExecutor) {
+    let mut gate = Gate::closed();
+    let futs: Vec<_> = (0..6)
+        .map(|i| pool.submit(common::hold, (gate.path(), i)))
+        .collect();
+    common::eventually("both ranks hold a task", || {
+        futs.iter().filter(|f| f.running()).count() == 2
+    });
+    let pending = futs
+        .iter()
+        .filter(|f| f.state() == concurrent_futures::State::Pending)
+        .count();
+    assert_eq!(pending, 4, "more tasks sent than the windows hold");
+    assert!(futs[5].cancel(), "a task beyond the windows is cancellable");
+    gate.open();
+    for (i, f) in futs[..5].iter().enumerate() {
+        assert_eq!(f.result_timeout(LONG), Ok(i as u64));
+    }
+    assert!(futs[5].cancelled());
+}
 
 fn whoami(_: ()) -> u32 {
     std::process::id()

@@ -14,14 +14,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::comm::{self, Backoff, Env, MAX_MESSAGE, Port};
 use super::wire::{self, CallHead, Reader, kind};
 use crate::error::{ExitStatus, SubmitError, TaskError};
 use crate::process::protocol::{Completion, FnRef};
+use crate::sync::{Condvar, Mutex, lock};
 
 /// Settings of a session, fixed when it starts.
 #[derive(Debug, Clone)]
@@ -102,10 +103,6 @@ pub(crate) struct RankInfo {
     pub(crate) host: String,
     /// It answers (revokes, pings) while it runs a task.
     pub(crate) helper: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Client {
@@ -381,6 +378,11 @@ struct Dispatcher {
     backoff: Backoff,
     /// `State::events` last seen.
     seen: u64,
+    /// What `dispatch` saw of the shared state this round (one lock per round): nothing was
+    /// left pending, and whether new work was still accepted. `steal` and `finish_if_done`
+    /// act on it; a change after it is seen next round.
+    drained: bool,
+    accepting: bool,
     last_check: Instant,
     finished: Finished,
     /// The workers were told to leave; this many have not said `Left` yet.
@@ -554,6 +556,8 @@ impl Dispatcher {
             backoff: Backoff::new(config.backoff_cap),
             config,
             seen: 0,
+            drained: true,
+            accepting: true,
             last_check: now,
             finished: Finished::default(),
             leaving: None,
@@ -703,14 +707,15 @@ impl Dispatcher {
     fn dispatch(&mut self) -> bool {
         let mut s = lock(&self.client.state);
         self.seen = s.events;
+        self.accepting = s.phase == Phase::Running;
         let n = self.links.len();
-        if s.pending.is_empty() {
+        self.drained = s.pending.is_empty();
+        if self.drained {
             // The common round while tasks run: only the free slots to publish.
             s.slots = self
                 .links
                 .iter()
-                .filter(|l| l.open() && l.held.len() < self.config.window)
-                .map(|l| MAX_BATCHES.saturating_sub(l.batches.len()))
+                .map(|l| self.free_slots(l, l.batches.len(), l.held.len()))
                 .sum();
             return false;
         }
@@ -758,15 +763,26 @@ impl Dispatcher {
             }
         }
         s.slots = (0..n)
-            .filter(|&i| self.links[i].open() && load[i].1 < self.config.window)
-            .map(|i| MAX_BATCHES.saturating_sub(load[i].0))
+            .map(|i| self.free_slots(&self.links[i], load[i].0, load[i].1))
             .sum();
+        self.drained = s.pending.is_empty();
         drop(s);
         let sent = !batches.is_empty();
         for (li, batch) in batches {
             self.send_batch(li, batch);
         }
         sent
+    }
+
+    /// Tasks a link can still be sent, with `batches` and `held` in flight: one per free
+    /// batch, within its window.
+    fn free_slots(&self, link: &Link, batches: usize, held: usize) -> usize {
+        if !link.open() {
+            return 0;
+        }
+        MAX_BATCHES
+            .saturating_sub(batches)
+            .min(self.config.window.saturating_sub(held))
     }
 
     fn send_batch(&mut self, li: usize, batch: Vec<Work>) {
@@ -801,7 +817,7 @@ impl Dispatcher {
     /// With nothing pending and a worker idle, asks the worker with the most unstarted
     /// calls to give them back.
     fn steal(&mut self) -> bool {
-        if !lock(&self.client.state).pending.is_empty() {
+        if !self.drained {
             return false;
         }
         if !self.links.iter().any(|l| l.held.is_empty() && !l.lost) {
@@ -892,11 +908,8 @@ impl Dispatcher {
         if self.leaving.is_some() {
             return false;
         }
-        {
-            let s = lock(&self.client.state);
-            if s.phase == Phase::Running || !s.pending.is_empty() {
-                return false;
-            }
+        if self.accepting || !self.drained {
+            return false;
         }
         if !self.inflight.is_empty() || self.links.iter().any(|l| l.revoking) {
             return false;

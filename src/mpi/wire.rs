@@ -18,6 +18,8 @@
 //!   Exit                                        Left     (after Exit: the last message)
 //! ```
 
+use std::ops::Range;
+
 use crate::process::protocol::FnRef;
 
 /// Tag of every message to a worker rank (one tag: MPI keeps them in order).
@@ -137,17 +139,13 @@ impl<'a> Reader<'a> {
 
     /// `n` call heads (written in order, so read in reverse), and where each payload is in
     /// the message. Checks that the payloads exactly fill the rest.
-    pub(crate) fn calls(
-        &mut self,
-        n: usize,
-    ) -> Result<Vec<(CallHead, std::ops::Range<usize>)>, Malformed> {
+    pub(crate) fn calls(&mut self, n: usize) -> Result<Vec<(CallHead, Range<usize>)>, Malformed> {
         let mut heads = Vec::with_capacity(n.min(self.end / 32));
         for _ in 0..n {
-            let len = self.u64()?;
+            let len = self.len()?;
             let tramp = self.u64()? as i64;
             let func = self.u64()? as i64;
             let id = self.u64()?;
-            let len = usize::try_from(len).map_err(|_| "malformed message: length".to_string())?;
             heads.push(CallHead {
                 id,
                 target: FnRef { func, tramp },
@@ -155,45 +153,37 @@ impl<'a> Reader<'a> {
             });
         }
         heads.reverse();
-        let mut at = 0usize;
-        let mut out = Vec::with_capacity(heads.len());
-        for head in heads {
-            let end = at
-                .checked_add(head.len)
-                .filter(|&e| e <= self.end)
-                .ok_or("malformed message: payload out of bounds")?;
-            out.push((head, at..end));
-            at = end;
-        }
-        if at != self.end {
-            return Err("malformed message: stray bytes before the header".into());
-        }
-        Ok(out)
+        let ranges = self.payloads(heads.iter().map(|h| h.len))?;
+        Ok(heads.into_iter().zip(ranges).collect())
     }
 
     /// `n` (id, length) pairs of a `Done` message and where each outcome is.
-    pub(crate) fn outcomes(
-        &mut self,
-        n: usize,
-    ) -> Result<Vec<(u64, std::ops::Range<usize>)>, Malformed> {
+    pub(crate) fn outcomes(&mut self, n: usize) -> Result<Vec<(u64, Range<usize>)>, Malformed> {
         let mut heads = Vec::with_capacity(n.min(self.end / 16));
         for _ in 0..n {
-            let len = self.u64()?;
-            let id = self.u64()?;
-            heads.push((
-                id,
-                usize::try_from(len).map_err(|_| "malformed message: length")?,
-            ));
+            let len = self.len()?;
+            heads.push((self.u64()?, len));
         }
         heads.reverse();
+        let ranges = self.payloads(heads.iter().map(|h| h.1))?;
+        Ok(heads.into_iter().map(|h| h.0).zip(ranges).collect())
+    }
+
+    fn len(&mut self) -> Result<usize, Malformed> {
+        usize::try_from(self.u64()?).map_err(|_| "malformed message: length".into())
+    }
+
+    /// Where payloads of these lengths, laid end to end from the start, are; they must
+    /// exactly fill the bytes before the header.
+    fn payloads(&self, lens: impl Iterator<Item = usize>) -> Result<Vec<Range<usize>>, Malformed> {
         let mut at = 0usize;
-        let mut out = Vec::with_capacity(heads.len());
-        for (id, len) in heads {
+        let mut out = Vec::new();
+        for len in lens {
             let end = at
                 .checked_add(len)
                 .filter(|&e| e <= self.end)
-                .ok_or("malformed message: outcome out of bounds")?;
-            out.push((id, at..end));
+                .ok_or("malformed message: payload out of bounds")?;
+            out.push(at..end);
             at = end;
         }
         if at != self.end {

@@ -16,13 +16,14 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::comm::{self, Backoff, Env, MAX_MESSAGE, Port};
 use super::wire::{self, CallHead, Reader, kind};
 use crate::process::{image, protocol};
+use crate::sync::{Condvar, Mutex, lock};
 
 /// Results are sent together while they come quickly: what is ready goes when the rank has
 /// nothing left to run, or once the oldest unsent result is this old.
@@ -56,10 +57,6 @@ struct Shared {
     /// The helper sleeps here between looks.
     nap: (Mutex<()>, Condvar),
     cap: Duration,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Serves one session on this worker rank; returns when it is over (or was refused).
