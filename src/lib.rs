@@ -90,11 +90,15 @@ mod mpi;
 #[cfg(target_os = "linux")]
 pub mod multiprocessing;
 #[cfg(target_os = "linux")]
+mod os;
+#[cfg(target_os = "linux")]
 mod process;
 #[cfg(feature = "progress")]
 mod progress;
 #[cfg(feature = "rayon")]
 mod rayon;
+#[cfg(target_os = "linux")]
+mod remote;
 mod sync;
 mod thread;
 mod unwind;

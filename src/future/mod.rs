@@ -77,6 +77,10 @@ pub(crate) trait TaskCell<T>: Send + Sync {
     /// Called by a thread about to block (without a timeout) on a future that is not done and
     /// whose state has the `INLINE` flag. Returns when it can do no more.
     fn help(&self, _handle: &Future<T>) {}
+    /// Called by a thread about to block until `deadline` on a future that is not done and
+    /// whose state has the `INLINE` flag. Must return by the deadline (so it never runs the
+    /// task itself, which could outlast it).
+    fn help_until(&self, _deadline: Instant) {}
 }
 
 impl<T: Send + Sync> TaskCell<T> for Core<T> {
@@ -429,7 +433,7 @@ impl<T> Future<T> {
     /// assert!(!fut.wait_timeout(Duration::from_millis(1)));
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_until(is_done, Some(Instant::now() + timeout), false)
+        self.wait_until(is_done, Some(Instant::now() + timeout), true)
     }
 
     /// Attaches `callback`, called with this future once it is done. Python's
@@ -515,8 +519,11 @@ impl<T> Future<T> {
         if ready(s) {
             return true;
         }
-        if help && deadline.is_none() && s & INLINE != 0 && !is_done(s) {
-            self.cell.help(self);
+        if help && s & INLINE != 0 && !is_done(s) {
+            match deadline {
+                None => self.cell.help(self),
+                Some(d) => self.cell.help_until(d),
+            }
         }
         // A short spin catches tasks that are about to finish without a sleep and a
         // wake-up (omitted under loom, where it only multiplies the interleavings).

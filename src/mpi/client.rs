@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use super::comm::{self, Backoff, Env, MAX_MESSAGE, Port};
 use super::wire::{self, CallHead, Reader, kind};
 use crate::error::{ExitStatus, SubmitError, TaskError};
-use crate::process::protocol::{Completion, FnRef};
+use crate::remote::{Completion, FnRef};
 use crate::sync::{Condvar, Mutex, lock};
 
 /// Settings of a session, fixed when it starts.
@@ -217,7 +217,7 @@ impl Client {
 /// Rank 0's side of the start of a session: `Start` to every rank, a `Hello` from each.
 fn handshake(env: &Env, config: &Config) -> Result<(Vec<RankInfo>, Port), String> {
     let mut port = Port::new();
-    let fingerprint = crate::process::image::code_fingerprint();
+    let fingerprint = crate::remote::naming::code_fingerprint();
     for rank in 1..env.size {
         let mut buf = Vec::new();
         wire::Writer::new(&mut buf)

@@ -12,8 +12,8 @@ use std::time::Duration;
 use crate::error::{BuildError, SubmitError};
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::{Core, Future, INLINE, TaskCell, is_done};
-use crate::process::protocol::{self, FnRef, Slot};
-use crate::process::{ProcessPoolExecutor, image};
+use crate::process::ProcessPoolExecutor;
+use crate::remote::{FnRef, Slot, codec as protocol, naming as image};
 use client::{Client, Config, Driver};
 
 /// How long an idle loop sleeps at most between two polls, by default.
@@ -340,7 +340,8 @@ impl MpiPoolExecutor {
         target: FnRef,
         arg: &A,
     ) -> Result<Future<T>, SubmitError> {
-        let payload = protocol::encode(arg).map_err(|e| SubmitError::Codec(e.into()))?;
+        let payload =
+            protocol::encode(arg).map_err(|e| SubmitError::Codec(e.to_string().into()))?;
         let fut = Future::from_task_cell(Arc::new(MpiCell {
             core: Core::new(INLINE),
             driver: Arc::downgrade(driver),

@@ -20,7 +20,7 @@
 
 use std::ops::Range;
 
-use crate::process::protocol::FnRef;
+use crate::remote::FnRef;
 
 /// Tag of every message to a worker rank (one tag: MPI keeps them in order).
 pub(crate) const TO_WORKER: i32 = 0x6366;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::comm::{self, Backoff, Env, MAX_MESSAGE, Port};
 use super::wire::{self, CallHead, Reader, kind};
-use crate::process::{image, protocol};
+use crate::remote::{codec as protocol, naming as image};
 use crate::sync::{Condvar, Mutex, lock};
 
 /// Results are sent together while they come quickly: what is ready goes when the rank has
@@ -145,7 +145,8 @@ fn task_loop(shared: &Shared) -> Result<(), String> {
         if let Some(job) = job {
             let started = shared.epoch.elapsed().as_nanos() as u64;
             shared.busy_since.store(started.max(1), Ordering::Release);
-            let outcome = image::invoke(job.head.target, &job.msg[job.range.clone()])?;
+            let outcome = image::invoke(job.head.target, &job.msg[job.range.clone()])
+                .map_err(|e| e.to_string())?;
             shared.busy_since.store(0, Ordering::Release);
             drop(job.msg);
             let mut link = lock(&shared.link);

@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ProcessError;
 use super::shm::{pidfd, sharing};
-use crate::process::image;
-use crate::process::protocol::{self, FnRef};
+use crate::os;
+use crate::remote::bootstrap::{self as protocol, ENV_CHILD, ENV_PARENT, ENV_TOKEN};
+use crate::remote::{FnRef, naming as image};
 
 /// Sent by a new child to the parent's one-shot server.
 #[derive(Serialize, Deserialize)]
@@ -244,7 +245,7 @@ impl Process {
     where
         A: Serialize + DeserializeOwned + Send + 'static,
     {
-        image::ensure_linked();
+        protocol::ensure_linked();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
         let mut identity = me().identity.clone();
         identity.push(n);
@@ -541,7 +542,7 @@ impl Process {
             Poll::Exited(_) => Ok(()),
             Poll::Running(_) => {
                 if let State::Running { child, .. } = &*state {
-                    image::signal(child.id(), signal);
+                    os::signal(child.id(), signal);
                 }
                 Ok(())
             }
@@ -620,15 +621,12 @@ fn launch(
     let spawn_err = |e: String| ProcessError::Spawn(e);
     let (server, name) =
         IpcOneShotServer::<ChildHello>::new().map_err(|e| spawn_err(e.to_string()))?;
-    let token = crate::process::manager::random_token();
+    let token = protocol::random_token();
     let mut command = Command::new("/proc/self/exe");
     command
-        .env(protocol::ENV_CHILD, &name)
-        .env(
-            protocol::ENV_TOKEN,
-            crate::process::worker::format_token(&token),
-        )
-        .env(protocol::ENV_PARENT, std::process::id().to_string())
+        .env(ENV_CHILD, &name)
+        .env(ENV_TOKEN, protocol::format_token(&token))
+        .env(ENV_PARENT, std::process::id().to_string())
         .stdin(Stdio::null());
     let mut child = spawner_run(command).map_err(spawn_err)?;
     let exited = pidfd::open(child.id()).map(Arc::new);
@@ -670,9 +668,9 @@ fn accept(
     name: &str,
     child: &mut Child,
 ) -> Result<ChildHello, String> {
-    let failure = match crate::process::manager::accept_child(server, child, "child") {
+    let failure = match protocol::accept_child(server, child, "child") {
         Ok(hello) => return Ok(hello),
-        Err(e) => e,
+        Err(e) => e.to_string(),
     };
     if let (Ok(sender), Ok((start, _))) = (
         IpcSender::<ChildHello>::connect(name.to_string()),
@@ -721,11 +719,10 @@ fn spawner_run(command: Command) -> Result<Child, String> {
 pub(crate) fn child_main(
     server: OsString,
     token: Option<OsString>,
-    parent: Option<OsString>,
+    expected_parent: Option<u32>,
 ) -> i32 {
-    image::die_with_parent();
-    let expected_parent = parent.and_then(|p| p.to_str()?.parse::<u32>().ok());
-    if expected_parent != Some(image::parent_pid()) {
+    os::become_child(false);
+    if expected_parent != Some(os::parent_pid()) {
         return 1; // the parent died before the death signal was armed
     }
     match receive(server, token) {
@@ -752,8 +749,7 @@ pub(crate) fn child_main(
 
 fn receive(server: OsString, token: Option<OsString>) -> Result<Start, String> {
     let server = server.into_string().map_err(|_| "bad server name")?;
-    let token = crate::process::worker::parse_token(token.as_ref().and_then(|t| t.to_str()))
-        .ok_or("no valid token in the environment")?;
+    let token = protocol::parse_token(token.as_ref()).ok_or("no valid token in the environment")?;
     let (start_tx, start_rx) = ipc::channel::<Start>().map_err(|e| e.to_string())?;
     IpcSender::<ChildHello>::connect(server)
         .and_then(|hello| {

@@ -37,7 +37,7 @@ use super::error::{GetError, PutError, TaskDoneTooManyTimes};
 use super::shm::{
     Guarded, Held, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, Unlock, deadline_of,
 };
-use crate::process::protocol;
+use crate::remote::codec as protocol;
 
 const FIRST: u32 = 1;
 const LAST: u32 = 2;
@@ -633,7 +633,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
         let bytes = match protocol::encode(&item) {
             Ok(b) => b,
-            Err(e) => return Err(PutError::Encode(item, e)),
+            Err(e) => return Err(PutError::Encode(item, e.to_string())),
         };
         if !self.core.ring.reserve(deadline) {
             return Err(PutError::Full(item));
@@ -683,7 +683,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // Our own items still in the backlog would never arrive while we wait with the
         // feeder stuck behind a full ring; they are written by the feeder thread meanwhile.
         let bytes = self.core.ring.read(deadline).ok_or(GetError::Empty)?;
-        protocol::decode(&bytes).map_err(GetError::Decode)
+        protocol::decode(&bytes).map_err(|e| GetError::Decode(e.to_string()))
     }
 }
 
@@ -909,7 +909,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
         }
         let bytes = match protocol::encode(&item) {
             Ok(b) => b,
-            Err(e) => return Err(PutError::Encode(item, e)),
+            Err(e) => return Err(PutError::Encode(item, e.to_string())),
         };
         let ring = &self.queue.core.ring;
         ring.reserve(None);

@@ -4,30 +4,30 @@
 //! ```text
 //! submit ──► pending queue ──dispatch──► worker's calls channel ──► worker process
 //!   (cancellable here)        (claimed: RUNNING; at most MAX_BATCHES per worker)
-//! future ◄── decode + complete ◄── manager thread: select(results channels, wake channel)
-//!                                   └─ channel closed: the worker died → fail what it held,
-//!                                      start a replacement
+//! future ◄── decode + complete ◄── reader: epoll(workers' sockets, their pidfds, a wake-up)
+//!                                   └─ the worker died → complete what its result log
+//!                                      holds, fail the call it died in, queue again the
+//!                                      calls it never started, start a replacement
 //! ```
 //!
 //! Dispatch happens on whichever thread makes room or work: the submitting thread (if a
 //! worker's window has room) or the manager thread (when results free a window).
 
 use std::collections::{HashMap, VecDeque};
-use std::process::{Child, Command, Stdio};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::process::Child;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{
-    self, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcReceiverSet, IpcSelectionResult,
-    IpcSender, IpcSharedMemory,
+use super::wire::{
+    self, CallRef, Hello, LOG_SIZE, MAX_FRAME, Payload, PostMortem, Revoke, Revoked, TAG_DONE,
+    TAG_HELLO, TAG_INIT, TAG_REVOKED, TAG_TO_WORKER, TAG_WELCOME, ToWorkerRef,
 };
-
-use super::image;
-use super::protocol::{self, CallRef, FnRef, FromWorker, Hello, Payload, Revoke, ToWorkerRef};
-pub(crate) use super::protocol::{Completion, Slot};
-use super::worker::format_token;
 use crate::error::{ExitStatus, SubmitError, TaskError};
+use crate::os::{self, Memfd, Pidfd, Poller, Recv, Socket, WAKE_KEY};
+use crate::remote::bootstrap::{self, CONNECT_TIMEOUT, ChildGuard, ENV_WORKER, StartError};
+use crate::remote::{Completion, FnRef, codec, naming};
 use crate::sync::{self, Condvar, Mutex};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -43,8 +43,6 @@ const READER_SPIN: Duration = Duration::from_micros(200);
 /// How long the manager thread leaves results in flight to a user thread that may come to
 /// read them itself, before it reads them (for callbacks and `as_completed`).
 const READ_GRACE: Duration = Duration::from_micros(100);
-/// How long a new worker may take to connect before start-up fails.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings fixed when the pool is built.
 pub(crate) struct Config {
@@ -81,12 +79,16 @@ enum Phase {
 /// One live worker as the parent sees it.
 struct Link {
     pid: u32,
-    child: Child,
-    calls: IpcBytesSender,
-    bulk: IpcSender<IpcSharedMemory>,
-    revoke: IpcSender<Revoke>,
-    /// The worker's progress word (see `Hello::progress`).
-    progress: IpcSharedMemory,
+    child: ChildGuard,
+    /// Calls down, results up (see `wire`).
+    main: Arc<Socket>,
+    /// Revokes down, served by the worker's helper thread.
+    ctl: Socket,
+    /// Readable once the worker has exited (even if a process it started still holds its
+    /// socket open).
+    pidfd: Pidfd,
+    /// The worker's result log (see `wire`), read once it is dead.
+    log: Memfd,
     /// The number of the last batch sent.
     seq: u64,
     /// Batches in flight (number, tasks left), oldest first.
@@ -116,9 +118,12 @@ struct State {
     inflight: HashMap<u64, Work>,
     workers: HashMap<u64, Link>,
     next_id: u64,
+    /// The key of the next worker started.
+    next_worker: u64,
     /// Set when start-up failed.
-    startup_error: Option<String>,
-    wake: Option<IpcSender<()>>,
+    startup_error: Option<StartError>,
+    /// The manager thread has finished (every worker is reaped).
+    finished: bool,
     /// Workers to start (replacements), by the manager thread.
     respawn: usize,
 }
@@ -136,11 +141,18 @@ fn complete_all(finished: &mut Finished) {
     }
 }
 
-/// The receiver set: whoever holds it reads results. Normally the manager thread; a user
-/// thread blocked on a task that a worker has takes it over (see `read_until`).
+/// The right to read the workers' sockets, and its buffers: whoever holds it reads
+/// results. Normally the manager thread; a user thread blocked on a task that a worker has
+/// takes it over (see `read_until`).
 struct Reader {
-    set: IpcReceiverSet,
-    wake_id: u64,
+    buf: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    keys: Vec<u64>,
+}
+
+/// The poller key of a worker's socket; `key + 1` is its pidfd's.
+fn socket_key(id: u64) -> u64 {
+    id << 1
 }
 
 /// Shared by the pool handle, its manager thread, and threads reading results.
@@ -149,20 +161,23 @@ pub(crate) struct Manager {
     /// The manager thread and `start` wait on it; readers signal it.
     changed: Condvar,
     reader: Mutex<Option<Reader>>,
+    /// Watches the workers' sockets and pidfds; `wake` interrupts a reader's wait.
+    poller: Poller,
     /// User threads waiting to read (or reading) results.
     wants: AtomicUsize,
     /// The manager thread needs the reader (to add a new worker's channel).
     manager_wants: AtomicBool,
     config: Config,
     /// Shared memory blocks kept for large arguments.
-    pub(crate) blocks: protocol::Blocks,
+    pub(crate) blocks: wire::Blocks,
     thread: Mutex<Option<JoinHandle<()>>>,
     watchdog: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Manager {
     /// Starts the manager thread and the workers; returns once all workers are ready.
-    pub(crate) fn start(config: Config) -> Result<Arc<Manager>, String> {
+    pub(crate) fn start(config: Config) -> Result<Arc<Manager>, StartError> {
+        let poller = Poller::new().map_err(|e| StartError::Spawn(e.to_string()))?;
         let manager = Arc::new(Manager {
             state: Mutex::new(State {
                 phase: Phase::Starting,
@@ -170,16 +185,18 @@ impl Manager {
                 inflight: HashMap::new(),
                 workers: HashMap::new(),
                 next_id: 1,
+                next_worker: 1,
                 startup_error: None,
-                wake: None,
+                finished: false,
                 respawn: 0,
             }),
             changed: Condvar::new(),
             reader: Mutex::new(None),
+            poller,
             wants: AtomicUsize::new(0),
             manager_wants: AtomicBool::new(false),
             config,
-            blocks: protocol::Blocks::default(),
+            blocks: wire::Blocks::default(),
             thread: Mutex::new(None),
             watchdog: Mutex::new(None),
         });
@@ -187,14 +204,14 @@ impl Manager {
         let handle = std::thread::Builder::new()
             .name("cf-process-manager".into())
             .spawn(move || m.run())
-            .map_err(|e| format!("cannot start the manager thread: {e}"))?;
+            .map_err(|e| StartError::Spawn(format!("cannot start the manager thread: {e}")))?;
         *sync::lock(&manager.thread) = Some(handle);
         if let Some(limit) = manager.config.task_timeout {
             let m = manager.clone();
             let handle = std::thread::Builder::new()
                 .name("cf-process-watchdog".into())
                 .spawn(move || m.watch(limit))
-                .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
+                .map_err(|e| StartError::Spawn(format!("cannot start the watchdog thread: {e}")))?;
             *sync::lock(&manager.watchdog) = Some(handle);
         }
         let mut st = sync::lock(&manager.state);
@@ -264,7 +281,7 @@ impl Manager {
             } else {
                 Vec::new()
             };
-            wake(&st);
+            self.poller.wake();
             self.changed.notify_all();
             cancelled
         };
@@ -277,7 +294,7 @@ impl Manager {
     pub(crate) fn signal_workers(&self, signal: libc::c_int) {
         let st = sync::lock(&self.state);
         for link in st.workers.values() {
-            image::signal(link.pid, signal);
+            link.pidfd.signal(signal);
         }
     }
 
@@ -301,7 +318,7 @@ impl Manager {
         let mut st = sync::lock(&self.state);
         loop {
             let finished = st.startup_error.is_some()
-                || (stopping(&st) && st.workers.is_empty() && st.wake.is_none());
+                || (stopping(&st) && st.workers.is_empty() && st.finished);
             if finished {
                 return;
             }
@@ -314,7 +331,7 @@ impl Manager {
                     let deadline = since + limit;
                     if deadline <= now {
                         link.timed_out = true;
-                        image::signal(link.pid, libc::SIGKILL);
+                        link.pidfd.signal(libc::SIGKILL);
                     } else {
                         next = next.min(deadline);
                     }
@@ -335,11 +352,18 @@ impl Manager {
     /// Reads results on this thread until `done()` holds: a thread blocked on a task that a
     /// worker holds takes the results off the channels itself, instead of being woken by the
     /// manager thread after it did (one thread wake-up fewer on the way of every result).
-    /// Gives up at once if the pool is stopping.
-    pub(crate) fn read_until(&self, done: &dyn Fn() -> bool) {
+    /// Gives up at once if the pool is stopping, and at `deadline` if there is one.
+    pub(crate) fn read_until(&self, done: &dyn Fn() -> bool, deadline: Option<Instant>) {
         self.wants.fetch_add(1, SeqCst);
         let mut finished = Finished::new();
         while !done() {
+            let timeout = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(t) if !t.is_zero() => Some(t),
+                    _ => break,
+                },
+                None => None,
+            };
             if self.manager_wants.load(SeqCst) {
                 // The manager must add a worker's channel: step aside until it has.
                 let mut st = sync::lock(&self.state);
@@ -351,7 +375,7 @@ impl Manager {
             let ok = {
                 let mut reader = self.take_reader();
                 match reader.as_mut() {
-                    Some(r) if !self.should_stop() => self.pump(r, &mut finished),
+                    Some(r) if !self.should_stop() => self.pump(r, &mut finished, timeout),
                     _ => false,
                 }
             };
@@ -377,8 +401,8 @@ impl Manager {
         if let Ok(guard) = self.reader.try_lock() {
             return guard;
         }
-        // The manager thread is reading: wake it from `select` so it lets go.
-        wake(&sync::lock(&self.state));
+        // The manager thread is reading: wake it from its wait so it lets go.
+        self.poller.wake();
         let backoff = crossbeam_utils::Backoff::new();
         let start = Instant::now();
         loop {
@@ -402,29 +426,18 @@ impl Manager {
         }
         complete_all(finished);
         if self.wants.load(SeqCst) > mine {
-            wake(&sync::lock(&self.state));
+            self.poller.wake();
         }
     }
 
     // ===== the manager thread =====
 
     fn run(self: Arc<Self>) {
-        let reader = IpcReceiverSet::new()
-            .map_err(|e| format!("cannot create a receiver set: {e}"))
-            .and_then(|mut set| {
-                let (tx, rx) =
-                    ipc::channel::<()>().map_err(|e| format!("cannot create a channel: {e}"))?;
-                let wake_id = set
-                    .add(rx)
-                    .map_err(|e| format!("cannot watch a channel: {e}"))?;
-                Ok((Reader { set, wake_id }, tx))
-            });
-        let (reader, wake_tx) = match reader {
-            Ok(r) => r,
-            Err(e) => return self.fail_startup(e),
-        };
-        *sync::lock(&self.reader) = Some(reader);
-        sync::lock(&self.state).wake = Some(wake_tx);
+        *sync::lock(&self.reader) = Some(Reader {
+            buf: Vec::with_capacity(MAX_FRAME),
+            fds: Vec::new(),
+            keys: Vec::new(),
+        });
         if let Err(e) = self.spawn_workers(self.config.workers) {
             self.kill_all();
             self.reap_all();
@@ -478,7 +491,7 @@ impl Manager {
             let ok = {
                 let mut reader = sync::lock(&self.reader);
                 let Some(r) = reader.as_mut() else { break };
-                self.pump(r, &mut finished)
+                self.pump(r, &mut finished, None)
             };
             self.settle(&mut finished, 0);
             if !ok {
@@ -490,41 +503,60 @@ impl Manager {
         self.reap_all();
         *sync::lock(&self.reader) = None;
         let mut st = sync::lock(&self.state);
-        st.wake = None;
+        st.finished = true;
         self.changed.notify_all();
     }
 
-    /// One round of reading: waits for events on the channels and handles them; the tasks
-    /// they finish go to `finished`. False if the channels are unusable.
-    fn pump(&self, r: &mut Reader, finished: &mut Finished) -> bool {
-        let events = match r.set.select() {
-            Ok(ev) => ev,
-            Err(e) => {
-                eprintln!("concurrent_futures: the process pool lost its channels: {e}");
-                return false;
-            }
-        };
-        for event in events {
-            match event {
-                IpcSelectionResult::MessageReceived(id, _) if id == r.wake_id => {}
-                IpcSelectionResult::ChannelClosed(id) if id == r.wake_id => {}
-                IpcSelectionResult::MessageReceived(id, msg) => match msg.to::<FromWorker>() {
-                    Ok(msg) => self.on_message(id, msg, finished),
-                    Err(e) => {
-                        eprintln!(
-                            "concurrent_futures: malformed message from a worker ({e}); stopping it"
-                        );
-                        self.kill_worker(id);
-                    }
-                },
-                IpcSelectionResult::ChannelClosed(id) => self.on_closed(id, finished),
-            }
+    /// One round of reading: waits for events (at most `timeout`) and handles them; the
+    /// tasks they finish go to `finished`. False if the poller is unusable.
+    fn pump(&self, r: &mut Reader, finished: &mut Finished, timeout: Option<Duration>) -> bool {
+        if let Err(e) = self.poller.wait(&mut r.keys, timeout) {
+            eprintln!("concurrent_futures: the process pool cannot watch its workers: {e}");
+            return false;
         }
+        let keys = std::mem::take(&mut r.keys);
+        for &key in &keys {
+            if key == WAKE_KEY {
+                continue;
+            }
+            let id = key >> 1;
+            let exited = key & 1 == 1;
+            self.drain(id, r, finished, exited);
+        }
+        r.keys = keys;
         self.retire_if_done();
         true
     }
 
-    fn fail_startup(&self, error: String) {
+    /// Reads every message a worker's socket holds. Once the worker has exited (its pidfd
+    /// is readable) or closed its socket, handles its death after its last message.
+    fn drain(&self, id: u64, r: &mut Reader, finished: &mut Finished, exited: bool) {
+        let Some(main) = sync::lock(&self.state)
+            .workers
+            .get(&id)
+            .map(|l| l.main.clone())
+        else {
+            return;
+        };
+        loop {
+            r.fds.clear();
+            match main.recv(&mut r.buf, &mut r.fds, true) {
+                Ok(Recv::Message(_)) => {
+                    if let Err(why) = self.on_message(id, &r.buf, &mut r.fds, finished) {
+                        // It broke the protocol: it is stopped, and its death is handled
+                        // as any other.
+                        eprintln!("concurrent_futures: a worker sent {why}; stopping it");
+                        self.kill_worker(id);
+                    }
+                }
+                Ok(Recv::Empty) if !exited => return,
+                Ok(Recv::Empty | Recv::Closed) | Err(_) => break,
+            }
+        }
+        self.on_closed(id, finished);
+    }
+
+    fn fail_startup(&self, error: StartError) {
         let mut st = sync::lock(&self.state);
         st.startup_error = Some(error);
         self.changed.notify_all();
@@ -543,50 +575,44 @@ impl Manager {
         stopping(&st) && st.workers.is_empty()
     }
 
-    fn on_message(&self, id: u64, msg: FromWorker, finished: &mut Finished) {
-        match msg {
-            FromWorker::Initialized(Ok(())) => {
-                let mut st = sync::lock(&self.state);
-                if let Some(link) = st.workers.get_mut(&id) {
-                    link.ready = true;
+    /// Handles one message of worker `id`. An error means the worker broke the protocol.
+    fn on_message(
+        &self,
+        id: u64,
+        msg: &[u8],
+        fds: &mut Vec<OwnedFd>,
+        finished: &mut Finished,
+    ) -> Result<(), &'static str> {
+        let (&tag, body) = msg.split_first().ok_or("an empty message")?;
+        match tag {
+            TAG_DONE => self.on_done(id, body, fds, finished),
+            TAG_INIT => {
+                if !fds.is_empty() {
+                    return Err("descriptors with its initializer's outcome");
                 }
-                if st.phase == Phase::Starting && st.workers.values().all(|l| l.ready) {
-                    st.phase = Phase::Running;
-                    self.changed.notify_all();
-                }
-                dispatch(&mut st);
-            }
-            FromWorker::Initialized(Err(e)) => {
-                finished.extend(self.break_pool(format!("a worker's initializer failed: {e}")))
-            }
-            FromWorker::Done(results) => {
-                let mut st = sync::lock(&self.state);
-                let State {
-                    workers, inflight, ..
-                } = &mut *st;
-                for r in results {
-                    if let Some(w) = inflight.remove(&r.id) {
-                        let bytes = match r.shared {
-                            Some(shm) => shm.to_vec(),
-                            None => r.payload,
-                        };
-                        finished.push((w.completion, Ok(bytes)));
-                        self.blocks.put(w.payload);
+                match crate::remote::codec::decode_outcome::<()>(body) {
+                    Ok(()) => {
+                        let mut st = sync::lock(&self.state);
+                        if let Some(link) = st.workers.get_mut(&id) {
+                            if link.ready {
+                                return Err("a second initializer outcome");
+                            }
+                            link.ready = true;
+                        }
+                        if st.phase == Phase::Starting && st.workers.values().all(|l| l.ready) {
+                            st.phase = Phase::Running;
+                            self.changed.notify_all();
+                        }
+                        dispatch(&mut st);
                     }
-                    if let Some(link) = workers.get_mut(&id) {
-                        link.finished(r.id);
-                    }
+                    Err(e) => finished
+                        .extend(self.break_pool(format!("a worker's initializer failed: {e}"))),
                 }
-                if let Some(limit) = self.config.max_tasks_per_child
-                    && let Some(link) = workers.get_mut(&id)
-                    && link.tasks_done >= limit
-                    && !link.retiring
-                {
-                    link.retire();
-                }
-                dispatch(&mut st);
+                Ok(())
             }
-            FromWorker::Revoked { ids, unread_from } => {
+            TAG_REVOKED => {
+                let Revoked { ids, unread_from } =
+                    codec::decode(body).map_err(|_| "a malformed answer to a revoke")?;
                 let mut st = sync::lock(&self.state);
                 let State {
                     workers,
@@ -595,8 +621,11 @@ impl Manager {
                     ..
                 } = &mut *st;
                 let Some(link) = workers.get_mut(&id) else {
-                    return;
+                    return Ok(());
                 };
+                if !link.revoking {
+                    return Err("an answer to a revoke never asked");
+                }
                 link.revoking = false;
                 let mut back: Vec<u64> = link
                     .held
@@ -618,45 +647,121 @@ impl Manager {
                     }
                 }
                 dispatch(&mut st);
+                Ok(())
             }
+            _ => Err("an unknown message"),
         }
     }
 
-    /// A worker's results channel closed: it exited or died. The task it was running fails
-    /// (so do those it finished whose results died with it); those it had not started go
-    /// back to the front of the queue, so no task runs twice. While the pool is running, the
-    /// manager thread starts a replacement.
+    /// Results: each must be of a task this worker holds (a worker cannot complete another
+    /// worker's task, or one twice); a result in shared memory is read with its length
+    /// checked. A result that cannot be read fails its own task only.
+    fn on_done(
+        &self,
+        id: u64,
+        body: &[u8],
+        fds: &mut Vec<OwnedFd>,
+        finished: &mut Finished,
+    ) -> Result<(), &'static str> {
+        let mut files = fds.drain(..);
+        let mut st = sync::lock(&self.state);
+        let State {
+            workers, inflight, ..
+        } = &mut *st;
+        let Some(link) = workers.get_mut(&id) else {
+            return Ok(());
+        };
+        let mut outcome = Ok(());
+        for record in wire::records(body) {
+            let Ok(record) = record else {
+                outcome = Err("a malformed result record");
+                break;
+            };
+            if !link.holds(record.id) {
+                outcome = Err("a result for a task it does not hold");
+                break;
+            }
+            let bytes = if record.shared {
+                let Some(fd) = files.next() else {
+                    outcome = Err("a shared result without its file");
+                    break;
+                };
+                wire::read_shared(fd, record.len)
+                    .map_err(|e| TaskError::Codec(format!("the task's result: {e}").into()))
+            } else {
+                Ok(record.payload.to_vec())
+            };
+            link.finished(record.id);
+            if let Some(w) = inflight.remove(&record.id) {
+                finished.push((w.completion, bytes));
+                self.blocks.put(w.payload);
+            }
+        }
+        if outcome.is_ok() && files.next().is_some() {
+            outcome = Err("descriptors it did not announce");
+        }
+        if let Some(limit) = self.config.max_tasks_per_child
+            && link.tasks_done >= limit
+            && !link.retiring
+        {
+            link.retire();
+        }
+        dispatch(&mut st);
+        outcome
+    }
+
+    /// A worker exited or died (after its last message was read). The results in its log
+    /// complete their tasks; the task it was running fails; those it had not started go
+    /// back to the front of the queue, so no task runs twice and none is lost. While the
+    /// pool is running, the manager thread starts a replacement.
     fn on_closed(&self, id: u64, finished: &mut Finished) {
         let link = sync::lock(&self.state).workers.remove(&id);
         let Some(mut link) = link else { return };
+        self.poller.remove(link.main.as_fd());
+        self.poller.remove(link.pidfd.as_fd());
         let status = reap(&mut link.child);
+        // The worker is dead: its log no longer changes (a process it started could still
+        // write to it, which costs only this worker's own tasks: everything read is checked).
+        let log = PostMortem::read(&link.log);
         let failed = {
             let mut st = sync::lock(&self.state);
             let terminated = st.phase == Phase::Terminated;
-            let mut held: Vec<Work> = link
+            // Calls run in the order sent: those up to the last it started have run, those
+            // after it never started. (If it started none of them, none has run.)
+            let started = link
                 .held
                 .iter()
-                .filter_map(|(task, _)| st.inflight.remove(task))
-                .collect();
-            // The last call it started (it is dead: the word no longer changes). Calls run in
-            // the order sent: those before it finished, but their results (sent in batches)
-            // died with it; those after it never started and go back to the queue. If it
-            // started none of them, none failed.
-            let last = link
-                .progress
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_le_bytes);
+                .position(|&(task, _)| task == log.started)
+                .map_or(0, |p| p + 1);
+            let mut held: Vec<Work> = Vec::new();
+            let mut unstarted: Vec<Work> = Vec::new();
+            for (i, &(task, _)) in link.held.iter().enumerate() {
+                let Some(w) = st.inflight.remove(&task) else {
+                    continue;
+                };
+                if let Some(pos) = log.results.iter().position(|(id, _)| *id == task) {
+                    // Finished, its result committed to the log: delivered.
+                    let bytes = log.results[pos].1.clone();
+                    finished.push((w.completion, Ok(bytes)));
+                    self.blocks.put(w.payload);
+                } else if i < started {
+                    held.push(w);
+                } else {
+                    unstarted.push(w);
+                }
+            }
             let died = TaskError::WorkerDied {
                 pid: link.pid,
                 status,
             };
             let failed: Vec<(Work, TaskError)> = if terminated {
                 let error = TaskError::Broken("the pool was terminated".into());
-                held.into_iter().map(|w| (w, error.clone())).collect()
+                held.into_iter()
+                    .chain(unstarted)
+                    .map(|w| (w, error.clone()))
+                    .collect()
             } else {
-                let started = held.iter().position(|w| w.id == last).map_or(0, |p| p + 1);
-                for mut w in held.drain(started..).rev() {
+                for mut w in unstarted.into_iter().rev() {
                     w.claimed = true;
                     st.pending.push_front(w);
                 }
@@ -727,7 +832,7 @@ impl Manager {
     fn kill_worker(&self, id: u64) {
         let st = sync::lock(&self.state);
         if let Some(link) = st.workers.get(&id) {
-            image::signal(link.pid, libc::SIGKILL);
+            link.pidfd.signal(libc::SIGKILL);
         }
     }
 
@@ -743,50 +848,48 @@ impl Manager {
             .map(|(_, l)| l)
             .collect();
         for mut link in links {
-            drop(link.calls);
+            drop(link.main);
+            drop(link.ctl);
             let _ = link.child.wait();
         }
     }
 
     /// Starts `n` workers (on the manager thread): spawns them all, waits for each
-    /// handshake, then adds their channels to the reader.
-    fn spawn_workers(&self, n: usize) -> Result<(), String> {
+    /// handshake, then watches their sockets. On a failure, every worker started here is
+    /// killed and reaped, and everything opened for them is closed.
+    fn spawn_workers(&self, n: usize) -> Result<(), StartError> {
         let mut starting = Vec::with_capacity(n);
         for _ in 0..n {
             starting.push(Starting::spawn()?);
         }
         let mut connected = Vec::with_capacity(n);
         for s in starting {
-            let (mut link, results) = s.connect()?;
+            let mut link = s.connect()?;
             if let Some(init) = self.config.initializer {
                 link.ready = false;
-                link.send(&ToWorkerRef::Init(init))
-                    .map_err(|e| format!("cannot reach a new worker: {e}"))?;
+                // (On an error, dropping the links kills and reaps their workers.)
+                link.send(&ToWorkerRef::Init(init), &[])
+                    .map_err(|e| StartError::Connect("worker", e.to_string()))?;
             }
-            connected.push((link, results));
+            connected.push(link);
         }
-        // Take the reader from whoever reads now.
-        self.manager_wants.store(true, SeqCst);
-        wake(&sync::lock(&self.state));
-        let mut reader = sync::lock(&self.reader);
-        let result = (|| {
-            let r = reader.as_mut().ok_or("the pool is gone")?;
-            for (link, results) in connected {
-                let id = r
-                    .set
-                    .add(results)
-                    .map_err(|e| format!("cannot watch a worker's channel: {e}"))?;
-                let mut st = sync::lock(&self.state);
-                st.workers.insert(id, link);
-                dispatch(&mut st);
+        for link in connected {
+            let mut st = sync::lock(&self.state);
+            let id = st.next_worker;
+            st.next_worker += 1;
+            let watched = self
+                .poller
+                .add(link.main.as_fd(), socket_key(id))
+                .and_then(|()| self.poller.add(link.pidfd.as_fd(), socket_key(id) + 1));
+            if let Err(e) = watched {
+                return Err(StartError::Spawn(format!("cannot watch a worker: {e}")));
             }
-            Ok(())
-        })();
-        drop(reader);
-        self.manager_wants.store(false, SeqCst);
+            st.workers.insert(id, link);
+            dispatch(&mut st);
+        }
         let _st = sync::lock(&self.state);
         self.changed.notify_all();
-        result
+        Ok(())
     }
 }
 
@@ -860,13 +963,19 @@ impl Link {
     fn retire(&mut self) {
         if !self.retiring {
             self.retiring = true;
-            let _ = self.send(&ToWorkerRef::Exit);
+            let _ = self.send(&ToWorkerRef::Exit, &[]);
         }
     }
 
-    fn send(&self, msg: &ToWorkerRef<'_>) -> Result<(), String> {
-        let bytes = protocol::encode(msg)?;
-        self.calls.send(&bytes).map_err(|e| e.to_string())
+    /// Sends a message, with the shared payload files of its calls attached.
+    fn send(&self, msg: &ToWorkerRef<'_>, files: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+        let bytes = codec::encode(msg).map_err(std::io::Error::other)?;
+        self.main.send(&[&[TAG_TO_WORKER], &bytes], files)
+    }
+
+    /// True if this worker holds task `task` (only then may it complete it).
+    fn holds(&self, task: u64) -> bool {
+        self.held.iter().any(|&(t, _)| t == task)
     }
 }
 
@@ -887,11 +996,26 @@ fn dispatch(st: &mut State) {
         };
         let size = (st.pending.len() / (2 * n * MAX_BATCHES)).clamp(1, MAX_BATCH);
         let mut batch: Vec<Work> = Vec::with_capacity(size);
+        // A batch is one message: its inline payloads fit in `MAX_FRAME` with room for the
+        // rest, and its shared payloads in one message's descriptors.
+        let (mut bytes, mut files) = (0, 0);
         while batch.len() < size {
+            let Some(work) = st.pending.front() else {
+                break;
+            };
+            let (b, f) = (
+                work.payload.inline().len() + 64,
+                usize::from(work.payload.file().is_some()),
+            );
+            if !batch.is_empty() && (bytes + b > MAX_FRAME - 1024 || files + f > os::MAX_FDS) {
+                break;
+            }
             let Some(work) = st.pending.pop_front() else {
                 break;
             };
             if work.claimed || work.completion.claim() {
+                bytes += b;
+                files += f;
                 batch.push(work);
             }
             // else: cancelled while pending, never sent
@@ -915,15 +1039,12 @@ fn dispatch(st: &mut State) {
                 })
                 .collect(),
         );
-        let sent = link.send(&msg).and_then(|()| {
-            // Large payloads follow on the bulk channel, in the same order.
-            for w in &batch {
-                if let Payload::Shared { block, .. } = &w.payload {
-                    link.bulk.send(block.clone()).map_err(|e| e.to_string())?;
-                }
-            }
-            Ok(())
-        });
+        let files: Vec<BorrowedFd<'_>> = batch
+            .iter()
+            .filter_map(|w| w.payload.file().map(AsFd::as_fd))
+            .collect();
+        let sent = link.send(&msg, &files);
+        drop(files);
         drop(msg);
         if sent.is_err() {
             // The worker is gone (it died while idle): it never got these. Put them back and
@@ -970,101 +1091,131 @@ fn steal(st: &mut State) {
         if idle == 0 {
             break;
         }
-        if link.revoke.send(Revoke { through: link.seq }).is_ok() {
+        let revoke = codec::encode(&Revoke { through: link.seq });
+        if revoke.is_ok_and(|bytes| link.ctl.send(&[&bytes], &[]).is_ok()) {
             link.revoking = true;
             idle -= 1;
         }
     }
 }
 
-fn wake(st: &State) {
-    if let Some(w) = &st.wake {
-        let _ = w.send(());
-    }
-}
-
-/// Waits for a worker that closed its channel and reports how it ended.
+/// Waits for a worker whose socket closed or whose process exited, and reports how it
+/// ended.
 fn reap(child: &mut Child) -> ExitStatus {
     let deadline = Instant::now() + Duration::from_millis(200);
     loop {
         match child.try_wait() {
-            Ok(Some(status)) => return exit_status(status),
+            Ok(Some(status)) => return bootstrap::exit_status(status),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
             Ok(None) => {
-                // Channel closed but still running: it cannot serve us any more.
+                // Socket closed but still running: it cannot serve us any more.
                 let _ = child.kill();
-                return child.wait().map(exit_status).unwrap_or(ExitStatus::Unknown);
+                return child
+                    .wait()
+                    .map(bootstrap::exit_status)
+                    .unwrap_or(ExitStatus::Unknown);
             }
             Err(_) => return ExitStatus::Unknown,
         }
     }
 }
 
-fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => ExitStatus::Code(c),
-        (None, Some(s)) => ExitStatus::Signal(s),
-        _ => ExitStatus::Unknown,
-    }
-}
-
-/// A worker process that was spawned and has not connected yet.
+/// A worker process that was spawned and has not said hello yet. Dropped before it
+/// connects, it is killed and reaped.
 struct Starting {
-    child: Child,
-    server: Option<IpcOneShotServer<Hello>>,
-    name: String,
-    token: [u8; 16],
+    child: ChildGuard,
+    main: Socket,
+    ctl: Socket,
+    log: Memfd,
 }
 
 impl Starting {
-    fn spawn() -> Result<Starting, String> {
-        let (server, name) = IpcOneShotServer::<Hello>::new()
-            .map_err(|e| format!("cannot listen for a worker: {e}"))?;
-        let token = random_token();
-        let child = Command::new(worker_executable())
-            .env(protocol::ENV_SERVER, &name)
-            .env(protocol::ENV_TOKEN, format_token(&token))
-            .env(protocol::ENV_PARENT, std::process::id().to_string())
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start a worker process: {e}"))?;
+    /// Spawns a worker with one end of a socket pair: only it can talk to us on the other.
+    /// The welcome (its control socket and result log) waits in the socket for it.
+    fn spawn() -> Result<Starting, StartError> {
+        let io = |e: std::io::Error| StartError::Spawn(e.to_string());
+        let (main, theirs) = Socket::pair().map_err(io)?;
+        let (ctl, their_ctl) = Socket::pair().map_err(io)?;
+        let log = Memfd::new(LOG_SIZE).map_err(io)?;
+        let mut command = bootstrap::worker_executable();
+        command.env(ENV_WORKER, theirs.raw().to_string());
+        let inherited = theirs.raw();
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the hook runs in the child between `fork` and `exec` and only calls
+        // `inherit_in_child`, which is async-signal-safe (see its contract).
+        unsafe {
+            command.pre_exec(move || os::inherit_in_child(&[inherited]));
+        }
+        let child = ChildGuard(command.spawn().map_err(io)?);
+        drop(theirs);
+        main.send(&[&[TAG_WELCOME]], &[their_ctl.as_fd(), log.as_fd()])
+            .map_err(|e| StartError::Connect("worker", e.to_string()))?;
         Ok(Starting {
             child,
-            server: Some(server),
-            name,
-            token,
+            main,
+            ctl,
+            log,
         })
     }
 
-    /// Waits for the worker's hello (accepting on a helper thread, so that a worker that
-    /// dies first is noticed instead of waited for forever).
-    fn connect(mut self) -> Result<(Link, IpcReceiver<FromWorker>), String> {
-        let server = self.server.take().expect("[internal] server taken twice");
-        let hello = match accept_child(server, &mut self.child, "worker") {
-            Ok(hello) => hello,
-            Err(e) => {
-                self.unblock_accept();
-                return Err(e);
+    /// Waits for the worker's hello, bounded by `CONNECT_TIMEOUT`, noticing a worker that
+    /// dies first.
+    fn connect(self) -> Result<Link, StartError> {
+        let Starting {
+            mut child,
+            main,
+            ctl,
+            log,
+        } = self;
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let mut buf = Vec::with_capacity(256);
+        let mut fds = Vec::new();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(StartError::Exited("worker", bootstrap::exit_status(status)));
             }
+            if Instant::now() > deadline {
+                return Err(StartError::Timeout("worker", CONNECT_TIMEOUT));
+            }
+            match main.wait_readable(Duration::from_millis(5)) {
+                Ok(false) => continue,
+                Ok(true) => break,
+                Err(e) => return Err(StartError::Connect("worker", e.to_string())),
+            }
+        }
+        let hello = match main.recv(&mut buf, &mut fds, true) {
+            Ok(Recv::Message(_)) if buf[0] == TAG_HELLO && fds.is_empty() => {
+                codec::decode::<Hello>(&buf[1..])
+                    .map_err(|e| StartError::Protocol("worker", e.to_string()))?
+            }
+            Ok(Recv::Closed) => {
+                let status = child.wait().map(bootstrap::exit_status);
+                return Err(StartError::Exited(
+                    "worker",
+                    status.unwrap_or(ExitStatus::Unknown),
+                ));
+            }
+            Ok(_) => return Err(StartError::Protocol("worker", "no hello".into())),
+            Err(e) => return Err(StartError::Connect("worker", e.to_string())),
         };
-        if hello.token != self.token {
-            return self.fail("a process connected with the wrong token".into());
+        if hello.fingerprint != naming::fingerprint() {
+            return Err(StartError::Fingerprint("worker"));
         }
-        if hello.fingerprint != image::fingerprint() {
-            return self.fail(
-                "a worker runs a different executable than its parent (was the program \
-                 replaced on disk?)"
-                    .into(),
-            );
+        let pid = child.id();
+        if hello.pid != pid {
+            return Err(StartError::Protocol(
+                "worker",
+                "a hello from another process".into(),
+            ));
         }
-        let link = Link {
-            pid: hello.pid,
-            child: self.child,
-            calls: hello.calls,
-            bulk: hello.bulk,
-            revoke: hello.revoke,
-            progress: hello.progress,
+        let pidfd = Pidfd::open(pid).map_err(|e| StartError::Spawn(e.to_string()))?;
+        Ok(Link {
+            pid,
+            child,
+            main: Arc::new(main),
+            ctl,
+            pidfd,
+            log,
             seq: 0,
             batches: VecDeque::new(),
             held: VecDeque::new(),
@@ -1075,101 +1226,6 @@ impl Starting {
             tasks_done: 0,
             head_since: None,
             timed_out: false,
-        };
-        Ok((link, hello.results))
+        })
     }
-
-    fn fail<T>(mut self, error: String) -> Result<T, String> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        Err(error)
-    }
-
-    /// Connects to our own one-shot server so that the helper thread blocked in `accept`
-    /// returns (with a hello that is then ignored).
-    fn unblock_accept(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let (Ok(sender), Ok((calls, _)), Ok((bulk, _)), Ok((_, results)), Ok((revoke, _))) = (
-            IpcSender::<Hello>::connect(self.name.clone()),
-            ipc::bytes_channel(),
-            ipc::channel::<IpcSharedMemory>(),
-            ipc::channel::<FromWorker>(),
-            ipc::channel::<Revoke>(),
-        ) {
-            let _ = sender.send(Hello {
-                token: [0; 16],
-                fingerprint: 0,
-                pid: 0,
-                calls,
-                bulk,
-                results,
-                revoke,
-                progress: image::new_block(8),
-            });
-        }
-    }
-}
-
-/// Waits for the first message of a child process on `server` (accepting on a helper thread,
-/// so that a child that dies first is noticed instead of waited for forever, and the wait is
-/// bounded by `CONNECT_TIMEOUT`). On an error the helper thread may still be blocked in
-/// `accept`: the caller kills the child and connects to the server itself to release it.
-pub(crate) fn accept_child<T>(
-    server: IpcOneShotServer<T>,
-    child: &mut Child,
-    what: &str,
-) -> Result<T, String>
-where
-    T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-{
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(server.accept().map(|(_, hello)| hello));
-    });
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
-    loop {
-        match rx.recv_timeout(Duration::from_millis(5)) {
-            Ok(Ok(hello)) => return Ok(hello),
-            Ok(Err(e)) => return Err(format!("a {what} failed to connect: {e}")),
-            Err(_) => {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!(
-                        "a {what} process exited before connecting ({})",
-                        exit_status(status)
-                    ));
-                }
-                if Instant::now() > deadline {
-                    return Err(format!("a {what} did not connect in time"));
-                }
-            }
-        }
-    }
-}
-
-/// The program to start as a worker: this very executable.
-fn worker_executable() -> std::path::PathBuf {
-    // `/proc/self/exe`, opened by the child while exec-ing, is the parent's own image even if
-    // the file was replaced on disk since.
-    std::path::PathBuf::from("/proc/self/exe")
-}
-
-/// 128 random bits from the OS.
-pub(crate) fn random_token() -> [u8; 16] {
-    use std::io::Read;
-    let mut token = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom")
-        && f.read_exact(&mut token).is_ok()
-    {
-        return token;
-    }
-    // Fallback: std's randomly keyed hasher.
-    use std::hash::{BuildHasher, Hasher};
-    let s = std::collections::hash_map::RandomState::new();
-    for chunk in token.chunks_mut(8) {
-        let mut h = s.build_hasher();
-        h.write_u128(Instant::now().elapsed().as_nanos());
-        chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
-    }
-    token
 }

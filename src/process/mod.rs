@@ -1,9 +1,8 @@
 //! [`ProcessPoolExecutor`]: Rust functions in worker processes, behind the same
 //! [`Executor`] trait.
 
-pub(crate) mod image;
-pub(crate) mod manager;
-pub(crate) mod protocol;
+mod manager;
+mod wire;
 pub(crate) mod worker;
 
 use std::fmt;
@@ -14,7 +13,8 @@ use std::sync::Weak;
 use crate::error::{BuildError, SubmitError, TaskError};
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::{Core, Future, INLINE, RUNNING, STATE_MASK, TaskCell, is_done};
-use manager::{Config, Manager, Slot};
+use crate::remote::{FnRef, Slot, bootstrap, naming};
+use manager::{Config, Manager};
 
 /// A process pool's future: its state, and the pool, so that a thread that blocks on it
 /// while a worker runs the task reads the results itself (`Manager::read_until`).
@@ -35,7 +35,17 @@ impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
             return;
         }
         if let Some(manager) = self.manager.upgrade() {
-            manager.read_until(&|| is_done(self.core.load()));
+            manager.read_until(&|| is_done(self.core.load()), None);
+        }
+    }
+
+    fn help_until(&self, deadline: std::time::Instant) {
+        // As `help`, for a timed wait: reading results never outlasts the deadline.
+        if self.core.load() & STATE_MASK != RUNNING {
+            return;
+        }
+        if let Some(manager) = self.manager.upgrade() {
+            manager.read_until(&|| is_done(self.core.load()), Some(deadline));
         }
     }
 }
@@ -188,11 +198,11 @@ impl ProcessPoolBuilder {
         if workers == 0 {
             return Err(BuildError::ZeroWorkers);
         }
-        image::ensure_linked();
+        bootstrap::ensure_linked();
         crate::unwind::install_hook();
         let initializer = match self.initializer {
             Some(f) => {
-                Some(image::init_target_of(f).map_err(|e| BuildError::Worker(e.to_string()))?)
+                Some(naming::init_target_of(f).map_err(|e| BuildError::Worker(e.to_string()))?)
             }
             None => None,
         };
@@ -202,7 +212,7 @@ impl ProcessPoolBuilder {
             max_tasks_per_child: self.max_tasks_per_child,
             task_timeout: self.task_timeout,
         })
-        .map_err(BuildError::Worker)?;
+        .map_err(|e| BuildError::Worker(e.to_string()))?;
         Ok(ProcessPoolExecutor { manager })
     }
 }
@@ -221,7 +231,7 @@ impl ProcessPoolBuilder {
 /// # main();
 /// ```
 pub fn init() {
-    image::become_worker_if_asked();
+    bootstrap::become_worker_if_asked();
 }
 
 impl ProcessPoolExecutor {
@@ -319,11 +329,11 @@ impl ProcessPoolExecutor {
 
     fn enqueue<A: Payload, T: Payload>(
         &self,
-        target: protocol::FnRef,
+        target: FnRef,
         arg: &A,
     ) -> Result<Future<T>, SubmitError> {
-        let payload = protocol::encode_payload(arg, &self.manager.blocks)
-            .map_err(|e| SubmitError::Codec(e.into()))?;
+        let payload = wire::encode_payload(arg, &self.manager.blocks)
+            .map_err(|e| SubmitError::Codec(e.to_string().into()))?;
         let fut = Future::from_task_cell(Arc::new(ProcCell {
             core: Core::new(INLINE),
             manager: Arc::downgrade(&self.manager),
@@ -344,7 +354,7 @@ impl Executor for ProcessPoolExecutor {
         f: fn(A) -> R,
         arg: A,
     ) -> Result<Future<R>, SubmitError> {
-        self.enqueue(image::target_of(f)?, &arg)
+        self.enqueue(naming::target_of(f)?, &arg)
     }
 
     fn submit_chunk<A: Payload, R: Payload>(
@@ -352,7 +362,7 @@ impl Executor for ProcessPoolExecutor {
         f: fn(A) -> R,
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError> {
-        self.enqueue(image::chunk_target_of(f)?, &items)
+        self.enqueue(naming::chunk_target_of(f)?, &items)
     }
 
     fn shutdown_with(&self, wait: bool, cancel_futures: bool) {

@@ -1,34 +1,53 @@
-//! The worker process: connect to the parent, then run calls until told to exit or the
-//! parent goes away.
+//! The worker process: take the sockets from the parent, then run calls until told to exit
+//! or the parent goes away.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{self, IpcReceiver, IpcSender, IpcSharedMemory};
-
-use super::image;
-use super::protocol::{Call, Done, FromWorker, Hello, Revoke, ToWorker};
+use super::wire::{
+    self, Call, Hello, INLINE_MAX, Log, MAX_FRAME, Revoke, Revoked, TAG_DONE, TAG_HELLO, TAG_INIT,
+    TAG_REVOKED, TAG_TO_WORKER, TAG_WELCOME, ToWorker,
+};
+use crate::os::{self, Mapping, Memfd, Recv, Socket};
+use crate::remote::{codec, naming};
 use crate::sync::{self, Mutex};
 
 /// Results are sent together while they come quickly: the worker sends what is ready when
-/// it has nothing left to run, or after a task once the oldest unsent result is this old.
-/// (A result finished just before a long task therefore waits for that task; the calls of
-/// one batch are meant to be short, which is what makes batching them pay.)
+/// it has nothing left to run, when its result log is full, or after a task once the oldest
+/// unsent result is this old. Until then they wait in the result log, which the parent
+/// reads if the worker dies: batching never loses a result.
 const FLUSH_AFTER: Duration = Duration::from_micros(200);
 
+/// Why a worker stops before its parent told it to.
+#[derive(Debug, thiserror::Error)]
+enum WorkerError {
+    #[error("no valid socket in the environment")]
+    NoSocket,
+    #[error("cannot reach the parent: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed message from the parent: {0}")]
+    Malformed(&'static str),
+    #[error("malformed message from the parent: {0}")]
+    Codec(#[from] codec::CodecError),
+    #[error(transparent)]
+    Target(#[from] naming::BadTarget),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// The worker's main function; returns the process exit code.
-pub(crate) fn run(server: OsString, token: Option<OsString>, parent: Option<OsString>) -> i32 {
-    image::tie_to_parent();
-    image::keep_large_allocations();
+pub(crate) fn run(socket: OsString, expected_parent: Option<u32>) -> i32 {
+    os::become_child(true);
+    os::keep_large_allocations();
     crate::unwind::install_hook();
     // The parent may have died before the death signal was armed.
-    let expected_parent = parent.and_then(|p| p.to_str()?.parse::<u32>().ok());
-    if expected_parent != Some(image::parent_pid()) {
+    if expected_parent != Some(os::parent_pid()) {
         return 0;
     }
-    match serve(server, token) {
+    match serve(socket) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("concurrent_futures worker {}: {e}", std::process::id());
@@ -38,11 +57,11 @@ pub(crate) fn run(server: OsString, token: Option<OsString>, parent: Option<OsSt
 }
 
 /// Calls read from the parent and not started yet, shared by the worker's main thread
-/// (which runs them) and its revoke thread (which gives them back to the parent).
+/// (which runs them) and its helper thread (which gives them back to the parent).
 #[derive(Default)]
 struct Local {
     queue: VecDeque<Job>,
-    /// The last batch read from the calls channel.
+    /// The last batch read from the parent.
     read: u64,
     /// Batches up to this one were given back before they were read: drop them.
     skip_through: u64,
@@ -50,153 +69,183 @@ struct Local {
 
 struct Job {
     call: Call,
-    shared: Option<IpcSharedMemory>,
+    shared: Option<Mapping>,
 }
 
-type Shared = Arc<(Mutex<Local>, Mutex<IpcSender<FromWorker>>)>;
+fn serve(socket: OsString) -> Result<(), WorkerError> {
+    let fd = socket
+        .to_str()
+        .and_then(|s| s.parse::<i32>().ok())
+        .ok_or(WorkerError::NoSocket)?;
+    let main = Arc::new(Socket::from_inherited(fd)?);
+    // The welcome: the control socket and the result log.
+    let mut buf = Vec::with_capacity(MAX_FRAME);
+    let mut fds = Vec::new();
+    if main.recv(&mut buf, &mut fds, false)? != Recv::Message(1) || buf[0] != TAG_WELCOME {
+        return Err(WorkerError::Malformed("no welcome"));
+    }
+    let (Some(log), Some(ctl), None) = (fds.pop(), fds.pop(), fds.pop()) else {
+        return Err(WorkerError::Malformed("a welcome without its descriptors"));
+    };
+    let ctl = Socket::from_received(ctl)?;
+    let log = Memfd::from_received(log, true)?.map(true)?;
+    let mut log = Log::new(log).ok_or(WorkerError::Malformed("a result log too small"))?;
+    let hello = codec::encode(&Hello {
+        fingerprint: naming::fingerprint(),
+        pid: std::process::id(),
+    })?;
+    main.send(&[&[TAG_HELLO], &hello], &[])?;
 
-fn serve(server: OsString, token: Option<OsString>) -> Result<(), String> {
-    let server = server.into_string().map_err(|_| "bad server name")?;
-    let token = parse_token(token.as_ref().and_then(|t| t.to_str()))
-        .ok_or("no valid token in the environment")?;
-    let (calls_tx, calls) = ipc::bytes_channel().map_err(|e| e.to_string())?;
-    let (results, results_rx) = ipc::channel::<FromWorker>().map_err(|e| e.to_string())?;
-    let (bulk_tx, bulk) = ipc::channel::<IpcSharedMemory>().map_err(|e| e.to_string())?;
-    let (revoke_tx, revoke) = ipc::channel::<Revoke>().map_err(|e| e.to_string())?;
-    let mut progress = image::new_block(8);
-    let hello = IpcSender::<Hello>::connect(server).map_err(|e| e.to_string())?;
-    hello
-        .send(Hello {
-            token,
-            fingerprint: image::fingerprint(),
-            pid: std::process::id(),
-            calls: calls_tx,
-            bulk: bulk_tx,
-            results: results_rx,
-            revoke: revoke_tx,
-            progress: progress.clone(),
-        })
-        .map_err(|e| e.to_string())?;
-    drop(hello);
-    let shared: Shared = Arc::new((Mutex::new(Local::default()), Mutex::new(results)));
-    let helper = shared.clone();
-    std::thread::Builder::new()
-        .name("cf-worker-revoke".into())
-        .spawn(move || serve_revokes(&revoke, &helper))
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
-    let (local, results) = &*shared;
-    // Results not sent yet, and since when the oldest of them waits.
-    let mut ready = Vec::new();
+    let local = Arc::new(Mutex::new(Local::default()));
+    {
+        let (local, main) = (local.clone(), main.clone());
+        std::thread::Builder::new()
+            .name("cf-worker-revoke".into())
+            .spawn(move || serve_revokes(&ctl, &main, &local))
+            .map_err(WorkerError::Thread)?;
+    }
+    // Since when the oldest unsent result waits.
     let mut since = Instant::now();
     loop {
         // The lock also orders this against a revoke being answered: once the queue is seen
         // empty, the answer (if any) is on its way, ahead of anything sent after.
-        let job = sync::lock(local).queue.pop_front();
-        if job.is_none() && !ready.is_empty() {
+        let job = sync::lock(&local).queue.pop_front();
+        let Some(job) = job else {
             // About to wait for the parent: send what is ready first.
-            send(results, FromWorker::Done(std::mem::take(&mut ready)))?;
-        }
-        if let Some(job) = job {
-            // The parent reads this only after this process is dead.
-            image::fill_block(&mut progress, |p| {
-                p[..8].copy_from_slice(&job.call.id.to_le_bytes())
-            });
-            let payload = match &job.shared {
-                Some(shm) => image::invoke(job.call.target, &shm[..job.call.bulk as usize])?,
-                None => image::invoke(job.call.target, &job.call.payload)?,
-            };
-            if ready.is_empty() {
-                since = Instant::now();
-            }
-            ready.push(Done::new(job.call.id, payload));
-            drop(job);
-            if since.elapsed() >= FLUSH_AFTER {
-                send(results, FromWorker::Done(std::mem::take(&mut ready)))?;
+            flush(&main, &mut log)?;
+            match receive(&main, &mut buf, &mut fds, &local)? {
+                Some(ToWorker::Exit) | None => return Ok(()),
+                Some(ToWorker::Init(target)) => {
+                    let bytes = naming::invoke(target, &[])?;
+                    main.send(&[&[TAG_INIT], &bytes], &[])?;
+                }
+                Some(ToWorker::Calls(..)) => {}
             }
             continue;
-        }
-        let bytes = match calls.recv() {
-            Ok(b) => b,
-            // The parent closed the channel (it shut down or died): nothing left to do.
-            Err(ipc::IpcError::Disconnected) => return Ok(()),
-            Err(e) => return Err(format!("cannot read from the parent: {e}")),
         };
-        let msg = super::protocol::decode::<ToWorker>(&bytes)
-            .map_err(|e| format!("malformed message from the parent: {e}"))?;
-        match msg {
-            // Everything sent before has run (or was given back): done.
-            ToWorker::Exit => return Ok(()),
-            ToWorker::Init(target) => {
-                let bytes = image::invoke(target, &[])?;
-                let outcome = super::protocol::decode_outcome::<()>(&bytes);
-                send(results, FromWorker::Initialized(outcome))?;
+        // The parent reads this only after this process is dead.
+        log.started(job.call.id);
+        let outcome = match &job.shared {
+            Some(map) => naming::invoke(job.call.target, &map.bytes()[..job.call.bulk as usize])?,
+            None => naming::invoke(job.call.target, &job.call.payload)?,
+        };
+        let id = job.call.id;
+        // Unmapped before the result goes: the parent reuses the file once it has it.
+        drop(job);
+        if log.is_empty() {
+            since = Instant::now();
+        }
+        if !log.append(id, &outcome) {
+            flush(&main, &mut log)?;
+            since = Instant::now();
+            if !log.append(id, &outcome) {
+                send_shared(&main, id, &outcome)?;
             }
-            ToWorker::Calls(seq, batch) => {
-                // Large payloads follow on the bulk channel, in order: take them now, so that
-                // the channel stays in step even if the batch is given back.
-                let mut jobs = Vec::with_capacity(batch.len());
-                for call in batch {
-                    let shared = if call.bulk > 0 {
-                        let shm = bulk
-                            .recv()
-                            .map_err(|e| format!("cannot read a payload from the parent: {e}"))?;
-                        let len = usize::try_from(call.bulk)
-                            .ok()
-                            .filter(|&len| len <= shm.len())
-                            .ok_or("malformed message from the parent: payload out of bounds")?;
-                        image::prefault(&shm[..len]);
-                        Some(shm)
-                    } else {
-                        None
-                    };
-                    jobs.push(Job { call, shared });
-                }
-                let mut l = sync::lock(local);
-                l.read = seq;
-                if seq > l.skip_through {
-                    l.queue.extend(jobs);
-                }
-            }
+        }
+        if since.elapsed() >= FLUSH_AFTER {
+            flush(&main, &mut log)?;
         }
     }
 }
 
-/// The revoke thread: gives back the calls not started yet, when the parent asks.
-fn serve_revokes(revoke: &IpcReceiver<Revoke>, shared: &Shared) {
-    let (local, results) = &**shared;
-    while let Ok(Revoke { through }) = revoke.recv() {
+/// Reads one message from the parent; calls go to the local queue. `None`: the parent
+/// closed the socket (it shut down or died).
+fn receive(
+    main: &Socket,
+    buf: &mut Vec<u8>,
+    fds: &mut Vec<OwnedFd>,
+    local: &Mutex<Local>,
+) -> Result<Option<ToWorker>, WorkerError> {
+    fds.clear();
+    match main.recv(buf, fds, false)? {
+        Recv::Closed => return Ok(None),
+        Recv::Empty => return Err(WorkerError::Malformed("an empty message")),
+        Recv::Message(_) => {}
+    }
+    if buf.first() != Some(&TAG_TO_WORKER) {
+        return Err(WorkerError::Malformed("an unknown message"));
+    }
+    let msg = codec::decode::<ToWorker>(&buf[1..])?;
+    let ToWorker::Calls(seq, batch) = msg else {
+        return Ok(Some(msg));
+    };
+    // Large payloads come attached, in order: map them now, so that the files stay in step
+    // with the calls even if the batch is given back.
+    let mut files = fds.drain(..);
+    let mut jobs = Vec::with_capacity(batch.len());
+    for call in batch {
+        let shared = if call.bulk > 0 {
+            let fd = files
+                .next()
+                .ok_or(WorkerError::Malformed("a payload without its file"))?;
+            let map = Memfd::from_received(fd, true)?.map(false)?;
+            if usize::try_from(call.bulk).map_or(true, |len| len > map.len()) {
+                return Err(WorkerError::Malformed("payload out of bounds"));
+            }
+            map.prefault();
+            Some(map)
+        } else {
+            None
+        };
+        jobs.push(Job { call, shared });
+    }
+    let mut l = sync::lock(local);
+    l.read = seq;
+    if seq > l.skip_through {
+        l.queue.extend(jobs);
+    }
+    Ok(Some(ToWorker::Calls(seq, Vec::new())))
+}
+
+/// Sends the results in the log, straight from it, and empties it.
+fn flush(main: &Socket, log: &mut Log) -> Result<(), WorkerError> {
+    if !log.is_empty() {
+        main.send(&[&[TAG_DONE], log.pending()], &[])?;
+        log.clear();
+    }
+    Ok(())
+}
+
+/// Sends one large result in a shared memory file of its own.
+fn send_shared(main: &Socket, id: u64, outcome: &[u8]) -> Result<(), WorkerError> {
+    debug_assert!(outcome.len() > INLINE_MAX || outcome.len() + wire::RECORD_HEADER > MAX_FRAME);
+    let Ok(len) = u32::try_from(outcome.len()) else {
+        // Too large to announce: report it as the task's failure instead.
+        let failed = codec::encode_outcome::<()>(&Err(crate::TaskError::Codec(
+            "the task's result is larger than 4 GiB".into(),
+        )));
+        let header = wire::record_header(id, false, failed.len() as u32);
+        main.send(&[&[TAG_DONE], &header, &failed], &[])?;
+        return Ok(());
+    };
+    let file = Memfd::new(outcome.len())?;
+    file.write_at(0, outcome)?;
+    let header = wire::record_header(id, true, len);
+    main.send(&[&[TAG_DONE], &header], &[file.as_fd()])?;
+    Ok(())
+}
+
+/// The helper thread: gives back the calls not started yet, when the parent asks.
+fn serve_revokes(ctl: &Socket, main: &Socket, local: &Mutex<Local>) {
+    let mut buf = Vec::with_capacity(256);
+    let mut fds = Vec::new();
+    while let Ok(Recv::Message(_)) = ctl.recv(&mut buf, &mut fds, false) {
+        fds.clear();
+        let Ok(Revoke { through }) = codec::decode::<Revoke>(&buf) else {
+            return;
+        };
         let mut l = sync::lock(local);
         let ids: Vec<u64> = l.queue.drain(..).map(|job| job.call.id).collect();
         // Batches sent but not read yet come back too; they are dropped when they arrive.
         l.skip_through = l.skip_through.max(through);
         let unread_from = l.read + 1;
+        let Ok(answer) = codec::encode(&Revoked { ids, unread_from }) else {
+            return;
+        };
         // Answered under the lock: the main thread cannot finish (and exit) in between.
-        if send(results, FromWorker::Revoked { ids, unread_from }).is_err() {
+        if main.send(&[&[TAG_REVOKED], &answer], &[]).is_err() {
             return;
         }
         drop(l);
     }
-}
-
-fn send(results: &Mutex<IpcSender<FromWorker>>, msg: FromWorker) -> Result<(), String> {
-    sync::lock(results)
-        .send(msg)
-        .map_err(|e| format!("cannot reach the parent: {e}"))
-}
-
-/// Formats a token for the environment.
-pub(crate) fn format_token(token: &[u8; 16]) -> String {
-    token.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(crate) fn parse_token(s: Option<&str>) -> Option<[u8; 16]> {
-    let s = s?;
-    if s.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }

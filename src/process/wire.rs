@@ -1,0 +1,488 @@
+//! What crosses between the process pool and its workers. **API boundary**: parent and
+//! worker are always the same executable (checked by the fingerprint in [`Hello`]), so the
+//! format needs no versioning; but the parent trusts nothing a worker sends: every message
+//! is at most [`MAX_FRAME`] bytes (the socket reports a longer one, which is never
+//! allocated for), every record is bounds-checked, and a result in shared memory is copied
+//! with `pread`, so a worker that shrinks it cannot make the parent fault.
+//!
+//! Each worker has two sockets (`SOCK_SEQPACKET`, one message per `send`): the main one
+//! (calls down, results up), and a control one that the worker's helper thread serves even
+//! while a call runs (revokes). Messages start with a tag byte:
+//!
+//! ```text
+//! parent → worker (main)   W (welcome; fds: control socket, result log)
+//!                          T ToWorker (codec; fds: the shared payloads of the calls, in order)
+//! worker → parent (main)   H Hello (codec)
+//!                          D records: [id u64][flags u8][len u32][len bytes] ... (fds: one
+//!                            per record flagged SHARED, in order; its bytes are then empty)
+//!                          I the initializer's encoded outcome
+//!                          R Revoked (codec)
+//! parent → worker (ctl)    Revoke (codec)
+//! ```
+//!
+//! # The result log
+//!
+//! A result that was computed is never lost with its worker. Before it starts the next call,
+//! a worker has either sent the result or appended it to its *result log*: a shared memory
+//! file the parent created (sealed against shrinking) and keeps. The log is
+//! `[started u64][committed u64][records]`: `started` is the id of the call the worker
+//! started last, `committed` the length of the complete records (stored after them, with
+//! release ordering). A flush sends the records straight from the log, then empties it. The
+//! parent reads the log only once the worker is dead: the records complete their tasks (a
+//! record whose task was already completed by the same record sent before the death is
+//! ignored), `started` names the call it died in, and the calls after it never started.
+
+use std::os::fd::OwnedFd;
+
+use serde::{Deserialize, Serialize};
+
+use crate::os::{Mapping, Memfd};
+use crate::remote::FnRef;
+use crate::remote::codec::{self, CodecError};
+use crate::sync::{self, Mutex};
+
+/// The largest message either way. Below what a `SOCK_SEQPACKET` socket accepts in one
+/// message with default buffer sizes (about 208 KiB).
+pub(crate) const MAX_FRAME: usize = 128 << 10;
+/// Payloads (arguments and results) larger than this travel in a shared memory file.
+pub(crate) const INLINE_MAX: usize = 32 << 10;
+/// The size of a worker's result log: its records fit in one message.
+pub(crate) const LOG_SIZE: usize = MAX_FRAME;
+/// The log's header: `started`, `committed`.
+pub(crate) const LOG_HEADER: usize = 16;
+/// Bytes of a record before its payload.
+pub(crate) const RECORD_HEADER: usize = 13;
+/// The largest result the parent accepts (a larger one fails its task with `Codec`).
+pub(crate) const MAX_RESULT: usize = 4 << 30;
+
+pub(crate) const TAG_WELCOME: u8 = b'W';
+pub(crate) const TAG_TO_WORKER: u8 = b'T';
+pub(crate) const TAG_HELLO: u8 = b'H';
+pub(crate) const TAG_DONE: u8 = b'D';
+pub(crate) const TAG_INIT: u8 = b'I';
+pub(crate) const TAG_REVOKED: u8 = b'R';
+
+/// A record's flag: its payload is in the shared memory file attached to the message.
+pub(crate) const SHARED: u8 = 1;
+
+/// Sent once by a new worker, first.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Hello {
+    /// Identity of the executable image (see `naming::fingerprint`).
+    pub(crate) fingerprint: u64,
+    pub(crate) pid: u32,
+}
+
+/// Parent → worker, on the control socket (served by a helper thread of the worker, since
+/// the worker's main thread may be busy with a long call): give back every call of batches
+/// up to `through` that has not started, so that an idle worker can run them. The worker
+/// answers with [`Revoked`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Revoke {
+    pub(crate) through: u64,
+}
+
+/// The answer to a [`Revoke`]: these calls were not started and never will be here, and
+/// neither will any call of the batches from `unread_from` on (not read yet).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Revoked {
+    pub(crate) ids: Vec<u64>,
+    pub(crate) unread_from: u64,
+}
+
+/// One task for a worker.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Call {
+    pub(crate) id: u64,
+    pub(crate) target: FnRef,
+    #[serde(with = "serde_bytes")]
+    pub(crate) payload: Vec<u8>,
+    /// If not 0, the payload is not here but the first `bulk` bytes of the next shared
+    /// memory file attached to the message.
+    pub(crate) bulk: u64,
+}
+
+/// `Call` as the parent sends it: the payload is borrowed, because the parent keeps it until
+/// the result arrives (to resend it if the worker dies before starting it). Encodes exactly
+/// as `Call`.
+#[derive(Serialize)]
+pub(crate) struct CallRef<'a> {
+    pub(crate) id: u64,
+    pub(crate) target: FnRef,
+    #[serde(with = "serde_bytes")]
+    pub(crate) payload: &'a [u8],
+    pub(crate) bulk: u64,
+}
+
+/// `ToWorker` as the parent sends it. Encodes exactly as `ToWorker`: same variants, in the
+/// same order.
+#[derive(Serialize)]
+pub(crate) enum ToWorkerRef<'a> {
+    Init(FnRef),
+    Calls(u64, Vec<CallRef<'a>>),
+    Exit,
+}
+
+/// Parent → worker.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum ToWorker {
+    /// Run the pool's initializer before anything else.
+    Init(FnRef),
+    /// Batch number (1, 2, … per worker) and its calls: run them in order and send each
+    /// result back.
+    Calls(u64, Vec<Call>),
+    /// Finish what was sent, then exit.
+    Exit,
+}
+
+/// One record of a `D` message or of the result log, as read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Record<'a> {
+    pub(crate) id: u64,
+    pub(crate) shared: bool,
+    /// The payload, or empty if `shared`.
+    pub(crate) payload: &'a [u8],
+    /// The payload's length (in the shared file if `shared`).
+    pub(crate) len: usize,
+}
+
+/// A record that does not fit its message: the worker broke the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a malformed result record")]
+pub(crate) struct Malformed;
+
+/// Reads the records of `bytes`, checking every length against what is there.
+pub(crate) fn records(mut bytes: &[u8]) -> impl Iterator<Item = Result<Record<'_>, Malformed>> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        if bytes.len() < RECORD_HEADER {
+            bytes = &[];
+            return Some(Err(Malformed));
+        }
+        let id = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let flags = bytes[8];
+        let len = u32::from_le_bytes(bytes[9..13].try_into().expect("4 bytes")) as usize;
+        let shared = flags == SHARED;
+        let body = if shared { 0 } else { len };
+        if (flags != 0 && !shared) || bytes.len() - RECORD_HEADER < body {
+            bytes = &[];
+            return Some(Err(Malformed));
+        }
+        let payload = &bytes[RECORD_HEADER..RECORD_HEADER + body];
+        bytes = &bytes[RECORD_HEADER + body..];
+        Some(Ok(Record {
+            id,
+            shared,
+            payload,
+            len,
+        }))
+    })
+}
+
+/// Writes a record's header into `out`.
+pub(crate) fn record_header(id: u64, shared: bool, len: u32) -> [u8; RECORD_HEADER] {
+    let mut h = [0u8; RECORD_HEADER];
+    h[..8].copy_from_slice(&id.to_le_bytes());
+    h[8] = if shared { SHARED } else { 0 };
+    h[9..].copy_from_slice(&len.to_le_bytes());
+    h
+}
+
+/// What a dead worker's result log holds, read with `pread` and checked.
+#[derive(Debug, Default)]
+pub(crate) struct PostMortem {
+    /// The call it started last (0: none).
+    pub(crate) started: u64,
+    /// Finished calls whose results were not sent: (id, encoded outcome).
+    pub(crate) results: Vec<(u64, Vec<u8>)>,
+}
+
+impl PostMortem {
+    /// Reads the log. Whatever does not parse is left out: a log a task scribbled over
+    /// costs only that worker's own tasks.
+    pub(crate) fn read(log: &Memfd) -> PostMortem {
+        let mut header = [0u8; LOG_HEADER];
+        if log.len() < LOG_SIZE || log.read_at(0, &mut header).is_err() {
+            return PostMortem::default();
+        }
+        let started = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
+        let committed = u64::from_le_bytes(header[8..].try_into().expect("8 bytes"));
+        let committed = usize::try_from(committed)
+            .unwrap_or(usize::MAX)
+            .min(LOG_SIZE - LOG_HEADER);
+        let mut body = vec![0u8; committed];
+        if log.read_at(LOG_HEADER, &mut body).is_err() {
+            return PostMortem {
+                started,
+                results: Vec::new(),
+            };
+        }
+        let results = records(&body)
+            .map_while(Result::ok)
+            .filter(|r| !r.shared)
+            .map(|r| (r.id, r.payload.to_vec()))
+            .collect();
+        PostMortem { started, results }
+    }
+}
+
+/// The worker's side of its result log (a mapping of the file the parent created).
+pub(crate) struct Log {
+    map: Mapping,
+    committed: usize,
+}
+
+impl Log {
+    pub(crate) fn new(map: Mapping) -> Option<Log> {
+        (map.len() >= LOG_SIZE).then_some(Log { map, committed: 0 })
+    }
+
+    /// Records that the call `id` starts now.
+    pub(crate) fn started(&self, id: u64) {
+        self.map.store_u64(0, id);
+    }
+
+    /// Bytes of records not sent yet.
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.map.bytes()[LOG_HEADER..LOG_HEADER + self.committed]
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.committed == 0
+    }
+
+    /// Appends a record if there is room; false if there is not (flush first).
+    pub(crate) fn append(&mut self, id: u64, payload: &[u8]) -> bool {
+        let need = RECORD_HEADER + payload.len();
+        let at = LOG_HEADER + self.committed;
+        if payload.len() > INLINE_MAX || at + need > LOG_SIZE {
+            return false;
+        }
+        let bytes = self.map.bytes_mut();
+        bytes[at..at + RECORD_HEADER].copy_from_slice(&record_header(
+            id,
+            false,
+            payload.len() as u32,
+        ));
+        bytes[at + RECORD_HEADER..at + need].copy_from_slice(payload);
+        self.committed += need;
+        self.map.store_u64(8, self.committed as u64);
+        true
+    }
+
+    /// Empties the log (its records were sent).
+    pub(crate) fn clear(&mut self) {
+        self.committed = 0;
+        self.map.store_u64(8, 0);
+    }
+}
+
+/// An encoded argument: inline, or (when large) already in a shared memory file, so that it
+/// is copied once on its way to the worker.
+pub(crate) enum Payload {
+    Inline(Vec<u8>),
+    /// The first `len` bytes of a file (kept mapped, for reuse).
+    Shared {
+        block: Block,
+        len: usize,
+    },
+}
+
+/// A shared memory file for large arguments, and the parent's mapping of it.
+pub(crate) struct Block {
+    pub(crate) file: Memfd,
+    map: Mapping,
+}
+
+impl Payload {
+    /// The length of a payload in shared memory, 0 for one inline.
+    pub(crate) fn bulk_len(&self) -> u64 {
+        match self {
+            Payload::Inline(_) => 0,
+            Payload::Shared { len, .. } => *len as u64,
+        }
+    }
+
+    pub(crate) fn inline(&self) -> &[u8] {
+        match self {
+            Payload::Inline(v) => v,
+            Payload::Shared { .. } => &[],
+        }
+    }
+
+    pub(crate) fn file(&self) -> Option<&Memfd> {
+        match self {
+            Payload::Inline(_) => None,
+            Payload::Shared { block, .. } => Some(&block.file),
+        }
+    }
+}
+
+/// Shared memory files of finished tasks, kept by a pool for its next large payloads:
+/// writing into memory already mapped is about three times faster than into a new file
+/// (whose every page must be found, zeroed and mapped first). At most `KEEP` files and
+/// `KEEP_BYTES` bytes are kept; the pool frees them when it goes.
+#[derive(Default)]
+pub(crate) struct Blocks(Mutex<Vec<Block>>);
+
+impl Blocks {
+    const KEEP: usize = 4;
+    const KEEP_BYTES: usize = 1 << 30;
+
+    /// The smallest kept block that holds `len` bytes without wasting more than as much.
+    fn take(&self, len: usize) -> Option<Block> {
+        let mut kept = sync::lock(&self.0);
+        let best = kept
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.file.len() >= len && b.file.len() <= 2 * len)
+            .min_by_key(|(_, b)| b.file.len())
+            .map(|(i, _)| i)?;
+        Some(kept.swap_remove(best))
+    }
+
+    /// Keeps the block of a payload whose task is over: the worker that read it sent its
+    /// result (after unmapping it), or died, or gave the task back unread.
+    pub(crate) fn put(&self, payload: Payload) {
+        let Payload::Shared { block, .. } = payload else {
+            return;
+        };
+        let mut kept = sync::lock(&self.0);
+        let bytes: usize = kept.iter().map(|b| b.file.len()).sum();
+        if kept.len() < Self::KEEP && bytes + block.file.len() <= Self::KEEP_BYTES {
+            kept.push(block);
+        }
+    }
+}
+
+/// Why an argument could not be prepared for a worker.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EncodeError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("cannot create shared memory for a large argument: {0}")]
+    Memory(#[from] std::io::Error),
+}
+
+/// Encodes an argument, straight into shared memory when it is large (into a block kept in
+/// `blocks` if one fits).
+pub(crate) fn encode_payload<T: Serialize>(
+    value: &T,
+    blocks: &Blocks,
+) -> Result<Payload, EncodeError> {
+    let len = codec::encoded_len(value)?;
+    if len <= INLINE_MAX {
+        return Ok(Payload::Inline(codec::encode(value)?));
+    }
+    let mut block = match blocks.take(len) {
+        Some(b) => b,
+        None => {
+            let file = Memfd::new(len.next_multiple_of(1 << 16))?;
+            let map = file.map(true)?;
+            Block { file, map }
+        }
+    };
+    // Nobody else maps this file now: it is new, or its last task is over (see `put`).
+    codec::encode_into(value, &mut block.map.bytes_mut()[..len])?;
+    Ok(Payload::Shared { block, len })
+}
+
+/// Reads a result a worker put in a shared memory file, with every length checked.
+pub(crate) fn read_shared(fd: OwnedFd, len: usize) -> Result<Vec<u8>, String> {
+    let file =
+        Memfd::from_received(fd, false).map_err(|e| format!("unusable shared result: {e}"))?;
+    if len > file.len() {
+        return Err(format!(
+            "a result of {len} bytes announced in a shared block of {}",
+            file.len()
+        ));
+    }
+    if len > MAX_RESULT {
+        return Err(format!(
+            "a result of {len} bytes, more than the {MAX_RESULT} a process pool accepts"
+        ));
+    }
+    let mut out = Vec::new();
+    out.try_reserve_exact(len)
+        .map_err(|_| format!("no memory for a result of {len} bytes"))?;
+    out.resize(len, 0);
+    file.read_at(0, &mut out)
+        .map_err(|e| format!("cannot read a shared result: {e}"))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: u64, payload: &[u8]) -> Vec<u8> {
+        let mut v = record_header(id, false, payload.len() as u32).to_vec();
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let mut bytes = record(7, b"abc");
+        bytes.extend(record(9, b""));
+        bytes.extend(record_header(11, true, 1 << 20));
+        let got: Vec<_> = records(&bytes).collect::<Result<_, _>>().unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!((got[0].id, got[0].payload), (7, &b"abc"[..]));
+        assert_eq!((got[1].id, got[1].payload.len()), (9, 0));
+        assert!(got[2].shared && got[2].len == 1 << 20 && got[2].payload.is_empty());
+    }
+
+    #[test]
+    fn a_length_past_the_end_is_malformed_not_allocated() {
+        let mut bytes = record_header(1, false, u32::MAX).to_vec();
+        bytes.extend_from_slice(b"short");
+        assert_eq!(records(&bytes).next(), Some(Err(Malformed)));
+        assert_eq!(records(&bytes[..5]).next(), Some(Err(Malformed)));
+        let mut bad_flags = record(1, b"x");
+        bad_flags[8] = 7;
+        assert_eq!(records(&bad_flags).next(), Some(Err(Malformed)));
+    }
+
+    #[test]
+    fn the_log_keeps_what_was_committed() {
+        let file = Memfd::new(LOG_SIZE).unwrap();
+        let mut log = Log::new(file.map(true).unwrap()).unwrap();
+        log.started(3);
+        assert!(log.append(3, b"three"));
+        log.started(4);
+        let pm = PostMortem::read(&file);
+        assert_eq!(pm.started, 4);
+        assert_eq!(pm.results, vec![(3, b"three".to_vec())]);
+        log.clear();
+        assert!(PostMortem::read(&file).results.is_empty());
+        // Full: the record is refused, to be flushed first.
+        let big = vec![0u8; INLINE_MAX];
+        while log.append(5, &big) {}
+        assert!(!log.append(6, &big));
+    }
+
+    #[test]
+    fn a_scribbled_log_is_read_within_bounds() {
+        let file = Memfd::new(LOG_SIZE).unwrap();
+        file.write_at(0, &[0xff; 64]).unwrap();
+        let pm = PostMortem::read(&file);
+        assert_eq!(pm.started, u64::MAX);
+        assert!(pm.results.is_empty());
+    }
+
+    #[test]
+    fn a_shared_result_longer_than_its_file_is_refused() {
+        let file = Memfd::new(4096).unwrap();
+        let fd: OwnedFd = std::os::fd::AsFd::as_fd(&file)
+            .try_clone_to_owned()
+            .unwrap();
+        assert!(read_shared(fd, 1 << 40).is_err());
+        let fd: OwnedFd = std::os::fd::AsFd::as_fd(&file)
+            .try_clone_to_owned()
+            .unwrap();
+        assert_eq!(read_shared(fd, 10).unwrap(), vec![0u8; 10]);
+    }
+}
