@@ -705,9 +705,11 @@ pub(crate) fn keep_large_allocations() {
 pub(crate) struct Segment {
     pub(crate) start: usize,
     pub(crate) end: usize,
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     pub(crate) file_len: usize,
 }
 
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
 impl Segment {
     /// The bytes of the segment that come from the file.
     pub(crate) fn code(&self) -> &'static [u8] {

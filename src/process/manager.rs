@@ -550,6 +550,14 @@ impl Manager {
                     }
                 }
                 Ok(Recv::Empty) if !exited => return,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    // A message longer than any the protocol allows (never allocated for).
+                    eprintln!("concurrent_futures: a worker sent {e}; stopping it");
+                    self.kill_worker(id);
+                }
+                // A worker that died with messages of ours unread resets the socket: the
+                // error is reported once, and what it sent before is still there to read.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
                 Ok(Recv::Empty | Recv::Closed) | Err(_) => break,
             }
         }
@@ -663,7 +671,6 @@ impl Manager {
         fds: &mut Vec<OwnedFd>,
         finished: &mut Finished,
     ) -> Result<(), &'static str> {
-        let mut files = fds.drain(..);
         let mut st = sync::lock(&self.state);
         let State {
             workers, inflight, ..
@@ -671,21 +678,26 @@ impl Manager {
         let Some(link) = workers.get_mut(&id) else {
             return Ok(());
         };
-        let mut outcome = Ok(());
+        // The whole message is checked before any of it is used: a message with one bad
+        // record completes nothing.
+        let mut shared = 0;
+        let mut ids = Vec::new();
         for record in wire::records(body) {
-            let Ok(record) = record else {
-                outcome = Err("a malformed result record");
-                break;
-            };
-            if !link.holds(record.id) {
-                outcome = Err("a result for a task it does not hold");
-                break;
+            let record = record.map_err(|_| "a malformed result record")?;
+            // (At most one result per task held, so these checks stay small.)
+            if ids.len() >= link.held.len() || !link.holds(record.id) || ids.contains(&record.id) {
+                return Err("a result for a task it does not hold");
             }
+            ids.push(record.id);
+            shared += usize::from(record.shared);
+        }
+        if shared != fds.len() {
+            return Err("results whose files do not match the descriptors sent");
+        }
+        let mut files = fds.drain(..);
+        for record in wire::records(body).map_while(Result::ok) {
             let bytes = if record.shared {
-                let Some(fd) = files.next() else {
-                    outcome = Err("a shared result without its file");
-                    break;
-                };
+                let fd = files.next().expect("[internal] counted above");
                 wire::read_shared(fd, record.len)
                     .map_err(|e| TaskError::Codec(format!("the task's result: {e}").into()))
             } else {
@@ -697,9 +709,6 @@ impl Manager {
                 self.blocks.put(w.payload);
             }
         }
-        if outcome.is_ok() && files.next().is_some() {
-            outcome = Err("descriptors it did not announce");
-        }
         if let Some(limit) = self.config.max_tasks_per_child
             && link.tasks_done >= limit
             && !link.retiring
@@ -707,7 +716,7 @@ impl Manager {
             link.retire();
         }
         dispatch(&mut st);
-        outcome
+        Ok(())
     }
 
     /// A worker exited or died (after its last message was read). The results in its log

@@ -332,7 +332,11 @@ impl ProcessPoolExecutor {
         target: FnRef,
         arg: &A,
     ) -> Result<Future<T>, SubmitError> {
-        let payload = wire::encode_payload(arg, &self.manager.blocks)
+        // A `Serialize` that panics refuses the submission with its message.
+        let payload = crate::unwind::catch(|| wire::encode_payload(arg, &self.manager.blocks))
+            .map_err(|e| {
+                SubmitError::Codec(format!("the argument's encoding panicked: {e}").into())
+            })?
             .map_err(|e| SubmitError::Codec(e.to_string().into()))?;
         let fut = Future::from_task_cell(Arc::new(ProcCell {
             core: Core::new(INLINE),

@@ -3,6 +3,8 @@
 //! functions of the behavioural suite.
 #![allow(dead_code)]
 
+#[cfg(target_os = "linux")]
+pub mod faults;
 pub mod suite;
 
 use std::fs::File;
