@@ -559,3 +559,51 @@ fn a_worker_retired_after_a_blocking_wait_is_replaced() {
     assert_ne!(pids[1], pids[2]);
     assert_ne!(pids[3], pids[4]);
 }
+
+// ===== nested waits =====
+
+/// A callback that runs on the pool's manager thread (nobody waits on the future, so the
+/// manager reads its result) and itself waits on another task of the same pool: the manager
+/// thread reads that result itself.
+#[test]
+fn a_callback_on_the_manager_thread_may_wait_on_its_own_pool() {
+    let _w = watchdog("a_callback_on_the_manager_thread_may_wait_on_its_own_pool");
+    let pool = std::sync::Arc::new(pool(2));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let inner = pool.clone();
+    let mut gate = Gate::closed();
+    let first = pool.submit(common::hold, (gate.path(), 2));
+    first.add_done_callback(move |f| {
+        let on = std::thread::current().name().map(str::to_owned);
+        let nested = inner.submit(common::double, 20).result_timeout(LONG);
+        let timed = inner
+            .submit(common::double, 30)
+            .result_timeout(Duration::from_secs(20));
+        let _ = tx.send((f.result(), nested, timed, on));
+    });
+    gate.open();
+    let (own, nested, timed, thread) = rx.recv_timeout(LONG).expect("the callback ran");
+    assert_eq!(thread.as_deref(), Some("cf-process-manager"));
+    assert_eq!(own, Ok(2));
+    assert_eq!(nested, Ok(40));
+    assert_eq!(timed, Ok(60));
+    drop(first);
+    // The pool is still whole.
+    assert_eq!(pool.submit(common::double, 5).result(), Ok(10));
+}
+
+/// A task may start a pool of its own in its worker (a nested pool: grandchildren).
+fn nested_pool_sum(n: u64) -> u64 {
+    let inner = ProcessPoolExecutor::new(1);
+    inner
+        .map(common::double, 0..n)
+        .map(|r| r.expect("nested task"))
+        .sum()
+}
+
+#[test]
+fn a_task_may_run_a_pool_of_its_own() {
+    let _w = watchdog("a_task_may_run_a_pool_of_its_own");
+    let pool = pool(1);
+    assert_eq!(pool.submit(nested_pool_sum, 10).result_timeout(LONG), Ok(90));
+}
