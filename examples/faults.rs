@@ -15,7 +15,11 @@ use faults::{Fault, burst};
 fn main() {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
     let n_faults = args.next().and_then(Result::ok).unwrap_or(20);
-    let total = args.next().and_then(Result::ok).unwrap_or(400).max(n_faults);
+    let total = args
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or(400)
+        .max(n_faults);
     let workers = 2;
     println!(
         "{n_faults} faulty tasks among {total} submitted at once, {workers} workers, per kind of fault\n"

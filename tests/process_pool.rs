@@ -605,5 +605,8 @@ fn nested_pool_sum(n: u64) -> u64 {
 fn a_task_may_run_a_pool_of_its_own() {
     let _w = watchdog("a_task_may_run_a_pool_of_its_own");
     let pool = pool(1);
-    assert_eq!(pool.submit(nested_pool_sum, 10).result_timeout(LONG), Ok(90));
+    assert_eq!(
+        pool.submit(nested_pool_sum, 10).result_timeout(LONG),
+        Ok(90)
+    );
 }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use super::comm::{self, Backoff, Env, MAX_MESSAGE, Port};
 use super::wire::{self, CallHead, Reader, kind};
 use crate::error::{ExitStatus, SubmitError, TaskError};
+use crate::remote::window::{self, MAX_BATCHES, Window};
 use crate::remote::{Completion, FnRef};
 use crate::sync::{Condvar, Mutex, lock};
 
@@ -37,10 +38,6 @@ pub(crate) struct Config {
     pub(crate) start_timeout: Duration,
 }
 
-/// Largest batch of calls in one message.
-const MAX_BATCH: usize = 32;
-/// Batches in flight per worker: one it runs, one waiting behind it.
-const MAX_BATCHES: usize = 2;
 /// A worker rank that holds tasks and has been silent this long is asked for a sign of life.
 const PING_AFTER: Duration = Duration::from_secs(1);
 /// Room kept in a message for its header.
@@ -305,16 +302,8 @@ fn parse_hello(src: i32, buf: &[u8]) -> Result<(bool, RankInfo), String> {
 /// One worker rank, as the dispatcher tracks it.
 struct Link {
     info: RankInfo,
-    /// Number of the last batch sent.
-    seq: u64,
-    /// Batches in flight (number, tasks left), oldest first.
-    batches: VecDeque<(u64, usize)>,
-    /// Tasks in flight (id, batch), in the order sent (the order the worker runs them).
-    held: VecDeque<(u64, u64)>,
-    /// Asked to give back unstarted calls; no answer yet.
-    revoking: bool,
-    /// Gave work back while busy with this task: no new work until it is done.
-    robbed: Option<u64>,
+    /// What it holds (see `remote::window`).
+    window: Window,
     last_heard: Instant,
     pinged: bool,
     lost: bool,
@@ -323,23 +312,7 @@ struct Link {
 impl Link {
     /// It may be sent work (it is alive, and not busy with a task it was robbed behind).
     fn open(&self) -> bool {
-        !self.lost && self.robbed.is_none()
-    }
-
-    /// Forgets task `id` (finished or given back); false if this worker did not hold it.
-    fn release(&mut self, id: u64) -> bool {
-        let Some(pos) = self.held.iter().position(|&(i, _)| i == id) else {
-            return false;
-        };
-        let (_, seq) = self.held.remove(pos).expect("position is in range");
-        if let Some(b) = self.batches.iter_mut().find(|b| b.0 == seq) {
-            b.1 -= 1;
-        }
-        self.batches.retain(|b| b.1 > 0);
-        if self.robbed == Some(id) {
-            self.robbed = None;
-        }
-        true
+        !self.lost && self.window.has_room()
     }
 }
 
@@ -542,11 +515,7 @@ impl Dispatcher {
                 .into_iter()
                 .map(|info| Link {
                     info,
-                    seq: 0,
-                    batches: VecDeque::new(),
-                    held: VecDeque::new(),
-                    revoking: false,
-                    robbed: None,
+                    window: Window::default(),
                     last_heard: now,
                     pinged: false,
                     lost: false,
@@ -644,7 +613,7 @@ impl Dispatcher {
                 let outcomes = r.outcomes(n)?;
                 let mut items = Vec::with_capacity(outcomes.len());
                 for (id, range) in outcomes {
-                    if !self.links[li].release(id) {
+                    if !self.links[li].window.release(id) {
                         return Err(format!(
                             "rank {src} sent the result of a task it did not hold"
                         ));
@@ -660,12 +629,20 @@ impl Dispatcher {
             kind::REVOKED => {
                 let n = r.u32()? as usize;
                 let calls = r.calls(n)?;
-                self.links[li].revoking = false;
+                if !self.links[li].window.revoking {
+                    return Err(format!("rank {src} gave back tasks never asked for"));
+                }
+                if calls
+                    .iter()
+                    .any(|(head, _)| !self.links[li].window.holds(head.id))
+                {
+                    return Err(format!("rank {src} gave back a task it did not hold"));
+                }
+                let ids: Vec<u64> = calls.iter().map(|(head, _)| head.id).collect();
+                // What it still holds has started; the last of it runs long.
+                self.links[li].window.given_back(&ids, u64::MAX);
                 let mut back = Vec::with_capacity(calls.len());
                 for (head, range) in calls {
-                    if !self.links[li].release(head.id) {
-                        return Err(format!("rank {src} gave back a task it did not hold"));
-                    }
                     let (completion, _) = self
                         .inflight
                         .remove(&head.id)
@@ -679,9 +656,6 @@ impl Dispatcher {
                         reserved: false,
                     });
                 }
-                let link = &mut self.links[li];
-                // Busy with the task it started: no new work until that one is done.
-                link.robbed = link.held.front().map(|&(id, _)| id);
                 let mut s = lock(&self.client.state);
                 for w in back.into_iter().rev() {
                     s.pending.push_front(w);
@@ -715,7 +689,7 @@ impl Dispatcher {
             s.slots = self
                 .links
                 .iter()
-                .map(|l| self.free_slots(l, l.batches.len(), l.held.len()))
+                .map(|l| self.free_slots(l, l.window.batches(), l.window.len()))
                 .sum();
             return false;
         }
@@ -724,7 +698,7 @@ impl Dispatcher {
         let mut load: Vec<(usize, usize)> = self
             .links
             .iter()
-            .map(|l| (l.batches.len(), l.held.len()))
+            .map(|l| (l.window.batches(), l.window.len()))
             .collect();
         while !s.pending.is_empty() {
             let Some(li) = (0..n)
@@ -735,9 +709,7 @@ impl Dispatcher {
                 break;
             };
             // Small batches while little is pending: most of it stays cancellable.
-            let size = (s.pending.len() / (2 * n * MAX_BATCHES))
-                .clamp(1, MAX_BATCH)
-                .min(self.config.window - load[li].1);
+            let size = window::batch_size(s.pending.len(), n).min(self.config.window - load[li].1);
             let mut batch = Vec::with_capacity(size);
             let mut bytes = 0usize;
             while batch.len() < size {
@@ -787,15 +759,12 @@ impl Dispatcher {
 
     fn send_batch(&mut self, li: usize, batch: Vec<Work>) {
         let link = &mut self.links[li];
-        if link.held.is_empty() {
+        if link.window.is_empty() {
             link.last_heard = Instant::now();
         }
-        link.seq += 1;
-        let seq = link.seq;
-        link.batches.push_back((seq, batch.len()));
+        link.window.send(batch.iter().map(|w| w.id));
         let mut calls = Vec::with_capacity(batch.len());
         for w in batch {
-            link.held.push_back((w.id, seq));
             calls.push((
                 CallHead {
                     id: w.id,
@@ -820,29 +789,31 @@ impl Dispatcher {
         if !self.drained {
             return false;
         }
-        if !self.links.iter().any(|l| l.held.is_empty() && !l.lost) {
-            return false;
-        }
-        let victim = self
+        let idle = self
             .links
-            .iter_mut()
-            .filter(|l| {
-                l.info.helper && !l.lost && !l.revoking && l.robbed.is_none() && l.held.len() >= 2
-            })
-            .max_by_key(|l| l.held.len());
-        let Some(victim) = victim else { return false };
-        victim.revoking = true;
-        let rank = victim.info.rank;
-        self.port
-            .send(rank, wire::TO_WORKER, wire::bare(kind::REVOKE));
-        true
+            .iter()
+            .filter(|l| l.open() && l.window.is_empty())
+            .count();
+        let candidates = self
+            .links
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i, &l.window, l.info.helper && !l.lost));
+        let victims = window::victims(candidates, idle);
+        for &li in &victims {
+            self.links[li].window.revoking = true;
+            let rank = self.links[li].info.rank;
+            self.port
+                .send(rank, wire::TO_WORKER, wire::bare(kind::REVOKE));
+        }
+        !victims.is_empty()
     }
 
     /// Pings silent workers that hold tasks; declares lost those silent for too long.
     fn watch(&mut self) {
         for li in 0..self.links.len() {
             let link = &mut self.links[li];
-            if link.lost || link.held.is_empty() || !link.info.helper {
+            if link.lost || link.window.is_empty() || !link.info.helper {
                 continue;
             }
             let silent = link.last_heard.elapsed();
@@ -868,8 +839,7 @@ impl Dispatcher {
         let link = &mut self.links[li];
         link.lost = true;
         let info = link.info.clone();
-        let held: Vec<u64> = link.held.drain(..).map(|(id, _)| id).collect();
-        link.batches.clear();
+        let held = link.window.clear();
         for id in held {
             if let Some((c, _)) = self.inflight.remove(&id) {
                 self.finished.failed.push((
@@ -911,7 +881,7 @@ impl Dispatcher {
         if self.accepting || !self.drained {
             return false;
         }
-        if !self.inflight.is_empty() || self.links.iter().any(|l| l.revoking) {
+        if !self.inflight.is_empty() || self.links.iter().any(|l| l.window.revoking) {
             return false;
         }
         let mut leaving = 0;

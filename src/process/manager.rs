@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! submit ──► pending queue ──dispatch──► worker's calls channel ──► worker process
-//!   (cancellable here)        (claimed: RUNNING; at most MAX_BATCHES per worker)
+//!   (cancellable here)        (claimed: RUNNING; at most `window::MAX_BATCHES` per worker)
 //! future ◄── decode + complete ◄── reader: epoll(workers' sockets, their pidfds, a wake-up)
 //!                                   └─ the worker died → complete what its result log
 //!                                      holds, fail the call it died in, queue again the
@@ -27,16 +27,12 @@ use super::wire::{
 use crate::error::{ExitStatus, SubmitError, TaskError};
 use crate::os::{self, Memfd, Pidfd, Poller, Recv, Socket, WAKE_KEY};
 use crate::remote::bootstrap::{self, CONNECT_TIMEOUT, ChildGuard, ENV_WORKER, StartError};
+use crate::remote::window::{self, Window};
 use crate::remote::{Completion, FnRef, codec, naming};
 use crate::sync::{self, Condvar, Mutex};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
-/// Batches in flight per worker: one running, one waiting behind it, so a worker never
-/// waits for the parent between batches.
-const MAX_BATCHES: usize = 2;
-/// Largest batch of calls in one message.
-const MAX_BATCH: usize = 64;
 /// How long a thread that wants to read results yields (instead of sleeping) while the
 /// manager thread wakes up and lets go of the reader.
 const READER_SPIN: Duration = Duration::from_micros(200);
@@ -89,18 +85,8 @@ struct Link {
     pidfd: Pidfd,
     /// The worker's result log (see `wire`), read once it is dead.
     log: Memfd,
-    /// The number of the last batch sent.
-    seq: u64,
-    /// Batches in flight (number, tasks left), oldest first.
-    batches: VecDeque<(u64, usize)>,
-    /// Tasks in flight on this worker (id, batch), in the order sent (= the order it runs
-    /// them).
-    held: VecDeque<(u64, u64)>,
-    /// Asked to give back what it has not started; the answer has not come yet.
-    revoking: bool,
-    /// Gave work back (or had none to give): it is busy with a long task (this one, the
-    /// last it started), so it gets no new work and is not asked again until that is done.
-    robbed: Option<u64>,
+    /// What it holds (see `remote::window`).
+    window: Window,
     /// The initializer has run (or there is none): the worker may get calls.
     ready: bool,
     /// Told to exit (shutdown, or `max_tasks_per_child` reached).
@@ -631,21 +617,10 @@ impl Manager {
                 let Some(link) = workers.get_mut(&id) else {
                     return Ok(());
                 };
-                if !link.revoking {
+                if !link.window.revoking {
                     return Err("an answer to a revoke never asked");
                 }
-                link.revoking = false;
-                let mut back: Vec<u64> = link
-                    .held
-                    .iter()
-                    .filter(|&&(task, seq)| seq >= unread_from || ids.contains(&task))
-                    .map(|&(task, _)| task)
-                    .collect();
-                for &task in &back {
-                    link.forget(task);
-                }
-                // What it still holds has started; the last of it runs long.
-                link.robbed = link.held.back().map(|&(task, _)| task);
+                let mut back = link.window.given_back(&ids, unread_from);
                 // Back to the front of the queue, in their order.
                 back.reverse();
                 for task in back {
@@ -685,7 +660,10 @@ impl Manager {
         for record in wire::records(body) {
             let record = record.map_err(|_| "a malformed result record")?;
             // (At most one result per task held, so these checks stay small.)
-            if ids.len() >= link.held.len() || !link.holds(record.id) || ids.contains(&record.id) {
+            if ids.len() >= link.window.len()
+                || !link.window.holds(record.id)
+                || ids.contains(&record.id)
+            {
                 return Err("a result for a task it does not hold");
             }
             ids.push(record.id);
@@ -738,13 +716,13 @@ impl Manager {
             // Calls run in the order sent: those up to the last it started have run, those
             // after it never started. (If it started none of them, none has run.)
             let started = link
-                .held
-                .iter()
-                .position(|&(task, _)| task == log.started)
+                .window
+                .tasks()
+                .position(|task| task == log.started)
                 .map_or(0, |p| p + 1);
             let mut held: Vec<Work> = Vec::new();
             let mut unstarted: Vec<Work> = Vec::new();
-            for (i, &(task, _)) in link.held.iter().enumerate() {
+            for (i, task) in link.window.clear().into_iter().enumerate() {
                 let Some(w) = st.inflight.remove(&task) else {
                     continue;
                 };
@@ -919,53 +897,18 @@ fn stopping(st: &State) -> bool {
 impl Link {
     fn finished(&mut self, task: u64) {
         self.tasks_done += 1;
-        if self.robbed == Some(task) {
-            self.robbed = None;
-        }
-        self.forget(task);
-        self.head_since = (!self.held.is_empty()).then(Instant::now);
+        self.window.release(task);
+        self.head_since = (!self.window.is_empty()).then(Instant::now);
     }
 
-    /// Removes a task from those in flight here.
-    fn forget(&mut self, task: u64) {
-        let pos = if self.held.front().is_some_and(|&(t, _)| t == task) {
-            0
-        } else if let Some(pos) = self.held.iter().position(|&(t, _)| t == task) {
-            pos
-        } else {
-            return;
-        };
-        let Some((_, seq)) = self.held.remove(pos) else {
-            return;
-        };
-        if let Some(i) = self.batches.iter().position(|&(s, _)| s == seq) {
-            self.batches[i].1 -= 1;
-            if self.batches[i].1 == 0 {
-                self.batches.remove(i);
-            }
-        }
-    }
-
-    fn has_room(&self) -> bool {
-        self.ready
-            && !self.retiring
-            && !self.revoking
-            && self.robbed.is_none()
-            && self.batches.len() < MAX_BATCHES
+    /// May be sent work.
+    fn open(&self) -> bool {
+        self.ready && !self.retiring
     }
 
     /// Ready for work and holding none.
     fn idle(&self) -> bool {
-        self.has_room() && self.held.is_empty()
-    }
-
-    /// Holds tasks queued behind the one it runs, that an idle worker could run.
-    fn has_backlog(&self) -> bool {
-        self.ready
-            && !self.retiring
-            && !self.revoking
-            && self.robbed.is_none()
-            && self.held.len() >= 2
+        self.open() && self.window.has_room() && self.window.is_empty()
     }
 
     /// Asks the worker to exit once it has finished what it was sent.
@@ -981,29 +924,18 @@ impl Link {
         let bytes = codec::encode(msg).map_err(std::io::Error::other)?;
         self.main.send(&[&[TAG_TO_WORKER], &bytes], files)
     }
-
-    /// True if this worker holds task `task` (only then may it complete it).
-    fn holds(&self, task: u64) -> bool {
-        self.held.iter().any(|&(t, _)| t == task)
-    }
 }
 
-/// Sends pending work to workers with room, in batches when much is pending. A worker
-/// holds at most `MAX_BATCHES` batches, and batches are sized so that at least half of what
-/// is pending stays here, cancellable.
+/// Sends pending work to workers with room, in batches when much is pending (the policies
+/// are `remote::window`'s).
 fn dispatch(st: &mut State) {
-    let n = st.workers.len().max(1);
+    let n = st.workers.len();
     while !st.pending.is_empty() {
-        // The worker with the fewest batches in flight.
-        let Some((&wid, _)) = st
-            .workers
-            .iter()
-            .filter(|(_, l)| l.has_room())
-            .min_by_key(|(_, l)| l.batches.len())
-        else {
+        let open = st.workers.iter().map(|(&k, l)| (k, &l.window, l.open()));
+        let Some(wid) = window::pick(open) else {
             return;
         };
-        let size = (st.pending.len() / (2 * n * MAX_BATCHES)).clamp(1, MAX_BATCH);
+        let size = window::batch_size(st.pending.len(), n);
         let mut batch: Vec<Work> = Vec::with_capacity(size);
         // A batch is one message: its inline payloads fit in `MAX_FRAME` with room for the
         // rest, and its shared payloads in one message's descriptors.
@@ -1035,7 +967,7 @@ fn dispatch(st: &mut State) {
         let Some(link) = st.workers.get_mut(&wid) else {
             return;
         };
-        let seq = link.seq + 1;
+        let seq = link.window.seq() + 1;
         let msg = ToWorkerRef::Calls(
             seq,
             batch
@@ -1065,13 +997,11 @@ fn dispatch(st: &mut State) {
             }
             continue;
         }
-        link.seq = seq;
-        link.batches.push_back((seq, batch.len()));
-        if link.held.is_empty() {
+        if link.window.is_empty() {
             link.head_since = Some(Instant::now());
         }
+        link.window.send(batch.iter().map(|w| w.id));
         for w in batch {
-            link.held.push_back((w.id, seq));
             st.inflight.insert(w.id, w);
         }
     }
@@ -1086,24 +1016,20 @@ fn steal(st: &mut State) {
     if !st.pending.is_empty() || st.phase == Phase::Terminated {
         return;
     }
-    let mut idle = st.workers.values().filter(|l| l.idle()).count();
+    let idle = st.workers.values().filter(|l| l.idle()).count();
     if idle == 0 {
         return;
     }
-    let mut victims: Vec<&mut Link> = st
-        .workers
-        .values_mut()
-        .filter(|l| l.has_backlog())
-        .collect();
-    victims.sort_by_key(|l| std::cmp::Reverse(l.held.len()));
-    for link in victims {
-        if idle == 0 {
-            break;
-        }
-        let revoke = codec::encode(&Revoke { through: link.seq });
+    let candidates = st.workers.iter().map(|(&k, l)| (k, &l.window, l.open()));
+    for key in window::victims(candidates, idle) {
+        let Some(link) = st.workers.get_mut(&key) else {
+            continue;
+        };
+        let revoke = codec::encode(&Revoke {
+            through: link.window.seq(),
+        });
         if revoke.is_ok_and(|bytes| link.ctl.send(&[&bytes], &[]).is_ok()) {
-            link.revoking = true;
-            idle -= 1;
+            link.window.revoking = true;
         }
     }
 }
@@ -1225,11 +1151,7 @@ impl Starting {
             ctl,
             pidfd,
             log,
-            seq: 0,
-            batches: VecDeque::new(),
-            held: VecDeque::new(),
-            revoking: false,
-            robbed: None,
+            window: Window::default(),
             ready: true,
             retiring: false,
             tasks_done: 0,
