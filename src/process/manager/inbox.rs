@@ -1,0 +1,227 @@
+//! What a worker's messages and its death do: results complete the tasks it holds (and
+//! nothing else: everything it sends is checked), answers to revokes put work back in the
+//! queue, and a death completes what its result log holds, fails the task it died in and
+//! queues again what it never started.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use super::link::dispatch;
+use super::start::reap;
+use super::{Finished, Manager, Phase, State, Work};
+use crate::error::TaskError;
+use crate::process::wire::{self, PostMortem, Revoked, TAG_DONE, TAG_INIT, TAG_REVOKED};
+use crate::remote::codec;
+use crate::sync;
+
+impl Manager {
+    /// Handles one message of worker `id`. An error means the worker broke the protocol.
+    pub(super) fn on_message(
+        &self,
+        id: u64,
+        msg: &[u8],
+        fds: &mut Vec<OwnedFd>,
+        finished: &mut Finished,
+    ) -> Result<(), &'static str> {
+        let (&tag, body) = msg.split_first().ok_or("an empty message")?;
+        match tag {
+            TAG_DONE => self.on_done(id, body, fds, finished),
+            TAG_INIT => {
+                if !fds.is_empty() {
+                    return Err("descriptors with its initializer's outcome");
+                }
+                match crate::remote::codec::decode_outcome::<()>(body) {
+                    Ok(()) => {
+                        let mut st = sync::lock(&self.state);
+                        if let Some(link) = st.workers.get_mut(&id) {
+                            if link.ready {
+                                return Err("a second initializer outcome");
+                            }
+                            link.ready = true;
+                        }
+                        if st.phase == Phase::Starting && st.workers.values().all(|l| l.ready) {
+                            st.phase = Phase::Running;
+                            self.changed.notify_all();
+                        }
+                        dispatch(&mut st);
+                    }
+                    Err(e) => finished
+                        .extend(self.break_pool(format!("a worker's initializer failed: {e}"))),
+                }
+                Ok(())
+            }
+            TAG_REVOKED => {
+                let Revoked { ids, unread_from } =
+                    codec::decode(body).map_err(|_| "a malformed answer to a revoke")?;
+                let mut st = sync::lock(&self.state);
+                let State {
+                    workers,
+                    inflight,
+                    pending,
+                    ..
+                } = &mut *st;
+                let Some(link) = workers.get_mut(&id) else {
+                    return Ok(());
+                };
+                if !link.window.revoking {
+                    return Err("an answer to a revoke never asked");
+                }
+                let mut back = link.window.given_back(&ids, unread_from);
+                // Back to the front of the queue, in their order.
+                back.reverse();
+                for task in back {
+                    if let Some(mut w) = inflight.remove(&task) {
+                        w.claimed = true;
+                        pending.push_front(w);
+                    }
+                }
+                dispatch(&mut st);
+                Ok(())
+            }
+            _ => Err("an unknown message"),
+        }
+    }
+
+    /// Results: each must be of a task this worker holds (a worker cannot complete another
+    /// worker's task, or one twice); a result in shared memory is read with its length
+    /// checked. A result that cannot be read fails its own task only.
+    pub(super) fn on_done(
+        &self,
+        id: u64,
+        body: &[u8],
+        fds: &mut Vec<OwnedFd>,
+        finished: &mut Finished,
+    ) -> Result<(), &'static str> {
+        let mut st = sync::lock(&self.state);
+        let State {
+            workers, inflight, ..
+        } = &mut *st;
+        let Some(link) = workers.get_mut(&id) else {
+            return Ok(());
+        };
+        // The whole message is checked before any of it is used: a message with one bad
+        // record completes nothing.
+        let mut shared = 0;
+        let mut ids = Vec::new();
+        for record in wire::records(body) {
+            let record = record.map_err(|_| "a malformed result record")?;
+            // (At most one result per task held, so these checks stay small.)
+            if ids.len() >= link.window.len()
+                || !link.window.holds(record.id)
+                || ids.contains(&record.id)
+            {
+                return Err("a result for a task it does not hold");
+            }
+            ids.push(record.id);
+            shared += usize::from(record.shared);
+        }
+        if shared != fds.len() {
+            return Err("results whose files do not match the descriptors sent");
+        }
+        let mut files = fds.drain(..);
+        for record in wire::records(body).map_while(Result::ok) {
+            let bytes = if record.shared {
+                let fd = files.next().expect("[internal] counted above");
+                wire::read_shared(fd, record.len)
+                    .map_err(|e| TaskError::Codec(format!("the task's result: {e}").into()))
+            } else {
+                Ok(record.payload.to_vec())
+            };
+            link.finished(record.id);
+            if let Some(w) = inflight.remove(&record.id) {
+                finished.push((w.completion, bytes));
+                self.blocks.put(w.payload);
+            }
+        }
+        if let Some(limit) = self.config.max_tasks_per_child
+            && link.tasks_done >= limit
+            && !link.retiring
+        {
+            link.retire();
+        }
+        dispatch(&mut st);
+        Ok(())
+    }
+
+    /// A worker exited or died (after its last message was read). The results in its log
+    /// complete their tasks; the task it was running fails; those it had not started go
+    /// back to the front of the queue, so no task runs twice and none is lost. While the
+    /// pool is running, the manager thread starts a replacement.
+    pub(super) fn on_closed(&self, id: u64, finished: &mut Finished) {
+        let link = sync::lock(&self.state).workers.remove(&id);
+        let Some(mut link) = link else { return };
+        self.poller.remove(link.main.as_fd());
+        self.poller.remove(link.pidfd.as_fd());
+        let status = reap(&mut link.child);
+        // The worker is dead: its log no longer changes (a process it started could still
+        // write to it, which costs only this worker's own tasks: everything read is checked).
+        let log = PostMortem::read(&link.log);
+        let failed = {
+            let mut st = sync::lock(&self.state);
+            let terminated = st.phase == Phase::Terminated;
+            // Calls run in the order sent: those up to the last it started have run, those
+            // after it never started. (If it started none of them, none has run.)
+            let started = link
+                .window
+                .tasks()
+                .position(|task| task == log.started)
+                .map_or(0, |p| p + 1);
+            let mut held: Vec<Work> = Vec::new();
+            let mut unstarted: Vec<Work> = Vec::new();
+            for (i, task) in link.window.clear().into_iter().enumerate() {
+                let Some(w) = st.inflight.remove(&task) else {
+                    continue;
+                };
+                if let Some(pos) = log.results.iter().position(|(id, _)| *id == task) {
+                    // Finished, its result committed to the log: delivered.
+                    let bytes = log.results[pos].1.clone();
+                    finished.push((w.completion, Ok(bytes)));
+                    self.blocks.put(w.payload);
+                } else if i < started {
+                    held.push(w);
+                } else {
+                    unstarted.push(w);
+                }
+            }
+            let died = TaskError::WorkerDied {
+                pid: link.pid,
+                status,
+            };
+            let failed: Vec<(Work, TaskError)> = if terminated {
+                let error = TaskError::Broken("the pool was terminated".into());
+                held.into_iter()
+                    .chain(unstarted)
+                    .map(|w| (w, error.clone()))
+                    .collect()
+            } else {
+                for mut w in unstarted.into_iter().rev() {
+                    w.claimed = true;
+                    st.pending.push_front(w);
+                }
+                let running = held.pop();
+                let mut failed: Vec<(Work, TaskError)> =
+                    held.into_iter().map(|w| (w, died.clone())).collect();
+                if let Some(w) = running {
+                    let error = match self.config.task_timeout {
+                        Some(limit) if link.timed_out => TaskError::TimeLimit(limit),
+                        _ => died.clone(),
+                    };
+                    failed.push((w, error));
+                }
+                failed
+            };
+            // Replace it while work may still come or is still queued (this includes a
+            // worker retired by `max_tasks_per_child`).
+            if matches!(st.phase, Phase::Running | Phase::Starting)
+                || (st.phase == Phase::ShuttingDown && !st.pending.is_empty())
+            {
+                st.respawn += 1;
+                self.changed.notify_all();
+            }
+            dispatch(&mut st);
+            failed
+        };
+        for (w, error) in failed {
+            finished.push((w.completion, Err(error)));
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! One worker as the parent sees it, and the dispatch of pending work to the workers'
+//! windows, with work stealing (the policies are `remote::window`'s).
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Instant;
+
+use super::{Link, Phase, State, Work};
+use crate::os;
+use crate::process::wire::{CallRef, MAX_FRAME, Revoke, TAG_TO_WORKER, ToWorkerRef};
+use crate::remote::codec;
+use crate::remote::window;
+
+impl Link {
+    pub(super) fn finished(&mut self, task: u64) {
+        self.tasks_done += 1;
+        self.window.release(task);
+        self.head_since = (!self.window.is_empty()).then(Instant::now);
+    }
+
+    /// May be sent work.
+    pub(super) fn open(&self) -> bool {
+        self.ready && !self.retiring
+    }
+
+    /// Ready for work and holding none.
+    pub(super) fn idle(&self) -> bool {
+        self.open() && self.window.has_room() && self.window.is_empty()
+    }
+
+    /// Asks the worker to exit once it has finished what it was sent.
+    pub(super) fn retire(&mut self) {
+        if !self.retiring {
+            self.retiring = true;
+            let _ = self.send(&ToWorkerRef::Exit, &[]);
+        }
+    }
+
+    /// Sends a message, with the shared payload files of its calls attached.
+    pub(super) fn send(
+        &self,
+        msg: &ToWorkerRef<'_>,
+        files: &[BorrowedFd<'_>],
+    ) -> std::io::Result<()> {
+        let bytes = codec::encode(msg).map_err(std::io::Error::other)?;
+        self.main.send(&[&[TAG_TO_WORKER], &bytes], files)
+    }
+}
+
+/// Sends pending work to workers with room, in batches when much is pending (the policies
+/// are `remote::window`'s).
+pub(super) fn dispatch(st: &mut State) {
+    let n = st.workers.len();
+    while !st.pending.is_empty() {
+        let open = st.workers.iter().map(|(&k, l)| (k, &l.window, l.open()));
+        let Some(wid) = window::pick(open) else {
+            return;
+        };
+        let size = window::batch_size(st.pending.len(), n);
+        let mut batch: Vec<Work> = Vec::with_capacity(size);
+        // A batch is one message: its inline payloads fit in `MAX_FRAME` with room for the
+        // rest, and its shared payloads in one message's descriptors.
+        let (mut bytes, mut files) = (0, 0);
+        while batch.len() < size {
+            let Some(work) = st.pending.front() else {
+                break;
+            };
+            let (b, f) = (
+                work.payload.inline().len() + 64,
+                usize::from(work.payload.file().is_some()),
+            );
+            if !batch.is_empty() && (bytes + b > MAX_FRAME - 1024 || files + f > os::MAX_FDS) {
+                break;
+            }
+            let Some(work) = st.pending.pop_front() else {
+                break;
+            };
+            if work.claimed || work.completion.claim() {
+                bytes += b;
+                files += f;
+                batch.push(work);
+            }
+            // else: cancelled while pending, never sent
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let Some(link) = st.workers.get_mut(&wid) else {
+            return;
+        };
+        let seq = link.window.seq() + 1;
+        let msg = ToWorkerRef::Calls(
+            seq,
+            batch
+                .iter()
+                .map(|w| CallRef {
+                    id: w.id,
+                    target: w.target,
+                    payload: w.payload.inline(),
+                    bulk: w.payload.bulk_len(),
+                })
+                .collect(),
+        );
+        let files: Vec<BorrowedFd<'_>> = batch
+            .iter()
+            .filter_map(|w| w.payload.file().map(AsFd::as_fd))
+            .collect();
+        let sent = link.send(&msg, &files);
+        drop(files);
+        drop(msg);
+        if sent.is_err() {
+            // The worker is gone (it died while idle): it never got these. Put them back and
+            // stop sending to it; its closed channel reports the death.
+            link.retiring = true;
+            for mut w in batch.into_iter().rev() {
+                w.claimed = true;
+                st.pending.push_front(w);
+            }
+            continue;
+        }
+        if link.window.is_empty() {
+            link.head_since = Some(Instant::now());
+        }
+        link.window.send(batch.iter().map(|w| w.id));
+        for w in batch {
+            st.inflight.insert(w.id, w);
+        }
+    }
+    steal(st);
+}
+
+/// Work stealing between the workers' windows: with nothing pending, an idle worker must
+/// not wait while another holds tasks queued behind a long one. Such a worker is asked to
+/// give back what it has not started (it answers from a helper thread even while its task
+/// runs); what comes back is dispatched again, to the idle worker.
+fn steal(st: &mut State) {
+    if !st.pending.is_empty() || st.phase == Phase::Terminated {
+        return;
+    }
+    let idle = st.workers.values().filter(|l| l.idle()).count();
+    if idle == 0 {
+        return;
+    }
+    let candidates = st.workers.iter().map(|(&k, l)| (k, &l.window, l.open()));
+    for key in window::victims(candidates, idle) {
+        let Some(link) = st.workers.get_mut(&key) else {
+            continue;
+        };
+        let revoke = codec::encode(&Revoke {
+            through: link.window.seq(),
+        });
+        if revoke.is_ok_and(|bytes| link.ctl.send(&[&bytes], &[]).is_ok()) {
+            link.window.revoking = true;
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! The parent side of the process pool: pending work, the workers' windows, the manager
+//! thread that reads results and watches the workers, and worker start-up.
+//!
+//! ```text
+//! submit ──► pending queue ──dispatch──► worker's socket ──► worker process
+//!   (cancellable here)        (claimed: RUNNING; at most `window::MAX_BATCHES` per worker)
+//! future ◄── decode + complete ◄── reader: epoll(workers' sockets, their pidfds, a wake-up)
+//!                                   └─ the worker died → complete what its result log
+//!                                      holds, fail the call it died in, queue again the
+//!                                      calls it never started, start a replacement
+//! ```
+//!
+//! Dispatch happens on whichever thread makes room or work: the submitting thread (if a
+//! worker's window has room) or the manager thread (when results free a window).
+//!
+//! This file holds the state and the manager thread; `reader` is who reads the sockets,
+//! `inbox` what a worker's messages and death do, `link` the dispatch to the workers'
+//! windows, `start` how workers are started.
+
+mod inbox;
+mod link;
+mod reader;
+mod start;
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::wire::{self, MAX_FRAME, Payload};
+use crate::error::{SubmitError, TaskError};
+use crate::os::{Memfd, Pidfd, Poller, Socket};
+use crate::remote::bootstrap::{ChildGuard, StartError};
+use crate::remote::window::Window;
+use crate::remote::{Completion, FnRef};
+use crate::sync::{self, Condvar, Mutex};
+use link::dispatch;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+/// How long a thread that wants to read results yields (instead of sleeping) while the
+/// manager thread wakes up and lets go of the reader.
+const READER_SPIN: Duration = Duration::from_micros(200);
+/// How long the manager thread leaves results in flight to a user thread that may come to
+/// read them itself, before it reads them (for callbacks and `as_completed`).
+const READ_GRACE: Duration = Duration::from_micros(100);
+
+/// Settings fixed when the pool is built.
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) initializer: Option<FnRef>,
+    pub(crate) max_tasks_per_child: Option<usize>,
+    /// A task running longer than this has its worker killed and fails with
+    /// `TaskError::TimeLimit`.
+    pub(crate) task_timeout: Option<Duration>,
+}
+
+/// A task, pending or in a worker. The payload is kept until the result arrives, so that a
+/// task a dead worker never started can be sent to another.
+struct Work {
+    id: u64,
+    target: FnRef,
+    payload: Payload,
+    completion: Box<dyn Completion>,
+    /// Already RUNNING (it was sent once, to a worker that died before starting it).
+    claimed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Starting,
+    Running,
+    /// No new work; the pending work still runs.
+    ShuttingDown,
+    /// Workers are being stopped now.
+    Terminated,
+    Broken(Arc<str>),
+}
+
+/// One live worker as the parent sees it.
+struct Link {
+    pid: u32,
+    child: ChildGuard,
+    /// Calls down, results up (see `wire`).
+    main: Arc<Socket>,
+    /// Revokes down, served by the worker's helper thread.
+    ctl: Socket,
+    /// Readable once the worker has exited (even if a process it started still holds its
+    /// socket open).
+    pidfd: Pidfd,
+    /// The worker's result log (see `wire`), read once it is dead.
+    log: Memfd,
+    /// What it holds (see `remote::window`).
+    window: Window,
+    /// The initializer has run (or there is none): the worker may get calls.
+    ready: bool,
+    /// Told to exit (shutdown, or `max_tasks_per_child` reached).
+    retiring: bool,
+    tasks_done: usize,
+    /// Since when the oldest task it holds has been running (the clock of the time limit).
+    head_since: Option<Instant>,
+    /// Killed for running a task over the time limit.
+    timed_out: bool,
+}
+
+struct State {
+    phase: Phase,
+    pending: VecDeque<Work>,
+    inflight: HashMap<u64, Work>,
+    workers: HashMap<u64, Link>,
+    next_id: u64,
+    /// The key of the next worker started.
+    next_worker: u64,
+    /// Set when start-up failed.
+    startup_error: Option<StartError>,
+    /// The manager thread has finished (every worker is reaped).
+    finished: bool,
+    /// Workers to start (replacements), by the manager thread.
+    respawn: usize,
+}
+
+/// Tasks to complete once the reader is released (completing runs callbacks, which may
+/// themselves wait on the pool).
+type Finished = Vec<(Box<dyn Completion>, Result<Vec<u8>, TaskError>)>;
+
+fn complete_all(finished: &mut Finished) {
+    for (c, outcome) in finished.drain(..) {
+        match outcome {
+            Ok(bytes) => c.complete(Ok(&bytes)),
+            Err(e) => c.complete(Err(e)),
+        }
+    }
+}
+
+/// The right to read the workers' sockets, and its buffers: whoever holds it reads
+/// results. Normally the manager thread; a user thread blocked on a task that a worker has
+/// takes it over (see `read_until`).
+struct Reader {
+    buf: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    keys: Vec<u64>,
+}
+
+/// The poller key of a worker's socket; `key + 1` is its pidfd's.
+fn socket_key(id: u64) -> u64 {
+    id << 1
+}
+
+/// Shared by the pool handle, its manager thread, and threads reading results.
+pub(crate) struct Manager {
+    state: Mutex<State>,
+    /// The manager thread and `start` wait on it; readers signal it.
+    changed: Condvar,
+    reader: Mutex<Option<Reader>>,
+    /// Watches the workers' sockets and pidfds; `wake` interrupts a reader's wait.
+    poller: Poller,
+    /// User threads waiting to read (or reading) results.
+    wants: AtomicUsize,
+    /// The manager thread needs the reader (to add a new worker's channel).
+    manager_wants: AtomicBool,
+    config: Config,
+    /// Shared memory blocks kept for large arguments.
+    pub(crate) blocks: wire::Blocks,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    watchdog: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Manager {
+    /// Starts the manager thread and the workers; returns once all workers are ready.
+    pub(crate) fn start(config: Config) -> Result<Arc<Manager>, StartError> {
+        let poller = Poller::new().map_err(|e| StartError::Spawn(e.to_string()))?;
+        let manager = Arc::new(Manager {
+            state: Mutex::new(State {
+                phase: Phase::Starting,
+                pending: VecDeque::new(),
+                inflight: HashMap::new(),
+                workers: HashMap::new(),
+                next_id: 1,
+                next_worker: 1,
+                startup_error: None,
+                finished: false,
+                respawn: 0,
+            }),
+            changed: Condvar::new(),
+            reader: Mutex::new(None),
+            poller,
+            wants: AtomicUsize::new(0),
+            manager_wants: AtomicBool::new(false),
+            config,
+            blocks: wire::Blocks::default(),
+            thread: Mutex::new(None),
+            watchdog: Mutex::new(None),
+        });
+        let m = manager.clone();
+        let handle = std::thread::Builder::new()
+            .name("cf-process-manager".into())
+            .spawn(move || m.run())
+            .map_err(|e| StartError::Spawn(format!("cannot start the manager thread: {e}")))?;
+        *sync::lock(&manager.thread) = Some(handle);
+        if let Some(limit) = manager.config.task_timeout {
+            let m = manager.clone();
+            let handle = std::thread::Builder::new()
+                .name("cf-process-watchdog".into())
+                .spawn(move || m.watch(limit))
+                .map_err(|e| StartError::Spawn(format!("cannot start the watchdog thread: {e}")))?;
+            *sync::lock(&manager.watchdog) = Some(handle);
+        }
+        let mut st = sync::lock(&manager.state);
+        while st.phase == Phase::Starting && st.startup_error.is_none() {
+            st = sync::wait(&manager.changed, st);
+        }
+        if let Some(e) = st.startup_error.clone() {
+            drop(st);
+            manager.join();
+            return Err(e);
+        }
+        // A failed initializer leaves a broken pool, as in Python: building succeeds and
+        // every submission reports why.
+        drop(st);
+        Ok(manager)
+    }
+
+    pub(crate) fn workers(&self) -> usize {
+        self.config.workers
+    }
+
+    /// Queues a task and sends it at once if a worker has room.
+    pub(crate) fn submit(
+        &self,
+        target: FnRef,
+        payload: Payload,
+        completion: Box<dyn Completion>,
+    ) -> Result<(), SubmitError> {
+        let mut st = sync::lock(&self.state);
+        match &st.phase {
+            Phase::Running | Phase::Starting => {}
+            Phase::ShuttingDown | Phase::Terminated => return Err(SubmitError::Shutdown),
+            Phase::Broken(r) => return Err(SubmitError::Broken(r.clone())),
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        st.pending.push_back(Work {
+            id,
+            target,
+            payload,
+            completion,
+            claimed: false,
+        });
+        let was_quiet = !expecting(&st);
+        dispatch(&mut st);
+        if was_quiet && expecting(&st) {
+            // Someone must read what comes: the manager thread, unless the submitter comes to
+            // wait for its result first (it usually does, long before the manager is awake).
+            self.changed.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Stops accepting work; with `cancel`, cancels what is pending. Wakes the reader so
+    /// that the workers are retired once the work is done.
+    pub(crate) fn shutdown(&self, terminate: bool, cancel: bool) {
+        let cancelled = {
+            let mut st = sync::lock(&self.state);
+            if matches!(st.phase, Phase::Running | Phase::Starting) {
+                st.phase = Phase::ShuttingDown;
+            }
+            if terminate && st.phase != Phase::Terminated {
+                st.phase = Phase::Terminated;
+            }
+            let cancelled: Vec<Work> = if cancel || terminate {
+                st.pending.drain(..).collect()
+            } else {
+                Vec::new()
+            };
+            self.poller.wake();
+            self.changed.notify_all();
+            cancelled
+        };
+        for w in cancelled {
+            w.completion.cancel();
+        }
+    }
+
+    /// Sends `signal` to every worker (terminate / kill).
+    pub(crate) fn signal_workers(&self, signal: libc::c_int) {
+        let st = sync::lock(&self.state);
+        for link in st.workers.values() {
+            link.pidfd.signal(signal);
+        }
+    }
+
+    /// Waits for the manager thread (and so every worker) to finish. No-op on the manager
+    /// thread itself (a callback shutting the pool down).
+    pub(crate) fn join(&self) {
+        for slot in [&self.thread, &self.watchdog] {
+            let handle = sync::lock(slot).take();
+            if let Some(h) = handle {
+                if h.thread().id() == std::thread::current().id() {
+                    *sync::lock(slot) = Some(h);
+                    return;
+                }
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// The watchdog thread: kills a worker whose current task has run longer than `limit`.
+    fn watch(&self, limit: Duration) {
+        let mut st = sync::lock(&self.state);
+        loop {
+            let finished = st.startup_error.is_some()
+                || (stopping(&st) && st.workers.is_empty() && st.finished);
+            if finished {
+                return;
+            }
+            let now = Instant::now();
+            let mut next = now + Duration::from_secs(1);
+            for link in st.workers.values_mut() {
+                if let Some(since) = link.head_since
+                    && !link.timed_out
+                {
+                    let deadline = since + limit;
+                    if deadline <= now {
+                        link.timed_out = true;
+                        link.pidfd.signal(libc::SIGKILL);
+                    } else {
+                        next = next.min(deadline);
+                    }
+                }
+            }
+            st = sync::wait_until(&self.changed, st, next).0;
+        }
+    }
+
+    /// Pids of the live workers.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        let st = sync::lock(&self.state);
+        let mut pids: Vec<u32> = st.workers.values().map(|l| l.pid).collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    // ===== the manager thread =====
+
+    fn run(self: Arc<Self>) {
+        *sync::lock(&self.reader) = Some(Reader {
+            buf: Vec::with_capacity(MAX_FRAME),
+            fds: Vec::new(),
+            keys: Vec::new(),
+        });
+        if let Err(e) = self.spawn_workers(self.config.workers) {
+            self.kill_all();
+            self.reap_all();
+            return self.fail_startup(e);
+        }
+        {
+            let mut st = sync::lock(&self.state);
+            if self.config.initializer.is_none() && st.phase == Phase::Starting {
+                st.phase = Phase::Running;
+            }
+            self.changed.notify_all();
+        }
+        loop {
+            // Replace dead workers (only this thread starts workers: their parent-death
+            // signal follows the thread that started them).
+            let respawn = std::mem::take(&mut sync::lock(&self.state).respawn);
+            if respawn > 0
+                && let Err(e) = self.spawn_workers(respawn)
+            {
+                let mut finished = self.break_pool(format!("cannot replace a dead worker: {e}"));
+                self.settle(&mut finished, 0);
+            }
+            if self.should_stop() {
+                break;
+            }
+            // Read only when someone must: tasks are in flight and no user thread reads, or
+            // workers are starting or stopping. An idle manager sleeps here, not in
+            // `select`, so that a thread waiting for a result can read it itself at once.
+            {
+                let mut st = sync::lock(&self.state);
+                loop {
+                    if st.respawn > 0 || stopping(&st) || st.phase == Phase::Starting {
+                        break;
+                    }
+                    if self.result_unclaimed(&st) {
+                        // Give the thread that submitted a moment to come and read its result
+                        // itself (it usually does, within microseconds); read only if none did.
+                        st = sync::wait_until(&self.changed, st, Instant::now() + READ_GRACE).0;
+                        if self.result_unclaimed(&st) {
+                            break;
+                        }
+                        continue;
+                    }
+                    st = sync::wait(&self.changed, st);
+                }
+                if st.respawn > 0 {
+                    continue;
+                }
+            }
+            let mut finished = Finished::new();
+            let ok = {
+                let mut reader = sync::lock(&self.reader);
+                let Some(r) = reader.as_mut() else { break };
+                self.pump(r, &mut finished, None)
+            };
+            self.settle(&mut finished, 0);
+            if !ok {
+                self.shutdown(true, true);
+                self.kill_all();
+                break;
+            }
+        }
+        self.reap_all();
+        *sync::lock(&self.reader) = None;
+        let mut st = sync::lock(&self.state);
+        st.finished = true;
+        self.changed.notify_all();
+    }
+
+    fn fail_startup(&self, error: StartError) {
+        let mut st = sync::lock(&self.state);
+        st.startup_error = Some(error);
+        self.changed.notify_all();
+    }
+
+    /// True if something is bound to arrive on the channels (results of tasks in flight, the
+    /// close of a retiring worker, a worker's initialization) and no user thread is there to
+    /// read it.
+    fn result_unclaimed(&self, st: &State) -> bool {
+        self.wants.load(SeqCst) == 0 && expecting(st)
+    }
+
+    /// True once the pool is stopping and no worker is left.
+    fn should_stop(&self) -> bool {
+        let st = sync::lock(&self.state);
+        stopping(&st) && st.workers.is_empty()
+    }
+
+    /// The pool cannot work (an initializer failed): refuse work; returns what was pending,
+    /// failed, for the caller to complete.
+    #[must_use]
+    fn break_pool(&self, reason: String) -> Finished {
+        let reason: Arc<str> = reason.into();
+        let failed: Vec<Work> = {
+            let mut st = sync::lock(&self.state);
+            st.phase = Phase::Broken(reason.clone());
+            for link in st.workers.values_mut() {
+                link.retire();
+            }
+            self.changed.notify_all();
+            st.pending.drain(..).collect()
+        };
+        failed
+            .into_iter()
+            .filter(|w| w.claimed || w.completion.claim())
+            .map(|w| (w.completion, Err(TaskError::Broken(reason.clone()))))
+            .collect()
+    }
+
+    /// Once shutting down with nothing pending or in flight, tells every worker to exit.
+    fn retire_if_done(&self) {
+        let mut st = sync::lock(&self.state);
+        let done = match st.phase {
+            Phase::ShuttingDown => st.pending.is_empty() && st.inflight.is_empty(),
+            Phase::Terminated | Phase::Broken(_) => true,
+            _ => false,
+        };
+        if done {
+            for link in st.workers.values_mut() {
+                link.retire();
+            }
+        }
+    }
+
+    fn kill_worker(&self, id: u64) {
+        let st = sync::lock(&self.state);
+        if let Some(link) = st.workers.get(&id) {
+            link.pidfd.signal(libc::SIGKILL);
+        }
+    }
+
+    fn kill_all(&self) {
+        self.signal_workers(libc::SIGKILL);
+    }
+
+    /// Waits for every worker process still known (after they were told to exit).
+    fn reap_all(&self) {
+        let links: Vec<Link> = sync::lock(&self.state)
+            .workers
+            .drain()
+            .map(|(_, l)| l)
+            .collect();
+        for mut link in links {
+            drop(link.main);
+            drop(link.ctl);
+            let _ = link.child.wait();
+        }
+    }
+}
+
+/// True if something is bound to arrive on the channels: results of tasks in flight, the
+/// close of a retiring worker, a worker's initialization.
+fn expecting(st: &State) -> bool {
+    !st.inflight.is_empty() || st.workers.values().any(|l| l.retiring || !l.ready)
+}
+
+/// True once the pool accepts no more work.
+fn stopping(st: &State) -> bool {
+    matches!(
+        st.phase,
+        Phase::ShuttingDown | Phase::Terminated | Phase::Broken(_)
+    )
+}
