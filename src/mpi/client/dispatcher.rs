@@ -1,0 +1,470 @@
+//! The dispatcher of a session: the only code that sends and receives this rank's MPI
+//! messages. Each round it reads what arrived, sends pending work to the workers' windows
+//! (the policies are `remote::window`'s), asks busy workers for work back, pings silent
+//! ones, and ends the session.
+
+use super::*;
+
+/// One worker rank, as the dispatcher tracks it.
+pub(super) struct Link {
+    info: RankInfo,
+    /// What it holds (see `remote::window`).
+    window: Window,
+    last_heard: Instant,
+    pinged: bool,
+    lost: bool,
+}
+
+impl Link {
+    /// It may be sent work (it is alive, and not busy with a task it was robbed behind).
+    pub(super) fn open(&self) -> bool {
+        !self.lost && self.window.has_room()
+    }
+}
+
+/// Futures and where their outcomes are in a received message.
+pub(super) type Outcomes = Vec<(Box<dyn Completion>, Range<usize>)>;
+
+/// Futures to complete once the dispatcher's state is released (callbacks run there, and
+/// may wait on other futures of the pool: see `help`).
+#[derive(Default)]
+pub(super) struct Finished {
+    /// One message's bytes, and the outcomes in it.
+    batches: Vec<(Vec<u8>, Outcomes)>,
+    failed: Vec<(Box<dyn Completion>, TaskError)>,
+}
+
+impl Finished {
+    pub(super) fn complete(self) {
+        for (buf, items) in self.batches {
+            for (c, range) in items {
+                c.complete(Ok(&buf[range]));
+            }
+        }
+        for (c, e) in self.failed {
+            c.complete(Err(e));
+        }
+    }
+}
+
+pub(super) struct Dispatcher {
+    pub(super) client: Arc<Client>,
+    pub(super) port: Port,
+    pub(super) links: Vec<Link>,
+    /// Tasks in a worker: their futures, and which link holds them.
+    pub(super) inflight: HashMap<u64, (Box<dyn Completion>, usize)>,
+    pub(super) config: Config,
+    pub(super) backoff: Backoff,
+    /// `State::events` last seen.
+    pub(super) seen: u64,
+    /// What `dispatch` saw of the shared state this round (one lock per round): nothing was
+    /// left pending, and whether new work was still accepted. `steal` and `finish_if_done`
+    /// act on it; a change after it is seen next round.
+    pub(super) drained: bool,
+    pub(super) accepting: bool,
+    pub(super) last_check: Instant,
+    pub(super) finished: Finished,
+    /// The workers were told to leave; this many have not said `Left` yet.
+    pub(super) leaving: Option<usize>,
+    /// Every worker has left: the session is over.
+    pub(super) over: bool,
+    pub(super) session: Option<comm::Session>,
+}
+
+impl Dispatcher {
+    pub(super) fn new(
+        client: Arc<Client>,
+        port: Port,
+        workers: Vec<RankInfo>,
+        config: Config,
+    ) -> Self {
+        let now = Instant::now();
+        Dispatcher {
+            client,
+            port,
+            links: workers
+                .into_iter()
+                .map(|info| Link {
+                    info,
+                    window: Window::default(),
+                    last_heard: now,
+                    pinged: false,
+                    lost: false,
+                })
+                .collect(),
+            inflight: HashMap::new(),
+            backoff: Backoff::new(config.backoff_cap),
+            config,
+            seen: 0,
+            drained: true,
+            accepting: true,
+            last_check: now,
+            finished: Finished::default(),
+            leaving: None,
+            over: false,
+            session: None,
+        }
+    }
+
+    /// One round: read what arrived, send what can go, steal, watch. Returns the futures to
+    /// complete, whether anything happened, and whether the session is over.
+    pub(super) fn step(&mut self) -> (Finished, bool, bool) {
+        if self.over {
+            return (Finished::default(), false, true);
+        }
+        let mut progress = self.receive();
+        progress |= self.dispatch();
+        progress |= self.steal();
+        self.port.test_sends();
+        if self.last_check.elapsed() >= Duration::from_millis(100) {
+            self.last_check = Instant::now();
+            self.watch();
+        }
+        let over = self.finish_if_done();
+        if progress {
+            self.backoff.reset();
+        }
+        (std::mem::take(&mut self.finished), progress, over)
+    }
+
+    /// Nothing happened in the last round: spins or yields a little here (the next
+    /// submission or result is often microseconds away); or says how long to sleep (the
+    /// backoff's next poll if results are expected, a long while if only a submission or a
+    /// shutdown can bring work) and the events seen, for `Client::sleep`.
+    pub(super) fn nap(&mut self) -> Option<(Duration, u64)> {
+        let pause = self.backoff.pause()?;
+        let expecting = !self.inflight.is_empty() || self.port.sending() || self.leaving.is_some();
+        // Even with nothing to expect, wake now and then, to notice that the process exits.
+        let nap = if expecting {
+            pause
+        } else {
+            Duration::from_millis(100)
+        };
+        Some((nap, self.seen))
+    }
+
+    /// Reads the messages that have arrived (a bounded number per round).
+    pub(super) fn receive(&mut self) -> bool {
+        let mut any = false;
+        for _ in 0..64 {
+            let Some((src, buf)) = self.port.probe(wire::TO_CLIENT) else {
+                break;
+            };
+            any = true;
+            if let Err(e) = self.handle(src, buf) {
+                // A rank that sends garbage runs something else than we think: stop.
+                eprintln!("concurrent_futures: rank 0: {e}; aborting the MPI job");
+                comm::abort(3);
+            }
+        }
+        any
+    }
+
+    pub(super) fn link_of(&mut self, src: i32) -> Result<usize, String> {
+        let i = usize::try_from(src - 1).map_err(|_| format!("a message from rank {src}"))?;
+        if i >= self.links.len() {
+            return Err(format!("a message from rank {src}, outside the job"));
+        }
+        Ok(i)
+    }
+
+    pub(super) fn handle(&mut self, src: i32, buf: Vec<u8>) -> Result<(), String> {
+        let li = self.link_of(src)?;
+        let link = &mut self.links[li];
+        if link.lost {
+            // Its tasks already failed; whatever it says now comes too late.
+            return Ok(());
+        }
+        link.last_heard = Instant::now();
+        link.pinged = false;
+        let (mut r, k) = Reader::new(&buf)?;
+        match k {
+            kind::DONE => {
+                let n = r.u32()? as usize;
+                let outcomes = r.outcomes(n)?;
+                let mut items = Vec::with_capacity(outcomes.len());
+                for (id, range) in outcomes {
+                    if !self.links[li].window.release(id) {
+                        return Err(format!(
+                            "rank {src} sent the result of a task it did not hold"
+                        ));
+                    }
+                    let (c, _) = self
+                        .inflight
+                        .remove(&id)
+                        .ok_or_else(|| format!("rank {src} sent an unknown result"))?;
+                    items.push((c, range));
+                }
+                self.finished.batches.push((buf, items));
+            }
+            kind::REVOKED => {
+                let n = r.u32()? as usize;
+                let calls = r.calls(n)?;
+                if !self.links[li].window.revoking {
+                    return Err(format!("rank {src} gave back tasks never asked for"));
+                }
+                if calls
+                    .iter()
+                    .any(|(head, _)| !self.links[li].window.holds(head.id))
+                {
+                    return Err(format!("rank {src} gave back a task it did not hold"));
+                }
+                let ids: Vec<u64> = calls.iter().map(|(head, _)| head.id).collect();
+                // What it still holds has started; the last of it runs long.
+                self.links[li].window.given_back(&ids, u64::MAX);
+                let mut back = Vec::with_capacity(calls.len());
+                for (head, range) in calls {
+                    let (completion, _) = self
+                        .inflight
+                        .remove(&head.id)
+                        .ok_or_else(|| format!("rank {src} gave back an unknown task"))?;
+                    back.push(Work {
+                        id: head.id,
+                        target: head.target,
+                        payload: buf[range].to_vec(),
+                        completion,
+                        claimed: true,
+                        reserved: false,
+                    });
+                }
+                let mut s = lock(&self.client.state);
+                for w in back.into_iter().rev() {
+                    s.pending.push_front(w);
+                }
+            }
+            kind::PONG => {}
+            kind::LEFT => {
+                if let Some(n) = &mut self.leaving {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.over = true;
+                    }
+                }
+            }
+            other => return Err(format!("rank {src} sent message kind {other} mid-session")),
+        }
+        Ok(())
+    }
+
+    /// Sends pending tasks to the workers with room, the one with the fewest batches in
+    /// flight first, until the queue is empty or every window is full; then publishes how
+    /// many batches the workers can still take.
+    pub(super) fn dispatch(&mut self) -> bool {
+        let mut s = lock(&self.client.state);
+        self.seen = s.events;
+        self.accepting = s.phase == Phase::Running;
+        let n = self.links.len();
+        self.drained = s.pending.is_empty();
+        if self.drained {
+            // The common round while tasks run: only the free slots to publish.
+            s.slots = self
+                .links
+                .iter()
+                .map(|l| self.free_slots(l, l.window.batches(), l.window.len()))
+                .sum();
+            return false;
+        }
+        let mut batches = Vec::new();
+        // What each link will hold once these batches are sent.
+        let mut load: Vec<(usize, usize)> = self
+            .links
+            .iter()
+            .map(|l| (l.window.batches(), l.window.len()))
+            .collect();
+        while !s.pending.is_empty() {
+            let Some(li) = (0..n)
+                .filter(|&i| self.links[i].open() && load[i].0 < MAX_BATCHES)
+                .filter(|&i| load[i].1 < self.config.window)
+                .min_by_key(|&i| load[i])
+            else {
+                break;
+            };
+            // Small batches while little is pending: most of it stays cancellable.
+            let size = window::batch_size(s.pending.len(), n).min(self.config.window - load[li].1);
+            let mut batch = Vec::with_capacity(size);
+            let mut bytes = 0usize;
+            while batch.len() < size {
+                let Some(w) = s.pending.front() else { break };
+                // A large payload goes alone, so that it is sent without a copy.
+                if !batch.is_empty() && bytes + w.payload.len() > (1 << 16) {
+                    break;
+                }
+                let w = s.pending.pop_front().expect("front exists");
+                if w.reserved {
+                    s.reserved -= 1;
+                }
+                if !w.claimed && !w.completion.claim() {
+                    continue; // cancelled while pending
+                }
+                bytes += w.payload.len();
+                batch.push(w);
+            }
+            if !batch.is_empty() {
+                load[li].0 += 1;
+                load[li].1 += batch.len();
+                batches.push((li, batch));
+            }
+        }
+        s.slots = (0..n)
+            .map(|i| self.free_slots(&self.links[i], load[i].0, load[i].1))
+            .sum();
+        self.drained = s.pending.is_empty();
+        drop(s);
+        let sent = !batches.is_empty();
+        for (li, batch) in batches {
+            self.send_batch(li, batch);
+        }
+        sent
+    }
+
+    /// Tasks a link can still be sent, with `batches` and `held` in flight: one per free
+    /// batch, within its window.
+    pub(super) fn free_slots(&self, link: &Link, batches: usize, held: usize) -> usize {
+        if !link.open() {
+            return 0;
+        }
+        MAX_BATCHES
+            .saturating_sub(batches)
+            .min(self.config.window.saturating_sub(held))
+    }
+
+    pub(super) fn send_batch(&mut self, li: usize, batch: Vec<Work>) {
+        let link = &mut self.links[li];
+        if link.window.is_empty() {
+            link.last_heard = Instant::now();
+        }
+        link.window.send(batch.iter().map(|w| w.id));
+        let mut calls = Vec::with_capacity(batch.len());
+        for w in batch {
+            calls.push((
+                CallHead {
+                    id: w.id,
+                    target: w.target,
+                    len: w.payload.len(),
+                },
+                w.payload,
+            ));
+            self.inflight.insert(w.id, (w.completion, li));
+        }
+        let rank = link.info.rank;
+        self.port.send(
+            rank,
+            wire::TO_WORKER,
+            wire::calls_message(kind::CALLS, calls),
+        );
+    }
+
+    /// With nothing pending and a worker idle, asks the worker with the most unstarted
+    /// calls to give them back.
+    pub(super) fn steal(&mut self) -> bool {
+        if !self.drained {
+            return false;
+        }
+        let idle = self
+            .links
+            .iter()
+            .filter(|l| l.open() && l.window.is_empty())
+            .count();
+        let candidates = self
+            .links
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i, &l.window, l.info.helper && !l.lost));
+        let victims = window::victims(candidates, idle);
+        for &li in &victims {
+            self.links[li].window.revoking = true;
+            let rank = self.links[li].info.rank;
+            self.port
+                .send(rank, wire::TO_WORKER, wire::bare(kind::REVOKE));
+        }
+        !victims.is_empty()
+    }
+
+    /// Pings silent workers that hold tasks; declares lost those silent for too long.
+    pub(super) fn watch(&mut self) {
+        for li in 0..self.links.len() {
+            let link = &mut self.links[li];
+            if link.lost || link.window.is_empty() || !link.info.helper {
+                continue;
+            }
+            let silent = link.last_heard.elapsed();
+            if silent >= self.config.unresponsive_after {
+                self.lose(li, silent);
+            } else if silent >= PING_AFTER && !link.pinged {
+                link.pinged = true;
+                let rank = link.info.rank;
+                self.port
+                    .send(rank, wire::TO_WORKER, wire::bare(kind::PING));
+            }
+        }
+        if comm::exiting() {
+            // The process is exiting with the pool still open: stop taking work.
+            self.client.shutdown(true);
+        }
+    }
+
+    /// A worker rank stopped answering: its tasks fail, and since MPI cannot go on without
+    /// it, the pool is broken (everything pending fails) and the job will be aborted at exit.
+    pub(super) fn lose(&mut self, li: usize, silent: Duration) {
+        comm::mark_lost();
+        let link = &mut self.links[li];
+        link.lost = true;
+        let info = link.info.clone();
+        let held = link.window.clear();
+        for id in held {
+            if let Some((c, _)) = self.inflight.remove(&id) {
+                self.finished.failed.push((
+                    c,
+                    TaskError::WorkerDied {
+                        pid: info.pid,
+                        status: ExitStatus::Unknown,
+                    },
+                ));
+            }
+        }
+        let why: Arc<str> = format!(
+            "rank {} (pid {} on {}) has not answered for {:.1?}; MPI cannot continue without \
+             it, so the job will be aborted when this process exits",
+            info.rank, info.pid, info.host, silent
+        )
+        .into();
+        eprintln!("concurrent_futures: {why}");
+        let mut s = lock(&self.client.state);
+        s.phase = Phase::Broken(why.clone());
+        s.reserved = 0;
+        for w in s.pending.drain(..) {
+            self.finished
+                .failed
+                .push((w.completion, TaskError::Broken(why.clone())));
+        }
+    }
+
+    /// Ends the session once shutdown was asked and nothing is left: every live worker is
+    /// told to leave it, and the session is over when all have said they left (so that no
+    /// late answer of this session can reach the next one).
+    pub(super) fn finish_if_done(&mut self) -> bool {
+        if self.over {
+            return true;
+        }
+        if self.leaving.is_some() {
+            return false;
+        }
+        if self.accepting || !self.drained {
+            return false;
+        }
+        if !self.inflight.is_empty() || self.links.iter().any(|l| l.window.revoking) {
+            return false;
+        }
+        let mut leaving = 0;
+        for link in &self.links {
+            if !link.lost {
+                self.port
+                    .send(link.info.rank, wire::TO_WORKER, wire::bare(kind::EXIT));
+                leaving += 1;
+            }
+        }
+        self.leaving = Some(leaving);
+        self.over = leaving == 0;
+        self.over
+    }
+}

@@ -1,0 +1,128 @@
+//! Who drives the dispatcher: the MPI thread, or a user thread that waits on a future of
+//! the pool (when MPI allows any thread to call it).
+
+use super::*;
+
+/// How long a thread about to block on a future keeps looking (yielding) first, where it
+/// may not drive.
+const WAITER_YIELD: Duration = Duration::from_micros(200);
+
+/// A session's dispatcher, and who drives it. The MPI thread drives it unless a user thread
+/// that waits on a future of the pool does: when the MPI library allows any thread to call
+/// it (`MPI_THREAD_SERIALIZED`), a thread blocked in `result()` runs the dispatcher itself
+/// (under the lock), so its task goes out and its result comes in on the thread that waits,
+/// with no hand-off to the MPI thread and no wake-up; meanwhile the MPI thread naps. With
+/// `MPI_THREAD_FUNNELED` only, the MPI thread does everything.
+pub(crate) struct Driver {
+    pub(crate) client: Arc<Client>,
+    pub(super) dispatcher: Mutex<Option<Dispatcher>>,
+    /// User threads driving (or about to).
+    pub(super) leaders: AtomicUsize,
+    pub(super) serialized: bool,
+    pub(super) cap: Duration,
+}
+
+impl Driver {
+    /// Called by a thread about to block on a future of the pool (`done` tells when it
+    /// may stop). On the MPI thread (a callback waiting on another task), it must keep the
+    /// session going, or it would wait forever; elsewhere it drives if it may, or yields a
+    /// little (a result is often microseconds away, and a wake-up costs more).
+    pub(crate) fn help(&self, done: &dyn Fn() -> bool) {
+        if comm::on_mpi_thread() {
+            self.drive(done);
+        } else if self.serialized {
+            self.leaders.fetch_add(1, Ordering::AcqRel);
+            self.drive(done);
+            if self.leaders.fetch_sub(1, Ordering::AcqRel) == 1 && self.has_work() {
+                // The last leader leaves work behind: the MPI thread takes over now.
+                self.client.wake.notify_all();
+            }
+        } else {
+            let start = Instant::now();
+            while !done() && start.elapsed() < WAITER_YIELD {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Waits until the session is over (every accepted task is done and the workers were
+    /// released), driving it if this thread may.
+    pub(crate) fn join(&self) {
+        if comm::on_mpi_thread() {
+            // Called from a callback on the MPI thread: the session cannot end under it.
+            return;
+        }
+        let over = || lock(&self.client.state).over;
+        self.help(&|| over() || self.stepped_over());
+        let mut s = lock(&self.client.state);
+        while !s.over {
+            s = self.client.ended.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Something is pending or in flight.
+    pub(super) fn has_work(&self) -> bool {
+        let in_flight = lock(&self.dispatcher)
+            .as_ref()
+            .is_some_and(|d| !d.inflight.is_empty() || d.leaving.is_some());
+        in_flight || !lock(&self.client.state).pending.is_empty()
+    }
+
+    pub(super) fn stepped_over(&self) -> bool {
+        lock(&self.dispatcher).as_ref().is_none_or(|d| d.over)
+    }
+
+    /// Runs the dispatcher until `until()` holds or the session is over. Futures are
+    /// completed with the dispatcher released, so a callback may wait on another future
+    /// (nesting `drive`) or submit.
+    pub(super) fn drive(&self, until: &dyn Fn() -> bool) {
+        loop {
+            if until() {
+                return;
+            }
+            let step = lock(&self.dispatcher).as_mut().map(Dispatcher::step);
+            let Some((finished, progress, over)) = step else {
+                return;
+            };
+            finished.complete();
+            if over {
+                return;
+            }
+            if !progress {
+                let nap = lock(&self.dispatcher).as_mut().map(Dispatcher::nap);
+                match nap {
+                    None => return,
+                    Some(Some((nap, seen))) => self.client.sleep(nap, seen),
+                    Some(None) => {}
+                }
+            }
+        }
+    }
+
+    /// The session, on the MPI thread: it drives whenever no user thread does.
+    pub(super) fn run(self: Arc<Self>) {
+        loop {
+            if self.leaders.load(Ordering::Acquire) > 0 {
+                // A user thread drives: nap, unwoken by submissions (the leader sends them),
+                // until the last leader hands over or the cap passes.
+                let s = lock(&self.client.state);
+                drop(self.client.wake.wait_timeout(s, self.cap));
+                if self.stepped_over() {
+                    break;
+                }
+                continue;
+            }
+            self.drive(&|| self.leaders.load(Ordering::Acquire) > 0);
+            if self.stepped_over() {
+                break;
+            }
+        }
+        let d = lock(&self.dispatcher).take();
+        if let Some(mut d) = d {
+            d.port.flush();
+        }
+        let mut s = lock(&self.client.state);
+        s.over = true;
+        self.client.ended.notify_all();
+    }
+}

@@ -1,0 +1,322 @@
+//! The client rank (rank 0): pending work, each worker rank's window, and the dispatcher,
+//! which owns all MPI traffic of this rank and runs on its MPI thread.
+//!
+//! ```text
+//! submit ──► pending queue ──dispatch──► Calls message ──► worker rank
+//!  (any thread;   (cancellable here)      (claimed: RUNNING; a window per worker)
+//!   wakes the                                                      │
+//!   dispatcher)                                                    ▼
+//! future ◄── complete (callbacks run ◄── dispatcher: probe ◄── Done message
+//!            on the MPI thread)           (backoff when idle)
+//! an idle worker and another with unstarted calls ──Revoke──► the busy worker's helper
+//!                                                   ◄─Revoked (the calls, with payloads)
+//! ```
+
+mod dispatcher;
+mod driver;
+
+use dispatcher::Dispatcher;
+pub(crate) use driver::Driver;
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::comm::{self, Backoff, Env, MAX_MESSAGE, Port};
+use super::wire::{self, CallHead, Reader, kind};
+use crate::error::{ExitStatus, SubmitError, TaskError};
+use crate::remote::window::{self, MAX_BATCHES, Window};
+use crate::remote::{Completion, FnRef};
+use crate::sync::{Condvar, Mutex, lock};
+
+/// Settings of a session, fixed when it starts.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// Longest sleep of an idle loop between two polls, on every rank.
+    pub(crate) backoff_cap: Duration,
+    /// Most tasks in flight on one worker rank.
+    pub(crate) window: usize,
+    /// A worker rank that holds tasks and has not answered for this long is lost.
+    pub(crate) unresponsive_after: Duration,
+    /// How long rank 0 waits for every rank to join the session.
+    pub(crate) start_timeout: Duration,
+}
+
+/// A worker rank that holds tasks and has been silent this long is asked for a sign of life.
+const PING_AFTER: Duration = Duration::from_secs(1);
+/// Room kept in a message for its header.
+const HEADER_ROOM: usize = 64;
+
+/// A task not sent yet (or given back by a worker).
+struct Work {
+    id: u64,
+    target: FnRef,
+    payload: Vec<u8>,
+    completion: Box<dyn Completion>,
+    /// Already RUNNING: given a free slot at submission, or sent once and given back.
+    claimed: bool,
+    /// Claimed at submission against `State::slots`.
+    reserved: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// No new work; the pending work still runs.
+    ShuttingDown,
+    /// A rank was lost: nothing new runs.
+    Broken(Arc<str>),
+}
+
+struct State {
+    phase: Phase,
+    pending: VecDeque<Work>,
+    next_id: u64,
+    /// Bumped by every submission and shutdown, so the dispatcher knows whether to look.
+    events: u64,
+    /// The dispatcher sleeps on `Client::wake` and wants a notification.
+    sleeping: bool,
+    /// The dispatcher finished the session.
+    over: bool,
+    /// Batches the workers can take now, as the dispatcher last counted them, and how many
+    /// of them submissions have reserved since. A task submitted while a slot is free is
+    /// claimed (RUNNING) at once, as the dispatcher will send it next; so a task still
+    /// pending after `submit` means that no worker has room, as on the process pool.
+    slots: usize,
+    reserved: usize,
+}
+
+/// The handle the executor holds; shared with the dispatcher.
+pub(crate) struct Client {
+    state: Mutex<State>,
+    /// The dispatcher sleeps here; submissions and shutdown wake it.
+    wake: Condvar,
+    /// `shutdown(wait)` waits here for the end of the session.
+    ended: Condvar,
+    workers: Vec<RankInfo>,
+}
+
+/// A worker rank as it introduced itself.
+#[derive(Debug, Clone)]
+pub(crate) struct RankInfo {
+    pub(crate) rank: i32,
+    pub(crate) pid: u32,
+    pub(crate) host: String,
+    /// It answers (revokes, pings) while it runs a task.
+    pub(crate) helper: bool,
+}
+
+impl Client {
+    /// Starts a session: every other rank must be waiting in `MpiPoolExecutor::start`.
+    /// Checks that they run the same executable, then starts the dispatcher.
+    pub(crate) fn start(env: &'static Env, config: Config) -> Result<Arc<Driver>, String> {
+        let cfg = config.clone();
+        let (workers, port) = env.call(move || handshake(env, &cfg))?;
+        // (On an error, `handshake` released the ranks it could, or marked the job lost.)
+        let client = Arc::new(Client {
+            state: Mutex::new(State {
+                phase: Phase::Running,
+                pending: VecDeque::new(),
+                next_id: 1,
+                events: 0,
+                sleeping: false,
+                over: false,
+                slots: 0,
+                reserved: 0,
+            }),
+            wake: Condvar::new(),
+            ended: Condvar::new(),
+            workers: workers.clone(),
+        });
+        let mut dispatcher = Dispatcher::new(client.clone(), port, workers, config.clone());
+        dispatcher.session = Some(comm::Session::begin());
+        let driver = Arc::new(Driver {
+            client,
+            dispatcher: Mutex::new(Some(dispatcher)),
+            leaders: AtomicUsize::new(0),
+            serialized: env.serialized,
+            cap: config.backoff_cap,
+        });
+        let d = driver.clone();
+        env.run(move || d.run());
+        Ok(driver)
+    }
+
+    pub(crate) fn workers(&self) -> &[RankInfo] {
+        &self.workers
+    }
+
+    /// Queues a task.
+    pub(crate) fn submit(
+        &self,
+        target: FnRef,
+        payload: Vec<u8>,
+        completion: Box<dyn Completion>,
+    ) -> Result<(), SubmitError> {
+        if payload.len() > MAX_MESSAGE - HEADER_ROOM {
+            return Err(SubmitError::Codec(
+                format!(
+                    "an argument of {} bytes does not fit in one MPI message (at most {} bytes)",
+                    payload.len(),
+                    MAX_MESSAGE - HEADER_ROOM
+                )
+                .into(),
+            ));
+        }
+        let mut s = lock(&self.state);
+        match &s.phase {
+            Phase::Running => {}
+            Phase::ShuttingDown => return Err(SubmitError::Shutdown),
+            Phase::Broken(why) => return Err(SubmitError::Broken(why.clone())),
+        }
+        let id = s.next_id;
+        s.next_id += 1;
+        let reserved = s.reserved < s.slots && completion.claim();
+        s.reserved += usize::from(reserved);
+        s.pending.push_back(Work {
+            id,
+            target,
+            payload,
+            completion,
+            claimed: reserved,
+            reserved,
+        });
+        s.events += 1;
+        if std::mem::take(&mut s.sleeping) {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Refuses new work; with `cancel`, cancels what is pending.
+    pub(crate) fn shutdown(&self, cancel: bool) {
+        let cancelled: Vec<Work> = {
+            let mut s = lock(&self.state);
+            if s.phase == Phase::Running {
+                s.phase = Phase::ShuttingDown;
+            }
+            s.events += 1;
+            if std::mem::take(&mut s.sleeping) {
+                self.wake.notify_one();
+            }
+            if cancel {
+                // Given-back tasks are RUNNING already: they stay and run.
+                let (claimed, unclaimed): (VecDeque<Work>, VecDeque<Work>) =
+                    s.pending.drain(..).partition(|w| w.claimed);
+                s.pending = claimed;
+                unclaimed.into()
+            } else {
+                Vec::new()
+            }
+        };
+        for w in cancelled {
+            w.completion.cancel();
+        }
+    }
+}
+
+/// Rank 0's side of the start of a session: `Start` to every rank, a `Hello` from each.
+fn handshake(env: &Env, config: &Config) -> Result<(Vec<RankInfo>, Port), String> {
+    let mut port = Port::new();
+    let fingerprint = crate::remote::naming::code_fingerprint();
+    for rank in 1..env.size {
+        let mut buf = Vec::new();
+        wire::Writer::new(&mut buf)
+            .u64(fingerprint)
+            .u64(config.backoff_cap.as_micros() as u64)
+            .finish(kind::START);
+        port.send(rank, wire::TO_WORKER, buf);
+    }
+    let mut hellos: Vec<Option<(bool, RankInfo)>> = vec![None; env.size as usize - 1];
+    let deadline = Instant::now() + config.start_timeout;
+    let mut backoff = Backoff::new(config.backoff_cap);
+    while hellos.iter().any(Option::is_none) {
+        match port.probe(wire::TO_CLIENT) {
+            Some((src, buf)) => {
+                let (ok, info) = parse_hello(src, &buf).inspect_err(|_| comm::mark_lost())?;
+                let slot = hellos
+                    .get_mut(src as usize - 1)
+                    .ok_or("a Hello from outside the job")?;
+                *slot = Some((ok, info));
+                backoff.reset();
+            }
+            None if Instant::now() > deadline => {
+                let missing: Vec<String> = hellos
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| h.is_none())
+                    .map(|(i, _)| (i + 1).to_string())
+                    .collect();
+                // Those ranks may still join later and wait for calls that never come:
+                // the job cannot be finalized cleanly any more.
+                comm::mark_lost();
+                return Err(format!(
+                    "rank(s) {} did not call MpiPoolExecutor::start within {:?} (every rank \
+                     must run the same program and reach start)",
+                    missing.join(", "),
+                    config.start_timeout
+                ));
+            }
+            None => backoff.wait(),
+        }
+    }
+    let hellos: Vec<(bool, RankInfo)> = hellos.into_iter().flatten().collect();
+    let mismatched: Vec<&RankInfo> = hellos.iter().filter(|h| !h.0).map(|h| &h.1).collect();
+    if !mismatched.is_empty() {
+        // The ranks that matched are serving: release them.
+        for (ok, info) in &hellos {
+            if *ok {
+                port.send(info.rank, wire::TO_WORKER, wire::bare(kind::EXIT));
+            }
+        }
+        port.flush();
+        let names: Vec<String> = mismatched
+            .iter()
+            .map(|i| format!("rank {} (pid {} on {})", i.rank, i.pid, i.host))
+            .collect();
+        return Err(format!(
+            "{} run(s) a different executable than rank 0 (code fingerprints differ); every \
+             rank must run the same build",
+            names.join(", ")
+        ));
+    }
+    Ok((hellos.into_iter().map(|h| h.1).collect(), port))
+}
+
+fn parse_hello(src: i32, buf: &[u8]) -> Result<(bool, RankInfo), String> {
+    let (mut r, k) = Reader::new(buf)?;
+    if k != kind::HELLO {
+        return Err(format!("rank {src} sent message kind {k} before its Hello"));
+    }
+    let ok = r.u8()? != 0;
+    let pid = r.u32()?;
+    let helper = r.u8()? != 0;
+    let host = String::from_utf8_lossy(r.rest()).into_owned();
+    Ok((
+        ok,
+        RankInfo {
+            rank: src,
+            pid,
+            host,
+            helper,
+        },
+    ))
+}
+
+impl Client {
+    /// Sleeps up to `nap`, or until a submission or shutdown after event `seen`.
+    fn sleep(&self, nap: Duration, seen: u64) {
+        let mut s = lock(&self.state);
+        if s.events != seen {
+            return;
+        }
+        s.sleeping = true;
+        let (mut s, _) = self
+            .wake
+            .wait_timeout(s, nap)
+            .unwrap_or_else(|p| p.into_inner());
+        s.sleeping = false;
+    }
+}
