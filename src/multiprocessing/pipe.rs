@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use ipc_channel::ipc::{self, IpcError, IpcReceiver, IpcSender, TryRecvError};
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
+use ipc_channel::{IpcError, TryRecvError};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -121,8 +122,8 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         }
         let tx = self.tx.lock();
         let tx = tx.as_ref().ok_or(ConnectionError::Closed)?;
-        sharing(|| tx.send(value)).map_err(|e| match *e {
-            ipc_channel::ErrorKind::Io(io) => match io.kind() {
+        sharing(|| tx.send(value)).map_err(|e| match e {
+            IpcError::Io(io) => match io.kind() {
                 std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
                     ConnectionError::BrokenPipe
                 }
@@ -248,7 +249,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
 fn recv_error(e: IpcError) -> ConnectionError {
     match e {
         IpcError::Disconnected => ConnectionError::Eof,
-        IpcError::Bincode(e) => ConnectionError::Codec(e.to_string()),
+        IpcError::SerializationError(e) => ConnectionError::Codec(e.to_string()),
         IpcError::Io(e) => ConnectionError::Os(e.to_string()),
     }
 }

@@ -220,8 +220,8 @@ impl<A: Serialize + DeserializeOwned + Send> SendArgs for Args<A> {
     ) -> Result<(), ProcessError> {
         let (tx, rx) = ipc::channel::<A>().map_err(|e| ProcessError::Spawn(e.to_string()))?;
         announce(rx.to_opaque()).map_err(ProcessError::Spawn)?;
-        sharing(|| tx.send(self.0)).map_err(|e| match *e {
-            ipc_channel::ErrorKind::Io(io) => ProcessError::Spawn(io.to_string()),
+        sharing(|| tx.send(self.0)).map_err(|e| match e {
+            ipc_channel::IpcError::Io(io) => ProcessError::Spawn(io.to_string()),
             other => ProcessError::Codec(other.to_string()),
         })
     }

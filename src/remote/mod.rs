@@ -8,6 +8,7 @@
 pub(crate) mod bootstrap;
 pub(crate) mod codec;
 pub(crate) mod naming;
+mod probe;
 pub(crate) mod window;
 
 pub(crate) use codec::{Completion, Slot};
