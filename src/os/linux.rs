@@ -244,8 +244,7 @@ impl Socket {
         Ok(n > 0)
     }
 
-    /// Makes the descriptor survive `exec` in the child being set up (call it only from a
-    /// `pre_exec` hook, where the process is the fresh child; `fcntl` is async-signal-safe).
+    /// The descriptor's number (to name it to a child that inherits it).
     pub(crate) fn raw(&self) -> RawFd {
         self.0.as_raw_fd()
     }
@@ -269,18 +268,16 @@ fn set_cloexec(fd: RawFd) -> io::Result<()> {
     cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }).map(drop)
 }
 
-/// Lets descriptors of the parent survive the `exec` of a child. For `Command::pre_exec`.
-///
-/// # Safety
-///
-/// Call it only in the child between `fork` and `exec` (a `pre_exec` hook): it uses only
-/// `fcntl`, which is async-signal-safe, and touches only the given descriptors.
-pub(crate) unsafe fn inherit_in_child(fds: &[RawFd]) -> io::Result<()> {
-    for &fd in fds {
-        // SAFETY: see the function's contract.
-        cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) })?;
+/// Makes `command`'s child inherit descriptor `fd` (every other descriptor of this process
+/// stays close-on-exec, so a child started at the same time by another thread does not get
+/// it).
+pub(crate) fn inherit_on_exec(command: &mut std::process::Command, fd: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the child between `fork` and `exec`, where only
+    // async-signal-safe calls are allowed: it makes one `fcntl` call on one descriptor.
+    unsafe {
+        command.pre_exec(move || cvt(libc::fcntl(fd, libc::F_SETFD, 0)).map(drop));
     }
-    Ok(())
 }
 
 /// An anonymous shared-memory file (`memfd`) of a fixed size.

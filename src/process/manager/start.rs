@@ -97,13 +97,7 @@ impl Starting {
         let log = Memfd::new(LOG_SIZE).map_err(io)?;
         let mut command = bootstrap::worker_executable();
         command.env(ENV_WORKER, theirs.raw().to_string());
-        let inherited = theirs.raw();
-        use std::os::unix::process::CommandExt;
-        // SAFETY: the hook runs in the child between `fork` and `exec` and only calls
-        // `inherit_in_child`, which is async-signal-safe (see its contract).
-        unsafe {
-            command.pre_exec(move || os::inherit_in_child(&[inherited]));
-        }
+        os::inherit_on_exec(&mut command, theirs.raw());
         let child = ChildGuard(command.spawn().map_err(io)?);
         drop(theirs);
         main.send(&[&[TAG_WELCOME]], &[their_ctl.as_fd(), log.as_fd()])
