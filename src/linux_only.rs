@@ -20,7 +20,7 @@ macro_rules! linux_only {
         #[diagnostic::on_unimplemented(
             message = $message,
             label = "available on Linux only",
-            note = "this build is for another platform; `ThreadPoolExecutor` and the rest of the crate work on every platform"
+            note = "this build is for another platform; the rest of the crate works on every one"
         )]
         pub trait $trait_ {
             /// What the alias would name: never defined.
@@ -38,7 +38,6 @@ linux_only! {
     MpiPoolExecutorOnLinux => "`MpiPoolExecutor` is available on Linux only";
     MpiPoolBuilderOnLinux => "`MpiPoolBuilder` is available on Linux only";
     MpiRankOnLinux => "`MpiRank` is available on Linux only";
-    MultiprocessingOnLinux => "`multiprocessing` is available on Linux only";
 }
 
 /// Available on Linux only.
@@ -62,69 +61,94 @@ where
 
 /// Python's `multiprocessing`: available on Linux only.
 pub mod multiprocessing {
-    use super::{Marker, MultiprocessingOnLinux as OnLinux};
+    use super::Marker;
 
     macro_rules! types {
-        ($($name:ident $(<$($l:lifetime,)* $($t:ident),*>)?;)*) => {$(
+        ($(
+            $name:ident $(<$($l:lifetime,)* $($t:ident),*>)?: $trait_:ident => $message:literal;
+        )*) => {$(
+            linux_only! { $trait_ => $message; }
             /// Available on Linux only.
             pub type $name$(<$($l,)* $($t),*>)? =
-                <Marker<($($(&$l (),)* $($t,)*)?)> as OnLinux>::Item;
+                <Marker<($($(&$l (),)* $($t,)*)?)> as $trait_>::Item;
         )*};
     }
 
     types! {
-        Process;
-        CurrentProcess;
-        Pool;
-        AsyncResult<R>;
-        Queue<T>;
-        JoinableQueue<T>;
-        SimpleQueue<T>;
-        Pipe;
-        Connection<T>;
-        Lock;
-        LockGuard<'a,>;
-        RLock;
-        RLockGuard<'a,>;
-        Semaphore;
-        SemaphoreGuard<'a,>;
-        BoundedSemaphore;
-        Event;
-        Condition;
-        ConditionGuard<'a,>;
-        Barrier;
-        Value<T>;
-        ValueGuard<'a, T>;
-        Array<T>;
-        ArrayGuard<'a, T>;
-        OwnerDied<G>;
-        TryAcquireError<G>;
-        LockResult<G>;
-        ReleasedTooManyTimes;
-        BrokenBarrierError;
-        TaskDoneTooManyTimes;
-        PutError<T>;
-        GetError;
-        ConnectionError;
-        ProcessError;
-        PoolError;
+        Process: ProcessOnLinux => "`multiprocessing::Process` is available on Linux only";
+        CurrentProcess: CurrentProcessOnLinux
+            => "`multiprocessing::CurrentProcess` is available on Linux only";
+        Pool: PoolOnLinux => "`multiprocessing::Pool` is available on Linux only";
+        AsyncResult<R>: AsyncResultOnLinux
+            => "`multiprocessing::AsyncResult` is available on Linux only";
+        Queue<T>: QueueOnLinux => "`multiprocessing::Queue` is available on Linux only";
+        JoinableQueue<T>: JoinableQueueOnLinux
+            => "`multiprocessing::JoinableQueue` is available on Linux only";
+        SimpleQueue<T>: SimpleQueueOnLinux
+            => "`multiprocessing::SimpleQueue` is available on Linux only";
+        Pipe: PipeOnLinux => "`multiprocessing::Pipe` is available on Linux only";
+        Connection<T>: ConnectionOnLinux
+            => "`multiprocessing::Connection` is available on Linux only";
+        Lock: LockOnLinux => "`multiprocessing::Lock` is available on Linux only";
+        LockGuard<'a,>: LockGuardOnLinux
+            => "`multiprocessing::LockGuard` is available on Linux only";
+        RLock: RLockOnLinux => "`multiprocessing::RLock` is available on Linux only";
+        RLockGuard<'a,>: RLockGuardOnLinux
+            => "`multiprocessing::RLockGuard` is available on Linux only";
+        Semaphore: SemaphoreOnLinux => "`multiprocessing::Semaphore` is available on Linux only";
+        SemaphoreGuard<'a,>: SemaphoreGuardOnLinux
+            => "`multiprocessing::SemaphoreGuard` is available on Linux only";
+        BoundedSemaphore: BoundedSemaphoreOnLinux
+            => "`multiprocessing::BoundedSemaphore` is available on Linux only";
+        Event: EventOnLinux => "`multiprocessing::Event` is available on Linux only";
+        Condition: ConditionOnLinux => "`multiprocessing::Condition` is available on Linux only";
+        ConditionGuard<'a,>: ConditionGuardOnLinux
+            => "`multiprocessing::ConditionGuard` is available on Linux only";
+        Barrier: BarrierOnLinux => "`multiprocessing::Barrier` is available on Linux only";
+        Value<T>: ValueOnLinux => "`multiprocessing::Value` is available on Linux only";
+        ValueGuard<'a, T>: ValueGuardOnLinux
+            => "`multiprocessing::ValueGuard` is available on Linux only";
+        Array<T>: ArrayOnLinux => "`multiprocessing::Array` is available on Linux only";
+        ArrayGuard<'a, T>: ArrayGuardOnLinux
+            => "`multiprocessing::ArrayGuard` is available on Linux only";
+        OwnerDied<G>: OwnerDiedOnLinux => "`multiprocessing::OwnerDied` is available on Linux only";
+        TryAcquireError<G>: TryAcquireErrorOnLinux
+            => "`multiprocessing::TryAcquireError` is available on Linux only";
+        LockResult<G>: LockResultOnLinux
+            => "`multiprocessing::LockResult` is available on Linux only";
+        ReleasedTooManyTimes: ReleasedTooManyTimesOnLinux
+            => "`multiprocessing::ReleasedTooManyTimes` is available on Linux only";
+        BrokenBarrierError: BrokenBarrierErrorOnLinux
+            => "`multiprocessing::BrokenBarrierError` is available on Linux only";
+        TaskDoneTooManyTimes: TaskDoneTooManyTimesOnLinux
+            => "`multiprocessing::TaskDoneTooManyTimes` is available on Linux only";
+        PutError<T>: PutErrorOnLinux => "`multiprocessing::PutError` is available on Linux only";
+        GetError: GetErrorOnLinux => "`multiprocessing::GetError` is available on Linux only";
+        ConnectionError: ConnectionErrorOnLinux
+            => "`multiprocessing::ConnectionError` is available on Linux only";
+        ProcessError: ProcessErrorOnLinux
+            => "`multiprocessing::ProcessError` is available on Linux only";
+        PoolError: PoolErrorOnLinux => "`multiprocessing::PoolError` is available on Linux only";
     }
 
     macro_rules! functions {
-        ($($name:ident;)*) => {$(
+        ($($name:ident: $trait_:ident => $message:literal;)*) => {$(
+            linux_only! { $trait_ => $message; }
             /// Available on Linux only.
             pub fn $name()
             where
-                for<'a> Marker<&'a ()>: OnLinux,
+                for<'a> Marker<&'a ()>: $trait_,
             {
-                <Marker<&'static ()> as OnLinux>::unavailable()
+                <Marker<&'static ()> as $trait_>::unavailable()
             }
         )*};
     }
 
     functions! {
-        active_children;
-        cpu_count;
-        current_process;
+        active_children: ActiveChildrenFnOnLinux
+            => "`multiprocessing::active_children` is available on Linux only";
+        cpu_count: CpuCountFnOnLinux => "`multiprocessing::cpu_count` is available on Linux only";
+        current_process: CurrentProcessFnOnLinux
+            => "`multiprocessing::current_process` is available on Linux only";
     }
 }
