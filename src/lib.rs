@@ -84,6 +84,10 @@ mod bytes;
 mod error;
 mod executor;
 mod future;
+// Elsewhere, the Linux-only names exist only to fail to compile with a message that says so.
+#[cfg(not(target_os = "linux"))]
+#[doc(hidden)]
+pub mod linux_only;
 mod map;
 #[cfg(all(feature = "mpi", target_os = "linux"))]
 mod mpi;
@@ -116,6 +120,12 @@ pub use future::{Future, State};
 /// The progress bar library behind [`ProgressExt`] (feature `progress`).
 #[cfg(feature = "progress")]
 pub use indicatif;
+#[cfg(all(feature = "mpi", not(target_os = "linux")))]
+#[doc(hidden)]
+pub use linux_only::{MpiPoolBuilder, MpiPoolExecutor, MpiRank};
+#[cfg(not(target_os = "linux"))]
+#[doc(hidden)]
+pub use linux_only::{ProcessPoolBuilder, ProcessPoolExecutor, init, multiprocessing};
 pub use map::{Map, MapOptions, MapUnordered};
 #[cfg(all(feature = "mpi", target_os = "linux"))]
 pub use mpi::{MpiPoolBuilder, MpiPoolExecutor, MpiRank};

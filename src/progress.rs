@@ -1,6 +1,8 @@
 //! An opt-in progress bar for long `map`s (feature `progress`, built on `indicatif`).
 
-use indicatif::{ProgressBar, ProgressStyle};
+use std::fmt;
+
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 /// Adds [`progress`](ProgressExt::progress) to every iterator: in particular to the
 /// [`Map`](crate::Map) and [`MapUnordered`](crate::MapUnordered) iterators of every backend,
@@ -30,8 +32,9 @@ pub trait ProgressExt: Iterator + Sized {
         let bar = match self.size_hint() {
             (lo, Some(hi)) if lo == hi => ProgressBar::new(hi as u64).with_style(
                 ProgressStyle::with_template(
-                    "{bar:40} {pos}/{len} [{elapsed_precise} < {eta_precise}] {per_sec}",
+                    "{bar:40} {pos}/{len} [{elapsed_precise} < {eta_precise}] {rate}",
                 )
+                .map(|style| style.with_key("rate", rate))
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             ),
             _ => ProgressBar::new_spinner(),
@@ -91,5 +94,49 @@ impl<I: Iterator> Iterator for Progress<I> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         self.inner.size_hint()
+    }
+}
+
+/// The bar's `{rate}`: items per second with three significant digits ("0.52/s", "12.3/s",
+/// "1,234/s"), where indicatif's `{per_sec}` prints four decimals whatever the rate.
+fn rate(state: &ProgressState, out: &mut dyn fmt::Write) {
+    let _ = write!(out, "{}/s", format_rate(state.per_sec()));
+}
+
+fn format_rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec <= 0.0 {
+        return "0".to_string();
+    }
+    if per_sec < 100.0 {
+        // Three significant digits from 1 on, two below: 12.3, 1.23, 0.52, 0.052.
+        let decimals = (1 - per_sec.log10().floor() as i32).max(1) as usize;
+        let decimals = if per_sec >= 10.0 { 1 } else { decimals.max(2) };
+        return format!("{per_sec:.decimals$}");
+    }
+    let digits = format!("{per_sec:.0}");
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    grouped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_rate;
+
+    #[test]
+    fn rates_have_sensible_precision() {
+        assert_eq!(format_rate(0.0), "0");
+        assert_eq!(format_rate(0.5234), "0.52");
+        assert_eq!(format_rate(0.05234), "0.052");
+        assert_eq!(format_rate(1.23456), "1.23");
+        assert_eq!(format_rate(12.3456), "12.3");
+        assert_eq!(format_rate(123.456), "123");
+        assert_eq!(format_rate(1234.5678), "1,235");
+        assert_eq!(format_rate(2_825_123.9), "2,825,124");
     }
 }

@@ -1,4 +1,4 @@
-"""CPython's side of `cargo run --release --example compare`: the same workloads on
+"""CPython's side of `cargo run --release -p compare`: the same workloads on
 concurrent.futures.ThreadPoolExecutor and ProcessPoolExecutor (pool sizes as Python's
 defaults: threads min(32, cpus + 4), processes cpus). The Rust tool runs this script once
 per repetition, between its own measurements, and reads one JSON object per line:

@@ -9,6 +9,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+// (`RUNNING` and the two constructors below serve the process and MPI pools: Linux only.)
+#[cfg_attr(not(target_os = "linux"), allow(unused_imports))]
 pub(crate) use cell::{
     CANCELLED, Core, FINISHED, FnCell, INLINE, NOTIFIED, RUNNING, STATE_MASK, TAKEN, is_done,
 };
@@ -196,6 +198,7 @@ impl<T: Send + Sync + 'static> Future<T> {
     }
 
     /// A future made of a backend's own cell (one that can `help` a waiting thread).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn from_task_cell(cell: Arc<dyn TaskCell<T>>) -> Self {
         Future { cell }
     }
@@ -213,6 +216,7 @@ impl<T> Future<T> {
     /// A second handle on the same state, for the crate's own bookkeeping (the completer
     /// of a non-thread-pool executor). Never given to users: the handle a user holds must
     /// stay unique (see `into_result`).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn handle(&self) -> Self {
         Future {
             cell: self.cell.clone(),

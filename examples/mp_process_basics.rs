@@ -1,8 +1,10 @@
-//! Seed 003, section 1 (Process): 1.1 one process with its pid, name and `is_alive`; 1.2
-//! two processes, the CPU count and `active_children`; 1.3 a process defined as a type with
-//! a `run` method; 1.4 a daemonic process joined by the main process.
+//! `Process`: 1.1 one process with its pid, name and `is_alive`; 1.2 two processes, the CPU
+//! count and `active_children`; 1.3 a process defined as a type with a `run` method; 1.4 a
+//! daemonic process joined by the main process.
 //!
-//! Run: `cargo run --example seed003_process` (about 12 s)
+//! Ports the tutorial's seed 003, section 1 (Process).
+//!
+//! Run: `cargo run --example mp_process_basics` (about 12 s)
 
 use std::time::Duration;
 

@@ -1,10 +1,12 @@
-//! Seed 004's I/O example: `pool.submit(get, url).add_done_callback(parse)`, with a pool of
-//! 13 threads. Instead of remote sites, the program starts its own slow web service on
-//! `127.0.0.1` (every answer takes one second, standing in for a network wait), so it runs
-//! offline. Thirteen pages come back in about one second instead of thirteen: threads
-//! wait on I/O in parallel.
+//! I/O-bound work on a thread pool: `pool.submit(get, url).add_done_callback(parse)`, with
+//! a pool of 13 threads. Instead of remote sites, the program starts its own slow web
+//! service on `127.0.0.1` (every answer takes one second, standing in for a network wait),
+//! so it runs offline. Thirteen pages come back in about one second instead of thirteen:
+//! threads wait on I/O in parallel.
 //!
-//! Run: `cargo run --example seed004_fetch`
+//! Ports the tutorial's seed 004, its I/O example.
+//!
+//! Run: `cargo run --example pool_fetch_io`
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,9 +1,11 @@
-//! Seed 003, examples 7.1 and 7.3 (process pools): a pool of 3 runs four `func(msg)` with
+//! `Pool.apply_async`, `close`, `join` and `get`: a pool of 3 runs four `func(msg)` with
 //! `apply_async` (prints `msg:`, sleeps 3 s, prints `end`) while the main program goes on
 //! ("Mark~ Mark~"); then a pool of 4 runs three calls that return `"done" + msg`, and after
 //! `close()` and `join()` the main program prints each result with `get()`.
 //!
-//! Run: `cargo run --example seed003_apply_async`
+//! Ports the tutorial's seed 003, examples 7.1 and 7.3 (process pools).
+//!
+//! Run: `cargo run --example mp_pool_apply_async`
 
 use std::time::Duration;
 

@@ -1,7 +1,9 @@
-//! Seed 003, section 3 (Semaphore): `Semaphore(2)` shared by three processes that hold it
+//! A `Semaphore` between processes: `Semaphore(2)` shared by three processes that hold it
 //! 0, 2 and 4 seconds: at most two hold it at once, the third waits for a release.
 //!
-//! Run: `cargo run --example seed003_semaphore` (about 6 s)
+//! Ports the tutorial's seed 003, section 3 (Semaphore).
+//!
+//! Run: `cargo run --example mp_semaphore` (about 6 s)
 
 use std::time::Duration;
 

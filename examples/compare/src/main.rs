@@ -3,10 +3,14 @@
 //! (when `python3` is present), measured on this machine.
 //!
 //! ```text
-//! cargo run --release --example compare                  # the full run (a few minutes)
-//! cargo run --release --example compare -- --quick       # well under a minute
-//! cargo run --release --example compare -- --out DIR     # where compare.json/.svg go
+//! cargo run --release -p compare                    # the full run (a few minutes)
+//! cargo run --release -p compare -- --quick         # well under a minute
+//! cargo run --release -p compare -- --out DIR       # where compare.json/.svg go
+//! cargo run --release -p compare -- --render FILE   # the chart again, from a compare.json
 //! ```
+//!
+//! The files go to `compare/` in cargo's target directory (`CARGO_TARGET_DIR` if set), unless
+//! `--out` says otherwise.
 //!
 //! Workloads: CPU-bound (recursive fib), I/O-bound (many concurrent sleeps standing in for
 //! network waits), many tiny tasks (per-task overhead), skewed durations (work stealing),
@@ -14,7 +18,8 @@
 //! iterator. Each workload runs once per backend to warm up, then `reps` times with the
 //! backends interleaved, so that drift of the machine hits all alike; the table shows the
 //! median wall time, the spread (min–max), the speedup over sequential Rust, tasks per
-//! second, and CPU time (this process and its workers).
+//! second, and CPU time (this process and its workers). A backend is named the fastest only
+//! when its spread does not overlap another's; otherwise the advice says it is a tie.
 //!
 //! Pool sizes follow Python's defaults: threads `min(32, cpus + 4)`, processes and rayon
 //! `cpus`.
@@ -23,15 +28,15 @@ mod chart;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use concurrent_futures::indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use concurrent_futures::indicatif::{MultiProgress, ProgressBar, ProgressState, ProgressStyle};
 use concurrent_futures::{Bytes, Executor, ProcessPoolExecutor, ProgressExt, ThreadPoolExecutor};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 // ===== the work =====
 
@@ -281,7 +286,7 @@ fn cpu_seconds(pids: &[u32]) -> f64 {
     of("self".into()) + pids.iter().map(|p| of(p.to_string())).sum::<f64>()
 }
 
-#[derive(Default, Clone, Serialize)]
+#[derive(Default, Clone, Serialize, Deserialize)]
 struct Samples {
     wall_s: Vec<f64>,
     cpu_s: Vec<f64>,
@@ -323,7 +328,7 @@ fn measure(pools: &Pools, backend: &str, w: &Workload, bar: &ProgressBar) -> (f6
 
 /// Runs the CPython script once (every workload, both Python backends); None without python3.
 fn cpython(spec: &str, warmup: bool) -> Option<Vec<(String, String, f64, f64)>> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/compare/cpython.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/cpython.py");
     let spec = spec.replacen('{', &format!("{{\"warmup\": {warmup}, "), 1);
     let child = Command::new("python3")
         .arg(script)
@@ -354,7 +359,7 @@ fn cpython(spec: &str, warmup: bool) -> Option<Vec<(String, String, f64, f64)>> 
 
 // ===== report =====
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Row {
     backend: String,
     median_wall_s: f64,
@@ -366,59 +371,108 @@ struct Row {
     samples: Samples,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Report {
-    tool: &'static str,
+    tool: String,
     cpus: usize,
     quick: bool,
     reps: usize,
-    pool_sizes: BTreeMap<&'static str, usize>,
+    pool_sizes: BTreeMap<String, usize>,
     python: bool,
     workloads: Vec<Entry>,
     summary: String,
 }
 
 /// One workload's results (without its argument lists).
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Entry {
-    key: &'static str,
-    title: &'static str,
+    key: String,
+    title: String,
     detail: String,
     tasks: usize,
     results: Vec<Row>,
     advice: String,
 }
 
+/// The command that runs this tool, recorded in its reports.
+const TOOL: &str = "cargo run --release -p compare";
+
+/// Where the files go by default: `compare/` in cargo's target directory, found from this
+/// executable's path (`<target>/release/compare`), so that `CARGO_TARGET_DIR` and
+/// `build.target-dir` are honoured. Cargo marks a target directory with `CACHEDIR.TAG`.
+fn default_out_dir() -> PathBuf {
+    match std::env::current_exe() {
+        Ok(exe) => out_dir_for(&exe),
+        Err(_) => PathBuf::from("target/compare"),
+    }
+}
+
+fn out_dir_for(exe: &Path) -> PathBuf {
+    let target = exe
+        .ancestors()
+        .skip(1)
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .or_else(|| exe.parent()?.parent());
+    target.unwrap_or(Path::new("target")).join("compare")
+}
+
+/// Reads a report written by an earlier run.
+fn read_report(path: &str) -> Report {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not a comparison report: {e}"))
+}
+
 fn main() {
     let mut quick = false;
-    let mut out_dir = PathBuf::from("target/compare");
+    let mut out_dir = None;
+    let mut render = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
-            "--out" => out_dir = PathBuf::from(args.next().expect("--out needs a directory")),
+            "--out" => out_dir = Some(PathBuf::from(args.next().expect("--out needs a directory"))),
+            "--render" => render = Some(args.next().expect("--render needs a compare.json")),
             "--validate" => {
-                // CI's check without python: is the file well-formed JSON of this shape?
+                // CI's check without python: is the file a well-formed report?
                 let path = args.next().expect("--validate needs a file");
-                let text = std::fs::read_to_string(&path).expect("read the JSON file");
-                let v: serde_json::Value = serde_json::from_str(&text).expect("well-formed JSON");
-                assert!(v["workloads"].as_array().is_some_and(|w| !w.is_empty()));
+                let report = read_report(&path);
+                assert!(!report.workloads.is_empty(), "{path}: no workloads");
                 println!("{path}: well-formed");
                 return;
             }
             "-h" | "--help" => {
-                println!("usage: compare [--quick] [--out DIR] [--validate FILE]");
+                println!(
+                    "usage: compare [--quick] [--out DIR] [--render FILE.json] [--validate FILE.json]"
+                );
                 return;
             }
             other => panic!("unknown argument {other:?} (try --help)"),
         }
     }
-    let cpus = num_cpus::get();
+    if let Some(path) = render {
+        // The table, the advice and the chart again from the figures of an earlier run.
+        let mut report = read_report(&path);
+        report.tool = TOOL.to_string();
+        for e in &mut report.workloads {
+            e.advice = advise(&e.key, &e.results);
+        }
+        report.summary = summarize(&report);
+        print_table(&report);
+        let dir = out_dir.unwrap_or_else(|| {
+            Path::new(&path)
+                .parent()
+                .map_or_else(PathBuf::new, Path::to_path_buf)
+        });
+        write_files(&dir, &report);
+        return;
+    }
+    let out_dir = out_dir.unwrap_or_else(default_out_dir);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let reps = if quick { 3 } else { 5 };
     let sizes = BTreeMap::from([
-        ("threads", 32.min(cpus + 4)),
-        ("processes", cpus),
-        ("rayon", cpus),
+        ("threads".to_string(), 32.min(cpus + 4)),
+        ("processes".to_string(), cpus),
+        ("rayon".to_string(), cpus),
     ]);
     let pools = Pools {
         threads: ThreadPoolExecutor::new(sizes["threads"]),
@@ -446,7 +500,16 @@ fn main() {
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let map_bar = multi.add(ProgressBar::new(0));
+    let map_bar = multi.add(ProgressBar::new(0)).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} items, {rate}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "rate",
+                |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+                    let _ = write!(out, "{}/s", fmt_count(state.per_sec()));
+                },
+            ),
+    );
     let mut samples: BTreeMap<(&str, String), Samples> = BTreeMap::new();
     let mut python = true;
     for rep in 0..=reps {
@@ -488,7 +551,7 @@ fn main() {
     map_bar.finish_and_clear();
 
     let mut report = Report {
-        tool: "cargo run --release --example compare",
+        tool: TOOL.to_string(),
         cpus,
         quick,
         reps,
@@ -516,10 +579,10 @@ fn main() {
                 samples: s.clone(),
             });
         }
-        let advice = advise(w, &rows);
+        let advice = advise(w.key, &rows);
         report.workloads.push(Entry {
-            key: w.key,
-            title: w.title,
+            key: w.key.to_string(),
+            title: w.title.to_string(),
             detail: w.detail.clone(),
             tasks: w.tasks,
             results: rows,
@@ -528,23 +591,27 @@ fn main() {
     }
     report.summary = summarize(&report);
     print_table(&report);
-    std::fs::create_dir_all(&out_dir).expect("create the output directory");
-    let json = out_dir.join("compare.json");
-    std::fs::write(
-        &json,
-        serde_json::to_string_pretty(&report).expect("encode"),
-    )
-    .expect("write JSON");
-    let svg = out_dir.join("compare.svg");
-    std::fs::write(&svg, chart::render(&report)).expect("write SVG");
+    write_files(&out_dir, &report);
+    if !python {
+        println!("(python3 not found or failed: the CPython columns are left out)");
+    }
+}
+
+/// Writes `compare.json` and `compare.svg` into `dir`.
+fn write_files(dir: &Path, report: &Report) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let json = dir.join("compare.json");
+    let text = serde_json::to_string_pretty(report).expect("a report encodes as JSON");
+    std::fs::write(&json, text + "\n")
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", json.display()));
+    let svg = dir.join("compare.svg");
+    std::fs::write(&svg, chart::render(report))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", svg.display()));
     println!(
         "\nraw figures: {}\nchart: {}",
         json.display(),
         svg.display()
     );
-    if !python {
-        println!("(python3 not found or failed: the CPython columns are left out)");
-    }
 }
 
 fn best(rows: &[Row]) -> &Row {
@@ -557,20 +624,62 @@ fn row<'a>(rows: &'a [Row], backend: &str) -> Option<&'a Row> {
     rows.iter().find(|r| r.backend == backend)
 }
 
-fn advise(w: &Workload, rows: &[Row]) -> String {
+/// Whether two backends' spreads (min–max wall time) overlap: then the runs do not tell
+/// which is faster.
+fn overlap(a: &Row, b: &Row) -> bool {
+    a.min_wall_s <= b.max_wall_s && b.min_wall_s <= a.max_wall_s
+}
+
+/// "a, b and c".
+fn and_list(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// How `slow` compares with `fast` in words: "a tie" inside the noise, a ratio otherwise.
+fn versus(slow: &Row, fast: &Row, slow_name: &str, fast_name: &str) -> String {
+    if overlap(slow, fast) {
+        format!("{slow_name} and {fast_name}: a tie (spreads overlap)")
+    } else {
+        format!(
+            "{slow_name} take {} the {fast_name}' time",
+            fmt_ratio(slow.median_wall_s / fast.median_wall_s)
+        )
+    }
+}
+
+fn advise(key: &str, rows: &[Row]) -> String {
     let b = best(rows);
-    let mut s = format!("fastest: {} ({:.2}× sequential)", b.backend, b.speedup);
+    let tied: Vec<&str> = rows
+        .iter()
+        .filter(|r| overlap(r, b))
+        .map(|r| r.backend.as_str())
+        .collect();
+    let mut s = if tied.len() > 1 {
+        format!(
+            "a tie between {} (spreads overlap; the best median is {} sequential)",
+            and_list(&tied),
+            fmt_ratio(b.speedup)
+        )
+    } else {
+        format!(
+            "fastest: {} ({} sequential)",
+            b.backend,
+            fmt_ratio(b.speedup)
+        )
+    };
     if let (Some(t), Some(p)) = (row(rows, "threads"), row(rows, "processes")) {
-        let ratio = p.median_wall_s / t.median_wall_s;
-        s += &format!("; processes take {ratio:.2}× the threads' time");
+        s += "; ";
+        s += &versus(p, t, "processes", "threads");
     }
     if let (Some(t), Some(c)) = (row(rows, "threads"), row(rows, "cpython-threads")) {
-        s += &format!(
-            "; Rust threads {:.0}× CPython threads",
-            c.median_wall_s / t.median_wall_s
-        );
+        s += "; ";
+        s += &versus(c, t, "CPython threads", "Rust threads");
     }
-    if w.key == "io" {
+    if key == "io" {
         s += " (waits overlap: more threads, more overlap)";
     }
     s
@@ -578,23 +687,25 @@ fn advise(w: &Workload, rows: &[Row]) -> String {
 
 fn summarize(r: &Report) -> String {
     let entry = |key: &str| r.workloads.iter().find(|e| e.key == key);
-    let wall = |e: &Entry, b: &str| row(&e.results, b).map(|r| r.median_wall_s);
     let mut out = String::new();
     if let Some(e) = entry("tiny")
-        && let (Some(t), Some(p)) = (wall(e, "threads"), wall(e, "processes"))
+        && let (Some(t), Some(p)) = (row(&e.results, "threads"), row(&e.results, "processes"))
     {
-        let (t, p) = (t / e.tasks as f64 * 1e6, p / e.tasks as f64 * 1e6);
+        let per_task = |r: &Row| r.median_wall_s / e.tasks as f64 * 1e6;
+        let (t, p) = (per_task(t), per_task(p));
         out += &format!(
-            "processes buy isolation at ~{p:.1} µs per task (threads: ~{t:.2} µs): with small \
-             arguments, tasks shorter than ~{:.0} µs run faster on threads, and longer ones lose \
+            "processes buy isolation at ~{} µs per task (threads: ~{} µs): with small \
+             arguments, tasks shorter than ~{} µs run faster on threads, and longer ones lose \
              less than 10% on processes",
-            10.0 * p
+            fmt_sig(p),
+            fmt_sig(t),
+            fmt_sig(10.0 * p)
         );
     }
     if let Some(e) = entry("payload")
         && let (Some(t), Some(p), Work::Payload(bytes, n)) = (
-            wall(e, "threads"),
-            wall(e, "processes"),
+            row(&e.results, "threads"),
+            row(&e.results, "processes"),
             workloads(r.quick)
                 .into_iter()
                 .find(|w| w.key == "payload")
@@ -603,10 +714,15 @@ fn summarize(r: &Report) -> String {
         )
     {
         let mib = (bytes * n) as f64 / f64::from(1 << 20);
-        out += &format!(
-            "; a large argument costs ~{:.2} ms per MiB more on processes (copied through shared memory)",
-            (p - t) * 1e3 / mib
-        );
+        out += "; ";
+        out += &if overlap(p, t) {
+            "a large argument costs no measurable time more on processes than on threads (spreads overlap)".to_string()
+        } else {
+            format!(
+                "a large argument costs ~{} ms per MiB more on processes (copied through shared memory)",
+                fmt_sig((p.median_wall_s - t.median_wall_s) * 1e3 / mib)
+            )
+        };
     }
     out
 }
@@ -620,12 +736,12 @@ fn print_table(r: &Report) {
         );
         for row in &e.results {
             println!(
-                "  {:<18} {:>11} {:>19} {:>7.2}× {:>12.0} {:>9}",
+                "  {:<18} {:>11} {:>19} {:>8} {:>12} {:>9}",
                 row.backend,
                 fmt_s(row.median_wall_s),
                 format!("{}–{}", fmt_s(row.min_wall_s), fmt_s(row.max_wall_s)),
-                row.speedup,
-                row.tasks_per_s,
+                format!("{}", fmt_ratio(row.speedup)),
+                fmt_count(row.tasks_per_s),
                 fmt_s(row.median_cpu_s),
             );
         }
@@ -640,8 +756,178 @@ fn fmt_s(s: f64) -> String {
     if s >= 1.0 {
         format!("{s:.2} s")
     } else if s >= 1e-3 {
-        format!("{:.1} ms", s * 1e3)
+        format!("{} ms", fmt_sig(s * 1e3))
     } else {
-        format!("{:.0} µs", s * 1e6)
+        format!("{} µs", fmt_sig(s * 1e6))
+    }
+}
+
+/// A positive figure with three significant digits (two below 1), and no more decimals than
+/// that needs: 1234, 12.3, 1.23, 0.45, 0.045, 0.0012.
+fn fmt_sig(x: f64) -> String {
+    if !x.is_finite() || x <= 0.0 {
+        return format!("{x:.0}");
+    }
+    let decimals = if x >= 100.0 {
+        0
+    } else if x >= 10.0 {
+        1
+    } else {
+        // 1.23 has two decimals; below 1, two significant digits: 0.45, 0.045.
+        (1 - x.log10().floor() as i32).max(2) as usize
+    };
+    format!("{x:.decimals$}")
+}
+
+/// A ratio such as a speedup: "1.76×", "90×", "0.45×", "0.0021×" (never "0×").
+fn fmt_ratio(x: f64) -> String {
+    if (1.0..10.0).contains(&x) {
+        format!("{x:.2}×")
+    } else {
+        format!("{}×", fmt_sig(x))
+    }
+}
+
+/// A count or a rate: "12", "2.5", "1,234", "2,825,000" (digits grouped by thousands).
+fn fmt_count(x: f64) -> String {
+    if !x.is_finite() || x < 0.0 {
+        return "?".to_string();
+    }
+    if x < 100.0 {
+        return fmt_sig(x);
+    }
+    let digits = format!("{x:.0}");
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_are_never_zero() {
+        assert_eq!(fmt_ratio(0.45), "0.45×");
+        assert_eq!(fmt_ratio(0.045), "0.045×");
+        assert_eq!(fmt_ratio(0.000_055), "0.000055×");
+        assert_eq!(fmt_ratio(1.0), "1.00×");
+        assert_eq!(fmt_ratio(1.764), "1.76×");
+        assert_eq!(fmt_ratio(17.64), "17.6×");
+        assert_eq!(fmt_ratio(90.4), "90.4×");
+        assert_eq!(fmt_ratio(182.3), "182×");
+    }
+
+    #[test]
+    fn counts_and_rates() {
+        assert_eq!(fmt_count(2.5), "2.50");
+        assert_eq!(fmt_count(12.34), "12.3");
+        assert_eq!(fmt_count(644.56), "645");
+        assert_eq!(fmt_count(1234.0), "1,234");
+        assert_eq!(fmt_count(2_825_000.4), "2,825,000");
+        assert_eq!(fmt_s(0.0496), "49.6 ms");
+        assert_eq!(fmt_s(0.000_025), "25.0 µs");
+        assert_eq!(fmt_s(0.000_002_5), "2.50 µs");
+    }
+
+    fn result(backend: &str, min: f64, median: f64, max: f64) -> Row {
+        Row {
+            backend: backend.to_string(),
+            median_wall_s: median,
+            min_wall_s: min,
+            max_wall_s: max,
+            speedup: 4.2 / median, // sequential takes 4.2 in these tests
+            tasks_per_s: 1.0 / median,
+            median_cpu_s: 0.0,
+            samples: Samples::default(),
+        }
+    }
+
+    #[test]
+    fn no_winner_inside_the_noise() {
+        let rows = [
+            result("sequential", 4.0, 4.2, 4.4),
+            result("threads", 3.5, 3.7, 4.1),
+            result("processes", 30.0, 36.0, 40.0),
+        ];
+        let advice = advise("payload", &rows);
+        assert!(
+            advice.starts_with("a tie between sequential and threads"),
+            "{advice}"
+        );
+        assert!(!advice.contains("fastest"), "{advice}");
+        assert!(
+            advice.contains("processes take 9.73× the threads' time"),
+            "{advice}"
+        );
+        let rows = [
+            result("sequential", 4.0, 4.2, 4.4),
+            result("threads", 3.0, 3.1, 3.2),
+            result("processes", 3.1, 3.3, 3.5),
+        ];
+        let advice = advise("payload", &rows);
+        assert!(
+            advice.starts_with("a tie between threads and processes"),
+            "{advice}"
+        );
+        assert!(advice.contains("processes and threads: a tie"), "{advice}");
+        let rows = [
+            result("sequential", 4.0, 4.2, 4.4),
+            result("threads", 1.0, 1.1, 1.2),
+        ];
+        let advice = advise("payload", &rows);
+        assert!(
+            advice.starts_with("fastest: threads (3.82× sequential)"),
+            "{advice}"
+        );
+    }
+
+    #[test]
+    fn files_go_to_the_target_directory() {
+        let target = std::env::temp_dir().join(format!("compare-test-{}", std::process::id()));
+        let profile = target.join("x86_64-unknown-linux-gnu").join("release");
+        std::fs::create_dir_all(&profile).expect("create a target directory");
+        std::fs::write(
+            target.join("CACHEDIR.TAG"),
+            "Signature: 8a477f597d28d172789f06886806bc55",
+        )
+        .expect("mark it");
+        assert_eq!(
+            out_dir_for(&profile.join("compare")),
+            target.join("compare")
+        );
+        std::fs::remove_dir_all(&target).expect("clean up");
+        // Without the mark: the directory above the profile's.
+        assert_eq!(
+            out_dir_for(Path::new("/elsewhere/release/compare")),
+            Path::new("/elsewhere/compare")
+        );
+        // This very test runs from cargo's target directory.
+        let exe = std::env::current_exe().expect("the test's path");
+        let dir = out_dir_for(&exe);
+        assert!(
+            dir.parent()
+                .is_some_and(|t| t.join("CACHEDIR.TAG").is_file()),
+            "{dir:?}"
+        );
+    }
+
+    #[test]
+    fn reports_read_back_and_render() {
+        let text = include_str!("../../../docs/compare.json");
+        let report: Report = serde_json::from_str(text).expect("docs/compare.json is a report");
+        let svg = chart::render(&report);
+        // Every bar's value is printed as text, not only in a tooltip.
+        for e in &report.workloads {
+            for r in e.results.iter().filter(|r| r.backend != "sequential") {
+                let label = format!(">{}</text>", fmt_ratio(r.speedup));
+                assert!(svg.contains(&label), "no label {label} for {}", r.backend);
+            }
+        }
     }
 }

@@ -1,10 +1,12 @@
-//! Seeds 000/001, the process pool with a callback: a pool of 10 processes runs `func1`
-//! 100 times (each sleeps 5 s, prints its value and returns `value + 100`); the callback
-//! `display_pro_info` prints its own pid and parent pid and the value. As the seed stresses,
-//! the callback runs in the main process: every callback line shows the main program's pid
-//! (and its parent), never a worker's, so it may write one shared log without a lock.
+//! A process pool with a callback: a pool of 10 processes runs `func1` 100 times (each
+//! sleeps 5 s, prints its value and returns `value + 100`); the callback `display_pro_info`
+//! prints its own pid and parent pid and the value. As the seed stresses, the callback runs
+//! in the main process: every callback line shows the main program's pid (and its parent),
+//! never a worker's, so it may write one shared log without a lock.
 //!
-//! Run: `cargo run --example seed001_pool_callback` (about 50 s: 100 tasks of 5 s, 10 at a
+//! Ports the tutorial's seeds 000 and 001, the process pool with a callback.
+//!
+//! Run: `cargo run --example mp_pool_callback` (about 50 s: 100 tasks of 5 s, 10 at a
 //! time).
 
 use std::time::Duration;

@@ -1,10 +1,12 @@
-//! Seed 002, the queue: a `JoinableQueue(3)` between two processes. The producer stores
-//! 10, 20 and 30, then finds the queue full: `put` with a timeout and `put_nowait` both
-//! report it (in the seed, a plain `put` blocks there forever). After it exits, the consumer
-//! takes the three records and then finds the queue empty: `get` with a timeout and
-//! `get_nowait` report it.
+//! A bounded queue between processes: a `JoinableQueue(3)` between two processes. The
+//! producer stores 10, 20 and 30, then finds the queue full: `put` with a timeout and
+//! `put_nowait` both report it (in the seed, a plain `put` blocks there forever). After it
+//! exits, the consumer takes the three records and then finds the queue empty: `get` with a
+//! timeout and `get_nowait` report it.
 //!
-//! Run: `cargo run --example seed002_queue`
+//! Ports the tutorial's seed 002, the queue.
+//!
+//! Run: `cargo run --example mp_joinable_queue`
 
 use std::time::Duration;
 

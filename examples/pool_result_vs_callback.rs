@@ -1,4 +1,4 @@
-//! Seed 004, the two ways to submit a task to `ThreadPoolExecutor(13)`:
+//! The two ways to wait for a task on `ThreadPoolExecutor(13)`:
 //!
 //! * synchronous: `pool.submit(task, name).result()` then `callback(ret)`, one task after
 //!   another, so the program runs serially;
@@ -6,7 +6,9 @@
 //!   on at once and each callback runs when its task is done (taking the future, as Python's
 //!   `callback(future)` does).
 //!
-//! Run: `cargo run --example seed004_sync_vs_async`
+//! Ports the tutorial's seed 004, the two ways to submit a task.
+//!
+//! Run: `cargo run --example pool_result_vs_callback`
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,10 @@
-//! Seed 003, section 4 (Event): process "block" waits for the event; process "non-block"
+//! An `Event` between processes: process "block" waits for the event; process "non-block"
 //! waits at most 2 s and reports the event not set; the main process sets it after 3 s,
 //! which releases "block".
 //!
-//! Run: `cargo run --example seed003_event` (about 3 s)
+//! Ports the tutorial's seed 003, section 4 (Event).
+//!
+//! Run: `cargo run --example mp_event` (about 3 s)
 
 use std::time::Duration;
 

@@ -1,11 +1,13 @@
-//! Seed 004, first program: a pool of 4 runs 10 tasks (`pool.submit(task, 'linda%s' % i)`),
-//! each printing its name and pid and sleeping 1–3 s; the main thread prints `主...` at once.
-//! As in Python, the program still waits for every task before it exits (here: dropping the
-//! pool is `shutdown(wait=true)`).
+//! `submit` on a thread pool: a pool of 4 runs 10 tasks (`pool.submit(task, 'linda%s' %
+//! i)`), each printing its name and pid and sleeping 1–3 s; the main thread prints `主...`
+//! at once. As in Python, the program still waits for every task before it exits (here:
+//! dropping the pool is `shutdown(wait=true)`).
+//!
+//! Ports the tutorial's seed 004, its first program.
 //!
 //! The task is written once against the `Executor` trait, so switching the pool is one line.
 //!
-//! Run: `cargo run --example seed004_pool`
+//! Run: `cargo run --example pool_submit`
 
 use std::time::Duration;
 

@@ -1,8 +1,10 @@
-//! Seed 003, section 2 (Lock): two processes append four lines each to one file, one
-//! holding the lock with a guard (`with lock:`), the other with acquire/release. Each
-//! process's lines come out together.
+//! A process lock around writes to one file: two processes append four lines each to one
+//! file, one holding the lock with a guard (`with lock:`), the other with acquire/release.
+//! Each process's lines come out together.
 //!
-//! Run: `cargo run --example seed003_lock`
+//! Ports the tutorial's seed 003, section 2 (Lock).
+//!
+//! Run: `cargo run --example mp_lock_file`
 
 use std::io::Write;
 use std::path::PathBuf;

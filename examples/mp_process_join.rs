@@ -1,9 +1,11 @@
-//! Seed 002, "two methods of subprocess recycling": the main process starts three children
-//! and joins them (so it ends after them and reclaims them: no zombies); then two daemonic
-//! children, joined too; and a daemonic child that is not joined, which dies with the main
-//! process.
+//! Reclaiming child processes with `join`, and daemonic children: the main process starts
+//! three children and joins them (so it ends after them and reclaims them: no zombies);
+//! then two daemonic children, joined too; and a daemonic child that is not joined, which
+//! dies with the main process.
 //!
-//! Run: `cargo run --example seed002_join`
+//! Ports the tutorial's seed 002, "two methods of subprocess recycling".
+//!
+//! Run: `cargo run --example mp_process_join`
 
 use std::time::Duration;
 

@@ -1,9 +1,11 @@
-//! Seed 002, data isolation and threads: a child process changes its copy of a global
-//! (`func1` adds 10) or of its argument (`func2` adds 100) and the main process's `count`
-//! stays 0; then a thread changes the process's shared number from 1000 to 200, which the
-//! main thread sees (threads share their process's memory).
+//! Data isolation between processes, shared memory between threads: a child process changes
+//! its copy of a global (`func1` adds 10) or of its argument (`func2` adds 100) and the
+//! main process's `count` stays 0; then a thread changes the process's shared number from
+//! 1000 to 200, which the main thread sees (threads share their process's memory).
 //!
-//! Run: `cargo run --example seed002_isolation`
+//! Ports the tutorial's seed 002, data isolation and threads.
+//!
+//! Run: `cargo run --example mp_process_isolation`
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;

@@ -1,8 +1,11 @@
-//! Seed 003, section 6 (Pipe): `proc1` sends 0..5 through one end of a duplex pipe, `proc2`
-//! receives them from the other. (The seed's loops run forever; here the sender stops after
-//! five messages and closes its end, so the receiver's `recv` reports EOF and it stops.)
+//! A `Pipe` between two processes: `proc1` sends 0..5 through one end of a duplex pipe,
+//! `proc2` receives them from the other. (The seed's loops run forever; here the sender
+//! stops after five messages and closes its end, so the receiver's `recv` reports EOF and
+//! it stops.)
 //!
-//! Run: `cargo run --example seed003_pipe` (about 5 s)
+//! Ports the tutorial's seed 003, section 6 (Pipe).
+//!
+//! Run: `cargo run --example mp_pipe` (about 5 s)
 
 use std::time::Duration;
 

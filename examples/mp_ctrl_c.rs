@@ -1,6 +1,8 @@
-//! Seed 003's note on Ctrl-C: a program whose main thread waits on workers must still stop
-//! on Ctrl-C, and leave no orphans. (In Python the main thread blocked in `join` may not
-//! even see the KeyboardInterrupt.)
+//! Ctrl-C with workers running: a program whose main thread waits on workers must still
+//! stop on Ctrl-C, and leave no orphans. (In Python the main thread blocked in `join` may
+//! not even see the KeyboardInterrupt.)
+//!
+//! Ports the tutorial's seed 003, its note on Ctrl-C.
 //!
 //! The example plays both sides. It starts itself again as the "program" (in a process
 //! group of its own, as a shell runs a job), which starts a pool of 2 worker processes busy
@@ -8,7 +10,7 @@
 //! it does what the terminal does on Ctrl-C: sends SIGINT to the program's process group.
 //! The program stops at once, and every one of its worker and child processes is gone.
 //!
-//! Run: `cargo run --example seed003_ctrl_c`
+//! Run: `cargo run --example mp_ctrl_c`
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;

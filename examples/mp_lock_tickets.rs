@@ -1,8 +1,10 @@
-//! Seed 002, the ticket purchase: `data.json` holds `{"number": 1}`; nine buyers, each a
-//! process, check the balance and then buy under a process lock (read, simulated network
-//! delay, write). Thanks to the lock exactly one succeeds.
+//! A process lock around a read-modify-write of a file: `data.json` holds `{"number": 1}`;
+//! nine buyers, each a process, check the balance and then buy under a process lock (read,
+//! simulated network delay, write). Thanks to the lock exactly one succeeds.
 //!
-//! Run: `cargo run --example seed002_tickets`
+//! Ports the tutorial's seed 002, the ticket purchase.
+//!
+//! Run: `cargo run --example mp_lock_tickets`
 
 use std::path::PathBuf;
 use std::time::Duration;

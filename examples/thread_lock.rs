@@ -1,8 +1,10 @@
-//! Seed 002, the thread mutex: ten threads each read a shared number (100), sleep a second,
+//! A mutex between threads: ten threads each read a shared number (100), sleep a second,
 //! and write it back minus one. Without the lock every thread reads 100 and the result is
 //! 99; with the lock the updates happen one after another and the result is 90.
 //!
-//! Run: `cargo run --example seed002_thread_lock` (about 11 s)
+//! Ports the tutorial's seed 002, the thread mutex.
+//!
+//! Run: `cargo run --example thread_lock` (about 11 s)
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,8 +1,10 @@
-//! Seed 003, section 5 (Queue): a writer process puts with `block=False`; the main process
+//! A `Queue` between processes: a writer process puts with `block=False`; the main process
 //! reads what it wrote after joining it; a full bounded queue and an empty one report
 //! `queue.Full` and `queue.Empty`.
 //!
-//! Run: `cargo run --example seed003_queue`
+//! Ports the tutorial's seed 003, section 5 (Queue).
+//!
+//! Run: `cargo run --example mp_queue_full_empty`
 
 use std::time::Duration;
 

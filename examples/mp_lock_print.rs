@@ -1,7 +1,9 @@
-//! Seed 000, the process lock: ten processes each print "hello N" while holding one shared
-//! lock, so the prints never interleave.
+//! A process lock: ten processes each print "hello N" while holding one shared lock, so the
+//! prints never interleave.
 //!
-//! Run: `cargo run --example seed000_lock`
+//! Ports the tutorial's seed 000, the process lock.
+//!
+//! Run: `cargo run --example mp_lock_print`
 
 use concurrent_futures::multiprocessing::{Lock, Process};
 

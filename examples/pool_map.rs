@@ -1,8 +1,10 @@
-//! Seed 004's basic methods: `map(func, iterable)` replaces a `for` loop of `submit`s and
-//! yields results in input order; `shutdown(wait=True)` (Python's `close()` + `join()`) waits
-//! for everything submitted; submitting after it is an error.
+//! `map` and `shutdown`: `map(func, iterable)` replaces a `for` loop of `submit`s and
+//! yields results in input order; `shutdown(wait=True)` (Python's `close()` + `join()`)
+//! waits for everything submitted; submitting after it is an error.
 //!
-//! Run: `cargo run --example seed004_map`
+//! Ports the tutorial's seed 004, its basic methods.
+//!
+//! Run: `cargo run --example pool_map`
 
 use std::time::Duration;
 
