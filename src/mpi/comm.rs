@@ -20,6 +20,7 @@
 //! blocks in MPI: receives are `MPI_Improbe` + `MPI_Mrecv` of a message already there, sends
 //! are `MPI_Isend` tested later, and an idle loop waits with [`Backoff`].
 
+use super::error::MpiError;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
@@ -42,7 +43,7 @@ enum Job {
     Finalize(mpsc::Sender<()>),
 }
 
-static ENV: OnceLock<Result<Env, String>> = OnceLock::new();
+static ENV: OnceLock<Result<Env, MpiError>> = OnceLock::new();
 
 thread_local! {
     static MPI_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -64,7 +65,7 @@ const FINALIZE_WAIT: Duration = Duration::from_secs(30);
 /// The MPI environment, initialized on first use (on the MPI thread). `MPI_Init` returns
 /// only once every rank has called it; if that takes longer than `timeout`, this fails (and
 /// the MPI thread is left waiting in `MPI_Init`, so the process can still exit).
-pub(crate) fn env(timeout: Duration) -> Result<&'static Env, String> {
+pub(crate) fn env(timeout: Duration) -> Result<&'static Env, MpiError> {
     ENV.get_or_init(|| start_mpi_thread(timeout))
         .as_ref()
         .map_err(Clone::clone)
@@ -98,7 +99,7 @@ impl Drop for Session {
     }
 }
 
-fn start_mpi_thread(timeout: Duration) -> Result<Env, String> {
+fn start_mpi_thread(timeout: Duration) -> Result<Env, MpiError> {
     let (jobs, queue) = mpsc::channel::<Job>();
     let (ready, started) = mpsc::channel();
     std::thread::Builder::new()
@@ -108,15 +109,15 @@ fn start_mpi_thread(timeout: Duration) -> Result<Env, String> {
             let Some((universe, threading)) =
                 ::mpi::initialize_with_threading(::mpi::Threading::Serialized)
             else {
-                let _ = ready.send(Err(
-                    "MPI was already initialized outside concurrent_futures".to_string()
-                ));
+                let _ = ready.send(Err(MpiError::Start(
+                    "MPI was already initialized outside concurrent_futures".to_string(),
+                )));
                 return;
             };
             if threading < ::mpi::Threading::Funneled {
-                let _ = ready.send(Err(format!(
+                let _ = ready.send(Err(MpiError::Start(format!(
                     "the MPI library grants only {threading:?} threading; at least Funneled is needed"
-                )));
+                ))));
                 drop(universe);
                 return;
             }
@@ -147,17 +148,19 @@ fn start_mpi_thread(timeout: Duration) -> Result<Env, String> {
                 let _ = done.send(());
             }
         })
-        .map_err(|e| format!("cannot start the MPI thread: {e}"))?;
+        .map_err(|e| MpiError::Start(format!("cannot start the MPI thread: {e}")))?;
     let (rank, size, serialized, host) = match started.recv_timeout(timeout) {
         Ok(info) => info?,
         Err(mpsc::RecvTimeoutError::Timeout) => {
-            return Err(format!(
+            return Err(MpiError::Start(format!(
                 "MPI_Init did not return within {timeout:?}: it waits for every rank of the \
                  job, so some rank did not call MpiPoolExecutor::start"
-            ));
+            )));
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => {
-            return Err("the MPI thread ended during MPI_Init".into());
+            return Err(MpiError::Start(
+                "the MPI thread ended during MPI_Init".into(),
+            ));
         }
     };
     // SAFETY: `atexit` takes a plain `extern "C" fn()`; `finalize_at_exit` does not unwind.

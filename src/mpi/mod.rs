@@ -2,6 +2,7 @@
 
 mod client;
 mod comm;
+mod error;
 mod wire;
 mod worker;
 
@@ -257,7 +258,8 @@ impl MpiPoolBuilder {
     /// ```
     pub fn start(self) -> Result<Option<MpiPoolExecutor>, BuildError> {
         crate::unwind::install_hook();
-        let env = comm::env(self.config.start_timeout).map_err(BuildError::Mpi)?;
+        let env =
+            comm::env(self.config.start_timeout).map_err(|e| BuildError::Mpi(e.to_string()))?;
         if env.size == 1 {
             let n = self.local_workers.unwrap_or_else(num_cpus::get);
             if n == 0 {
@@ -277,7 +279,7 @@ impl MpiPoolBuilder {
             worker::serve(env);
             return Ok(None);
         }
-        let client = Client::start(env, self.config).map_err(BuildError::Mpi)?;
+        let client = Client::start(env, self.config).map_err(|e| BuildError::Mpi(e.to_string()))?;
         Ok(Some(MpiPoolExecutor {
             inner: Inner::Ranks(client),
         }))

@@ -99,7 +99,8 @@ pub(crate) struct Reader<'a> {
 }
 
 /// A message that does not parse.
-pub(crate) type Malformed = String;
+pub(crate) type Malformed = super::error::MpiError;
+use super::error::MpiError;
 
 impl<'a> Reader<'a> {
     /// The reader of `buf`, and the message's kind.
@@ -114,7 +115,7 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
         if self.end < n {
-            return Err(format!("malformed message: {} bytes short", n - self.end));
+            return Err(MpiError::Malformed("shorter than its header says"));
         }
         self.end -= n;
         Ok(&self.buf[self.end..self.end + n])
@@ -170,7 +171,7 @@ impl<'a> Reader<'a> {
     }
 
     fn len(&mut self) -> Result<usize, Malformed> {
-        usize::try_from(self.u64()?).map_err(|_| "malformed message: length".into())
+        usize::try_from(self.u64()?).map_err(|_| MpiError::Malformed("a length out of range"))
     }
 
     /// Where payloads of these lengths, laid end to end from the start, are; they must
@@ -182,12 +183,12 @@ impl<'a> Reader<'a> {
             let end = at
                 .checked_add(len)
                 .filter(|&e| e <= self.end)
-                .ok_or("malformed message: payload out of bounds")?;
+                .ok_or(MpiError::Malformed("a payload out of bounds"))?;
             out.push(at..end);
             at = end;
         }
         if at != self.end {
-            return Err("malformed message: stray bytes before the header".into());
+            return Err(MpiError::Malformed("stray bytes before the header"));
         }
         Ok(out)
     }

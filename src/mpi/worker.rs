@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::comm::{self, Backoff, Env, MAX_MESSAGE, Port};
+use super::error::MpiError;
 use super::wire::{self, CallHead, Reader, kind};
 use crate::remote::{codec as protocol, naming as image};
 use crate::sync::{Condvar, Mutex, lock};
@@ -78,7 +79,7 @@ pub(crate) fn serve(env: &'static Env) {
 }
 
 /// Waits for rank 0's `Start`, answers with this rank's `Hello`, then runs the session.
-fn join_and_run(env: &'static Env) -> Result<(), String> {
+fn join_and_run(env: &'static Env) -> Result<(), MpiError> {
     let mut port = Port::new();
     // Rank 0 tells the backoff cap in `Start`; until then, the default.
     let mut backoff = Backoff::new(super::DEFAULT_BACKOFF_CAP);
@@ -90,7 +91,11 @@ fn join_and_run(env: &'static Env) -> Result<(), String> {
     };
     let (mut r, k) = Reader::new(&buf)?;
     if k != kind::START {
-        return Err(format!("expected Start from rank 0, got message kind {k}"));
+        return Err(MpiError::UnexpectedKind {
+            rank: 0,
+            kind: k,
+            when: "instead of Start",
+        });
     }
     let cap = Duration::from_micros(r.u64()?);
     let theirs = r.u64()?;
@@ -138,15 +143,14 @@ fn join_and_run(env: &'static Env) -> Result<(), String> {
 }
 
 /// Runs calls; probes and sends whenever it has none to run.
-fn task_loop(shared: &Shared) -> Result<(), String> {
+fn task_loop(shared: &Shared) -> Result<(), MpiError> {
     let mut backoff = Backoff::new(shared.cap);
     loop {
         let job = lock(&shared.queue).pop_front();
         if let Some(job) = job {
             let started = shared.epoch.elapsed().as_nanos() as u64;
             shared.busy_since.store(started.max(1), Ordering::Release);
-            let outcome = image::invoke(job.head.target, &job.msg[job.range.clone()])
-                .map_err(|e| e.to_string())?;
+            let outcome = image::invoke(job.head.target, &job.msg[job.range.clone()])?;
             shared.busy_since.store(0, Ordering::Release);
             drop(job.msg);
             let mut link = lock(&shared.link);
@@ -249,7 +253,7 @@ impl Link {
     }
 
     /// Handles every message that has arrived; true if there was one.
-    fn poll(&mut self, shared: &Shared) -> Result<bool, String> {
+    fn poll(&mut self, shared: &Shared) -> Result<bool, MpiError> {
         self.port.test_sends();
         let mut any = false;
         while let Some((_, buf)) = self.port.probe(wire::TO_WORKER) {
@@ -262,7 +266,7 @@ impl Link {
         Ok(any)
     }
 
-    fn handle(&mut self, shared: &Shared, buf: Vec<u8>) -> Result<(), String> {
+    fn handle(&mut self, shared: &Shared, buf: Vec<u8>) -> Result<(), MpiError> {
         let (mut r, k) = Reader::new(&buf)?;
         match k {
             kind::CALLS => {
@@ -294,7 +298,13 @@ impl Link {
             }
             kind::PING => self.port.send(0, wire::TO_CLIENT, wire::bare(kind::PONG)),
             kind::EXIT => self.exit = true,
-            other => return Err(format!("unexpected message kind {other} from rank 0")),
+            other => {
+                return Err(MpiError::UnexpectedKind {
+                    rank: 0,
+                    kind: other,
+                    when: "mid-session",
+                });
+            }
         }
         Ok(())
     }

@@ -266,6 +266,6 @@ pub(crate) fn fingerprint() -> u64 {
 }
 
 /// The parent named a function outside the executable: the worker refuses to call it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("the parent named a function outside the executable ({0:?})")]
 pub(crate) struct BadTarget(pub(crate) FnRef);

@@ -160,15 +160,19 @@ impl Dispatcher {
         any
     }
 
-    pub(super) fn link_of(&mut self, src: i32) -> Result<usize, String> {
-        let i = usize::try_from(src - 1).map_err(|_| format!("a message from rank {src}"))?;
+    pub(super) fn link_of(&mut self, src: i32) -> Result<usize, MpiError> {
+        let outside = MpiError::Protocol {
+            rank: src,
+            what: "is not a worker of this session",
+        };
+        let i = usize::try_from(src - 1).map_err(|_| outside.clone())?;
         if i >= self.links.len() {
-            return Err(format!("a message from rank {src}, outside the job"));
+            return Err(outside);
         }
         Ok(i)
     }
 
-    pub(super) fn handle(&mut self, src: i32, buf: Vec<u8>) -> Result<(), String> {
+    pub(super) fn handle(&mut self, src: i32, buf: Vec<u8>) -> Result<(), MpiError> {
         let li = self.link_of(src)?;
         let link = &mut self.links[li];
         if link.lost {
@@ -185,14 +189,15 @@ impl Dispatcher {
                 let mut items = Vec::with_capacity(outcomes.len());
                 for (id, range) in outcomes {
                     if !self.links[li].window.release(id) {
-                        return Err(format!(
-                            "rank {src} sent the result of a task it did not hold"
-                        ));
+                        return Err(MpiError::Protocol {
+                            rank: src,
+                            what: "sent the result of a task it did not hold",
+                        });
                     }
-                    let (c, _) = self
-                        .inflight
-                        .remove(&id)
-                        .ok_or_else(|| format!("rank {src} sent an unknown result"))?;
+                    let (c, _) = self.inflight.remove(&id).ok_or(MpiError::Protocol {
+                        rank: src,
+                        what: "sent an unknown result",
+                    })?;
                     items.push((c, range));
                 }
                 self.finished.batches.push((buf, items));
@@ -201,23 +206,30 @@ impl Dispatcher {
                 let n = r.u32()? as usize;
                 let calls = r.calls(n)?;
                 if !self.links[li].window.revoking {
-                    return Err(format!("rank {src} gave back tasks never asked for"));
+                    return Err(MpiError::Protocol {
+                        rank: src,
+                        what: "gave back tasks never asked for",
+                    });
                 }
                 if calls
                     .iter()
                     .any(|(head, _)| !self.links[li].window.holds(head.id))
                 {
-                    return Err(format!("rank {src} gave back a task it did not hold"));
+                    return Err(MpiError::Protocol {
+                        rank: src,
+                        what: "gave back a task it did not hold",
+                    });
                 }
                 let ids: Vec<u64> = calls.iter().map(|(head, _)| head.id).collect();
                 // What it still holds has started; the last of it runs long.
                 self.links[li].window.given_back(&ids, u64::MAX);
                 let mut back = Vec::with_capacity(calls.len());
                 for (head, range) in calls {
-                    let (completion, _) = self
-                        .inflight
-                        .remove(&head.id)
-                        .ok_or_else(|| format!("rank {src} gave back an unknown task"))?;
+                    let (completion, _) =
+                        self.inflight.remove(&head.id).ok_or(MpiError::Protocol {
+                            rank: src,
+                            what: "gave back an unknown task",
+                        })?;
                     back.push(Work {
                         id: head.id,
                         target: head.target,
@@ -241,7 +253,13 @@ impl Dispatcher {
                     }
                 }
             }
-            other => return Err(format!("rank {src} sent message kind {other} mid-session")),
+            other => {
+                return Err(MpiError::UnexpectedKind {
+                    rank: src,
+                    kind: other,
+                    when: "mid-session",
+                });
+            }
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::comm::{self, Backoff, Env, MAX_MESSAGE, Port};
+use super::error::MpiError;
 use super::wire::{self, CallHead, Reader, kind};
 use crate::error::{ExitStatus, SubmitError, TaskError};
 use crate::remote::window::{self, MAX_BATCHES, Window};
@@ -111,7 +112,7 @@ pub(crate) struct RankInfo {
 impl Client {
     /// Starts a session: every other rank must be waiting in `MpiPoolExecutor::start`.
     /// Checks that they run the same executable, then starts the dispatcher.
-    pub(crate) fn start(env: &'static Env, config: Config) -> Result<Arc<Driver>, String> {
+    pub(crate) fn start(env: &'static Env, config: Config) -> Result<Arc<Driver>, MpiError> {
         let cfg = config.clone();
         let (workers, port) = env.call(move || handshake(env, &cfg))?;
         // (On an error, `handshake` released the ranks it could, or marked the job lost.)
@@ -218,7 +219,7 @@ impl Client {
 }
 
 /// Rank 0's side of the start of a session: `Start` to every rank, a `Hello` from each.
-fn handshake(env: &Env, config: &Config) -> Result<(Vec<RankInfo>, Port), String> {
+fn handshake(env: &Env, config: &Config) -> Result<(Vec<RankInfo>, Port), MpiError> {
     let mut port = Port::new();
     let fingerprint = crate::remote::naming::code_fingerprint();
     for rank in 1..env.size {
@@ -236,9 +237,10 @@ fn handshake(env: &Env, config: &Config) -> Result<(Vec<RankInfo>, Port), String
         match port.probe(wire::TO_CLIENT) {
             Some((src, buf)) => {
                 let (ok, info) = parse_hello(src, &buf).inspect_err(|_| comm::mark_lost())?;
-                let slot = hellos
-                    .get_mut(src as usize - 1)
-                    .ok_or("a Hello from outside the job")?;
+                let slot = hellos.get_mut(src as usize - 1).ok_or(MpiError::Protocol {
+                    rank: src,
+                    what: "said Hello from outside the job",
+                })?;
                 *slot = Some((ok, info));
                 backoff.reset();
             }
@@ -252,12 +254,12 @@ fn handshake(env: &Env, config: &Config) -> Result<(Vec<RankInfo>, Port), String
                 // Those ranks may still join later and wait for calls that never come:
                 // the job cannot be finalized cleanly any more.
                 comm::mark_lost();
-                return Err(format!(
+                return Err(MpiError::Session(format!(
                     "rank(s) {} did not call MpiPoolExecutor::start within {:?} (every rank \
                      must run the same program and reach start)",
                     missing.join(", "),
                     config.start_timeout
-                ));
+                )));
             }
             None => backoff.wait(),
         }
@@ -276,19 +278,23 @@ fn handshake(env: &Env, config: &Config) -> Result<(Vec<RankInfo>, Port), String
             .iter()
             .map(|i| format!("rank {} (pid {} on {})", i.rank, i.pid, i.host))
             .collect();
-        return Err(format!(
+        return Err(MpiError::Session(format!(
             "{} run(s) a different executable than rank 0 (code fingerprints differ); every \
              rank must run the same build",
             names.join(", ")
-        ));
+        )));
     }
     Ok((hellos.into_iter().map(|h| h.1).collect(), port))
 }
 
-fn parse_hello(src: i32, buf: &[u8]) -> Result<(bool, RankInfo), String> {
+fn parse_hello(src: i32, buf: &[u8]) -> Result<(bool, RankInfo), MpiError> {
     let (mut r, k) = Reader::new(buf)?;
     if k != kind::HELLO {
-        return Err(format!("rank {src} sent message kind {k} before its Hello"));
+        return Err(MpiError::UnexpectedKind {
+            rank: src,
+            kind: k,
+            when: "before its Hello",
+        });
     }
     let ok = r.u8()? != 0;
     let pid = r.u32()?;
