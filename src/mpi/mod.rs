@@ -37,6 +37,14 @@ impl<T: Send + Sync> TaskCell<T> for MpiCell<T> {
             driver.help(&|| is_done(self.core.load()));
         }
     }
+
+    fn help_until(&self, deadline: std::time::Instant) {
+        // A timed wait drives too, until its deadline (a nap of the dispatcher is at most
+        // the backoff cap, so the deadline is kept to within that).
+        if let Some(driver) = self.driver.upgrade() {
+            driver.help(&|| is_done(self.core.load()) || std::time::Instant::now() >= deadline);
+        }
+    }
 }
 
 /// Python's `mpi4py.futures.MPIPoolExecutor`: tasks run on the other ranks of an MPI job.
