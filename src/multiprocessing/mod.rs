@@ -67,18 +67,21 @@ mod pipe;
 mod pool;
 pub(crate) mod process;
 mod queue;
+mod shared_memory;
 mod shm;
 mod sync;
+mod sys;
 mod value;
 
 pub use error::{
     BrokenBarrierError, ConnectionError, GetError, LockResult, OwnerDied, PoolError, ProcessError,
-    PutError, ReleasedTooManyTimes, TaskDoneTooManyTimes, TryAcquireError,
+    PutError, ReleasedTooManyTimes, SharedMemoryError, TaskDoneTooManyTimes, TryAcquireError,
 };
 pub use pipe::{Connection, Pipe};
 pub use pool::{AsyncResult, Pool};
 pub use process::{CurrentProcess, Process, active_children, cpu_count, current_process};
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
+pub use shared_memory::SharedMemory;
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock,
     RLockGuard, Semaphore, SemaphoreGuard,

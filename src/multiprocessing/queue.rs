@@ -113,9 +113,11 @@ impl Ring {
         self.shared.get()
     }
 
+    /// Bytes in the ring. Bounded by its size whatever the shared indexes say, so that a
+    /// corrupted header cannot send a copy outside the ring.
     fn used(&self, held: &Held<'_>) -> usize {
         let h = self.h();
-        (h.tail.get(held) - h.head.get(held)) as usize
+        (h.tail.get(held).wrapping_sub(h.head.get(held))).min(self.cap as u64) as usize
     }
 
     fn fragment(&self) -> usize {
@@ -128,53 +130,57 @@ impl Ring {
         len + frags * RECORD
     }
 
-    fn put_bytes(&self, held: &Held<'_>, bytes: &[u8]) {
-        let h = self.h();
-        let tail = h.tail.get(held);
-        let at = (tail % self.cap as u64) as usize;
+    /// Copies `bytes` into the ring at byte position `pos` (not published).
+    fn put_bytes(&self, held: &Held<'_>, pos: u64, bytes: &[u8]) {
+        let at = (pos % self.cap as u64) as usize;
         let first = bytes.len().min(self.cap - at);
         self.shared.write_tail(held, at, &bytes[..first]);
         self.shared.write_tail(held, 0, &bytes[first..]);
-        h.tail.set(held, tail + bytes.len() as u64);
     }
 
-    fn take_bytes(&self, held: &Held<'_>, out: &mut [u8]) {
-        let h = self.h();
-        let head = h.head.get(held);
-        let at = (head % self.cap as u64) as usize;
+    /// Copies from the ring at byte position `pos` into `out` (not consumed).
+    fn take_bytes(&self, held: &Held<'_>, pos: u64, out: &mut [u8]) {
+        let at = (pos % self.cap as u64) as usize;
         let first = out.len().min(self.cap - at);
         let (a, b) = out.split_at_mut(first);
         self.shared.read_tail(held, at, a);
         self.shared.read_tail(held, 0, b);
-        h.head.set(held, head + out.len() as u64);
     }
 
+    /// Writes a record and publishes it with one store of `tail`: a writer killed in the
+    /// middle of the copy publishes nothing.
     fn put_record(&self, held: &Held<'_>, flags: u32, bytes: &[u8]) {
+        let h = self.h();
         let mut head = [0u8; RECORD];
         head[..4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
         head[4..].copy_from_slice(&flags.to_le_bytes());
-        self.put_bytes(held, &head);
-        self.put_bytes(held, bytes);
-        self.h().readable.notify_all();
+        let tail = h.tail.get(held);
+        self.put_bytes(held, tail, &head);
+        self.put_bytes(held, tail + RECORD as u64, bytes);
+        h.tail.set(held, tail + (RECORD + bytes.len()) as u64);
+        h.readable.notify_all();
     }
 
-    /// Takes the next record, which the caller knows is there.
+    /// Takes the next record, which the caller knows is there, consuming it with one store
+    /// of `head`: a reader killed in the middle of the copy leaves it in the ring.
     fn take_record(&self, held: &Held<'_>) -> (u32, Vec<u8>) {
-        let mut head = [0u8; RECORD];
-        self.take_bytes(held, &mut head);
-        let len = u32::from_le_bytes(head[..4].try_into().unwrap_or_default()) as usize;
-        let flags = u32::from_le_bytes(head[4..].try_into().unwrap_or_default());
-        let len = len.min(self.used(held));
+        let h = self.h();
+        let mut rec = [0u8; RECORD];
+        let pos = h.head.get(held);
+        self.take_bytes(held, pos, &mut rec);
+        let len = u32::from_le_bytes(rec[..4].try_into().unwrap_or_default()) as usize;
+        let flags = u32::from_le_bytes(rec[4..].try_into().unwrap_or_default());
+        // A length read back from shared memory: never beyond what the ring holds.
+        let len = len.min(self.used(held).saturating_sub(RECORD));
         let mut bytes = vec![0u8; len];
-        self.take_bytes(held, &mut bytes);
-        self.h().writable.notify_all();
+        self.take_bytes(held, pos + RECORD as u64, &mut bytes);
+        h.head.set(held, pos + (RECORD + len) as u64);
+        h.writable.notify_all();
         (flags, bytes)
     }
 
     fn wait(&self, cond: &RawCond, deadline: Option<Instant>) {
-        if cond.wait(&self.h().m, deadline) == Locked::OwnerDied {
-            self.h().m.consistent();
-        }
+        cond.wait(&self.h().m, deadline);
     }
 
     /// Takes an item slot (bounded queues); false if `deadline` passed first.

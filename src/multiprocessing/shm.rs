@@ -7,9 +7,14 @@
 //! optional tail of bytes (a queue's ring, an array's elements).
 //!
 //! The header holds only process-shared objects: [`RawMutex`] (a robust, process-shared
-//! pthread mutex: when its owner dies, the next locker is told), [`RawCond`] (a
-//! process-shared condition variable on the monotonic clock) and atomics. Waiting is done by
-//! the kernel (futexes): no spinning, no polling.
+//! pthread mutex: when its owner dies, the next locker is told), [`RawCond`] (a condition
+//! variable made of a futex word, which no death can wedge: see its docs) and atomics.
+//! Waiting is done by the kernel (futexes): no spinning, no polling.
+//!
+//! The region's layout (its length, the tail's length) is read once, when a process
+//! creates or receives the region, checked against the mapping's real size, and kept in
+//! the handle: another process rewriting the prefix cannot make this one read or write
+//! outside the mapping.
 //!
 //! # How a region reaches another process
 //!
@@ -26,6 +31,9 @@ use std::marker::PhantomData;
 use std::mem::{MaybeUninit, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
+
+pub(crate) use super::sys::Woke;
+use super::sys::{futex_wait, futex_wake};
 
 use ipc_channel::ipc::IpcSharedMemory;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -61,7 +69,7 @@ pub(crate) fn check_sharing<E: serde::ser::Error>(what: &str) -> Result<(), E> {
     }
 }
 
-const MAGIC: u64 = 0x6366_5f6d_705f_7631; // "cf_mp_v1"
+const MAGIC: u64 = 0x6366_5f6d_705f_7632; // "cf_mp_v2"
 
 /// The first bytes of every region: what a receiving process checks before trusting it.
 #[repr(C, align(64))]
@@ -93,6 +101,8 @@ pub(crate) struct Init(());
 pub(crate) struct Shared<H: Layout> {
     shm: IpcSharedMemory,
     base: *mut u8,
+    /// Length of the tail in bytes: read once, checked against the mapping, never re-read.
+    tail: usize,
     _header: PhantomData<H>,
 }
 
@@ -124,6 +134,7 @@ impl<H: Layout> Shared<H> {
         let shared = Shared {
             shm,
             base,
+            tail,
             _header: PhantomData,
         };
         let prefix = shared.prefix();
@@ -146,14 +157,17 @@ impl<H: Layout> Shared<H> {
         // SAFETY: we own this mapping (just received); we keep only the raw pointer and access
         // the memory through the `Layout` header and the tail, as every handle does.
         let base = unsafe { shm.deref_mut() }.as_mut_ptr();
-        let shared = Shared {
+        let mut shared = Shared {
             shm,
             base,
+            tail: 0,
             _header: PhantomData,
         };
         let prefix = shared.prefix();
-        let fits = tail_offset::<H>() as u64 + prefix.tail.load(Ordering::Relaxed).max(1)
-            <= shared.shm.len() as u64;
+        let tail = prefix.tail.load(Ordering::Relaxed);
+        let fits = (tail_offset::<H>() as u64)
+            .checked_add(tail.max(1))
+            .is_some_and(|end| end <= shared.shm.len() as u64);
         if prefix.magic.load(Ordering::Acquire) != MAGIC
             || prefix.kind.load(Ordering::Relaxed) != H::KIND
             || prefix.header.load(Ordering::Relaxed) != size_of::<H>() as u32
@@ -161,6 +175,8 @@ impl<H: Layout> Shared<H> {
         {
             return Err("a shared region does not hold the expected primitive".into());
         }
+        // `fits` bounds it by the mapping's length, a `usize`.
+        shared.tail = tail as usize;
         Ok(shared)
     }
 
@@ -178,9 +194,9 @@ impl<H: Layout> Shared<H> {
         unsafe { &*(self.base.add(header_offset()) as *const H) }
     }
 
-    /// Length of the tail in bytes.
+    /// Length of the tail in bytes (as read when the region was made or received).
     pub(crate) fn tail_len(&self) -> usize {
-        self.prefix().tail.load(Ordering::Relaxed) as usize
+        self.tail
     }
 
     /// Copies `src` into the tail at `at`. The caller holds the header mutex that guards
@@ -397,56 +413,60 @@ unsafe fn timed_lock(m: *mut libc::pthread_mutex_t, deadline: Instant) -> libc::
     }
 }
 
-/// A process-shared condition variable on the monotonic clock.
-#[repr(transparent)]
-pub(crate) struct RawCond(UnsafeCell<libc::pthread_cond_t>);
+/// A condition variable built on a futex word, for waiters holding a [`RawMutex`].
+///
+/// `seq` counts notifications: a waiter reads it with the mutex held, releases the mutex
+/// and sleeps in the kernel while `seq` still holds what it read ([`futex_wait`]); a
+/// notifier (holding the mutex) bumps `seq`, then wakes sleepers ([`futex_wake`]). A
+/// notification between the read and the sleep changes `seq`, so the sleep returns at once:
+/// no wake-up is lost. `sleepers` counts waiters between the read and their return, so that
+/// a notification with nobody waiting costs no system call.
+///
+/// Why no death can wedge it: a waiter holds nothing while it sleeps (the mutex is
+/// released before the sleep, and the kernel forgets a dead sleeper), and a notifier never
+/// waits for anyone. A waiter killed between its two counter updates leaves `sleepers` one
+/// too high, which costs later notifications a system call each, nothing more. (glibc's
+/// process-shared `pthread_cond_t`, by contrast, makes a broadcast wait for waiters to leave
+/// an old group, which a dead waiter never does.)
+#[repr(C)]
+pub(crate) struct RawCond {
+    seq: AtomicU32,
+    sleepers: AtomicU32,
+}
 
 impl RawCond {
-    pub(crate) fn init(&self, _: &Init) {
-        // SAFETY: as in `RawMutex::init`.
-        unsafe {
-            let mut attr = MaybeUninit::<libc::pthread_condattr_t>::uninit();
-            libc::pthread_condattr_init(attr.as_mut_ptr());
-            libc::pthread_condattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
-            libc::pthread_condattr_setclock(attr.as_mut_ptr(), libc::CLOCK_MONOTONIC);
-            libc::pthread_cond_init(self.0.get(), attr.as_ptr());
-            libc::pthread_condattr_destroy(attr.as_mut_ptr());
+    /// Nothing to do: all-zero is a condition variable with no waiter. Kept so that every
+    /// header initializes its parts the same way.
+    pub(crate) fn init(&self, _: &Init) {}
+
+    /// Releases `m` (held by this thread), waits for a notification, a spurious wake-up or
+    /// `deadline`, and takes `m` again (repairing it if a holder died meanwhile: the callers'
+    /// critical sections leave their state consistent at every store). Returns
+    /// [`Woke::TimedOut`] if the deadline passed.
+    pub(crate) fn wait(&self, m: &RawMutex, deadline: Option<Instant>) -> Woke {
+        let seq = self.seq.load(Ordering::SeqCst);
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        m.unlock();
+        let woke = futex_wait(&self.seq, seq, deadline);
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        if m.lock(None) == Locked::OwnerDied {
+            m.consistent();
+        }
+        woke
+    }
+
+    /// Wakes up to `n` waiters (with spurious wake-ups possible for others that were about
+    /// to sleep). Called with the mutex held.
+    pub(crate) fn notify(&self, n: u32) {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            futex_wake(&self.seq, n);
         }
     }
 
-    /// Waits for a notification (or a spurious wake-up) until `deadline`; `m` is held by
-    /// this thread before and after. [`Locked::OwnerDied`] means the mutex was re-acquired
-    /// from a dead owner.
-    pub(crate) fn wait(&self, m: &RawMutex, deadline: Option<Instant>) -> Locked {
-        // SAFETY: both objects were initialized before the region was shared, and the
-        // caller holds `m` (every caller is inside `RawMutex::with` or after a successful
-        // `lock`), as `pthread_cond_wait` requires.
-        let rc = unsafe {
-            match deadline {
-                None => libc::pthread_cond_wait(self.0.get(), m.0.get()),
-                Some(d) => {
-                    let ts = abs_time(libc::CLOCK_MONOTONIC, d);
-                    libc::pthread_cond_timedwait(self.0.get(), m.0.get(), &ts)
-                }
-            }
-        };
-        outcome(rc, "pthread_cond_wait")
-    }
-
-    /// Wakes one waiter.
-    pub(crate) fn notify_one(&self) {
-        // SAFETY: initialized before sharing; signalling has no other precondition.
-        unsafe {
-            libc::pthread_cond_signal(self.0.get());
-        }
-    }
-
-    /// Wakes every waiter.
+    /// Wakes every waiter. Called with the mutex held.
     pub(crate) fn notify_all(&self) {
-        // SAFETY: as in `notify_one`.
-        unsafe {
-            libc::pthread_cond_broadcast(self.0.get());
-        }
+        self.notify(u32::MAX);
     }
 }
 
@@ -542,45 +562,16 @@ pub(crate) fn deadline_of(timeout: std::time::Duration) -> Instant {
 
 /// Wait for the death of a child process without polling: `pidfd_open` (Linux 5.3+).
 pub(crate) mod pidfd {
-    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::fd::OwnedFd;
     use std::time::Instant;
 
     /// A file descriptor that becomes readable when process `pid` exits.
     pub(crate) fn open(pid: u32) -> Option<OwnedFd> {
-        // SAFETY: `pidfd_open` takes a pid and flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: the descriptor was just created for us and nothing else owns it.
-        Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        super::super::sys::pidfd_open(pid)
     }
 
     /// Waits until the process exits or `deadline` passes; true if it exited.
     pub(crate) fn wait(fd: &OwnedFd, deadline: Option<Instant>) -> bool {
-        use std::os::fd::AsRawFd;
-        loop {
-            let timeout = match deadline {
-                None => -1,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    left.as_millis().min(i32::MAX as u128) as i32
-                        + i32::from(left.subsec_nanos() % 1_000_000 != 0)
-                }
-            };
-            let mut p = libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid `pollfd`, alive for the call.
-            let rc = unsafe { libc::poll(&mut p, 1, timeout) };
-            if rc > 0 {
-                return true;
-            }
-            if rc == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
-                return false;
-            }
-        }
+        super::super::sys::poll_readable(fd, deadline)
     }
 }
