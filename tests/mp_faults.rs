@@ -224,6 +224,57 @@ fn within<T: Send + 'static>(
         .map_err(|_| format!("{what} did not return: wedged by the dead process"))
 }
 
+/// How many more times, after a kill, a live waiter sleeps and the next operation must wake
+/// it. One is not enough: glibc's process-shared condition variable survives the first
+/// wake-up after a waiter's death and hangs at the second (it waits for the dead waiter to
+/// leave its group).
+const AGAIN: usize = 3;
+
+/// `AGAIN` times: `prepare`, then a thread of this process sleeps in `wait`, then `wake`
+/// runs (bounded); `wait` must return true within `LONG`.
+fn served_again(
+    prepare: impl Fn(),
+    wait: impl Fn() -> bool + Clone + Send + 'static,
+    wake: impl Fn() + Clone + Send + 'static,
+) -> Result<(), String> {
+    for _ in 0..AGAIN {
+        prepare();
+        served_once(wait.clone(), wake.clone())?;
+    }
+    Ok(())
+}
+
+/// A thread of this process sleeps in `wait`, then `wake` runs (bounded); `wait` must
+/// return true within `LONG`.
+fn served_once(
+    wait: impl FnOnce() -> bool + Send + 'static,
+    wake: impl FnOnce() + Send + 'static,
+) -> Result<(), String> {
+    {
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // SAFETY: `gettid` has no preconditions.
+            let _ = tid_tx.send(unsafe { libc::gettid() });
+            let _ = tx.send(wait());
+        });
+        let tid = tid_rx.recv_timeout(LONG).map_err(|_| "no waiter thread")?;
+        eventually("the waiter thread sleeps in a futex", || {
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<i64>().ok())
+                == Some(libc::SYS_futex)
+        });
+        within("the next wake-up", wake)?;
+        match rx.recv_timeout(LONG) {
+            Ok(true) => {}
+            Ok(false) => return Err("a later waiter was served wrongly".into()),
+            Err(_) => return Err("a later waiter was never woken".into()),
+        }
+    }
+    Ok(())
+}
+
 fn park_forever() -> ! {
     loop {
         std::thread::park();
@@ -346,6 +397,12 @@ fn semaphore_waiter_killed(_: &mut Rng) -> Round {
     if s.get_value() != 0 {
         return Err("the permit was not taken by the live waiter".into());
     }
+    let (s1, s2) = (s.clone(), s.clone());
+    served_again(
+        || {},
+        move || s1.acquire_timeout(LONG).map(|g| g.forget()).is_some(),
+        move || s2.release(),
+    )?;
     Ok(0)
 }
 
@@ -362,6 +419,12 @@ fn semaphore_holder_killed(_: &mut Rng) -> Round {
     let s2 = s.clone();
     within("release", move || s2.release())?;
     verdict(&w)?;
+    let (s1, s2) = (s.clone(), s.clone());
+    served_again(
+        || {},
+        move || s1.acquire_timeout(LONG).map(|g| g.forget()).is_some(),
+        move || s2.release(),
+    )?;
     Ok(lost)
 }
 
@@ -383,6 +446,12 @@ fn event_waiter_killed(_: &mut Rng) -> Round {
     let e2 = e.clone();
     within("Event::set", move || e2.set())?;
     verdict(&w)?;
+    let (e1, e2) = (e.clone(), e.clone());
+    served_again(
+        || e.clear(),
+        move || e1.wait_timeout(LONG),
+        move || e2.set(),
+    )?;
     Ok(0)
 }
 
@@ -407,6 +476,12 @@ fn event_setter_killed(rng: &mut Rng) -> Round {
     let e2 = e.clone();
     within("Event::set", move || e2.set())?;
     verdict(&w)?;
+    let (e1, e2) = (e.clone(), e.clone());
+    served_again(
+        || e.clear(),
+        move || e1.wait_timeout(LONG),
+        move || e2.set(),
+    )?;
     Ok(0)
 }
 
@@ -450,6 +525,20 @@ fn condition_waiter_killed(_: &mut Rng) -> Round {
     // notify(1), not notify_all: the one wake-up must reach the live waiter.
     notify_one(&c, &flag)?;
     verdict(&w)?;
+    let (c1, f1) = (c.clone(), flag.clone());
+    let (c2, f2) = (c.clone(), flag.clone());
+    served_again(
+        || flag.set(0),
+        move || {
+            let mut g = c1.acquire().unwrap_or_else(|d| d.into_inner());
+            g.wait_for(|| f1.get() == 1, Some(LONG))
+        },
+        move || {
+            let g = c2.acquire().unwrap_or_else(|d| d.into_inner());
+            f2.set(1);
+            g.notify(1);
+        },
+    )?;
     Ok(0)
 }
 
@@ -464,6 +553,20 @@ fn condition_notifier_killed(rng: &mut Rng) -> Round {
     settled(&w, &r2)?;
     notify_one(&c, &flag)?;
     verdict(&w)?;
+    let (c1, f1) = (c.clone(), flag.clone());
+    let (c2, f2) = (c.clone(), flag.clone());
+    served_again(
+        || flag.set(0),
+        move || {
+            let mut g = c1.acquire().unwrap_or_else(|d| d.into_inner());
+            g.wait_for(|| f1.get() == 1, Some(LONG))
+        },
+        move || {
+            let g = c2.acquire().unwrap_or_else(|d| d.into_inner());
+            f2.set(1);
+            g.notify(1);
+        },
+    )?;
     Ok(0)
 }
 
@@ -489,6 +592,22 @@ fn barrier_waiter_killed(_: &mut Rng) -> Round {
         return Err("the round broke".into());
     }
     verdict(&w)?;
+    // Later rounds: a thread waits, a second one sleeps, this one completes the round.
+    for _ in 0..AGAIN {
+        let b1 = b.clone();
+        let first = std::thread::spawn(move || b1.wait_timeout(LONG).is_ok());
+        eventually("a party waits", || b.n_waiting() == 1);
+        let (b2, b3) = (b.clone(), b.clone());
+        served_once(
+            move || b2.wait_timeout(LONG).is_ok(),
+            move || {
+                let _ = b3.wait_timeout(LONG);
+            },
+        )?;
+        if !first.join().unwrap_or(false) {
+            return Err("a later round broke".into());
+        }
+    }
     Ok(0)
 }
 
@@ -565,6 +684,15 @@ fn queue_getter_killed(_: &mut Rng) -> Round {
         q2.join_thread();
     })?;
     verdict(&w)?;
+    let (q1, q2) = (q.clone(), q.clone());
+    served_again(
+        || {},
+        move || q1.get_timeout(LONG) == Ok(SENTINEL),
+        move || {
+            q2.put(SENTINEL).expect("put");
+            q2.join_thread();
+        },
+    )?;
     Ok(0)
 }
 
@@ -632,6 +760,15 @@ fn queue_producer_killed_mid_put(rng: &mut Rng) -> Round {
     if phantoms + 1 < lost || phantoms > lost + 1 {
         return Err(format!("{phantoms} items counted, {lost} lost"));
     }
+    let (q1, q2) = (q.clone(), q.clone());
+    served_again(
+        || {},
+        move || matches!(q1.get_timeout(LONG), Ok((SENTINEL, _))),
+        move || {
+            q2.put((SENTINEL, Vec::new())).expect("put");
+            q2.join_thread();
+        },
+    )?;
     Ok(lost)
 }
 
@@ -674,6 +811,15 @@ fn queue_getter_killed_mid_get(rng: &mut Rng) -> Round {
         q2.join_thread();
     })?;
     verdict(&w)?;
+    let (q1, q2) = (q.clone(), q.clone());
+    served_again(
+        || {},
+        move || q1.get_timeout(LONG) == Ok(SENTINEL),
+        move || {
+            q2.put(SENTINEL).expect("put");
+            q2.join_thread();
+        },
+    )?;
     Ok(lost)
 }
 
@@ -732,6 +878,16 @@ fn joinable_worker_killed_mid_task_done(rng: &mut Rng) -> Round {
         k
     })?;
     verdict(&w)?;
+    let (q1, q2) = (q.clone(), q.clone());
+    served_again(
+        || {
+            q.put(SENTINEL).expect("put");
+            q.join_thread();
+            assert_eq!(q.get_timeout(LONG), Ok(SENTINEL));
+        },
+        move || q1.join_timeout(LONG),
+        move || q2.task_done().expect("one unfinished item"),
+    )?;
     Ok(lost
         .checked_sub(1)
         .ok_or("the extra item was not unfinished")?)

@@ -575,3 +575,61 @@ pub(crate) mod pidfd {
         super::super::sys::poll_readable(fd, deadline)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[repr(C)]
+    struct Plain {
+        m: RawMutex,
+    }
+
+    // SAFETY: one robust mutex; all-zero before `init`.
+    unsafe impl Layout for Plain {
+        const KIND: u32 = 0x7e57;
+    }
+
+    #[test]
+    fn the_tail_length_is_read_once_and_checked_against_the_mapping() {
+        let shared = Shared::new(16, |h: &Plain, init| h.m.init(init, Reentrant::No));
+        // Another process rewrites the length word of the prefix.
+        shared.prefix().tail.store(1 << 40, Ordering::Relaxed);
+        assert_eq!(shared.tail_len(), 16, "the handle keeps what it read");
+        // A process receiving the region now refuses it instead of trusting the word.
+        assert!(Shared::<Plain>::from_shm(shared.shm.clone()).is_err());
+        shared.prefix().tail.store(u64::MAX, Ordering::Relaxed);
+        assert!(Shared::<Plain>::from_shm(shared.shm.clone()).is_err());
+        shared.prefix().tail.store(16, Ordering::Relaxed);
+        let again = Shared::<Plain>::from_shm(shared.shm.clone()).expect("a sound region");
+        assert_eq!(again.tail_len(), 16);
+    }
+
+    #[test]
+    fn a_wait_times_out_at_its_deadline_and_a_notify_before_the_sleep_is_not_lost() {
+        #[repr(C)]
+        struct H {
+            m: RawMutex,
+            c: RawCond,
+        }
+        // SAFETY: a robust mutex and a futex-word condition; all-zero before `init`.
+        unsafe impl Layout for H {
+            const KIND: u32 = 0x7e58;
+        }
+        let shared = Shared::new(0, |h: &H, init| h.m.init(init, Reentrant::No));
+        let h = shared.get();
+        let start = Instant::now();
+        let woke = h.m.with(|_| {
+            h.c.wait(
+                &h.m,
+                Some(Instant::now() + std::time::Duration::from_millis(30)),
+            )
+        });
+        assert_eq!(woke, Woke::TimedOut);
+        assert!(start.elapsed() >= std::time::Duration::from_millis(30));
+        // A notification between reading the sequence and sleeping: the sleep returns.
+        let seq = h.c.seq.load(Ordering::SeqCst);
+        h.c.notify_all();
+        assert_eq!(futex_wait(&h.c.seq, seq, None), Woke::Maybe);
+    }
+}
