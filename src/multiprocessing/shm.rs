@@ -1,4 +1,6 @@
-//! Shared memory for the toolkit's primitives, and every `unsafe` of the toolkit.
+//! Shared memory for the toolkit's primitives, and every `unsafe` of the toolkit apart from
+//! its system calls ([`sys`](super::sys)) and [`SharedMemory`](super::SharedMemory)'s
+//! mapping.
 //!
 //! A primitive ([`Lock`](super::Lock), [`Queue`](super::Queue), [`Value`](super::Value), …)
 //! is a handle on a [`Shared`] region: an anonymous memory file (`memfd`) mapped in every

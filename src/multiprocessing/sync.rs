@@ -855,7 +855,9 @@ impl ConditionGuard<'_> {
         }
     }
 
-    /// Wakes up to `n` waiters. Python's `notify(n)`.
+    /// Wakes up to `n` waiters. Python's `notify(n)`. A waiter woken here that dies before
+    /// it takes the lock again takes its notification with it; use
+    /// [`notify_all`](Self::notify_all) where that matters.
     ///
     /// ```
     /// let c = concurrent_futures::multiprocessing::Condition::new();
