@@ -458,10 +458,13 @@ impl RawCond {
     }
 
     /// Wakes up to `n` waiters (with spurious wake-ups possible for others that were about
-    /// to sleep). Called with the mutex held.
+    /// to sleep). Called with the mutex held: a waiter counts itself in `sleepers` before it
+    /// releases the mutex, so 0 here means that nobody is between reading `seq` and leaving
+    /// its wait, and then nothing is written (the header's cache line stays shared between
+    /// the processes that use it) and nothing is called.
     pub(crate) fn notify(&self, n: u32) {
-        self.seq.fetch_add(1, Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.seq.fetch_add(1, Ordering::SeqCst);
             futex_wake(&self.seq, n);
         }
     }
@@ -629,9 +632,14 @@ mod tests {
         });
         assert_eq!(woke, Woke::TimedOut);
         assert!(start.elapsed() >= std::time::Duration::from_millis(30));
-        // A notification between reading the sequence and sleeping: the sleep returns.
-        let seq = h.c.seq.load(Ordering::SeqCst);
-        h.c.notify_all();
+        // A notification between a waiter's reading the sequence (under the mutex) and its
+        // sleep: the sleep returns at once.
+        let seq = h.m.with(|_| {
+            h.c.sleepers.fetch_add(1, Ordering::SeqCst);
+            h.c.seq.load(Ordering::SeqCst)
+        });
+        h.m.with(|_| h.c.notify_all());
         assert_eq!(futex_wait(&h.c.seq, seq, None), Woke::Maybe);
+        h.c.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 }
