@@ -799,10 +799,14 @@ fn queue_getter_killed_mid_get(rng: &mut Rng) -> Round {
     while let Ok(i) = q.get_nowait() {
         rest.push(i);
     }
-    if rest.windows(2).any(|w| w[1] != w[0] + 1) || rest.last() != Some(&(N - 1)) {
+    if rest.windows(2).any(|w| w[1] != w[0] + 1) || rest.last().is_some_and(|&l| l != N - 1) {
         return Err(format!("the items left are not the queue's tail: {rest:?}"));
     }
-    let lost = rest[0].checked_sub(taken).ok_or("an item was got twice")?;
+    // (If the consumer got everything before the kill landed, it died waiting.)
+    let first_left = rest.first().copied().unwrap_or(N);
+    let lost = first_left
+        .checked_sub(taken)
+        .ok_or("an item was got twice")?;
     let w = start(queue_get, (q.clone(), r2.clone(), SENTINEL));
     settled(&w, &r2)?;
     let q2 = q.clone();
@@ -1005,7 +1009,7 @@ const SCENARIOS: &[Scenario] = &[
     (
         "Semaphore",
         "holding a permit",
-        "its permit",
+        "permits it held",
         1,
         semaphore_holder_killed,
     ),
@@ -1017,7 +1021,7 @@ const SCENARIOS: &[Scenario] = &[
     (
         "Barrier",
         "running the action",
-        "the round (broken)",
+        "rounds broken",
         1,
         barrier_action_runner_killed,
     ),
@@ -1025,21 +1029,21 @@ const SCENARIOS: &[Scenario] = &[
     (
         "Queue",
         "mid-put (producer)",
-        "items not yet written",
+        "items put, never written",
         u64::MAX,
         queue_producer_killed_mid_put,
     ),
     (
         "Queue",
         "mid-get (consumer)",
-        "the item it was taking",
+        "items it had taken out",
         1,
         queue_getter_killed_mid_get,
     ),
     (
         "JoinableQueue",
         "mid-task_done",
-        "its unfinished item",
+        "items taken, never done",
         1,
         joinable_worker_killed_mid_task_done,
     ),
@@ -1112,7 +1116,7 @@ fn fault_table() {
         let lost = if row.lost == 0 {
             "nothing".to_string()
         } else {
-            format!("{} ({})", row.lost, row.lost_what)
+            format!("{}: {}", row.lost, row.lost_what)
         };
         println!(
             "| {} | {} | {} | {} | {} |",
