@@ -421,19 +421,22 @@ unsafe fn timed_lock(m: *mut libc::pthread_mutex_t, deadline: Instant) -> libc::
 /// and sleeps in the kernel while `seq` still holds what it read ([`futex_wait`]); a
 /// notifier (holding the mutex) bumps `seq`, then wakes sleepers ([`futex_wake`]). A
 /// notification between the read and the sleep changes `seq`, so the sleep returns at once:
-/// no wake-up is lost. `sleepers` counts waiters between the read and their return, so that
-/// a notification with nobody waiting costs no system call.
+/// no wake-up is lost. `waiting` is set by a waiter (under the mutex, before it sleeps) and
+/// cleared by a notification that wakes everyone, so that a notification with nobody
+/// asleep writes nothing and calls nothing: a queue's producer pays for a wake-up once per
+/// sleep of its consumer, not once per item.
 ///
 /// Why no death can wedge it: a waiter holds nothing while it sleeps (the mutex is
 /// released before the sleep, and the kernel forgets a dead sleeper), and a notifier never
-/// waits for anyone. A waiter killed between its two counter updates leaves `sleepers` one
-/// too high, which costs later notifications a system call each, nothing more. (glibc's
-/// process-shared `pthread_cond_t`, by contrast, makes a broadcast wait for waiters to leave
-/// an old group, which a dead waiter never does.)
+/// waits for anyone. A waiter killed in its wait leaves `waiting` set, which costs the next
+/// notification a system call, nothing more. (glibc's process-shared `pthread_cond_t`, by
+/// contrast, makes a broadcast wait for waiters to leave an old group, which a dead waiter
+/// never does.)
 #[repr(C)]
 pub(crate) struct RawCond {
     seq: AtomicU32,
-    sleepers: AtomicU32,
+    /// 1 if a waiter may be asleep on `seq` since the last notification to all.
+    waiting: AtomicU32,
 }
 
 impl RawCond {
@@ -447,23 +450,28 @@ impl RawCond {
     /// [`Woke::TimedOut`] if the deadline passed.
     pub(crate) fn wait(&self, m: &RawMutex, deadline: Option<Instant>) -> Woke {
         let seq = self.seq.load(Ordering::SeqCst);
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::Relaxed) == 0 {
+            self.waiting.store(1, Ordering::SeqCst);
+        }
         m.unlock();
         let woke = futex_wait(&self.seq, seq, deadline);
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
         if m.lock(None) == Locked::OwnerDied {
             m.consistent();
         }
         woke
     }
 
-    /// Wakes up to `n` waiters (with spurious wake-ups possible for others that were about
-    /// to sleep). Called with the mutex held: a waiter counts itself in `sleepers` before it
-    /// releases the mutex, so 0 here means that nobody is between reading `seq` and leaving
-    /// its wait, and then nothing is written (the header's cache line stays shared between
-    /// the processes that use it) and nothing is called.
+    /// Wakes up to `n` waiters (`u32::MAX`: all), with spurious wake-ups possible for
+    /// others. Called with the mutex held: a waiter sets `waiting` before it releases the
+    /// mutex, so when it is clear nobody can be between reading `seq` and sleeping, and
+    /// nothing is written (the header's cache line stays shared between the processes that
+    /// use it) and nothing is called.
     pub(crate) fn notify(&self, n: u32) {
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
+        if self.waiting.load(Ordering::SeqCst) != 0 {
+            if n == u32::MAX {
+                // Everyone asleep now is woken below; a later waiter sets it again.
+                self.waiting.store(0, Ordering::SeqCst);
+            }
             self.seq.fetch_add(1, Ordering::SeqCst);
             futex_wake(&self.seq, n);
         }
@@ -635,11 +643,14 @@ mod tests {
         // A notification between a waiter's reading the sequence (under the mutex) and its
         // sleep: the sleep returns at once.
         let seq = h.m.with(|_| {
-            h.c.sleepers.fetch_add(1, Ordering::SeqCst);
+            h.c.waiting.store(1, Ordering::SeqCst);
             h.c.seq.load(Ordering::SeqCst)
         });
         h.m.with(|_| h.c.notify_all());
         assert_eq!(futex_wait(&h.c.seq, seq, None), Woke::Maybe);
-        h.c.sleepers.fetch_sub(1, Ordering::SeqCst);
+        // With nobody waiting since, a notification writes nothing.
+        let before = h.c.seq.load(Ordering::SeqCst);
+        h.m.with(|_| h.c.notify_all());
+        assert_eq!(h.c.seq.load(Ordering::SeqCst), before);
     }
 }
