@@ -35,7 +35,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{GetError, PutError, TaskDoneTooManyTimes};
 use super::shm::{
-    Guarded, Held, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, Unlock, deadline_of,
+    Guarded, Held, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, Unlock, Wakeup,
+    deadline_of,
 };
 use crate::process::protocol;
 
@@ -149,7 +150,7 @@ impl Ring {
 
     /// Writes a record and publishes it with one store of `tail`: a writer killed in the
     /// middle of the copy publishes nothing.
-    fn put_record(&self, held: &Held<'_>, flags: u32, bytes: &[u8]) {
+    fn put_record(&self, held: &Held<'_>, flags: u32, bytes: &[u8]) -> Wakeup<'_> {
         let h = self.h();
         let mut head = [0u8; RECORD];
         head[..4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
@@ -158,12 +159,12 @@ impl Ring {
         self.put_bytes(held, tail, &head);
         self.put_bytes(held, tail + RECORD as u64, bytes);
         h.tail.set(held, tail + (RECORD + bytes.len()) as u64);
-        h.readable.notify_all();
+        h.readable.notify_later(u32::MAX)
     }
 
     /// Takes the next record, which the caller knows is there, consuming it with one store
     /// of `head`: a reader killed in the middle of the copy leaves it in the ring.
-    fn take_record(&self, held: &Held<'_>) -> (u32, Vec<u8>) {
+    fn take_record(&self, held: &Held<'_>) -> (u32, Vec<u8>, Wakeup<'_>) {
         let h = self.h();
         let mut rec = [0u8; RECORD];
         let pos = h.head.get(held);
@@ -175,8 +176,7 @@ impl Ring {
         let mut bytes = vec![0u8; len];
         self.take_bytes(held, pos + RECORD as u64, &mut bytes);
         h.head.set(held, pos + (RECORD + len) as u64);
-        h.writable.notify_all();
-        (flags, bytes)
+        (flags, bytes, h.writable.notify_later(u32::MAX))
     }
 
     fn wait(&self, cond: &RawCond, deadline: Option<Instant>) {
@@ -232,20 +232,24 @@ impl Ring {
         } else {
             item.chunks(self.fragment()).collect()
         };
-        h.m.with(|held| {
+        // Readers are woken once `m` is released (when `_wakeup` drops).
+        let (written, _wakeup) = h.m.with(|held| {
+            let mut wakeup = Wakeup::default();
             if wait == Wait::Never && self.cap - self.used(held) < self.footprint(item.len()) {
-                return false;
+                return (false, wakeup);
             }
             let last = chunks.len() - 1;
             for (i, chunk) in chunks.iter().enumerate() {
                 while self.cap - self.used(held) < RECORD + chunk.len() {
+                    wakeup.wake();
                     self.wait(&h.writable, None);
                 }
                 let flags = if i == 0 { FIRST } else { 0 } | if i == last { LAST } else { 0 };
-                self.put_record(held, flags, chunk);
+                wakeup.add(self.put_record(held, flags, chunk));
             }
-            true
-        })
+            (true, wakeup)
+        });
+        written
     }
 
     /// Reads one item; `None` if none started arriving before `deadline`. Once an item's
@@ -258,11 +262,15 @@ impl Ring {
             Locked::Yes => {}
         }
         let _unlock = Unlock(&h.rlock);
-        h.m.with(|held| {
+        // Writers are woken once `m` is released (when `_wakeup` drops), or before this
+        // reader waits.
+        let (got, _wakeup) = h.m.with(|held| {
             let mut item: Option<Vec<u8>> = None;
+            let mut wakeup = Wakeup::default();
             loop {
                 if self.used(held) >= RECORD {
-                    let (flags, bytes) = self.take_record(held);
+                    let (flags, bytes, freed) = self.take_record(held);
+                    wakeup.add(freed);
                     if flags & FIRST != 0 {
                         if item.is_some() || h.reader_open.get(held) {
                             // The item being read (or skipped) was abandoned: its writer
@@ -283,11 +291,12 @@ impl Ring {
                     if flags & LAST != 0 {
                         h.reader_open.set(held, false);
                         self.item_gone(held);
-                        return item;
+                        return (item, wakeup);
                     }
                     h.reader_open.set(held, true);
                     continue;
                 }
+                wakeup.wake();
                 if item.is_some() {
                     self.wait(&h.readable, Some(Instant::now() + WRITER_CHECK));
                     if self.used(held) < RECORD && self.writer_died() {
@@ -298,11 +307,12 @@ impl Ring {
                     continue;
                 }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return None;
+                    return (None, wakeup);
                 }
                 self.wait(&h.readable, deadline);
             }
-        })
+        });
+        got
     }
 
     /// Whether the writer of the item being read died (called with `m` held; `try_lock`

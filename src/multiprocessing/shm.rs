@@ -467,19 +467,70 @@ impl RawCond {
     /// nothing is written (the header's cache line stays shared between the processes that
     /// use it) and nothing is called.
     pub(crate) fn notify(&self, n: u32) {
-        if self.waiting.load(Ordering::SeqCst) != 0 {
-            if n == u32::MAX {
-                // Everyone asleep now is woken below; a later waiter sets it again.
-                self.waiting.store(0, Ordering::SeqCst);
-            }
-            self.seq.fetch_add(1, Ordering::SeqCst);
-            futex_wake(&self.seq, n);
+        self.notify_later(n).wake();
+    }
+
+    /// As [`notify`](Self::notify), with the system call left to the returned [`Wakeup`],
+    /// to be dropped after the mutex is released: the woken thread then does not run into
+    /// the mutex still held by the notifier (and sleep once more on it).
+    pub(crate) fn notify_later(&self, n: u32) -> Wakeup<'_> {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return Wakeup::default();
+        }
+        if n == u32::MAX {
+            // Everyone asleep now is woken by the wake-up; a later waiter sets it again.
+            self.waiting.store(0, Ordering::SeqCst);
+        }
+        // The bump, under the mutex, is what a waiter about to sleep sees; the wake-up
+        // itself may come after the mutex is released.
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        Wakeup {
+            word: Some(&self.seq),
+            n,
         }
     }
 
     /// Wakes every waiter. Called with the mutex held.
     pub(crate) fn notify_all(&self) {
         self.notify(u32::MAX);
+    }
+}
+
+/// A wake-up decided by [`RawCond::notify_later`] under the mutex, made when this is
+/// dropped (or by [`wake`](Wakeup::wake)): after the mutex is released, if the caller lets
+/// it live that long. Dropping it can never lose the wake-up.
+#[derive(Default)]
+pub(crate) struct Wakeup<'a> {
+    word: Option<&'a AtomicU32>,
+    n: u32,
+}
+
+impl<'a> Wakeup<'a> {
+    /// Makes the wake-up now (once).
+    pub(crate) fn wake(&mut self) {
+        if let Some(word) = self.word.take() {
+            futex_wake(word, self.n);
+        }
+    }
+
+    /// Adds `other` to this one: both are made (at once if they are for different
+    /// conditions, since one value holds one).
+    pub(crate) fn add(&mut self, mut other: Wakeup<'a>) {
+        match (self.word, other.word) {
+            (_, None) => {}
+            (None, Some(_)) => *self = std::mem::take(&mut other),
+            (Some(a), Some(b)) if std::ptr::eq(a, b) => {
+                self.n = self.n.max(other.n);
+                other.word = None;
+            }
+            (Some(_), Some(_)) => other.wake(),
+        }
+    }
+}
+
+impl Drop for Wakeup<'_> {
+    fn drop(&mut self) {
+        self.wake();
     }
 }
 

@@ -395,17 +395,18 @@ impl Semaphore {
 
     fn give(&self) -> Result<(), ReleasedTooManyTimes> {
         let h = self.header();
-        h.m.with(|held| {
+        let _wakeup = h.m.with(|held| {
             let v = h.value.get(held);
             if v >= h.bound.get(held) {
                 return Err(ReleasedTooManyTimes);
             }
             h.value.set(held, v + 1);
             // Every waiter, not one: a single waiter woken for this permit could be killed
-            // before it takes it, and the permit would then sleep with the others.
-            h.freed.notify_all();
-            Ok(())
-        })
+            // before it takes it, and the permit would then sleep with the others. (Made
+            // once the mutex is released.)
+            Ok(h.freed.notify_later(u32::MAX))
+        })?;
+        Ok(())
     }
 
     /// The number of free permits. Python's `get_value()`.
@@ -613,9 +614,10 @@ impl Event {
     /// ```
     pub fn set(&self) {
         let h = self.header();
-        h.m.with(|held| {
+        // The wake-up is made once the mutex is released.
+        let _wakeup = h.m.with(|held| {
             h.flag.set(held, true);
-            h.changed.notify_all();
+            h.changed.notify_later(u32::MAX)
         });
     }
 
@@ -1097,7 +1099,7 @@ impl Barrier {
             }
             let index = h.count.get(held);
             let generation = h.generation.get(held);
-            if index + 1 >= h.parties.get(held) {
+            if index.saturating_add(1) >= h.parties.get(held) {
                 if let Some(action) = self.action {
                     h.acting.set(held, true);
                     // Wake the waiters now: they queue on the lock, which this thread holds

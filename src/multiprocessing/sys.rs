@@ -1,7 +1,8 @@
 //! Every direct Linux system call of the toolkit, behind a small safe interface: futex
 //! waits and wakes on a shared word, `pidfd_open`, and the POSIX shared memory calls behind
-//! [`SharedMemory`](super::SharedMemory). Nothing else in the toolkit calls the kernel
-//! directly (the pthread mutexes of [`shm`](super::shm) go through glibc).
+//! [`SharedMemory`](super::SharedMemory). Nothing else in the toolkit makes a system call
+//! of its own: the pthread mutexes and the clock of [`shm`](super::shm) go through glibc,
+//! and signals to children through the process pool's code.
 //!
 //! # Futexes
 //!
