@@ -275,7 +275,7 @@ impl Ring {
                         if item.is_some() || h.reader_open.get(held) {
                             // The item being read (or skipped) was abandoned: its writer
                             // died before its last record.
-                            self.item_gone(held);
+                            wakeup.add(self.item_gone(held));
                         }
                         item = Some(bytes);
                     } else if let Some(buf) = item.as_mut() {
@@ -284,13 +284,13 @@ impl Ring {
                         // The rest of an item whose reader died: skip it.
                         if flags & LAST != 0 && h.reader_open.get(held) {
                             h.reader_open.set(held, false);
-                            self.item_gone(held);
+                            wakeup.add(self.item_gone(held));
                         }
                         continue;
                     }
                     if flags & LAST != 0 {
                         h.reader_open.set(held, false);
-                        self.item_gone(held);
+                        wakeup.add(self.item_gone(held));
                         return (item, wakeup);
                     }
                     h.reader_open.set(held, true);
@@ -301,7 +301,7 @@ impl Ring {
                     self.wait(&h.readable, Some(Instant::now() + WRITER_CHECK));
                     if self.used(held) < RECORD && self.writer_died() {
                         h.reader_open.set(held, false);
-                        self.item_gone(held);
+                        wakeup.add(self.item_gone(held));
                         item = None;
                     }
                     continue;
@@ -333,10 +333,12 @@ impl Ring {
         }
     }
 
-    fn item_gone(&self, held: &Held<'_>) {
+    /// Counts an item out (taken whole, or dropped as partial); the writers' wake-up is
+    /// returned, to be made once `m` is released.
+    fn item_gone(&self, held: &Held<'_>) -> Wakeup<'_> {
         let h = self.h();
         h.count.set(held, h.count.get(held).saturating_sub(1));
-        h.writable.notify_all();
+        h.writable.notify_later(u32::MAX)
     }
 }
 

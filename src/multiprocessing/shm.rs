@@ -421,21 +421,26 @@ unsafe fn timed_lock(m: *mut libc::pthread_mutex_t, deadline: Instant) -> libc::
 /// and sleeps in the kernel while `seq` still holds what it read ([`futex_wait`]); a
 /// notifier (holding the mutex) bumps `seq`, then wakes sleepers ([`futex_wake`]). A
 /// notification between the read and the sleep changes `seq`, so the sleep returns at once:
-/// no wake-up is lost. `waiting` is set by a waiter (under the mutex, before it sleeps) and
-/// cleared by a notification that wakes everyone, so that a notification with nobody
-/// asleep writes nothing and calls nothing: a queue's producer pays for a wake-up once per
-/// sleep of its consumer, not once per item.
+/// no wake-up is lost.
+///
+/// `waiting` says whether a waiter may be asleep: a waiter stores in it the `seq` it read
+/// (plus one, never 0), and a notification to all clears it once its wake-up is made, unless
+/// a newer waiter stored its own value meanwhile. A notification with nobody asleep writes
+/// nothing and calls nothing, so a queue's producer pays for a wake-up once per sleep of its
+/// consumer, not once per item.
 ///
 /// Why no death can wedge it: a waiter holds nothing while it sleeps (the mutex is
 /// released before the sleep, and the kernel forgets a dead sleeper), and a notifier never
 /// waits for anyone. A waiter killed in its wait leaves `waiting` set, which costs the next
-/// notification a system call, nothing more. (glibc's process-shared `pthread_cond_t`, by
-/// contrast, makes a broadcast wait for waiters to leave an old group, which a dead waiter
-/// never does.)
+/// notification a needless system call. A notifier killed between its bump of `seq` and
+/// its wake-up (a window of a few instructions) leaves `waiting` set too, so the next
+/// notification wakes the sleepers it was waking (or their timeout does). (glibc's
+/// process-shared `pthread_cond_t`, by contrast, makes a broadcast wait for waiters to leave
+/// an old group, which a dead waiter never does.)
 #[repr(C)]
 pub(crate) struct RawCond {
     seq: AtomicU32,
-    /// 1 if a waiter may be asleep on `seq` since the last notification to all.
+    /// 0, or one more than the `seq` the latest waiter read (0 skipped).
     waiting: AtomicU32,
 }
 
@@ -450,8 +455,9 @@ impl RawCond {
     /// [`Woke::TimedOut`] if the deadline passed.
     pub(crate) fn wait(&self, m: &RawMutex, deadline: Option<Instant>) -> Woke {
         let seq = self.seq.load(Ordering::SeqCst);
-        if self.waiting.load(Ordering::Relaxed) == 0 {
-            self.waiting.store(1, Ordering::SeqCst);
+        let token = seq.wrapping_add(1).max(1);
+        if self.waiting.load(Ordering::Relaxed) != token {
+            self.waiting.store(token, Ordering::SeqCst);
         }
         m.unlock();
         let woke = futex_wait(&self.seq, seq, deadline);
@@ -474,12 +480,9 @@ impl RawCond {
     /// to be dropped after the mutex is released: the woken thread then does not run into
     /// the mutex still held by the notifier (and sleep once more on it).
     pub(crate) fn notify_later(&self, n: u32) -> Wakeup<'_> {
-        if self.waiting.load(Ordering::SeqCst) == 0 {
+        let token = self.waiting.load(Ordering::SeqCst);
+        if token == 0 {
             return Wakeup::default();
-        }
-        if n == u32::MAX {
-            // Everyone asleep now is woken by the wake-up; a later waiter sets it again.
-            self.waiting.store(0, Ordering::SeqCst);
         }
         // The bump, under the mutex, is what a waiter about to sleep sees; the wake-up
         // itself may come after the mutex is released.
@@ -487,6 +490,9 @@ impl RawCond {
         Wakeup {
             word: Some(&self.seq),
             n,
+            // Everyone asleep is woken by this wake-up: once it is made, `waiting` may be
+            // cleared, unless a newer waiter stored its own token meanwhile.
+            clear: (n == u32::MAX).then_some((&self.waiting, token)),
         }
     }
 
@@ -503,6 +509,8 @@ impl RawCond {
 pub(crate) struct Wakeup<'a> {
     word: Option<&'a AtomicU32>,
     n: u32,
+    /// The `waiting` word to clear after the wake-up, if it still holds this token.
+    clear: Option<(&'a AtomicU32, u32)>,
 }
 
 impl<'a> Wakeup<'a> {
@@ -510,6 +518,9 @@ impl<'a> Wakeup<'a> {
     pub(crate) fn wake(&mut self) {
         if let Some(word) = self.word.take() {
             futex_wake(word, self.n);
+            if let Some((waiting, token)) = self.clear.take() {
+                let _ = waiting.compare_exchange(token, 0, Ordering::SeqCst, Ordering::Relaxed);
+            }
         }
     }
 
@@ -521,6 +532,9 @@ impl<'a> Wakeup<'a> {
             (None, Some(_)) => *self = std::mem::take(&mut other),
             (Some(a), Some(b)) if std::ptr::eq(a, b) => {
                 self.n = self.n.max(other.n);
+                if self.clear.is_none() || other.clear.is_none() {
+                    self.clear = None;
+                }
                 other.word = None;
             }
             (Some(_), Some(_)) => other.wake(),
@@ -694,8 +708,9 @@ mod tests {
         // A notification between a waiter's reading the sequence (under the mutex) and its
         // sleep: the sleep returns at once.
         let seq = h.m.with(|_| {
-            h.c.waiting.store(1, Ordering::SeqCst);
-            h.c.seq.load(Ordering::SeqCst)
+            let seq = h.c.seq.load(Ordering::SeqCst);
+            h.c.waiting.store(seq + 1, Ordering::SeqCst);
+            seq
         });
         h.m.with(|_| h.c.notify_all());
         assert_eq!(futex_wait(&h.c.seq, seq, None), Woke::Maybe);
@@ -703,5 +718,26 @@ mod tests {
         let before = h.c.seq.load(Ordering::SeqCst);
         h.m.with(|_| h.c.notify_all());
         assert_eq!(h.c.seq.load(Ordering::SeqCst), before);
+
+        // A notifier that dies after its bump and before its wake-up (simulated by
+        // forgetting the wake-up): the next notification still wakes the sleepers.
+        h.m.with(|_| {
+            let seq = h.c.seq.load(Ordering::SeqCst);
+            h.c.waiting.store(seq + 1, Ordering::SeqCst);
+        });
+        std::mem::forget(h.m.with(|_| h.c.notify_later(u32::MAX)));
+        assert_ne!(
+            h.c.waiting.load(Ordering::SeqCst),
+            0,
+            "still marked as waited on"
+        );
+        let before = h.c.seq.load(Ordering::SeqCst);
+        h.m.with(|_| h.c.notify_all());
+        assert_ne!(
+            h.c.seq.load(Ordering::SeqCst),
+            before,
+            "the next notify wakes"
+        );
+        assert_eq!(h.c.waiting.load(Ordering::SeqCst), 0);
     }
 }
