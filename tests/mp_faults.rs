@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use common::{LONG, eventually, watchdog};
 use concurrent_futures::multiprocessing::{
-    Array, Barrier, BrokenBarrierError, Condition, Connection, ConnectionError, Event, GetError,
-    JoinableQueue, Lock, Pipe, Process, Queue, RLock, Semaphore, TryAcquireError, Value,
-    active_children,
+    Array, Barrier, BoundedSemaphore, BrokenBarrierError, Condition, Connection, ConnectionError,
+    Event, GetError, JoinableQueue, Lock, Pipe, Process, Queue, RLock, Semaphore, SimpleQueue,
+    TryAcquireError, Value, active_children,
 };
 use parking_lot::Mutex;
 
@@ -428,6 +428,38 @@ fn semaphore_holder_killed(_: &mut Rng) -> Round {
     Ok(lost)
 }
 
+fn bsem_take((s, ready): (BoundedSemaphore, Event)) {
+    ready.set();
+    match s.acquire_timeout(LONG) {
+        Some(g) => {
+            g.forget();
+            exit(true)
+        }
+        None => exit(false),
+    }
+}
+
+fn bounded_semaphore_waiter_killed(_: &mut Rng) -> Round {
+    let s = BoundedSemaphore::new(1);
+    s.acquire().forget();
+    let (r1, r2) = (Event::new(), Event::new());
+    let v = start(bsem_take, (s.clone(), r1.clone()));
+    settled(&v, &r1)?;
+    let w = start(bsem_take, (s.clone(), r2.clone()));
+    settled(&w, &r2)?;
+    kill(&v);
+    let s2 = s.clone();
+    within("release", move || s2.release())?.map_err(|_| "released too many times".to_string())?;
+    verdict(&w)?;
+    let (s1, s2) = (s.clone(), s.clone());
+    served_again(
+        || {},
+        move || s1.acquire_timeout(LONG).map(|g| g.forget()).is_some(),
+        move || s2.release().expect("within the bound"),
+    )?;
+    Ok(0)
+}
+
 // ===== Event =====
 
 fn event_wait((e, ready): (Event, Event)) {
@@ -827,6 +859,31 @@ fn queue_getter_killed_mid_get(rng: &mut Rng) -> Round {
     Ok(lost)
 }
 
+fn simple_get((q, ready): (SimpleQueue<u64>, Event)) {
+    ready.set();
+    exit(q.get() == Ok(SENTINEL));
+}
+
+fn simple_queue_getter_killed(_: &mut Rng) -> Round {
+    let q = SimpleQueue::new();
+    let (r1, r2) = (Event::new(), Event::new());
+    let v = start(simple_get, (q.clone(), r1.clone()));
+    settled(&v, &r1)?;
+    let w = start(simple_get, (q.clone(), r2.clone()));
+    settled(&w, &r2)?;
+    kill(&v);
+    let q2 = q.clone();
+    within("SimpleQueue::put", move || q2.put(SENTINEL).expect("put"))?;
+    verdict(&w)?;
+    let (q1, q2) = (q.clone(), q.clone());
+    served_again(
+        || {},
+        move || q1.get() == Ok(SENTINEL),
+        move || q2.put(SENTINEL).expect("put"),
+    )?;
+    Ok(0)
+}
+
 /// Gets and marks done forever, recording how many it marked done.
 fn work_forever((q, n): (JoinableQueue<u64>, Value<u64>)) {
     let mut c = 0;
@@ -1007,6 +1064,13 @@ const SCENARIOS: &[Scenario] = &[
     ("RLock", "holding (twice)", "—", 0, rlock_holder_killed),
     ("Semaphore", "waiting", "—", 0, semaphore_waiter_killed),
     (
+        "BoundedSemaphore",
+        "waiting",
+        "—",
+        0,
+        bounded_semaphore_waiter_killed,
+    ),
+    (
         "Semaphore",
         "holding a permit",
         "permits it held",
@@ -1026,6 +1090,13 @@ const SCENARIOS: &[Scenario] = &[
         barrier_action_runner_killed,
     ),
     ("Queue", "waiting in get", "—", 0, queue_getter_killed),
+    (
+        "SimpleQueue",
+        "waiting in get",
+        "—",
+        0,
+        simple_queue_getter_killed,
+    ),
     (
         "Queue",
         "mid-put (producer)",
@@ -1091,6 +1162,8 @@ fault_test!(condition_notifier, "Condition", "mid-notify");
 fault_test!(barrier_waiter, "Barrier", "waiting");
 fault_test!(barrier_action_runner, "Barrier", "running");
 fault_test!(queue_getter_waiting, "Queue", "waiting");
+fault_test!(simple_queue_getter_waiting, "SimpleQueue", "waiting");
+fault_test!(bounded_semaphore_waiter, "BoundedSemaphore", "waiting");
 fault_test!(queue_producer_mid_put, "Queue", "mid-put");
 fault_test!(queue_consumer_mid_get, "Queue", "mid-get");
 fault_test!(joinable_mid_task_done, "JoinableQueue", "mid-task_done");
