@@ -448,6 +448,12 @@ impl Drop for Core {
 /// `queue.Full` and `queue.Empty`). `qsize`, `empty` and `full` are snapshots that may be
 /// stale at once, as in Python.
 ///
+/// A process killed while it puts or gets costs the others nothing beyond its own items:
+/// the items its `put` accepted and its background thread had not written yet are lost (and
+/// stay counted by `qsize`, and against `maxsize`, as they hold CPython's semaphore); an
+/// item it was writing is dropped whole by the next reader; an item it had taken out is
+/// gone with it. Every other item arrives, and every waiter is woken.
+///
 /// ```
 /// use concurrent_futures::multiprocessing::{Process, Queue};
 ///

@@ -1021,7 +1021,9 @@ impl Barrier {
     /// program, found in a child by its place in the executable (as a
     /// [`Process`](super::Process)'s target is). If it panics, the barrier breaks and every
     /// party of the round, the one that ran it included, gets [`BrokenBarrierError`]; if its
-    /// process is killed while it runs, the barrier breaks too.
+    /// process is killed while it runs, the barrier breaks too. While it runs, the other
+    /// parties wait for it, past their timeouts if need be (they need the barrier's lock
+    /// back, as in Python).
     ///
     /// ```
     /// use concurrent_futures::multiprocessing::Barrier;
