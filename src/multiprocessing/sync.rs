@@ -979,6 +979,15 @@ impl Serialize for Barrier {
 impl<'de> Deserialize<'de> for Barrier {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let (shared, action) = <(Shared<BarrierHeader>, Option<FnRef>)>::deserialize(deserializer)?;
+        // The action must be called through the trampoline for a `fn()`, the one this
+        // process would name itself: a sender cannot pick another code path.
+        fn probe() {}
+        let own = image::init_target_of(probe).map_err(serde::de::Error::custom)?;
+        if action.is_some_and(|a| a.tramp != own.tramp) {
+            return Err(serde::de::Error::custom(
+                "a shared barrier names its action through an unexpected trampoline",
+            ));
+        }
         Ok(Barrier {
             shared: Arc::new(shared),
             action: action.map(Action::There),
