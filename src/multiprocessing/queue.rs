@@ -35,8 +35,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{GetError, PutError, TaskDoneTooManyTimes};
 use super::shm::{
-    Guarded, Held, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, Unlock, Wakeup,
-    deadline_of,
+    Guarded, GuardedFlag, Held, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, Unlock,
+    Wakeup, deadline_of,
 };
 use crate::process::protocol;
 
@@ -71,7 +71,7 @@ pub(crate) struct QueueHeader {
     head: Guarded<u64>,
     tail: Guarded<u64>,
     /// A reader took an item's first record and not its last (it may have died).
-    reader_open: Guarded<bool>,
+    reader_open: GuardedFlag,
 }
 
 // SAFETY: robust mutexes, condition variables, and plain values guarded by `m`; all-zero is

@@ -549,14 +549,17 @@ impl Drop for Wakeup<'_> {
 }
 
 /// A plain value in a header, read and written only under one of the header's mutexes.
+///
+/// `T` is plain data (`Pod`): whatever bytes another process left there are a valid `T`
+/// (a flag is a [`GuardedFlag`], not a `bool`).
 #[repr(transparent)]
-pub(crate) struct Guarded<T: Copy>(UnsafeCell<T>);
+pub(crate) struct Guarded<T: bytemuck::Pod>(UnsafeCell<T>);
 
-impl<T: Copy> Guarded<T> {
+impl<T: bytemuck::Pod> Guarded<T> {
     /// Reads the value; the caller holds the mutex that guards it.
     pub(crate) fn get(&self, _held: &Held<'_>) -> T {
         // SAFETY: the value is only accessed under its mutex, which the caller holds, so no
-        // other thread or process writes it now.
+        // other thread or process writes it now; any bytes are a valid `T` (`Pod`).
         unsafe { *self.0.get() }
     }
 
@@ -564,6 +567,23 @@ impl<T: Copy> Guarded<T> {
     pub(crate) fn set(&self, _held: &Held<'_>, v: T) {
         // SAFETY: as in `get`.
         unsafe { *self.0.get() = v }
+    }
+}
+
+/// A flag in a header, under one of the header's mutexes: a byte read as "not 0", so that
+/// any byte another process left there is a valid value.
+#[repr(transparent)]
+pub(crate) struct GuardedFlag(Guarded<u8>);
+
+impl GuardedFlag {
+    /// Reads the flag; the caller holds the mutex that guards it.
+    pub(crate) fn get(&self, held: &Held<'_>) -> bool {
+        self.0.get(held) != 0
+    }
+
+    /// Writes the flag; the caller holds the mutex that guards it.
+    pub(crate) fn set(&self, held: &Held<'_>, v: bool) {
+        self.0.set(held, u8::from(v));
     }
 }
 

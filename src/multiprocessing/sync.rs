@@ -14,7 +14,8 @@ use super::error::{
     BrokenBarrierError, LockResult, OwnerDied, ReleasedTooManyTimes, TryAcquireError,
 };
 use super::shm::{
-    Guarded, Held, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, Woke, deadline_of,
+    Guarded, GuardedFlag, Held, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, Woke,
+    deadline_of,
 };
 use crate::process::image;
 use crate::process::protocol::{self, FnRef};
@@ -547,7 +548,7 @@ impl BoundedSemaphore {
 pub(crate) struct EventHeader {
     m: RawMutex,
     changed: RawCond,
-    flag: Guarded<bool>,
+    flag: GuardedFlag,
 }
 
 // SAFETY: a robust mutex, a condition variable and a flag guarded by the mutex; all-zero is
@@ -909,10 +910,10 @@ pub(crate) struct BarrierHeader {
     generation: Guarded<u64>,
     /// The generation that `reset` ended, plus one (0: none), so that its waiters fail.
     reset: Guarded<u64>,
-    broken: Guarded<bool>,
+    broken: GuardedFlag,
     /// The last party is running the action. It holds `m` throughout, so anyone else who
     /// holds `m` and sees this set knows the runner died in the action.
-    acting: Guarded<bool>,
+    acting: GuardedFlag,
 }
 
 // SAFETY: a robust mutex, a condition variable, and plain values guarded by the mutex.
