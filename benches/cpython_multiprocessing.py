@@ -3,6 +3,7 @@ multiprocessing (fork context, as on Linux by default before 3.14). Prints one `
 line per measurement.
 
 Usage: python3 cpython_multiprocessing.py STARTS QUEUE_ITEMS PIPE_TRIPS LOCK_PAIRS INCREMENTS
+       [HANDOFFS]
 """
 
 import multiprocessing as mp
@@ -31,8 +32,15 @@ def increment(v, n):
             v.value += 1
 
 
+def ping(to_child, to_parent, n):
+    for _ in range(n):
+        to_child.acquire()
+        to_parent.release()
+
+
 def main():
     starts, items, trips, pairs, incs = (int(a) for a in sys.argv[1:6])
+    handoffs = int(sys.argv[6]) if len(sys.argv) > 6 else 0
     ctx = mp.get_context("fork")
     times = []
     for _ in range(starts):
@@ -78,6 +86,17 @@ def main():
         p.join()
     assert v.value == 2 * incs
     print(f"value_s {time.perf_counter() - t}")
+
+    if handoffs:
+        to_child, to_parent = ctx.Semaphore(0), ctx.Semaphore(0)
+        p = ctx.Process(target=ping, args=(to_child, to_parent, handoffs))
+        p.start()
+        t = time.perf_counter()
+        for _ in range(handoffs):
+            to_child.release()
+            to_parent.acquire()
+        print(f"semaphore_s {time.perf_counter() - t}")
+        p.join()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 //! The multiprocessing toolkit beside CPython's `multiprocessing` (fork context), in the same
 //! run, rounds interleaved: start + join of a process, a queue streaming items from a child,
-//! a pipe ping-pong, an uncontended lock, and two processes incrementing a shared `Value`
-//! under its lock. Medians over rounds (`CF_BENCH_ROUNDS`, default 5) and the ratio
+//! a pipe ping-pong, an uncontended lock, two processes incrementing a shared `Value` under
+//! its lock, and a semaphore ping-pong between two processes (each hand-off wakes a process
+//! asleep in `acquire`: the wait/wake path of every blocking primitive). Medians over rounds (`CF_BENCH_ROUNDS`, default 5) and the ratio
 //! CPython / ours (above 1: we are faster).
 //!
 //! Run: `cargo bench --bench multiprocessing`
@@ -10,13 +11,16 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Instant;
 
-use concurrent_futures::multiprocessing::{Connection, Lock, Pipe, Process, Queue, Value};
+use concurrent_futures::multiprocessing::{
+    Connection, Lock, Pipe, Process, Queue, Semaphore, Value,
+};
 
 const STARTS: usize = 20;
 const ITEMS: u64 = 200_000;
 const TRIPS: u64 = 10_000;
 const PAIRS: u64 = 1_000_000;
 const INCREMENTS: u64 = 100_000;
+const HANDOFFS: u64 = 10_000;
 
 fn noop(_: ()) {}
 
@@ -36,6 +40,13 @@ fn echo((conn, n): (Connection<u64>, u64)) {
 fn increment((v, n): (Value<i64>, u64)) {
     for _ in 0..n {
         *v.get_lock().expect("holder died") += 1;
+    }
+}
+
+fn ping((ping, pong, n): (Semaphore, Semaphore, u64)) {
+    for _ in 0..n {
+        ping.acquire().forget();
+        pong.release();
     }
 }
 
@@ -99,6 +110,17 @@ fn ours() -> BTreeMap<&'static str, f64> {
     }
     assert_eq!(v.get(), 2 * INCREMENTS as i64);
     out.insert("value_s", t.elapsed().as_secs_f64());
+
+    let (to_child, to_parent) = (Semaphore::new(0), Semaphore::new(0));
+    let p = Process::new(ping, (to_child.clone(), to_parent.clone(), HANDOFFS));
+    p.start().expect("start");
+    let t = Instant::now();
+    for _ in 0..HANDOFFS {
+        to_child.release();
+        to_parent.acquire().forget();
+    }
+    out.insert("semaphore_s", t.elapsed().as_secs_f64());
+    p.join().expect("join");
     out
 }
 
@@ -109,7 +131,7 @@ fn cpython() -> Option<BTreeMap<String, f64>> {
     );
     let out = Command::new("python3")
         .arg(script)
-        .args([STARTS as u64, ITEMS, TRIPS, PAIRS, INCREMENTS].map(|n| n.to_string()))
+        .args([STARTS as u64, ITEMS, TRIPS, PAIRS, INCREMENTS, HANDOFFS].map(|n| n.to_string()))
         .output()
         .ok()?;
     if !out.status.success() {
@@ -155,7 +177,7 @@ fn main() {
         "multiprocessing, {} CPUs, medians of {rounds} rounds (ratio = CPython / ours)",
         num_cpus::get()
     );
-    let rows: [(&str, &str, &str, f64); 5] = [
+    let rows: [(&str, &str, &str, f64); 6] = [
         ("start_join_s", "Process start + join", "ms", 1e3),
         (
             "queue_s",
@@ -170,6 +192,12 @@ fn main() {
             "Value += 1 under its lock, 2 processes",
             "k incr/s",
             2.0 * INCREMENTS as f64 / 1e3,
+        ),
+        (
+            "semaphore_s",
+            "Semaphore ping-pong between 2 processes (round trip)",
+            "µs",
+            1e6 / HANDOFFS as f64,
         ),
     ];
     println!("| measure | ours | CPython | ratio |");

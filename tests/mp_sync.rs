@@ -321,3 +321,82 @@ fn primitives_refuse_to_be_encoded_as_data() {
         other => panic!("expected an encoding error, got {:?}", other.map(|_| ())),
     }
 }
+
+/// The test process's pid, in the test process and in its children alike.
+fn test_pid() -> u32 {
+    if concurrent_futures::multiprocessing::current_process().name() == "MainProcess" {
+        std::process::id()
+    } else {
+        std::os::unix::process::parent_id()
+    }
+}
+
+fn action_log() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("cf-barrier-action-log-{}", test_pid()))
+}
+
+/// A barrier action: appends this process's pid to the log.
+fn log_round() {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(action_log())
+        .expect("open the log");
+    writeln!(f, "{}", std::process::id()).expect("write the log");
+}
+
+fn explode() {
+    panic!("the action failed");
+}
+
+#[test]
+fn barrier_action_runs_once_per_round_in_the_last_arriving_process() {
+    let _w = watchdog("barrier_action_runs_once_per_round_in_the_last_arriving_process");
+    let _ = std::fs::remove_file(action_log());
+    let (b, out) = (Barrier::with_action(3, log_round), Queue::new(0));
+    // Two rounds: the parent's thread and one child wait first, the other child arrives
+    // last and runs the action.
+    for _ in 0..2 {
+        let b2 = b.clone();
+        let here = std::thread::spawn(move || b2.wait_timeout(LONG));
+        let first = Process::new(barrier_party, (b.clone(), out.clone()));
+        first.start().unwrap();
+        common::eventually("two parties wait", || b.n_waiting() == 2);
+        let last = Process::new(barrier_party, (b.clone(), out.clone()));
+        last.start().unwrap();
+        let mut got = vec![
+            out.get_timeout(LONG).unwrap(),
+            out.get_timeout(LONG).unwrap(),
+        ];
+        got.push(here.join().unwrap().unwrap());
+        got.sort();
+        assert_eq!(got, vec![0, 1, 2]);
+        join_all(&[first, last]);
+    }
+    let log = std::fs::read_to_string(action_log()).unwrap();
+    let _ = std::fs::remove_file(action_log());
+    let runners: Vec<&str> = log.lines().collect();
+    assert_eq!(runners.len(), 2, "one action per round: {log:?}");
+    assert!(
+        runners.iter().all(|p| *p != std::process::id().to_string()),
+        "the last arriving process ran it, not this one: {log:?}"
+    );
+}
+
+#[test]
+fn a_panicking_barrier_action_breaks_the_round_for_every_party() {
+    let _w = watchdog("a_panicking_barrier_action_breaks_the_round_for_every_party");
+    let b = Barrier::with_action(2, explode);
+    let b2 = b.clone();
+    let waiter = std::thread::spawn(move || b2.wait_timeout(LONG));
+    common::eventually("a party waits", || b.n_waiting() == 1);
+    assert!(
+        b.wait_timeout(LONG).is_err(),
+        "the party that ran the action"
+    );
+    assert!(waiter.join().unwrap().is_err(), "the party that waited");
+    assert!(b.broken());
+    b.reset();
+    assert!(!b.broken());
+}

@@ -270,3 +270,45 @@ pub enum PoolError {
     #[error("the pool is still running: call close() or terminate() before join()")]
     StillRunning,
 }
+
+/// What went wrong with a [`SharedMemory`](super::SharedMemory) block.
+///
+/// ```
+/// use concurrent_futures::multiprocessing::{SharedMemory, SharedMemoryError};
+/// assert!(matches!(SharedMemory::create(None, 0), Err(SharedMemoryError::ZeroSize)));
+/// assert!(matches!(SharedMemory::attach("a/b"), Err(SharedMemoryError::InvalidName(_))));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SharedMemoryError {
+    /// A block with this name exists already (Python's `FileExistsError`).
+    #[error("a shared memory block named {0:?} exists already")]
+    Exists(String),
+    /// No block has this name (Python's `FileNotFoundError`).
+    #[error("no shared memory block is named {0:?}")]
+    NotFound(String),
+    /// The name is empty, too long, or holds a `/` after its first character or a NUL.
+    #[error("{0:?} cannot name a shared memory block")]
+    InvalidName(String),
+    /// A new block needs at least one byte (Python's `ValueError`).
+    #[error("a new shared memory block needs a size above zero")]
+    ZeroSize,
+    /// `len` bytes at `offset` do not fit in the block's `size`.
+    #[error("{len} bytes at offset {offset} do not fit in a block of {size} bytes")]
+    OutOfRange {
+        /// Where the access started.
+        offset: usize,
+        /// How many bytes it covered.
+        len: usize,
+        /// The block's size.
+        size: usize,
+    },
+    /// The system refused (permissions, no memory, too many open files, …).
+    #[error("shared memory {op} failed: {source}")]
+    Os {
+        /// What was attempted: `create`, `attach` or `unlink`.
+        op: &'static str,
+        /// The system's error.
+        source: std::io::Error,
+    },
+}

@@ -1,6 +1,7 @@
 //! Python's `multiprocessing` toolkit: [`Process`], [`Queue`], [`Pipe`], [`Lock`],
-//! [`Semaphore`], [`Event`], [`Condition`], [`Barrier`], [`Value`], [`Array`] and [`Pool`],
-//! with Python's names, working across processes (and threads). Linux only.
+//! [`Semaphore`], [`Event`], [`Condition`], [`Barrier`], [`Value`], [`Array`], [`Pool`] and
+//! [`SharedMemory`], with Python's names, working across processes (and threads). Linux
+//! only.
 //!
 //! ```
 //! use concurrent_futures::multiprocessing::{Lock, Process, Queue, Value};
@@ -30,10 +31,21 @@
 //! task's argument (they fail to encode, with an error saying so). They can be sent through
 //! a [`Pipe`].
 //!
-//! Locks, semaphores, events, conditions, barriers, values and arrays live in shared memory
-//! as process-shared, robust pthread objects: waiting sleeps in the kernel, and a process
-//! that dies holding a lock does not block the others forever (the next acquirer gets
-//! [`OwnerDied`]).
+//! Locks, semaphores, events, conditions, barriers, values and arrays live in shared memory:
+//! robust, process-shared pthread mutexes, and waits that sleep in the kernel on a futex
+//! word. A process that dies holding a lock does not block the others forever (the next
+//! acquirer gets [`OwnerDied`]), and a process killed anywhere else (waiting, notifying,
+//! putting, getting) costs the others nothing beyond what it held: no notify waits for a
+//! dead waiter, and every timeout is honoured.
+//!
+//! What a killed process takes with it is what Python loses too: a [`Semaphore`] permit it
+//! held; the items its [`Queue::put`] accepted and its feeder thread had not written yet
+//! (still counted by `qsize`, and by `maxsize` for a bounded queue, as they hold CPython's
+//! semaphore); an item it had taken out of a queue; an item of a [`JoinableQueue`] it took
+//! and did not mark done ([`join`](JoinableQueue::join) waits for it: use
+//! [`join_timeout`](JoinableQueue::join_timeout) or call `task_done` for it); the round of a
+//! [`Barrier`] whose action it ran (the barrier breaks). A party killed while it waits at a
+//! barrier still counts as arrived, as in Python.
 //!
 //! # From Python
 //!
@@ -56,6 +68,8 @@
 //! | `Event()`: `set`, `clear`, `is_set`, `wait(t)` | [`Event`]: same, [`wait_timeout`](Event::wait_timeout) |
 //! | `Condition()`: `wait`, `wait_for`, `notify`, `notify_all` | [`Condition`]: methods of its guard |
 //! | `Barrier(n)`: `wait`, `abort`, `reset`, `BrokenBarrierError` | [`Barrier`], [`BrokenBarrierError`] |
+//! | `Barrier(n, action=f)` | [`Barrier::with_action(n, f)`](Barrier::with_action) |
+//! | `shared_memory.SharedMemory(name, create, size)`: `name`, `size`, `buf`, `close`, `unlink` | [`SharedMemory::create`], [`SharedMemory::attach`]: same names |
 //! | `Value('i', 0)`, `Array('d', 10)`, `get_lock()` | [`Value::new(0i32)`](Value::new), [`Array::zeroed(10)`](Array::zeroed), [`get_lock`](Value::get_lock) |
 //! | `Pool(n, initializer, maxtasksperchild)` | [`Pool::new(n)`](Pool::new), [`Pool::with_options`] |
 //! | `apply`, `apply_async(f, args, callback=, error_callback=)` | [`apply`](Pool::apply), [`apply_async`](Pool::apply_async)`(f, args).callback(..).error_callback(..)` |
@@ -67,18 +81,21 @@ mod pipe;
 mod pool;
 pub(crate) mod process;
 mod queue;
+mod shared_memory;
 mod shm;
 mod sync;
+mod sys;
 mod value;
 
 pub use error::{
     BrokenBarrierError, ConnectionError, GetError, LockResult, OwnerDied, PoolError, ProcessError,
-    PutError, ReleasedTooManyTimes, TaskDoneTooManyTimes, TryAcquireError,
+    PutError, ReleasedTooManyTimes, SharedMemoryError, TaskDoneTooManyTimes, TryAcquireError,
 };
 pub use pipe::{Connection, Pipe};
 pub use pool::{AsyncResult, Pool};
 pub use process::{CurrentProcess, Process, active_children, cpu_count, current_process};
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
+pub use shared_memory::SharedMemory;
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock,
     RLockGuard, Semaphore, SemaphoreGuard,

@@ -35,7 +35,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{GetError, PutError, TaskDoneTooManyTimes};
 use super::shm::{
-    Guarded, Held, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, Unlock, deadline_of,
+    Guarded, GuardedFlag, Held, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, Unlock,
+    Wakeup, deadline_of,
 };
 use crate::remote::codec as protocol;
 
@@ -70,7 +71,7 @@ pub(crate) struct QueueHeader {
     head: Guarded<u64>,
     tail: Guarded<u64>,
     /// A reader took an item's first record and not its last (it may have died).
-    reader_open: Guarded<bool>,
+    reader_open: GuardedFlag,
 }
 
 // SAFETY: robust mutexes, condition variables, and plain values guarded by `m`; all-zero is
@@ -113,9 +114,11 @@ impl Ring {
         self.shared.get()
     }
 
+    /// Bytes in the ring. Bounded by its size whatever the shared indexes say, so that a
+    /// corrupted header cannot send a copy outside the ring.
     fn used(&self, held: &Held<'_>) -> usize {
         let h = self.h();
-        (h.tail.get(held) - h.head.get(held)) as usize
+        (h.tail.get(held).wrapping_sub(h.head.get(held))).min(self.cap as u64) as usize
     }
 
     fn fragment(&self) -> usize {
@@ -128,53 +131,56 @@ impl Ring {
         len + frags * RECORD
     }
 
-    fn put_bytes(&self, held: &Held<'_>, bytes: &[u8]) {
-        let h = self.h();
-        let tail = h.tail.get(held);
-        let at = (tail % self.cap as u64) as usize;
+    /// Copies `bytes` into the ring at byte position `pos` (not published).
+    fn put_bytes(&self, held: &Held<'_>, pos: u64, bytes: &[u8]) {
+        let at = (pos % self.cap as u64) as usize;
         let first = bytes.len().min(self.cap - at);
         self.shared.write_tail(held, at, &bytes[..first]);
         self.shared.write_tail(held, 0, &bytes[first..]);
-        h.tail.set(held, tail + bytes.len() as u64);
     }
 
-    fn take_bytes(&self, held: &Held<'_>, out: &mut [u8]) {
-        let h = self.h();
-        let head = h.head.get(held);
-        let at = (head % self.cap as u64) as usize;
+    /// Copies from the ring at byte position `pos` into `out` (not consumed).
+    fn take_bytes(&self, held: &Held<'_>, pos: u64, out: &mut [u8]) {
+        let at = (pos % self.cap as u64) as usize;
         let first = out.len().min(self.cap - at);
         let (a, b) = out.split_at_mut(first);
         self.shared.read_tail(held, at, a);
         self.shared.read_tail(held, 0, b);
-        h.head.set(held, head + out.len() as u64);
     }
 
-    fn put_record(&self, held: &Held<'_>, flags: u32, bytes: &[u8]) {
+    /// Writes a record and publishes it with one store of `tail`: a writer killed in the
+    /// middle of the copy publishes nothing.
+    fn put_record(&self, held: &Held<'_>, flags: u32, bytes: &[u8]) -> Wakeup<'_> {
+        let h = self.h();
         let mut head = [0u8; RECORD];
         head[..4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
         head[4..].copy_from_slice(&flags.to_le_bytes());
-        self.put_bytes(held, &head);
-        self.put_bytes(held, bytes);
-        self.h().readable.notify_all();
+        let tail = h.tail.get(held);
+        self.put_bytes(held, tail, &head);
+        self.put_bytes(held, tail + RECORD as u64, bytes);
+        h.tail.set(held, tail + (RECORD + bytes.len()) as u64);
+        h.readable.notify_later(u32::MAX)
     }
 
-    /// Takes the next record, which the caller knows is there.
-    fn take_record(&self, held: &Held<'_>) -> (u32, Vec<u8>) {
-        let mut head = [0u8; RECORD];
-        self.take_bytes(held, &mut head);
-        let len = u32::from_le_bytes(head[..4].try_into().unwrap_or_default()) as usize;
-        let flags = u32::from_le_bytes(head[4..].try_into().unwrap_or_default());
-        let len = len.min(self.used(held));
+    /// Takes the next record, which the caller knows is there, consuming it with one store
+    /// of `head`: a reader killed in the middle of the copy leaves it in the ring.
+    fn take_record(&self, held: &Held<'_>) -> (u32, Vec<u8>, Wakeup<'_>) {
+        let h = self.h();
+        let mut rec = [0u8; RECORD];
+        let pos = h.head.get(held);
+        self.take_bytes(held, pos, &mut rec);
+        let len = u32::from_le_bytes(rec[..4].try_into().unwrap_or_default()) as usize;
+        let flags = u32::from_le_bytes(rec[4..].try_into().unwrap_or_default());
+        // A length read back from shared memory: never beyond what the ring holds.
+        let len = len.min(self.used(held).saturating_sub(RECORD));
         let mut bytes = vec![0u8; len];
-        self.take_bytes(held, &mut bytes);
-        self.h().writable.notify_all();
-        (flags, bytes)
+        self.take_bytes(held, pos + RECORD as u64, &mut bytes);
+        h.head.set(held, pos + (RECORD + len) as u64);
+        (flags, bytes, h.writable.notify_later(u32::MAX))
     }
 
     fn wait(&self, cond: &RawCond, deadline: Option<Instant>) {
-        if cond.wait(&self.h().m, deadline) == Locked::OwnerDied {
-            self.h().m.consistent();
-        }
+        cond.wait(&self.h().m, deadline);
     }
 
     /// Takes an item slot (bounded queues); false if `deadline` passed first.
@@ -226,20 +232,24 @@ impl Ring {
         } else {
             item.chunks(self.fragment()).collect()
         };
-        h.m.with(|held| {
+        // Readers are woken once `m` is released (when `_wakeup` drops).
+        let (written, _wakeup) = h.m.with(|held| {
+            let mut wakeup = Wakeup::default();
             if wait == Wait::Never && self.cap - self.used(held) < self.footprint(item.len()) {
-                return false;
+                return (false, wakeup);
             }
             let last = chunks.len() - 1;
             for (i, chunk) in chunks.iter().enumerate() {
                 while self.cap - self.used(held) < RECORD + chunk.len() {
+                    wakeup.wake();
                     self.wait(&h.writable, None);
                 }
                 let flags = if i == 0 { FIRST } else { 0 } | if i == last { LAST } else { 0 };
-                self.put_record(held, flags, chunk);
+                wakeup.add(self.put_record(held, flags, chunk));
             }
-            true
-        })
+            (true, wakeup)
+        });
+        written
     }
 
     /// Reads one item; `None` if none started arriving before `deadline`. Once an item's
@@ -252,16 +262,20 @@ impl Ring {
             Locked::Yes => {}
         }
         let _unlock = Unlock(&h.rlock);
-        h.m.with(|held| {
+        // Writers are woken once `m` is released (when `_wakeup` drops), or before this
+        // reader waits.
+        let (got, _wakeup) = h.m.with(|held| {
             let mut item: Option<Vec<u8>> = None;
+            let mut wakeup = Wakeup::default();
             loop {
                 if self.used(held) >= RECORD {
-                    let (flags, bytes) = self.take_record(held);
+                    let (flags, bytes, freed) = self.take_record(held);
+                    wakeup.add(freed);
                     if flags & FIRST != 0 {
                         if item.is_some() || h.reader_open.get(held) {
                             // The item being read (or skipped) was abandoned: its writer
                             // died before its last record.
-                            self.item_gone(held);
+                            wakeup.add(self.item_gone(held));
                         }
                         item = Some(bytes);
                     } else if let Some(buf) = item.as_mut() {
@@ -270,33 +284,35 @@ impl Ring {
                         // The rest of an item whose reader died: skip it.
                         if flags & LAST != 0 && h.reader_open.get(held) {
                             h.reader_open.set(held, false);
-                            self.item_gone(held);
+                            wakeup.add(self.item_gone(held));
                         }
                         continue;
                     }
                     if flags & LAST != 0 {
                         h.reader_open.set(held, false);
-                        self.item_gone(held);
-                        return item;
+                        wakeup.add(self.item_gone(held));
+                        return (item, wakeup);
                     }
                     h.reader_open.set(held, true);
                     continue;
                 }
+                wakeup.wake();
                 if item.is_some() {
                     self.wait(&h.readable, Some(Instant::now() + WRITER_CHECK));
                     if self.used(held) < RECORD && self.writer_died() {
                         h.reader_open.set(held, false);
-                        self.item_gone(held);
+                        wakeup.add(self.item_gone(held));
                         item = None;
                     }
                     continue;
                 }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return None;
+                    return (None, wakeup);
                 }
                 self.wait(&h.readable, deadline);
             }
-        })
+        });
+        got
     }
 
     /// Whether the writer of the item being read died (called with `m` held; `try_lock`
@@ -317,10 +333,12 @@ impl Ring {
         }
     }
 
-    fn item_gone(&self, held: &Held<'_>) {
+    /// Counts an item out (taken whole, or dropped as partial); the writers' wake-up is
+    /// returned, to be made once `m` is released.
+    fn item_gone(&self, held: &Held<'_>) -> Wakeup<'_> {
         let h = self.h();
         h.count.set(held, h.count.get(held).saturating_sub(1));
-        h.writable.notify_all();
+        h.writable.notify_later(u32::MAX)
     }
 }
 
@@ -429,6 +447,12 @@ impl Drop for Core {
 /// `_timeout` variants return [`PutError::Full`] and [`GetError::Empty`] (Python's
 /// `queue.Full` and `queue.Empty`). `qsize`, `empty` and `full` are snapshots that may be
 /// stale at once, as in Python.
+///
+/// A process killed while it puts or gets costs the others nothing beyond its own items:
+/// the items its `put` accepted and its background thread had not written yet are lost (and
+/// stay counted by `qsize`, and against `maxsize`, as they hold CPython's semaphore); an
+/// item it was writing is dropped whole by the next reader; an item it had taken out is
+/// gone with it. Every other item arrives, and every waiter is woken.
 ///
 /// ```
 /// use concurrent_futures::multiprocessing::{Process, Queue};

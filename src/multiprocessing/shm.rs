@@ -1,4 +1,6 @@
-//! Shared memory for the toolkit's primitives, and every `unsafe` of the toolkit.
+//! Shared memory for the toolkit's primitives, and every `unsafe` of the toolkit apart from
+//! its system calls ([`sys`](super::sys)) and [`SharedMemory`](super::SharedMemory)'s
+//! mapping.
 //!
 //! A primitive ([`Lock`](super::Lock), [`Queue`](super::Queue), [`Value`](super::Value), …)
 //! is a handle on a [`Shared`] region: an anonymous memory file (`memfd`) mapped in every
@@ -7,9 +9,14 @@
 //! optional tail of bytes (a queue's ring, an array's elements).
 //!
 //! The header holds only process-shared objects: [`RawMutex`] (a robust, process-shared
-//! pthread mutex: when its owner dies, the next locker is told), [`RawCond`] (a
-//! process-shared condition variable on the monotonic clock) and atomics. Waiting is done by
-//! the kernel (futexes): no spinning, no polling.
+//! pthread mutex: when its owner dies, the next locker is told), [`RawCond`] (a condition
+//! variable made of a futex word, which no death can wedge: see its docs) and atomics.
+//! Waiting is done by the kernel (futexes): no spinning, no polling.
+//!
+//! The region's layout (its length, the tail's length) is read once, when a process
+//! creates or receives the region, checked against the mapping's real size, and kept in
+//! the handle: another process rewriting the prefix cannot make this one read or write
+//! outside the mapping.
 //!
 //! # How a region reaches another process
 //!
@@ -26,6 +33,9 @@ use std::marker::PhantomData;
 use std::mem::{MaybeUninit, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
+
+pub(crate) use super::sys::Woke;
+use super::sys::{futex_wait, futex_wake};
 
 use ipc_channel::ipc::IpcSharedMemory;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -61,7 +71,7 @@ pub(crate) fn check_sharing<E: serde::ser::Error>(what: &str) -> Result<(), E> {
     }
 }
 
-const MAGIC: u64 = 0x6366_5f6d_705f_7631; // "cf_mp_v1"
+const MAGIC: u64 = 0x6366_5f6d_705f_7632; // "cf_mp_v2"
 
 /// The first bytes of every region: what a receiving process checks before trusting it.
 #[repr(C, align(64))]
@@ -93,6 +103,8 @@ pub(crate) struct Init(());
 pub(crate) struct Shared<H: Layout> {
     shm: IpcSharedMemory,
     base: *mut u8,
+    /// Length of the tail in bytes: read once, checked against the mapping, never re-read.
+    tail: usize,
     _header: PhantomData<H>,
 }
 
@@ -124,6 +136,7 @@ impl<H: Layout> Shared<H> {
         let shared = Shared {
             shm,
             base,
+            tail,
             _header: PhantomData,
         };
         let prefix = shared.prefix();
@@ -146,14 +159,17 @@ impl<H: Layout> Shared<H> {
         // SAFETY: we own this mapping (just received); we keep only the raw pointer and access
         // the memory through the `Layout` header and the tail, as every handle does.
         let base = unsafe { shm.deref_mut() }.as_mut_ptr();
-        let shared = Shared {
+        let mut shared = Shared {
             shm,
             base,
+            tail: 0,
             _header: PhantomData,
         };
         let prefix = shared.prefix();
-        let fits = tail_offset::<H>() as u64 + prefix.tail.load(Ordering::Relaxed).max(1)
-            <= shared.shm.len() as u64;
+        let tail = prefix.tail.load(Ordering::Relaxed);
+        let fits = (tail_offset::<H>() as u64)
+            .checked_add(tail.max(1))
+            .is_some_and(|end| end <= shared.shm.len() as u64);
         if prefix.magic.load(Ordering::Acquire) != MAGIC
             || prefix.kind.load(Ordering::Relaxed) != H::KIND
             || prefix.header.load(Ordering::Relaxed) != size_of::<H>() as u32
@@ -161,6 +177,8 @@ impl<H: Layout> Shared<H> {
         {
             return Err("a shared region does not hold the expected primitive".into());
         }
+        // `fits` bounds it by the mapping's length, a `usize`.
+        shared.tail = tail as usize;
         Ok(shared)
     }
 
@@ -178,9 +196,9 @@ impl<H: Layout> Shared<H> {
         unsafe { &*(self.base.add(header_offset()) as *const H) }
     }
 
-    /// Length of the tail in bytes.
+    /// Length of the tail in bytes (as read when the region was made or received).
     pub(crate) fn tail_len(&self) -> usize {
-        self.prefix().tail.load(Ordering::Relaxed) as usize
+        self.tail
     }
 
     /// Copies `src` into the tail at `at`. The caller holds the header mutex that guards
@@ -397,68 +415,151 @@ unsafe fn timed_lock(m: *mut libc::pthread_mutex_t, deadline: Instant) -> libc::
     }
 }
 
-/// A process-shared condition variable on the monotonic clock.
-#[repr(transparent)]
-pub(crate) struct RawCond(UnsafeCell<libc::pthread_cond_t>);
+/// A condition variable built on a futex word, for waiters holding a [`RawMutex`].
+///
+/// `seq` counts notifications: a waiter reads it with the mutex held, releases the mutex
+/// and sleeps in the kernel while `seq` still holds what it read ([`futex_wait`]); a
+/// notifier (holding the mutex) bumps `seq`, then wakes sleepers ([`futex_wake`]). A
+/// notification between the read and the sleep changes `seq`, so the sleep returns at once:
+/// no wake-up is lost.
+///
+/// `waiting` says whether a waiter may be asleep: a waiter stores in it the `seq` it read
+/// (plus one, never 0), and a notification to all clears it once its wake-up is made, unless
+/// a newer waiter stored its own value meanwhile. A notification with nobody asleep writes
+/// nothing and calls nothing, so a queue's producer pays for a wake-up once per sleep of its
+/// consumer, not once per item.
+///
+/// Why no death can wedge it: a waiter holds nothing while it sleeps (the mutex is
+/// released before the sleep, and the kernel forgets a dead sleeper), and a notifier never
+/// waits for anyone. A waiter killed in its wait leaves `waiting` set, which costs the next
+/// notification a needless system call. A notifier killed between its bump of `seq` and
+/// its wake-up (a window of a few instructions) leaves `waiting` set too, so the next
+/// notification wakes the sleepers it was waking (or their timeout does). (glibc's
+/// process-shared `pthread_cond_t`, by contrast, makes a broadcast wait for waiters to leave
+/// an old group, which a dead waiter never does.)
+#[repr(C)]
+pub(crate) struct RawCond {
+    seq: AtomicU32,
+    /// 0, or one more than the `seq` the latest waiter read (0 skipped).
+    waiting: AtomicU32,
+}
 
 impl RawCond {
-    pub(crate) fn init(&self, _: &Init) {
-        // SAFETY: as in `RawMutex::init`.
-        unsafe {
-            let mut attr = MaybeUninit::<libc::pthread_condattr_t>::uninit();
-            libc::pthread_condattr_init(attr.as_mut_ptr());
-            libc::pthread_condattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
-            libc::pthread_condattr_setclock(attr.as_mut_ptr(), libc::CLOCK_MONOTONIC);
-            libc::pthread_cond_init(self.0.get(), attr.as_ptr());
-            libc::pthread_condattr_destroy(attr.as_mut_ptr());
+    /// Nothing to do: all-zero is a condition variable with no waiter. Kept so that every
+    /// header initializes its parts the same way.
+    pub(crate) fn init(&self, _: &Init) {}
+
+    /// Releases `m` (held by this thread), waits for a notification, a spurious wake-up or
+    /// `deadline`, and takes `m` again (repairing it if a holder died meanwhile: the callers'
+    /// critical sections leave their state consistent at every store). Returns
+    /// [`Woke::TimedOut`] if the deadline passed.
+    pub(crate) fn wait(&self, m: &RawMutex, deadline: Option<Instant>) -> Woke {
+        let seq = self.seq.load(Ordering::SeqCst);
+        let token = seq.wrapping_add(1).max(1);
+        if self.waiting.load(Ordering::Relaxed) != token {
+            self.waiting.store(token, Ordering::SeqCst);
+        }
+        m.unlock();
+        let woke = futex_wait(&self.seq, seq, deadline);
+        if m.lock(None) == Locked::OwnerDied {
+            m.consistent();
+        }
+        woke
+    }
+
+    /// Wakes up to `n` waiters (`u32::MAX`: all), with spurious wake-ups possible for
+    /// others. Called with the mutex held: a waiter sets `waiting` before it releases the
+    /// mutex, so when it is clear nobody can be between reading `seq` and sleeping, and
+    /// nothing is written (the header's cache line stays shared between the processes that
+    /// use it) and nothing is called.
+    pub(crate) fn notify(&self, n: u32) {
+        self.notify_later(n).wake();
+    }
+
+    /// As [`notify`](Self::notify), with the system call left to the returned [`Wakeup`],
+    /// to be dropped after the mutex is released: the woken thread then does not run into
+    /// the mutex still held by the notifier (and sleep once more on it).
+    pub(crate) fn notify_later(&self, n: u32) -> Wakeup<'_> {
+        let token = self.waiting.load(Ordering::SeqCst);
+        if token == 0 {
+            return Wakeup::default();
+        }
+        // The bump, under the mutex, is what a waiter about to sleep sees; the wake-up
+        // itself may come after the mutex is released.
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        Wakeup {
+            word: Some(&self.seq),
+            n,
+            // Everyone asleep is woken by this wake-up: once it is made, `waiting` may be
+            // cleared, unless a newer waiter stored its own token meanwhile.
+            clear: (n == u32::MAX).then_some((&self.waiting, token)),
         }
     }
 
-    /// Waits for a notification (or a spurious wake-up) until `deadline`; `m` is held by
-    /// this thread before and after. [`Locked::OwnerDied`] means the mutex was re-acquired
-    /// from a dead owner.
-    pub(crate) fn wait(&self, m: &RawMutex, deadline: Option<Instant>) -> Locked {
-        // SAFETY: both objects were initialized before the region was shared, and the
-        // caller holds `m` (every caller is inside `RawMutex::with` or after a successful
-        // `lock`), as `pthread_cond_wait` requires.
-        let rc = unsafe {
-            match deadline {
-                None => libc::pthread_cond_wait(self.0.get(), m.0.get()),
-                Some(d) => {
-                    let ts = abs_time(libc::CLOCK_MONOTONIC, d);
-                    libc::pthread_cond_timedwait(self.0.get(), m.0.get(), &ts)
-                }
-            }
-        };
-        outcome(rc, "pthread_cond_wait")
-    }
-
-    /// Wakes one waiter.
-    pub(crate) fn notify_one(&self) {
-        // SAFETY: initialized before sharing; signalling has no other precondition.
-        unsafe {
-            libc::pthread_cond_signal(self.0.get());
-        }
-    }
-
-    /// Wakes every waiter.
+    /// Wakes every waiter. Called with the mutex held.
     pub(crate) fn notify_all(&self) {
-        // SAFETY: as in `notify_one`.
-        unsafe {
-            libc::pthread_cond_broadcast(self.0.get());
+        self.notify(u32::MAX);
+    }
+}
+
+/// A wake-up decided by [`RawCond::notify_later`] under the mutex, made when this is
+/// dropped (or by [`wake`](Wakeup::wake)): after the mutex is released, if the caller lets
+/// it live that long. Dropping it can never lose the wake-up.
+#[derive(Default)]
+pub(crate) struct Wakeup<'a> {
+    word: Option<&'a AtomicU32>,
+    n: u32,
+    /// The `waiting` word to clear after the wake-up, if it still holds this token.
+    clear: Option<(&'a AtomicU32, u32)>,
+}
+
+impl<'a> Wakeup<'a> {
+    /// Makes the wake-up now (once).
+    pub(crate) fn wake(&mut self) {
+        if let Some(word) = self.word.take() {
+            futex_wake(word, self.n);
+            if let Some((waiting, token)) = self.clear.take() {
+                let _ = waiting.compare_exchange(token, 0, Ordering::SeqCst, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Adds `other` to this one: both are made (at once if they are for different
+    /// conditions, since one value holds one).
+    pub(crate) fn add(&mut self, mut other: Wakeup<'a>) {
+        match (self.word, other.word) {
+            (_, None) => {}
+            (None, Some(_)) => *self = std::mem::take(&mut other),
+            (Some(a), Some(b)) if std::ptr::eq(a, b) => {
+                self.n = self.n.max(other.n);
+                if self.clear.is_none() || other.clear.is_none() {
+                    self.clear = None;
+                }
+                other.word = None;
+            }
+            (Some(_), Some(_)) => other.wake(),
         }
     }
 }
 
-/// A plain value in a header, read and written only under one of the header's mutexes.
-#[repr(transparent)]
-pub(crate) struct Guarded<T: Copy>(UnsafeCell<T>);
+impl Drop for Wakeup<'_> {
+    fn drop(&mut self) {
+        self.wake();
+    }
+}
 
-impl<T: Copy> Guarded<T> {
+/// A plain value in a header, read and written only under one of the header's mutexes.
+///
+/// `T` is plain data (`Pod`): whatever bytes another process left there are a valid `T`
+/// (a flag is a [`GuardedFlag`], not a `bool`).
+#[repr(transparent)]
+pub(crate) struct Guarded<T: bytemuck::Pod>(UnsafeCell<T>);
+
+impl<T: bytemuck::Pod> Guarded<T> {
     /// Reads the value; the caller holds the mutex that guards it.
     pub(crate) fn get(&self, _held: &Held<'_>) -> T {
         // SAFETY: the value is only accessed under its mutex, which the caller holds, so no
-        // other thread or process writes it now.
+        // other thread or process writes it now; any bytes are a valid `T` (`Pod`).
         unsafe { *self.0.get() }
     }
 
@@ -466,6 +567,23 @@ impl<T: Copy> Guarded<T> {
     pub(crate) fn set(&self, _held: &Held<'_>, v: T) {
         // SAFETY: as in `get`.
         unsafe { *self.0.get() = v }
+    }
+}
+
+/// A flag in a header, under one of the header's mutexes: a byte read as "not 0", so that
+/// any byte another process left there is a valid value.
+#[repr(transparent)]
+pub(crate) struct GuardedFlag(Guarded<u8>);
+
+impl GuardedFlag {
+    /// Reads the flag; the caller holds the mutex that guards it.
+    pub(crate) fn get(&self, held: &Held<'_>) -> bool {
+        self.0.get(held) != 0
+    }
+
+    /// Writes the flag; the caller holds the mutex that guards it.
+    pub(crate) fn set(&self, held: &Held<'_>, v: bool) {
+        self.0.set(held, u8::from(v));
     }
 }
 
@@ -542,45 +660,104 @@ pub(crate) fn deadline_of(timeout: std::time::Duration) -> Instant {
 
 /// Wait for the death of a child process without polling: `pidfd_open` (Linux 5.3+).
 pub(crate) mod pidfd {
-    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::fd::OwnedFd;
     use std::time::Instant;
 
     /// A file descriptor that becomes readable when process `pid` exits.
     pub(crate) fn open(pid: u32) -> Option<OwnedFd> {
-        // SAFETY: `pidfd_open` takes a pid and flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: the descriptor was just created for us and nothing else owns it.
-        Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        super::super::sys::pidfd_open(pid)
     }
 
     /// Waits until the process exits or `deadline` passes; true if it exited.
     pub(crate) fn wait(fd: &OwnedFd, deadline: Option<Instant>) -> bool {
-        use std::os::fd::AsRawFd;
-        loop {
-            let timeout = match deadline {
-                None => -1,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    left.as_millis().min(i32::MAX as u128) as i32
-                        + i32::from(left.subsec_nanos() % 1_000_000 != 0)
-                }
-            };
-            let mut p = libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid `pollfd`, alive for the call.
-            let rc = unsafe { libc::poll(&mut p, 1, timeout) };
-            if rc > 0 {
-                return true;
-            }
-            if rc == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
-                return false;
-            }
+        super::super::sys::poll_readable(fd, deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[repr(C)]
+    struct Plain {
+        m: RawMutex,
+    }
+
+    // SAFETY: one robust mutex; all-zero before `init`.
+    unsafe impl Layout for Plain {
+        const KIND: u32 = 0x7e57;
+    }
+
+    #[test]
+    fn the_tail_length_is_read_once_and_checked_against_the_mapping() {
+        let shared = Shared::new(16, |h: &Plain, init| h.m.init(init, Reentrant::No));
+        // Another process rewrites the length word of the prefix.
+        shared.prefix().tail.store(1 << 40, Ordering::Relaxed);
+        assert_eq!(shared.tail_len(), 16, "the handle keeps what it read");
+        // A process receiving the region now refuses it instead of trusting the word.
+        assert!(Shared::<Plain>::from_shm(shared.shm.clone()).is_err());
+        shared.prefix().tail.store(u64::MAX, Ordering::Relaxed);
+        assert!(Shared::<Plain>::from_shm(shared.shm.clone()).is_err());
+        shared.prefix().tail.store(16, Ordering::Relaxed);
+        let again = Shared::<Plain>::from_shm(shared.shm.clone()).expect("a sound region");
+        assert_eq!(again.tail_len(), 16);
+    }
+
+    #[test]
+    fn a_wait_times_out_at_its_deadline_and_a_notify_before_the_sleep_is_not_lost() {
+        #[repr(C)]
+        struct H {
+            m: RawMutex,
+            c: RawCond,
         }
+        // SAFETY: a robust mutex and a futex-word condition; all-zero before `init`.
+        unsafe impl Layout for H {
+            const KIND: u32 = 0x7e58;
+        }
+        let shared = Shared::new(0, |h: &H, init| h.m.init(init, Reentrant::No));
+        let h = shared.get();
+        let start = Instant::now();
+        let woke = h.m.with(|_| {
+            h.c.wait(
+                &h.m,
+                Some(Instant::now() + std::time::Duration::from_millis(30)),
+            )
+        });
+        assert_eq!(woke, Woke::TimedOut);
+        assert!(start.elapsed() >= std::time::Duration::from_millis(30));
+        // A notification between a waiter's reading the sequence (under the mutex) and its
+        // sleep: the sleep returns at once.
+        let seq = h.m.with(|_| {
+            let seq = h.c.seq.load(Ordering::SeqCst);
+            h.c.waiting.store(seq + 1, Ordering::SeqCst);
+            seq
+        });
+        h.m.with(|_| h.c.notify_all());
+        assert_eq!(futex_wait(&h.c.seq, seq, None), Woke::Maybe);
+        // With nobody waiting since, a notification writes nothing.
+        let before = h.c.seq.load(Ordering::SeqCst);
+        h.m.with(|_| h.c.notify_all());
+        assert_eq!(h.c.seq.load(Ordering::SeqCst), before);
+
+        // A notifier that dies after its bump and before its wake-up (simulated by
+        // forgetting the wake-up): the next notification still wakes the sleepers.
+        h.m.with(|_| {
+            let seq = h.c.seq.load(Ordering::SeqCst);
+            h.c.waiting.store(seq + 1, Ordering::SeqCst);
+        });
+        std::mem::forget(h.m.with(|_| h.c.notify_later(u32::MAX)));
+        assert_ne!(
+            h.c.waiting.load(Ordering::SeqCst),
+            0,
+            "still marked as waited on"
+        );
+        let before = h.c.seq.load(Ordering::SeqCst);
+        h.m.with(|_| h.c.notify_all());
+        assert_ne!(
+            h.c.seq.load(Ordering::SeqCst),
+            before,
+            "the next notify wakes"
+        );
+        assert_eq!(h.c.waiting.load(Ordering::SeqCst), 0);
     }
 }

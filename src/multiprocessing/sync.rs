@@ -13,7 +13,12 @@ use serde::{Deserialize, Serialize};
 use super::error::{
     BrokenBarrierError, LockResult, OwnerDied, ReleasedTooManyTimes, TryAcquireError,
 };
-use super::shm::{Guarded, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, deadline_of};
+use super::shm::{
+    Guarded, GuardedFlag, Held, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, Woke,
+    deadline_of,
+};
+use crate::process::image;
+use crate::process::protocol::{self, FnRef};
 
 /// Guards are tied to the thread that acquired: a pthread mutex is unlocked by its owner.
 type NotSend = PhantomData<*const ()>;
@@ -368,9 +373,7 @@ impl Semaphore {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return false;
                 }
-                if h.freed.wait(&h.m, deadline) == Locked::OwnerDied {
-                    h.m.consistent();
-                }
+                h.freed.wait(&h.m, deadline);
             }
         });
         taken.then(|| SemaphoreGuard {
@@ -393,15 +396,18 @@ impl Semaphore {
 
     fn give(&self) -> Result<(), ReleasedTooManyTimes> {
         let h = self.header();
-        h.m.with(|held| {
+        let _wakeup = h.m.with(|held| {
             let v = h.value.get(held);
             if v >= h.bound.get(held) {
                 return Err(ReleasedTooManyTimes);
             }
             h.value.set(held, v + 1);
-            h.freed.notify_one();
-            Ok(())
-        })
+            // Every waiter, not one: a single waiter woken for this permit could be killed
+            // before it takes it, and the permit would then sleep with the others. (Made
+            // once the mutex is released.)
+            Ok(h.freed.notify_later(u32::MAX))
+        })?;
+        Ok(())
     }
 
     /// The number of free permits. Python's `get_value()`.
@@ -542,7 +548,7 @@ impl BoundedSemaphore {
 pub(crate) struct EventHeader {
     m: RawMutex,
     changed: RawCond,
-    flag: Guarded<bool>,
+    flag: GuardedFlag,
 }
 
 // SAFETY: a robust mutex, a condition variable and a flag guarded by the mutex; all-zero is
@@ -609,9 +615,10 @@ impl Event {
     /// ```
     pub fn set(&self) {
         let h = self.header();
-        h.m.with(|held| {
+        // The wake-up is made once the mutex is released.
+        let _wakeup = h.m.with(|held| {
             h.flag.set(held, true);
-            h.changed.notify_all();
+            h.changed.notify_later(u32::MAX)
         });
     }
 
@@ -671,9 +678,7 @@ impl Event {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return false;
                 }
-                if h.changed.wait(&h.m, deadline) == Locked::OwnerDied {
-                    h.m.consistent();
-                }
+                h.changed.wait(&h.m, deadline);
             }
         })
     }
@@ -794,14 +799,7 @@ impl ConditionGuard<'_> {
 
     fn wait_until(&mut self, deadline: Option<Instant>) -> bool {
         let h = self.header();
-        match h.notified.wait(&h.m, deadline) {
-            Locked::Yes => true,
-            Locked::OwnerDied => {
-                h.m.consistent();
-                true
-            }
-            Locked::No => false,
-        }
+        h.notified.wait(&h.m, deadline) == Woke::Maybe
     }
 
     /// Releases the lock, waits for a notification, and takes the lock again. Python's
@@ -860,15 +858,19 @@ impl ConditionGuard<'_> {
         }
     }
 
-    /// Wakes up to `n` waiters. Python's `notify(n)`.
+    /// Wakes up to `n` waiters. Python's `notify(n)`. A waiter woken here that dies before
+    /// it takes the lock again takes its notification with it; use
+    /// [`notify_all`](Self::notify_all) where that matters.
     ///
     /// ```
     /// let c = concurrent_futures::multiprocessing::Condition::new();
     /// c.acquire().unwrap().notify(2);
     /// ```
     pub fn notify(&self, n: usize) {
-        for _ in 0..n {
-            self.header().notified.notify_one();
+        if n > 0 {
+            self.header()
+                .notified
+                .notify(u32::try_from(n).unwrap_or(u32::MAX));
         }
     }
 
@@ -908,7 +910,10 @@ pub(crate) struct BarrierHeader {
     generation: Guarded<u64>,
     /// The generation that `reset` ended, plus one (0: none), so that its waiters fail.
     reset: Guarded<u64>,
-    broken: Guarded<bool>,
+    broken: GuardedFlag,
+    /// The last party is running the action. It holds `m` throughout, so anyone else who
+    /// holds `m` and sees this set knows the runner died in the action.
+    acting: GuardedFlag,
 }
 
 // SAFETY: a robust mutex, a condition variable, and plain values guarded by the mutex.
@@ -916,8 +921,33 @@ unsafe impl Layout for BarrierHeader {
     const KIND: u32 = 5;
 }
 
+/// A barrier's action: the function itself in the process that made the barrier, its
+/// position in the executable in a process that received the barrier.
+#[derive(Clone, Copy)]
+enum Action {
+    Here(fn()),
+    There(FnRef),
+}
+
+impl Action {
+    /// Runs the action; false if it panicked (or could not be found in this process).
+    fn run(self) -> bool {
+        match self {
+            Action::Here(f) => crate::unwind::catch(f).is_ok(),
+            Action::There(target) => match image::invoke(target, &[]) {
+                Ok(outcome) => protocol::decode_outcome::<()>(&outcome).is_ok(),
+                Err(_) => false,
+            },
+        }
+    }
+}
+
 /// Python's `multiprocessing.Barrier`: `parties` processes or threads wait until all of them
-/// arrive, then all go on.
+/// arrive, then all go on. [`with_action`](Barrier::with_action) adds Python's `action`.
+///
+/// A party killed while it waits still counts as arrived in its round (as in Python: the
+/// others are not stuck, the round just completes without it). A party killed while it runs
+/// the action breaks the barrier: the others get [`BrokenBarrierError`] at once.
 ///
 /// ```
 /// use concurrent_futures::multiprocessing::Barrier;
@@ -928,9 +958,42 @@ unsafe impl Layout for BarrierHeader {
 /// let theirs = t.join().unwrap();
 /// assert_eq!(mine + theirs, 1); // arrival indexes 0 and 1
 /// ```
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone)]
 pub struct Barrier {
     shared: Arc<Shared<BarrierHeader>>,
+    action: Option<Action>,
+}
+
+impl Serialize for Barrier {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let action = match self.action {
+            None => None,
+            Some(Action::There(target)) => Some(target),
+            Some(Action::Here(f)) => {
+                Some(image::init_target_of(f).map_err(serde::ser::Error::custom)?)
+            }
+        };
+        (&*self.shared, action).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Barrier {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (shared, action) = <(Shared<BarrierHeader>, Option<FnRef>)>::deserialize(deserializer)?;
+        // The action must be called through the trampoline for a `fn()`, the one this
+        // process would name itself: a sender cannot pick another code path.
+        fn probe() {}
+        let own = image::init_target_of(probe).map_err(serde::de::Error::custom)?;
+        if action.is_some_and(|a| a.tramp != own.tramp) {
+            return Err(serde::de::Error::custom(
+                "a shared barrier names its action through an unexpected trampoline",
+            ));
+        }
+        Ok(Barrier {
+            shared: Arc::new(shared),
+            action: action.map(Action::There),
+        })
+    }
 }
 
 impl std::fmt::Debug for Barrier {
@@ -957,11 +1020,64 @@ impl Barrier {
                 h.changed.init(init);
                 h.m.with(|held| h.parties.set(held, parties));
             })),
+            action: None,
+        }
+    }
+
+    /// A barrier whose last arriving party runs `action` before the others are released.
+    /// Python's `Barrier(parties, action=f)`.
+    ///
+    /// The action runs in whichever process arrives last, so it is a plain `fn()` of the
+    /// program, found in a child by its place in the executable (as a
+    /// [`Process`](super::Process)'s target is). If it panics, the barrier breaks and every
+    /// party of the round, the one that ran it included, gets [`BrokenBarrierError`]; if its
+    /// process is killed while it runs, the barrier breaks too. While it runs, the other
+    /// parties wait for it, past their timeouts if need be (they need the barrier's lock
+    /// back, as in Python).
+    ///
+    /// ```
+    /// use concurrent_futures::multiprocessing::Barrier;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// static ROUNDS: AtomicU32 = AtomicU32::new(0);
+    /// fn count_round() {
+    ///     ROUNDS.fetch_add(1, Ordering::SeqCst);
+    /// }
+    ///
+    /// let b = Barrier::with_action(2, count_round);
+    /// let b2 = b.clone();
+    /// let t = std::thread::spawn(move || b2.wait());
+    /// assert!(b.wait().is_ok());
+    /// assert!(t.join().unwrap().is_ok());
+    /// assert_eq!(ROUNDS.load(Ordering::SeqCst), 1); // once per round, not per party
+    /// ```
+    pub fn with_action(parties: u32, action: fn()) -> Barrier {
+        Barrier {
+            action: Some(Action::Here(action)),
+            ..Barrier::new(parties)
         }
     }
 
     fn header(&self) -> &BarrierHeader {
         self.shared.get()
+    }
+
+    /// Runs `f` with the barrier's lock held, after breaking the barrier if the lock's last
+    /// holder died running the action.
+    fn locked<T>(&self, f: impl FnOnce(&BarrierHeader, &Held<'_>) -> T) -> T {
+        let h = self.header();
+        h.m.with(|held| {
+            if h.acting.get(held) {
+                Self::runner_died(h, held);
+            }
+            f(h, held)
+        })
+    }
+
+    fn runner_died(h: &BarrierHeader, held: &Held<'_>) {
+        h.acting.set(held, false);
+        h.broken.set(held, true);
+        h.changed.notify_all();
     }
 
     /// Waits for all parties; returns this party's arrival index (0 for the first, `parties
@@ -989,14 +1105,27 @@ impl Barrier {
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<u32, BrokenBarrierError> {
-        let h = self.header();
-        h.m.with(|held| {
+        self.locked(|h, held| {
             if h.broken.get(held) {
                 return Err(BrokenBarrierError);
             }
             let index = h.count.get(held);
             let generation = h.generation.get(held);
-            if index + 1 >= h.parties.get(held) {
+            if index.saturating_add(1) >= h.parties.get(held) {
+                if let Some(action) = self.action {
+                    h.acting.set(held, true);
+                    // Wake the waiters now: they queue on the lock, which this thread holds
+                    // while the action runs, so that if this process dies in the action the
+                    // kernel hands the lock to one of them (owner died) and they learn it.
+                    h.changed.notify_all();
+                    let ok = action.run();
+                    h.acting.set(held, false);
+                    if !ok {
+                        h.broken.set(held, true);
+                        h.changed.notify_all();
+                        return Err(BrokenBarrierError);
+                    }
+                }
                 h.count.set(held, 0);
                 h.generation.set(held, generation + 1);
                 h.changed.notify_all();
@@ -1011,6 +1140,9 @@ impl Barrier {
                         Ok(index)
                     };
                 }
+                if h.acting.get(held) {
+                    Self::runner_died(h, held);
+                }
                 if h.broken.get(held) {
                     return Err(BrokenBarrierError);
                 }
@@ -1019,9 +1151,7 @@ impl Barrier {
                     h.changed.notify_all();
                     return Err(BrokenBarrierError);
                 }
-                if h.changed.wait(&h.m, deadline) == Locked::OwnerDied {
-                    h.m.consistent();
-                }
+                h.changed.wait(&h.m, deadline);
             }
         })
     }
@@ -1034,8 +1164,7 @@ impl Barrier {
     /// assert!(b.broken());
     /// ```
     pub fn abort(&self) {
-        let h = self.header();
-        h.m.with(|held| {
+        self.locked(|h, held| {
             h.broken.set(held, true);
             h.changed.notify_all();
         });
@@ -1050,8 +1179,7 @@ impl Barrier {
     /// assert_eq!(b.wait(), Ok(0));
     /// ```
     pub fn reset(&self) {
-        let h = self.header();
-        h.m.with(|held| {
+        self.locked(|h, held| {
             let generation = h.generation.get(held);
             if h.count.get(held) > 0 {
                 h.reset.set(held, generation + 1);
@@ -1069,8 +1197,7 @@ impl Barrier {
     /// assert_eq!(concurrent_futures::multiprocessing::Barrier::new(4).parties(), 4);
     /// ```
     pub fn parties(&self) -> u32 {
-        let h = self.header();
-        h.m.with(|held| h.parties.get(held))
+        self.locked(|h, held| h.parties.get(held))
     }
 
     /// The number of parties waiting now.
@@ -1079,8 +1206,7 @@ impl Barrier {
     /// assert_eq!(concurrent_futures::multiprocessing::Barrier::new(4).n_waiting(), 0);
     /// ```
     pub fn n_waiting(&self) -> u32 {
-        let h = self.header();
-        h.m.with(|held| h.count.get(held))
+        self.locked(|h, held| h.count.get(held))
     }
 
     /// Whether the barrier is broken.
@@ -1089,7 +1215,6 @@ impl Barrier {
     /// assert!(!concurrent_futures::multiprocessing::Barrier::new(4).broken());
     /// ```
     pub fn broken(&self) -> bool {
-        let h = self.header();
-        h.m.with(|held| h.broken.get(held))
+        self.locked(|h, held| h.broken.get(held))
     }
 }
