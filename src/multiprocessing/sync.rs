@@ -17,8 +17,8 @@ use super::shm::{
     Guarded, GuardedFlag, Held, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, Woke,
     deadline_of,
 };
-use crate::process::image;
-use crate::process::protocol::{self, FnRef};
+use crate::remote::naming as image;
+use crate::remote::{FnRef, codec as protocol};
 
 /// Guards are tied to the thread that acquired: a pthread mutex is unlocked by its owner.
 type NotSend = PhantomData<*const ()>;
