@@ -84,7 +84,6 @@ mod queue;
 mod shared_memory;
 mod shm;
 mod sync;
-mod sys;
 mod value;
 
 pub use error::{

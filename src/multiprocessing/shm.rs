@@ -34,8 +34,8 @@ use std::mem::{MaybeUninit, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-pub(crate) use super::sys::Woke;
-use super::sys::{futex_wait, futex_wake};
+pub(crate) use crate::os::shared::Woke;
+use crate::os::shared::{futex_wait, futex_wake};
 
 use ipc_channel::ipc::IpcSharedMemory;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -665,12 +665,12 @@ pub(crate) mod pidfd {
 
     /// A file descriptor that becomes readable when process `pid` exits.
     pub(crate) fn open(pid: u32) -> Option<OwnedFd> {
-        super::super::sys::pidfd_open(pid)
+        crate::os::shared::pidfd_open(pid)
     }
 
     /// Waits until the process exits or `deadline` passes; true if it exited.
     pub(crate) fn wait(fd: &OwnedFd, deadline: Option<Instant>) -> bool {
-        super::super::sys::poll_readable(fd, deadline)
+        crate::os::shared::poll_readable(fd, deadline)
     }
 }
 

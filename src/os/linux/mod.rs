@@ -9,10 +9,14 @@
 //! * [`Poller`]: `epoll` over sockets and process descriptors, with a wake-up `eventfd`;
 //! * [`Pidfd`]: a process's descriptor, readable once it has exited;
 //! * the child's side: inheriting descriptors through `exec`, dying with the parent,
-//!   ignoring `SIGPIPE` and `SIGINT`; sending signals; the executable segments of the program.
+//!   ignoring `SIGPIPE` and `SIGINT`; sending signals; the executable segments of the program;
+//! * [`shared`]: futexes on shared words, and POSIX shared memory (the `multiprocessing`
+//!   toolkit's waits and `SharedMemory`).
 //!
 //! A port to another OS writes a sibling of this file with the same items. Every `unsafe` of
 //! these calls is in this file.
+
+pub(crate) mod shared;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

@@ -1,8 +1,7 @@
-//! Every direct Linux system call of the toolkit, behind a small safe interface: futex
-//! waits and wakes on a shared word, `pidfd_open`, and the POSIX shared memory calls behind
-//! [`SharedMemory`](super::SharedMemory). Nothing else in the toolkit makes a system call
-//! of its own: the pthread mutexes and the clock of [`shm`](super::shm) go through glibc,
-//! and signals to children through the process pool's code.
+//! The system calls of the `multiprocessing` toolkit's shared memory, behind a small safe
+//! interface: futex waits and wakes on a shared word, `pidfd_open`, and the POSIX shared
+//! memory calls behind `multiprocessing::SharedMemory`. (The toolkit's pthread mutexes and
+//! clock go through glibc, in `multiprocessing/shm.rs`.)
 //!
 //! # Futexes
 //!
