@@ -9,6 +9,8 @@
 
 #[path = "../tests/common/faults.rs"]
 mod faults;
+#[path = "../tests/common/procs.rs"]
+mod procs;
 
 use faults::{Fault, burst};
 

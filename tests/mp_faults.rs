@@ -12,6 +12,7 @@
 
 mod common;
 
+use common::procs::{children, park_forever};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -120,19 +121,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n.max(1)
     }
-}
-
-/// Every child of this process, zombies included, from `/proc`.
-fn children() -> Vec<u32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
-                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-            }
-        }
-    }
-    out
 }
 
 /// Whether the main thread of `pid` sleeps in a futex wait (the kernel's view, from
@@ -273,12 +261,6 @@ fn served_once(
         }
     }
     Ok(())
-}
-
-fn park_forever() -> ! {
-    loop {
-        std::thread::park();
-    }
 }
 
 // ===== Lock, RLock =====

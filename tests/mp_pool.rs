@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::procs::forever;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -23,12 +24,6 @@ fn boom(x: u32) -> u32 {
         panic!("bad item {x}");
     }
     x
-}
-
-fn forever(_: ()) -> u8 {
-    loop {
-        std::thread::park();
-    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use common::procs::{exited as dead, gone as reaped, run_forever as forever};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -12,23 +12,6 @@ use common::{LONG, eventually, join, watchdog};
 use concurrent_futures::multiprocessing::{
     Event, Process, ProcessError, Queue, active_children, current_process,
 };
-
-/// True once `pid` no longer exists or is a zombie (dead, waiting for a reaper that is not
-/// us: an orphan's reaper is init).
-fn dead(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => true,
-    }
-}
-
-/// True if `pid` is gone entirely: exited and reaped.
-fn reaped(pid: u32) -> bool {
-    !Path::new(&format!("/proc/{pid}")).exists()
-}
 
 fn noop(_: ()) {}
 
@@ -42,12 +25,6 @@ fn panics(_: ()) {
 
 fn wait_for(e: Event) {
     e.wait();
-}
-
-fn forever(_: ()) {
-    loop {
-        std::thread::park();
-    }
 }
 
 #[test]

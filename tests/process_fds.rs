@@ -3,12 +3,9 @@
 
 mod common;
 
+use common::procs::open_fds;
 use common::{LONG, watchdog};
 use concurrent_futures::{Executor, ProcessPoolExecutor};
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
 
 #[test]
 fn queued_tasks_use_no_more_descriptors() {

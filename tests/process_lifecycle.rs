@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::procs::exited;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
@@ -76,17 +77,6 @@ fn start_helper(own_group: bool) -> (Child, Vec<u32>) {
                 .collect();
             return (child, pids);
         }
-    }
-}
-
-/// True once `pid` has exited: gone, or a zombie waiting for whoever adopted it.
-fn exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => true,
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use common::procs::{exited_with_all_threads as exited, forever, gone};
 use std::time::{Duration, Instant};
 
 use common::{Gate, LONG, eventually, marker, watchdog};
@@ -16,12 +16,6 @@ executor_suite!(ProcessPoolExecutor::new(2));
 
 fn pool(n: usize) -> ProcessPoolExecutor {
     ProcessPoolExecutor::new(n)
-}
-
-/// True once `/proc/<pid>` is gone: the process exited and was reaped (a zombie still has
-/// its `/proc` entry).
-fn gone(pid: u32) -> bool {
-    !Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn my_pid(_: ()) -> u32 {
@@ -342,25 +336,6 @@ fn pool_start_to_first_result_is_quick_enough_to_use() {
     assert!(t.elapsed() < Duration::from_secs(20));
 }
 
-/// True once `pid` has exited (a zombie, or gone) with all its threads, so that its files
-/// are closed: its main thread turns zombie while the others may still be on their way out.
-fn exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        Ok(status) => {
-            let field = |name: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .map(str::trim)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            field("State:").starts_with('Z') && field("Threads:") == "1"
-        }
-        Err(_) => true,
-    }
-}
-
 #[test]
 fn a_worker_killed_while_idle_costs_no_task() {
     let _w = watchdog("a_worker_killed_while_idle_costs_no_task");
@@ -379,12 +354,6 @@ fn a_worker_killed_while_idle_costs_no_task() {
         Ok(true)
     );
     eventually("the dead worker is reaped", || gone(pid));
-}
-
-fn forever(_: ()) -> u8 {
-    loop {
-        std::thread::park();
-    }
 }
 
 #[test]

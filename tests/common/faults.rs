@@ -95,26 +95,6 @@ fn recurse(depth: u64) -> u64 {
     recurse(depth + 1).wrapping_add(pad[3])
 }
 
-/// Descriptors of this process whose target starts with `prefix` (`socket:`, `/memfd:`).
-fn fds_like(prefix: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fd")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Ok(target) = std::fs::read_link(entry.path())
-            && target.to_string_lossy().starts_with(prefix)
-        {
-            out.push(fd);
-        }
-    }
-    out
-}
-
 /// Sends `parts` as one message on socket `fd`, ignoring errors.
 fn send_raw(fd: i32, bytes: &[u8]) {
     // SAFETY: `send` reads `bytes.len()` bytes from a live slice; a descriptor that is not a
@@ -139,9 +119,7 @@ pub fn faulty((journal_path, id, fault): (String, u64, Fault)) -> u64 {
         }
         Fault::Exit => std::process::exit(7),
         Fault::StackOverflow => return recurse(0),
-        Fault::Hang => loop {
-            std::thread::park();
-        },
+        Fault::Hang => super::procs::park_forever(),
         Fault::Forge => {
             // A result record (the crate's wire format) for every task id up to 10,000.
             let mut msg = vec![b'D'];
@@ -151,7 +129,7 @@ pub fn faulty((journal_path, id, fault): (String, u64, Fault)) -> u64 {
                 msg.extend_from_slice(&1u32.to_le_bytes());
                 msg.push(0);
             }
-            for fd in fds_like("socket:") {
+            for fd in super::procs::fds_like("socket:") {
                 send_raw(fd, &msg[..msg.len().min(100_000)]);
             }
             // Wait for the consequence (the time limit ends a worker the parent believed).
@@ -162,7 +140,7 @@ pub fn faulty((journal_path, id, fault): (String, u64, Fault)) -> u64 {
         Fault::HugeMessage => {
             // Longer than any message the protocol allows, within what a socket can send.
             let big = vec![b'D'; 300 << 10];
-            for fd in fds_like("socket:") {
+            for fd in super::procs::fds_like("socket:") {
                 let size: libc::c_int = 8 << 20;
                 // SAFETY: `setsockopt` reads one c_int; errors are ignored.
                 unsafe {
@@ -186,7 +164,7 @@ pub fn faulty((journal_path, id, fault): (String, u64, Fault)) -> u64 {
             msg.push(0);
             msg.extend_from_slice(&u32::MAX.to_le_bytes());
             msg.extend_from_slice(b"short");
-            for fd in fds_like("socket:") {
+            for fd in super::procs::fds_like("socket:") {
                 send_raw(fd, &msg);
             }
             loop {
@@ -194,7 +172,7 @@ pub fn faulty((journal_path, id, fault): (String, u64, Fault)) -> u64 {
             }
         }
         Fault::Truncate => {
-            for fd in fds_like("/memfd:") {
+            for fd in super::procs::fds_like("/memfd:") {
                 // SAFETY: `ftruncate` on a descriptor of this process; a sealed file
                 // refuses with an error, ignored.
                 unsafe { libc::ftruncate(fd, 0) };
@@ -233,30 +211,15 @@ pub const LIMIT: Duration = Duration::from_millis(500);
 
 /// Child processes of this process (zombies included).
 pub fn children() -> Vec<u32> {
-    let me = std::process::id().to_string();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        if rest.split_whitespace().nth(1) == Some(me.as_str()) {
-            out.push(pid);
-        }
-    }
-    out
+    super::procs::children()
 }
 
 /// Open descriptors of this process, and how many are memory files.
 pub fn open_fds() -> (isize, isize) {
-    let all = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()) as isize;
-    (all, fds_like("/memfd:").len() as isize)
+    (
+        super::procs::open_fds() as isize,
+        super::procs::fds_like("/memfd:").len() as isize,
+    )
 }
 
 /// Submits `ordinary` tasks with `faults` faulty ones spread among them, all at once, on a

@@ -5,6 +5,8 @@
 
 #[cfg(target_os = "linux")]
 pub mod faults;
+#[cfg(target_os = "linux")]
+pub mod procs;
 pub mod suite;
 
 use std::fs::File;
