@@ -579,3 +579,67 @@ fn a_task_may_run_a_pool_of_its_own() {
         Ok(90)
     );
 }
+
+// ===== per-task time limits =====
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn a_task_time_limit_stops_that_task_only() {
+    let _w = watchdog("a_task_time_limit_stops_that_task_only");
+    let pool = pool(1);
+    let limit = Duration::from_millis(100);
+    let stuck = pool.submit_with_timeout(forever, (), limit);
+    let behind: Vec<_> = (0..5u64).map(|i| pool.submit(common::double, i)).collect();
+    assert_eq!(stuck.result_timeout(LONG), Err(TaskError::TimeLimit(limit)));
+    for (i, f) in behind.iter().enumerate() {
+        assert_eq!(f.result_timeout(LONG), Ok(2 * i as u64));
+    }
+    // A limit generous enough lets the task finish.
+    let ok = pool.submit_with_timeout(sleep_ms, 1, Duration::from_secs(20));
+    assert_eq!(ok.result_timeout(LONG), Ok(1));
+}
+
+/// The limit belongs to the task that runs: a short task with a tight limit, followed on
+/// the same worker by a long task without one, does not get the long one killed.
+#[test]
+fn a_limit_is_timed_from_its_own_task_start() {
+    let _w = watchdog("a_limit_is_timed_from_its_own_task_start");
+    let pool = pool(1);
+    let limit = Duration::from_millis(200);
+    let mut gate = Gate::closed();
+    let short = pool.submit_with_timeout(common::double, 4, limit);
+    let long = pool.submit(common::hold, (gate.path(), 7));
+    assert_eq!(short.result_timeout(LONG), Ok(8));
+    // Well past the short task's limit, the long one still runs.
+    assert_eq!(long.result_timeout(limit * 5), Err(TaskError::Timeout));
+    gate.open();
+    assert_eq!(long.result_timeout(LONG), Ok(7));
+}
+
+/// A task's own limit replaces the pool's, both ways.
+#[test]
+fn a_task_limit_replaces_the_pools() {
+    let _w = watchdog("a_task_limit_replaces_the_pools");
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .task_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let mut gate = Gate::closed();
+    let longer = pool.submit_with_timeout(common::hold, (gate.path(), 3), LONG);
+    let pooled = pool.submit(forever, ());
+    assert_eq!(
+        pooled.result_timeout(LONG),
+        Err(TaskError::TimeLimit(Duration::from_millis(100)))
+    );
+    assert_eq!(
+        longer.result_timeout(Duration::from_millis(300)),
+        Err(TaskError::Timeout)
+    );
+    gate.open();
+    assert_eq!(longer.result_timeout(LONG), Ok(3));
+}

@@ -327,10 +327,60 @@ impl ProcessPoolExecutor {
         self.manager.pids()
     }
 
+    /// Submits `f(arg)` with a time limit of its own (pebble's `schedule(timeout=)`): if it
+    /// runs longer than `limit`, its worker is killed and replaced, the task fails with
+    /// [`TaskError::TimeLimit`]`(limit)`, and the tasks queued behind it run elsewhere. The
+    /// limit counts from the moment the worker starts the task, not from the submission; it
+    /// replaces the pool's [`task_timeout`](ProcessPoolBuilder::task_timeout) for this task.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor, TaskError};
+    /// use std::time::Duration;
+    ///
+    /// fn sleepy(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    ///
+    /// let pool = ProcessPoolExecutor::new(1);
+    /// let slow = pool.submit_with_timeout(sleepy, 60_000, Duration::from_millis(50));
+    /// let quick = pool.submit(sleepy, 1); // queued behind it, runs on the replacement
+    /// assert_eq!(slow.result(), Err(TaskError::TimeLimit(Duration::from_millis(50))));
+    /// assert_eq!(quick.result(), Ok(1));
+    /// ```
+    pub fn submit_with_timeout<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        limit: std::time::Duration,
+    ) -> Future<R> {
+        self.try_submit_with_timeout(f, arg, limit)
+            .unwrap_or_else(|e| Future::ready(Err(TaskError::Submit(e))))
+    }
+
+    /// [`submit_with_timeout`](Self::submit_with_timeout) that returns the [`SubmitError`]
+    /// instead of a failed future.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor, SubmitError};
+    /// use std::time::Duration;
+    /// fn one(_: ()) -> u8 { 1 }
+    /// let pool = ProcessPoolExecutor::new(1);
+    /// pool.shutdown(true);
+    /// let refused = pool.try_submit_with_timeout(one, (), Duration::from_secs(1));
+    /// assert_eq!(refused.unwrap_err(), SubmitError::Shutdown);
+    /// ```
+    pub fn try_submit_with_timeout<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        limit: std::time::Duration,
+    ) -> Result<Future<R>, SubmitError> {
+        self.enqueue(naming::target_of(f)?, &arg, Some(limit))
+    }
+
     fn enqueue<A: Payload, T: Payload>(
         &self,
         target: FnRef,
         arg: &A,
+        limit: Option<std::time::Duration>,
     ) -> Result<Future<T>, SubmitError> {
         // A `Serialize` that panics refuses the submission with its message.
         let payload = crate::unwind::catch(|| wire::encode_payload(arg, &self.manager.blocks))
@@ -343,7 +393,7 @@ impl ProcessPoolExecutor {
             manager: Arc::downgrade(&self.manager),
         }));
         self.manager
-            .submit(target, payload, Box::new(Slot(fut.handle())))?;
+            .submit(target, payload, Box::new(Slot(fut.handle())), limit)?;
         Ok(fut)
     }
 }
@@ -358,7 +408,7 @@ impl Executor for ProcessPoolExecutor {
         f: fn(A) -> R,
         arg: A,
     ) -> Result<Future<R>, SubmitError> {
-        self.enqueue(naming::target_of(f)?, &arg)
+        self.enqueue(naming::target_of(f)?, &arg, None)
     }
 
     fn submit_chunk<A: Payload, R: Payload>(
@@ -366,7 +416,7 @@ impl Executor for ProcessPoolExecutor {
         f: fn(A) -> R,
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError> {
-        self.enqueue(naming::chunk_target_of(f)?, &items)
+        self.enqueue(naming::chunk_target_of(f)?, &items, None)
     }
 
     fn shutdown_with(&self, wait: bool, cancel_futures: bool) {

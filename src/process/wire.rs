@@ -25,9 +25,10 @@
 //! A result that was computed is never lost with its worker. Before it starts the next call,
 //! a worker has either sent the result or appended it to its *result log*: a shared memory
 //! file the parent created (sealed against shrinking) and keeps. The log is
-//! `[started u64][committed u64][records]`: `started` is the id of the call the worker
-//! started last, `committed` the length of the complete records (stored after them, with
-//! release ordering). A flush sends the records straight from the log, then empties it. The
+//! `[started u64][committed u64][started_at u64][records]`: `started` is the id of the call
+//! the worker started last and `started_at` when (the monotonic clock, in nanoseconds: the
+//! watchdog of time limits reads both while the worker runs), `committed` the length of the
+//! complete records (stored after them, with release ordering). A flush sends the records straight from the log, then empties it. The
 //! parent reads the log only once the worker is dead: the records complete their tasks (a
 //! record whose task was already completed by the same record sent before the death is
 //! ignored), `started` names the call it died in, and the calls after it never started.
@@ -48,8 +49,8 @@ pub(crate) const MAX_FRAME: usize = 128 << 10;
 pub(crate) const INLINE_MAX: usize = 32 << 10;
 /// The size of a worker's result log: its records fit in one message.
 pub(crate) const LOG_SIZE: usize = MAX_FRAME;
-/// The log's header: `started`, `committed`.
-pub(crate) const LOG_HEADER: usize = 16;
+/// The log's header: `started`, `committed`, `started_at`.
+pub(crate) const LOG_HEADER: usize = 24;
 /// Bytes of a record before its payload.
 pub(crate) const RECORD_HEADER: usize = 13;
 /// The largest result the parent accepts (a larger one fails its task with `Codec`).
@@ -208,7 +209,7 @@ impl PostMortem {
             return PostMortem::default();
         }
         let started = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
-        let committed = u64::from_le_bytes(header[8..].try_into().expect("8 bytes"));
+        let committed = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
         let committed = usize::try_from(committed)
             .unwrap_or(usize::MAX)
             .min(LOG_SIZE - LOG_HEADER);
@@ -228,6 +229,17 @@ impl PostMortem {
     }
 }
 
+/// The call a worker runs now and since when (monotonic nanoseconds), read from its log
+/// while it runs; `None` if the log cannot be read. A worker could write anything there,
+/// which costs only its own tasks (the caller checks that it holds the call).
+pub(crate) fn running(log: &Memfd) -> Option<(u64, u64)> {
+    let mut header = [0u8; LOG_HEADER];
+    log.read_at(0, &mut header).ok()?;
+    let started = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
+    let at = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
+    Some((started, at))
+}
+
 /// The worker's side of its result log (a mapping of the file the parent created).
 pub(crate) struct Log {
     map: Mapping,
@@ -241,6 +253,7 @@ impl Log {
 
     /// Records that the call `id` starts now.
     pub(crate) fn started(&self, id: u64) {
+        self.map.store_u64(16, crate::os::monotonic_nanos());
         self.map.store_u64(0, id);
     }
 
@@ -380,7 +393,9 @@ pub(crate) fn encode_payload<T: Serialize>(
         Some(b) => b,
         None => {
             let file = Memfd::new(len.next_multiple_of(1 << 16))?;
-            let map = file.map(true)?;
+            let mut map = file.map(true)?;
+            // One system call maps every page, instead of a fault per page while encoding.
+            map.prefault_write();
             Block { file, map }
         }
     };

@@ -201,8 +201,8 @@ impl Manager {
                 let mut failed: Vec<(Work, TaskError)> =
                     held.into_iter().map(|w| (w, died.clone())).collect();
                 if let Some(w) = running {
-                    let error = match self.config.task_timeout {
-                        Some(limit) if link.timed_out => TaskError::TimeLimit(limit),
+                    let error = match link.timed_out {
+                        Some((task, limit)) if task == w.id => TaskError::TimeLimit(limit),
                         _ => died.clone(),
                     };
                     failed.push((w, error));

@@ -2,7 +2,6 @@
 //! windows, with work stealing (the policies are `remote::window`'s).
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::Instant;
 
 use super::{Link, Phase, State, Work};
 use crate::os;
@@ -14,7 +13,6 @@ impl Link {
     pub(super) fn finished(&mut self, task: u64) {
         self.tasks_done += 1;
         self.window.release(task);
-        self.head_since = (!self.window.is_empty()).then(Instant::now);
     }
 
     /// May be sent work.
@@ -116,9 +114,6 @@ pub(super) fn dispatch(st: &mut State) {
                 st.pending.push_front(w);
             }
             continue;
-        }
-        if link.window.is_empty() {
-            link.head_since = Some(Instant::now());
         }
         link.window.send(batch.iter().map(|w| w.id));
         for w in batch {

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::wire::{self, MAX_FRAME, Payload};
 use crate::error::{SubmitError, TaskError};
-use crate::os::{Memfd, Pidfd, Poller, Socket};
+use crate::os::{self, Memfd, Pidfd, Poller, Socket};
 use crate::remote::bootstrap::{ChildGuard, StartError};
 use crate::remote::window::Window;
 use crate::remote::{Completion, FnRef};
@@ -42,6 +42,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 /// How long a thread that wants to read results yields (instead of sleeping) while the
 /// manager thread wakes up and lets go of the reader.
 const READER_SPIN: Duration = Duration::from_micros(200);
+/// How often the watchdog looks at a worker to see a task with a time limit start, at most
+/// and at least.
+const POLL_MIN: Duration = Duration::from_millis(1);
+const POLL_MAX: Duration = Duration::from_millis(50);
 /// How long the manager thread leaves results in flight to a user thread that may come to
 /// read them itself, before it reads them (for callbacks and `as_completed`).
 const READ_GRACE: Duration = Duration::from_micros(100);
@@ -65,6 +69,8 @@ struct Work {
     completion: Box<dyn Completion>,
     /// Already RUNNING (it was sent once, to a worker that died before starting it).
     claimed: bool,
+    /// Its own time limit (else the pool's).
+    limit: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,10 +104,8 @@ struct Link {
     /// Told to exit (shutdown, or `max_tasks_per_child` reached).
     retiring: bool,
     tasks_done: usize,
-    /// Since when the oldest task it holds has been running (the clock of the time limit).
-    head_since: Option<Instant>,
-    /// Killed for running a task over the time limit.
-    timed_out: bool,
+    /// Killed for running this task over this time limit.
+    timed_out: Option<(u64, Duration)>,
 }
 
 struct State {
@@ -198,11 +202,11 @@ impl Manager {
             .spawn(move || m.run())
             .map_err(|e| StartError::Spawn(format!("cannot start the manager thread: {e}")))?;
         *sync::lock(&manager.thread) = Some(handle);
-        if let Some(limit) = manager.config.task_timeout {
+        {
             let m = manager.clone();
             let handle = std::thread::Builder::new()
                 .name("cf-process-watchdog".into())
-                .spawn(move || m.watch(limit))
+                .spawn(move || m.watch())
                 .map_err(|e| StartError::Spawn(format!("cannot start the watchdog thread: {e}")))?;
             *sync::lock(&manager.watchdog) = Some(handle);
         }
@@ -231,6 +235,7 @@ impl Manager {
         target: FnRef,
         payload: Payload,
         completion: Box<dyn Completion>,
+        limit: Option<Duration>,
     ) -> Result<(), SubmitError> {
         let mut st = sync::lock(&self.state);
         match &st.phase {
@@ -246,7 +251,12 @@ impl Manager {
             payload,
             completion,
             claimed: false,
+            limit,
         });
+        if limit.is_some() {
+            // The watchdog learns of a limit to keep.
+            self.changed.notify_all();
+        }
         let was_quiet = !expecting(&st);
         dispatch(&mut st);
         if was_quiet && expecting(&st) {
@@ -305,8 +315,13 @@ impl Manager {
         }
     }
 
-    /// The watchdog thread: kills a worker whose current task has run longer than `limit`.
-    fn watch(&self, limit: Duration) {
+    /// The watchdog thread: kills a worker whose current task has run longer than its time
+    /// limit (its own, else the pool's). The worker's log says which call it runs and since
+    /// when, so the limit is the one of the task that runs, timed from its start. It sleeps
+    /// while no task with a limit is in flight, and otherwise looks again at the nearest
+    /// deadline (or, while a task with a limit waits behind one without, every few
+    /// milliseconds, to see it start).
+    fn watch(&self) {
         let mut st = sync::lock(&self.state);
         loop {
             let finished = st.startup_error.is_some()
@@ -314,22 +329,49 @@ impl Manager {
             if finished {
                 return;
             }
-            let now = Instant::now();
-            let mut next = now + Duration::from_secs(1);
-            for link in st.workers.values_mut() {
-                if let Some(since) = link.head_since
-                    && !link.timed_out
-                {
-                    let deadline = since + limit;
-                    if deadline <= now {
-                        link.timed_out = true;
-                        link.pidfd.signal(libc::SIGKILL);
-                    } else {
-                        next = next.min(deadline);
+            let now = os::monotonic_nanos();
+            let mut next: Option<Duration> = None;
+            let mut soonest = |d: Duration| next = Some(next.map_or(d, |n| n.min(d)));
+            let State {
+                workers, inflight, ..
+            } = &mut *st;
+            for link in workers.values_mut() {
+                if link.timed_out.is_some() || link.window.is_empty() {
+                    continue;
+                }
+                let limit_of = |task: u64| {
+                    inflight
+                        .get(&task)
+                        .and_then(|w| w.limit)
+                        .or(self.config.task_timeout)
+                };
+                let limits: Vec<Duration> = link.window.tasks().filter_map(limit_of).collect();
+                let Some(&shortest) = limits.iter().min() else {
+                    continue;
+                };
+                match wire::running(&link.log) {
+                    Some((task, since)) if link.window.holds(task) => {
+                        if let Some(limit) = limit_of(task) {
+                            let ran = Duration::from_nanos(now.saturating_sub(since));
+                            if ran >= limit {
+                                link.timed_out = Some((task, limit));
+                                link.pidfd.signal(libc::SIGKILL);
+                                continue;
+                            }
+                            soonest(limit - ran);
+                        }
+                        if limits.len() > 1 || limit_of(task).is_none() {
+                            soonest((shortest / 4).clamp(POLL_MIN, POLL_MAX));
+                        }
                     }
+                    // It has not started a task it holds yet (or its log is unreadable).
+                    _ => soonest((shortest / 4).clamp(POLL_MIN, POLL_MAX)),
                 }
             }
-            st = sync::wait_until(&self.changed, st, next).0;
+            st = match next {
+                Some(d) => sync::wait_until(&self.changed, st, Instant::now() + d).0,
+                None => sync::wait(&self.changed, st),
+            };
         }
     }
 

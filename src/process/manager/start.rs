@@ -172,8 +172,7 @@ impl Starting {
             ready: true,
             retiring: false,
             tasks_done: 0,
-            head_since: None,
-            timed_out: false,
+            timed_out: None,
         })
     }
 }
