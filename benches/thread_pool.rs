@@ -9,9 +9,12 @@
 //! * `round_trip`: one task, submitted and waited for, warm and after 1 ms idle. Anchors:
 //!   rayon `install`, rayon `spawn` + channel, `threadpool` `execute` + channel. Our pool is measured with and without
 //!   caller-runs (`caller_runs(false)` shows the raw wake-up path).
-//! * `map_1m_trivial`: `map` over 1,000,000 trivial items vs rayon `par_iter`.
-//! * `map_10k_9us`: `map` over 10,000 items of ~9 µs vs rayon `par_iter` and the ideal
-//!   two-way split (two threads, half each).
+//! * `map_1m_trivial`: `map` and `map_indexed` over 1,000,000 trivial items vs rayon
+//!   `par_iter`, and two plain loops on one thread: collecting the values, and collecting
+//!   `Ok` values into a `Result<Vec<_>, _>` as a consumer of `map` does (the floor of any
+//!   iterator that yields a `Result` per item).
+//! * `map_10k_9us`: `map` and `map_indexed` over 10,000 items of ~9 µs vs rayon `par_iter`
+//!   and the ideal two-way split (two threads, half each).
 
 use std::hint::black_box;
 use std::sync::mpsc;
@@ -204,10 +207,42 @@ fn map_1m_trivial(c: &mut Criterion) {
             black_box(v)
         })
     });
+    g.bench_function("ours_map_indexed_into_vec", |b| {
+        b.iter(|| {
+            let v: Vec<u64> = pool.map_indexed(trivial, 0..N).into_vec().unwrap();
+            black_box(v)
+        })
+    });
+    g.bench_function("ours_map_indexed_collect", |b| {
+        b.iter(|| {
+            let v: Vec<u64> = pool
+                .map_indexed(trivial, 0..N)
+                .collect::<Result<_, _>>()
+                .unwrap();
+            black_box(v)
+        })
+    });
     let rp = rayon_pool();
     g.bench_function("rayon_par_iter", |b| {
         b.iter(|| {
             let v: Vec<u64> = rp.install(|| (0..N).into_par_iter().map(trivial).collect());
+            black_box(v)
+        })
+    });
+    // The floor of any `Iterator` of `Result`s, pool or not: one thread taking each item
+    // through `next` into a `Result<Vec<_>, _>`.
+    g.bench_function("plain_loop_results", |b| {
+        b.iter(|| {
+            let v: Vec<u64> = (0..N)
+                .map(|x| Ok::<u64, concurrent_futures::TaskError>(black_box(trivial)(x)))
+                .collect::<Result<_, _>>()
+                .unwrap();
+            black_box(v)
+        })
+    });
+    g.bench_function("plain_loop", |b| {
+        b.iter(|| {
+            let v: Vec<u64> = (0..N).map(trivial).collect();
             black_box(v)
         })
     });
@@ -251,6 +286,12 @@ fn map_10k_9us(c: &mut Criterion) {
                 .map(work, items.iter().copied())
                 .collect::<Result<_, _>>()
                 .unwrap();
+            black_box(v)
+        })
+    });
+    g.bench_function("ours_map_indexed_into_vec", |b| {
+        b.iter(|| {
+            let v: Vec<u64> = pool.map_indexed(work, items.clone()).into_vec().unwrap();
             black_box(v)
         })
     });

@@ -333,4 +333,11 @@ pub trait Executor {
     fn chunk_target(&self) -> Duration {
         Duration::from_micros(100)
     }
+
+    /// The crate's thread pool behind this executor, if it is one: `map` then splits blocks
+    /// of items among its workers and the caller instead of submitting chunks.
+    #[doc(hidden)]
+    fn as_thread_pool(&self) -> Option<&crate::ThreadPoolExecutor> {
+        None
+    }
 }
