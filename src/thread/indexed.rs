@@ -88,7 +88,7 @@ ranges!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
 
 /// Pieces per participating thread: enough for the threads to even out, few enough that
 /// claiming one stays cheap beside running it.
-const PIECES_PER_THREAD: usize = 16;
+const PIECES_PER_THREAD: usize = 64;
 
 impl ThreadPoolExecutor {
     /// Applies `f` to every item of an input addressed by position (a range of integers, a
