@@ -542,9 +542,15 @@ where
         }
     }
 
-    /// Launches blocks until `BLOCKS_AHEAD` are in flight or the input ends.
+    /// Launches blocks until `BLOCKS_AHEAD` are in flight or the input ends. With a
+    /// `buffersize`, one block of at most that many pieces: the bound holds exactly.
     fn fill(&mut self) {
-        while self.queue.len() < BLOCKS_AHEAD && !self.stopped {
+        let ahead = if self.max_pieces.is_some() {
+            1
+        } else {
+            BLOCKS_AHEAD
+        };
+        while self.queue.len() < ahead && !self.stopped {
             let fixed_len = self
                 .fixed_piece
                 .map(|p| p.saturating_mul(self.max_pieces.unwrap_or(PROBE_BLOCK)));

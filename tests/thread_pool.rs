@@ -682,3 +682,41 @@ fn map_indexed_left_unused_still_runs_and_refuses_after_shutdown() {
         Err(TaskError::Submit(SubmitError::Shutdown))
     );
 }
+
+#[test]
+fn map_iterators_can_move_to_another_thread() {
+    fn assert_send<T: Send>(_: &T) {}
+    let pool = ThreadPoolExecutor::new(2);
+    let m = pool.map(common::double, 0..10u64);
+    assert_send(&m);
+    let mi = pool.map_indexed(|x: u64| x * 2, 0..10u64);
+    assert_send(&mi);
+    let total: u64 = thread::scope(|s| {
+        s.spawn(move || mi.map(Result::unwrap).sum::<u64>())
+            .join()
+            .unwrap()
+    });
+    assert_eq!(total, 90);
+    assert_eq!(m.map(Result::unwrap).sum::<u64>(), 90);
+}
+
+static AHEAD_PULLED: AtomicUsize = AtomicUsize::new(0);
+
+#[test]
+fn map_buffersize_bounds_the_items_taken_ahead() {
+    let _w = watchdog("map_buffersize_bounds_the_items_taken_ahead");
+    let pool = ThreadPoolExecutor::new(2);
+    let input = (0u64..).inspect(|_| {
+        AHEAD_PULLED.fetch_add(1, Ordering::SeqCst);
+    });
+    let opts = concurrent_futures::MapOptions::new()
+        .chunksize(5)
+        .buffersize(3);
+    let mut it = pool.map_with(common::double, input, opts);
+    for i in 0..100u64 {
+        assert_eq!(it.next(), Some(Ok(2 * i)));
+        // At most `buffersize` chunks of `chunksize` items taken and not yet yielded.
+        let ahead = AHEAD_PULLED.load(Ordering::SeqCst) - (i as usize + 1);
+        assert!(ahead < 15, "{ahead} items taken ahead after {i}");
+    }
+}
