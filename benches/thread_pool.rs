@@ -5,7 +5,8 @@
 //!
 //! * `submit_1m`: submit 1,000,000 trivial tasks, then take every result. Anchors: rayon
 //!   `spawn` + one shared channel, rayon `scope`, rayon `spawn` with a channel per task, and
-//!   the `threadpool` crate's `execute` + one shared channel.
+//!   the `threadpool` crate's `execute` + one shared channel; and, as a floor, the same
+//!   number of task-sized allocations kept, read and freed on one thread.
 //! * `round_trip`: one task, submitted and waited for, warm and after 1 ms idle. Anchors:
 //!   rayon `install`, rayon `spawn` + channel, `threadpool` `execute` + channel. Our pool is measured with and without
 //!   caller-runs (`caller_runs(false)` shows the raw wake-up path).
@@ -70,6 +71,21 @@ fn submit_1m(c: &mut Criterion) {
             let mut s = 0u64;
             for f in futs {
                 s = s.wrapping_add(f.into_result().unwrap());
+            }
+            black_box(s)
+        })
+    });
+    // The floor of one future per task, with no thread at all: allocate 1,000,000 shared
+    // cells the size of a task's (state, listeners, value, closure), keep them all, then read
+    // and free each one, as `submit` + `result` do with the pool's allocations.
+    g.bench_function("floor_one_cell_per_task_no_threads", |b| {
+        b.iter(|| {
+            let cells: Vec<std::sync::Arc<[u64; 12]>> = (0..N)
+                .map(|i| std::sync::Arc::new([i ^ 0x5a; 12]))
+                .collect();
+            let mut s = 0u64;
+            for c in cells {
+                s = s.wrapping_add(c[0]);
             }
             black_box(s)
         })
