@@ -148,7 +148,9 @@ pub(crate) struct Block<S: Source, F, R> {
     errors: Mutex<Vec<(usize, TaskError)>>,
     /// Results moved out by the consumer: slots `..consumed` hold nothing.
     consumed: AtomicUsize,
-    /// Time spent and items run, over the pieces that ran (the map sizes later blocks by it).
+    /// Time spent and items run, over the pieces that ran (the map sizes later blocks by it),
+    /// if `timed`.
+    timed: bool,
     busy_ns: AtomicU64,
     busy_items: AtomicUsize,
     /// Helpers queued so far, and at most how many.
@@ -202,6 +204,7 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
             done: (0..pieces).map(|_| AtomicU8::new(NOT_DONE)).collect(),
             errors: Mutex::new(Vec::new()),
             consumed: AtomicUsize::new(0),
+            timed: true,
             busy_ns: AtomicU64::new(0),
             busy_items: AtomicUsize::new(0),
             helpers: AtomicUsize::new(0),
@@ -211,6 +214,12 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
             lock: Mutex::new(()),
             wake: Condvar::new(),
         }
+    }
+
+    /// Does not time its pieces (nobody sizes anything by them).
+    pub(crate) fn untimed(mut self) -> Self {
+        self.timed = false;
+        self
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -236,7 +245,7 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
     /// Runs piece `j`, which this thread claimed, then marks it done.
     fn run_piece(&self, j: usize) {
         let range = self.range(j);
-        let t0 = Instant::now();
+        let t0 = self.timed.then(Instant::now);
         // SAFETY: the output vector is replaced only once no piece can be claimed any more
         // (see the field), and this thread holds a claim; its header is only read here.
         let output = unsafe { &(&*self.output.get())[range.clone()] };
@@ -270,9 +279,11 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
             lock(&self.errors).extend(errors);
             DONE_WITH_ERRORS
         };
-        self.busy_ns
-            .fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
-        self.busy_items.fetch_add(range.len(), Relaxed);
+        if let Some(t0) = t0 {
+            self.busy_ns
+                .fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
+            self.busy_items.fetch_add(range.len(), Relaxed);
+        }
         self.done[j].store(state, Release);
         self.wake_consumer();
     }

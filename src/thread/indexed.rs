@@ -77,7 +77,9 @@ macro_rules! ranges {
                 self.len
             }
             unsafe fn take(&self, i: usize) -> $t {
-                (self.start as i128 + i as i128) as $t
+                // `i < len`, so the sum is in the range: wrapping arithmetic is exact (and
+                // keeps the loop over a piece simple enough to vectorise).
+                self.start.wrapping_add(i as $t)
             }
             unsafe fn drop_untaken(&mut self, _: usize) {}
         }
@@ -126,7 +128,7 @@ impl ThreadPoolExecutor {
         let help = self.caller_runs();
         let threads = self.registry.num_workers() + usize::from(help);
         let piece = len.div_ceil(PIECES_PER_THREAD * threads).max(1);
-        let block = Arc::new(Block::new(f, source, Vec::new(), piece, self.registry()));
+        let block = Arc::new(Block::new(f, source, Vec::new(), piece, self.registry()).untimed());
         let failed = if len > 0 {
             block.launch(self).err()
         } else {
