@@ -30,25 +30,20 @@ use std::collections::VecDeque;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, fence};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use super::ThreadPoolExecutor;
 use super::job::Job;
 use super::registry::Registry;
 use crate::error::{SubmitError, TaskError};
-
-/// Locks `m`, ignoring poison (no code of this module panics while holding a lock).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sync::{self, AtomicU32, AtomicUsize, Condvar, Mutex, fence, lock};
 
 /// A piece's `done` states.
-const NOT_DONE: u8 = 0;
-const DONE: u8 = 1;
+const NOT_DONE: u32 = 0;
+const DONE: u32 = 1;
 /// Done, and at least one item of the piece panicked (see `errors`).
-const DONE_WITH_ERRORS: u8 = 2;
+const DONE_WITH_ERRORS: u32 = 2;
 
 /// `next` is set at or above this when the block is closed, so claims fail.
 const CLOSED: usize = usize::MAX / 2;
@@ -143,7 +138,7 @@ pub(crate) struct Block<S: Source, F, R> {
     /// The first piece that will never run, once closed (else `usize::MAX`).
     closed_at: AtomicUsize,
     close_reason: OnceLock<TaskError>,
-    done: Box<[AtomicU8]>,
+    done: Box<[AtomicU32]>,
     /// Failed items of the pieces marked `DONE_WITH_ERRORS`, by index in the block.
     errors: Mutex<Vec<(usize, TaskError)>>,
     /// Results moved out by the consumer: slots `..consumed` hold nothing.
@@ -151,14 +146,14 @@ pub(crate) struct Block<S: Source, F, R> {
     /// Time spent and items run, over the pieces that ran (the map sizes later blocks by it),
     /// if `timed`.
     timed: bool,
-    busy_ns: AtomicU64,
+    busy_ns: AtomicUsize,
     busy_items: AtomicUsize,
     /// Helpers queued so far, and at most how many.
     helpers: AtomicUsize,
     max_helpers: usize,
     registry: Arc<Registry>,
     /// The consumer is (about to be) blocked on `wake`.
-    waiting: AtomicBool,
+    waiting: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
 }
@@ -201,16 +196,16 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
             next: AtomicUsize::new(0),
             closed_at: AtomicUsize::new(usize::MAX),
             close_reason: OnceLock::new(),
-            done: (0..pieces).map(|_| AtomicU8::new(NOT_DONE)).collect(),
+            done: (0..pieces).map(|_| AtomicU32::new(NOT_DONE)).collect(),
             errors: Mutex::new(Vec::new()),
             consumed: AtomicUsize::new(0),
             timed: true,
-            busy_ns: AtomicU64::new(0),
+            busy_ns: AtomicUsize::new(0),
             busy_items: AtomicUsize::new(0),
             helpers: AtomicUsize::new(0),
             max_helpers: workers.min(pieces),
             registry,
-            waiting: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
         }
@@ -281,7 +276,7 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
         };
         if let Some(t0) = t0 {
             self.busy_ns
-                .fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
+                .fetch_add(t0.elapsed().as_nanos() as usize, Relaxed);
             self.busy_items.fetch_add(range.len(), Relaxed);
         }
         self.done[j].store(state, Release);
@@ -294,7 +289,7 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
     /// take before notifying, so the notification cannot fall between its check and its wait.
     fn wake_consumer(&self) {
         fence(SeqCst);
-        if self.waiting.load(Relaxed) {
+        if self.waiting.load(Relaxed) != 0 {
             drop(lock(&self.lock));
             self.wake.notify_all();
         }
@@ -352,40 +347,40 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
             self.run_piece(j);
             return Ready::Done;
         }
-        let backoff = crossbeam_utils::Backoff::new();
-        while !backoff.is_completed() {
-            if let Some(r) = self.poll(j) {
-                return r;
+        // A short spin catches pieces about to finish (omitted under loom, where it only
+        // multiplies the interleavings).
+        #[cfg(not(loom))]
+        {
+            let backoff = crossbeam_utils::Backoff::new();
+            while !backoff.is_completed() {
+                if let Some(r) = self.poll(j) {
+                    return r;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ready::TimedOut;
+                }
+                backoff.snooze();
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ready::TimedOut;
-            }
-            backoff.snooze();
         }
         let mut guard = lock(&self.lock);
-        self.waiting.store(true, Relaxed);
+        self.waiting.store(1, Relaxed);
         fence(SeqCst);
         let ready = loop {
             if let Some(r) = self.poll(j) {
                 break r;
             }
             match deadline {
-                None => {
-                    guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
-                }
+                None => guard = sync::wait(&self.wake, guard),
                 Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break Ready::TimedOut;
+                    let (g, timed_out) = sync::wait_until(&self.wake, guard, d);
+                    guard = g;
+                    if timed_out {
+                        break self.poll(j).unwrap_or(Ready::TimedOut);
                     }
-                    guard = match self.wake.wait_timeout(guard, d - now) {
-                        Ok((g, _)) => g,
-                        Err(e) => e.into_inner().0,
-                    };
                 }
             }
         };
-        self.waiting.store(false, Relaxed);
+        self.waiting.store(0, Relaxed);
         drop(guard);
         ready
     }
@@ -492,20 +487,14 @@ impl<S: Source, F, R> Block<S, F, R> {
     /// Drops what the block still holds: inputs of pieces never claimed, results not
     /// consumed. Leaves the block empty (so this runs once).
     fn drop_contents(&mut self) {
-        let consumed = *self.consumed.get_mut();
-        let mut failed: Vec<usize> = self
-            .errors
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(i, _)| *i)
-            .collect();
+        let consumed = self.consumed.load(Relaxed);
+        let mut failed: Vec<usize> = lock(&self.errors).iter().map(|(i, _)| *i).collect();
         failed.sort_unstable();
         let output = self.output.get_mut();
         for j in 0..self.pieces {
             let start = j * self.piece;
             let range = start..(start + self.piece).min(self.len);
-            if *self.done[j].get_mut() == NOT_DONE {
+            if self.done[j].load(Relaxed) == NOT_DONE {
                 for i in range {
                     // SAFETY: `&mut self`: no other thread holds the block. A piece not done
                     // at this point was never claimed (a claimer finishes its piece before
@@ -528,6 +517,21 @@ impl<S: Source, F, R> Block<S, F, R> {
         // SAFETY: every result slot is now logically uninitialised; shrinking the length
         // only forgets them.
         unsafe { output.set_len(0) };
+    }
+}
+
+/// A block on a registry of its own, for the loom models (no pool, no workers).
+#[cfg(all(test, loom))]
+impl<A, R> Block<VecSource<A>, fn(A) -> R, R> {
+    pub(crate) fn for_model(f: fn(A) -> R, items: Vec<A>, piece: usize) -> Self {
+        let (registry, _deques) = Registry::new(1, true);
+        Block::new(
+            f,
+            VecSource::new(items),
+            Vec::new(),
+            piece,
+            Arc::new(registry),
+        )
     }
 }
 
