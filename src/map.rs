@@ -489,6 +489,8 @@ struct Blocks<'a, I, A, R> {
     /// No more input will be taken (it ended, a launch was refused, or the deadline passed).
     stopped: bool,
     started: bool,
+    /// The input's length was known at the start.
+    exact_input: bool,
 }
 
 impl<'a, I, A, R> Blocks<'a, I, A, R>
@@ -499,6 +501,7 @@ where
 {
     fn new(pool: &'a crate::ThreadPoolExecutor, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
         let help = pool.caller_runs() && opts.timeout.is_none();
+        let exact_input = matches!(items.size_hint(), (lo, Some(hi)) if lo == hi);
         let mut map = Blocks {
             pool,
             f,
@@ -515,6 +518,7 @@ where
             deadline: opts.timeout.map(|t| Instant::now() + t),
             stopped: false,
             started: false,
+            exact_input,
         };
         map.fill();
         map
@@ -566,13 +570,16 @@ where
                 break;
             }
             let piece = self.piece_len(items.len());
-            let block = Arc::new(Block::new(
-                self.f,
-                VecSource::new(items),
-                output,
-                piece,
-                self.pool.registry(),
-            ));
+            let block = Arc::new(
+                Block::new(
+                    self.f,
+                    VecSource::new(items),
+                    output,
+                    piece,
+                    self.pool.registry(),
+                )
+                .workers_from_back(self.help),
+            );
             if let Err(e) = block.launch(self.pool) {
                 self.stopped = true;
                 self.last_error = Some(TaskError::Submit(e));
@@ -645,10 +652,17 @@ where
             known -= self.cursor.consumed();
         }
         known += usize::from(self.last_error.is_some());
-        if self.stopped {
+        let (lo, hi) = if self.stopped {
             (known, Some(known))
         } else {
             plus(known, self.items.size_hint())
+        };
+        // An input of unknown length keeps an unknown length, even once it was all taken
+        // (as the chunked path reports it: progress bars show a spinner for it).
+        if !self.exact_input && hi == Some(lo) {
+            (lo, None)
+        } else {
+            (lo, hi)
         }
     }
 

@@ -2,9 +2,13 @@
 //! written in place.
 //!
 //! A [`Block`] holds a run of input items and a slot for each result. It is cut into
-//! *pieces* of a fixed number of items. Whoever wants work claims the next piece with one
-//! atomic increment of `next`, so pieces are claimed in input order; the claimer owns the
-//! piece's input and result slots until it marks the piece done. A block is queued on the
+//! *pieces* of a fixed number of items. The unclaimed pieces are always one range
+//! `front..back`, both ends in one atomic word: the consumer (and `into_vec`) claims at the
+//! front, in input order; workers claim at the back when the consumer helps (so the
+//! consumer meets a piece a worker holds at most once per block, where the two ends meet,
+//! instead of waiting behind every piece a preempted worker took), else at the front (so
+//! results still arrive in order). The claimer owns the piece's input and result slots
+//! until it marks the piece done. A block is queued on the
 //! pool as a job (a *helper*) once; a worker that runs it queues one more helper if the block
 //! has pieces to spare (waking a sibling costs the worker, not the caller), then claims pieces
 //! until none is left. The consumer (the thread iterating the map) takes results piece by
@@ -20,7 +24,8 @@
 //!   the piece's error list has an entry for `i`); the piece's `done` flag is stored with
 //!   `Release` after every write. The consumer reads slot `i` only after an `Acquire` load of
 //!   that flag, and moves each result out at most once, advancing `consumed`.
-//! * A closed block (cancelled, pool broken) refuses claims from piece `closed_at` on.
+//! * Closing a block (cancelled, pool broken) empties the unclaimed range in one step and
+//!   records it: those pieces never run.
 //!
 //! Dropping the last handle drops what is left: inputs of pieces never claimed, results not
 //! consumed. Claimed pieces always finish before their claimer lets go of its handle.
@@ -45,8 +50,18 @@ const DONE: u32 = 1;
 /// Done, and at least one item of the piece panicked (see `errors`).
 const DONE_WITH_ERRORS: u32 = 2;
 
-/// `next` is set at or above this when the block is closed, so claims fail.
-const CLOSED: usize = usize::MAX / 2;
+/// `front` and `back` share one word: half of it each (so a block has at most `HALF_MAX`
+/// pieces; `Block::new` makes pieces larger if needed).
+const HALF: u32 = usize::BITS / 2;
+const HALF_MAX: usize = (1 << HALF) - 1;
+
+fn pack(front: usize, back: usize) -> usize {
+    front | (back << HALF)
+}
+
+fn unpack(word: usize) -> (usize, usize) {
+    (word & HALF_MAX, word >> HALF)
+}
 
 /// What waiting for a piece gave.
 pub(crate) enum Ready {
@@ -133,10 +148,12 @@ pub(crate) struct Block<S: Source, F, R> {
     /// The result slots. The vector itself is replaced only by `take_results`, once every
     /// piece is done and can no longer be claimed.
     output: UnsafeCell<Vec<UnsafeCell<MaybeUninit<R>>>>,
-    /// Index of the next piece to claim (at or above `CLOSED` once closed).
-    next: AtomicUsize,
-    /// The first piece that will never run, once closed (else `usize::MAX`).
-    closed_at: AtomicUsize,
+    /// The unclaimed pieces, `front..back` (`pack`ed).
+    unclaimed: AtomicUsize,
+    /// Workers claim at the back (see the module docs).
+    workers_from_back: bool,
+    /// The pieces that will never run, once closed (`pack`ed range; empty before).
+    closed: AtomicUsize,
     close_reason: OnceLock<TaskError>,
     done: Box<[AtomicU32]>,
     /// Failed items of the pieces marked `DONE_WITH_ERRORS`, by index in the block.
@@ -177,7 +194,7 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
         registry: Arc<Registry>,
     ) -> Self {
         let len = input.len();
-        let piece = piece.max(1);
+        let piece = piece.max(1).max(len.div_ceil(HALF_MAX));
         let pieces = len.div_ceil(piece);
         let mut output = cast_vec::<MaybeUninit<R>, UnsafeCell<MaybeUninit<R>>>(output);
         output.clear();
@@ -193,8 +210,9 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
             pieces,
             input,
             output: UnsafeCell::new(output),
-            next: AtomicUsize::new(0),
-            closed_at: AtomicUsize::new(usize::MAX),
+            unclaimed: AtomicUsize::new(pack(0, pieces)),
+            workers_from_back: false,
+            closed: AtomicUsize::new(0),
             close_reason: OnceLock::new(),
             done: (0..pieces).map(|_| AtomicU32::new(NOT_DONE)).collect(),
             errors: Mutex::new(Vec::new()),
@@ -209,6 +227,12 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
             lock: Mutex::new(()),
             wake: Condvar::new(),
         }
+    }
+
+    /// Lets workers claim at the back: for a consumer that claims at the front itself.
+    pub(crate) fn workers_from_back(mut self, on: bool) -> Self {
+        self.workers_from_back = on;
+        self
     }
 
     /// Does not time its pieces (nobody sizes anything by them).
@@ -295,28 +319,79 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
         }
     }
 
-    /// Claims the next piece, if any is left.
-    fn claim_any(&self) -> Option<usize> {
-        if self.next.load(Relaxed) >= self.pieces {
-            return None;
+    /// Claims an unclaimed piece at the front (`at_back`: at the back), if any is left.
+    fn claim(&self, at_back: bool) -> Option<usize> {
+        let mut word = self.unclaimed.load(Relaxed);
+        loop {
+            let (front, back) = unpack(word);
+            if front >= back {
+                return None;
+            }
+            let (next, j) = if at_back {
+                (pack(front, back - 1), back - 1)
+            } else {
+                (pack(front + 1, back), front)
+            };
+            match self
+                .unclaimed
+                .compare_exchange_weak(word, next, AcqRel, Relaxed)
+            {
+                Ok(_) => return Some(j),
+                Err(now) => word = now,
+            }
         }
-        let j = self.next.fetch_add(1, AcqRel);
-        (j < self.pieces).then_some(j)
     }
 
-    /// Claims piece `j` only if it is the next unclaimed one.
+    /// Claims piece `j` only if it is the first unclaimed one.
     fn claim_exactly(&self, j: usize) -> bool {
-        self.next
-            .compare_exchange(j, j + 1, AcqRel, Relaxed)
-            .is_ok()
+        let mut word = self.unclaimed.load(Relaxed);
+        loop {
+            let (front, back) = unpack(word);
+            if front != j || front >= back {
+                return false;
+            }
+            match self
+                .unclaimed
+                .compare_exchange_weak(word, pack(front + 1, back), AcqRel, Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    /// Claims and runs pieces as a worker does, until none is left.
+    pub(crate) fn run_as_worker(&self) {
+        while let Some(j) = self.claim(self.workers_from_back) {
+            self.run_piece(j);
+        }
+    }
+
+    /// Unclaimed pieces left.
+    fn unclaimed_count(&self) -> usize {
+        let (front, back) = unpack(self.unclaimed.load(Relaxed));
+        back.saturating_sub(front)
     }
 
     /// Refuses every piece not yet claimed; they will fail with `reason`.
     pub(crate) fn close(&self, reason: TaskError) {
         let _ = self.close_reason.set(reason);
-        let first = self.next.swap(CLOSED, AcqRel);
-        if first < CLOSED {
-            self.closed_at.store(first.min(self.pieces), SeqCst);
+        let mut word = self.unclaimed.load(Relaxed);
+        loop {
+            let (front, back) = unpack(word);
+            if front >= back {
+                break;
+            }
+            match self
+                .unclaimed
+                .compare_exchange_weak(word, pack(back, back), AcqRel, Relaxed)
+            {
+                Ok(_) => {
+                    self.closed.store(pack(front, back), SeqCst);
+                    break;
+                }
+                Err(now) => word = now,
+            }
         }
         self.wake_consumer();
     }
@@ -326,7 +401,8 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
         if self.done[j].load(Acquire) != NOT_DONE {
             return Some(Ready::Done);
         }
-        if j >= self.closed_at.load(Acquire) {
+        let (from, to) = unpack(self.closed.load(Acquire));
+        if (from..to).contains(&j) {
             let reason = self
                 .close_reason
                 .get()
@@ -456,8 +532,7 @@ where
     fn execute(self: Arc<Self>) {
         // Another helper, if pieces are left for one: a sibling takes it (this worker pays
         // for waking it, not the consumer).
-        let spare = self.pieces.saturating_sub(self.next.load(Relaxed));
-        if spare >= 2 {
+        if self.unclaimed_count() >= 2 {
             let h = self.helpers.load(Relaxed);
             if h < self.max_helpers
                 && self
@@ -469,9 +544,7 @@ where
                 // Shut down or broken meanwhile: the queued helpers finish the block.
             }
         }
-        while let Some(j) = self.claim_any() {
-            self.run_piece(j);
-        }
+        self.run_as_worker();
     }
 
     fn cancel(self: Arc<Self>) {
@@ -523,7 +596,7 @@ impl<S: Source, F, R> Block<S, F, R> {
 /// A block on a registry of its own, for the loom models (no pool, no workers).
 #[cfg(all(test, loom))]
 impl<A, R> Block<VecSource<A>, fn(A) -> R, R> {
-    pub(crate) fn for_model(f: fn(A) -> R, items: Vec<A>, piece: usize) -> Self {
+    pub(crate) fn for_model(f: fn(A) -> R, items: Vec<A>, piece: usize, from_back: bool) -> Self {
         let (registry, _deques) = Registry::new(1, true);
         Block::new(
             f,
@@ -532,6 +605,7 @@ impl<A, R> Block<VecSource<A>, fn(A) -> R, R> {
             piece,
             Arc::new(registry),
         )
+        .workers_from_back(from_back)
     }
 }
 
@@ -638,7 +712,7 @@ where
         Block::close(self, reason)
     }
     fn run_all(&self) {
-        while let Some(j) = self.claim_any() {
+        while let Some(j) = self.claim(false) {
             self.run_piece(j);
         }
     }

@@ -128,7 +128,11 @@ impl ThreadPoolExecutor {
         let help = self.caller_runs();
         let threads = self.registry.num_workers() + usize::from(help);
         let piece = len.div_ceil(PIECES_PER_THREAD * threads).max(1);
-        let block = Arc::new(Block::new(f, source, Vec::new(), piece, self.registry()).untimed());
+        let block = Arc::new(
+            Block::new(f, source, Vec::new(), piece, self.registry())
+                .untimed()
+                .workers_from_back(help),
+        );
         let failed = if len > 0 {
             block.launch(self).err()
         } else {
