@@ -336,6 +336,11 @@ pub trait Executor {
 
     /// The crate's thread pool behind this executor, if it is one: `map` then splits blocks
     /// of items among its workers and the caller instead of submitting chunks.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ThreadPoolExecutor};
+    /// assert!(ThreadPoolExecutor::new(1).as_thread_pool().is_some());
+    /// ```
     #[doc(hidden)]
     fn as_thread_pool(&self) -> Option<&crate::ThreadPoolExecutor> {
         None
