@@ -563,7 +563,7 @@ where
                 n = n.min(m.saturating_mul(self.piece_len(n)));
             }
             let (mut items, output) = self.spare.take().unwrap_or_default();
-            items.reserve(n.min(self.items.size_hint().1.unwrap_or(n)));
+            items.reserve(n.min(self.items.size_hint().1.unwrap_or(n)).min(MAX_BLOCK));
             items.extend(self.items.by_ref().take(n));
             if items.is_empty() {
                 self.stopped = true;

@@ -720,3 +720,23 @@ fn map_buffersize_bounds_the_items_taken_ahead() {
         assert!(ahead < 15, "{ahead} items taken ahead after {i}");
     }
 }
+
+#[test]
+fn map_with_a_huge_chunksize_takes_what_there_is() {
+    let _w = watchdog("map_with_a_huge_chunksize_takes_what_there_is");
+    let pool = ThreadPoolExecutor::new(2);
+    let opts = concurrent_futures::MapOptions::new().chunksize(usize::MAX);
+    // No upper bound known: nothing may reserve `chunksize` items up front.
+    let unknown_length = (0u64..).take_while(|x| *x < 1000).filter(|x| x % 2 == 0);
+    let out: Vec<u64> = pool
+        .map_with(common::double, unknown_length, opts)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        out,
+        (0..1000u64)
+            .filter(|x| x % 2 == 0)
+            .map(|x| x * 2)
+            .collect::<Vec<_>>()
+    );
+}

@@ -107,6 +107,15 @@ impl ThreadPoolExecutor {
     /// `f` may capture (threads share memory): unlike [`Executor::map`](crate::Executor::map),
     /// it is not limited to `fn` pointers, so it is inlined into the loop over each piece.
     ///
+    /// The results of the whole input have their slots from the start (one vector, as
+    /// rayon's `collect`); for an input whose results would not fit in memory, use
+    /// [`Executor::map`](crate::Executor::map), which keeps a bounded window.
+    ///
+    /// # Panics
+    ///
+    /// As `Vec::with_capacity` does, if the result slots of the input cannot be allocated
+    /// (more than `isize::MAX` bytes).
+    ///
     /// ```
     /// use concurrent_futures::ThreadPoolExecutor;
     /// let pool = ThreadPoolExecutor::new(2);
