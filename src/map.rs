@@ -306,7 +306,7 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
             items: items.fuse(),
             sizer,
             window,
-            deadline: opts.timeout.map(|t| Instant::now() + t),
+            deadline: opts.timeout.and_then(|t| Instant::now().checked_add(t)),
             stopped: false,
         }
     }
@@ -515,7 +515,7 @@ where
             ns_per_item: None,
             block_len: PROBE_BLOCK,
             help,
-            deadline: opts.timeout.map(|t| Instant::now() + t),
+            deadline: opts.timeout.and_then(|t| Instant::now().checked_add(t)),
             stopped: false,
             started: false,
             exact_input,
