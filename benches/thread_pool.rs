@@ -5,13 +5,17 @@
 //!
 //! * `submit_1m`: submit 1,000,000 trivial tasks, then take every result. Anchors: rayon
 //!   `spawn` + one shared channel, rayon `scope`, rayon `spawn` with a channel per task, and
-//!   the `threadpool` crate's `execute` + one shared channel.
+//!   the `threadpool` crate's `execute` + one shared channel; and, as a floor, the same
+//!   number of task-sized allocations kept, read and freed on one thread.
 //! * `round_trip`: one task, submitted and waited for, warm and after 1 ms idle. Anchors:
 //!   rayon `install`, rayon `spawn` + channel, `threadpool` `execute` + channel. Our pool is measured with and without
 //!   caller-runs (`caller_runs(false)` shows the raw wake-up path).
-//! * `map_1m_trivial`: `map` over 1,000,000 trivial items vs rayon `par_iter`.
-//! * `map_10k_9us`: `map` over 10,000 items of ~9 µs vs rayon `par_iter` and the ideal
-//!   two-way split (two threads, half each).
+//! * `map_1m_trivial`: `map` and `map_indexed` over 1,000,000 trivial items vs rayon
+//!   `par_iter`, and two plain loops on one thread: collecting the values, and collecting
+//!   `Ok` values into a `Result<Vec<_>, _>` as a consumer of `map` does (the floor of any
+//!   iterator that yields a `Result` per item).
+//! * `map_10k_9us`: `map` and `map_indexed` over 10,000 items of ~9 µs vs rayon `par_iter`
+//!   and the ideal two-way split (two threads, half each).
 
 use std::hint::black_box;
 use std::sync::mpsc;
@@ -67,6 +71,21 @@ fn submit_1m(c: &mut Criterion) {
             let mut s = 0u64;
             for f in futs {
                 s = s.wrapping_add(f.into_result().unwrap());
+            }
+            black_box(s)
+        })
+    });
+    // The floor of one future per task, with no thread at all: allocate 1,000,000 shared
+    // cells the size of a task's (state, listeners, value, closure), keep them all, then read
+    // and free each one, as `submit` + `result` do with the pool's allocations.
+    g.bench_function("floor_one_cell_per_task_no_threads", |b| {
+        b.iter(|| {
+            let cells: Vec<std::sync::Arc<[u64; 12]>> = (0..N)
+                .map(|i| std::sync::Arc::new([i ^ 0x5a; 12]))
+                .collect();
+            let mut s = 0u64;
+            for c in cells {
+                s = s.wrapping_add(c[0]);
             }
             black_box(s)
         })
@@ -204,10 +223,42 @@ fn map_1m_trivial(c: &mut Criterion) {
             black_box(v)
         })
     });
+    g.bench_function("ours_map_indexed_into_vec", |b| {
+        b.iter(|| {
+            let v: Vec<u64> = pool.map_indexed(trivial, 0..N).into_vec().unwrap();
+            black_box(v)
+        })
+    });
+    g.bench_function("ours_map_indexed_collect", |b| {
+        b.iter(|| {
+            let v: Vec<u64> = pool
+                .map_indexed(trivial, 0..N)
+                .collect::<Result<_, _>>()
+                .unwrap();
+            black_box(v)
+        })
+    });
     let rp = rayon_pool();
     g.bench_function("rayon_par_iter", |b| {
         b.iter(|| {
             let v: Vec<u64> = rp.install(|| (0..N).into_par_iter().map(trivial).collect());
+            black_box(v)
+        })
+    });
+    // The floor of any `Iterator` of `Result`s, pool or not: one thread taking each item
+    // through `next` into a `Result<Vec<_>, _>`.
+    g.bench_function("plain_loop_results", |b| {
+        b.iter(|| {
+            let v: Vec<u64> = (0..N)
+                .map(|x| Ok::<u64, concurrent_futures::TaskError>(black_box(trivial)(x)))
+                .collect::<Result<_, _>>()
+                .unwrap();
+            black_box(v)
+        })
+    });
+    g.bench_function("plain_loop", |b| {
+        b.iter(|| {
+            let v: Vec<u64> = (0..N).map(trivial).collect();
             black_box(v)
         })
     });
@@ -251,6 +302,12 @@ fn map_10k_9us(c: &mut Criterion) {
                 .map(work, items.iter().copied())
                 .collect::<Result<_, _>>()
                 .unwrap();
+            black_box(v)
+        })
+    });
+    g.bench_function("ours_map_indexed_into_vec", |b| {
+        b.iter(|| {
+            let v: Vec<u64> = pool.map_indexed(work, items.clone()).into_vec().unwrap();
             black_box(v)
         })
     });

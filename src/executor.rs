@@ -333,4 +333,16 @@ pub trait Executor {
     fn chunk_target(&self) -> Duration {
         Duration::from_micros(100)
     }
+
+    /// The crate's thread pool behind this executor, if it is one: `map` then splits blocks
+    /// of items among its workers and the caller instead of submitting chunks.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ThreadPoolExecutor};
+    /// assert!(ThreadPoolExecutor::new(1).as_thread_pool().is_some());
+    /// ```
+    #[doc(hidden)]
+    fn as_thread_pool(&self) -> Option<&crate::ThreadPoolExecutor> {
+        None
+    }
 }

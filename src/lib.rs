@@ -133,7 +133,7 @@ pub use mpi::{MpiPoolBuilder, MpiPoolExecutor, MpiRank};
 pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, init};
 #[cfg(feature = "progress")]
 pub use progress::{Progress, ProgressExt};
-pub use thread::{ThreadPoolBuilder, ThreadPoolExecutor};
+pub use thread::{IndexedInput, MapIndexed, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{
     ALL_COMPLETED, AsCompleted, DoneAndNotDone, FIRST_COMPLETED, FIRST_EXCEPTION, ReturnWhen,
     as_completed, wait,

@@ -195,3 +195,58 @@ fn loom_sleep_two_workers_two_jobs() {
         assert_eq!(pool.sleep.sleepers(), 0);
     });
 }
+
+fn plus_one(x: u32) -> u32 {
+    x + 1
+}
+
+/// A consumer waiting for a piece a worker runs is always woken (it sleeps on the block's
+/// condvar, the runner fences and checks `waiting`), and every piece runs once, whether the
+/// consumer or the worker claims it; with workers claiming at the front or at the back.
+#[test]
+fn loom_block_piece_wait_vs_run() {
+    use crate::thread::block::{Block, Ready};
+    for from_back in [false, true] {
+        model(move || {
+            let block = Arc::new(Block::for_model(plus_one, vec![1u32, 2], 1, from_back));
+            let b = block.clone();
+            let worker = thread::spawn(move || b.run_as_worker());
+            // Piece 0: the consumer may claim it; piece 1: it only waits.
+            assert!(matches!(block.wait_piece(0, true, None), Ready::Done));
+            assert!(matches!(block.wait_piece(1, false, None), Ready::Done));
+            worker.join().unwrap();
+            // SAFETY: both pieces are done (seen above), so both slots hold results; `u32`
+            // is `Copy`, so reading them moves nothing out.
+            let (r0, r1) = unsafe { (*block.result_ptr(0), *block.result_ptr(1)) };
+            assert_eq!((r0, r1), (2, 3));
+        });
+    }
+}
+
+/// Closing a block wakes a consumer waiting for a piece nobody runs, and the piece reports
+/// the reason; closing racing a runner leaves the piece either done or closed, never both.
+#[test]
+fn loom_block_close_vs_wait_and_run() {
+    use crate::thread::block::{Block, Ready};
+    model(|| {
+        let block = Arc::new(Block::for_model(plus_one, vec![1u32], 1, true));
+        let closer = {
+            let b = block.clone();
+            thread::spawn(move || b.close(TaskError::Cancelled))
+        };
+        let runner = {
+            let b = block.clone();
+            thread::spawn(move || b.run_as_worker())
+        };
+        match block.wait_piece(0, false, None) {
+            Ready::Done => {
+                // SAFETY: the piece is done: its slot holds the result (a `Copy` value).
+                assert_eq!(unsafe { *block.result_ptr(0) }, 2);
+            }
+            Ready::Closed(e) => assert_eq!(e, TaskError::Cancelled),
+            Ready::TimedOut => panic!("no deadline was set"),
+        }
+        closer.join().unwrap();
+        runner.join().unwrap();
+    });
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::error::TaskError;
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::Future;
+use crate::thread::block::{Block, Cursor, Step, VecSource};
 use crate::wait::WaitSet;
 use std::sync::Arc;
 
@@ -305,7 +306,7 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
             items: items.fuse(),
             sizer,
             window,
-            deadline: opts.timeout.map(|t| Instant::now() + t),
+            deadline: opts.timeout.and_then(|t| Instant::now().checked_add(t)),
             stopped: false,
         }
     }
@@ -364,6 +365,10 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
 
 /// Iterator returned by [`Executor::map`]: results in input order.
 ///
+/// On a [`ThreadPoolExecutor`](crate::ThreadPoolExecutor) the input is taken in blocks that
+/// the workers and the calling thread split among themselves, with results written in place
+/// and yielded straight from there; on other backends items travel in chunks, one task each.
+///
 /// ```
 /// use concurrent_futures::{Executor, ThreadPoolExecutor};
 /// fn neg(x: i32) -> i32 { -x }
@@ -373,13 +378,12 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
 /// assert_eq!(it.collect::<Result<Vec<_>, _>>(), Ok(vec![-2, -3]));
 /// ```
 pub struct Map<'a, E, I, A, R> {
-    feed: Feed<'a, E, I, A, R>,
-    inflight: VecDeque<(Future<Chunk<R>>, usize)>,
-    current: Drain<R>,
-    finished: bool,
-    /// Set by the first `next`: only an iteration that started cancels on drop (as Python's
-    /// result generator, whose `finally` runs only once it has started).
-    started: bool,
+    mode: Mode<'a, E, I, A, R>,
+}
+
+enum Mode<'a, E, I, A, R> {
+    Chunks(Chunked<'a, E, I, A, R>),
+    Blocks(Blocks<'a, I, A, R>),
 }
 
 impl<'a, E, I, A, R> Map<'a, E, I, A, R>
@@ -390,7 +394,338 @@ where
     R: Payload,
 {
     pub(crate) fn new(exec: &'a E, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
-        let mut map = Map {
+        let mode = match exec.as_thread_pool() {
+            Some(pool) => Mode::Blocks(Blocks::new(pool, f, items, opts)),
+            None => Mode::Chunks(Chunked::new(exec, f, items, opts)),
+        };
+        Map { mode }
+    }
+}
+
+impl<E, I, A, R> Iterator for Map<'_, E, I, A, R>
+where
+    E: Executor,
+    I: Iterator<Item = A>,
+    A: Payload,
+    R: Payload,
+{
+    type Item = Result<R, TaskError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.mode {
+            Mode::Blocks(b) => b.next(),
+            Mode::Chunks(c) => c.next(),
+        }
+    }
+
+    /// Exact when the input's length is known: every item yields one result.
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.mode {
+            Mode::Blocks(b) => b.size_hint(),
+            Mode::Chunks(c) => c.size_hint(),
+        }
+    }
+
+    fn fold<B, F>(self, init: B, f: F) -> B
+    where
+        F: FnMut(B, Self::Item) -> B,
+    {
+        match self.mode {
+            Mode::Blocks(b) => b.fold(init, f),
+            Mode::Chunks(c) => c.fold(init, f),
+        }
+    }
+}
+
+impl<E, I, A, R> fmt::Debug for Map<'_, E, I, A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.mode {
+            Mode::Blocks(b) => b.fmt(f),
+            Mode::Chunks(c) => c.fmt(f),
+        }
+    }
+}
+
+/// Blocks launched ahead of the consumer (the one being drained included): while the
+/// consumer drains one, the workers run the next.
+const BLOCKS_AHEAD: usize = 2;
+
+/// Largest block, in items (its inputs and results stay in cache while they cross threads).
+const MAX_BLOCK: usize = 1 << 14;
+
+/// First block when the cost of an item is unknown: items of one piece each, so that slow
+/// items spread over the workers at once, and few enough to bound the work done ahead.
+const PROBE_BLOCK: usize = 64;
+
+/// A block should run about this long (in nanoseconds of one thread's work), a piece about
+/// `PIECE_NS`: long enough to amortise claiming, short enough to balance.
+const BLOCK_NS: f64 = 2_000_000.0;
+const PIECE_NS: f64 = 20_000.0;
+
+/// A block of a thread-pool `map`: items moved in from the input, a function pointer.
+type MapBlock<A, R> = Block<VecSource<A>, fn(A) -> R, R>;
+
+/// `map` on the thread pool: blocks of items split among the workers and the caller (see
+/// `thread/block.rs`), results yielded in place.
+struct Blocks<'a, I, A, R> {
+    pool: &'a crate::ThreadPoolExecutor,
+    f: fn(A) -> R,
+    items: Fuse<I>,
+    /// Launched blocks in input order; the consumer drains the front one.
+    queue: VecDeque<Arc<MapBlock<A, R>>>,
+    /// Buffers of a drained block, for the next one (fresh ones would cost page faults).
+    spare: Option<(Vec<A>, Vec<std::mem::MaybeUninit<R>>)>,
+    /// The consumer's position in the front block.
+    cursor: Cursor<R>,
+    /// Error to yield once after the launched blocks (a refused launch).
+    last_error: Option<TaskError>,
+    fixed_piece: Option<usize>,
+    max_pieces: Option<usize>,
+    ns_per_item: Option<f64>,
+    block_len: usize,
+    help: bool,
+    deadline: Option<Instant>,
+    /// No more input will be taken (it ended, a launch was refused, or the deadline passed).
+    stopped: bool,
+    started: bool,
+    /// The input's length was known at the start.
+    exact_input: bool,
+}
+
+impl<'a, I, A, R> Blocks<'a, I, A, R>
+where
+    I: Iterator<Item = A>,
+    A: Payload,
+    R: Payload,
+{
+    fn new(pool: &'a crate::ThreadPoolExecutor, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
+        let help = pool.caller_runs() && opts.timeout.is_none();
+        let exact_input = matches!(items.size_hint(), (lo, Some(hi)) if lo == hi);
+        let mut map = Blocks {
+            pool,
+            f,
+            items: items.fuse(),
+            queue: VecDeque::new(),
+            spare: None,
+            cursor: Cursor::new(),
+            last_error: None,
+            fixed_piece: opts.chunksize,
+            max_pieces: opts.buffersize,
+            ns_per_item: None,
+            block_len: PROBE_BLOCK,
+            help,
+            deadline: opts.timeout.and_then(|t| Instant::now().checked_add(t)),
+            stopped: false,
+            started: false,
+            exact_input,
+        };
+        map.fill();
+        map
+    }
+
+    /// Threads that run pieces: the workers, and the caller if it may.
+    fn participants(&self) -> usize {
+        self.pool.max_workers() + usize::from(self.help)
+    }
+
+    /// Items per piece for a block of `len` items.
+    fn piece_len(&self, len: usize) -> usize {
+        if let Some(n) = self.fixed_piece {
+            return n;
+        }
+        match self.ns_per_item {
+            None => 1,
+            Some(ns) => {
+                let ideal = (PIECE_NS / ns.max(0.01)) as usize;
+                // At least four pieces per participant, so a slow piece does not hold the
+                // block back.
+                let fair = len.div_ceil(4 * self.participants());
+                ideal.min(fair).max(1)
+            }
+        }
+    }
+
+    /// Launches blocks until `BLOCKS_AHEAD` are in flight or the input ends. With a
+    /// `buffersize`, one block of at most that many pieces: the bound holds exactly.
+    fn fill(&mut self) {
+        let ahead = if self.max_pieces.is_some() {
+            1
+        } else {
+            BLOCKS_AHEAD
+        };
+        while self.queue.len() < ahead && !self.stopped {
+            let fixed_len = self
+                .fixed_piece
+                .map(|p| p.saturating_mul(self.max_pieces.unwrap_or(PROBE_BLOCK)));
+            let mut n = fixed_len.unwrap_or(self.block_len).max(1);
+            if let Some(m) = self.max_pieces {
+                n = n.min(m.saturating_mul(self.piece_len(n)));
+            }
+            let (mut items, output) = self.spare.take().unwrap_or_default();
+            items.reserve(n.min(self.items.size_hint().1.unwrap_or(n)).min(MAX_BLOCK));
+            items.extend(self.items.by_ref().take(n));
+            if items.is_empty() {
+                self.stopped = true;
+                break;
+            }
+            let piece = self.piece_len(items.len());
+            let block = Arc::new(
+                Block::new(
+                    self.f,
+                    VecSource::new(items),
+                    output,
+                    piece,
+                    self.pool.registry(),
+                )
+                .workers_from_back(self.help),
+            );
+            if let Err(e) = block.launch(self.pool) {
+                self.stopped = true;
+                self.last_error = Some(TaskError::Submit(e));
+                break;
+            }
+            self.queue.push_back(block);
+        }
+    }
+
+    #[inline]
+    fn next(&mut self) -> Option<Result<R, TaskError>> {
+        // SAFETY: the cursor was last advanced in the front block, which `queue` holds.
+        match unsafe { self.cursor.next_ready() } {
+            Some(v) => Some(Ok(v)),
+            None => self.advance(),
+        }
+    }
+
+    /// Past the ready run: the next failure, the next pieces, or the next block.
+    #[inline(never)]
+    fn advance(&mut self) -> Option<Result<R, TaskError>> {
+        self.started = true;
+        loop {
+            let Some(block) = self.queue.front().cloned() else {
+                return self.last_error.take().map(Err);
+            };
+            match self.cursor.advance(&*block, self.help, self.deadline) {
+                Step::Item(r) => return Some(r),
+                Step::End => self.next_block(),
+                Step::TimedOut => {
+                    self.cancel_all();
+                    self.queue.clear();
+                    self.stopped = true;
+                    self.last_error = None;
+                    return Some(Err(TaskError::Timeout));
+                }
+            }
+        }
+    }
+
+    /// Leaves the drained front block: learns from it, launches more.
+    fn next_block(&mut self) {
+        let Some(done) = self.queue.pop_front() else {
+            return;
+        };
+        if self.fixed_piece.is_none()
+            && let Some(ns) = done.ns_per_item()
+        {
+            self.ns_per_item = Some(ns);
+            let ideal = (BLOCK_NS / ns.max(0.01)) as usize;
+            self.block_len = ideal
+                .min(self.block_len.saturating_mul(16))
+                .clamp(1, MAX_BLOCK);
+        }
+        self.spare = Block::recycle(done);
+        self.cursor.reset();
+        self.fill();
+    }
+
+    /// Stops every launched block from starting more pieces.
+    fn cancel_all(&mut self) {
+        for b in &self.queue {
+            b.close(TaskError::Cancelled);
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let mut known: usize = self.queue.iter().map(|b| b.len()).sum();
+        if !self.queue.is_empty() {
+            known -= self.cursor.consumed();
+        }
+        known += usize::from(self.last_error.is_some());
+        let (lo, hi) = if self.stopped {
+            (known, Some(known))
+        } else {
+            plus(known, self.items.size_hint())
+        };
+        // An input of unknown length keeps an unknown length, even once it was all taken
+        // (as the chunked path reports it: progress bars show a spinner for it).
+        if !self.exact_input && hi == Some(lo) {
+            (lo, None)
+        } else {
+            (lo, hi)
+        }
+    }
+
+    fn fold<B, F>(mut self, init: B, mut f: F) -> B
+    where
+        F: FnMut(B, Result<R, TaskError>) -> B,
+    {
+        let mut acc = init;
+        loop {
+            // SAFETY: as in `next`.
+            while let Some(v) = unsafe { self.cursor.next_ready() } {
+                acc = f(acc, Ok(v));
+            }
+            match self.advance() {
+                Some(r) => acc = f(acc, r),
+                None => return acc,
+            }
+        }
+    }
+}
+
+impl<I, A, R> Drop for Blocks<'_, I, A, R> {
+    fn drop(&mut self) {
+        if let Some(front) = self.queue.front() {
+            front.set_consumed(self.cursor.consumed());
+        }
+        if self.started {
+            for b in &self.queue {
+                b.close(TaskError::Cancelled);
+            }
+        }
+    }
+}
+
+impl<I, A, R> fmt::Debug for Blocks<'_, I, A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Map")
+            .field("blocks_in_flight", &self.queue.len())
+            .field("finished", &(self.stopped && self.queue.is_empty()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// `map` by chunks submitted as tasks: the path of every backend but the thread pool.
+struct Chunked<'a, E, I, A, R> {
+    feed: Feed<'a, E, I, A, R>,
+    inflight: VecDeque<(Future<Chunk<R>>, usize)>,
+    current: Drain<R>,
+    finished: bool,
+    /// Set by the first `next`: only an iteration that started cancels on drop (as Python's
+    /// result generator, whose `finally` runs only once it has started).
+    started: bool,
+}
+
+impl<'a, E, I, A, R> Chunked<'a, E, I, A, R>
+where
+    E: Executor,
+    I: Iterator<Item = A>,
+    A: Payload,
+    R: Payload,
+{
+    fn new(exec: &'a E, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
+        let mut map = Chunked {
             feed: Feed::new(exec, f, items, opts),
             inflight: VecDeque::new(),
             current: Drain::empty(),
@@ -417,7 +752,7 @@ where
     }
 }
 
-impl<E, I, A, R> Iterator for Map<'_, E, I, A, R>
+impl<E, I, A, R> Iterator for Chunked<'_, E, I, A, R>
 where
     E: Executor,
     I: Iterator<Item = A>,
@@ -455,7 +790,7 @@ where
     }
 }
 
-impl<E, I, A, R> Map<'_, E, I, A, R>
+impl<E, I, A, R> Chunked<'_, E, I, A, R>
 where
     E: Executor,
     I: Iterator<Item = A>,
@@ -492,7 +827,7 @@ where
     }
 }
 
-impl<E, I, A, R> Drop for Map<'_, E, I, A, R> {
+impl<E, I, A, R> Drop for Chunked<'_, E, I, A, R> {
     fn drop(&mut self) {
         if self.started {
             for (fut, _) in self.inflight.drain(..) {
@@ -502,9 +837,9 @@ impl<E, I, A, R> Drop for Map<'_, E, I, A, R> {
     }
 }
 
-impl<E, I, A, R> fmt::Debug for Map<'_, E, I, A, R> {
+impl<E, I, A, R> fmt::Debug for Chunked<'_, E, I, A, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Map")
+        f.debug_struct("Chunked")
             .field("inflight", &self.inflight.len())
             .field("finished", &self.finished)
             .finish_non_exhaustive()

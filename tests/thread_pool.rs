@@ -384,3 +384,359 @@ fn timeouts_do_not_change_state_of_running_tasks() {
     gate.open();
     assert_eq!(held.result_timeout(LONG), Ok(5));
 }
+
+// ===== `map` on the thread pool: blocks split among the workers and the caller =====
+
+/// A value that counts its drops, to check that every item and result is dropped once.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Tracked {
+    value: u64,
+    /// Which counter of `LIVE` to update (one per test).
+    slot: usize,
+}
+
+static LIVE: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+
+impl Tracked {
+    fn new(value: u64, slot: usize) -> Tracked {
+        LIVE[slot].fetch_add(1, Ordering::SeqCst);
+        Tracked { value, slot }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        LIVE[self.slot].fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn tracked_double(t: Tracked) -> Tracked {
+    if t.value % 1000 == 999 {
+        panic!("item {} fails", t.value);
+    }
+    Tracked::new(t.value * 2, t.slot)
+}
+
+#[test]
+fn map_of_many_items_is_in_order_across_blocks() {
+    let _w = watchdog("map_of_many_items_is_in_order_across_blocks");
+    let pool = ThreadPoolExecutor::new(2);
+    const N: u64 = 300_000;
+    // Exact-size input (a range), and one of unknown length (a filter).
+    let out: Vec<u64> = pool.map(common::double, 0..N).map(Result::unwrap).collect();
+    assert_eq!(out, (0..N).map(|x| x * 2).collect::<Vec<_>>());
+    let odd = (0..N).filter(|x| x % 3 != 0);
+    let out: Vec<u64> = pool
+        .map(common::double, odd.clone())
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(out, odd.map(|x| x * 2).collect::<Vec<_>>());
+    // The fold path (sum) and `size_hint` of an exact input.
+    let it = pool.map(common::double, vec![1u64; 50_000]);
+    assert_eq!(it.size_hint(), (50_000, Some(50_000)));
+    assert_eq!(it.map(Result::unwrap).sum::<u64>(), 100_000);
+}
+
+#[test]
+fn map_takes_an_endless_input_lazily() {
+    let _w = watchdog("map_takes_an_endless_input_lazily");
+    let pool = ThreadPoolExecutor::new(2);
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let p = pulled.clone();
+    let endless = (0u64..).inspect(move |_| {
+        p.fetch_add(1, Ordering::SeqCst);
+    });
+    let mut it = pool.map(common::double, endless);
+    for i in 0..100_000u64 {
+        assert_eq!(it.next(), Some(Ok(i * 2)));
+    }
+    drop(it);
+    // A bounded window ahead: two blocks at most.
+    let taken = pulled.load(Ordering::SeqCst);
+    assert!(
+        taken <= 100_000 + 2 * (1 << 14),
+        "took {taken} items for 100000 results"
+    );
+}
+
+#[test]
+fn map_failures_are_per_item_and_every_value_is_dropped_once() {
+    let _w = watchdog("map_failures_are_per_item_and_every_value_is_dropped_once");
+    let pool = ThreadPoolExecutor::new(2);
+    let items: Vec<Tracked> = (0..20_000).map(|i| Tracked::new(i, 0)).collect();
+    let mut failed = 0;
+    for (i, r) in pool.map(tracked_double, items).enumerate() {
+        match r {
+            Ok(t) => assert_eq!(t.value, 2 * i as u64),
+            Err(e) => {
+                assert_eq!(i % 1000, 999, "item {i} failed: {e}");
+                let p = e.panic().expect("a panic").clone();
+                assert_eq!(p.message(), format!("item {i} fails"));
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 20);
+    assert_eq!(
+        LIVE[0].load(Ordering::SeqCst),
+        0,
+        "leaked or double-dropped"
+    );
+    // Stopping early, at several points, drops the items not run and the results not taken.
+    for stop in [0, 1, 63, 64, 1000, 5000] {
+        let items: Vec<Tracked> = (0..20_000).map(|i| Tracked::new(i, 1)).collect();
+        let mut it = pool.map(tracked_double, items);
+        for _ in 0..stop {
+            assert!(it.next().is_some());
+        }
+        drop(it);
+        pool.spawn(|| ()).result_timeout(LONG).unwrap();
+        eventually("every item and result is dropped", || {
+            LIVE[1].load(Ordering::SeqCst) == 0
+        });
+    }
+}
+
+/// The gate for `gated`: items other than 0 wait for it (bounded), then count themselves.
+static GATE: (std::sync::Mutex<bool>, std::sync::Condvar) =
+    (std::sync::Mutex::new(false), std::sync::Condvar::new());
+static GATED_RAN: AtomicUsize = AtomicUsize::new(0);
+
+fn gated(i: u64) -> u64 {
+    if i > 0 {
+        let (open, cv) = &GATE;
+        let guard = open.lock().unwrap();
+        let (guard, timeout) = cv.wait_timeout_while(guard, LONG, |open| !*open).unwrap();
+        assert!(!timeout.timed_out(), "the gate never opened");
+        drop(guard);
+        GATED_RAN.fetch_add(1, Ordering::SeqCst);
+    }
+    i
+}
+
+#[test]
+fn dropping_a_started_map_cancels_the_pieces_not_started() {
+    let _w = watchdog("dropping_a_started_map_cancels_the_pieces_not_started");
+    let pool = ThreadPoolExecutor::new(2);
+    let mut it = pool.map(gated, 0..1000u64);
+    assert_eq!(it.next(), Some(Ok(0)));
+    drop(it);
+    {
+        let (open, cv) = &GATE;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    pool.shutdown(true);
+    // Only what the two workers had started ran (the caller needed item 0 only).
+    let ran = GATED_RAN.load(Ordering::SeqCst);
+    assert!(ran <= 2, "{ran} gated items ran after the map was dropped");
+}
+
+#[test]
+fn map_on_a_pool_shut_down_with_cancel_reports_cancelled_items() {
+    let _w = watchdog("map_on_a_pool_shut_down_with_cancel_reports_cancelled_items");
+    // Caller-runs off and one worker kept busy: the blocks stay queued until cancelled.
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(1)
+        .caller_runs(false)
+        .build()
+        .unwrap();
+    let mut gate = Gate::closed();
+    let blocker = pool.submit(common::hold, (gate.path(), 7));
+    eventually("the worker runs the blocker", || blocker.running());
+    let it = pool.map(common::double, 0..10u64);
+    pool.shutdown_with(false, true);
+    gate.open();
+    let out: Vec<_> = it.collect();
+    assert_eq!(out, vec![Err(TaskError::Cancelled); 10]);
+    assert_eq!(blocker.result_timeout(LONG), Ok(7));
+}
+
+// ===== `map_indexed`: inputs split by position =====
+
+#[test]
+fn map_indexed_splits_ranges_and_vectors_in_order() {
+    let _w = watchdog("map_indexed_splits_ranges_and_vectors_in_order");
+    let pool = ThreadPoolExecutor::new(2);
+    let out = pool.map_indexed(|x: u64| x ^ 5, 0..200_000u64).into_vec();
+    assert_eq!(out, Ok((0..200_000u64).map(|x| x ^ 5).collect()));
+    let out = pool.map_indexed(|x: i32| x * 2, -500..500i32).into_vec();
+    assert_eq!(out, Ok((-500..500).map(|x| x * 2).collect()));
+    let words: Vec<String> = (0..10_000).map(|i| format!("w{i}")).collect();
+    let it = pool.map_indexed(|s: String| s.len(), words.clone());
+    assert_eq!(it.len(), 10_000);
+    let lens: Vec<usize> = it.map(Result::unwrap).collect();
+    assert_eq!(lens, words.iter().map(String::len).collect::<Vec<_>>());
+    // Captures are allowed.
+    let offset = 10u8;
+    assert_eq!(
+        pool.map_indexed(move |x: u8| x + offset, 0..3u8).into_vec(),
+        Ok(vec![10, 11, 12])
+    );
+    // Empty inputs.
+    assert_eq!(pool.map_indexed(|x: u8| x, 5..5u8).into_vec(), Ok(vec![]));
+    assert_eq!(pool.map_indexed(|x: u8| x, Vec::new()).count(), 0);
+    let (hi, lo) = (3i8, -3i8);
+    assert_eq!(pool.map_indexed(|x: i8| x, hi..lo).into_vec(), Ok(vec![]));
+}
+
+#[test]
+fn map_indexed_failures_are_per_item() {
+    let _w = watchdog("map_indexed_failures_are_per_item");
+    let pool = ThreadPoolExecutor::new(2);
+    let out: Vec<_> = pool
+        .map_indexed(|x: u64| common::fail_on_odd(x), 0..5000u64)
+        .collect();
+    assert_eq!(out.len(), 5000);
+    for (i, r) in out.iter().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(r, &Ok(i as u64));
+        } else {
+            let p = r.as_ref().unwrap_err().panic().unwrap().clone();
+            assert_eq!(p.message(), format!("odd input {i}"));
+        }
+    }
+    let first = pool
+        .map_indexed(|x: u64| common::fail_on_odd(x + 2), 0..5000u64)
+        .into_vec()
+        .unwrap_err();
+    assert_eq!(first.panic().unwrap().message(), "odd input 3");
+    // Every item and result is dropped once, whether iteration finishes, stops early, or
+    // never starts.
+    for stop in [None, Some(0), Some(1), Some(2500)] {
+        let items: Vec<Tracked> = (0..5000).map(|i| Tracked::new(i, 2)).collect();
+        let mut it = pool.map_indexed(tracked_double, items);
+        match stop {
+            None => assert_eq!(it.by_ref().filter(Result::is_err).count(), 5),
+            Some(n) => {
+                for _ in 0..n {
+                    assert!(it.next().is_some());
+                }
+            }
+        }
+        drop(it);
+        pool.spawn(|| ()).result_timeout(LONG).unwrap();
+        eventually("every item and result is dropped", || {
+            LIVE[2].load(Ordering::SeqCst) == 0
+        });
+    }
+}
+
+static INDEXED_GATE: (std::sync::Mutex<bool>, std::sync::Condvar) =
+    (std::sync::Mutex::new(false), std::sync::Condvar::new());
+static INDEXED_RAN: AtomicUsize = AtomicUsize::new(0);
+
+#[test]
+fn dropping_a_started_map_indexed_cancels_the_rest() {
+    let _w = watchdog("dropping_a_started_map_indexed_cancels_the_rest");
+    let pool = ThreadPoolExecutor::new(2);
+    let items: Vec<u64> = (0..10_000).collect();
+    let mut it = pool.map_indexed(
+        |i: u64| {
+            if i >= 1000 {
+                let (open, cv) = &INDEXED_GATE;
+                let g = open.lock().unwrap();
+                let (_g, t) = cv.wait_timeout_while(g, LONG, |open| !*open).unwrap();
+                assert!(!t.timed_out(), "the gate never opened");
+                INDEXED_RAN.fetch_add(1, Ordering::SeqCst);
+            }
+            i
+        },
+        items,
+    );
+    assert_eq!(it.next(), Some(Ok(0)));
+    drop(it);
+    {
+        let (open, cv) = &INDEXED_GATE;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    pool.shutdown(true);
+    // Items from 1000 on wait for the gate: only the pieces the two workers had started
+    // when the iterator was dropped ran (a piece is a small part of the input).
+    let ran = INDEXED_RAN.load(Ordering::SeqCst);
+    assert!(
+        ran < 1000,
+        "{ran} gated items ran after the iterator was dropped"
+    );
+}
+
+#[test]
+fn map_indexed_left_unused_still_runs_and_refuses_after_shutdown() {
+    let _w = watchdog("map_indexed_left_unused_still_runs_and_refuses_after_shutdown");
+    let pool = ThreadPoolExecutor::new(2);
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    drop(pool.map_indexed(
+        move |_: u32| {
+            h.fetch_add(1, Ordering::SeqCst);
+        },
+        0..1000u32,
+    ));
+    pool.shutdown(true);
+    assert_eq!(hits.load(Ordering::SeqCst), 1000);
+    let out: Vec<_> = pool.map_indexed(|x: u32| x, 0..10u32).collect();
+    assert_eq!(out, vec![Err(TaskError::Submit(SubmitError::Shutdown))]);
+    assert_eq!(
+        pool.map_indexed(|x: u32| x, 0..10u32).into_vec(),
+        Err(TaskError::Submit(SubmitError::Shutdown))
+    );
+}
+
+#[test]
+fn map_iterators_can_move_to_another_thread() {
+    fn assert_send<T: Send>(_: &T) {}
+    let pool = ThreadPoolExecutor::new(2);
+    let m = pool.map(common::double, 0..10u64);
+    assert_send(&m);
+    let mi = pool.map_indexed(|x: u64| x * 2, 0..10u64);
+    assert_send(&mi);
+    let total: u64 = thread::scope(|s| {
+        s.spawn(move || mi.map(Result::unwrap).sum::<u64>())
+            .join()
+            .unwrap()
+    });
+    assert_eq!(total, 90);
+    assert_eq!(m.map(Result::unwrap).sum::<u64>(), 90);
+}
+
+static AHEAD_PULLED: AtomicUsize = AtomicUsize::new(0);
+
+#[test]
+fn map_buffersize_bounds_the_items_taken_ahead() {
+    let _w = watchdog("map_buffersize_bounds_the_items_taken_ahead");
+    let pool = ThreadPoolExecutor::new(2);
+    let input = (0u64..).inspect(|_| {
+        AHEAD_PULLED.fetch_add(1, Ordering::SeqCst);
+    });
+    let opts = concurrent_futures::MapOptions::new()
+        .chunksize(5)
+        .buffersize(3);
+    let mut it = pool.map_with(common::double, input, opts);
+    for i in 0..100u64 {
+        assert_eq!(it.next(), Some(Ok(2 * i)));
+        // At most `buffersize` chunks of `chunksize` items taken and not yet yielded.
+        let ahead = AHEAD_PULLED.load(Ordering::SeqCst) - (i as usize + 1);
+        assert!(ahead < 15, "{ahead} items taken ahead after {i}");
+    }
+}
+
+#[test]
+fn map_with_a_huge_chunksize_takes_what_there_is() {
+    let _w = watchdog("map_with_a_huge_chunksize_takes_what_there_is");
+    let pool = ThreadPoolExecutor::new(2);
+    let opts = concurrent_futures::MapOptions::new().chunksize(usize::MAX);
+    // No upper bound known: nothing may reserve `chunksize` items up front.
+    let unknown_length = (0u64..).take_while(|x| *x < 1000).filter(|x| x % 2 == 0);
+    let out: Vec<u64> = pool
+        .map_with(common::double, unknown_length, opts)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        out,
+        (0..1000u64)
+            .filter(|x| x % 2 == 0)
+            .map(|x| x * 2)
+            .collect::<Vec<_>>()
+    );
+}

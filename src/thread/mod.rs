@@ -1,5 +1,7 @@
 //! [`ThreadPoolExecutor`]: a work-stealing pool of OS threads.
 
+pub(crate) mod block;
+mod indexed;
 mod job;
 mod registry;
 pub(crate) mod sleep;
@@ -15,6 +17,8 @@ use std::sync::Arc;
 
 use crate::sync::{self, Mutex};
 use registry::Registry;
+
+pub use indexed::{IndexedInput, MapIndexed};
 
 /// Python's `ThreadPoolExecutor`, with a work-stealing scheduler.
 ///
@@ -308,6 +312,10 @@ impl ThreadPoolExecutor {
 impl Executor for ThreadPoolExecutor {
     fn max_workers(&self) -> usize {
         self.registry.num_workers()
+    }
+
+    fn as_thread_pool(&self) -> Option<&ThreadPoolExecutor> {
+        Some(self)
     }
 
     fn try_submit<A: Payload, R: Payload>(
