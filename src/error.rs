@@ -56,13 +56,13 @@ pub enum TaskError {
     /// The pool became unusable before the task could run (an initializer failed).
     /// Python's `BrokenThreadPool` / `BrokenProcessPool`.
     #[error("the pool is broken: {0}")]
-    Broken(Arc<str>),
+    Broken(#[serde(with = "crate::serde_arc::arc_str")] Arc<str>),
     /// The task was never accepted; see the [`SubmitError`].
     #[error("the task was not submitted: {0}")]
     Submit(#[from] SubmitError),
     /// The result could not be encoded or decoded at a process boundary.
     #[error("the result could not cross the process boundary: {0}")]
-    Codec(Arc<str>),
+    Codec(#[serde(with = "crate::serde_arc::arc_str")] Arc<str>),
 }
 
 impl TaskError {
@@ -228,14 +228,14 @@ pub enum SubmitError {
     Shutdown,
     /// The pool is broken (an initializer failed) and accepts no work.
     #[error("the pool is broken: {0}")]
-    Broken(Arc<str>),
+    Broken(#[serde(with = "crate::serde_arc::arc_str")] Arc<str>),
     /// The argument could not be encoded for a worker process.
     #[error("the argument could not be encoded: {0}")]
-    Codec(Arc<str>),
+    Codec(#[serde(with = "crate::serde_arc::arc_str")] Arc<str>),
     /// The function cannot be sent to a worker process (for example it lives in a
     /// dynamically loaded library).
     #[error("the function cannot be sent to a worker: {0}")]
-    Unsendable(Arc<str>),
+    Unsendable(#[serde(with = "crate::serde_arc::arc_str")] Arc<str>),
 }
 
 /// A pool could not be built.

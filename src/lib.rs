@@ -103,6 +103,7 @@ mod progress;
 mod rayon;
 #[cfg(target_os = "linux")]
 mod remote;
+mod serde_arc;
 mod sync;
 mod thread;
 mod unwind;

@@ -60,6 +60,7 @@ unsafe impl Layout for MutexHeader {
 /// The body of [`Lock`] and [`RLock`].
 #[derive(Clone, Serialize, Deserialize)]
 struct MutexHandle {
+    #[serde(with = "crate::serde_arc::by_value")]
     shared: Arc<Shared<MutexHeader>>,
 }
 
@@ -285,6 +286,7 @@ unsafe impl Layout for SemaphoreHeader {
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Semaphore {
+    #[serde(with = "crate::serde_arc::by_value")]
     shared: Arc<Shared<SemaphoreHeader>>,
 }
 
@@ -570,6 +572,7 @@ unsafe impl Layout for EventHeader {
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Event {
+    #[serde(with = "crate::serde_arc::by_value")]
     shared: Arc<Shared<EventHeader>>,
 }
 
@@ -723,6 +726,7 @@ unsafe impl Layout for ConditionHeader {
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Condition {
+    #[serde(with = "crate::serde_arc::by_value")]
     shared: Arc<Shared<ConditionHeader>>,
 }
 
