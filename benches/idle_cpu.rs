@@ -104,7 +104,7 @@ fn main() {
     }
     println!(
         "pool threads' CPU, ms per second (median of {ROUNDS}, {WORKERS} workers, {} CPUs)",
-        num_cpus::get()
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
         "{:<40} {:>10} {:>22}",

@@ -112,6 +112,13 @@ mod wait;
 #[cfg(all(test, loom))]
 mod loom_tests;
 
+/// The number of CPUs this process may use: [`std::thread::available_parallelism`], which
+/// on Linux counts the CPU affinity mask and a cgroup (v1 or v2) CPU quota, rounded down;
+/// at least 1.
+pub(crate) fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 pub use bytes::Bytes;
 pub use error::{
     BuildError, ExitStatus, InvalidStateError, Panic, SubmitError, TaskError, TimeoutError,

@@ -64,9 +64,13 @@ fn new_with_zero_workers_panics_clearly() {
 }
 
 #[test]
-fn default_workers_is_cpu_count() {
+fn default_workers_is_pythons_min_32_cpus_plus_4() {
     let pool = ThreadPoolExecutor::builder().build().unwrap();
-    assert_eq!(pool.max_workers(), num_cpus());
+    assert_eq!(pool.max_workers(), (num_cpus() + 4).min(32));
+    assert_eq!(
+        ThreadPoolExecutor::default().max_workers(),
+        pool.max_workers()
+    );
 }
 
 fn num_cpus() -> usize {

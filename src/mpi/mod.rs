@@ -269,7 +269,7 @@ impl MpiPoolBuilder {
         let env =
             comm::env(self.config.start_timeout).map_err(|e| BuildError::Mpi(e.to_string()))?;
         if env.size == 1 {
-            let n = self.local_workers.unwrap_or_else(num_cpus::get);
+            let n = self.local_workers.unwrap_or_else(crate::available_cpus);
             if n == 0 {
                 return Err(BuildError::Mpi(
                     "this program was started alone, not by mpirun (MPI_COMM_WORLD has one \

@@ -102,7 +102,7 @@ pub fn current_process() -> CurrentProcess {
 /// assert!(concurrent_futures::multiprocessing::cpu_count() >= 1);
 /// ```
 pub fn cpu_count() -> usize {
-    num_cpus::get()
+    crate::available_cpus()
 }
 
 /// Every started child of this process that is still running (finished ones are reaped

@@ -125,7 +125,8 @@ pub struct ProcessPoolBuilder {
 }
 
 impl ProcessPoolBuilder {
-    /// Number of worker processes (default: the number of CPUs; zero is an error).
+    /// Number of worker processes (default: the number of CPUs, as Python; see
+    /// [`ProcessPoolExecutor::default`]; zero is an error).
     ///
     /// ```
     /// # use concurrent_futures::{Executor, ProcessPoolExecutor};
@@ -194,7 +195,7 @@ impl ProcessPoolBuilder {
     /// assert!(matches!(ProcessPoolExecutor::builder().max_workers(0).build(), Err(BuildError::ZeroWorkers)));
     /// ```
     pub fn build(self) -> Result<ProcessPoolExecutor, BuildError> {
-        let workers = self.max_workers.unwrap_or_else(num_cpus::get);
+        let workers = self.max_workers.unwrap_or_else(crate::available_cpus);
         if workers == 0 {
             return Err(BuildError::ZeroWorkers);
         }
@@ -429,6 +430,29 @@ impl Executor for ProcessPoolExecutor {
     /// A chunk should run about a millisecond: a task costs tens of microseconds here.
     fn chunk_target(&self) -> std::time::Duration {
         std::time::Duration::from_millis(1)
+    }
+}
+
+/// A pool of one worker process per CPU, Python's `ProcessPoolExecutor()`; CPUs as
+/// [`std::thread::available_parallelism`] counts them (CPU affinity and cgroup quota
+/// included).
+///
+/// # Panics
+///
+/// If the workers cannot be started; use [`builder`](ProcessPoolExecutor::builder) to get a
+/// [`BuildError`] instead.
+///
+/// ```
+/// use concurrent_futures::{Executor, ProcessPoolExecutor};
+/// let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+/// assert_eq!(ProcessPoolExecutor::default().max_workers(), cpus);
+/// ```
+impl Default for ProcessPoolExecutor {
+    fn default() -> Self {
+        match Self::builder().build() {
+            Ok(pool) => pool,
+            Err(e) => panic!("ProcessPoolExecutor::default(): {e}"),
+        }
     }
 }
 

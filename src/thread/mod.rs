@@ -79,9 +79,15 @@ pub struct ThreadPoolBuilder {
 
 static POOL_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Python's default size: `min(32, cpus + 4)` (at least 5 workers for I/O-bound tasks, at
+/// most 32 so a large machine does not start hundreds of threads).
+fn default_workers() -> usize {
+    (crate::available_cpus() + 4).min(32)
+}
+
 impl ThreadPoolBuilder {
-    /// Number of worker threads (default: the number of CPUs). Zero is refused by
-    /// [`build`](Self::build).
+    /// Number of worker threads (default: Python's `min(32, cpus + 4)`, see
+    /// [`ThreadPoolExecutor::default`]). Zero is refused by [`build`](Self::build).
     ///
     /// ```
     /// let pool = concurrent_futures::ThreadPoolExecutor::builder().max_workers(3).build().unwrap();
@@ -161,7 +167,7 @@ impl ThreadPoolBuilder {
     /// assert!(matches!(ThreadPoolExecutor::builder().max_workers(0).build(), Err(BuildError::ZeroWorkers)));
     /// ```
     pub fn build(self) -> Result<ThreadPoolExecutor, BuildError> {
-        let n = self.max_workers.unwrap_or_else(num_cpus::get);
+        let n = self.max_workers.unwrap_or_else(default_workers);
         if n == 0 {
             return Err(BuildError::ZeroWorkers);
         }
@@ -338,6 +344,30 @@ impl Executor for ThreadPoolExecutor {
         self.registry.shutdown(cancel_futures);
         if wait {
             self.join_workers();
+        }
+    }
+}
+
+/// A pool of Python's default size, `min(32, cpus + 4)` workers (`ThreadPoolExecutor()`),
+/// where `cpus` is what [`std::thread::available_parallelism`] reports (CPU affinity and
+/// cgroup quota included). The same size as [`ThreadPoolExecutor::builder`]`().build()`.
+///
+/// # Panics
+///
+/// If the OS refuses to start a thread; use [`builder`](ThreadPoolExecutor::builder) to get
+/// a [`BuildError`] instead.
+///
+/// ```
+/// use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+/// let pool = ThreadPoolExecutor::default();
+/// assert_eq!(pool.max_workers(), (cpus + 4).min(32));
+/// ```
+impl Default for ThreadPoolExecutor {
+    fn default() -> Self {
+        match Self::builder().build() {
+            Ok(pool) => pool,
+            Err(e) => panic!("ThreadPoolExecutor::default(): {e}"),
         }
     }
 }
