@@ -80,6 +80,7 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub, unsafe_op_in_unsafe_fn)]
 
+mod any;
 mod bytes;
 mod error;
 mod executor;
@@ -119,6 +120,7 @@ pub(crate) fn available_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
+pub use any::{AnyExecutor, Backend, EXECUTOR_ENV_VAR, ExecutorSpec, SpecError};
 pub use bytes::Bytes;
 pub use error::{
     BuildError, ExitStatus, InvalidStateError, Panic, SubmitError, TaskError, TimeoutError,
