@@ -11,12 +11,95 @@ use crate::map::{Map, MapOptions, MapUnordered};
 /// What may cross into a task and back through the [`Executor`] trait: a value that can be
 /// sent to another thread, shared by reference, and encoded for another process (serde).
 ///
-/// Implemented for every type with those properties; you never implement it by hand.
+/// Implemented for every type with those properties; you never implement it by hand. For
+/// your own types, derive serde's traits (serde with its `derive` feature):
 ///
 /// ```
-/// fn takes_payload<T: concurrent_futures::Payload>(_: T) {}
-/// takes_payload((1u32, String::from("x"), vec![1.5f64]));
+/// use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Job { id: u32, words: Vec<String> }
+///
+/// fn count((job, min_len): (Job, usize)) -> usize {
+///     job.words.iter().filter(|w| w.len() >= min_len).count()
+/// }
+///
+/// let pool = ThreadPoolExecutor::new(1);
+/// let job = Job { id: 1, words: vec!["a".into(), "bcd".into()] };
+/// assert_eq!(pool.submit(count, (job, 2)).result(), Ok(1)); // two arguments: one tuple
 /// ```
+///
+/// A type without serde's traits is refused at compile time, with a message that says to
+/// derive them:
+///
+/// ```compile_fail,E0277
+/// # use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// struct Job { id: u32 }
+/// fn work(job: Job) -> u32 { job.id }
+/// let pool = ThreadPoolExecutor::new(1);
+/// pool.submit(work, Job { id: 1 }); // error: `Job` is not a `Payload` ... derive ...
+/// ```
+///
+/// # Tasks are functions of one argument
+///
+/// A task takes one `Payload` argument; give several as one tuple (as above), not as extra
+/// arguments:
+///
+/// ```compile_fail,E0061
+/// # use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// fn add((a, b): (u32, u32)) -> u32 { a + b }
+/// let pool = ThreadPoolExecutor::new(1);
+/// pool.submit(add, 10, 3); // error: write `pool.submit(add, (10, 3))`
+/// ```
+///
+/// # Shared state does not cross
+///
+/// An argument is moved (and, on the process and MPI backends, copied into another
+/// process), so shared state cannot be one: a lock or a counter copied into each worker
+/// would silently diverge. `Rc`, `Arc` and references are not `Payload`s:
+///
+/// ```compile_fail,E0277
+/// # use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// use std::sync::{Arc, Mutex};
+/// fn add_one(total: Arc<Mutex<u64>>) { *total.lock().unwrap() += 1 }
+/// let pool = ThreadPoolExecutor::new(1);
+/// pool.submit(add_one, Arc::new(Mutex::new(0))); // error: `Arc<Mutex<u64>>` is not a `Payload`
+/// ```
+///
+/// ```compile_fail,E0277
+/// # use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// use std::rc::Rc;
+/// fn len(s: Rc<String>) -> usize { s.len() }
+/// let pool = ThreadPoolExecutor::new(1);
+/// pool.submit(len, Rc::new(String::new())); // error: `Rc<String>` is not a `Payload`
+/// ```
+///
+/// How to share state instead, by backend:
+///
+/// * **Any backend**: return values and combine them in the caller (`map(...).sum()`,
+///   a `fold` over [`as_completed`](crate::as_completed)): the portable way, and Python's.
+/// * **Threads** ([`ThreadPoolExecutor`](crate::ThreadPoolExecutor), rayon): capture an
+///   `Arc<Mutex<_>>` or an atomic in a closure given to
+///   [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn) (or rayon's own
+///   `spawn`/`install`), outside the `Executor` trait; or use a `static`.
+/// * **Processes** (`ProcessPoolExecutor`): workers share no memory; a `static` has one
+///   copy per worker. Use results, files or a database, or the `multiprocessing`
+///   toolkit's shared memory (`Value`, `Array`, `Queue`, `Lock`) with its `Process`/`Pool`.
+/// * **MPI** (`MpiPoolExecutor`): ranks may run on other machines; share through results
+///   (or files on a shared file system).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a task's argument or result: it is not a `Payload`",
+    label = "not a `Payload`",
+    note = "a task's argument and result must implement serde's `Serialize` and `Deserialize` \
+            and be `Send + Sync + 'static`; for your own types, add \
+            `#[derive(serde::Serialize, serde::Deserialize)]`",
+    note = "a task is a function of one argument: pass several arguments as one tuple, \
+            `pool.submit(f, (a, b))` with `fn f((a, b): (A, B)) -> R`; closures that capture \
+            go to `ThreadPoolExecutor::spawn`",
+    note = "shared state (`Arc`, `Rc`, references) cannot be an argument: see the `Payload` \
+            docs for how to share state on each backend"
+)]
 pub trait Payload: Serialize + DeserializeOwned + Send + Sync + 'static {}
 
 impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Payload for T {}
@@ -101,16 +184,23 @@ impl<R> Chunk<R> {
 /// A pool that runs functions: Python's `concurrent.futures.Executor`.
 ///
 /// Write code against this trait once and run it on any backend by changing the line that
-/// builds the pool: [`ThreadPoolExecutor`](crate::ThreadPoolExecutor), and
-/// `rayon::ThreadPool` with the `rayon` feature.
+/// builds the pool: [`ThreadPoolExecutor`](crate::ThreadPoolExecutor), `ProcessPoolExecutor`
+/// (Linux), `MpiPoolExecutor` with the `mpi` feature, `rayon::ThreadPool` with the `rayon`
+/// feature, or [`AnyExecutor`](crate::AnyExecutor) for any of them.
 ///
-/// # Tasks are functions
+/// # Tasks are functions of one argument; `spawn` takes closures
 ///
-/// A task given through the trait is a function pointer `fn(A) -> R`: a `fn` item or a
-/// closure that captures nothing. Arguments and results are [`Payload`]s (serde types that
-/// are `Send + Sync + 'static`). These bounds are what lets the same call cross into another
-/// process. Pass several arguments as a tuple. Thread pools also take any capturing closure
-/// through their own methods (e.g. [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn)).
+/// A task given through the trait is a function pointer `fn(A) -> R` of one argument: a `fn`
+/// item or a closure that captures nothing. Arguments and results are [`Payload`]s (serde
+/// types that are `Send + Sync + 'static`). These bounds are what lets the same call cross
+/// into another process. Pass several arguments as one tuple. Thread pools also take any
+/// capturing closure through their own methods
+/// ([`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn)). Shared state
+/// (`Arc`, `Rc`) is not a `Payload`: see [`Payload`] for how to share on each backend.
+///
+/// To choose the backend at run time (`Box<dyn Executor>` is not possible: the methods are
+/// generic), use [`AnyExecutor`](crate::AnyExecutor), parsed from a string such as
+/// `"processes:4"`.
 ///
 /// # Examples
 ///
