@@ -84,6 +84,7 @@ mod any;
 mod bytes;
 mod error;
 mod executor;
+mod exit;
 mod future;
 // Elsewhere, the Linux-only names exist only to fail to compile with a message that says so.
 #[cfg(not(target_os = "linux"))]
@@ -126,6 +127,7 @@ pub use error::{
     BuildError, ExitStatus, InvalidStateError, Panic, SubmitError, TaskError, TimeoutError,
 };
 pub use executor::{Chunk, Executor, Payload, run_chunk};
+pub use exit::set_exit_timeout;
 pub use future::{Future, State};
 /// The progress bar library behind [`ProgressExt`] (feature `progress`).
 #[cfg(feature = "progress")]

@@ -1,6 +1,7 @@
 //! [`ProcessPoolExecutor`]: Rust functions in worker processes, behind the same
 //! [`Executor`] trait.
 
+mod at_exit;
 mod manager;
 mod wire;
 pub(crate) mod worker;
@@ -214,6 +215,7 @@ impl ProcessPoolBuilder {
             task_timeout: self.task_timeout,
         })
         .map_err(|e| BuildError::Worker(e.to_string()))?;
+        crate::exit::watch(&manager, Vec::new());
         Ok(ProcessPoolExecutor { manager })
     }
 }

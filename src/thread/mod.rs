@@ -30,7 +30,9 @@ pub use indexed::{IndexedInput, MapIndexed};
 /// a thread pool runs any `FnOnce() -> R + Send` closure with [`spawn`](Self::spawn): threads
 /// share memory, so closures may capture.
 ///
-/// Dropping the pool shuts it down and waits for the accepted tasks, as Python does at exit.
+/// Dropping the pool shuts it down and waits for the accepted tasks, as Python does at exit;
+/// a pool never dropped (in a `static`, leaked) is waited for when the program ends (see
+/// [`set_exit_timeout`](crate::set_exit_timeout)).
 ///
 /// # Examples
 ///
@@ -205,6 +207,7 @@ impl ThreadPoolBuilder {
                 }
             }
         }
+        crate::exit::watch(&registry, threads.iter().map(|t| t.thread().id()).collect());
         Ok(ThreadPoolExecutor {
             registry,
             threads: Mutex::new(threads),
@@ -369,6 +372,17 @@ impl Default for ThreadPoolExecutor {
             Ok(pool) => pool,
             Err(e) => panic!("ThreadPoolExecutor::default(): {e}"),
         }
+    }
+}
+
+/// Program end waits for a pool that is still alive (see [`crate::set_exit_timeout`]).
+impl crate::exit::Watched for Registry {
+    fn stop_accepting(&self) {
+        self.shutdown(false);
+    }
+
+    fn wait_done(&self) {
+        self.wait_exited();
     }
 }
 
