@@ -39,12 +39,27 @@
 //! # }
 //! ```
 //!
+//! To choose the backend at run time, parse an [`AnyExecutor`] from a spec such as
+//! `"threads:8"`, `"processes:4"`, `"mpi"` or `"rayon"` (`Box<dyn Executor>` is not
+//! possible: the trait's methods are generic):
+//!
+//! ```
+//! # use concurrent_futures::Executor;
+//! # fn fib(n: u64) -> u64 { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }
+//! # fn run<E: Executor>(pool: &E) -> Vec<u64> { pool.map(fib, 0..30).collect::<Result<Vec<_>, _>>().unwrap() }
+//! let pool: concurrent_futures::AnyExecutor = "threads:2".parse().unwrap();
+//! assert_eq!(run(&pool)[29], 514229);
+//! ```
+//!
+//! The [`guide`] has pages on choosing a backend, your own types, async code and platforms.
+//!
 //! # From Python
 //!
 //! | Python | here |
 //! |---|---|
-//! | `ThreadPoolExecutor(max_workers=4)` | [`ThreadPoolExecutor::new(4)`](ThreadPoolExecutor::new), [`ThreadPoolExecutor::builder`] |
-//! | `ProcessPoolExecutor(max_workers=4, initializer=, max_tasks_per_child=)` | `ProcessPoolExecutor::new(4)`, `ProcessPoolExecutor::builder()` (Linux) |
+//! | `ThreadPoolExecutor(max_workers=4)`, `ThreadPoolExecutor()` | [`ThreadPoolExecutor::new(4)`](ThreadPoolExecutor::new), [`ThreadPoolExecutor::builder`], [`ThreadPoolExecutor::default`] (`min(32, cpus + 4)`) |
+//! | `ProcessPoolExecutor(max_workers=4, initializer=, max_tasks_per_child=)` | `ProcessPoolExecutor::new(4)`, `ProcessPoolExecutor::builder()`, `ProcessPoolExecutor::default()` (Linux) |
+//! | a module-global executor, waited for at interpreter exit | a pool in a `static` is waited for when the program ends: [`set_exit_timeout`] |
 //! | `executor.submit(fn, arg)` | [`Executor::submit`] (`fn` items; several arguments as a tuple), [`ThreadPoolExecutor::spawn`] for closures |
 //! | `executor.map(fn, it, timeout=, chunksize=, buffersize=)` | [`Executor::map`], [`Executor::map_with`] + [`MapOptions`], [`Executor::map_unordered`] |
 //! | `executor.shutdown(wait, cancel_futures=)` | [`Executor::shutdown`], [`Executor::shutdown_with`]; `Drop` is `shutdown(true)` |
@@ -76,8 +91,11 @@
 //!   `indicatif`: `ProgressExt`.
 //! * `mpi`: `MpiPoolExecutor`, the same [`Executor`] on the ranks of an MPI job (`mpirun -n 4
 //!   app`), over rsmpi; building it needs an MPI library and libclang.
+//! * `stream`: `Stream` versions of `map`, `map_unordered` and `as_completed` for async
+//!   code (futures-core), `ExecutorStreamExt` and `as_completed_stream`.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(unreachable_pub, unsafe_op_in_unsafe_fn)]
 
 mod any;
@@ -86,6 +104,7 @@ mod error;
 mod executor;
 mod exit;
 mod future;
+pub mod guide;
 // Elsewhere, the Linux-only names exist only to fail to compile with a message that says so.
 #[cfg(not(target_os = "linux"))]
 #[doc(hidden)]
@@ -94,6 +113,7 @@ mod map;
 #[cfg(all(feature = "mpi", target_os = "linux"))]
 mod mpi;
 #[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub mod multiprocessing;
 #[cfg(target_os = "linux")]
 mod os;
@@ -114,6 +134,11 @@ mod wait;
 #[cfg(all(test, loom))]
 mod loom_tests;
 
+/// The README's code, compiled and run by `cargo test` (doc tests only).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// The number of CPUs this process may use: [`std::thread::available_parallelism`], which
 /// on Linux counts the CPU affinity mask and a cgroup (v1 or v2) CPU quota, rounded down;
 /// at least 1.
@@ -131,6 +156,7 @@ pub use exit::set_exit_timeout;
 pub use future::{Future, State};
 /// The progress bar library behind [`ProgressExt`] (feature `progress`).
 #[cfg(feature = "progress")]
+#[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
 pub use indicatif;
 #[cfg(all(feature = "mpi", not(target_os = "linux")))]
 #[doc(hidden)]
@@ -140,10 +166,13 @@ pub use linux_only::{MpiPoolBuilder, MpiPoolExecutor, MpiRank};
 pub use linux_only::{ProcessPoolBuilder, ProcessPoolExecutor, init, multiprocessing};
 pub use map::{Map, MapOptions, MapUnordered};
 #[cfg(all(feature = "mpi", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "mpi", target_os = "linux"))))]
 pub use mpi::{MpiPoolBuilder, MpiPoolExecutor, MpiRank};
 #[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, init};
 #[cfg(feature = "progress")]
+#[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
 pub use progress::{Progress, ProgressExt};
 pub use thread::{IndexedInput, MapIndexed, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{
