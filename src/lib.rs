@@ -92,7 +92,8 @@
 //! * `mpi`: `MpiPoolExecutor`, the same [`Executor`] on the ranks of an MPI job (`mpirun -n 4
 //!   app`), over rsmpi; building it needs an MPI library and libclang.
 //! * `stream`: `Stream` versions of `map`, `map_unordered` and `as_completed` for async
-//!   code (futures-core), `ExecutorStreamExt` and `as_completed_stream`.
+//!   code (futures-core): `ExecutorStreamExt::map_stream`, `map_unordered_stream`, and
+//!   `as_completed_stream`.
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -126,6 +127,8 @@ mod rayon;
 #[cfg(target_os = "linux")]
 mod remote;
 mod serde_arc;
+#[cfg(feature = "stream")]
+mod stream;
 mod sync;
 mod thread;
 mod unwind;
@@ -174,6 +177,9 @@ pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, init};
 #[cfg(feature = "progress")]
 #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
 pub use progress::{Progress, ProgressExt};
+#[cfg(feature = "stream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
+pub use stream::{AsCompletedStream, ExecutorStreamExt, MapStream, as_completed_stream};
 pub use thread::{IndexedInput, MapIndexed, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{
     ALL_COMPLETED, AsCompleted, DoneAndNotDone, FIRST_COMPLETED, FIRST_EXCEPTION, ReturnWhen,
