@@ -580,6 +580,23 @@ mod tests {
         }
     }
 
+    #[cfg(all(feature = "mpi", target_os = "linux"))]
+    #[test]
+    fn mpi_with_a_worker_count_is_refused_before_mpi_starts() {
+        let err = "mpi:4".parse::<AnyExecutor>().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SpecError::Unsupported {
+                    backend: Backend::Mpi,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("mpirun -n N+1"), "{err}");
+    }
+
     #[test]
     fn a_backend_not_built_in_names_its_feature() {
         for (backend, feature, built) in [
