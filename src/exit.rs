@@ -18,9 +18,11 @@
 //! The handler runs on the thread that called `exit`, whose thread-local storage is already
 //! destroyed by then (glibc runs thread-local destructors before `atexit` handlers), and the
 //! pools' wait paths use thread-locals. So the waiting happens on a fresh thread, and the
-//! exiting thread only blocks on a `Mutex`/`Condvar` pair, which use none. A pool whose own
-//! thread called `exit` (a task or a callback ending the program) is not waited for: its
-//! workers would wait for that thread, which never returns.
+//! exiting thread only blocks on a `Mutex`/`Condvar` pair, which use none. A thread pool
+//! whose own worker called `exit` (a task or a callback ending the program) is not waited
+//! for: its workers would wait for that thread, which never returns. (A process pool's
+//! manager thread is not recognised: a callback that calls `exit` there waits out the exit
+//! timeout.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once, Weak};
@@ -68,9 +70,15 @@ static EXIT_TIMEOUT_NANOS: AtomicU64 = AtomicU64::new(60_000_000_000);
 /// A task that never ends would hold the program forever; past this limit the program ends
 /// anyway: it prints on stderr how many pools it stopped waiting for, kills the worker
 /// processes of process pools, and exits (thread-pool tasks end with the process). An
-/// `exit` called from inside a task (or a callback run by a pool's thread) does not wait for
-/// that pool. MPI pools keep their own rule (see `MpiPoolExecutor`), and rayon pools are not
-/// waited for (rayon has no shutdown).
+/// `exit` called from a thread pool's task (or a callback run by one of its workers) does
+/// not wait for that pool; from a callback that a process pool runs on its manager thread,
+/// it waits until this timeout.
+///
+/// Covered: [`ThreadPoolExecutor`](crate::ThreadPoolExecutor), `ProcessPoolExecutor`, an
+/// `MpiPoolExecutor` started alone (it runs on local processes) and `multiprocessing::Pool`
+/// (which Python terminates at exit instead: here its accepted tasks run too). An
+/// `MpiPoolExecutor` on the ranks of a job keeps its own rule (a pool left running at exit
+/// aborts the job, see its docs); rayon pools are not waited for (rayon has no shutdown).
 ///
 /// ```
 /// use std::time::Duration;
