@@ -516,6 +516,22 @@ impl fmt::Debug for AnyExecutor {
     }
 }
 
+/// [`ThreadPoolExecutor::default`]: Python's default pool, `min(32, cpus + 4)` threads.
+///
+/// # Panics
+///
+/// If the OS refuses to start a thread (as [`ThreadPoolExecutor::default`]).
+///
+/// ```
+/// use concurrent_futures::{AnyExecutor, Backend};
+/// assert_eq!(AnyExecutor::default().backend(), Backend::Threads);
+/// ```
+impl Default for AnyExecutor {
+    fn default() -> Self {
+        AnyExecutor::Threads(ThreadPoolExecutor::default())
+    }
+}
+
 impl From<ThreadPoolExecutor> for AnyExecutor {
     fn from(pool: ThreadPoolExecutor) -> Self {
         AnyExecutor::Threads(pool)
