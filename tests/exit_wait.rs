@@ -83,6 +83,15 @@ fn child() {
             THREADS.submit(common::hold_then_touch, (None, env("EXIT_WAIT_MARK_B")));
             THREADS.shutdown_with(false, true);
         }
+        // `std::process::exit` instead of returning: the same wait, and its status stays.
+        "process_exit_leaked_threads" => {
+            let pool = Box::leak(Box::new(ThreadPoolExecutor::new(1)));
+            report(&pool.submit(common::hold_then_touch, held()));
+            // SAFETY: `say_exiting` is a plain `extern "C" fn()` that does not unwind.
+            unsafe { libc::atexit(say_exiting) };
+            println!("<<main returns>>");
+            std::process::exit(3);
+        }
         "leaked_processes" => {
             let pool = Box::leak(Box::new(ProcessPoolExecutor::new(1)));
             report(&pool.submit(common::hold_then_touch, held()));
@@ -229,6 +238,19 @@ fn a_static_process_pool_runs_its_accepted_task_before_the_program_ends() {
 fn a_leaked_process_pool_runs_its_accepted_task_before_the_program_ends() {
     let _w = watchdog("leaked_processes");
     waits_then_runs_the_held_task("leaked_processes");
+}
+
+#[test]
+fn process_exit_waits_too_and_keeps_its_status() {
+    let _w = watchdog("process_exit_leaked_threads");
+    let mut run = Run::start("process_exit_leaked_threads");
+    run.expect("exiting");
+    run.gate.open();
+    assert_eq!(run.expect("task done"), "Ok(true)");
+    let a = run.a.clone();
+    let (status, stderr) = run.finish();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    let _ = std::fs::remove_file(a);
 }
 
 #[test]
