@@ -1,9 +1,9 @@
 //! One program, any backend, chosen on the command line:
 //!
 //! ```sh
-//! cargo run --example any_backend -- threads:2
-//! cargo run --example any_backend -- processes:2
-//! CF_EXECUTOR=processes cargo run --example any_backend
+//! cargo run --example pool_any_backend -- threads:2
+//! cargo run --example pool_any_backend -- processes:2
+//! CF_EXECUTOR=processes cargo run --example pool_any_backend
 //! ```
 //!
 //! The work is written once, generic over `Executor`; `AnyExecutor` is parsed from the
