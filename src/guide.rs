@@ -163,12 +163,13 @@ pub mod async_code {}
 /// | item | Linux | macOS, Windows, other |
 /// |---|---|---|
 /// | [`ThreadPoolExecutor`](crate::ThreadPoolExecutor), [`Future`](crate::Future), [`wait`](crate::wait), [`as_completed`](crate::as_completed), `map` | yes | yes |
-/// | [`AnyExecutor`](crate::AnyExecutor) | every backend | `threads`, `rayon`; `processes` and `mpi` are a [`SpecError::Unsupported`](crate::SpecError::Unsupported) |
+/// | [`AnyExecutor`](crate::AnyExecutor) | every backend | `threads`, `rayon`; `processes` and `mpi` are refused with a [`SpecError`](crate::SpecError) |
 /// | `rayon::ThreadPool` as an executor (feature `rayon`), progress bars (feature `progress`) | yes | yes |
 /// | `ProcessPoolExecutor`, `multiprocessing` | yes | no |
 /// | `MpiPoolExecutor` (feature `mpi`, needs an MPI library and libclang to build) | yes | no |
 ///
-/// The process pool and `multiprocessing` start workers by re-executing the program (a
+/// Naming a Linux-only item elsewhere is a compile error that says it is available on Linux
+/// only. The process pool and `multiprocessing` start workers by re-executing the program (a
 /// constructor that runs before `main` turns such a process into a worker), pass file
 /// descriptors over Unix sockets, and share memory with process-shared, robust pthread
 /// objects: Linux interfaces. Code written over `E: Executor` compiles everywhere; pick
