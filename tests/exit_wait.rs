@@ -22,12 +22,6 @@ use concurrent_futures::{Executor, ProcessPoolExecutor, ThreadPoolExecutor};
 static THREADS: LazyLock<ThreadPoolExecutor> = LazyLock::new(|| ThreadPoolExecutor::new(1));
 static PROCESSES: LazyLock<ProcessPoolExecutor> = LazyLock::new(|| ProcessPoolExecutor::new(1));
 
-fn forever(_: ()) -> u8 {
-    loop {
-        std::thread::park();
-    }
-}
-
 fn exit_now(code: i32) -> u8 {
     std::process::exit(code)
 }
@@ -99,8 +93,8 @@ fn child() {
         // A task that never ends: the program ends after the exit timeout.
         "never_ends" => {
             concurrent_futures::set_exit_timeout(Some(Duration::from_millis(500)));
-            let t = THREADS.submit(forever, ());
-            let p = PROCESSES.submit(forever, ());
+            let t = THREADS.submit(common::procs::forever, ());
+            let p = PROCESSES.submit(common::procs::forever, ());
             common::eventually("both tasks run", || t.running() && p.running());
             println!("<<pids {:?}>>", PROCESSES.pids());
         }
@@ -194,16 +188,6 @@ impl Run {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             panic!("the child did not exit within {LONG:?}")
         })
-    }
-}
-
-/// True once process `pid` has ended (gone, or a zombie waiting for a reaper).
-fn ended(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
     }
 }
 
@@ -302,7 +286,9 @@ fn a_task_that_never_ends_delays_the_end_by_the_exit_timeout_only() {
         "the program says what it gave up on: {stderr}"
     );
     // The worker process was killed, not left behind (and was reaped once its parent ended).
-    common::eventually("the worker process has ended", || ended(pids[0]));
+    common::eventually("the worker process has ended", || {
+        common::procs::exited(pids[0])
+    });
 }
 
 #[test]
