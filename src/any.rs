@@ -508,6 +508,11 @@ impl Executor for AnyExecutor {
     fn chunk_target(&self) -> Duration {
         each!(self, p => p.chunk_target())
     }
+
+    /// The thread pool inside, for `map`'s block splitting (threads only).
+    fn as_thread_pool(&self) -> Option<&ThreadPoolExecutor> {
+        each!(self, p => p.as_thread_pool())
+    }
 }
 
 impl fmt::Debug for AnyExecutor {
@@ -562,6 +567,17 @@ impl From<rayon::ThreadPool> for AnyExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn map_on_threads_takes_the_thread_pool_path() {
+        let threads: AnyExecutor = "threads:1".parse().unwrap();
+        assert!(threads.as_thread_pool().is_some());
+        #[cfg(feature = "rayon")]
+        {
+            let rayon: AnyExecutor = "rayon:1".parse().unwrap();
+            assert!(rayon.as_thread_pool().is_none());
+        }
+    }
 
     #[test]
     fn specs_parse_with_blanks_and_any_case() {
