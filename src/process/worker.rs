@@ -73,11 +73,10 @@ struct Job {
 }
 
 fn serve(socket: OsString) -> Result<(), WorkerError> {
-    let fd = socket
-        .to_str()
-        .and_then(|s| s.parse::<i32>().ok())
-        .ok_or(WorkerError::NoSocket)?;
-    let main = Arc::new(Socket::from_inherited(fd)?);
+    if socket.to_str() != Some("stdin") {
+        return Err(WorkerError::NoSocket);
+    }
+    let main = Arc::new(Socket::from_stdin()?);
     // The welcome: the control socket and the result log.
     let mut buf = Vec::with_capacity(MAX_FRAME);
     let mut fds = Vec::new();

@@ -2,8 +2,8 @@
 //! environment that marks it, the hook that runs before `main`, and the parent's side of a
 //! start (spawn, handshake, and on any failure: kill, reap, close).
 //!
-//! A pool worker inherits one end of a socket pair (its number in `ENV_WORKER`): no name to
-//! connect to, so no other process can race the worker to the parent. A `multiprocessing`
+//! A pool worker inherits one end of a socket pair as its standard input: no name to connect
+//! to, so no other process can race the worker to the parent. A `multiprocessing`
 //! child connects to a one-shot ipc-channel server and proves itself with a secret token.
 
 use std::ffi::OsString;
@@ -15,7 +15,7 @@ use ipc_channel::ipc::IpcOneShotServer;
 use crate::error::ExitStatus;
 use crate::os;
 
-/// Set (to the number of the inherited socket) in a pool worker.
+/// Set (to `stdin`: where its socket is) in a pool worker.
 pub(crate) const ENV_WORKER: &str = "__CONCURRENT_FUTURES_WORKER";
 /// The secret a `multiprocessing` child proves itself with.
 pub(crate) const ENV_TOKEN: &str = "__CONCURRENT_FUTURES_TOKEN";

@@ -83,15 +83,26 @@ impl Socket {
         Ok(Socket(fd))
     }
 
-    /// Takes over a descriptor inherited from the parent, after checking that it is a
-    /// `SOCK_SEQPACKET` socket (a number in the environment is not trusted blindly).
-    pub(crate) fn from_inherited(fd: RawFd) -> io::Result<Socket> {
-        check_seqpacket(fd)?;
-        set_cloexec(fd)?;
-        // SAFETY: the descriptor was inherited by this process for this purpose (its number
-        // came in the environment, set by the parent that created it), is open (checked
-        // above), and nothing else in this process owns it.
-        Ok(Socket(unsafe { OwnedFd::from_raw_fd(fd) }))
+    /// Takes over the socket a parent gave this process as its standard input (checked to
+    /// be a `SOCK_SEQPACKET` socket), moves it to a descriptor of its own (close-on-exec),
+    /// and puts `/dev/null` in its place, so that code reading stdin sees an empty input.
+    /// Handing the socket over as stdin lets the parent start the child with `posix_spawn`
+    /// (no `fork` of a large parent, no code between fork and exec).
+    pub(crate) fn from_stdin() -> io::Result<Socket> {
+        check_seqpacket(0)?;
+        // SAFETY: `fcntl(F_DUPFD_CLOEXEC)` returns a new descriptor that we own, or an
+        // error; `open` likewise; `dup2` replaces descriptor 0 (which we just duplicated)
+        // with `/dev/null`, and the temporary descriptor is closed by its `OwnedFd`.
+        unsafe {
+            let fd = OwnedFd::from_raw_fd(cvt(libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3))?);
+            let null = cvt(libc::open(
+                c"/dev/null".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            ))?;
+            let null = OwnedFd::from_raw_fd(null);
+            cvt(libc::dup2(null.as_raw_fd(), 0))?;
+            Ok(Socket(fd))
+        }
     }
 }
 
@@ -248,9 +259,9 @@ impl Socket {
         Ok(n > 0)
     }
 
-    /// The descriptor's number (to name it to a child that inherits it).
-    pub(crate) fn raw(&self) -> RawFd {
-        self.0.as_raw_fd()
+    /// Gives the descriptor up (to hand it to a child as its standard input).
+    pub(crate) fn into_owned(self) -> OwnedFd {
+        self.0
     }
 }
 
@@ -265,23 +276,6 @@ fn control_words(n: usize) -> usize {
     // SAFETY: `CMSG_SPACE` is a pure computation on its argument.
     let space = unsafe { libc::CMSG_SPACE((n.max(1) * std::mem::size_of::<libc::c_int>()) as u32) };
     (space as usize).div_ceil(8)
-}
-
-fn set_cloexec(fd: RawFd) -> io::Result<()> {
-    // SAFETY: `fcntl(F_SETFD)` on a descriptor only changes its close-on-exec flag.
-    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }).map(drop)
-}
-
-/// Makes `command`'s child inherit descriptor `fd` (every other descriptor of this process
-/// stays close-on-exec, so a child started at the same time by another thread does not get
-/// it).
-pub(crate) fn inherit_on_exec(command: &mut std::process::Command, fd: RawFd) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the hook runs in the child between `fork` and `exec`, where only
-    // async-signal-safe calls are allowed: it makes one `fcntl` call on one descriptor.
-    unsafe {
-        command.pre_exec(move || cvt(libc::fcntl(fd, libc::F_SETFD, 0)).map(drop));
-    }
 }
 
 /// An anonymous shared-memory file (`memfd`) of a fixed size.

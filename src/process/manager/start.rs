@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::link::dispatch;
 use super::{Link, Manager, socket_key};
 use crate::error::ExitStatus;
-use crate::os::{self, Memfd, Pidfd, Recv, Socket};
+use crate::os::{Memfd, Pidfd, Recv, Socket};
 use crate::process::wire::{Hello, LOG_SIZE, TAG_HELLO, TAG_WELCOME, ToWorkerRef};
 use crate::remote::bootstrap::{self, CONNECT_TIMEOUT, ChildGuard, ENV_WORKER, StartError};
 use crate::remote::window::Window;
@@ -96,10 +96,11 @@ impl Starting {
         let (ctl, their_ctl) = Socket::pair().map_err(io)?;
         let log = Memfd::new(LOG_SIZE).map_err(io)?;
         let mut command = bootstrap::worker_executable();
-        command.env(ENV_WORKER, theirs.raw().to_string());
-        os::inherit_on_exec(&mut command, theirs.raw());
+        // The socket is the worker's standard input: no other process gets it, and the
+        // child is started with `posix_spawn` (no fork of this process, however large).
+        command.env(ENV_WORKER, "stdin");
+        command.stdin(std::process::Stdio::from(theirs.into_owned()));
         let child = ChildGuard(command.spawn().map_err(io)?);
-        drop(theirs);
         main.send(&[&[TAG_WELCOME]], &[their_ctl.as_fd(), log.as_fd()])
             .map_err(|e| StartError::Connect("worker", e.to_string()))?;
         Ok(Starting {
