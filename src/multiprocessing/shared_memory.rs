@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use super::error::SharedMemoryError;
-use crate::os::shared::{self as sys, Mapping};
+use crate::os::{Mapping, shared as sys};
 
 /// Python's `multiprocessing.shared_memory.SharedMemory`: a block of bytes with a name (a
 /// POSIX shared memory object, in `/dev/shm` on Linux) that any process of the same user

@@ -161,27 +161,22 @@ impl ser::SerializeMap for Probe {
     }
 }
 
-impl ser::SerializeStruct for Probe {
-    type Ok = ();
-    type Error = Message;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> R {
-        value.serialize(Probe)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
+macro_rules! named {
+    ($($trait:ident),*) => {
+        $(impl ser::$trait for Probe {
+            type Ok = ();
+            type Error = Message;
+            fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> R {
+                value.serialize(Probe)
+            }
+            fn end(self) -> R {
+                Ok(())
+            }
+        })*
+    };
 }
 
-impl ser::SerializeStructVariant for Probe {
-    type Ok = ();
-    type Error = Message;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> R {
-        value.serialize(Probe)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
+named!(SerializeStruct, SerializeStructVariant);
 
 #[cfg(test)]
 mod tests {

@@ -449,6 +449,13 @@ impl Mapping {
         self.len
     }
 
+    /// The start of the mapping, for code that shares it with other processes through
+    /// atomics (`multiprocessing::SharedMemory`): every access through it is that code's
+    /// own `unsafe`.
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
     /// The mapped bytes.
     ///
     /// The file's other users must not write to it while the slice lives: the crate maps

@@ -13,6 +13,8 @@
 //! later wake reaches the live sleepers only.
 
 use std::io;
+
+use super::Mapping;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
@@ -130,42 +132,6 @@ pub(crate) fn poll_readable(fd: &OwnedFd, deadline: Option<Instant>) -> bool {
         }
         if rc == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
             return false;
-        }
-    }
-}
-
-/// A mapping of a whole file, unmapped on drop.
-pub(crate) struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain memory owned by this value; what is stored in it and who
-// may touch it is the business of the type that holds it (`SharedMemory` only hands out
-// atomics and unsafe access).
-unsafe impl Send for Mapping {}
-// SAFETY: as for `Send`.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    pub(crate) fn ptr(&self) -> *mut u8 {
-        self.ptr
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        if self.len > 0 {
-            // SAFETY: `ptr`/`len` are exactly what `mmap` returned and were never unmapped;
-            // every borrow of the mapping is tied to the owner of this value, which is
-            // being dropped.
-            unsafe {
-                libc::munmap(self.ptr.cast(), self.len);
-            }
         }
     }
 }
