@@ -229,14 +229,18 @@ impl PostMortem {
     }
 }
 
-/// The call a worker runs now and since when (monotonic nanoseconds), read from its log
-/// while it runs; `None` if the log cannot be read. A worker could write anything there,
-/// which costs only its own tasks (the caller checks that it holds the call).
-pub(crate) fn running(log: &Memfd) -> Option<(u64, u64)> {
-    let mut header = [0u8; LOG_HEADER];
-    log.read_at(0, &mut header).ok()?;
-    let started = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
-    let at = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
+/// The call a worker runs now and since when (monotonic nanoseconds), read from a
+/// read-only mapping of its log while it runs (the file is sealed against shrinking, so the
+/// mapping cannot fault). The worker stores the time, then the call (release); loading the
+/// call first (acquire) makes the time the one of that call, never of the one before. A
+/// worker could write anything there, which costs only its own tasks (the caller checks
+/// that it holds the call; a time in the future counts as now).
+pub(crate) fn running(log: &Mapping) -> Option<(u64, u64)> {
+    if log.len() < LOG_HEADER {
+        return None;
+    }
+    let started = log.load_u64(0);
+    let at = log.load_u64(16);
     Some((started, at))
 }
 

@@ -489,6 +489,19 @@ impl Mapping {
         word.store(value, std::sync::atomic::Ordering::Release);
     }
 
+    /// Loads the word at `offset` (a multiple of 8) with acquire ordering: what its writer
+    /// stored before a release store of it is visible after (see [`Mapping::store_u64`]).
+    pub(crate) fn load_u64(&self, offset: usize) -> u64 {
+        assert!(
+            offset.is_multiple_of(8) && offset + 8 <= self.len,
+            "[internal] bad offset"
+        );
+        // SAFETY: as in `store_u64`: aligned, in bounds, and an atomic is the way to read a
+        // word another process may be writing.
+        let word = unsafe { std::sync::atomic::AtomicU64::from_ptr(self.ptr.add(offset).cast()) };
+        word.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Maps in all pages, writable, in one call (Linux 5.14+; a no-op elsewhere), instead of
     /// one fault per page while they are first written.
     pub(crate) fn prefault_write(&mut self) {

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::wire::{self, MAX_FRAME, Payload};
 use crate::error::{SubmitError, TaskError};
-use crate::os::{self, Memfd, Pidfd, Poller, Socket};
+use crate::os::{self, Mapping, Memfd, Pidfd, Poller, Socket};
 use crate::remote::bootstrap::{ChildGuard, StartError};
 use crate::remote::window::Window;
 use crate::remote::{Completion, FnRef};
@@ -97,6 +97,8 @@ struct Link {
     pidfd: Pidfd,
     /// The worker's result log (see `wire`), read once it is dead.
     log: Memfd,
+    /// A read-only view of the log's header, for the watchdog (see `wire::running`).
+    log_view: Mapping,
     /// What it holds (see `remote::window`).
     window: Window,
     /// The initializer has run (or there is none): the worker may get calls.
@@ -161,6 +163,9 @@ pub(crate) struct Manager {
     poller: Poller,
     /// User threads waiting to read (or reading) results.
     wants: AtomicUsize,
+    /// Some task was given a time limit of its own (the watchdog then looks for them in
+    /// the queue).
+    own_limits: AtomicBool,
     /// The manager thread needs the reader (to add a new worker's channel).
     manager_wants: AtomicBool,
     config: Config,
@@ -191,6 +196,7 @@ impl Manager {
             poller,
             wants: AtomicUsize::new(0),
             manager_wants: AtomicBool::new(false),
+            own_limits: AtomicBool::new(false),
             config,
             blocks: wire::Blocks::default(),
             thread: Mutex::new(None),
@@ -253,8 +259,9 @@ impl Manager {
             claimed: false,
             limit,
         });
-        if limit.is_some() {
-            // The watchdog learns of a limit to keep.
+        if limit.is_some() || self.config.task_timeout.is_some() {
+            // The watchdog learns of a limit to keep (it may be asleep until a far deadline).
+            self.own_limits.fetch_or(limit.is_some(), SeqCst);
             self.changed.notify_all();
         }
         let was_quiet = !expecting(&st);
@@ -333,8 +340,18 @@ impl Manager {
             let mut next: Option<Duration> = None;
             let mut soonest = |d: Duration| next = Some(next.map_or(d, |n| n.min(d)));
             let State {
-                workers, inflight, ..
+                workers,
+                inflight,
+                pending,
+                ..
             } = &mut *st;
+            // A queued task with a limit may be sent and started at any moment: look often.
+            let queued_limit = !pending.is_empty()
+                && (self.config.task_timeout.is_some()
+                    || (self.own_limits.load(SeqCst) && pending.iter().any(|w| w.limit.is_some())));
+            if queued_limit {
+                soonest(POLL_MAX);
+            }
             for link in workers.values_mut() {
                 if link.timed_out.is_some() || link.window.is_empty() {
                     continue;
@@ -349,9 +366,11 @@ impl Manager {
                 let Some(&shortest) = limits.iter().min() else {
                     continue;
                 };
-                match wire::running(&link.log) {
+                match wire::running(&link.log_view) {
                     Some((task, since)) if link.window.holds(task) => {
                         if let Some(limit) = limit_of(task) {
+                            // (A time in the future, which only a scribbling task could
+                            // leave, counts as now.)
                             let ran = Duration::from_nanos(now.saturating_sub(since));
                             if ran >= limit {
                                 link.timed_out = Some((task, limit));

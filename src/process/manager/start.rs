@@ -162,6 +162,10 @@ impl Starting {
             ));
         }
         let pidfd = Pidfd::open(pid).map_err(|e| StartError::Spawn(e.to_string()))?;
+        // The parent created the log sealed against shrinking: this mapping cannot fault.
+        let log_view = log
+            .map(false)
+            .map_err(|e| StartError::Spawn(e.to_string()))?;
         Ok(Link {
             pid,
             child,
@@ -169,6 +173,7 @@ impl Starting {
             ctl,
             pidfd,
             log,
+            log_view,
             window: Window::default(),
             ready: true,
             retiring: false,
