@@ -35,6 +35,12 @@ impl Manager {
             }
             let ok = {
                 let mut reader = self.take_reader();
+                // Another reader may have completed this very task while this thread waited
+                // for the reader (and the wake-up it sent may have been taken by a wait of
+                // its own): look before sleeping in `epoll`, or sleep until the timeout.
+                if done() {
+                    break;
+                }
                 match reader.as_mut() {
                     Some(r) if !self.should_stop() => self.pump(r, &mut finished, timeout),
                     _ => false,
