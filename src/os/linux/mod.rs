@@ -40,6 +40,8 @@ fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
 
 /// Most descriptors one message carries.
 pub(crate) const MAX_FDS: usize = 64;
+/// Most parts one message is sent from.
+const MAX_PARTS: usize = 4;
 
 /// What [`Socket::recv`] got.
 #[derive(Debug, PartialEq, Eq)]
@@ -136,26 +138,31 @@ impl Socket {
     /// buffer is full. A closed peer is an error (`EPIPE`), never a `SIGPIPE`.
     pub(crate) fn send(&self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         assert!(fds.len() <= MAX_FDS, "[internal] too many descriptors");
-        let mut iov: Vec<libc::iovec> = parts
-            .iter()
-            .map(|p| libc::iovec {
-                iov_base: p.as_ptr() as *mut libc::c_void,
-                iov_len: p.len(),
-            })
-            .collect();
-        let mut control = vec![0u64; control_words(fds.len())];
-        // SAFETY: `msg` points at `iov` (which points at the borrowed parts) and at
-        // `control`, all alive for the call; the control buffer is sized by `CMSG_SPACE`
-        // for `fds.len()` descriptors and the one header written into it; `sendmsg` only
-        // reads them.
+        assert!(parts.len() <= MAX_PARTS, "[internal] too many parts");
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_PARTS];
+        for (slot, part) in iov.iter_mut().zip(parts) {
+            slot.iov_base = part.as_ptr() as *mut libc::c_void;
+            slot.iov_len = part.len();
+        }
+        // On the stack: a message is sent per batch of tasks, and this is its only buffer.
+        let mut control = [0u64; CONTROL_WORDS];
+        // SAFETY: `msg` points at the first `parts.len()` entries of `iov` (which point at
+        // the borrowed parts) and at `control`, all alive for the call; the control buffer
+        // (`CONTROL_WORDS`) has room for the one header and up to `MAX_FDS` descriptors
+        // written into it (checked against `CMSG_SPACE`); `sendmsg` only reads them.
         unsafe {
             let mut msg: libc::msghdr = std::mem::zeroed();
             msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = iov.len() as _;
+            msg.msg_iovlen = parts.len() as _;
             if !fds.is_empty() {
                 let bytes = std::mem::size_of_val(fds);
                 msg.msg_control = control.as_mut_ptr().cast();
-                msg.msg_controllen = libc::CMSG_SPACE(bytes as u32) as _;
+                let space = libc::CMSG_SPACE(bytes as u32) as usize;
+                debug_assert!(space <= control.len() * 8, "[internal] control buffer");
+                msg.msg_controllen = space as _;
                 let cmsg = libc::CMSG_FIRSTHDR(&msg);
                 (*cmsg).cmsg_level = libc::SOL_SOCKET;
                 (*cmsg).cmsg_type = libc::SCM_RIGHTS;
@@ -190,10 +197,10 @@ impl Socket {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.capacity(),
         };
-        let mut control = vec![0u64; control_words(MAX_FDS)];
+        let mut control = [0u64; CONTROL_WORDS];
         let flags = libc::MSG_CMSG_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
         // SAFETY: `msg` points at `iov` (the spare capacity of `buf`, writable for its whole
-        // length) and at `control` (sized by `CMSG_SPACE` for `MAX_FDS` descriptors), alive
+        // length) and at `control` (room for `MAX_FDS` descriptors: `CONTROL_WORDS`), alive
         // for the call. After it, the kernel has written `n` bytes into `buf` (so `set_len(n)`
         // exposes initialized bytes only) and the control messages into `control`, which we
         // walk with the CMSG macros within `msg_controllen`. Each descriptor received is new
@@ -271,12 +278,9 @@ impl AsFd for Socket {
     }
 }
 
-/// 8-byte words of a control buffer for `n` descriptors.
-fn control_words(n: usize) -> usize {
-    // SAFETY: `CMSG_SPACE` is a pure computation on its argument.
-    let space = unsafe { libc::CMSG_SPACE((n.max(1) * std::mem::size_of::<libc::c_int>()) as u32) };
-    (space as usize).div_ceil(8)
-}
+/// 8-byte words of a control buffer for [`MAX_FDS`] descriptors: a control message header
+/// (16 bytes on 64-bit Linux, rounded up generously) and the descriptors, 8-byte aligned.
+const CONTROL_WORDS: usize = (32 + MAX_FDS * std::mem::size_of::<libc::c_int>()).div_ceil(8);
 
 /// An anonymous shared-memory file (`memfd`) of a fixed size.
 #[derive(Debug)]
