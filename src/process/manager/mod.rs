@@ -437,7 +437,7 @@ impl Manager {
             }
             // Read only when someone must: tasks are in flight and no user thread reads, or
             // workers are starting or stopping. An idle manager sleeps here, not in
-            // `select`, so that a thread waiting for a result can read it itself at once.
+            // `epoll`, so that a thread waiting for a result can read it itself at once.
             {
                 let mut st = sync::lock(&self.state);
                 loop {

@@ -84,7 +84,7 @@ impl Manager {
     }
 
     /// Completes tasks read under the reader lock, after it was released. A thread that
-    /// took the reader meanwhile may be waiting in `select` for one of these very tasks (its
+    /// took the reader meanwhile may be waiting in `epoll` for one of these very tasks (its
     /// result was read by us): wake it, so it looks again.
     /// `mine` counts the caller among the readers (`read_until`), whom it need not wake.
     pub(super) fn settle(&self, finished: &mut Finished, mine: usize) {
