@@ -163,6 +163,18 @@ fn pid(p: &Process) -> u32 {
     p.pid().expect("started")
 }
 
+/// Starts `f` with the arguments `args` makes around a fresh `ready` event, and waits until
+/// the child signalled it and sleeps in the kernel.
+fn start_settled<A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>(
+    f: fn(A),
+    args: impl FnOnce(Event) -> A,
+) -> Result<Process, String> {
+    let ready = Event::new();
+    let p = start(f, args(ready.clone()));
+    settled(&p, &ready)?;
+    Ok(p)
+}
+
 /// Waits until `p` signalled `ready` and sleeps in the kernel.
 fn settled(p: &Process, ready: &Event) -> Result<(), String> {
     if !ready.wait_timeout(LONG) {
@@ -289,11 +301,8 @@ fn lock_expect_ok((lock, ready): (Lock, Event)) {
 
 fn lock_holder_killed(_: &mut Rng) -> Round {
     let lock = Lock::new();
-    let (r1, r2) = (Event::new(), Event::new());
-    let v = start(hold_lock, (lock.clone(), r1.clone()));
-    settled(&v, &r1)?;
-    let w = start(lock_expect_owner_died, (lock.clone(), r2.clone()));
-    settled(&w, &r2)?;
+    let v = start_settled(hold_lock, |ready| (lock.clone(), ready))?;
+    let w = start_settled(lock_expect_owner_died, |ready| (lock.clone(), ready))?;
     kill(&v);
     verdict(&w)?;
     lock.try_acquire()
@@ -304,12 +313,9 @@ fn lock_holder_killed(_: &mut Rng) -> Round {
 
 fn lock_waiter_killed(_: &mut Rng) -> Round {
     let lock = Lock::new();
-    let (r1, r2) = (Event::new(), Event::new());
     let held = lock.acquire().map_err(|_| "fresh lock")?;
-    let v = start(lock_expect_ok, (lock.clone(), r1.clone()));
-    settled(&v, &r1)?;
-    let w = start(lock_expect_ok, (lock.clone(), r2.clone()));
-    settled(&w, &r2)?;
+    let v = start_settled(lock_expect_ok, |ready| (lock.clone(), ready))?;
+    let w = start_settled(lock_expect_ok, |ready| (lock.clone(), ready))?;
     kill(&v);
     drop(held);
     verdict(&w)?;
@@ -333,11 +339,8 @@ fn rlock_expect_owner_died((lock, ready): (RLock, Event)) {
 
 fn rlock_holder_killed(_: &mut Rng) -> Round {
     let lock = RLock::new();
-    let (r1, r2) = (Event::new(), Event::new());
-    let v = start(hold_rlock, (lock.clone(), r1.clone()));
-    settled(&v, &r1)?;
-    let w = start(rlock_expect_owner_died, (lock.clone(), r2.clone()));
-    settled(&w, &r2)?;
+    let v = start_settled(hold_rlock, |ready| (lock.clone(), ready))?;
+    let w = start_settled(rlock_expect_owner_died, |ready| (lock.clone(), ready))?;
     kill(&v);
     verdict(&w)?;
     lock.try_acquire()
@@ -367,11 +370,8 @@ fn sem_hold((s, ready): (Semaphore, Event)) {
 
 fn semaphore_waiter_killed(_: &mut Rng) -> Round {
     let s = Semaphore::new(0);
-    let (r1, r2) = (Event::new(), Event::new());
-    let v = start(sem_take, (s.clone(), r1.clone()));
-    settled(&v, &r1)?;
-    let w = start(sem_take, (s.clone(), r2.clone()));
-    settled(&w, &r2)?;
+    let v = start_settled(sem_take, |ready| (s.clone(), ready))?;
+    let w = start_settled(sem_take, |ready| (s.clone(), ready))?;
     kill(&v);
     let s2 = s.clone();
     within("release", move || s2.release())?;
@@ -390,11 +390,8 @@ fn semaphore_waiter_killed(_: &mut Rng) -> Round {
 
 fn semaphore_holder_killed(_: &mut Rng) -> Round {
     let s = Semaphore::new(1);
-    let (r1, r2) = (Event::new(), Event::new());
-    let v = start(sem_hold, (s.clone(), r1.clone()));
-    settled(&v, &r1)?;
-    let w = start(sem_take, (s.clone(), r2.clone()));
-    settled(&w, &r2)?;
+    let v = start_settled(sem_hold, |ready| (s.clone(), ready))?;
+    let w = start_settled(sem_take, |ready| (s.clone(), ready))?;
     kill(&v);
     // The dead holder's permit is gone with it (as in Python): a new one serves the waiter.
     let lost = u64::from(s.get_value() == 0);
@@ -424,11 +421,8 @@ fn bsem_take((s, ready): (BoundedSemaphore, Event)) {
 fn bounded_semaphore_waiter_killed(_: &mut Rng) -> Round {
     let s = BoundedSemaphore::new(1);
     s.acquire().forget();
-    let (r1, r2) = (Event::new(), Event::new());
-    let v = start(bsem_take, (s.clone(), r1.clone()));
-    settled(&v, &r1)?;
-    let w = start(bsem_take, (s.clone(), r2.clone()));
-    settled(&w, &r2)?;
+    let v = start_settled(bsem_take, |ready| (s.clone(), ready))?;
+    let w = start_settled(bsem_take, |ready| (s.clone(), ready))?;
     kill(&v);
     let s2 = s.clone();
     within("release", move || s2.release())?.map_err(|_| "released too many times".to_string())?;
@@ -451,11 +445,8 @@ fn event_wait((e, ready): (Event, Event)) {
 
 fn event_waiter_killed(_: &mut Rng) -> Round {
     let e = Event::new();
-    let (r1, r2) = (Event::new(), Event::new());
-    let v = start(event_wait, (e.clone(), r1.clone()));
-    settled(&v, &r1)?;
-    let w = start(event_wait, (e.clone(), r2.clone()));
-    settled(&w, &r2)?;
+    let v = start_settled(event_wait, |ready| (e.clone(), ready))?;
+    let w = start_settled(event_wait, |ready| (e.clone(), ready))?;
     kill(&v);
     let e2 = e.clone();
     within("Event::set", move || e2.set())?;
@@ -479,14 +470,13 @@ fn event_setter((e, n): (Event, Value<u64>)) {
 
 fn event_setter_killed(rng: &mut Rng) -> Round {
     let e = Event::new();
-    let (n, r2) = (Value::new(0u64), Event::new());
+    let n = Value::new(0u64);
     let v = start(event_setter, (e.clone(), n.clone()));
     let k = 1 + rng.below(2000);
     eventually("the setter ran", || n.get() >= k);
     kill(&v);
     e.clear();
-    let w = start(event_wait, (e.clone(), r2.clone()));
-    settled(&w, &r2)?;
+    let w = start_settled(event_wait, |ready| (e.clone(), ready))?;
     let e2 = e.clone();
     within("Event::set", move || e2.set())?;
     verdict(&w)?;
@@ -530,11 +520,8 @@ fn notify_one(c: &Condition, flag: &Value<u32>) -> Result<(), String> {
 
 fn condition_waiter_killed(_: &mut Rng) -> Round {
     let (c, flag) = (Condition::new(), Value::new(0u32));
-    let (r1, r2) = (Event::new(), Event::new());
-    let v = start(cond_wait, (c.clone(), flag.clone(), r1.clone()));
-    settled(&v, &r1)?;
-    let w = start(cond_wait, (c.clone(), flag.clone(), r2.clone()));
-    settled(&w, &r2)?;
+    let v = start_settled(cond_wait, |ready| (c.clone(), flag.clone(), ready))?;
+    let w = start_settled(cond_wait, |ready| (c.clone(), flag.clone(), ready))?;
     kill(&v);
     // notify(1), not notify_all: the one wake-up must reach the live waiter.
     notify_one(&c, &flag)?;
@@ -558,13 +545,12 @@ fn condition_waiter_killed(_: &mut Rng) -> Round {
 
 fn condition_notifier_killed(rng: &mut Rng) -> Round {
     let (c, flag, n) = (Condition::new(), Value::new(0u32), Value::new(0u64));
-    let r2 = Event::new();
+
     let v = start(cond_notifier, (c.clone(), n.clone()));
     let k = 1 + rng.below(2000);
     eventually("the notifier ran", || n.get() >= k);
     kill(&v);
-    let w = start(cond_wait, (c.clone(), flag.clone(), r2.clone()));
-    settled(&w, &r2)?;
+    let w = start_settled(cond_wait, |ready| (c.clone(), flag.clone(), ready))?;
     notify_one(&c, &flag)?;
     verdict(&w)?;
     let (c1, f1) = (c.clone(), flag.clone());
@@ -593,11 +579,8 @@ fn barrier_wait((b, ready): (Barrier, Event)) {
 
 fn barrier_waiter_killed(_: &mut Rng) -> Round {
     let b = Barrier::new(3);
-    let (r1, r2) = (Event::new(), Event::new());
-    let v = start(barrier_wait, (b.clone(), r1.clone()));
-    settled(&v, &r1)?;
-    let w = start(barrier_wait, (b.clone(), r2.clone()));
-    settled(&w, &r2)?;
+    let v = start_settled(barrier_wait, |ready| (b.clone(), ready))?;
+    let w = start_settled(barrier_wait, |ready| (b.clone(), ready))?;
     kill(&v);
     // The dead party counts as arrived (as in Python): the third arrival completes the round.
     let b2 = b.clone();
@@ -648,9 +631,8 @@ fn barrier_action_runner_killed(_: &mut Rng) -> Round {
     let marker = stall_marker(std::process::id());
     let _ = std::fs::remove_file(&marker);
     let b = Barrier::with_action(3, stall);
-    let r2 = Event::new();
-    let w = start(barrier_broken, (b.clone(), r2.clone()));
-    settled(&w, &r2)?;
+
+    let w = start_settled(barrier_broken, |ready| (b.clone(), ready))?;
     let b2 = b.clone();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -686,11 +668,8 @@ const SENTINEL: u64 = u64::MAX;
 
 fn queue_getter_killed(_: &mut Rng) -> Round {
     let q = Queue::new(0);
-    let (r1, r2) = (Event::new(), Event::new());
-    let v = start(queue_get, (q.clone(), r1.clone(), SENTINEL));
-    settled(&v, &r1)?;
-    let w = start(queue_get, (q.clone(), r2.clone(), SENTINEL));
-    settled(&w, &r2)?;
+    let v = start_settled(queue_get, |ready| (q.clone(), ready, SENTINEL))?;
+    let w = start_settled(queue_get, |ready| (q.clone(), ready, SENTINEL))?;
     kill(&v);
     let q2 = q.clone();
     within("Queue::put", move || {
@@ -727,7 +706,7 @@ fn queue_producer_killed_mid_put(rng: &mut Rng) -> Round {
     // A small ring: the producer keeps waiting for room, items are written by its feeder
     // thread, and the kill lands anywhere in `put`, in the feeder's write, or in between.
     let q = Queue::with_buffer(0, 4096);
-    let (n, r2) = (Value::new(0u64), Event::new());
+    let n = Value::new(0u64);
     let v = start(produce_forever, (q.clone(), n.clone()));
     let k = 1 + rng.below(300);
     let mut got = Vec::new();
@@ -759,8 +738,7 @@ fn queue_producer_killed_mid_put(rng: &mut Rng) -> Round {
         ));
     }
     // A new consumer waits, a new producer puts: the consumer must get it.
-    let w = start(big_get, (q.clone(), r2.clone()));
-    settled(&w, &r2)?;
+    let w = start_settled(big_get, |ready| (q.clone(), ready))?;
     let q2 = q.clone();
     within("Queue::put by a new producer", move || {
         q2.put((SENTINEL, Vec::new())).expect("put");
@@ -799,7 +777,7 @@ fn queue_getter_killed_mid_get(rng: &mut Rng) -> Round {
     // All of them fit in the ring (16 bytes each): the kill lands long before the end.
     const N: u64 = 50_000;
     let q = Queue::new(0);
-    let (n, r2) = (Value::new(0u64), Event::new());
+    let n = Value::new(0u64);
     for i in 0..N {
         q.put(i).map_err(|e| format!("{e:?}"))?;
     }
@@ -821,8 +799,7 @@ fn queue_getter_killed_mid_get(rng: &mut Rng) -> Round {
     let lost = first_left
         .checked_sub(taken)
         .ok_or("an item was got twice")?;
-    let w = start(queue_get, (q.clone(), r2.clone(), SENTINEL));
-    settled(&w, &r2)?;
+    let w = start_settled(queue_get, |ready| (q.clone(), ready, SENTINEL))?;
     let q2 = q.clone();
     within("Queue::put", move || {
         q2.put(SENTINEL).expect("put");
@@ -848,11 +825,8 @@ fn simple_get((q, ready): (SimpleQueue<u64>, Event)) {
 
 fn simple_queue_getter_killed(_: &mut Rng) -> Round {
     let q = SimpleQueue::new();
-    let (r1, r2) = (Event::new(), Event::new());
-    let v = start(simple_get, (q.clone(), r1.clone()));
-    settled(&v, &r1)?;
-    let w = start(simple_get, (q.clone(), r2.clone()));
-    settled(&w, &r2)?;
+    let v = start_settled(simple_get, |ready| (q.clone(), ready))?;
+    let w = start_settled(simple_get, |ready| (q.clone(), ready))?;
     kill(&v);
     let q2 = q.clone();
     within("SimpleQueue::put", move || q2.put(SENTINEL).expect("put"))?;
@@ -886,7 +860,7 @@ fn joiner((q, ready): (JoinableQueue<u64>, Event)) {
 fn joinable_worker_killed_mid_task_done(rng: &mut Rng) -> Round {
     const N: u64 = 50_000;
     let q = JoinableQueue::new(0);
-    let (n, r2) = (Value::new(0u64), Event::new());
+    let n = Value::new(0u64);
     for i in 0..N {
         q.put(i).map_err(|e| format!("{e:?}"))?;
     }
@@ -910,8 +884,7 @@ fn joinable_worker_killed_mid_task_done(rng: &mut Rng) -> Round {
     }
     // Items the worker took and did not mark done stay unfinished (as in Python): the live
     // joiner waits for them; our task_done calls stand in for the dead worker's.
-    let w = start(joiner, (q.clone(), r2.clone()));
-    settled(&w, &r2)?;
+    let w = start_settled(joiner, |ready| (q.clone(), ready))?;
     let q2 = q.clone();
     let lost: u64 = within("JoinableQueue::task_done", move || {
         let mut k = 0;
@@ -957,11 +930,8 @@ fn value_expect((v, ready): (Value<u64>, Event)) {
 
 fn value_holder_killed(_: &mut Rng) -> Round {
     let v = Value::new(0u64);
-    let (r1, r2) = (Event::new(), Event::new());
-    let p = start(value_hold, (v.clone(), r1.clone()));
-    settled(&p, &r1)?;
-    let w = start(value_expect, (v.clone(), r2.clone()));
-    settled(&w, &r2)?;
+    let p = start_settled(value_hold, |ready| (v.clone(), ready))?;
+    let w = start_settled(value_expect, |ready| (v.clone(), ready))?;
     kill(&p);
     verdict(&w)?;
     let v2 = v.clone();
