@@ -292,3 +292,27 @@ fn failed_starts_leave_nothing_behind() {
         "descriptors left behind: {line}"
     );
 }
+
+// ===== a process told it is a worker, without the parent's socket =====
+
+/// The environment that makes a process a worker is not trusted blindly: without the
+/// socket its parent hands it as standard input, the program refuses at once (status 3,
+/// a message on stderr) instead of serving, hanging, or running its `main`.
+#[test]
+fn a_worker_without_its_socket_refuses_to_serve() {
+    let _w = watchdog("a_worker_without_its_socket_refuses_to_serve");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("__CONCURRENT_FUTURES_WORKER", "stdin")
+        .env(
+            "__CONCURRENT_FUTURES_PARENT",
+            std::process::id().to_string(),
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("socket"), "{stderr}");
+    // The test harness (this program's `main`) never ran there.
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("test result"));
+}
