@@ -4,6 +4,7 @@
 //! cargo run --example pool_any_backend -- threads:2
 //! cargo run --example pool_any_backend -- processes:2
 //! CF_EXECUTOR=processes cargo run --example pool_any_backend
+//! cargo run --features mpi --example pool_any_backend -- mpi:2   # workers spawned by MPI
 //! ```
 //!
 //! The work is written once, generic over `Executor`; `AnyExecutor` is parsed from the

@@ -24,6 +24,7 @@ pub const EXECUTOR_ENV_VAR: &str = "CF_EXECUTOR";
 /// | `threads`, `threads:8` | [`ThreadPoolExecutor::default`] (Python's `min(32, cpus + 4)`), [`ThreadPoolExecutor::new(8)`](ThreadPoolExecutor::new) |
 /// | `processes`, `processes:4` | `ProcessPoolExecutor::default()` (one per CPU), `ProcessPoolExecutor::new(4)` (Linux) |
 /// | `mpi` | `MpiPoolExecutor::start()` (feature `mpi`): the ranks of `mpirun -n N` |
+/// | `mpi:8` | `MpiPoolExecutor::builder().max_workers(8)` (feature `mpi`): 8 workers the pool spawns itself (MPI dynamic processes) |
 /// | `rayon`, `rayon:4` | a new `rayon::ThreadPool` (rayon's default size, or 4 threads; feature `rayon`) |
 ///
 /// Backend names are case-insensitive and blanks around the spec are ignored. A bad spec, a
@@ -58,8 +59,9 @@ pub const EXECUTOR_ENV_VAR: &str = "CF_EXECUTOR";
 /// after `parse` runs on rank 0 only, so one program works unchanged on every backend. To
 /// keep control on the worker ranks instead, use [`ExecutorSpec::start`], which returns
 /// `Ok(None)` there. Started without `mpirun`, `"mpi"` runs its tasks on local worker
-/// processes. `"mpi:N"` (workers spawned by the pool itself) is refused with
-/// [`SpecError::Unsupported`]: start the job with `mpirun -n N+1` and use `"mpi"`.
+/// processes. `"mpi:N"` instead starts N workers of the pool's own with `MPI_Comm_spawn`
+/// (as mpi4py's `MPIPoolExecutor(max_workers=N)`): the program runs alone (or under
+/// `mpirun -n 1`), and `parse` returns the pool on every process that calls it.
 ///
 /// # Shutdown and drop
 ///
@@ -269,17 +271,11 @@ impl ExecutorSpec {
             }
             #[cfg(all(feature = "mpi", target_os = "linux"))]
             Backend::Mpi => {
-                if n.is_some() {
-                    return Err(SpecError::Unsupported {
-                        backend: Backend::Mpi,
-                        reason: "`mpi:N` needs workers spawned by the pool (MPI dynamic \
-                                 processes), which this version does not do; start the job \
-                                 with `mpirun -n N+1` and use `mpi`",
-                    });
+                let mut b = crate::MpiPoolExecutor::builder();
+                if let Some(n) = n {
+                    b = b.max_workers(n);
                 }
-                Ok(crate::MpiPoolExecutor::builder()
-                    .start()?
-                    .map(AnyExecutor::Mpi))
+                Ok(b.start()?.map(AnyExecutor::Mpi))
             }
             #[cfg(feature = "rayon")]
             Backend::Rayon => {
@@ -610,23 +606,6 @@ mod tests {
             );
             assert!(err.to_string().contains(bad), "{err}");
         }
-    }
-
-    #[cfg(all(feature = "mpi", target_os = "linux"))]
-    #[test]
-    fn mpi_with_a_worker_count_is_refused_before_mpi_starts() {
-        let err = "mpi:4".parse::<AnyExecutor>().unwrap_err();
-        assert!(
-            matches!(
-                err,
-                SpecError::Unsupported {
-                    backend: Backend::Mpi,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        assert!(err.to_string().contains("mpirun -n N+1"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //! * `suite`: the shared behavioural suite, one pool session per test, plus the MPI-only
 //!   behaviour (tasks on other ranks, stealing, payloads, callbacks that wait, idle CPU);
 //! * `singleton`: started without mpirun, the pool runs on local processes;
+//! * `dynamic*`: the pool spawns its own workers (`max_workers`, `"mpi:2"`), from a program
+//!   started alone or by `mpirun -n 1`: the suite, a worker that crashes, a client killed
+//!   while its workers run tasks (none may outlive it);
 //! * `crash`, `exit`, `stopped`, `absent`, `fingerprint`: a rank that dies, exits, stops
 //!   answering, never joins, or runs another executable. The job must end (or the error
 //!   come) in bounded time, with a clear message, and leave no process behind.
@@ -39,6 +42,10 @@ fn main() {
             let code = match case.as_str() {
                 "suite" => suite(),
                 "singleton" => singleton(),
+                "dynamic" => dynamic(),
+                "dynamic_spec" => dynamic_spec(),
+                "dynamic_crash" => dynamic_crash(),
+                "dynamic_orphans" => dynamic_orphans(),
                 "crash" => crash(),
                 "exit" => exit_in_task(),
                 "stopped" => stopped(),
@@ -174,6 +181,22 @@ fn drive() {
     let checks: &[(&str, fn())] = &[
         ("suite under mpirun -n 3", check_suite),
         ("singleton: local workers", check_singleton),
+        (
+            "dynamic mode from a singleton: the suite on spawned workers",
+            check_dynamic,
+        ),
+        (
+            "dynamic mode under mpirun -n 1, from a spec",
+            check_dynamic_spec,
+        ),
+        (
+            "dynamic mode: a spawned worker that crashes ends the job",
+            check_dynamic_crash,
+        ),
+        (
+            "dynamic mode: a killed client leaves no worker behind",
+            check_dynamic_orphans,
+        ),
         ("a worker rank that crashes ends the job", check_crash),
         ("a task that exits its rank ends the job", check_exit),
         ("a stopped rank fails pending futures", check_stopped),
@@ -212,6 +235,51 @@ fn check_suite() {
 fn check_singleton() {
     let job = run_job(Command::new(exe()), "singleton", LONG * 2);
     assert_eq!(job.code, Some(0), "singleton case failed:\n{}", job.output);
+}
+
+fn check_dynamic() {
+    let job = run_job(Command::new(exe()), "dynamic", Duration::from_secs(600));
+    print!("{}", job.output);
+    assert_eq!(job.code, Some(0), "the dynamic suite failed");
+    assert!(job.output.contains(" passed, 0 failed"), "no summary line");
+    assert_all_gone(&printed_pids(&job.output), "dynamic");
+}
+
+fn check_dynamic_spec() {
+    let mut cmd = mpirun();
+    cmd.args(["-n", "1"]).arg(exe());
+    let job = run_job(cmd, "dynamic_spec", LONG * 2);
+    assert_eq!(job.code, Some(0), "{}", job.output);
+    assert!(job.output.contains("dynamic_spec: ok"), "{}", job.output);
+    assert_all_gone(&printed_pids(&job.output), "dynamic_spec");
+}
+
+fn check_dynamic_crash() {
+    let job = run_job(Command::new(exe()), "dynamic_crash", LONG * 2);
+    assert!(
+        job.output
+            .contains("dynamic_crash: the future failed as expected"),
+        "{}",
+        job.output
+    );
+    assert!(
+        job.output.contains(") died; MPI cannot continue"),
+        "{}",
+        job.output
+    );
+    assert_eq!(job.code, Some(1), "{}", job.output);
+    assert_all_gone(&printed_pids(&job.output), "dynamic_crash");
+}
+
+fn check_dynamic_orphans() {
+    let job = run_job(Command::new(exe()), "dynamic_orphans", LONG * 2);
+    assert!(
+        job.output.contains("dynamic_orphans: holding"),
+        "{}",
+        job.output
+    );
+    // The client killed itself; its workers must not outlive it.
+    assert_all_gone(&printed_pids(&job.output), "dynamic_orphans");
 }
 
 fn check_crash() {
@@ -641,6 +709,144 @@ fn singleton() -> i32 {
     }
     println!("singleton: ok");
     0
+}
+
+/// Dynamic mode from a program started alone: every test of the suite on a pool that
+/// spawns its own two workers (a session each, so spawning and disconnecting are tested
+/// 40 times over), then the pool's own checks.
+fn dynamic() -> i32 {
+    let spawn = || {
+        MpiPoolExecutor::builder()
+            .max_workers(2)
+            .start()
+            .expect("spawn two workers")
+            .expect("dynamic mode returns the pool on the caller")
+    };
+    let pool = spawn();
+    assert_eq!(pool.max_workers(), 2);
+    let ranks = pool.ranks();
+    assert_eq!(
+        ranks.iter().map(|r| r.rank).collect::<Vec<_>>(),
+        vec![0, 1],
+        "spawned workers are ranks 0 and 1 of their group"
+    );
+    print_pids(&pool);
+    let mut pids: HashSet<u32> = HashSet::new();
+    for _ in 0..200 {
+        pids.insert(pool.submit(whoami, ()).result_timeout(LONG).unwrap());
+    }
+    let expected: HashSet<u32> = ranks.iter().map(|r| r.pid).collect();
+    assert!(
+        !pids.is_empty() && pids.is_subset(&expected),
+        "tasks ran in {pids:?}, not in the spawned workers {expected:?}"
+    );
+    assert!(!pids.contains(&std::process::id()));
+    drop(pool);
+    assert!(matches!(
+        MpiPoolExecutor::builder().max_workers(0).start(),
+        Err(BuildError::ZeroWorkers)
+    ));
+    let mut tests: Vec<Test> = SUITE.to_vec();
+    tests.extend_from_slice(&[
+        (
+            "panics_fail_the_task_and_the_rank_lives",
+            panics_fail_the_task_and_the_rank_lives as fn(&_),
+        ),
+        ("large_payloads_both_ways", large_payloads_both_ways),
+        ("values_that_cannot_cross", values_that_cannot_cross),
+        (
+            "idle_rank_takes_work_queued_behind_a_long_task",
+            idle_rank_takes_work_queued_behind_a_long_task,
+        ),
+        (
+            "callback_may_wait_on_another_task",
+            callback_may_wait_on_another_task,
+        ),
+        ("map_of_many_items", map_of_many_items),
+    ]);
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in tests {
+        let pool = spawn();
+        print_pids(&pool);
+        let started = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&pool)));
+        drop(pool);
+        if outcome.is_ok() {
+            passed += 1;
+            println!("test {name} ... ok ({:.1?})", started.elapsed());
+        } else {
+            failed += 1;
+            println!("test {name} ... FAILED");
+        }
+    }
+    println!("\ndynamic: {passed} passed, {failed} failed");
+    i32::from(failed > 0)
+}
+
+/// `"mpi:2"` under `mpirun -n 1`: the generic code of any pool, on spawned workers.
+fn dynamic_spec() -> i32 {
+    let pool: concurrent_futures::AnyExecutor = "mpi:2".parse().expect("mpi:2 starts");
+    let concurrent_futures::AnyExecutor::Mpi(mpi) = &pool else {
+        panic!("mpi:2 is not an MPI pool");
+    };
+    print_pids(mpi);
+    assert_eq!(pool.max_workers(), 2);
+    let total: u64 = pool
+        .map(common::double, 0..1000u64)
+        .map(Result::unwrap)
+        .sum();
+    assert_eq!(total, 999_000);
+    drop(pool);
+    println!("dynamic_spec: ok");
+    0
+}
+
+/// A spawned worker dies: its task fails with `WorkerDied` at once, the pool is broken
+/// (MPI cannot go on without the worker), and the process ends with status 1 when it exits.
+fn dynamic_crash() -> i32 {
+    let pool = MpiPoolExecutor::builder()
+        .max_workers(2)
+        .start()
+        .expect("spawn")
+        .expect("the pool");
+    print_pids(&pool);
+    let crashed = pool.submit(crash_now, ()).result_timeout(LONG);
+    assert!(
+        matches!(crashed, Err(TaskError::WorkerDied { .. })),
+        "{crashed:?}"
+    );
+    assert!(matches!(
+        pool.try_submit(common::double, 1),
+        Err(SubmitError::Broken(_))
+    ));
+    drop(pool);
+    println!("dynamic_crash: the future failed as expected");
+    0
+}
+
+/// The client is killed while its workers run tasks: they must go too.
+fn dynamic_orphans() -> i32 {
+    let pool = MpiPoolExecutor::builder()
+        .max_workers(2)
+        .start()
+        .expect("spawn")
+        .expect("the pool");
+    print_pids(&pool);
+    let gate = Gate::closed();
+    let futs: Vec<_> = (0..2)
+        .map(|i| pool.submit(common::hold, (gate.path(), i)))
+        .collect();
+    common::eventually("both workers hold a task", || {
+        futs.iter().all(|f| f.running())
+    });
+    println!("dynamic_orphans: holding");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // SAFETY: raising a signal is always allowed; SIGKILL ends this process at once.
+    unsafe {
+        libc::raise(libc::SIGKILL);
+    }
+    1
 }
 
 fn crash_now(_: ()) -> u32 {

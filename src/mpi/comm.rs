@@ -228,14 +228,160 @@ extern "C" fn finalize_at_exit() {
     }
 }
 
-/// Ends the whole MPI job (`MPI_Abort` on the world communicator).
+/// Ends the whole MPI job (`MPI_Abort` on the world communicator). A process that is the
+/// whole job (a singleton, or `mpirun -n 1`, with spawned workers) just exits: its spawned
+/// workers end with it, and `MPI_Abort` there can wait long for a worker already dead.
 pub(crate) fn abort(code: i32) -> ! {
+    if matches!(ENV.get(), Some(Ok(env)) if env.size == 1) {
+        // SAFETY: `_exit` ends the process at once; nothing is left to run or to finalize.
+        unsafe { libc::_exit(code) }
+    }
     // SAFETY: MPI is initialized (an `Env` exists) and `MPI_Abort` may be called from any
     // thread in an emergency; it does not return when it succeeds.
     unsafe {
         ffi::MPI_Abort(ffi::RSMPI_COMM_WORLD, code);
     }
     std::process::abort()
+}
+
+/// The communicator of a session: the world (the workers are the job's other ranks), or an
+/// intercommunicator to workers this process spawned (dynamic mode), or, in a spawned
+/// worker, the one to its parent. Rank 0 of the other side is the client in every case.
+#[derive(Clone, Copy)]
+pub(crate) struct Comm {
+    raw: ffi::MPI_Comm,
+    /// An intercommunicator made by `MPI_Comm_spawn`: disconnected when the session ends.
+    spawned: bool,
+}
+
+// SAFETY: an `MPI_Comm` is a handle (a pointer in Open MPI) that MPI lets any thread use,
+// one call at a time under `MPI_THREAD_SERIALIZED`; calls through it are made by the MPI
+// thread or, when the library granted SERIALIZED, by the one thread that holds the
+// session's lock. The handle itself is never written after it is made.
+unsafe impl Send for Comm {}
+// SAFETY: as above: shared references only copy the handle.
+unsafe impl Sync for Comm {}
+
+/// The first argument of a worker started by `MPI_Comm_spawn`: it serves its parent before
+/// `main` (see `spawned`), so the program's own `main` never runs there.
+pub(crate) const SPAWNED_WORKER_ARG: &str = "--concurrent-futures-mpi-worker";
+
+impl Comm {
+    /// `MPI_COMM_WORLD`.
+    pub(crate) fn world() -> Comm {
+        // SAFETY: reads a constant handle the MPI library exports.
+        Comm {
+            raw: unsafe { ffi::RSMPI_COMM_WORLD },
+            spawned: false,
+        }
+    }
+
+    /// The communicator to the process that spawned this one, if it was spawned
+    /// (`MPI_Comm_get_parent`). MPI must be initialized.
+    pub(crate) fn parent() -> Option<Comm> {
+        let mut raw = std::mem::MaybeUninit::<ffi::MPI_Comm>::uninit();
+        // SAFETY: MPI is initialized (the caller holds an `Env`); `raw` is written by
+        // `MPI_Comm_get_parent` before it is read, and compared with the null handle.
+        unsafe {
+            ffi::MPI_Comm_get_parent(raw.as_mut_ptr());
+            let raw = raw.assume_init();
+            (raw != ffi::RSMPI_COMM_NULL).then_some(Comm { raw, spawned: true })
+        }
+    }
+
+    /// Starts `n` copies of this executable as workers, from this process alone
+    /// (`MPI_Comm_spawn` over `MPI_COMM_SELF`), with `info`'s keys (placement hints: `host`,
+    /// `map_by`, ...). Their `main` never runs: each serves the session before it (see
+    /// `SPAWNED_WORKER_ARG`). Must be called on the MPI thread.
+    pub(crate) fn spawn(n: usize, info: &[(String, String)]) -> Result<Comm, MpiError> {
+        use std::ffi::CString;
+        let fail = |what: String| MpiError::Start(format!("cannot spawn {n} MPI workers: {what}"));
+        let count = i32::try_from(n).map_err(|_| fail("too many".into()))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| fail(format!("this program's path is unknown ({e})")))?;
+        let exe = CString::new(exe.into_os_string().into_encoded_bytes())
+            .map_err(|_| fail("this program's path contains a NUL byte".into()))?;
+        let arg = CString::new(SPAWNED_WORKER_ARG).expect("no NUL in a constant");
+        let pairs = info
+            .iter()
+            .map(|(k, v)| Ok((CString::new(k.as_str())?, CString::new(v.as_str())?)))
+            .collect::<Result<Vec<_>, std::ffi::NulError>>()
+            .map_err(|_| fail("an info key or value contains a NUL byte".into()))?;
+        let mut argv = [arg.as_ptr() as *mut std::ffi::c_char, std::ptr::null_mut()];
+        let mut codes = vec![0i32; n];
+        let mut raw = std::mem::MaybeUninit::<ffi::MPI_Comm>::uninit();
+        // SAFETY: MPI is initialized and this is the MPI thread (the caller's contract).
+        // Every pointer handed to MPI outlives the calls: `exe`, `argv` (NUL-terminated, its
+        // strings in `arg`), the info strings in `pairs`, and `codes` with room for `n`
+        // error codes. The info object is created, read by `MPI_Comm_spawn`, and freed
+        // here. Errors on `MPI_COMM_SELF` are made to return (rather than abort the
+        // process) so that a refused spawn is an error for the caller; `raw` is read only
+        // when the spawn succeeded, which is when MPI wrote it.
+        unsafe {
+            ffi::MPI_Comm_set_errhandler(ffi::RSMPI_COMM_SELF, ffi::RSMPI_ERRORS_RETURN);
+            let mut handle = ffi::RSMPI_INFO_NULL;
+            if !pairs.is_empty() {
+                ffi::MPI_Info_create(&mut handle);
+                for (k, v) in &pairs {
+                    ffi::MPI_Info_set(handle, k.as_ptr(), v.as_ptr());
+                }
+            }
+            let rc = ffi::MPI_Comm_spawn(
+                exe.as_ptr(),
+                argv.as_mut_ptr(),
+                count,
+                handle,
+                0,
+                ffi::RSMPI_COMM_SELF,
+                raw.as_mut_ptr(),
+                codes.as_mut_ptr(),
+            );
+            if !pairs.is_empty() {
+                ffi::MPI_Info_free(&mut handle);
+            }
+            if rc != 0 {
+                return Err(fail(error_string(rc)));
+            }
+            if let Some(code) = codes.iter().find(|c| **c != 0) {
+                return Err(fail(error_string(*code)));
+            }
+            Ok(Comm {
+                raw: raw.assume_init(),
+                spawned: true,
+            })
+        }
+    }
+
+    /// Ends a spawned session's connection (`MPI_Comm_disconnect`, which waits for the
+    /// other side to disconnect too); nothing for the world.
+    pub(crate) fn disconnect(mut self) {
+        if self.spawned {
+            // SAFETY: `raw` is a live intercommunicator from `MPI_Comm_spawn` or
+            // `MPI_Comm_get_parent`, disconnected once (this consumes the only copy the
+            // session keeps); its sends were flushed by the caller.
+            unsafe {
+                ffi::MPI_Comm_disconnect(&mut self.raw);
+            }
+        }
+    }
+}
+
+/// The text of an MPI error code.
+fn error_string(code: i32) -> String {
+    let mut buf = vec![0u8; ffi::MPI_MAX_ERROR_STRING as usize + 1];
+    let mut len = 0;
+    // SAFETY: `buf` has room for `MPI_MAX_ERROR_STRING` characters and the NUL, as
+    // `MPI_Error_string` requires; it writes `len` of them.
+    unsafe {
+        ffi::MPI_Error_string(code, buf.as_mut_ptr() as *mut std::ffi::c_char, &mut len);
+    }
+    buf.truncate(usize::try_from(len).unwrap_or(0));
+    let text = String::from_utf8_lossy(&buf).trim().to_string();
+    if text.is_empty() {
+        format!("MPI error {code}")
+    } else {
+        text
+    }
 }
 
 /// A send in flight: the buffer must stay where it is, untouched, until MPI is done with it.
@@ -248,6 +394,7 @@ struct InFlight {
 /// One rank's sends in flight and its probes. Used by one thread at a time: the MPI thread,
 /// or (on a worker rank granted `MPI_THREAD_SERIALIZED`) whichever thread holds its lock.
 pub(crate) struct Port {
+    comm: Comm,
     sends: Vec<InFlight>,
 }
 
@@ -261,8 +408,16 @@ unsafe impl Send for Port {}
 pub(crate) const MAX_MESSAGE: usize = i32::MAX as usize;
 
 impl Port {
-    pub(crate) fn new() -> Self {
-        Port { sends: Vec::new() }
+    pub(crate) fn new(comm: Comm) -> Self {
+        Port {
+            comm,
+            sends: Vec::new(),
+        }
+    }
+
+    /// The session's communicator.
+    pub(crate) fn comm(&self) -> Comm {
+        self.comm
     }
 
     /// Starts sending `buf` to `rank` with `tag`; the buffer is kept until the send is done.
@@ -285,7 +440,7 @@ impl Port {
                 ffi::RSMPI_UINT8_T,
                 rank,
                 tag,
-                ffi::RSMPI_COMM_WORLD,
+                self.comm.raw,
                 request.as_mut_ptr(),
             );
             self.sends.push(InFlight {
@@ -328,7 +483,7 @@ impl Port {
             ffi::MPI_Improbe(
                 ffi::RSMPI_ANY_SOURCE,
                 tag,
-                ffi::RSMPI_COMM_WORLD,
+                self.comm.raw,
                 &mut flag,
                 message.as_mut_ptr(),
                 status.as_mut_ptr(),

@@ -3,6 +3,7 @@
 mod client;
 mod comm;
 mod error;
+mod spawned;
 mod wire;
 mod worker;
 
@@ -16,6 +17,7 @@ use crate::future::{Core, Future, INLINE, TaskCell, is_done};
 use crate::process::ProcessPoolExecutor;
 use crate::remote::{FnRef, Slot, codec as protocol, naming as image};
 use client::{Client, Config, Driver};
+use comm::Comm;
 
 /// How long an idle loop sleeps at most between two polls, by default.
 pub(crate) const DEFAULT_BACKOFF_CAP: Duration = Duration::from_millis(1);
@@ -84,7 +86,11 @@ impl<T: Send + Sync> TaskCell<T> for MpiCell<T> {
 /// * As root (containers): `mpirun --allow-run-as-root`, or set
 ///   `OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1` (Open MPI).
 /// * More ranks than cores (a laptop, CI): `mpirun --oversubscribe -n 3` (Open MPI).
-/// * Started without `mpirun` (one rank alone, a *singleton*), `start` runs the tasks on a
+/// * Or let the pool start its own workers, as mpi4py's `MPIPoolExecutor(max_workers=n)`
+///   does: [`MpiPoolBuilder::max_workers`] spawns them (`MPI_Comm_spawn`), from a program
+///   started alone or by `mpirun -n 1`; `start` then returns the pool on the caller.
+/// * Started without `mpirun` (one rank alone, a *singleton*) and without `max_workers`,
+///   `start` runs the tasks on a
 ///   local [`ProcessPoolExecutor`] of one process per CPU instead, so the same program works
 ///   on a workstation; [`MpiPoolBuilder::local_workers`] sets how many, and
 ///   `local_workers(0)` makes `start` fail with [`BuildError::Mpi`] instead.
@@ -138,7 +144,8 @@ enum Inner {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MpiRank {
-    /// Its rank in `MPI_COMM_WORLD`.
+    /// Its rank: in `MPI_COMM_WORLD` (1 and up) when the workers are the job's ranks; among
+    /// the spawned workers (0 and up) in dynamic mode.
     pub rank: usize,
     /// Its process id on its host.
     pub pid: u32,
@@ -166,6 +173,9 @@ pub struct MpiRank {
 pub struct MpiPoolBuilder {
     config: Config,
     local_workers: Option<usize>,
+    /// Dynamic mode: this many workers spawned by the pool.
+    spawn: Option<usize>,
+    spawn_info: Vec<(String, String)>,
 }
 
 impl Default for MpiPoolBuilder {
@@ -178,6 +188,8 @@ impl Default for MpiPoolBuilder {
                 start_timeout: Duration::from_secs(300),
             },
             local_workers: None,
+            spawn: None,
+            spawn_info: Vec::new(),
         }
     }
 }
@@ -248,15 +260,56 @@ impl MpiPoolBuilder {
         self
     }
 
+    /// Dynamic mode, as mpi4py's `MPIPoolExecutor(max_workers=n)`: the pool spawns `n`
+    /// worker processes of its own (`MPI_Comm_spawn`, from the calling process alone), so it
+    /// works from a program started without `mpirun`, or by `mpirun -n 1`, like any pool.
+    /// [`start`](Self::start) is then not collective: it returns the pool on the process
+    /// that calls it, on any rank. The workers run this executable, but never its `main`:
+    /// they serve the pool from before `main` and exit when it shuts down. Where they run is
+    /// the MPI library's choice, steered by [`spawn_info`](Self::spawn_info).
+    ///
+    /// ```no_run
+    /// use concurrent_futures::{Executor, MpiPoolExecutor};
+    /// fn square(x: u64) -> u64 { x * x }
+    /// // `cargo run` alone is enough: the pool starts its 4 workers itself
+    /// let pool = MpiPoolExecutor::builder().max_workers(4).start().unwrap().unwrap();
+    /// assert_eq!(pool.submit(square, 7).result(), Ok(49));
+    /// ```
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.spawn = Some(n);
+        self
+    }
+
+    /// An `MPI_Info` hint for spawning the workers in dynamic mode (see
+    /// [`max_workers`](Self::max_workers)): `host`, `hostfile`, `wdir`, `map_by`, ... as your
+    /// MPI library documents them for `MPI_Comm_spawn`. With Open MPI, which counts one
+    /// slot per core and refuses to start more processes than slots, the pool asks for
+    /// `map_by = slot:OVERSUBSCRIBE` unless you give a `map_by` yourself (as a process pool
+    /// starts as many workers as asked); give `spawn_info("map_by", "slot")` to keep to
+    /// the slots.
+    ///
+    /// ```
+    /// let b = concurrent_futures::MpiPoolExecutor::builder()
+    ///     .max_workers(8)
+    ///     .spawn_info("hostfile", "nodes.txt");
+    /// # drop(b);
+    /// ```
+    pub fn spawn_info(mut self, key: &str, value: &str) -> Self {
+        self.spawn_info.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Starts a session on every rank (collective: every rank must call it). On rank 0,
     /// returns the pool; on the other ranks, serves tasks until rank 0 shuts the pool down,
-    /// then returns `Ok(None)`.
+    /// then returns `Ok(None)`. In dynamic mode ([`max_workers`](Self::max_workers)), starts
+    /// the pool's own workers instead, and returns the pool on the calling process.
     ///
     /// # Errors
     ///
     /// [`BuildError::Mpi`] if MPI cannot be initialized, a rank runs another executable, a
-    /// rank does not reach `start` in time, or (with `local_workers(0)`) the program was not
-    /// started by `mpirun`.
+    /// rank does not reach `start` in time, the workers cannot be spawned, or (with
+    /// `local_workers(0)`) the program was not started by `mpirun`;
+    /// [`BuildError::ZeroWorkers`] for `max_workers(0)`.
     ///
     /// ```no_run
     /// let Some(pool) = concurrent_futures::MpiPoolExecutor::builder().start().unwrap() else {
@@ -266,8 +319,24 @@ impl MpiPoolBuilder {
     /// ```
     pub fn start(self) -> Result<Option<MpiPoolExecutor>, BuildError> {
         crate::unwind::install_hook();
+        spawned::ensure_linked();
+        if self.spawn == Some(0) {
+            return Err(BuildError::ZeroWorkers);
+        }
         let env =
             comm::env(self.config.start_timeout).map_err(|e| BuildError::Mpi(e.to_string()))?;
+        if let Some(n) = self.spawn {
+            let info = spawn_hints(self.spawn_info);
+            let comm = env
+                .call(move || Comm::spawn(n, &info))
+                .map_err(|e| BuildError::Mpi(e.to_string()))?;
+            let workers = 0..i32::try_from(n).unwrap_or(i32::MAX);
+            let client = Client::start(env, self.config, comm, workers)
+                .map_err(|e| BuildError::Mpi(e.to_string()))?;
+            return Ok(Some(MpiPoolExecutor {
+                inner: Inner::Ranks(client),
+            }));
+        }
         if env.size == 1 {
             let n = self.local_workers.unwrap_or_else(crate::available_cpus);
             if n == 0 {
@@ -284,14 +353,24 @@ impl MpiPoolBuilder {
         }
         if env.rank != 0 {
             let _session = comm::Session::begin();
-            worker::serve(env);
+            worker::serve(env, Comm::world());
             return Ok(None);
         }
-        let client = Client::start(env, self.config).map_err(|e| BuildError::Mpi(e.to_string()))?;
+        let client = Client::start(env, self.config, Comm::world(), 1..env.size)
+            .map_err(|e| BuildError::Mpi(e.to_string()))?;
         Ok(Some(MpiPoolExecutor {
             inner: Inner::Ranks(client),
         }))
     }
+}
+
+/// The spawn hints given, plus Open MPI's leave to start more workers than cores.
+fn spawn_hints(mut info: Vec<(String, String)>) -> Vec<(String, String)> {
+    let open_mpi = ::mpi::environment::library_version().is_ok_and(|v| v.contains("Open MPI"));
+    if open_mpi && !info.iter().any(|(k, _)| k == "map_by" || k == "map-by") {
+        info.push(("map_by".into(), "slot:OVERSUBSCRIBE".into()));
+    }
+    info
 }
 
 impl MpiPoolExecutor {

@@ -1,4 +1,5 @@
-//! A worker rank (rank 1 and up): join the session, run calls until rank 0 says it is over.
+//! A worker rank (rank 1 and up of the job, or a process the client spawned): join the
+//! session, run calls until the client (rank 0) says it is over.
 //!
 //! Two threads share the rank's MPI traffic (one at a time, under `Shared::link`), when the
 //! library grants `MPI_THREAD_SERIALIZED`:
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::comm::{self, Backoff, Env, MAX_MESSAGE, Port};
+use super::comm::{self, Backoff, Comm, Env, MAX_MESSAGE, Port};
 use super::error::MpiError;
 use super::wire::{self, CallHead, Reader, kind};
 use crate::remote::{codec as protocol, naming as image};
@@ -60,12 +61,14 @@ struct Shared {
     cap: Duration,
 }
 
-/// Serves one session on this worker rank; returns when it is over (or was refused).
-pub(crate) fn serve(env: &'static Env) {
+/// Serves one session on this worker rank, whose client is rank 0 of `comm`'s other side
+/// (the world's rank 0, or the parent that spawned this process); returns when it is over
+/// (or was refused).
+pub(crate) fn serve(env: &'static Env, comm: Comm) {
     let outcome = if env.serialized {
-        join_and_run(env)
+        join_and_run(env, comm)
     } else {
-        env.call(move || join_and_run(env))
+        env.call(move || join_and_run(env, comm))
     };
     if let Err(e) = outcome {
         // A rank that cannot follow the protocol would leave rank 0 waiting: end the job.
@@ -79,8 +82,8 @@ pub(crate) fn serve(env: &'static Env) {
 }
 
 /// Waits for rank 0's `Start`, answers with this rank's `Hello`, then runs the session.
-fn join_and_run(env: &'static Env) -> Result<(), MpiError> {
-    let mut port = Port::new();
+fn join_and_run(env: &'static Env, comm: Comm) -> Result<(), MpiError> {
+    let mut port = Port::new(comm);
     // Rank 0 tells the backoff cap in `Start`; until then, the default.
     let mut backoff = Backoff::new(super::DEFAULT_BACKOFF_CAP);
     let buf = loop {

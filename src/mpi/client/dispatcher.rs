@@ -13,6 +13,9 @@ pub(super) struct Link {
     last_heard: Instant,
     pinged: bool,
     lost: bool,
+    /// Its process, when it runs on this host: its death is seen at once (MPI does not end
+    /// a client whose spawned worker died).
+    process: Option<crate::os::Pidfd>,
 }
 
 impl Link {
@@ -77,6 +80,7 @@ impl Dispatcher {
         port: Port,
         workers: Vec<RankInfo>,
         config: Config,
+        host: &str,
     ) -> Self {
         let now = Instant::now();
         Dispatcher {
@@ -85,6 +89,9 @@ impl Dispatcher {
             links: workers
                 .into_iter()
                 .map(|info| Link {
+                    process: (info.host == host)
+                        .then(|| crate::os::Pidfd::open(info.pid).ok())
+                        .flatten(),
                     info,
                     window: Window::default(),
                     last_heard: now,
@@ -165,7 +172,8 @@ impl Dispatcher {
             rank: src,
             what: "is not a worker of this session",
         };
-        let i = usize::try_from(src - 1).map_err(|_| outside.clone())?;
+        let first = self.links.first().map_or(0, |l| l.info.rank);
+        let i = usize::try_from(src - first).map_err(|_| outside.clone())?;
         if i >= self.links.len() {
             return Err(outside);
         }
@@ -402,12 +410,20 @@ impl Dispatcher {
     pub(super) fn watch(&mut self) {
         for li in 0..self.links.len() {
             let link = &mut self.links[li];
-            if link.lost || link.window.is_empty() || !link.info.helper {
+            if link.lost {
+                continue;
+            }
+            // (Once told to leave, a worker may end its process as soon as it has said so.)
+            if self.leaving.is_none() && link.process.as_ref().is_some_and(|p| p.exited()) {
+                self.lose(li, "died".into());
+                continue;
+            }
+            if link.window.is_empty() || !link.info.helper {
                 continue;
             }
             let silent = link.last_heard.elapsed();
             if silent >= self.config.unresponsive_after {
-                self.lose(li, silent);
+                self.lose(li, format!("has not answered for {silent:.1?}"));
             } else if silent >= PING_AFTER && !link.pinged {
                 link.pinged = true;
                 let rank = link.info.rank;
@@ -421,9 +437,10 @@ impl Dispatcher {
         }
     }
 
-    /// A worker rank stopped answering: its tasks fail, and since MPI cannot go on without
-    /// it, the pool is broken (everything pending fails) and the job will be aborted at exit.
-    pub(super) fn lose(&mut self, li: usize, silent: Duration) {
+    /// A worker rank died or stopped answering (`what` says which): its tasks fail, and
+    /// since MPI cannot go on without it, the pool is broken (everything pending fails) and
+    /// the job will be aborted at exit.
+    pub(super) fn lose(&mut self, li: usize, what: String) {
         comm::mark_lost();
         let link = &mut self.links[li];
         link.lost = true;
@@ -441,9 +458,9 @@ impl Dispatcher {
             }
         }
         let why: Arc<str> = format!(
-            "rank {} (pid {} on {}) has not answered for {:.1?}; MPI cannot continue without \
-             it, so the job will be aborted when this process exits",
-            info.rank, info.pid, info.host, silent
+            "worker rank {} (pid {} on {}) {what}; MPI cannot continue without it, so the job \
+             will be aborted when this process exits",
+            info.rank, info.pid, info.host
         )
         .into();
         eprintln!("concurrent_futures: {why}");
@@ -454,6 +471,16 @@ impl Dispatcher {
             self.finished
                 .failed
                 .push((w.completion, TaskError::Broken(why.clone())));
+        }
+    }
+
+    /// After the session: waits for the last sends, and lets spawned workers go (they exit
+    /// once disconnected). A session that lost a worker cannot disconnect from it (that
+    /// would wait for it forever): the job is aborted at exit instead.
+    pub(super) fn close(mut self) {
+        self.port.flush();
+        if !self.links.iter().any(|l| l.lost) {
+            self.port.comm().disconnect();
         }
     }
 

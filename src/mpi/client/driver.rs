@@ -118,8 +118,8 @@ impl Driver {
             }
         }
         let d = lock(&self.dispatcher).take();
-        if let Some(mut d) = d {
-            d.port.flush();
+        if let Some(d) = d {
+            d.close();
         }
         let mut s = lock(&self.client.state);
         s.over = true;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::comm::{self, Backoff, Env, MAX_MESSAGE, Port};
+use super::comm::{self, Backoff, Comm, Env, MAX_MESSAGE, Port};
 use super::error::MpiError;
 use super::wire::{self, CallHead, Reader, kind};
 use crate::error::{ExitStatus, SubmitError, TaskError};
@@ -110,11 +110,18 @@ pub(crate) struct RankInfo {
 }
 
 impl Client {
-    /// Starts a session: every other rank must be waiting in `MpiPoolExecutor::start`.
-    /// Checks that they run the same executable, then starts the dispatcher.
-    pub(crate) fn start(env: &'static Env, config: Config) -> Result<Arc<Driver>, MpiError> {
+    /// Starts a session with the workers at ranks `workers` of `comm`'s other side (the
+    /// world's ranks 1.., or the spawned processes): every one must be waiting in
+    /// `MpiPoolExecutor::start` (or be a spawned worker). Checks that they run the same
+    /// executable, then starts the dispatcher.
+    pub(crate) fn start(
+        env: &'static Env,
+        config: Config,
+        comm: Comm,
+        workers: Range<i32>,
+    ) -> Result<Arc<Driver>, MpiError> {
         let cfg = config.clone();
-        let (workers, port) = env.call(move || handshake(env, &cfg))?;
+        let (workers, port) = env.call(move || handshake(&cfg, comm, workers))?;
         // (On an error, `handshake` released the ranks it could, or marked the job lost.)
         let client = Arc::new(Client {
             state: Mutex::new(State {
@@ -131,7 +138,8 @@ impl Client {
             ended: Condvar::new(),
             workers: workers.clone(),
         });
-        let mut dispatcher = Dispatcher::new(client.clone(), port, workers, config.clone());
+        let mut dispatcher =
+            Dispatcher::new(client.clone(), port, workers, config.clone(), &env.host);
         dispatcher.session = Some(comm::Session::begin());
         let driver = Arc::new(Driver {
             client,
@@ -218,11 +226,15 @@ impl Client {
     }
 }
 
-/// Rank 0's side of the start of a session: `Start` to every rank, a `Hello` from each.
-fn handshake(env: &Env, config: &Config) -> Result<(Vec<RankInfo>, Port), MpiError> {
-    let mut port = Port::new();
+/// Rank 0's side of the start of a session: `Start` to every worker, a `Hello` from each.
+fn handshake(
+    config: &Config,
+    comm: Comm,
+    ranks: Range<i32>,
+) -> Result<(Vec<RankInfo>, Port), MpiError> {
+    let mut port = Port::new(comm);
     let fingerprint = crate::remote::naming::code_fingerprint();
-    for rank in 1..env.size {
+    for rank in ranks.clone() {
         let mut buf = Vec::new();
         wire::Writer::new(&mut buf)
             .u64(fingerprint)
@@ -230,17 +242,20 @@ fn handshake(env: &Env, config: &Config) -> Result<(Vec<RankInfo>, Port), MpiErr
             .finish(kind::START);
         port.send(rank, wire::TO_WORKER, buf);
     }
-    let mut hellos: Vec<Option<(bool, RankInfo)>> = vec![None; env.size as usize - 1];
+    let mut hellos: Vec<Option<(bool, RankInfo)>> = vec![None; ranks.len()];
     let deadline = Instant::now() + config.start_timeout;
     let mut backoff = Backoff::new(config.backoff_cap);
     while hellos.iter().any(Option::is_none) {
         match port.probe(wire::TO_CLIENT) {
             Some((src, buf)) => {
                 let (ok, info) = parse_hello(src, &buf).inspect_err(|_| comm::mark_lost())?;
-                let slot = hellos.get_mut(src as usize - 1).ok_or(MpiError::Protocol {
-                    rank: src,
-                    what: "said Hello from outside the job",
-                })?;
+                let slot = usize::try_from(src - ranks.start)
+                    .ok()
+                    .and_then(|i| hellos.get_mut(i))
+                    .ok_or(MpiError::Protocol {
+                        rank: src,
+                        what: "said Hello from outside the job",
+                    })?;
                 *slot = Some((ok, info));
                 backoff.reset();
             }
@@ -249,7 +264,7 @@ fn handshake(env: &Env, config: &Config) -> Result<(Vec<RankInfo>, Port), MpiErr
                     .iter()
                     .enumerate()
                     .filter(|(_, h)| h.is_none())
-                    .map(|(i, _)| (i + 1).to_string())
+                    .map(|(i, _)| (i as i32 + ranks.start).to_string())
                     .collect();
                 // Those ranks may still join later and wait for calls that never come:
                 // the job cannot be finalized cleanly any more.

@@ -561,6 +561,18 @@ impl Pidfd {
         Ok(Pidfd(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
     }
 
+    /// True once the process has exited (the descriptor is readable); never waits.
+    pub(crate) fn exited(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid `pollfd` for a descriptor we own; a timeout of 0 never blocks.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        rc > 0 && pfd.revents != 0
+    }
+
     /// Sends `signal` to the process, if it has not been reaped yet.
     pub(crate) fn signal(&self, signal: libc::c_int) {
         // SAFETY: `pidfd_send_signal` takes the descriptor, a signal number and a null info.
