@@ -74,11 +74,11 @@ static EXIT_TIMEOUT_NANOS: AtomicU64 = AtomicU64::new(60_000_000_000);
 /// not wait for that pool; from a callback that a process pool runs on its manager thread,
 /// it waits until this timeout.
 ///
-/// Covered: [`ThreadPoolExecutor`](crate::ThreadPoolExecutor), `ProcessPoolExecutor`, an
-/// `MpiPoolExecutor` started alone (it runs on local processes) and `multiprocessing::Pool`
-/// (which Python terminates at exit instead: here its accepted tasks run too). An
-/// `MpiPoolExecutor` on the ranks of a job keeps its own rule (a pool left running at exit
-/// aborts the job, see its docs); rayon pools are not waited for (rayon has no shutdown).
+/// Covered: [`ThreadPoolExecutor`](crate::ThreadPoolExecutor), `ProcessPoolExecutor`,
+/// `MpiPoolExecutor` (its session ends as by `shutdown(true)` before MPI is finalized; the
+/// worker ranks of a job return from `start`) and `multiprocessing::Pool` (which Python
+/// terminates at exit instead: here its accepted tasks run too). Rayon pools are not waited
+/// for (rayon has no shutdown). Past the timeout, an MPI job is aborted.
 ///
 /// ```
 /// use std::time::Duration;
@@ -130,6 +130,12 @@ struct Done {
 }
 
 extern "C" fn at_exit() {
+    wait_now();
+}
+
+/// Runs the wait of program end now, if it has not run (another `atexit` handler that must
+/// come after it calls this first: the MPI backend's, which finalizes MPI).
+pub(crate) fn wait_now() {
     // A panic must not unwind into libc; there is nothing better to do with one here than
     // to let the program end.
     let _ = std::panic::catch_unwind(wait_for_pools);

@@ -46,6 +46,7 @@ fn main() {
                 "dynamic_spec" => dynamic_spec(),
                 "dynamic_crash" => dynamic_crash(),
                 "dynamic_orphans" => dynamic_orphans(),
+                "dynamic_static" => dynamic_static(),
                 "crash" => crash(),
                 "exit" => exit_in_task(),
                 "stopped" => stopped(),
@@ -197,6 +198,10 @@ fn drive() {
             "dynamic mode: a killed client leaves no worker behind",
             check_dynamic_orphans,
         ),
+        (
+            "program end runs the accepted tasks of a pool in a static",
+            check_dynamic_static,
+        ),
         ("a worker rank that crashes ends the job", check_crash),
         ("a task that exits its rank ends the job", check_exit),
         ("a stopped rank fails pending futures", check_stopped),
@@ -280,6 +285,28 @@ fn check_dynamic_orphans() {
     );
     // The client killed itself; its workers must not outlive it.
     assert_all_gone(&printed_pids(&job.output), "dynamic_orphans");
+}
+
+fn check_dynamic_static() {
+    let dir = common::marker("static");
+    std::fs::create_dir_all(&dir).expect("marker dir");
+    let mut cmd = Command::new(exe());
+    cmd.env("CF_MPI_MARKS", &dir);
+    let job = run_job(cmd, "dynamic_static", LONG * 2);
+    let ran = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(job.code, Some(0), "{}", job.output);
+    assert!(
+        job.output.contains("dynamic_static: returning"),
+        "{}",
+        job.output
+    );
+    assert_eq!(
+        ran, STATIC_TASKS,
+        "accepted tasks lost at exit:\n{}",
+        job.output
+    );
+    assert_all_gone(&printed_pids(&job.output), "dynamic_static");
 }
 
 fn check_crash() {
@@ -711,9 +738,9 @@ fn singleton() -> i32 {
     0
 }
 
-/// Dynamic mode from a program started alone: every test of the suite on a pool that
-/// spawns its own two workers (a session each, so spawning and disconnecting are tested
-/// 40 times over), then the pool's own checks.
+/// Dynamic mode from a program started alone: every test of the suite on a pool of two
+/// spawned workers (a session each: the workers are spawned once, then kept between
+/// sessions), and the pool's own checks.
 fn dynamic() -> i32 {
     let spawn = || {
         MpiPoolExecutor::builder()
@@ -742,6 +769,29 @@ fn dynamic() -> i32 {
     );
     assert!(!pids.contains(&std::process::id()));
     drop(pool);
+    // The next pool of the same size takes the same workers, idle since; another size
+    // spawns its own.
+    let again = spawn();
+    let again_pids: HashSet<u32> = again.ranks().iter().map(|r| r.pid).collect();
+    assert_eq!(again_pids, expected, "the idle workers were not reused");
+    drop(again);
+    let three = MpiPoolExecutor::builder()
+        .max_workers(3)
+        .start()
+        .expect("spawn three workers")
+        .expect("the pool");
+    print_pids(&three);
+    let three_pids: HashSet<u32> = three.ranks().iter().map(|r| r.pid).collect();
+    assert_eq!(three_pids.len(), 3);
+    assert!(three_pids.is_disjoint(&expected));
+    assert_eq!(
+        three
+            .map(common::double, 0..300u64)
+            .filter(Result::is_ok)
+            .count(),
+        300
+    );
+    drop(three);
     assert!(matches!(
         MpiPoolExecutor::builder().max_workers(0).start(),
         Err(BuildError::ZeroWorkers)
@@ -847,6 +897,40 @@ fn dynamic_orphans() -> i32 {
         libc::raise(libc::SIGKILL);
     }
     1
+}
+
+const STATIC_TASKS: usize = 8;
+
+/// A slow task that leaves a mark.
+fn slow_mark(path: String) -> u64 {
+    let v = common::fib(30);
+    std::fs::write(path, v.to_string()).expect("write the mark");
+    v
+}
+
+/// A pool in a `static`, its tasks accepted and far from done when `main` ends: program
+/// end runs them (Python's exit waits for its executors), then MPI finalizes cleanly.
+fn dynamic_static() -> i32 {
+    static POOL: std::sync::OnceLock<MpiPoolExecutor> = std::sync::OnceLock::new();
+    let dir = std::env::var("CF_MPI_MARKS").expect("CF_MPI_MARKS");
+    let pool = POOL.get_or_init(|| {
+        MpiPoolExecutor::builder()
+            .max_workers(2)
+            .start()
+            .expect("spawn")
+            .expect("the pool")
+    });
+    print_pids(pool);
+    let futs: Vec<_> = (0..STATIC_TASKS)
+        .map(|i| pool.submit(slow_mark, format!("{dir}/{i}")))
+        .collect();
+    let done = futs.iter().filter(|f| f.done()).count();
+    assert!(
+        done < STATIC_TASKS,
+        "every task ran before exit: the test proves nothing"
+    );
+    println!("dynamic_static: returning with {done} of {STATIC_TASKS} tasks done");
+    0
 }
 
 fn crash_now(_: ()) -> u32 {

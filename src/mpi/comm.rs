@@ -35,6 +35,8 @@ pub(crate) struct Env {
     pub(crate) serialized: bool,
     /// `MPI_Get_processor_name`.
     pub(crate) host: String,
+    /// The MPI thread.
+    pub(crate) thread: std::thread::ThreadId,
     jobs: Mutex<mpsc::Sender<Job>>,
 }
 
@@ -102,7 +104,7 @@ impl Drop for Session {
 fn start_mpi_thread(timeout: Duration) -> Result<Env, MpiError> {
     let (jobs, queue) = mpsc::channel::<Job>();
     let (ready, started) = mpsc::channel();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("cf-mpi".into())
         .spawn(move || {
             MPI_THREAD.with(|t| t.set(true));
@@ -148,7 +150,9 @@ fn start_mpi_thread(timeout: Duration) -> Result<Env, MpiError> {
                 let _ = done.send(());
             }
         })
-        .map_err(|e| MpiError::Start(format!("cannot start the MPI thread: {e}")))?;
+        .map_err(|e| MpiError::Start(format!("cannot start the MPI thread: {e}")))?
+        .thread()
+        .id();
     let (rank, size, serialized, host) = match started.recv_timeout(timeout) {
         Ok(info) => info?,
         Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -172,6 +176,7 @@ fn start_mpi_thread(timeout: Duration) -> Result<Env, MpiError> {
         size,
         serialized,
         host,
+        thread,
         jobs: Mutex::new(jobs),
     })
 }
@@ -182,6 +187,19 @@ impl Env {
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         // The MPI thread lives until exit; a send can only fail after finalization.
         let _ = jobs.send(Job::Run(Box::new(f)));
+    }
+
+    /// Runs `f` on the MPI thread and waits for its value, for at most `limit`.
+    pub(crate) fn call_timeout<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+        limit: Duration,
+    ) -> Option<T> {
+        let (tx, rx) = mpsc::channel();
+        self.run(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(limit).ok()
     }
 
     /// Runs `f` on the MPI thread and waits for its value.
@@ -196,6 +214,9 @@ impl Env {
 }
 
 extern "C" fn finalize_at_exit() {
+    // Pools still alive end their sessions first (the wait of program end, which may have
+    // been registered before this handler, and so would run after it).
+    crate::exit::wait_now();
     EXITING.store(true, Ordering::Release);
     let Some(Ok(env)) = ENV.get() else { return };
     if LOST.load(Ordering::Acquire) {
@@ -209,11 +230,13 @@ extern "C" fn finalize_at_exit() {
     if SESSIONS.load(Ordering::Acquire) > 0 {
         eprintln!(
             "concurrent_futures: rank {} is exiting in the middle of a pool session (did a task \
-             call std::process::exit, or was the pool leaked?); aborting the MPI job",
+             call std::process::exit, or did the wait for a live pool time out?); aborting the MPI job",
             env.rank
         );
         abort(1);
     }
+    // Idle spawned workers quit and disconnect first (a job queued before `Finalize`).
+    super::spawned::release_at_exit(env);
     let (done, finalized) = mpsc::channel();
     if let Ok(jobs) = env.jobs.lock() {
         let _ = jobs.send(Job::Finalize(done));
@@ -250,7 +273,8 @@ pub(crate) fn abort(code: i32) -> ! {
 #[derive(Clone, Copy)]
 pub(crate) struct Comm {
     raw: ffi::MPI_Comm,
-    /// An intercommunicator made by `MPI_Comm_spawn`: disconnected when the session ends.
+    /// An intercommunicator made by `MPI_Comm_spawn` (or its other side): disconnected
+    /// when its workers quit (see `spawned`).
     spawned: bool,
 }
 

@@ -186,6 +186,7 @@ impl Default for MpiPoolBuilder {
                 window: 64,
                 unresponsive_after: Duration::from_secs(60),
                 start_timeout: Duration::from_secs(300),
+                spawn: None,
             },
             local_workers: None,
             spawn: None,
@@ -326,13 +327,25 @@ impl MpiPoolBuilder {
         let env =
             comm::env(self.config.start_timeout).map_err(|e| BuildError::Mpi(e.to_string()))?;
         if let Some(n) = self.spawn {
-            let info = spawn_hints(self.spawn_info);
-            let comm = env
-                .call(move || Comm::spawn(n, &info))
-                .map_err(|e| BuildError::Mpi(e.to_string()))?;
+            let key = (n, spawn_hints(self.spawn_info));
+            let mut config = self.config;
+            config.spawn = Some(key.clone());
+            let limit = config.start_timeout;
+            let comm = match env.call_timeout(move || spawned::take_or_spawn(&key), limit) {
+                Some(comm) => comm.map_err(|e| BuildError::Mpi(e.to_string()))?,
+                None => {
+                    // The MPI thread is stuck in the library: MPI cannot be finalized.
+                    comm::mark_lost();
+                    return Err(BuildError::Mpi(format!(
+                        "MPI_Comm_spawn did not return within {limit:?} (the start timeout); \
+                         the process will end with status 1"
+                    )));
+                }
+            };
             let workers = 0..i32::try_from(n).unwrap_or(i32::MAX);
-            let client = Client::start(env, self.config, comm, workers)
+            let client = Client::start(env, config, comm, workers)
                 .map_err(|e| BuildError::Mpi(e.to_string()))?;
+            crate::exit::watch(&client, vec![env.thread]);
             return Ok(Some(MpiPoolExecutor {
                 inner: Inner::Ranks(client),
             }));
@@ -353,11 +366,12 @@ impl MpiPoolBuilder {
         }
         if env.rank != 0 {
             let _session = comm::Session::begin();
-            worker::serve(env, Comm::world());
+            worker::serve(env, Comm::world(), DEFAULT_BACKOFF_CAP);
             return Ok(None);
         }
         let client = Client::start(env, self.config, Comm::world(), 1..env.size)
             .map_err(|e| BuildError::Mpi(e.to_string()))?;
+        crate::exit::watch(&client, vec![env.thread]);
         Ok(Some(MpiPoolExecutor {
             inner: Inner::Ranks(client),
         }))

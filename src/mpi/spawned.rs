@@ -1,18 +1,31 @@
-//! Workers started by `MPI_Comm_spawn` (dynamic mode, `MpiPoolBuilder::max_workers`). Such a
-//! process runs this very executable with one argument, [`SPAWNED_WORKER_ARG`]; before
-//! `main`, it joins MPI, serves the session of the process that spawned it, disconnects,
-//! and exits. So the program's own `main` never runs there, whatever it does with its
-//! arguments (as in a process pool's workers).
+//! Dynamic mode (`MpiPoolBuilder::max_workers`): workers started by `MPI_Comm_spawn`.
+//!
+//! * **A spawned worker** runs this very executable with one argument,
+//!   [`SPAWNED_WORKER_ARG`]; before `main`, it joins MPI and serves the sessions of the
+//!   process that spawned it, until that process says `Quit`; then it disconnects and
+//!   exits. So the program's own `main` never runs there, whatever it does with its
+//!   arguments (as in a process pool's workers).
+//! * **The client keeps its workers.** When a dynamic pool's session ends, its workers wait
+//!   for the next one, kept here as an idle [`Group`]; the next dynamic pool with the same
+//!   size and spawn hints takes them instead of spawning. Spawning is slow (a few hundred
+//!   ms), and Open MPI 4.1 with PMIx 4 can hang inside `MPI_Comm_spawn` when a process calls
+//!   it many times. At exit, idle groups are told to quit and disconnected, before MPI is
+//!   finalized.
 
 use std::time::Duration;
 
-use super::comm::{self, Comm, SPAWNED_WORKER_ARG};
+use super::comm::{self, Comm, Env, Port, SPAWNED_WORKER_ARG};
+use super::error::MpiError;
+use super::wire::{self, kind};
 use super::worker;
-use crate::os;
+use crate::os::{self, Pidfd};
+use crate::sync::{Mutex, lock};
 
 /// How long a spawned worker waits in `MPI_Init`: its parent is already initialized, so
 /// this only bounds a broken MPI installation.
 const INIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often an idle spawned worker looks for the next session, at most.
+const IDLE_CAP: Duration = Duration::from_millis(10);
 
 os::before_main!(SPAWNED_WORKER = before_main);
 
@@ -38,7 +51,8 @@ fn asked() -> bool {
     cmdline.split(|b| *b == 0).nth(1) == Some(SPAWNED_WORKER_ARG.as_bytes())
 }
 
-/// Serves the parent's session; the exit status of the process. MPI is finalized at exit.
+/// Serves the parent's sessions until it says `Quit`; the exit status of the process. MPI
+/// is finalized at exit.
 fn serve_parent() -> i32 {
     crate::unwind::install_hook();
     let env = match comm::env(INIT_TIMEOUT) {
@@ -57,8 +71,80 @@ fn serve_parent() -> i32 {
     };
     {
         let _session = comm::Session::begin();
-        worker::serve(env, parent);
+        // The first session starts at once; between sessions, look less often.
+        let mut cap = super::DEFAULT_BACKOFF_CAP;
+        while worker::serve(env, parent, cap) {
+            cap = IDLE_CAP;
+        }
     }
     env.call(move || parent.disconnect());
     0
+}
+
+/// What identifies interchangeable workers: how many, spawned with which hints.
+pub(crate) type SpawnKey = (usize, Vec<(String, String)>);
+
+/// Spawned workers between two sessions.
+pub(crate) struct Group {
+    key: SpawnKey,
+    comm: Comm,
+    /// The workers' processes, where they run on this host.
+    processes: Vec<Pidfd>,
+}
+
+static IDLE: Mutex<Vec<Group>> = Mutex::new(Vec::new());
+
+/// The workers for a new dynamic session: an idle group with this key, else `n` new ones.
+/// On the MPI thread.
+pub(crate) fn take_or_spawn(key: &SpawnKey) -> Result<Comm, MpiError> {
+    let idle = {
+        let mut groups = lock(&IDLE);
+        groups
+            .iter()
+            .position(|g| g.key == *key)
+            .map(|i| groups.swap_remove(i))
+    };
+    if let Some(group) = idle {
+        if group.processes.iter().any(Pidfd::exited) {
+            // A worker died between sessions: its group cannot be disconnected any more,
+            // so MPI cannot be finalized; spawn a new one, and abort at exit.
+            eprintln!(
+                "concurrent_futures: a spawned MPI worker died while idle; spawning new ones \
+                 (the process will end with status 1)"
+            );
+            comm::mark_lost();
+        } else {
+            return Ok(group.comm);
+        }
+    }
+    Comm::spawn(key.0, &key.1)
+}
+
+/// Keeps the workers of a session that ended well for the next dynamic session.
+pub(crate) fn keep(key: SpawnKey, comm: Comm, processes: Vec<Pidfd>) {
+    lock(&IDLE).push(Group {
+        key,
+        comm,
+        processes,
+    });
+}
+
+/// Tells every idle group to quit and disconnects it. On the MPI thread, at exit.
+pub(crate) fn release_idle() {
+    let groups = std::mem::take(&mut *lock(&IDLE));
+    for g in groups {
+        let mut port = Port::new(g.comm);
+        for rank in 0..g.key.0 as i32 {
+            port.send(rank, wire::TO_WORKER, wire::bare(kind::QUIT));
+        }
+        port.flush();
+        drop(port);
+        g.comm.disconnect();
+    }
+}
+
+/// Releases the idle groups on the MPI thread, before `MPI_Finalize` (which the caller
+/// queues next).
+pub(crate) fn release_at_exit(env: &Env) {
+    env.run(release_idle);
 }

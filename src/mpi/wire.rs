@@ -34,6 +34,8 @@ pub(crate) mod kind {
     pub(crate) const REVOKE: u8 = 3;
     pub(crate) const PING: u8 = 4;
     pub(crate) const EXIT: u8 = 5;
+    /// To an idle spawned worker between sessions: no more sessions, disconnect and exit.
+    pub(crate) const QUIT: u8 = 6;
     pub(crate) const HELLO: u8 = 11;
     pub(crate) const DONE: u8 = 12;
     pub(crate) const REVOKED: u8 = 13;

@@ -63,29 +63,34 @@ struct Shared {
 
 /// Serves one session on this worker rank, whose client is rank 0 of `comm`'s other side
 /// (the world's rank 0, or the parent that spawned this process); returns when it is over
-/// (or was refused).
-pub(crate) fn serve(env: &'static Env, comm: Comm) {
+/// (or was refused): true, or false if the client said `Quit` instead of starting one.
+/// Waiting for the session's start, it polls at most every `idle_cap`.
+pub(crate) fn serve(env: &'static Env, comm: Comm, idle_cap: Duration) -> bool {
     let outcome = if env.serialized {
-        join_and_run(env, comm)
+        join_and_run(env, comm, idle_cap)
     } else {
-        env.call(move || join_and_run(env, comm))
+        env.call(move || join_and_run(env, comm, idle_cap))
     };
-    if let Err(e) = outcome {
-        // A rank that cannot follow the protocol would leave rank 0 waiting: end the job.
-        eprintln!(
-            "concurrent_futures: rank {} (pid {}): {e}; aborting the MPI job",
-            env.rank,
-            std::process::id()
-        );
-        comm::abort(3);
+    match outcome {
+        Ok(started) => started,
+        Err(e) => {
+            // A rank that cannot follow the protocol would leave rank 0 waiting: end the job.
+            eprintln!(
+                "concurrent_futures: rank {} (pid {}): {e}; aborting the MPI job",
+                env.rank,
+                std::process::id()
+            );
+            comm::abort(3);
+        }
     }
 }
 
 /// Waits for rank 0's `Start`, answers with this rank's `Hello`, then runs the session.
-fn join_and_run(env: &'static Env, comm: Comm) -> Result<(), MpiError> {
+/// False if rank 0 said `Quit` instead.
+fn join_and_run(env: &'static Env, comm: Comm, idle_cap: Duration) -> Result<bool, MpiError> {
     let mut port = Port::new(comm);
-    // Rank 0 tells the backoff cap in `Start`; until then, the default.
-    let mut backoff = Backoff::new(super::DEFAULT_BACKOFF_CAP);
+    // Rank 0 tells the backoff cap in `Start`; until then, `idle_cap`.
+    let mut backoff = Backoff::new(idle_cap);
     let buf = loop {
         if let Some((_, buf)) = port.probe(wire::TO_WORKER) {
             break buf;
@@ -93,6 +98,9 @@ fn join_and_run(env: &'static Env, comm: Comm) -> Result<(), MpiError> {
         backoff.wait();
     };
     let (mut r, k) = Reader::new(&buf)?;
+    if k == kind::QUIT {
+        return Ok(false);
+    }
     if k != kind::START {
         return Err(MpiError::UnexpectedKind {
             rank: 0,
@@ -118,7 +126,7 @@ fn join_and_run(env: &'static Env, comm: Comm) -> Result<(), MpiError> {
              fingerprint {ours:016x}, rank 0 has {theirs:016x}); it runs no task",
             env.rank
         );
-        return Ok(());
+        return Ok(true);
     }
     let shared = Arc::new(Shared {
         link: Mutex::new(Link {
@@ -142,7 +150,7 @@ fn join_and_run(env: &'static Env, comm: Comm) -> Result<(), MpiError> {
     let result = task_loop(&shared);
     shared.over.store(true, Ordering::Release);
     shared.nap.1.notify_all();
-    result
+    result.map(|()| true)
 }
 
 /// Runs calls; probes and sends whenever it has none to run.

@@ -474,13 +474,21 @@ impl Dispatcher {
         }
     }
 
-    /// After the session: waits for the last sends, and lets spawned workers go (they exit
-    /// once disconnected). A session that lost a worker cannot disconnect from it (that
-    /// would wait for it forever): the job is aborted at exit instead.
+    /// After the session: waits for the last sends; spawned workers are kept for the next
+    /// dynamic session (see `spawned`). A session that lost a worker cannot disconnect from
+    /// it (that would wait for it forever): the job is aborted at exit instead.
     pub(super) fn close(mut self) {
         self.port.flush();
-        if !self.links.iter().any(|l| l.lost) {
-            self.port.comm().disconnect();
+        if self.links.iter().any(|l| l.lost) {
+            return;
+        }
+        if let Some(key) = self.config.spawn.take() {
+            let processes = self
+                .links
+                .iter_mut()
+                .filter_map(|l| l.process.take())
+                .collect();
+            super::super::spawned::keep(key, self.port.comm(), processes);
         }
     }
 

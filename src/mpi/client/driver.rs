@@ -126,3 +126,14 @@ impl Driver {
         self.client.ended.notify_all();
     }
 }
+
+/// Program end ends a session still open, as `shutdown(true)` would (see `crate::exit`).
+impl crate::exit::Watched for Driver {
+    fn stop_accepting(&self) {
+        self.client.shutdown(false);
+    }
+
+    fn wait_done(&self) {
+        self.join();
+    }
+}

@@ -43,6 +43,9 @@ pub(crate) struct Config {
     pub(crate) unresponsive_after: Duration,
     /// How long rank 0 waits for every rank to join the session.
     pub(crate) start_timeout: Duration,
+    /// Dynamic mode: the workers were spawned with this key, and are kept for the next
+    /// session with the same one.
+    pub(crate) spawn: Option<super::spawned::SpawnKey>,
 }
 
 /// A worker rank that holds tasks and has been silent this long is asked for a sign of life.
