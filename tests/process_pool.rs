@@ -60,6 +60,42 @@ fn tasks_run_in_other_processes_and_callbacks_in_this_one() {
     assert_eq!(rx.recv_timeout(LONG), Ok(me), "callbacks run in the parent");
 }
 
+/// Nobody waits on these futures: their results reach the callbacks only if the manager
+/// thread reads them, whether it was asleep (after a quiet spell) or still looking on its own
+/// (right after other submissions, when a submission does not wake it). Bursts of
+/// submissions and quiet spells of several lengths alternate, 600 tasks in all.
+#[test]
+fn results_nobody_waits_for_still_reach_their_callbacks() {
+    let _w = watchdog("results_nobody_waits_for_still_reach_their_callbacks");
+    let pool = pool(2);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut sent = 0u64;
+    for round in 0..60u64 {
+        for i in 0..10u64 {
+            let fut = pool.submit(common::double, round * 10 + i);
+            let tx = tx.clone();
+            fut.add_done_callback(move |f| {
+                let _ = tx.send(f.result());
+            });
+            sent += 1;
+        }
+        // Every result of the burst arrives with no thread waiting on the pool.
+        for _ in 0..10 {
+            let got = rx
+                .recv_timeout(LONG)
+                .expect("a result nobody waited for was never read");
+            assert!(got.is_ok(), "{got:?}");
+        }
+        // A quiet spell: none, short (the manager still looks on its own), long (it sleeps).
+        let quiet = Duration::from_micros([0, 50, 400, 3_000][round as usize % 4]);
+        let until = Instant::now() + quiet;
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+    assert_eq!(sent, 600);
+}
+
 #[test]
 fn a_panicking_task_fails_alone_and_the_worker_lives() {
     let _w = watchdog("a_panicking_task_fails_alone_and_the_worker_lives");

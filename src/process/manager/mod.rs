@@ -49,6 +49,9 @@ const POLL_MAX: Duration = Duration::from_millis(50);
 /// How long the manager thread leaves results in flight to a user thread that may come to
 /// read them itself, before it reads them (for callbacks and `as_completed`).
 const READ_GRACE: Duration = Duration::from_micros(100);
+/// How long after the last submission the manager thread keeps looking every `READ_GRACE`
+/// instead of sleeping until woken: while tasks keep coming, a submission wakes no thread.
+const LINGER: Duration = Duration::from_millis(1);
 
 /// Settings fixed when the pool is built.
 pub(crate) struct Config {
@@ -124,6 +127,11 @@ struct State {
     finished: bool,
     /// Workers to start (replacements), by the manager thread.
     respawn: usize,
+    /// The manager thread looks on its own every `READ_GRACE` (it saw work lately), so a
+    /// submission need not wake it.
+    lingering: bool,
+    /// When the last task was submitted.
+    last_submit: Instant,
 }
 
 /// Tasks to complete once the reader is released (completing runs callbacks, which may
@@ -190,6 +198,8 @@ impl Manager {
                 startup_error: None,
                 finished: false,
                 respawn: 0,
+                lingering: false,
+                last_submit: Instant::now(),
             }),
             changed: Condvar::new(),
             reader: Mutex::new(None),
@@ -266,9 +276,11 @@ impl Manager {
         }
         let was_quiet = !expecting(&st);
         dispatch(&mut st);
-        if was_quiet && expecting(&st) {
+        st.last_submit = Instant::now();
+        if was_quiet && expecting(&st) && !st.lingering {
             // Someone must read what comes: the manager thread, unless the submitter comes to
             // wait for its result first (it usually does, long before the manager is awake).
+            // A lingering manager looks by itself within `READ_GRACE`.
             self.changed.notify_all();
         }
         Ok(())
@@ -449,11 +461,20 @@ impl Manager {
                         // itself (it usually does, within microseconds); read only if none did.
                         st = sync::wait_until(&self.changed, st, Instant::now() + READ_GRACE).0;
                         if self.result_unclaimed(&st) {
+                            st.lingering = false;
                             break;
                         }
                         continue;
                     }
-                    st = sync::wait(&self.changed, st);
+                    // Tasks came lately: look again soon by itself (submissions do not wake a
+                    // lingering manager, see `submit`). Otherwise sleep until woken. Both are
+                    // decided under the state lock, so no submission is missed.
+                    st.lingering = st.last_submit.elapsed() < LINGER;
+                    st = if st.lingering {
+                        sync::wait_until(&self.changed, st, Instant::now() + READ_GRACE).0
+                    } else {
+                        sync::wait(&self.changed, st)
+                    };
                 }
                 if st.respawn > 0 {
                     continue;
