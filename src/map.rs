@@ -411,12 +411,18 @@ where
 {
     type Item = Result<R, TaskError>;
 
+    /// Only the commonest case inline (a result ready in the current block), so that a
+    /// consumer's loop (`collect` into a `Result`) inlines this whole and keeps its
+    /// per-item work to a few instructions; the rest is `next_slow`.
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        match &mut self.mode {
-            Mode::Blocks(b) => b.next(),
-            Mode::Chunks(c) => c.next(),
+        if let Mode::Blocks(b) = &mut self.mode {
+            // SAFETY: the cursor was last advanced in the front block, which `queue` holds.
+            if let Some(v) = unsafe { b.cursor.next_ready() } {
+                return Some(Ok(v));
+            }
         }
+        self.next_slow()
     }
 
     /// Exact when the input's length is known: every item yields one result.
@@ -434,6 +440,23 @@ where
         match self.mode {
             Mode::Blocks(b) => b.fold(init, f),
             Mode::Chunks(c) => c.fold(init, f),
+        }
+    }
+}
+
+impl<E, I, A, R> Map<'_, E, I, A, R>
+where
+    E: Executor,
+    I: Iterator<Item = A>,
+    A: Payload,
+    R: Payload,
+{
+    /// Past the ready results of a block; every step of the chunked path.
+    #[inline(never)]
+    fn next_slow(&mut self) -> Option<Result<R, TaskError>> {
+        match &mut self.mode {
+            Mode::Blocks(b) => b.advance(),
+            Mode::Chunks(c) => c.next(),
         }
     }
 }
@@ -586,15 +609,6 @@ where
                 break;
             }
             self.queue.push_back(block);
-        }
-    }
-
-    #[inline]
-    fn next(&mut self) -> Option<Result<R, TaskError>> {
-        // SAFETY: the cursor was last advanced in the front block, which `queue` holds.
-        match unsafe { self.cursor.next_ready() } {
-            Some(v) => Some(Ok(v)),
-            None => self.advance(),
         }
     }
 
