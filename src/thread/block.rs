@@ -651,6 +651,11 @@ impl ThreadPoolExecutor {
         self.registry.clone()
     }
 
+    /// Why a task would be refused now (shut down or broken), if it would.
+    pub(crate) fn refusal(&self) -> Option<SubmitError> {
+        self.registry.refusal_now()
+    }
+
     /// Whether a thread waiting on this pool may run its tasks (`caller_runs`).
     pub(crate) fn caller_runs(&self) -> bool {
         self.registry.inline
