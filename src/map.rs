@@ -341,20 +341,8 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
                 return Err(());
             }
         }
-        let t0 = Instant::now();
-        let st = fut.state();
         Ok(match fut.into_result_no_help() {
             Ok(chunk) => {
-                if std::env::var_os("CF_DEBUG").is_some() {
-                    eprintln!(
-                        "len {} elapsed {:?} waited {:?} state {:?} size {}",
-                        chunk.len(),
-                        chunk.elapsed,
-                        t0.elapsed(),
-                        st,
-                        self.sizer.size
-                    );
-                }
                 self.sizer.observe(chunk.len(), chunk.elapsed);
                 Drain::of(chunk)
             }
