@@ -485,10 +485,12 @@ const INLINE_ENTER_NS: f64 = 4.0;
 /// The caller launches blocks again when one it ran took longer than this per item.
 const INLINE_LEAVE_NS: f64 = 2.5;
 
-/// Items of the first block the caller runs itself, and of the largest (the sizes double):
-/// a change of cost is noticed within one block.
+/// Items of the first block the caller runs itself, and of the largest (the sizes double),
+/// and of each of their pieces: the caller times every piece, and when items turn out
+/// dearer, the workers take the block's remaining pieces.
 const INLINE_FIRST: usize = 1024;
 const INLINE_MAX: usize = 4096;
+const INLINE_PIECE: usize = 1024;
 
 /// A block of a thread-pool `map`: items moved in from the input, a function pointer.
 type MapBlock<A, R> = Block<VecSource<A>, fn(A) -> R, R>;
@@ -497,12 +499,13 @@ type MapBlock<A, R> = Block<VecSource<A>, fn(A) -> R, R>;
 /// `thread/block.rs`), results yielded in place.
 ///
 /// Items that cost less than their trip to a worker and back (`INLINE_ENTER_NS`) are not
-/// handed to the workers: the caller runs each block itself, as one piece, when it reaches
-/// it (the map then costs about what a plain loop does). Only with the default options
-/// and `caller_runs`: an explicit `chunksize`, `buffersize` or `timeout` keeps the workers
-/// on every block. The caller's blocks are small and timed; when items turn out dearer
-/// (`INLINE_LEAVE_NS`), the next blocks go to the workers again. A block the caller would
-/// run is refused as a launched one is once the pool is shut down.
+/// handed to the workers: the caller runs each block itself, piece by piece, when it
+/// reaches it (the map then costs about what a plain loop does). Only with the default
+/// options and `caller_runs`: an explicit `chunksize`, `buffersize` or `timeout` keeps the
+/// workers on every block. The caller's blocks are small and their pieces timed; when items
+/// turn out dearer (`INLINE_LEAVE_NS`), the block is launched (the workers take its
+/// remaining pieces from the back) and the next blocks go to the workers again. A block
+/// the caller would run is refused as a launched one is once the pool is shut down.
 struct Blocks<'a, I, A, R> {
     pool: &'a crate::ThreadPoolExecutor,
     f: fn(A) -> R,
@@ -624,20 +627,22 @@ where
                 break;
             }
             let piece = if self.inline {
-                items.len()
+                INLINE_PIECE
             } else {
                 self.piece_len(items.len())
             };
-            let block = Arc::new(
-                Block::new(
-                    self.f,
-                    VecSource::new(items),
-                    output,
-                    piece,
-                    self.pool.registry(),
-                )
-                .workers_from_back(self.help),
-            );
+            let mut block = Block::new(
+                self.f,
+                VecSource::new(items),
+                output,
+                piece,
+                self.pool.registry(),
+            )
+            .workers_from_back(self.help);
+            if self.inline {
+                block = block.by_caller();
+            }
+            let block = Arc::new(block);
             let refused = if self.inline {
                 self.pool
                     .refusal()
@@ -663,7 +668,12 @@ where
                 return self.last_error.take().map(Err);
             };
             match self.cursor.advance(&*block, self.help, self.deadline) {
-                Step::Item(r) => return Some(r),
+                Step::Item(r) => {
+                    if self.inline {
+                        self.check_inline(&block);
+                    }
+                    return Some(r);
+                }
                 Step::End => self.next_block(),
                 Step::TimedOut => {
                     self.cancel_all();
@@ -673,6 +683,21 @@ where
                     return Some(Err(TaskError::Timeout));
                 }
             }
+        }
+    }
+
+    /// After the caller ran a piece of its own block: if the items turned out dearer than
+    /// `leave_ns`, the workers get the block's remaining pieces, and the next blocks.
+    fn check_inline(&mut self, block: &Arc<MapBlock<A, R>>) {
+        if !block.is_by_caller() || block.ns_per_item().is_none_or(|ns| ns <= self.leave_ns) {
+            return;
+        }
+        self.inline = false;
+        self.inline_len = INLINE_FIRST;
+        if block.has_unclaimed() && !block.launched() && self.pool.refusal().is_none() {
+            // A refusal racing this closes the block: its remaining items fail with it, as
+            // those of a block refused at launch.
+            let _ = block.launch(self.pool);
         }
     }
 
@@ -689,16 +714,18 @@ where
             self.block_len = ideal
                 .min(self.block_len.saturating_mul(16))
                 .clamp(1, MAX_BLOCK);
-            if self.inline {
-                if ns > self.leave_ns {
-                    self.inline = false;
-                    self.inline_len = INLINE_FIRST;
-                } else {
+            if done.is_by_caller() {
+                // Timed by the caller (`check_inline` left if it was too slow).
+                if self.inline {
                     self.inline_len = (self.inline_len * 2).min(INLINE_MAX);
                 }
-            } else if ns < INLINE_ENTER_NS && done.piece_len() > 1 && self.may_inline() {
-                // Measured over pieces of several items (with one item per piece, as in
-                // the first block, the clock's own cost dominates).
+            } else if !self.inline
+                && ns < INLINE_ENTER_NS
+                && done.piece_len() > 1
+                && self.may_inline()
+            {
+                // Measured by the workers over pieces of several items (with one item per
+                // piece, as in the first block, the clock's own cost dominates).
                 self.inline = true;
             }
         }
@@ -1146,7 +1173,7 @@ mod inline_tests {
         assert_eq!(out, (0..N).map(|x| x * 2).collect::<Vec<_>>());
         // The fold path, and an input of unknown length.
         let odd = (0..N).filter(|x| x % 3 != 0);
-        let it = inline_map(&pool, double_noting_worker, odd.clone());
+        let it = inline_map(&pool, double, odd.clone());
         let sum: u64 = it.map(Result::unwrap).sum();
         assert_eq!(sum, odd.map(|x| x * 2).sum::<u64>());
         assert_eq!(WORKER_RAN.load(SeqCst), 0, "a worker ran an item");
@@ -1291,12 +1318,54 @@ mod inline_tests {
         b.leave_ns = -1.0; // every block the caller runs is too slow
         for i in 0..200_000u64 {
             assert_eq!(it.next(), Some(Ok(i * 2)));
-            if i == 100_000 {
+            if i == PROBED + 100 {
+                // The caller ran its first block (one piece): too slow, so the next blocks
+                // go to the workers (they may come back to the caller later).
                 assert!(!blocks(&mut it).inline, "still on the caller");
-                blocks(&mut it).leave_ns = f64::INFINITY;
             }
         }
         assert_eq!(it.next(), None);
+    }
+
+    /// The caller's blocks after the probes: `[128, 1152)`, `[1152, 3200)`, then
+    /// `[3200, 7296)` in four pieces.
+    const BIG: std::ops::Range<u64> = 3200..7296;
+
+    static WORKER_TOOK: (std::sync::Mutex<usize>, std::sync::Condvar) =
+        (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+    /// Items of the big block after its first piece: on a worker, they note it; on the
+    /// caller, they wait (bounded) until a worker took one.
+    fn waits_for_a_worker(x: u64) -> u64 {
+        if BIG.contains(&x) && x >= BIG.start + INLINE_PIECE as u64 {
+            let (took, cv) = &WORKER_TOOK;
+            let mut n = took.lock().unwrap();
+            if on_worker() {
+                *n += 1;
+                cv.notify_all();
+            } else {
+                let (g, t) = cv.wait_timeout_while(n, LONG, |n| *n == 0).unwrap();
+                assert!(!t.timed_out(), "no worker took a piece of the block");
+                n = g;
+            }
+            drop(n);
+        }
+        x * 2
+    }
+
+    #[test]
+    fn a_piece_found_dearer_hands_the_rest_of_the_block_to_the_workers() {
+        let pool = ThreadPoolExecutor::new(2);
+        let mut it = inline_map(&pool, waits_for_a_worker, 0..10_000u64);
+        for i in 0..10_000u64 {
+            if i == BIG.start {
+                // The caller's next piece, the big block's first, will be too slow.
+                blocks(&mut it).leave_ns = -1.0;
+            }
+            assert_eq!(it.next(), Some(Ok(i * 2)));
+        }
+        assert_eq!(it.next(), None);
+        assert!(*WORKER_TOOK.0.lock().unwrap() > 0);
     }
 
     #[test]
