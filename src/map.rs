@@ -482,7 +482,8 @@ const PIECE_NS: f64 = 20_000.0;
 /// caller runs the next blocks itself (see `Blocks`).
 const INLINE_ENTER_NS: f64 = 4.0;
 
-/// The caller launches blocks again when one it ran took longer than this per item.
+/// The caller hands its block to the workers when a piece of it took longer than this per
+/// item (timed by the caller: nothing crosses threads, hence below `INLINE_ENTER_NS`).
 const INLINE_LEAVE_NS: f64 = 2.5;
 
 /// Items of the first block the caller runs itself, and of the largest (the sizes double),
