@@ -501,6 +501,50 @@ fn map_failures_are_per_item_and_every_value_is_dropped_once() {
     }
 }
 
+fn cheap_failing(x: u64) -> u64 {
+    assert!(x % 100_000 != 99_999, "item {x} fails");
+    x ^ 0x5a
+}
+
+/// Cheap items (the caller may end up running the blocks alone): per-item failures, order,
+/// and every value dropped once when the iterator stops early.
+#[test]
+fn a_long_map_of_cheap_items_keeps_order_failures_and_drops() {
+    let _w = watchdog("a_long_map_of_cheap_items_keeps_order_failures_and_drops");
+    let pool = ThreadPoolExecutor::new(2);
+    const N: u64 = 1_000_000;
+    let mut failed = 0;
+    for (i, r) in pool.map(cheap_failing, 0..N).enumerate() {
+        let i = i as u64;
+        if i % 100_000 == 99_999 {
+            let e = r.expect_err("item should fail");
+            assert_eq!(
+                e.panic().expect("a panic").message(),
+                format!("item {i} fails")
+            );
+            failed += 1;
+        } else {
+            assert_eq!(r, Ok(i ^ 0x5a));
+        }
+    }
+    assert_eq!(failed, 10);
+    for stop in [100_000, 250_001] {
+        let items: Vec<Tracked> = (0..300_000).map(|i| Tracked::new(i, 3)).collect();
+        let mut it = pool.map(tracked_double, items);
+        for i in 0..stop {
+            match it.next() {
+                Some(Ok(t)) => assert_eq!(t.value, 2 * i),
+                Some(Err(e)) => assert_eq!(i % 1000, 999, "item {i} failed: {e}"),
+                None => panic!("ended at {i}"),
+            }
+        }
+        drop(it);
+        eventually("every item and result is dropped", || {
+            LIVE[3].load(Ordering::SeqCst) == 0
+        });
+    }
+}
+
 /// The gate for `gated`: items other than 0 wait for it (bounded), then count themselves.
 static GATE: (std::sync::Mutex<bool>, std::sync::Condvar) =
     (std::sync::Mutex::new(false), std::sync::Condvar::new());
