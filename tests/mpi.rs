@@ -144,6 +144,18 @@ fn run_job(mut cmd: Command, case: &str, limit: Duration) -> Job {
     }
 }
 
+/// This binary started alone (a singleton); as root, with Open MPI's leave to run as root,
+/// which the runtime it starts for `MPI_Comm_spawn` needs.
+fn alone() -> Command {
+    let mut cmd = Command::new(exe());
+    // SAFETY: `geteuid` has no preconditions.
+    if is_open_mpi() && unsafe { libc::geteuid() } == 0 {
+        cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    }
+    cmd
+}
+
 fn mpi_job(case: &str, ranks: u32, limit: Duration) -> Job {
     let mut cmd = mpirun();
     cmd.args(["-n", &ranks.to_string()]).arg(exe());
@@ -243,7 +255,7 @@ fn check_singleton() {
 }
 
 fn check_dynamic() {
-    let job = run_job(Command::new(exe()), "dynamic", Duration::from_secs(600));
+    let job = run_job(alone(), "dynamic", Duration::from_secs(600));
     print!("{}", job.output);
     assert_eq!(job.code, Some(0), "the dynamic suite failed");
     assert!(job.output.contains(" passed, 0 failed"), "no summary line");
@@ -260,7 +272,7 @@ fn check_dynamic_spec() {
 }
 
 fn check_dynamic_crash() {
-    let job = run_job(Command::new(exe()), "dynamic_crash", LONG * 2);
+    let job = run_job(alone(), "dynamic_crash", LONG * 2);
     assert!(
         job.output
             .contains("dynamic_crash: the future failed as expected"),
@@ -277,20 +289,21 @@ fn check_dynamic_crash() {
 }
 
 fn check_dynamic_orphans() {
-    let job = run_job(Command::new(exe()), "dynamic_orphans", LONG * 2);
-    assert!(
-        job.output.contains("dynamic_orphans: holding"),
-        "{}",
-        job.output
-    );
+    let job = run_job(alone(), "dynamic_orphans", LONG * 2);
     // The client killed itself; its workers must not outlive it.
-    assert_all_gone(&printed_pids(&job.output), "dynamic_orphans");
+    said_and_left_nothing(&job, "dynamic_orphans", "dynamic_orphans: holding");
+}
+
+/// The job printed `line`, and every process it named is gone.
+fn said_and_left_nothing(job: &Job, case: &str, line: &str) {
+    assert!(job.output.contains(line), "{}", job.output);
+    assert_all_gone(&printed_pids(&job.output), case);
 }
 
 fn check_dynamic_static() {
     let dir = common::marker("static");
     std::fs::create_dir_all(&dir).expect("marker dir");
-    let mut cmd = Command::new(exe());
+    let mut cmd = alone();
     cmd.env("CF_MPI_MARKS", &dir);
     let job = run_job(cmd, "dynamic_static", LONG * 2);
     let ran = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
@@ -357,12 +370,7 @@ fn check_stopped() {
 
 fn check_absent() {
     let job = mpi_job("absent", 3, LONG * 2);
-    assert!(
-        job.output.contains("absent: start failed as expected"),
-        "{}",
-        job.output
-    );
-    assert_all_gone(&printed_pids(&job.output), "absent");
+    said_and_left_nothing(&job, "absent", "absent: start failed as expected");
 }
 
 fn check_fingerprint() {
@@ -414,46 +422,22 @@ fn print_pids(pool: &MpiPoolExecutor) {
 /// Every rank goes through the same list; rank 0 runs each test in a new session.
 fn suite() -> i32 {
     let mut tests: Vec<Test> = SUITE.to_vec();
-    tests.extend_from_slice(&[
-        (
-            "tasks_run_on_other_ranks",
-            tasks_run_on_other_ranks as fn(&_),
-        ),
-        (
-            "panics_fail_the_task_and_the_rank_lives",
-            panics_fail_the_task_and_the_rank_lives,
-        ),
-        ("large_payloads_both_ways", large_payloads_both_ways),
-        ("values_that_cannot_cross", values_that_cannot_cross),
-        (
-            "idle_rank_takes_work_queued_behind_a_long_task",
-            idle_rank_takes_work_queued_behind_a_long_task,
-        ),
-        (
-            "callback_may_wait_on_another_task",
-            callback_may_wait_on_another_task,
-        ),
-        ("idle_ranks_do_not_spin", idle_ranks_do_not_spin),
-        ("map_of_many_items", map_of_many_items),
-    ]);
+    tests.push((
+        "tasks_run_on_other_ranks",
+        tasks_run_on_other_ranks as fn(&_),
+    ));
+    tests.extend_from_slice(POOL_CHECKS);
+    tests.push(("idle_ranks_do_not_spin", idle_ranks_do_not_spin));
     let (mut passed, mut failed, mut client) = (0, 0, false);
     for (name, test) in tests {
         let Some(pool) = MpiPoolExecutor::start() else {
             continue; // a worker rank: that session is over, on to the next
         };
         client = true;
-        let started = Instant::now();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&pool)));
-        drop(pool);
-        match outcome {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok ({:.1?})", started.elapsed());
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED");
-            }
+        if run_test(name, test, pool) {
+            passed += 1;
+        } else {
+            failed += 1;
         }
     }
     // A session with settings of its own (every rank builds it alike).
@@ -463,20 +447,14 @@ fn suite() -> i32 {
         .start()
         .expect("start a configured pool");
     if let Some(pool) = configured {
-        let started = Instant::now();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            window_limits_tasks_in_flight(&pool)
-        }));
-        drop(pool);
-        if outcome.is_ok() {
+        if run_test(
+            "window_limits_tasks_in_flight",
+            window_limits_tasks_in_flight,
+            pool,
+        ) {
             passed += 1;
-            println!(
-                "test window_limits_tasks_in_flight ... ok ({:.1?})",
-                started.elapsed()
-            );
         } else {
             failed += 1;
-            println!("test window_limits_tasks_in_flight ... FAILED");
         }
     }
     if client {
@@ -487,6 +465,37 @@ fn suite() -> i32 {
 
 /// A named test of a pool session on rank 0.
 type Test = (&'static str, fn(&MpiPoolExecutor));
+
+/// Runs `test` on `pool`, then ends the session; says how it went. True if it passed.
+fn run_test(name: &str, test: fn(&MpiPoolExecutor), pool: MpiPoolExecutor) -> bool {
+    let started = Instant::now();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&pool)));
+    drop(pool);
+    match outcome {
+        Ok(()) => println!("test {name} ... ok ({:.1?})", started.elapsed()),
+        Err(_) => println!("test {name} ... FAILED"),
+    }
+    outcome.is_ok()
+}
+
+/// The pool's own checks, on the ranks of a job and on spawned workers alike.
+const POOL_CHECKS: &[Test] = &[
+    (
+        "panics_fail_the_task_and_the_rank_lives",
+        panics_fail_the_task_and_the_rank_lives,
+    ),
+    ("large_payloads_both_ways", large_payloads_both_ways),
+    ("values_that_cannot_cross", values_that_cannot_cross),
+    (
+        "idle_rank_takes_work_queued_behind_a_long_task",
+        idle_rank_takes_work_queued_behind_a_long_task,
+    ),
+    (
+        "callback_may_wait_on_another_task",
+        callback_may_wait_on_another_task,
+    ),
+    ("map_of_many_items", map_of_many_items),
+];
 
 /// The shared behavioural suite, for this backend.
 const SUITE: &[Test] = suite_table!(MpiPoolExecutor);
@@ -738,17 +747,20 @@ fn singleton() -> i32 {
     0
 }
 
+/// A dynamic pool of `n` workers (spawned, or kept from an earlier pool of this size).
+fn spawned_pool(n: usize) -> MpiPoolExecutor {
+    MpiPoolExecutor::builder()
+        .max_workers(n)
+        .start()
+        .expect("spawn the workers")
+        .expect("dynamic mode returns the pool on the caller")
+}
+
 /// Dynamic mode from a program started alone: every test of the suite on a pool of two
 /// spawned workers (a session each: the workers are spawned once, then kept between
 /// sessions), and the pool's own checks.
 fn dynamic() -> i32 {
-    let spawn = || {
-        MpiPoolExecutor::builder()
-            .max_workers(2)
-            .start()
-            .expect("spawn two workers")
-            .expect("dynamic mode returns the pool on the caller")
-    };
+    let spawn = || spawned_pool(2);
     let pool = spawn();
     assert_eq!(pool.max_workers(), 2);
     let ranks = pool.ranks();
@@ -775,11 +787,7 @@ fn dynamic() -> i32 {
     let again_pids: HashSet<u32> = again.ranks().iter().map(|r| r.pid).collect();
     assert_eq!(again_pids, expected, "the idle workers were not reused");
     drop(again);
-    let three = MpiPoolExecutor::builder()
-        .max_workers(3)
-        .start()
-        .expect("spawn three workers")
-        .expect("the pool");
+    let three = spawned_pool(3);
     print_pids(&three);
     let three_pids: HashSet<u32> = three.ranks().iter().map(|r| r.pid).collect();
     assert_eq!(three_pids.len(), 3);
@@ -797,36 +805,15 @@ fn dynamic() -> i32 {
         Err(BuildError::ZeroWorkers)
     ));
     let mut tests: Vec<Test> = SUITE.to_vec();
-    tests.extend_from_slice(&[
-        (
-            "panics_fail_the_task_and_the_rank_lives",
-            panics_fail_the_task_and_the_rank_lives as fn(&_),
-        ),
-        ("large_payloads_both_ways", large_payloads_both_ways),
-        ("values_that_cannot_cross", values_that_cannot_cross),
-        (
-            "idle_rank_takes_work_queued_behind_a_long_task",
-            idle_rank_takes_work_queued_behind_a_long_task,
-        ),
-        (
-            "callback_may_wait_on_another_task",
-            callback_may_wait_on_another_task,
-        ),
-        ("map_of_many_items", map_of_many_items),
-    ]);
+    tests.extend_from_slice(POOL_CHECKS);
     let (mut passed, mut failed) = (0, 0);
     for (name, test) in tests {
         let pool = spawn();
         print_pids(&pool);
-        let started = Instant::now();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&pool)));
-        drop(pool);
-        if outcome.is_ok() {
+        if run_test(name, test, pool) {
             passed += 1;
-            println!("test {name} ... ok ({:.1?})", started.elapsed());
         } else {
             failed += 1;
-            println!("test {name} ... FAILED");
         }
     }
     println!("\ndynamic: {passed} passed, {failed} failed");
@@ -854,11 +841,7 @@ fn dynamic_spec() -> i32 {
 /// A spawned worker dies: its task fails with `WorkerDied` at once, the pool is broken
 /// (MPI cannot go on without the worker), and the process ends with status 1 when it exits.
 fn dynamic_crash() -> i32 {
-    let pool = MpiPoolExecutor::builder()
-        .max_workers(2)
-        .start()
-        .expect("spawn")
-        .expect("the pool");
+    let pool = spawned_pool(2);
     print_pids(&pool);
     let crashed = pool.submit(crash_now, ()).result_timeout(LONG);
     assert!(
@@ -876,11 +859,7 @@ fn dynamic_crash() -> i32 {
 
 /// The client is killed while its workers run tasks: they must go too.
 fn dynamic_orphans() -> i32 {
-    let pool = MpiPoolExecutor::builder()
-        .max_workers(2)
-        .start()
-        .expect("spawn")
-        .expect("the pool");
+    let pool = spawned_pool(2);
     print_pids(&pool);
     let gate = Gate::closed();
     let futs: Vec<_> = (0..2)
@@ -913,13 +892,7 @@ fn slow_mark(path: String) -> u64 {
 fn dynamic_static() -> i32 {
     static POOL: std::sync::OnceLock<MpiPoolExecutor> = std::sync::OnceLock::new();
     let dir = std::env::var("CF_MPI_MARKS").expect("CF_MPI_MARKS");
-    let pool = POOL.get_or_init(|| {
-        MpiPoolExecutor::builder()
-            .max_workers(2)
-            .start()
-            .expect("spawn")
-            .expect("the pool")
-    });
+    let pool = POOL.get_or_init(|| spawned_pool(2));
     print_pids(pool);
     let futs: Vec<_> = (0..STATIC_TASKS)
         .map(|i| pool.submit(slow_mark, format!("{dir}/{i}")))

@@ -84,7 +84,8 @@ impl<T: Send + Sync> TaskCell<T> for MpiCell<T> {
 /// # Running it
 ///
 /// * As root (containers): `mpirun --allow-run-as-root`, or set
-///   `OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1` (Open MPI).
+///   `OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1` (Open MPI; the variables
+///   are also what a program started alone needs to spawn workers as root).
 /// * More ranks than cores (a laptop, CI): `mpirun --oversubscribe -n 3` (Open MPI).
 /// * Or let the pool start its own workers, as mpi4py's `MPIPoolExecutor(max_workers=n)`
 ///   does: [`MpiPoolBuilder::max_workers`] spawns them (`MPI_Comm_spawn`), from a program

@@ -227,11 +227,9 @@ impl ProcessPoolBuilder {
 /// call it first in `main`, before starting any thread.
 ///
 /// ```
-/// fn main() {
-///     concurrent_futures::init();
-///     // ... the rest of the program, which never runs in a worker
-/// }
-/// # main();
+/// // first thing in `main`, before any thread is started:
+/// concurrent_futures::init();
+/// // ... the rest of the program, which never runs in a worker
 /// ```
 pub fn init() {
     bootstrap::become_worker_if_asked();

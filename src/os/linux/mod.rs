@@ -562,6 +562,7 @@ impl Pidfd {
     }
 
     /// True once the process has exited (the descriptor is readable); never waits.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))] // used by the MPI backend
     pub(crate) fn exited(&self) -> bool {
         let mut pfd = libc::pollfd {
             fd: self.0.as_raw_fd(),
