@@ -1,6 +1,9 @@
 //! An opt-in progress bar for long `map`s (feature `progress`, built on `indicatif`).
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
@@ -53,7 +56,14 @@ pub trait ProgressExt: Iterator + Sized {
     /// assert_eq!(bar.position(), 5);
     /// ```
     fn progress_with(self, bar: ProgressBar) -> Progress<Self> {
-        Progress { inner: self, bar }
+        Progress {
+            inner: self,
+            bar,
+            count: 0,
+            shown: 0,
+            ticker: None,
+            no_ticker: false,
+        }
     }
 }
 
@@ -61,10 +71,88 @@ impl<I: Iterator> ProgressExt for I {}
 
 /// The iterator returned by [`ProgressExt::progress`]: yields what the inner one yields,
 /// advancing the bar; finishes the bar at the end.
+///
+/// Advancing an `indicatif` bar reads the clock, which costs more than a cheap item itself;
+/// so the iterator only counts the items it yields, and a small thread of its own, started
+/// with the first item, moves the bar to that count 20 times a second (and stops when the
+/// iterator is exhausted or dropped). While iterating, the bar's position may trail by up to
+/// 50 ms; it is exact once the iterator is exhausted, dropped, or [`sync`](Self::sync)ed.
 #[derive(Debug)]
 pub struct Progress<I> {
     inner: I,
     bar: ProgressBar,
+    /// Items yielded so far.
+    count: u64,
+    /// Items counted on the bar so far (by this iterator; the ticker keeps its own).
+    shown: u64,
+    ticker: Option<Ticker>,
+    /// The ticker's thread could not be started: each item is counted as it is yielded.
+    no_ticker: bool,
+}
+
+/// The thread that moves the bar to the count, and what it shares with the iterator.
+#[derive(Debug)]
+struct Ticker {
+    shared: Arc<TickerShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct TickerShared {
+    /// Items yielded (written by the iterator).
+    count: AtomicU64,
+    /// Items counted on the bar (written by the ticker).
+    shown: AtomicU64,
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// How often the ticker moves the bar.
+const TICK: Duration = Duration::from_millis(50);
+
+impl Ticker {
+    fn start(bar: &ProgressBar, from: u64) -> Option<Ticker> {
+        let shared = Arc::new(TickerShared {
+            count: AtomicU64::new(from),
+            shown: AtomicU64::new(from),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let (s, bar) = (shared.clone(), bar.clone());
+        let thread = std::thread::Builder::new()
+            .name("cf-progress".into())
+            .spawn(move || {
+                let mut shown = from;
+                let mut stop = s.stop.lock().unwrap_or_else(|p| p.into_inner());
+                while !*stop {
+                    stop = s
+                        .wake
+                        .wait_timeout(stop, TICK)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    let now = s.count.load(Ordering::Relaxed);
+                    if now > shown {
+                        bar.inc(now - shown);
+                        shown = now;
+                        s.shown.store(shown, Ordering::Relaxed);
+                    }
+                }
+            })
+            .ok()?;
+        Some(Ticker {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread.
+    fn stop(&mut self) {
+        *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.shared.wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl<I> Progress<I> {
@@ -78,6 +166,33 @@ impl<I> Progress<I> {
     pub fn bar(&self) -> &ProgressBar {
         &self.bar
     }
+
+    /// Counts on the bar every item yielded so far, now (see the type's docs: the bar is
+    /// otherwise moved 20 times a second).
+    ///
+    /// ```
+    /// # use concurrent_futures::ProgressExt;
+    /// let mut it = (0..100).progress();
+    /// it.nth(9);
+    /// it.sync();
+    /// assert_eq!(it.bar().position(), 10);
+    /// ```
+    pub fn sync(&mut self) {
+        if let Some(mut t) = self.ticker.take() {
+            t.stop();
+            self.shown = t.shared.shown.load(Ordering::Relaxed);
+        }
+        if self.count > self.shown {
+            self.bar.inc(self.count - self.shown);
+            self.shown = self.count;
+        }
+    }
+}
+
+impl<I> Drop for Progress<I> {
+    fn drop(&mut self) {
+        self.sync();
+    }
 }
 
 impl<I: Iterator> Iterator for Progress<I> {
@@ -85,9 +200,25 @@ impl<I: Iterator> Iterator for Progress<I> {
 
     fn next(&mut self) -> Option<I::Item> {
         let item = self.inner.next();
-        match item {
-            Some(_) => self.bar.inc(1),
-            None => self.bar.finish(),
+        match (&item, &self.ticker) {
+            (Some(_), Some(t)) => {
+                self.count += 1;
+                t.shared.count.store(self.count, Ordering::Relaxed);
+            }
+            (Some(_), None) => {
+                // The first item (or the first after a `sync`) shows at once; a ticker
+                // moves the bar from then on.
+                self.count += 1;
+                self.sync();
+                if !self.no_ticker {
+                    self.ticker = Ticker::start(&self.bar, self.count);
+                    self.no_ticker = self.ticker.is_none();
+                }
+            }
+            (None, _) => {
+                self.sync();
+                self.bar.finish();
+            }
         }
         item
     }
@@ -126,7 +257,50 @@ fn format_rate(per_sec: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::format_rate;
+    use super::{ProgressExt, format_rate};
+    use indicatif::ProgressBar;
+
+    #[test]
+    fn the_bar_counts_every_item_in_the_end_and_when_dropped_midway() {
+        let bar = ProgressBar::hidden();
+        assert_eq!((0..100_000u64).progress_with(bar.clone()).count(), 100_000);
+        assert_eq!(bar.position(), 100_000);
+        let bar = ProgressBar::hidden();
+        let mut it = (0..100_000u64).progress_with(bar.clone());
+        for _ in 0..12_345 {
+            it.next();
+        }
+        assert!(bar.position() <= 12_345);
+        drop(it);
+        assert_eq!(
+            bar.position(),
+            12_345,
+            "the items yielded are counted on drop"
+        );
+    }
+
+    #[test]
+    fn the_ticker_moves_the_bar_while_items_wait() {
+        let bar = ProgressBar::hidden();
+        let mut it = (0..10u64).progress_with(bar.clone());
+        it.next();
+        assert_eq!(bar.position(), 1, "the first item shows at once");
+        it.next();
+        it.next();
+        // Nothing more is yielded: the ticker alone brings the bar to 3 (or the wait fails).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while bar.position() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the bar stayed at {}",
+                bar.position()
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(bar.position(), 3);
+        assert_eq!(it.count(), 7);
+        assert_eq!(bar.position(), 10);
+    }
 
     #[test]
     fn rates_have_sensible_precision() {
