@@ -5,6 +5,9 @@
 
 use super::*;
 
+/// Every this many rounds, the dispatcher looks whether it is time to watch the workers.
+const WATCH_EVERY: u32 = 32;
+
 /// One worker rank, as the dispatcher tracks it.
 pub(super) struct Link {
     info: RankInfo,
@@ -66,6 +69,8 @@ pub(super) struct Dispatcher {
     pub(super) drained: bool,
     pub(super) accepting: bool,
     pub(super) last_check: Instant,
+    /// Rounds stepped, to read the clock only now and then.
+    pub(super) rounds: u32,
     pub(super) finished: Finished,
     /// The workers were told to leave; this many have not said `Left` yet.
     pub(super) leaving: Option<usize>,
@@ -106,6 +111,7 @@ impl Dispatcher {
             drained: true,
             accepting: true,
             last_check: now,
+            rounds: 0,
             finished: Finished::default(),
             leaving: None,
             over: false,
@@ -123,7 +129,11 @@ impl Dispatcher {
         progress |= self.dispatch();
         progress |= self.steal();
         self.port.test_sends();
-        if self.last_check.elapsed() >= Duration::from_millis(100) {
+        // The clock is read once per `WATCH_EVERY` rounds: a read costs about as much as
+        // a round that finds nothing.
+        self.rounds = self.rounds.wrapping_add(1);
+        if self.rounds % WATCH_EVERY == 0 && self.last_check.elapsed() >= Duration::from_millis(100)
+        {
             self.last_check = Instant::now();
             self.watch();
         }
@@ -140,6 +150,8 @@ impl Dispatcher {
     /// shutdown can bring work) and the events seen, for `Client::sleep`.
     pub(super) fn nap(&mut self) -> Option<(Duration, u64)> {
         let pause = self.backoff.pause()?;
+        // After a sleep, the next round looks at the clock (see `step`).
+        self.rounds = WATCH_EVERY - 1;
         let expecting = !self.inflight.is_empty() || self.port.sending() || self.leaving.is_some();
         // Even with nothing to expect, wake now and then, to notice that the process exits.
         let nap = if expecting {
@@ -391,6 +403,9 @@ impl Dispatcher {
             .iter()
             .filter(|l| l.open() && l.window.is_empty())
             .count();
+        if idle == 0 {
+            return false; // nobody to give work to
+        }
         let candidates = self
             .links
             .iter()
