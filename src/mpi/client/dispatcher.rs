@@ -132,7 +132,8 @@ impl Dispatcher {
         // The clock is read once per `WATCH_EVERY` rounds: a read costs about as much as
         // a round that finds nothing.
         self.rounds = self.rounds.wrapping_add(1);
-        if self.rounds % WATCH_EVERY == 0 && self.last_check.elapsed() >= Duration::from_millis(100)
+        if self.rounds.is_multiple_of(WATCH_EVERY)
+            && self.last_check.elapsed() >= Duration::from_millis(100)
         {
             self.last_check = Instant::now();
             self.watch();
