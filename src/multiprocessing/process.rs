@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ProcessError;
 use super::shm::{pidfd, sharing};
+use crate::error::SubmitError;
 use crate::os;
-use crate::remote::bootstrap::{self as protocol, ENV_CHILD, ENV_PARENT, ENV_TOKEN};
+use crate::remote::bootstrap::{self as protocol, ENV_CHILD, ENV_PARENT, ENV_TOKEN, StartError};
 use crate::remote::{FnRef, naming as image};
 
 /// Sent by a new child to the parent's one-shot server.
@@ -183,7 +184,7 @@ pub struct Process {
 }
 
 struct Inner {
-    target: Result<FnRef, String>,
+    target: Result<FnRef, SubmitError>,
     args: Mutex<Option<Box<dyn SendArgs>>>,
     name: Mutex<String>,
     identity: Vec<u32>,
@@ -207,7 +208,7 @@ enum State {
 trait SendArgs: Send {
     fn send(
         self: Box<Self>,
-        announce: &mut dyn FnMut(OpaqueIpcReceiver) -> Result<(), String>,
+        announce: &mut dyn FnMut(OpaqueIpcReceiver) -> Result<(), StartError>,
     ) -> Result<(), ProcessError>;
 }
 
@@ -216,10 +217,10 @@ struct Args<A>(A);
 impl<A: Serialize + DeserializeOwned + Send> SendArgs for Args<A> {
     fn send(
         self: Box<Self>,
-        announce: &mut dyn FnMut(OpaqueIpcReceiver) -> Result<(), String>,
+        announce: &mut dyn FnMut(OpaqueIpcReceiver) -> Result<(), StartError>,
     ) -> Result<(), ProcessError> {
         let (tx, rx) = ipc::channel::<A>().map_err(|e| ProcessError::Spawn(e.to_string()))?;
-        announce(rx.to_opaque()).map_err(ProcessError::Spawn)?;
+        announce(rx.to_opaque()).map_err(|e| ProcessError::Spawn(e.to_string()))?;
         sharing(|| tx.send(self.0)).map_err(|e| match e {
             ipc_channel::IpcError::Io(io) => ProcessError::Spawn(io.to_string()),
             other => ProcessError::Codec(other.to_string()),
@@ -259,7 +260,7 @@ impl Process {
         );
         Process {
             inner: Arc::new(Inner {
-                target: image::process_target_of(target).map_err(|e| e.to_string()),
+                target: image::process_target_of(target),
                 args: Mutex::new(Some(Box::new(Args(args)))),
                 name: Mutex::new(name),
                 identity,
@@ -387,7 +388,7 @@ impl Process {
             .inner
             .target
             .clone()
-            .map_err(ProcessError::Unsendable)?;
+            .map_err(|e| ProcessError::Unsendable(e.to_string()))?;
         let args = self
             .inner
             .args
@@ -618,9 +619,9 @@ fn launch(
     args: Box<dyn SendArgs>,
     start: impl Fn(OpaqueIpcReceiver) -> Start,
 ) -> Result<(Child, Option<Arc<OwnedFd>>), ProcessError> {
-    let spawn_err = |e: String| ProcessError::Spawn(e);
-    let (server, name) =
-        IpcOneShotServer::<ChildHello>::new().map_err(|e| spawn_err(e.to_string()))?;
+    let spawn_err = |e: StartError| ProcessError::Spawn(e.to_string());
+    let (server, name) = IpcOneShotServer::<ChildHello>::new()
+        .map_err(|e| spawn_err(StartError::Spawn(e.to_string())))?;
     let token = protocol::random_token();
     let mut command = Command::new("/proc/self/exe");
     command
@@ -639,9 +640,12 @@ fn launch(
         }
     };
     let checked = if hello.token != token {
-        Err("a process connected with the wrong token".to_string())
+        Err(StartError::Protocol(
+            "child",
+            "a process connected with the wrong token".into(),
+        ))
     } else if hello.fingerprint != image::fingerprint() {
-        Err("the child runs a different executable (was the program replaced on disk?)".into())
+        Err(StartError::Fingerprint("child"))
     } else {
         Ok(())
     };
@@ -650,7 +654,7 @@ fn launch(
             hello
                 .start
                 .send(start(rx))
-                .map_err(|e| format!("cannot reach the child: {e}"))
+                .map_err(|e| StartError::Connect("child", e.to_string()))
         })
     });
     if let Err(e) = sent {
@@ -667,10 +671,10 @@ fn accept(
     server: IpcOneShotServer<ChildHello>,
     name: &str,
     child: &mut Child,
-) -> Result<ChildHello, String> {
+) -> Result<ChildHello, StartError> {
     let failure = match protocol::accept_child(server, child, "child") {
         Ok(hello) => return Ok(hello),
-        Err(e) => e.to_string(),
+        Err(e) => e,
     };
     if let (Ok(sender), Ok((start, _))) = (
         IpcSender::<ChildHello>::connect(name.to_string()),
@@ -690,7 +694,7 @@ type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 /// Spawns `command` from one long-lived thread: a child is killed when the *thread* that
 /// forked it exits (PR_SET_PDEATHSIG follows the parent thread), so children must not be
 /// forked from short-lived threads of the program.
-fn spawner_run(command: Command) -> Result<Child, String> {
+fn spawner_run(command: Command) -> Result<Child, StartError> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
@@ -708,11 +712,11 @@ fn spawner_run(command: Command) -> Result<Child, String> {
     spawner
         .lock()
         .send((command, reply))
-        .map_err(|_| "the spawner thread is gone".to_string())?;
+        .map_err(|_| StartError::Spawn("the spawner thread is gone".into()))?;
     result
         .recv()
-        .map_err(|_| "the spawner thread is gone".to_string())?
-        .map_err(|e| format!("cannot start a child process: {e}"))
+        .map_err(|_| StartError::Spawn("the spawner thread is gone".into()))?
+        .map_err(|e| StartError::Spawn(e.to_string()))
 }
 
 /// The child's side: connect, receive the target, run it. Returns the exit code.
@@ -747,10 +751,15 @@ pub(crate) fn child_main(
     }
 }
 
-fn receive(server: OsString, token: Option<OsString>) -> Result<Start, String> {
-    let server = server.into_string().map_err(|_| "bad server name")?;
-    let token = protocol::parse_token(token.as_ref()).ok_or("no valid token in the environment")?;
-    let (start_tx, start_rx) = ipc::channel::<Start>().map_err(|e| e.to_string())?;
+fn receive(server: OsString, token: Option<OsString>) -> Result<Start, StartError> {
+    let bad = |what: &str| StartError::Protocol("child", what.to_string());
+    let server = server
+        .into_string()
+        .map_err(|_| bad("its parent's server name is not Unicode"))?;
+    let token = protocol::parse_token(token.as_ref())
+        .ok_or_else(|| bad("no valid token in the environment"))?;
+    let (start_tx, start_rx) =
+        ipc::channel::<Start>().map_err(|e| StartError::Spawn(e.to_string()))?;
     IpcSender::<ChildHello>::connect(server)
         .and_then(|hello| {
             hello
@@ -761,8 +770,8 @@ fn receive(server: OsString, token: Option<OsString>) -> Result<Start, String> {
                 })
                 .map_err(std::io::Error::other)
         })
-        .map_err(|e| format!("cannot reach the parent: {e}"))?;
+        .map_err(|e| StartError::Connect("child", e.to_string()))?;
     start_rx
         .recv()
-        .map_err(|e| format!("the parent sent no target: {e}"))
+        .map_err(|e| StartError::Parent(format!("it sent no target: {e}")))
 }

@@ -123,6 +123,15 @@ const fn tail_offset<H>() -> usize {
     (header_offset() + size_of::<H>()).next_multiple_of(64)
 }
 
+/// Why a region received from another process is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadRegion {
+    #[error("a shared region is too small for its kind")]
+    TooSmall,
+    #[error("a shared region does not hold the expected primitive")]
+    NotThisKind,
+}
+
 impl<H: Layout> Shared<H> {
     /// A new zero-filled region with a header initialized by `init` and `tail` bytes after it.
     pub(crate) fn new(tail: usize, init: impl FnOnce(&H, &Init)) -> Shared<H> {
@@ -152,9 +161,9 @@ impl<H: Layout> Shared<H> {
         shared
     }
 
-    fn from_shm(mut shm: IpcSharedMemory) -> Result<Shared<H>, String> {
+    fn from_shm(mut shm: IpcSharedMemory) -> Result<Shared<H>, BadRegion> {
         if shm.len() < tail_offset::<H>() {
-            return Err("a shared region is too small for its kind".into());
+            return Err(BadRegion::TooSmall);
         }
         // SAFETY: we own this mapping (just received); we keep only the raw pointer and access
         // the memory through the `Layout` header and the tail, as every handle does.
@@ -175,7 +184,7 @@ impl<H: Layout> Shared<H> {
             || prefix.header.load(Ordering::Relaxed) != size_of::<H>() as u32
             || !fits
         {
-            return Err("a shared region does not hold the expected primitive".into());
+            return Err(BadRegion::NotThisKind);
         }
         // `fits` bounds it by the mapping's length, a `usize`.
         shared.tail = tail as usize;

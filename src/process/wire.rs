@@ -408,27 +408,38 @@ pub(crate) fn encode_payload<T: Serialize>(
     Ok(Payload::Shared { block, len })
 }
 
+/// Why a result a worker put in shared memory is refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SharedResultError {
+    #[error("unusable shared result: {0}")]
+    Unusable(std::io::Error),
+    #[error("a result of {len} bytes announced in a shared block of {file}")]
+    Overrun { len: usize, file: usize },
+    #[error("a result of {0} bytes, more than the {MAX_RESULT} a process pool accepts")]
+    TooLarge(usize),
+    #[error("no memory for a result of {0} bytes")]
+    NoMemory(usize),
+    #[error("cannot read a shared result: {0}")]
+    Read(std::io::Error),
+}
+
 /// Reads a result a worker put in a shared memory file, with every length checked.
-pub(crate) fn read_shared(fd: OwnedFd, len: usize) -> Result<Vec<u8>, String> {
-    let file =
-        Memfd::from_received(fd, false).map_err(|e| format!("unusable shared result: {e}"))?;
+pub(crate) fn read_shared(fd: OwnedFd, len: usize) -> Result<Vec<u8>, SharedResultError> {
+    let file = Memfd::from_received(fd, false).map_err(SharedResultError::Unusable)?;
     if len > file.len() {
-        return Err(format!(
-            "a result of {len} bytes announced in a shared block of {}",
-            file.len()
-        ));
+        return Err(SharedResultError::Overrun {
+            len,
+            file: file.len(),
+        });
     }
     if len > MAX_RESULT {
-        return Err(format!(
-            "a result of {len} bytes, more than the {MAX_RESULT} a process pool accepts"
-        ));
+        return Err(SharedResultError::TooLarge(len));
     }
     let mut out = Vec::new();
     out.try_reserve_exact(len)
-        .map_err(|_| format!("no memory for a result of {len} bytes"))?;
+        .map_err(|_| SharedResultError::NoMemory(len))?;
     out.resize(len, 0);
-    file.read_at(0, &mut out)
-        .map_err(|e| format!("cannot read a shared result: {e}"))?;
+    file.read_at(0, &mut out).map_err(SharedResultError::Read)?;
     Ok(out)
 }
 

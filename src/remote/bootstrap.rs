@@ -133,6 +133,9 @@ pub(crate) enum StartError {
     Fingerprint(&'static str),
     #[error("a {0} broke the start-up protocol: {1}")]
     Protocol(&'static str, String),
+    /// Seen from a child: its parent did not complete the start-up.
+    #[error("the parent did not complete the start-up: {0}")]
+    Parent(String),
 }
 
 /// Waits for the first message of a child process on `server` (accepting on a helper
