@@ -79,6 +79,63 @@ impl Serialize for Bytes {
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        serde_bytes::deserialize(d).map(Bytes)
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+}
+
+/// Takes bytes as the format has them: a buffer it owns is taken whole, a borrowed slice is
+/// copied (a large one into memory mapped in one go, see `copy`).
+struct BytesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BytesVisitor {
+    type Value = Bytes;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a byte buffer")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+        Ok(Bytes(copy(v)))
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+        Ok(Bytes(v))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+        // Formats that write bytes as a sequence of numbers.
+        let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+        while let Some(b) = seq.next_element()? {
+            v.push(b);
+        }
+        Ok(Bytes(v))
+    }
+}
+
+/// A copy of `v`; from 1 MiB up (on Linux), into memory the kernel maps in one call instead
+/// of a page fault for each 4 KiB while copying.
+fn copy(v: &[u8]) -> Vec<u8> {
+    #[cfg(target_os = "linux")]
+    if v.len() >= 1 << 20 {
+        return crate::os::copy_large(v);
+    }
+    v.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bytes;
+
+    #[test]
+    fn bytes_round_trip_small_and_large_and_from_a_sequence() {
+        for len in [0usize, 5, 1 << 20, (3 << 20) + 17] {
+            let b = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+            let enc = postcard::to_allocvec(&b).unwrap();
+            let back: Bytes = postcard::from_bytes(&enc).unwrap();
+            assert_eq!(back, b, "{len} bytes");
+        }
+        // A format that writes bytes as a list of numbers.
+        let back: Bytes = serde_json::from_str("[1,2,255]").unwrap();
+        assert_eq!(back.into_vec(), vec![1, 2, 255]);
     }
 }

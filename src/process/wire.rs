@@ -393,19 +393,26 @@ pub(crate) fn encode_payload<T: Serialize>(
     if len <= INLINE_MAX {
         return Ok(Payload::Inline(codec::encode(value)?));
     }
-    let mut block = match blocks.take(len) {
-        Some(b) => b,
-        None => {
-            let file = Memfd::new(len.next_multiple_of(1 << 16))?;
-            let mut map = file.map(true)?;
-            // One system call maps every page, instead of a fault per page while encoding.
-            map.prefault_write();
-            Block { file, map }
-        }
-    };
-    // Nobody else maps this file now: it is new, or its last task is over (see `put`).
-    codec::encode_into(value, &mut block.map.bytes_mut()[..len])?;
-    Ok(Payload::Shared { block, len })
+    if let Some(mut block) = blocks.take(len) {
+        // Nobody else maps this file now: its last task is over (see `put`).
+        codec::encode_into(value, &mut block.map.bytes_mut()[..len])?;
+        return Ok(Payload::Shared { block, len });
+    }
+    // A new file is written with `pwrite`, through a small buffer (or straight from a byte
+    // buffer): its pages are allocated as they are written, without being zeroed first or
+    // mapped in this process, which costs less than mapping them and writing them there.
+    let file = Memfd::new(len.next_multiple_of(1 << 16))?;
+    codec::encode_to(value, len, &mut |offset, bytes| {
+        file.write_at(offset, bytes)
+    })?;
+    // Mapped for the block's next uses (kept blocks are written through the mapping): the
+    // pages exist now, so mapping them all in one call is cheap.
+    let mut map = file.map(true)?;
+    map.prefault_write();
+    Ok(Payload::Shared {
+        block: Block { file, map },
+        len,
+    })
 }
 
 /// Why a result a worker put in shared memory is refused.

@@ -50,6 +50,95 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
     }
 }
 
+/// Encodes `value`, which must encode to exactly `len` bytes, handing the bytes in order to
+/// `write` (the offset, then the bytes): small pieces are gathered in a buffer of
+/// `SINK_BUFFER` bytes, large ones (a byte buffer) are handed over where they lie, uncopied.
+pub(crate) fn encode_to<T: Serialize + ?Sized>(
+    value: &T,
+    len: usize,
+    write: &mut dyn FnMut(usize, &[u8]) -> std::io::Result<()>,
+) -> Result<(), CodecError> {
+    let sink = Sink {
+        buf: Vec::with_capacity(SINK_BUFFER.min(len)),
+        offset: 0,
+        write,
+        failed: None,
+    };
+    match postcard::serialize_with_flavor(value, sink) {
+        Ok(written) if written == len => Ok(()),
+        Ok(_) => Err(CodecError(
+            "the value encoded to another length than measured".into(),
+        )),
+        Err(postcard::Error::SerializeBufferFull) => Err(CodecError(
+            "the value encoded to more bytes than measured, or could not be written".into(),
+        )),
+        Err(e) => Err(encode_error(value, e)),
+    }
+}
+
+/// How many bytes [`encode_to`] gathers before it writes them.
+const SINK_BUFFER: usize = 64 << 10;
+
+/// A postcard flavor that writes through `write` (see [`encode_to`]).
+struct Sink<'a> {
+    buf: Vec<u8>,
+    /// Where `buf` starts in the output.
+    offset: usize,
+    write: &'a mut dyn FnMut(usize, &[u8]) -> std::io::Result<()>,
+    failed: Option<std::io::Error>,
+}
+
+impl Sink<'_> {
+    fn flush(&mut self) -> postcard::Result<()> {
+        if !self.buf.is_empty() {
+            let buf = std::mem::take(&mut self.buf);
+            let wrote = (self.write)(self.offset, &buf);
+            self.offset += buf.len();
+            self.buf = buf;
+            self.buf.clear();
+            if let Err(e) = wrote {
+                self.failed = Some(e);
+                return Err(postcard::Error::SerializeBufferFull);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl postcard::ser_flavors::Flavor for Sink<'_> {
+    type Output = usize;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        if self.buf.len() == SINK_BUFFER {
+            self.flush()?;
+        }
+        self.buf.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if data.len() >= SINK_BUFFER / 4 {
+            self.flush()?;
+            if let Err(e) = (self.write)(self.offset, data) {
+                self.failed = Some(e);
+                return Err(postcard::Error::SerializeBufferFull);
+            }
+            self.offset += data.len();
+        } else {
+            if self.buf.len() + data.len() > SINK_BUFFER {
+                self.flush()?;
+            }
+            self.buf.extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    fn finalize(mut self) -> postcard::Result<usize> {
+        self.flush()?;
+        Ok(self.offset)
+    }
+}
+
 /// Encodes a value for the other process.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     let mut buf = vec![0; encoded_len(value)?];
@@ -124,6 +213,49 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Completion for Slot<T> {
 mod tests {
     use super::*;
     use serde::{Deserialize, Deserializer, Serializer};
+
+    /// What `encode_to` writes, gathered at the offsets it names.
+    fn encoded_through_sink<T: Serialize>(value: &T) -> Result<(Vec<u8>, usize), CodecError> {
+        let len = encoded_len(value)?;
+        let mut out = vec![0xEEu8; len];
+        let mut writes = 0;
+        encode_to(value, len, &mut |offset, bytes| {
+            out[offset..offset + bytes.len()].copy_from_slice(bytes);
+            writes += 1;
+            Ok(())
+        })?;
+        Ok((out, writes))
+    }
+
+    #[test]
+    fn encode_to_writes_what_encode_makes_in_few_pieces() {
+        // Small fields gathered, a large byte buffer handed over whole, small fields after.
+        let value = (
+            7u32,
+            "name".to_string(),
+            crate::Bytes::from(vec![3u8; 300 << 10]),
+            vec![1u64, 2, 3],
+            (0..100_000u32).collect::<Vec<_>>(),
+        );
+        let (through, writes) = encoded_through_sink(&value).unwrap();
+        assert_eq!(through, encode(&value).unwrap());
+        assert!(writes <= 10, "{writes} writes");
+        let back: (u32, String, crate::Bytes, Vec<u64>, Vec<u32>) = decode(&through).unwrap();
+        assert_eq!(back.2.len(), 300 << 10);
+        assert_eq!(back.4[99_999], 99_999);
+    }
+
+    #[test]
+    fn encode_to_reports_a_failed_write_and_a_wrong_length() {
+        let value = crate::Bytes::from(vec![1u8; 100 << 10]);
+        let len = encoded_len(&value).unwrap();
+        let failed = encode_to(&value, len, &mut |_, _| {
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(failed.is_err());
+        let short = encode_to(&value, len - 1, &mut |_, _| Ok(()));
+        assert!(short.unwrap_err().0.contains("another length"));
+    }
 
     #[derive(Debug)]
     struct Bomb;

@@ -830,6 +830,28 @@ pub(crate) unsafe fn remove_env(names: &[&str]) {
     }
 }
 
+/// A copy of `src` in a new `Vec`, its pages mapped in one call before the copy rather than
+/// by a fault per 4 KiB page while copying (for large buffers).
+pub(crate) fn copy_large(src: &[u8]) -> Vec<u8> {
+    const MADV_POPULATE_WRITE: libc::c_int = 23;
+    const PAGE: usize = 4096;
+    let mut out = Vec::<u8>::with_capacity(src.len());
+    let start = out.as_mut_ptr() as usize;
+    let first = start.next_multiple_of(PAGE);
+    let end = (start + src.len()) & !(PAGE - 1);
+    if end > first {
+        // SAFETY: `[first, end)` is page-aligned and lies inside the allocation `out` owns
+        // (its capacity is `src.len()` bytes from `start`); `madvise` only makes the kernel
+        // back those pages now, never changes what they hold, and an error (a kernel without
+        // this advice) is ignored.
+        unsafe {
+            libc::madvise(first as *mut libc::c_void, end - first, MADV_POPULATE_WRITE);
+        }
+    }
+    out.extend_from_slice(src);
+    out
+}
+
 /// Registers `$hook` to run before `main` in every process of the program (the loader
 /// calls the `.init_array` entries once, single-threaded). The hook must not unwind.
 macro_rules! before_main {
