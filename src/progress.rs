@@ -74,9 +74,10 @@ impl<I: Iterator> ProgressExt for I {}
 ///
 /// Advancing an `indicatif` bar reads the clock, which costs more than a cheap item itself;
 /// so the iterator only counts the items it yields, and a small thread of its own, started
-/// with the first item, moves the bar to that count 20 times a second (and stops when the
-/// iterator is exhausted or dropped). While iterating, the bar's position may trail by up to
-/// 50 ms; it is exact once the iterator is exhausted, dropped, or [`sync`](Self::sync)ed.
+/// with the first item, moves the bar to that count 20 times a second (once a second after
+/// a second without items; it stops when the iterator is exhausted or dropped). While
+/// iterating, the bar's position may trail by up to 50 ms (a second after a long pause); it
+/// is exact once the iterator is exhausted, dropped, or [`sync`](Self::sync)ed.
 #[derive(Debug)]
 pub struct Progress<I> {
     inner: I,
@@ -107,8 +108,11 @@ struct TickerShared {
     wake: Condvar,
 }
 
-/// How often the ticker moves the bar.
+/// How often the ticker moves the bar while items come...
 const TICK: Duration = Duration::from_millis(50);
+/// ...and how often it looks once this many ticks saw none.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+const IDLE_TICKS: u32 = 20;
 
 impl Ticker {
     fn start(bar: &ProgressBar, from: u64) -> Option<Ticker> {
@@ -123,11 +127,15 @@ impl Ticker {
             .name("cf-progress".into())
             .spawn(move || {
                 let mut shown = from;
+                let mut still = 0u32;
                 let mut stop = s.stop.lock().unwrap_or_else(|p| p.into_inner());
                 while !*stop {
+                    // While items come, a look every `TICK`; after a second without any,
+                    // one a second (an iterator left alone costs next to nothing).
+                    let tick = if still < IDLE_TICKS { TICK } else { IDLE_TICK };
                     stop = s
                         .wake
-                        .wait_timeout(stop, TICK)
+                        .wait_timeout(stop, tick)
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                     let now = s.count.load(Ordering::Relaxed);
@@ -135,6 +143,9 @@ impl Ticker {
                         bar.inc(now - shown);
                         shown = now;
                         s.shown.store(shown, Ordering::Relaxed);
+                        still = 0;
+                    } else {
+                        still = still.saturating_add(1);
                     }
                 }
             })
