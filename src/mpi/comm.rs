@@ -381,8 +381,11 @@ impl Comm {
     pub(crate) fn disconnect(mut self) {
         if self.spawned {
             // SAFETY: `raw` is a live intercommunicator from `MPI_Comm_spawn` or
-            // `MPI_Comm_get_parent`, disconnected once (this consumes the only copy the
-            // session keeps); its sends were flushed by the caller.
+            // `MPI_Comm_get_parent`. It is disconnected once and not used after: the two
+            // callers (`spawned::release_idle` on the client, `spawned::serve_parent` on a
+            // worker) call this on the last copy in use, after every `Port` over it was
+            // dropped (which waits for its sends), and it is an MPI call made on the MPI
+            // thread.
             unsafe {
                 ffi::MPI_Comm_disconnect(&mut self.raw);
             }

@@ -267,8 +267,11 @@ impl MpiPoolBuilder {
     /// works from a program started without `mpirun`, or by `mpirun -n 1`, like any pool.
     /// [`start`](Self::start) is then not collective: it returns the pool on the process
     /// that calls it, on any rank. The workers run this executable, but never its `main`:
-    /// they serve the pool from before `main` and exit when it shuts down. Where they run is
-    /// the MPI library's choice, steered by [`spawn_info`](Self::spawn_info).
+    /// they serve the pool from before `main`. When it shuts down they wait, idle (a look
+    /// every 10 ms), for the next dynamic pool of this process with the same size and hints,
+    /// which takes them instead of spawning (a spawn costs a few hundred ms, and some MPI
+    /// libraries hang after many); at program end they are told to quit and exit. Where they
+    /// run is the MPI library's choice, steered by [`spawn_info`](Self::spawn_info).
     ///
     /// ```no_run
     /// use concurrent_futures::{Executor, MpiPoolExecutor};
