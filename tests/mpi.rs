@@ -1007,13 +1007,26 @@ fn stopped() -> i32 {
     // reliably end a job while one of its processes is stopped, and finalizing would wait
     // for that rank. (At exit, rank 0 would abort the job itself.)
     let pid = stopped_pid.expect("a stopped rank");
+    let others: Vec<u32> = pool.ranks().iter().map(|r| r.pid).collect();
     // SAFETY: `kill` takes plain integers.
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
     }
-    loop {
-        std::thread::park(); // until mpirun ends the job (the watchdog otherwise)
+    // mpirun ends the job now, as for a crash. If it has not within 20 s (it does not always
+    // notice at once), the job is ended here: the other ranks, then this one, so that the
+    // check measures how the futures failed, not how fast mpirun tears a job down.
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        std::thread::park_timeout(Duration::from_millis(100));
     }
+    // SAFETY: as above; SIGKILL to this process ends it at once.
+    unsafe {
+        for p in others {
+            libc::kill(p as i32, libc::SIGKILL);
+        }
+        libc::kill(std::process::id() as i32, libc::SIGKILL);
+    }
+    1
 }
 
 /// True if the process is stopped (state `T` in `/proc/<pid>/stat`).
