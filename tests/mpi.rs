@@ -47,6 +47,7 @@ fn main() {
                 "dynamic_crash" => dynamic_crash(),
                 "dynamic_orphans" => dynamic_orphans(),
                 "dynamic_static" => dynamic_static(),
+                "dynamic_refused" => dynamic_refused(),
                 "crash" => crash(),
                 "exit" => exit_in_task(),
                 "stopped" => stopped(),
@@ -214,6 +215,10 @@ fn drive() {
             "program end runs the accepted tasks of a pool in a static",
             check_dynamic_static,
         ),
+        (
+            "dynamic mode: a spawn the MPI library refuses is an error, and the end is clean",
+            check_dynamic_refused,
+        ),
         ("a worker rank that crashes ends the job", check_crash),
         ("a task that exits its rank ends the job", check_exit),
         ("a stopped rank fails pending futures", check_stopped),
@@ -320,6 +325,12 @@ fn check_dynamic_static() {
         job.output
     );
     assert_all_gone(&printed_pids(&job.output), "dynamic_static");
+}
+
+fn check_dynamic_refused() {
+    let job = run_job(alone(), "dynamic_refused", LONG * 2);
+    assert_eq!(job.code, Some(0), "{}", job.output);
+    said_and_left_nothing(&job, "dynamic_refused", "dynamic_refused: ok");
 }
 
 fn check_crash() {
@@ -835,6 +846,29 @@ fn dynamic_spec() -> i32 {
     assert_eq!(total, 999_000);
     drop(pool);
     println!("dynamic_spec: ok");
+    0
+}
+
+/// More workers than slots, with Open MPI told to keep to its slots (one per core): the
+/// spawn is refused, `start` says so, and the process still ends cleanly.
+fn dynamic_refused() -> i32 {
+    if !is_open_mpi() {
+        println!("dynamic_refused: ok (the slot hint is Open MPI's)");
+        return 0;
+    }
+    let too_many = std::thread::available_parallelism().map_or(1, |n| n.get()) + 1;
+    match MpiPoolExecutor::builder()
+        .max_workers(too_many)
+        .spawn_info("map_by", "slot")
+        .start()
+    {
+        Err(BuildError::Mpi(m)) => assert!(m.contains("cannot spawn"), "{m}"),
+        Err(e) => panic!("expected BuildError::Mpi, got {e}"),
+        Ok(_) => panic!("{too_many} workers on {} slots were spawned", too_many - 1),
+    }
+    // (Open MPI 4.1 refuses any later spawn of this process; its end must still be clean.)
+    println!("pids: {}", std::process::id());
+    println!("dynamic_refused: ok");
     0
 }
 
