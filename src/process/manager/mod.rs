@@ -130,8 +130,6 @@ struct State {
     /// The manager thread looks on its own every `READ_GRACE` (it saw work lately), so a
     /// submission need not wake it.
     lingering: bool,
-    /// When the last task was submitted.
-    last_submit: Instant,
 }
 
 /// Tasks to complete once the reader is released (completing runs callbacks, which may
@@ -199,7 +197,6 @@ impl Manager {
                 finished: false,
                 respawn: 0,
                 lingering: false,
-                last_submit: Instant::now(),
             }),
             changed: Condvar::new(),
             reader: Mutex::new(None),
@@ -276,7 +273,6 @@ impl Manager {
         }
         let was_quiet = !expecting(&st);
         dispatch(&mut st);
-        st.last_submit = Instant::now();
         if was_quiet && expecting(&st) && !st.lingering {
             // Someone must read what comes: the manager thread, unless the submitter comes to
             // wait for its result first (it usually does, long before the manager is awake).
@@ -434,6 +430,11 @@ impl Manager {
             }
             self.changed.notify_all();
         }
+        // Submissions seen (`next_id` as last read), and since when none came: the manager
+        // lingers for `LINGER` after the last one (read here, not stamped by `submit`, which
+        // so reads no clock).
+        let mut seen_id = 0;
+        let mut quiet_since = Instant::now();
         loop {
             // Replace dead workers (only this thread starts workers: their parent-death
             // signal follows the thread that started them).
@@ -469,7 +470,11 @@ impl Manager {
                     // Tasks came lately: look again soon by itself (submissions do not wake a
                     // lingering manager, see `submit`). Otherwise sleep until woken. Both are
                     // decided under the state lock, so no submission is missed.
-                    st.lingering = st.last_submit.elapsed() < LINGER;
+                    if st.next_id != seen_id {
+                        seen_id = st.next_id;
+                        quiet_since = Instant::now();
+                    }
+                    st.lingering = quiet_since.elapsed() < LINGER;
                     st = if st.lingering {
                         sync::wait_until(&self.changed, st, Instant::now() + READ_GRACE).0
                     } else {
