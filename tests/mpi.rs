@@ -272,25 +272,22 @@ fn check_dynamic_spec() {
     cmd.args(["-n", "1"]).arg(exe());
     let job = run_job(cmd, "dynamic_spec", LONG * 2);
     assert_eq!(job.code, Some(0), "{}", job.output);
-    assert!(job.output.contains("dynamic_spec: ok"), "{}", job.output);
-    assert_all_gone(&printed_pids(&job.output), "dynamic_spec");
+    said_and_left_nothing(&job, "dynamic_spec", "dynamic_spec: ok");
 }
 
 fn check_dynamic_crash() {
     let job = run_job(alone(), "dynamic_crash", LONG * 2);
-    assert!(
-        job.output
-            .contains("dynamic_crash: the future failed as expected"),
-        "{}",
-        job.output
-    );
     assert!(
         job.output.contains(") died; MPI cannot continue"),
         "{}",
         job.output
     );
     assert_eq!(job.code, Some(1), "{}", job.output);
-    assert_all_gone(&printed_pids(&job.output), "dynamic_crash");
+    said_and_left_nothing(
+        &job,
+        "dynamic_crash",
+        "dynamic_crash: the future failed as expected",
+    );
 }
 
 fn check_dynamic_orphans() {
@@ -314,17 +311,12 @@ fn check_dynamic_static() {
     let ran = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(job.code, Some(0), "{}", job.output);
-    assert!(
-        job.output.contains("dynamic_static: returning"),
-        "{}",
-        job.output
-    );
     assert_eq!(
         ran, STATIC_TASKS,
         "accepted tasks lost at exit:\n{}",
         job.output
     );
-    assert_all_gone(&printed_pids(&job.output), "dynamic_static");
+    said_and_left_nothing(&job, "dynamic_static", "dynamic_static: returning");
 }
 
 fn check_dynamic_refused() {
