@@ -7,10 +7,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A `Vec<u8>` that serde encodes as one block of bytes.
 ///
-/// serde encodes a plain `Vec<u8>` element by element, which costs a few nanoseconds per
-/// byte; `Bytes` is copied as a whole (like `serde_bytes::ByteBuf`). Use it for large
-/// arguments and results of process-pool tasks: a 64 MiB `Bytes` argument moves at
-/// gigabytes per second.
+/// serde encodes a `Vec<u8>` element by element, which costs about a nanosecond per byte on
+/// each side; `Bytes` is copied as a whole (like `serde_bytes::ByteBuf`). A task's argument
+/// or result that *is* a `Vec<u8>` already travels as one block (the pools send it as
+/// `Bytes`); use `Bytes` for large byte buffers inside your own types (a field, a tuple, a
+/// list of buffers). A 64 MiB buffer moves between processes at gigabytes per second.
 ///
 /// # Examples
 ///

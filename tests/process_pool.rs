@@ -417,6 +417,11 @@ fn reverse_bytes(b: concurrent_futures::Bytes) -> concurrent_futures::Bytes {
     v.into()
 }
 
+fn reverse_vec(mut v: Vec<u8>) -> Vec<u8> {
+    v.reverse();
+    v
+}
+
 #[test]
 fn large_payloads_cross_intact_both_ways() {
     let _w = watchdog("large_payloads_cross_intact_both_ways");
@@ -438,12 +443,15 @@ fn large_payloads_cross_intact_both_ways() {
         let mut expected = data.clone();
         expected.reverse();
         let got = pool
-            .submit(reverse_bytes, data.into())
+            .submit(reverse_bytes, data.clone().into())
             .into_result()
             .unwrap()
             .into_vec();
         assert_eq!(got.len(), size);
         assert!(got == expected, "payload of {size} bytes corrupted");
+        // A plain `Vec<u8>` (sent as one block of bytes) both ways.
+        let got = pool.submit(reverse_vec, expected).into_result().unwrap();
+        assert!(got == data, "Vec<u8> payload of {size} bytes corrupted");
     }
     // Many in flight at once, twice (the second time in reused blocks).
     for round in 0..2u8 {

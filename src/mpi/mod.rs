@@ -447,8 +447,8 @@ impl MpiPoolExecutor {
         target: FnRef,
         arg: &A,
     ) -> Result<Future<T>, SubmitError> {
-        let payload =
-            protocol::encode(arg).map_err(|e| SubmitError::Codec(e.to_string().into()))?;
+        let payload = protocol::encode(&protocol::Wire(arg))
+            .map_err(|e| SubmitError::Codec(e.to_string().into()))?;
         let fut = Future::from_task_cell(Arc::new(MpiCell {
             core: Core::new(INLINE),
             driver: Arc::downgrade(driver),

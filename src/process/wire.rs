@@ -385,10 +385,11 @@ pub(crate) enum EncodeError {
 
 /// Encodes an argument, straight into shared memory when it is large (into a block kept in
 /// `blocks` if one fits).
-pub(crate) fn encode_payload<T: Serialize>(
+pub(crate) fn encode_payload<T: Serialize + 'static>(
     value: &T,
     blocks: &Blocks,
 ) -> Result<Payload, EncodeError> {
+    let value = &codec::Wire(value);
     let len = codec::encoded_len(value)?;
     if len <= INLINE_MAX {
         return Ok(Payload::Inline(codec::encode(value)?));

@@ -5,12 +5,19 @@
 //! future is completed from bytes another process sent ([`Completion`], [`Slot`]), shared by
 //! every transport (worker processes, MPI ranks).
 //!
+//! A `Vec<u8>` argument or result travels through [`Wire`] and [`FromWire`] as one block
+//! of bytes: serde hands a `Vec<u8>` to a format one byte at a time (about a nanosecond a
+//! byte on each side), while postcard writes a byte sequence and a byte string the same way
+//! (the length, then the bytes), so the bytes on the wire do not change.
+//!
 //! Decoding never trusts its input: a malformed encoding is an error, trailing bytes are an
 //! error, and a `Serialize` or `Deserialize` implementation that panics (on either side)
 //! fails only the task whose value it was, with the panic's message.
 
-use serde::Serialize;
+use std::any::Any;
+
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::TaskError;
 use crate::future::Future;
@@ -158,11 +165,42 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
     }
 }
 
+/// A task's argument or result as it is encoded: the value itself, or, for a `Vec<u8>`, its
+/// bytes as one byte string (see the module's documentation).
+pub(crate) struct Wire<'a, T>(pub(crate) &'a T);
+
+impl<T: Serialize + 'static> Serialize for Wire<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self.0 as &dyn Any).downcast_ref::<Vec<u8>>() {
+            Some(bytes) => s.serialize_bytes(bytes),
+            None => self.0.serialize(s),
+        }
+    }
+}
+
+/// A task's argument or result as it is decoded: the counterpart of [`Wire`] (a `Vec<u8>` is
+/// taken as one byte string, and a large one is copied into memory mapped in one call).
+pub(crate) struct FromWire<T>(pub(crate) T);
+
+impl<'de, T: DeserializeOwned + 'static> Deserialize<'de> for FromWire<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut value: Option<T> = None;
+        if let Some(bytes) = (&mut value as &mut dyn Any).downcast_mut::<Option<Vec<u8>>>() {
+            *bytes = Some(crate::Bytes::deserialize(d)?.into_vec());
+            // `value` is the `Option<Vec<u8>>` just filled.
+            return value
+                .map(FromWire)
+                .ok_or_else(|| serde::de::Error::custom("a byte buffer was lost in decoding"));
+        }
+        T::deserialize(d).map(FromWire)
+    }
+}
+
 /// Encodes the outcome of a task. If the value cannot be encoded, the task fails with
 /// `TaskError::Codec` instead; if its `Serialize` panics, with that panic (message and
 /// location), as if the task itself had panicked. That outcome always encodes.
-pub(crate) fn encode_outcome<R: Serialize>(outcome: &Result<R, TaskError>) -> Vec<u8> {
-    let failed = match crate::unwind::catch(|| encode(outcome)) {
+pub(crate) fn encode_outcome<R: Serialize + 'static>(outcome: &Result<R, TaskError>) -> Vec<u8> {
+    let failed = match crate::unwind::catch(|| encode(&outcome.as_ref().map(Wire))) {
         Ok(Ok(bytes)) => return bytes,
         Ok(Err(e)) => {
             TaskError::Codec(format!("the task's result could not be encoded: {e}").into())
@@ -174,9 +212,9 @@ pub(crate) fn encode_outcome<R: Serialize>(outcome: &Result<R, TaskError>) -> Ve
 
 /// Decodes the outcome of a task; a malformed encoding, or a `Deserialize` that panics,
 /// fails the task (never the thread that decodes).
-pub(crate) fn decode_outcome<R: DeserializeOwned>(bytes: &[u8]) -> Result<R, TaskError> {
-    match crate::unwind::catch(|| decode::<Result<R, TaskError>>(bytes)) {
-        Ok(Ok(outcome)) => outcome,
+pub(crate) fn decode_outcome<R: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<R, TaskError> {
+    match crate::unwind::catch(|| decode::<Result<FromWire<R>, TaskError>>(bytes)) {
+        Ok(Ok(outcome)) => outcome.map(|v| v.0),
         Ok(Err(e)) => Err(TaskError::Codec(
             format!("the task's result could not be decoded: {e}").into(),
         )),
@@ -284,6 +322,44 @@ mod tests {
         let bytes = encode_outcome(&Ok::<_, TaskError>(()));
         let err = decode_outcome::<Bomb>(&bytes).unwrap_err();
         assert_eq!(err.panic().unwrap().message(), "cannot deserialize a bomb");
+    }
+
+    #[test]
+    fn a_byte_vector_travels_as_bytes_with_the_same_encoding() {
+        for len in [0usize, 3, 200, (2 << 20) + 5] {
+            let v: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let plain = encode(&v).unwrap();
+            assert_eq!(encode(&Wire(&v)).unwrap(), plain, "{len} bytes");
+            assert_eq!(encoded_len(&Wire(&v)).unwrap(), plain.len());
+            let FromWire(back) = decode::<FromWire<Vec<u8>>>(&plain).unwrap();
+            assert_eq!(back, v);
+            // Outcomes, both ways, the failure too.
+            let sent = encode_outcome(&Ok::<_, TaskError>(v.clone()));
+            assert_eq!(sent, encode(&Ok::<_, TaskError>(v.clone())).unwrap());
+            assert_eq!(decode_outcome::<Vec<u8>>(&sent), Ok(v));
+        }
+        let failed = encode_outcome(&Err::<Vec<u8>, _>(TaskError::Cancelled));
+        assert_eq!(
+            decode_outcome::<Vec<u8>>(&failed),
+            Err(TaskError::Cancelled)
+        );
+        // Other types keep their own encoding.
+        let other = (vec![1u16, 300], "x".to_string(), vec![vec![7u8; 3]]);
+        assert_eq!(encode(&Wire(&other)).unwrap(), encode(&other).unwrap());
+        let FromWire(back) =
+            decode::<FromWire<(Vec<u16>, String, Vec<Vec<u8>>)>>(&encode(&other).unwrap()).unwrap();
+        assert_eq!(back, other);
+    }
+
+    #[test]
+    fn a_truncated_byte_vector_is_an_error() {
+        let v = vec![9u8; (1 << 20) + 1];
+        let bytes = encode(&Wire(&v)).unwrap();
+        assert!(decode::<FromWire<Vec<u8>>>(&bytes[..bytes.len() - 1]).is_err());
+        assert!(matches!(
+            decode_outcome::<Vec<u8>>(&encode_outcome(&Ok::<_, TaskError>(v))[..100]),
+            Err(TaskError::Codec(_))
+        ));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use ipc_channel::ipc::OpaqueIpcReceiver;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::codec;
+use super::codec::{self, FromWire};
 use crate::error::{SubmitError, TaskError};
 use crate::executor::{Chunk, run_chunk};
 use crate::os;
@@ -109,8 +109,8 @@ fn offset_of(addr: usize) -> Result<i64, SubmitError> {
 /// How a worker finds `f` and the trampoline that calls it for one argument.
 pub(crate) fn target_of<A, R>(f: fn(A) -> R) -> Result<FnRef, SubmitError>
 where
-    A: DeserializeOwned,
-    R: Serialize,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
 {
     Ok(FnRef {
         func: offset_of(f as usize)?,
@@ -122,7 +122,7 @@ where
 pub(crate) fn chunk_target_of<A, R>(f: fn(A) -> R) -> Result<FnRef, SubmitError>
 where
     A: DeserializeOwned,
-    R: Serialize,
+    R: Serialize + 'static,
 {
     Ok(FnRef {
         func: offset_of(f as usize)?,
@@ -208,14 +208,17 @@ pub(crate) fn invoke(target: FnRef, payload: &[u8]) -> Result<Vec<u8>, BadTarget
 }
 
 /// The trampoline for one call of `fn(A) -> R`.
-fn call_one<A: DeserializeOwned, R: Serialize>(func: usize, payload: &[u8]) -> Vec<u8> {
+fn call_one<A: DeserializeOwned + 'static, R: Serialize + 'static>(
+    func: usize,
+    payload: &[u8],
+) -> Vec<u8> {
     // SAFETY: `func` is the address, in this process, of the `fn(A) -> R` whose offset
     // `target_of::<A, R>` computed together with this trampoline's (see `invoke`), so the
     // pointer has exactly this type.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
     // A `Deserialize` that panics fails this task with its message, like the task's own.
-    let outcome = match crate::unwind::catch(|| codec::decode::<A>(payload)) {
-        Ok(Ok(arg)) => crate::unwind::catch(|| f(arg)),
+    let outcome = match crate::unwind::catch(|| codec::decode::<FromWire<A>>(payload)) {
+        Ok(Ok(FromWire(arg))) => crate::unwind::catch(|| f(arg)),
         Ok(Err(e)) => Err(TaskError::Codec(
             format!("the argument could not be decoded: {e}").into(),
         )),
@@ -225,7 +228,7 @@ fn call_one<A: DeserializeOwned, R: Serialize>(func: usize, payload: &[u8]) -> V
 }
 
 /// The trampoline for a chunk of calls of `fn(A) -> R`.
-fn call_chunk<A: DeserializeOwned, R: Serialize>(func: usize, payload: &[u8]) -> Vec<u8> {
+fn call_chunk<A: DeserializeOwned, R: Serialize + 'static>(func: usize, payload: &[u8]) -> Vec<u8> {
     // SAFETY: as in `call_one`, paired by `chunk_target_of::<A, R>`.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
     let outcome: Result<Chunk<R>, TaskError> =
