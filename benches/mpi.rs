@@ -5,6 +5,10 @@
 //! within each of `CF_BENCH_ROUNDS` rounds (default 5), and every figure is the median over
 //! rounds, so that a noisy machine slows all of them alike.
 //!
+//! With Open MPI every job runs with `--mca mpi_yield_when_idle 0`: on an oversubscribed
+//! node Open MPI would otherwise make each empty poll yield the CPU; the pool turns that off
+//! for itself, so the anchors run without it too.
+//!
 //! `cargo bench --bench mpi --features mpi`
 
 use std::collections::BTreeMap;
@@ -245,6 +249,7 @@ fn mpirun(n: u32) -> Command {
     let version = Command::new("mpirun").arg("--version").output();
     if version.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Open MPI")) {
         cmd.arg("--oversubscribe");
+        cmd.args(["--mca", "mpi_yield_when_idle", "0"]);
         // SAFETY: `geteuid` has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             cmd.arg("--allow-run-as-root");

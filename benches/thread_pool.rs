@@ -11,9 +11,10 @@
 //!   rayon `install`, rayon `spawn` + channel, `threadpool` `execute` + channel. Our pool is measured with and without
 //!   caller-runs (`caller_runs(false)` shows the raw wake-up path).
 //! * `map_1m_trivial`: `map` and `map_indexed` over 1,000,000 trivial items vs rayon
-//!   `par_iter`, and two plain loops on one thread: collecting the values, and collecting
-//!   `Ok` values into a `Result<Vec<_>, _>` as a consumer of `map` does (the floor of any
-//!   iterator that yields a `Result` per item).
+//!   `par_iter` (given the function itself, which it inlines, and given the same `fn` pointer
+//!   as ours), and two plain loops on one thread: collecting the values, and calling the
+//!   `fn` pointer and collecting `Ok` values into a `Result<Vec<_>, _>` as a consumer of
+//!   `map` does (the floor of any iterator that yields a `Result` per item).
 //! * `map_10k_9us`: `map` and `map_indexed` over 10,000 items of ~9 µs vs rayon `par_iter`
 //!   and the ideal two-way split (two threads, half each).
 
@@ -245,12 +246,21 @@ fn map_1m_trivial(c: &mut Criterion) {
             black_box(v)
         })
     });
+    // `map` takes a `fn` pointer (a process pool sends it to another process), which no
+    // compiler inlines: rayon given the same pointer, and one thread calling it in a loop.
+    let f: fn(u64) -> u64 = black_box(trivial);
+    g.bench_function("rayon_par_iter_fn_ptr", |b| {
+        b.iter(|| {
+            let v: Vec<u64> = rp.install(|| (0..N).into_par_iter().map(f).collect());
+            black_box(v)
+        })
+    });
     // The floor of any `Iterator` of `Result`s, pool or not: one thread taking each item
     // through `next` into a `Result<Vec<_>, _>`.
     g.bench_function("plain_loop_results", |b| {
         b.iter(|| {
             let v: Vec<u64> = (0..N)
-                .map(|x| Ok::<u64, concurrent_futures::TaskError>(black_box(trivial)(x)))
+                .map(|x| Ok::<u64, concurrent_futures::TaskError>(f(x)))
                 .collect::<Result<_, _>>()
                 .unwrap();
             black_box(v)

@@ -53,6 +53,7 @@ fn main() {
                 "stopped" => stopped(),
                 "absent" => absent(),
                 "fingerprint" => fingerprint(),
+                "idle_yield" => idle_yield(),
                 other => {
                     eprintln!("unknown case {other}");
                     2
@@ -227,6 +228,10 @@ fn drive() {
             "a rank running another executable is refused",
             check_fingerprint,
         ),
+        (
+            "Open MPI's yield in empty polls is off while pools poll, unless asked for",
+            check_idle_yield,
+        ),
     ];
     for (name, check) in checks {
         let started = Instant::now();
@@ -245,6 +250,34 @@ fn drive() {
     if !failed.is_empty() {
         std::process::exit(1);
     }
+}
+
+fn check_idle_yield() {
+    if !is_open_mpi() {
+        return; // an Open MPI setting
+    }
+    // Three ranks on a small machine: Open MPI turns the yield on by itself when a node is
+    // oversubscribed; whatever it chose, the pool polls without it.
+    let job = mpi_job("idle_yield", 3, LONG * 2);
+    assert_eq!(job.code, Some(0), "{}", job.output);
+    assert_eq!(
+        job.output.matches("yields when idle: false").count(),
+        3,
+        "{}",
+        job.output
+    );
+    // Asked for explicitly: left as asked, on every rank.
+    let mut cmd = mpirun();
+    cmd.args(["--mca", "mpi_yield_when_idle", "1", "-n", "3"])
+        .arg(exe());
+    let job = run_job(cmd, "idle_yield", LONG * 2);
+    assert_eq!(job.code, Some(0), "{}", job.output);
+    assert_eq!(
+        job.output.matches("yields when idle: true").count(),
+        3,
+        "{}",
+        job.output
+    );
 }
 
 fn check_suite() {
@@ -1088,6 +1121,33 @@ fn absent() -> i32 {
         }
         other => panic!("expected a timeout, got {:?}", other.map(|p| p.is_some())),
     }
+}
+
+/// Prints whether Open MPI yields in empty polls on this rank, once the pool's session ran
+/// (on rank 0) or was served (on the others): the setter returns the setting it replaces,
+/// which is put back at once.
+fn idle_yield() -> i32 {
+    let pool = MpiPoolExecutor::start();
+    if let Some(pool) = &pool {
+        assert_eq!(pool.submit(common::double, 4).result_timeout(LONG), Ok(8));
+    }
+    // SAFETY: Open MPI's `bool opal_progress_set_yield_when_idle(bool)` (libopen-pal,
+    // loaded with libmpi), found by name; null when absent. MPI is initialized and no MPI
+    // call runs now: rank 0's session is idle, the others' is over.
+    let yields = unsafe {
+        let set = libc::dlsym(
+            libc::RTLD_DEFAULT,
+            c"opal_progress_set_yield_when_idle".as_ptr(),
+        );
+        assert!(!set.is_null(), "Open MPI's progress setter not found");
+        let set = std::mem::transmute::<*mut libc::c_void, extern "C" fn(bool) -> bool>(set);
+        let was = set(false);
+        set(was);
+        was
+    };
+    println!("yields when idle: {yields}");
+    drop(pool);
+    0
 }
 
 fn fingerprint() -> i32 {
