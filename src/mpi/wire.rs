@@ -219,17 +219,33 @@ pub(crate) fn calls_message(kind: u8, mut calls: Vec<(CallHead, Vec<u8>)>) -> Ve
     buf
 }
 
-/// Builds a `Done` message from outcomes. A single outcome reuses its buffer.
-pub(crate) fn done_message(mut outcomes: Vec<(u64, Vec<u8>)>) -> Vec<u8> {
+/// Builds a message of one call (`calls_message` of one), in the payload's own buffer.
+pub(crate) fn call_message(kind: u8, head: CallHead, mut payload: Vec<u8>) -> Vec<u8> {
+    Writer::new(&mut payload).call(&head).u32(1).finish(kind);
+    payload
+}
+
+/// Builds a `Done` message from outcomes, taking them out of `outcomes` (whose capacity
+/// stays for the next ones). A single outcome reuses its buffer.
+pub(crate) fn done_message(outcomes: &mut Vec<(u64, Vec<u8>)>) -> Vec<u8> {
     let n = outcomes.len();
+    if n == 1 {
+        // One result: its header goes after it, in the room its encoding left.
+        let (id, mut buf) = outcomes.swap_remove(0);
+        let len = buf.len() as u64;
+        Writer::new(&mut buf)
+            .u64(id)
+            .u64(len)
+            .u32(1)
+            .finish(kind::DONE);
+        return buf;
+    }
     let heads: Vec<(u64, usize)> = outcomes.iter().map(|(id, o)| (*id, o.len())).collect();
-    let mut buf = if n == 1 {
-        std::mem::take(&mut outcomes[0].1)
-    } else {
+    let mut buf = {
         let total: usize = heads.iter().map(|h| h.1).sum();
         let mut buf = Vec::with_capacity(total + 16 * n + 5);
-        for (_, o) in &outcomes {
-            buf.extend_from_slice(o);
+        for (_, o) in outcomes.drain(..) {
+            buf.extend_from_slice(&o);
         }
         buf
     };
@@ -274,8 +290,30 @@ mod tests {
     }
 
     #[test]
+    fn one_call_and_one_result_are_built_in_their_own_buffers_as_the_general_path_builds_them() {
+        let one = call_message(kind::CALLS, head(4, 2), vec![5, 6]);
+        assert_eq!(
+            one,
+            calls_message(kind::CALLS, vec![(head(4, 2), vec![5, 6])])
+        );
+        // Done: the single-result path against the many-results layout, by hand.
+        let msg = done_message(&mut vec![(8, vec![1, 2])]);
+        let mut want = vec![1, 2];
+        Writer::new(&mut want)
+            .u64(8)
+            .u64(2)
+            .u32(1)
+            .finish(kind::DONE);
+        assert_eq!(msg, want);
+        let (mut r, _) = Reader::new(&msg).unwrap();
+        let n = r.u32().unwrap() as usize;
+        let out = r.outcomes(n).unwrap();
+        assert_eq!((out[0].0, &msg[out[0].1.clone()]), (8, &[1u8, 2][..]));
+    }
+
+    #[test]
     fn done_round_trip() {
-        let msg = done_message(vec![(1, vec![9; 3]), (2, vec![]), (3, vec![7])]);
+        let msg = done_message(&mut vec![(1, vec![9; 3]), (2, vec![]), (3, vec![7])]);
         let (mut r, k) = Reader::new(&msg).unwrap();
         assert_eq!(k, kind::DONE);
         let n = r.u32().unwrap() as usize;
@@ -288,7 +326,7 @@ mod tests {
     #[test]
     fn malformed_messages_are_errors() {
         assert!(Reader::new(&[]).is_err());
-        let mut msg = done_message(vec![(1, vec![1, 2, 3])]);
+        let mut msg = done_message(&mut vec![(1, vec![1, 2, 3])]);
         msg.remove(0); // a payload byte short
         let (mut r, _) = Reader::new(&msg).unwrap();
         let n = r.u32().unwrap() as usize;

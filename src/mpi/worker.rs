@@ -52,9 +52,10 @@ struct Link {
 struct Shared {
     link: Mutex<Link>,
     queue: Mutex<VecDeque<Job>>,
-    /// When the running call started (ns since `epoch`), 0 while none runs.
-    busy_since: AtomicU64,
-    epoch: Instant,
+    /// The number of the running call (they are numbered from 1 as they start), 0 while
+    /// none runs. The helper, which looks once per cap, takes over when it sees the same
+    /// call running at two looks in a row: no clock is read per call.
+    running: AtomicU64,
     over: AtomicBool,
     /// The helper sleeps here between looks.
     nap: (Mutex<()>, Condvar),
@@ -137,8 +138,7 @@ fn join_and_run(env: &'static Env, comm: Comm, idle_cap: Duration) -> Result<boo
             exit: false,
         }),
         queue: Mutex::new(VecDeque::new()),
-        busy_since: AtomicU64::new(0),
-        epoch: Instant::now(),
+        running: AtomicU64::new(0),
         over: AtomicBool::new(false),
         nap: (Mutex::new(()), Condvar::new()),
         cap,
@@ -156,17 +156,18 @@ fn join_and_run(env: &'static Env, comm: Comm, idle_cap: Duration) -> Result<boo
 /// Runs calls; probes and sends whenever it has none to run.
 fn task_loop(shared: &Shared) -> Result<(), MpiError> {
     let mut backoff = Backoff::new(shared.cap);
+    let mut calls = 0u64;
     loop {
         let job = lock(&shared.queue).pop_front();
         if let Some(job) = job {
-            let started = shared.epoch.elapsed().as_nanos() as u64;
-            shared.busy_since.store(started.max(1), Ordering::Release);
+            calls += 1;
+            shared.running.store(calls, Ordering::Release);
             let outcome = image::invoke(job.head.target, &job.msg[job.range.clone()])?;
-            shared.busy_since.store(0, Ordering::Release);
+            shared.running.store(0, Ordering::Release);
             drop(job.msg);
             let mut link = lock(&shared.link);
-            link.add_result(job.head.id, outcome);
             let more = !lock(&shared.queue).is_empty();
+            link.add_result(job.head.id, outcome, more);
             if !more || link.since.elapsed() >= FLUSH_AFTER {
                 link.flush_results();
             }
@@ -199,6 +200,8 @@ fn task_loop(shared: &Shared) -> Result<(), MpiError> {
 fn helper_loop(shared: &Shared) {
     let (m, nap) = &shared.nap;
     let mut busy = false;
+    // The call seen running at the last look.
+    let mut seen = 0;
     loop {
         {
             let g = lock(m);
@@ -206,16 +209,18 @@ fn helper_loop(shared: &Shared) {
                 return;
             }
             // While calls run, look once per cap; while the rank is idle (the task thread
-            // polls), look rarely: a long call is noticed within 16 caps.
+            // polls), look rarely. A call seen running at two looks in a row is long, so a
+            // long call is noticed within 17 caps.
             let _ = nap.wait_timeout(g, if busy { shared.cap } else { shared.cap * 16 });
         }
         if shared.over.load(Ordering::Acquire) || comm::exiting() {
             return;
         }
-        let since = shared.busy_since.load(Ordering::Acquire);
-        busy = since != 0;
-        let now = shared.epoch.elapsed().as_nanos() as u64;
-        if since == 0 || now.saturating_sub(since) < shared.cap.as_nanos() as u64 {
+        let running = shared.running.load(Ordering::Acquire);
+        busy = running != 0;
+        let long = busy && running == seen;
+        seen = running;
+        if !long {
             continue; // the task thread is polling, or will be soon
         }
         let mut link = lock(&shared.link);
@@ -233,7 +238,9 @@ fn helper_loop(shared: &Shared) {
 }
 
 impl Link {
-    fn add_result(&mut self, id: u64, mut outcome: Vec<u8>) {
+    /// Queues a result to send; `held` if it will wait for more (the time it starts to
+    /// wait is then noted, for `FLUSH_AFTER`).
+    fn add_result(&mut self, id: u64, mut outcome: Vec<u8>, held: bool) {
         if outcome.len() > MAX_MESSAGE - 64 {
             let err: Result<(), crate::TaskError> = Err(crate::TaskError::Codec(
                 format!(
@@ -247,7 +254,7 @@ impl Link {
         if self.ready_bytes + outcome.len() > MAX_MESSAGE / 2 {
             self.flush_results();
         }
-        if self.ready.is_empty() {
+        if self.ready.is_empty() && held {
             self.since = Instant::now();
         }
         self.ready_bytes += outcome.len();
@@ -259,25 +266,27 @@ impl Link {
             return;
         }
         self.ready_bytes = 0;
-        let msg = wire::done_message(std::mem::take(&mut self.ready));
+        let msg = wire::done_message(&mut self.ready);
         self.port.send(0, wire::TO_CLIENT, msg);
     }
 
-    /// Handles every message that has arrived; true if there was one.
+    /// Handles the messages that have arrived, up to the first that brings calls (they run
+    /// at once; the probe that would find nothing more is left to the next round); true if
+    /// there was one.
     fn poll(&mut self, shared: &Shared) -> Result<bool, MpiError> {
         self.port.test_sends();
         let mut any = false;
         while let Some((_, buf)) = self.port.probe(wire::TO_WORKER) {
             any = true;
-            self.handle(shared, buf)?;
-            if self.exit {
+            if self.handle(shared, buf)? || self.exit {
                 break;
             }
         }
         Ok(any)
     }
 
-    fn handle(&mut self, shared: &Shared, buf: Vec<u8>) -> Result<(), MpiError> {
+    /// Handles one message from rank 0; true if it brought calls.
+    fn handle(&mut self, shared: &Shared, buf: Vec<u8>) -> Result<bool, MpiError> {
         let (mut r, k) = Reader::new(&buf)?;
         match k {
             kind::CALLS => {
@@ -290,6 +299,7 @@ impl Link {
                     msg: msg.clone(),
                     range,
                 }));
+                return Ok(true);
             }
             kind::REVOKE => {
                 // Under the queue lock: a call is either started by the task thread or given
@@ -317,6 +327,6 @@ impl Link {
                 });
             }
         }
-        Ok(())
+        Ok(false)
     }
 }

@@ -148,10 +148,16 @@ impl postcard::ser_flavors::Flavor for Sink<'_> {
 
 /// Encodes a value for the other process.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let mut buf = vec![0; encoded_len(value)?];
+    let len = encoded_len(value)?;
+    // Room for the header a transport appends (an MPI message's), without a reallocation.
+    let mut buf = Vec::with_capacity(len + HEADER_ROOM);
+    buf.resize(len, 0);
     encode_into(value, &mut buf)?;
     Ok(buf)
 }
+
+/// Spare capacity of an encoding, for a transport's header (an MPI call's is 37 bytes).
+const HEADER_ROOM: usize = 64;
 
 /// Decodes a value from the other process; trailing bytes are an error.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {

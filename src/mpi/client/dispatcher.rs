@@ -58,7 +58,9 @@ pub(super) struct Dispatcher {
     pub(super) port: Port,
     pub(super) links: Vec<Link>,
     /// Tasks in a worker: their futures, and which link holds them.
-    pub(super) inflight: HashMap<u64, (Box<dyn Completion>, usize)>,
+    pub(super) inflight: IdMap<(Box<dyn Completion>, usize)>,
+    /// The last round ended early, after results (see `step`).
+    deferred: bool,
     pub(super) config: Config,
     pub(super) backoff: Backoff,
     /// `State::events` last seen.
@@ -104,7 +106,8 @@ impl Dispatcher {
                     lost: false,
                 })
                 .collect(),
-            inflight: HashMap::new(),
+            inflight: IdMap::default(),
+            deferred: false,
             backoff: Backoff::new(config.backoff_cap),
             config,
             seen: 0,
@@ -125,8 +128,24 @@ impl Dispatcher {
         if self.over {
             return (Finished::default(), false, true);
         }
-        let mut progress = self.receive();
-        progress |= self.dispatch();
+        // New tasks go out before anything is read: a probe that finds nothing costs about
+        // as much as the send, and a task submitted to a quiet pool should not wait for it.
+        // When results came in, their freed room is used in the same round.
+        let mut progress = self.dispatch();
+        if self.receive() {
+            if !self.finished.batches.is_empty() && !std::mem::replace(&mut self.deferred, true) {
+                // Results: their futures are completed now, and the rest of the round
+                // waits for the next one (which comes at once: this one made progress).
+                // Never twice in a row, so a stream of results cannot starve it.
+                self.backoff.reset();
+                return (std::mem::take(&mut self.finished), true, false);
+            }
+            progress = true;
+            if !self.drained {
+                self.dispatch();
+            }
+        }
+        self.deferred = false;
         progress |= self.steal();
         self.port.test_sends();
         // The clock is read once per `WATCH_EVERY` rounds: a read costs about as much as
@@ -163,7 +182,9 @@ impl Dispatcher {
         Some((nap, self.seen))
     }
 
-    /// Reads the messages that have arrived (a bounded number per round).
+    /// Reads the messages that have arrived (a bounded number per round). Stops after
+    /// results: their futures are completed first, and the probe that would find nothing
+    /// more is left to the next round.
     pub(super) fn receive(&mut self) -> bool {
         let mut any = false;
         for _ in 0..64 {
@@ -175,6 +196,9 @@ impl Dispatcher {
                 // A rank that sends garbage runs something else than we think: stop.
                 eprintln!("concurrent_futures: rank 0: {e}; aborting the MPI job");
                 comm::abort(3);
+            }
+            if !self.finished.batches.is_empty() {
+                break;
             }
         }
         any
@@ -373,6 +397,23 @@ impl Dispatcher {
             link.last_heard = Instant::now();
         }
         link.window.send(batch.iter().map(|w| w.id));
+        let rank = link.info.rank;
+        if let [_] = batch.as_slice() {
+            // One call (the common case of a pool that is not flooded): its header goes
+            // after its payload, in the room the encoding left.
+            let Some(w) = batch.into_iter().next() else {
+                return;
+            };
+            let head = CallHead {
+                id: w.id,
+                target: w.target,
+                len: w.payload.len(),
+            };
+            self.inflight.insert(w.id, (w.completion, li));
+            let msg = wire::call_message(kind::CALLS, head, w.payload);
+            self.port.send(rank, wire::TO_WORKER, msg);
+            return;
+        }
         let mut calls = Vec::with_capacity(batch.len());
         for w in batch {
             calls.push((
@@ -385,7 +426,6 @@ impl Dispatcher {
             ));
             self.inflight.insert(w.id, (w.completion, li));
         }
-        let rank = link.info.rank;
         self.port.send(
             rank,
             wire::TO_WORKER,
@@ -406,6 +446,9 @@ impl Dispatcher {
             .count();
         if idle == 0 {
             return false; // nobody to give work to
+        }
+        if !self.links.iter().any(|l| l.window.has_backlog()) {
+            return false; // nothing to give back
         }
         let candidates = self
             .links

@@ -18,7 +18,7 @@ mod driver;
 use dispatcher::Dispatcher;
 pub(crate) use driver::Driver;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +28,7 @@ use super::comm::{self, Backoff, Comm, Env, MAX_MESSAGE, Port};
 use super::error::MpiError;
 use super::wire::{self, CallHead, Reader, kind};
 use crate::error::{ExitStatus, SubmitError, TaskError};
+use crate::remote::IdMap;
 use crate::remote::window::{self, MAX_BATCHES, Window};
 use crate::remote::{Completion, FnRef};
 use crate::sync::{Condvar, Mutex, lock};

@@ -22,7 +22,7 @@ mod link;
 mod reader;
 mod start;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,7 +33,7 @@ use crate::error::{SubmitError, TaskError};
 use crate::os::{self, Mapping, Memfd, Pidfd, Poller, Socket};
 use crate::remote::bootstrap::{ChildGuard, StartError};
 use crate::remote::window::Window;
-use crate::remote::{Completion, FnRef};
+use crate::remote::{Completion, FnRef, IdMap};
 use crate::sync::{self, Condvar, Mutex};
 use link::dispatch;
 use std::sync::atomic::Ordering::SeqCst;
@@ -116,8 +116,8 @@ struct Link {
 struct State {
     phase: Phase,
     pending: VecDeque<Work>,
-    inflight: HashMap<u64, Work>,
-    workers: HashMap<u64, Link>,
+    inflight: IdMap<Work>,
+    workers: IdMap<Link>,
     next_id: u64,
     /// The key of the next worker started.
     next_worker: u64,
@@ -189,8 +189,8 @@ impl Manager {
             state: Mutex::new(State {
                 phase: Phase::Starting,
                 pending: VecDeque::new(),
-                inflight: HashMap::new(),
-                workers: HashMap::new(),
+                inflight: IdMap::default(),
+                workers: IdMap::default(),
                 next_id: 1,
                 next_worker: 1,
                 startup_error: None,
