@@ -34,8 +34,24 @@ const FLUSH_AFTER: Duration = Duration::from_micros(200);
 /// A call received and not started.
 struct Job {
     head: CallHead,
-    msg: Arc<Vec<u8>>,
+    msg: Message,
     range: Range<usize>,
+}
+
+/// The message a call came in: its own, or shared with the other calls of its batch.
+enum Message {
+    One(Vec<u8>),
+    Shared(Arc<Vec<u8>>),
+}
+
+impl std::ops::Deref for Message {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Message::One(v) => v,
+            Message::Shared(v) => v,
+        }
+    }
 }
 
 /// The rank's side of the session's traffic, used by one thread at a time.
@@ -291,12 +307,22 @@ impl Link {
         match k {
             kind::CALLS => {
                 let n = r.u32()? as usize;
-                let calls = r.calls(n)?;
-                let msg = Arc::new(buf);
+                let mut calls = r.calls(n)?;
                 let mut q = lock(&shared.queue);
+                if calls.len() == 1
+                    && let Some((head, range)) = calls.pop()
+                {
+                    q.push_back(Job {
+                        head,
+                        msg: Message::One(buf),
+                        range,
+                    });
+                    return Ok(true);
+                }
+                let msg = Arc::new(buf);
                 q.extend(calls.into_iter().map(|(head, range)| Job {
                     head,
-                    msg: msg.clone(),
+                    msg: Message::Shared(msg.clone()),
                     range,
                 }));
                 return Ok(true);

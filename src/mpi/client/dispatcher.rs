@@ -13,7 +13,11 @@ pub(super) struct Link {
     info: RankInfo,
     /// What it holds (see `remote::window`).
     window: Window,
+    /// When the worker was last heard from (or given work while idle), as of the last
+    /// `watch`: a message only sets `heard`, which `watch` turns into a time, so that no
+    /// clock is read per message.
     last_heard: Instant,
+    heard: bool,
     pinged: bool,
     lost: bool,
     /// Its process, when it runs on this host: its death is seen at once (MPI does not end
@@ -102,6 +106,7 @@ impl Dispatcher {
                     info,
                     window: Window::default(),
                     last_heard: now,
+                    heard: false,
                     pinged: false,
                     lost: false,
                 })
@@ -224,7 +229,7 @@ impl Dispatcher {
             // Its tasks already failed; whatever it says now comes too late.
             return Ok(());
         }
-        link.last_heard = Instant::now();
+        link.heard = true;
         link.pinged = false;
         let (mut r, k) = Reader::new(&buf)?;
         match k {
@@ -394,7 +399,7 @@ impl Dispatcher {
     pub(super) fn send_batch(&mut self, li: usize, batch: Vec<Work>) {
         let link = &mut self.links[li];
         if link.window.is_empty() {
-            link.last_heard = Instant::now();
+            link.heard = true;
         }
         link.window.send(batch.iter().map(|w| w.id));
         let rank = link.info.rank;
@@ -467,10 +472,14 @@ impl Dispatcher {
 
     /// Pings silent workers that hold tasks; declares lost those silent for too long.
     pub(super) fn watch(&mut self) {
+        let now = Instant::now();
         for li in 0..self.links.len() {
             let link = &mut self.links[li];
             if link.lost {
                 continue;
+            }
+            if std::mem::take(&mut link.heard) {
+                link.last_heard = now;
             }
             // (Once told to leave, a worker may end its process as soon as it has said so.)
             if self.leaving.is_none() && link.process.as_ref().is_some_and(|p| p.exited()) {
@@ -480,7 +489,7 @@ impl Dispatcher {
             if link.window.is_empty() || !link.info.helper {
                 continue;
             }
-            let silent = link.last_heard.elapsed();
+            let silent = now.saturating_duration_since(link.last_heard);
             if silent >= self.config.unresponsive_after {
                 self.lose(li, format!("has not answered for {silent:.1?}"));
             } else if silent >= PING_AFTER && !link.pinged {
