@@ -80,21 +80,21 @@ impl Driver {
             if until() {
                 return;
             }
-            let step = lock(&self.dispatcher).as_mut().map(Dispatcher::step);
-            let Some((finished, progress, over)) = step else {
+            // One lock per round: a round that made no progress also takes its pause.
+            let step = lock(&self.dispatcher).as_mut().map(|d| {
+                let (finished, progress, over) = d.step();
+                let nap = if progress || over { None } else { d.nap() };
+                (finished, over, nap)
+            });
+            let Some((finished, over, nap)) = step else {
                 return;
             };
             finished.complete();
             if over {
                 return;
             }
-            if !progress {
-                let nap = lock(&self.dispatcher).as_mut().map(Dispatcher::nap);
-                match nap {
-                    None => return,
-                    Some(Some((nap, seen))) => self.client.sleep(nap, seen),
-                    Some(None) => {}
-                }
+            if let Some((nap, seen)) = nap {
+                self.client.sleep(nap, seen);
             }
         }
     }
