@@ -146,7 +146,8 @@ fn start_mpi_thread(timeout: Duration) -> Result<Env, MpiError> {
                     }
                 }
             }
-            idle_yield::while_blocked(|| drop(universe)); // MPI_Finalize
+            idle_yield::give_back();
+            drop(universe); // MPI_Finalize
             if let Some(done) = finalized {
                 let _ = done.send(());
             }
@@ -312,6 +313,16 @@ mod idle_yield {
             && set(false)
         {
             TAKEN.store(true, Ordering::Release);
+        }
+    }
+
+    /// Before `MPI_Finalize`, which blocks: Open MPI yields when idle again, as it chose
+    /// (nothing of the library is called after it).
+    pub(super) fn give_back() {
+        if TAKEN.swap(false, Ordering::AcqRel)
+            && let Some(set) = setter()
+        {
+            set(true);
         }
     }
 

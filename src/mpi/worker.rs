@@ -199,7 +199,7 @@ fn task_loop(shared: &Shared) -> Result<(), MpiError> {
             link.port.flush();
             return Ok(());
         }
-        if link.poll(shared)? {
+        if link.poll(shared, true)? {
             backoff.reset();
             continue;
         }
@@ -243,7 +243,7 @@ fn helper_loop(shared: &Shared) {
         if link.since.elapsed() >= FLUSH_AFTER {
             link.flush_results();
         }
-        if let Err(e) = link.poll(shared) {
+        if let Err(e) = link.poll(shared, false) {
             eprintln!(
                 "concurrent_futures: worker pid {}: {e}; aborting the MPI job",
                 std::process::id()
@@ -286,15 +286,17 @@ impl Link {
         self.port.send(0, wire::TO_CLIENT, msg);
     }
 
-    /// Handles the messages that have arrived, up to the first that brings calls (they run
-    /// at once; the probe that would find nothing more is left to the next round); true if
-    /// there was one.
-    fn poll(&mut self, shared: &Shared) -> Result<bool, MpiError> {
+    /// Handles the messages that have arrived; true if there was one. With `to_run` (the
+    /// task thread, which will run what comes), it stops at the first message that brings
+    /// calls, so that they start at once: the probe that would find nothing more is left to
+    /// the next round. The helper reads everything (a `Revoke` may follow the calls).
+    fn poll(&mut self, shared: &Shared, to_run: bool) -> Result<bool, MpiError> {
         self.port.test_sends();
         let mut any = false;
         while let Some((_, buf)) = self.port.probe(wire::TO_WORKER) {
             any = true;
-            if self.handle(shared, buf)? || self.exit {
+            let calls = self.handle(shared, buf)?;
+            if self.exit || (calls && to_run) {
                 break;
             }
         }
