@@ -355,10 +355,7 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
 ///
 /// On a [`ThreadPoolExecutor`](crate::ThreadPoolExecutor) the input is taken in blocks that
 /// the workers and the calling thread split among themselves, with results written in place
-/// and yielded straight from there (with the default options, items that cost less than
-/// their trip to a worker and back, a few nanoseconds, run on the calling thread alone,
-/// block by block, as the results are asked for); on other backends items travel in
-/// chunks, one task each.
+/// and yielded straight from there; on other backends items travel in chunks, one task each.
 ///
 /// ```
 /// use concurrent_futures::{Executor, ThreadPoolExecutor};
@@ -477,36 +474,11 @@ const PROBE_BLOCK: usize = 64;
 const BLOCK_NS: f64 = 2_000_000.0;
 const PIECE_NS: f64 = 20_000.0;
 
-/// Items cheaper than this (nanoseconds each, as the workers measured them: moving items
-/// between threads included) cost less to run than to hand to another thread and back: the
-/// caller runs the next blocks itself (see `Blocks`).
-const INLINE_ENTER_NS: f64 = 4.0;
-
-/// The caller hands its block to the workers when a piece of it took longer than this per
-/// item (timed by the caller: nothing crosses threads, hence below `INLINE_ENTER_NS`).
-const INLINE_LEAVE_NS: f64 = 2.5;
-
-/// Items of the first block the caller runs itself, and of the largest (the sizes double),
-/// and of each of their pieces: the caller times every piece, and when items turn out
-/// dearer, the workers take the block's remaining pieces.
-const INLINE_FIRST: usize = 1024;
-const INLINE_MAX: usize = 4096;
-const INLINE_PIECE: usize = 1024;
-
 /// A block of a thread-pool `map`: items moved in from the input, a function pointer.
 type MapBlock<A, R> = Block<VecSource<A>, fn(A) -> R, R>;
 
 /// `map` on the thread pool: blocks of items split among the workers and the caller (see
 /// `thread/block.rs`), results yielded in place.
-///
-/// Items that cost less than their trip to a worker and back (`INLINE_ENTER_NS`) are not
-/// handed to the workers: the caller runs each block itself, piece by piece, when it
-/// reaches it (the map then costs about what a plain loop does). Only with the default
-/// options and `caller_runs`: an explicit `chunksize`, `buffersize` or `timeout` keeps the
-/// workers on every block. The caller's blocks are small and their pieces timed; when items
-/// turn out dearer (`INLINE_LEAVE_NS`), the block is launched (the workers take its
-/// remaining pieces from the back) and the next blocks go to the workers again. A block
-/// the caller would run is refused as a launched one is once the pool is shut down.
 struct Blocks<'a, I, A, R> {
     pool: &'a crate::ThreadPoolExecutor,
     f: fn(A) -> R,
@@ -530,12 +502,6 @@ struct Blocks<'a, I, A, R> {
     started: bool,
     /// The input's length was known at the start.
     exact_input: bool,
-    /// The caller runs the next blocks itself, without launching them (see above); their
-    /// size.
-    inline: bool,
-    inline_len: usize,
-    /// `INLINE_LEAVE_NS` (infinite in the tests that keep the caller on its blocks).
-    leave_ns: f64,
 }
 
 impl<'a, I, A, R> Blocks<'a, I, A, R>
@@ -564,18 +530,9 @@ where
             stopped: false,
             started: false,
             exact_input,
-            inline: false,
-            inline_len: INLINE_FIRST,
-            leave_ns: INLINE_LEAVE_NS,
         };
         map.fill();
         map
-    }
-
-    /// Whether the caller may run blocks alone: default options on a pool whose callers
-    /// run tasks (`help` is off with a timeout).
-    fn may_inline(&self) -> bool {
-        self.help && self.fixed_piece.is_none() && self.max_pieces.is_none()
     }
 
     /// Threads that run pieces: the workers, and the caller if it may.
@@ -601,10 +558,9 @@ where
     }
 
     /// Launches blocks until `BLOCKS_AHEAD` are in flight or the input ends. With a
-    /// `buffersize`, one block of at most that many pieces: the bound holds exactly. When
-    /// the caller runs the blocks itself, one block, not launched.
+    /// `buffersize`, one block of at most that many pieces: the bound holds exactly.
     fn fill(&mut self) {
-        let ahead = if self.max_pieces.is_some() || self.inline {
+        let ahead = if self.max_pieces.is_some() {
             1
         } else {
             BLOCKS_AHEAD
@@ -617,9 +573,6 @@ where
             if let Some(m) = self.max_pieces {
                 n = n.min(m.saturating_mul(self.piece_len(n)));
             }
-            if self.inline {
-                n = self.inline_len;
-            }
             let (mut items, output) = self.spare.take().unwrap_or_default();
             items.reserve(n.min(self.items.size_hint().1.unwrap_or(n)).min(MAX_BLOCK));
             items.extend(self.items.by_ref().take(n));
@@ -627,31 +580,18 @@ where
                 self.stopped = true;
                 break;
             }
-            let piece = if self.inline {
-                INLINE_PIECE
-            } else {
-                self.piece_len(items.len())
-            };
-            let mut block = Block::new(
-                self.f,
-                VecSource::new(items),
-                output,
-                piece,
-                self.pool.registry(),
-            )
-            .workers_from_back(self.help);
-            if self.inline {
-                block = block.by_caller();
-            }
-            let block = Arc::new(block);
-            let refused = if self.inline {
-                self.pool
-                    .refusal()
-                    .inspect(|e| block.close(TaskError::Submit(e.clone())))
-            } else {
-                block.launch(self.pool).err()
-            };
-            if let Some(e) = refused {
+            let piece = self.piece_len(items.len());
+            let block = Arc::new(
+                Block::new(
+                    self.f,
+                    VecSource::new(items),
+                    output,
+                    piece,
+                    self.pool.registry(),
+                )
+                .workers_from_back(self.help),
+            );
+            if let Err(e) = block.launch(self.pool) {
                 self.stopped = true;
                 self.last_error = Some(TaskError::Submit(e));
                 break;
@@ -669,12 +609,7 @@ where
                 return self.last_error.take().map(Err);
             };
             match self.cursor.advance(&*block, self.help, self.deadline) {
-                Step::Item(r) => {
-                    if self.inline {
-                        self.check_inline(&block);
-                    }
-                    return Some(r);
-                }
+                Step::Item(r) => return Some(r),
                 Step::End => self.next_block(),
                 Step::TimedOut => {
                     self.cancel_all();
@@ -684,21 +619,6 @@ where
                     return Some(Err(TaskError::Timeout));
                 }
             }
-        }
-    }
-
-    /// After the caller ran a piece of its own block: if the items turned out dearer than
-    /// `leave_ns`, the workers get the block's remaining pieces, and the next blocks.
-    fn check_inline(&mut self, block: &Arc<MapBlock<A, R>>) {
-        if !block.is_by_caller() || block.ns_per_item().is_none_or(|ns| ns <= self.leave_ns) {
-            return;
-        }
-        self.inline = false;
-        self.inline_len = INLINE_FIRST;
-        if block.has_unclaimed() && !block.launched() && self.pool.refusal().is_none() {
-            // A refusal racing this closes the block: its remaining items fail with it, as
-            // those of a block refused at launch.
-            let _ = block.launch(self.pool);
         }
     }
 
@@ -715,20 +635,6 @@ where
             self.block_len = ideal
                 .min(self.block_len.saturating_mul(16))
                 .clamp(1, MAX_BLOCK);
-            if done.is_by_caller() {
-                // Timed by the caller (`check_inline` left if it was too slow).
-                if self.inline {
-                    self.inline_len = (self.inline_len * 2).min(INLINE_MAX);
-                }
-            } else if !self.inline
-                && ns < INLINE_ENTER_NS
-                && done.piece_len() > 1
-                && self.may_inline()
-            {
-                // Measured by the workers over pieces of several items (with one item per
-                // piece, as in the first block, the clock's own cost dominates).
-                self.inline = true;
-            }
         }
         self.spare = Block::recycle(done);
         self.cursor.reset();
@@ -1103,292 +1009,5 @@ impl<E, I, A, R> fmt::Debug for MapUnordered<'_, E, I, A, R> {
             .field("inflight", &self.inflight)
             .field("finished", &self.finished)
             .finish_non_exhaustive()
-    }
-}
-
-/// The thread-pool path with the caller running every block alone (`Blocks::inline`),
-/// forced on whatever the items cost (the switch itself depends on timings).
-#[cfg(all(test, not(loom)))]
-mod inline_tests {
-    use super::*;
-    use crate::ThreadPoolExecutor;
-    use crate::error::SubmitError;
-    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-    use std::time::Duration;
-
-    const LONG: Duration = Duration::from_secs(30);
-
-    /// The probe blocks the map launches before its first `next` (items `..PROBED`): they
-    /// may run on the workers.
-    const PROBED: u64 = 2 * PROBE_BLOCK as u64;
-
-    type PoolMap<'a, I, A, R> = Map<'a, ThreadPoolExecutor, I, A, R>;
-
-    fn blocks<'m, 'a, I, A, R>(m: &'m mut PoolMap<'a, I, A, R>) -> &'m mut Blocks<'a, I, A, R> {
-        match &mut m.mode {
-            Mode::Blocks(b) => b,
-            Mode::Chunks(_) => panic!("a thread pool maps by blocks"),
-        }
-    }
-
-    /// `pool.map(f, items)`, the caller running every block after the probes alone.
-    fn inline_map<I: Iterator<Item = A>, A: Payload, R: Payload>(
-        pool: &ThreadPoolExecutor,
-        f: fn(A) -> R,
-        items: I,
-    ) -> PoolMap<'_, I, A, R> {
-        let mut m = pool.map(f, items);
-        let b = blocks(&mut m);
-        b.inline = true;
-        b.leave_ns = f64::INFINITY;
-        m
-    }
-
-    fn on_worker() -> bool {
-        std::thread::current()
-            .name()
-            .is_some_and(|n| n.starts_with("ThreadPoolExecutor"))
-    }
-
-    static WORKER_RAN: AtomicUsize = AtomicUsize::new(0);
-
-    /// Doubles; counts the items after the probes that a worker ran (one test's only).
-    fn double_noting_worker(x: u64) -> u64 {
-        if x >= PROBED && on_worker() {
-            WORKER_RAN.fetch_add(1, SeqCst);
-        }
-        x * 2
-    }
-
-    fn double(x: u64) -> u64 {
-        x * 2
-    }
-
-    #[test]
-    fn results_in_order_all_on_the_caller() {
-        let pool = ThreadPoolExecutor::new(2);
-        const N: u64 = 100_000;
-        let out: Vec<u64> = inline_map(&pool, double_noting_worker, 0..N)
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(out, (0..N).map(|x| x * 2).collect::<Vec<_>>());
-        // The fold path, and an input of unknown length.
-        let odd = (0..N).filter(|x| x % 3 != 0);
-        let it = inline_map(&pool, double, odd.clone());
-        let sum: u64 = it.map(Result::unwrap).sum();
-        assert_eq!(sum, odd.map(|x| x * 2).sum::<u64>());
-        assert_eq!(WORKER_RAN.load(SeqCst), 0, "a worker ran an item");
-    }
-
-    static PULLED: AtomicUsize = AtomicUsize::new(0);
-
-    #[test]
-    fn an_endless_input_is_taken_one_block_ahead() {
-        let pool = ThreadPoolExecutor::new(2);
-        let endless = (0u64..).inspect(|_| {
-            PULLED.fetch_add(1, SeqCst);
-        });
-        let mut it = inline_map(&pool, double, endless);
-        for i in 0..50_000u64 {
-            assert_eq!(it.next(), Some(Ok(i * 2)));
-            let ahead = PULLED.load(SeqCst) - (i as usize + 1);
-            assert!(ahead <= INLINE_MAX, "{ahead} items taken ahead after {i}");
-        }
-        assert!(blocks(&mut it).inline);
-    }
-
-    fn fails_on_7s(x: u64) -> u64 {
-        assert!(x % 1000 != 7, "item {x} fails");
-        x
-    }
-
-    #[test]
-    fn a_panicking_item_fails_alone() {
-        let pool = ThreadPoolExecutor::new(2);
-        let mut failed = 0;
-        for (i, r) in inline_map(&pool, fails_on_7s, 0..20_000u64).enumerate() {
-            if i % 1000 == 7 {
-                let e = r.expect_err("item should fail");
-                let p = e.panic().expect("a panic");
-                assert_eq!(p.message(), format!("item {i} fails"));
-                assert!(p.location().is_some_and(|l| l.contains("map.rs")));
-                failed += 1;
-            } else {
-                assert_eq!(r, Ok(i as u64));
-            }
-        }
-        assert_eq!(failed, 20);
-    }
-
-    static LIVE: AtomicUsize = AtomicUsize::new(0);
-    static RAN: AtomicUsize = AtomicUsize::new(0);
-
-    /// A value that counts its drops.
-    #[derive(serde::Serialize, serde::Deserialize)]
-    struct Tracked(u64);
-
-    impl Tracked {
-        fn new(v: u64) -> Tracked {
-            LIVE.fetch_add(1, SeqCst);
-            Tracked(v)
-        }
-    }
-
-    impl Drop for Tracked {
-        fn drop(&mut self) {
-            LIVE.fetch_sub(1, SeqCst);
-        }
-    }
-
-    fn tracked_double(t: Tracked) -> Tracked {
-        RAN.fetch_add(1, SeqCst);
-        assert!(t.0 % 5000 != 4999, "item {} fails", t.0);
-        Tracked::new(t.0 * 2)
-    }
-
-    /// Waits (bounded, no sleeping) until `cond` holds.
-    fn eventually(what: &str, cond: impl Fn() -> bool) {
-        let deadline = Instant::now() + LONG;
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting until {what}");
-            std::thread::yield_now();
-        }
-    }
-
-    #[test]
-    fn dropping_midway_runs_nothing_more_and_drops_everything_once() {
-        let pool = ThreadPoolExecutor::new(2);
-        // (An iterator dropped unused lets its probe blocks run, as documented: not here.)
-        for stop in [200, 5_000, 10_001, 29_999] {
-            let items: Vec<Tracked> = (0..30_000u64).map(Tracked::new).collect();
-            RAN.store(0, SeqCst);
-            let mut it = inline_map(&pool, tracked_double, items.into_iter());
-            for i in 0..stop {
-                match it.next() {
-                    Some(Ok(t)) => assert_eq!(t.0, 2 * i),
-                    Some(Err(e)) => assert_eq!(i % 5000, 4999, "item {i}: {e}"),
-                    None => panic!("ended at {i}"),
-                }
-            }
-            drop(it);
-            // The caller's block not yet run was cancelled with the map: only the items up
-            // to the end of the block being consumed ran.
-            let ran = RAN.load(SeqCst);
-            assert!(
-                ran <= (stop as usize).max(PROBED as usize) + INLINE_MAX,
-                "{ran} items ran, {stop} results taken"
-            );
-            eventually("every item and result is dropped", || {
-                LIVE.load(SeqCst) == 0
-            });
-            assert_eq!(RAN.load(SeqCst), ran, "items ran after the map was dropped");
-        }
-    }
-
-    #[test]
-    fn a_shut_down_pool_refuses_the_next_block() {
-        let pool = ThreadPoolExecutor::new(2);
-        let mut it = inline_map(&pool, double, 0u64..);
-        for i in 0..10_000u64 {
-            assert_eq!(it.next(), Some(Ok(i * 2)));
-        }
-        pool.shutdown(true);
-        // The block being consumed finishes; the next one is refused, once.
-        let mut i = 10_000u64;
-        loop {
-            match it.next() {
-                Some(Ok(v)) => assert_eq!(v, 2 * i),
-                Some(Err(e)) => {
-                    assert_eq!(e, TaskError::Submit(SubmitError::Shutdown));
-                    break;
-                }
-                None => panic!("ended without an error"),
-            }
-            i += 1;
-            assert!(i <= 10_000 + INLINE_MAX as u64, "ran on after the shutdown");
-        }
-        assert_eq!(it.next(), None);
-    }
-
-    #[test]
-    fn dearer_items_go_back_to_the_workers_in_order() {
-        let pool = ThreadPoolExecutor::new(2);
-        let mut it = pool.map(double, 0..200_000u64);
-        let b = blocks(&mut it);
-        b.inline = true;
-        b.leave_ns = -1.0; // every block the caller runs is too slow
-        for i in 0..200_000u64 {
-            assert_eq!(it.next(), Some(Ok(i * 2)));
-            if i == PROBED + 100 {
-                // The caller ran its first block (one piece): too slow, so the next blocks
-                // go to the workers (they may come back to the caller later).
-                assert!(!blocks(&mut it).inline, "still on the caller");
-            }
-        }
-        assert_eq!(it.next(), None);
-    }
-
-    /// The caller's blocks after the probes: `[128, 1152)`, `[1152, 3200)`, then
-    /// `[3200, 7296)` in four pieces.
-    const BIG: std::ops::Range<u64> = 3200..7296;
-
-    static WORKER_TOOK: (std::sync::Mutex<usize>, std::sync::Condvar) =
-        (std::sync::Mutex::new(0), std::sync::Condvar::new());
-
-    /// Items of the big block after its first piece: on a worker, they note it; on the
-    /// caller, they wait (bounded) until a worker took one.
-    fn waits_for_a_worker(x: u64) -> u64 {
-        if BIG.contains(&x) && x >= BIG.start + INLINE_PIECE as u64 {
-            let (took, cv) = &WORKER_TOOK;
-            let mut n = took.lock().unwrap();
-            if on_worker() {
-                *n += 1;
-                cv.notify_all();
-            } else {
-                let (g, t) = cv.wait_timeout_while(n, LONG, |n| *n == 0).unwrap();
-                assert!(!t.timed_out(), "no worker took a piece of the block");
-                n = g;
-            }
-            drop(n);
-        }
-        x * 2
-    }
-
-    #[test]
-    fn a_piece_found_dearer_hands_the_rest_of_the_block_to_the_workers() {
-        let pool = ThreadPoolExecutor::new(2);
-        let mut it = inline_map(&pool, waits_for_a_worker, 0..10_000u64);
-        for i in 0..10_000u64 {
-            if i == BIG.start {
-                // The caller's next piece, the big block's first, will be too slow.
-                blocks(&mut it).leave_ns = -1.0;
-            }
-            assert_eq!(it.next(), Some(Ok(i * 2)));
-        }
-        assert_eq!(it.next(), None);
-        assert!(*WORKER_TOOK.0.lock().unwrap() > 0);
-    }
-
-    #[test]
-    fn explicit_options_keep_the_workers() {
-        let pool = ThreadPoolExecutor::new(2);
-        let never = ThreadPoolExecutor::builder()
-            .max_workers(2)
-            .caller_runs(false)
-            .build()
-            .unwrap();
-        let cases = [
-            (&pool, MapOptions::new(), true),
-            (&pool, MapOptions::new().chunksize(10), false),
-            (&pool, MapOptions::new().buffersize(4), false),
-            (&pool, MapOptions::new().timeout(LONG), false),
-            (&never, MapOptions::new(), false),
-        ];
-        for (p, opts, may) in cases {
-            let mut it = p.map_with(double, 0..1000u64, opts);
-            assert_eq!(blocks(&mut it).may_inline(), may, "{opts:?}");
-            let out: Vec<u64> = it.map(Result::unwrap).collect();
-            assert_eq!(out, (0..1000).map(|x| x * 2).collect::<Vec<_>>());
-        }
     }
 }

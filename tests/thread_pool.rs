@@ -506,8 +506,8 @@ fn cheap_failing(x: u64) -> u64 {
     x ^ 0x5a
 }
 
-/// Cheap items (the caller may end up running the blocks alone): per-item failures, order,
-/// and every value dropped once when the iterator stops early.
+/// A million cheap items, across many blocks: per-item failures, order, and every value
+/// dropped once when the iterator stops early.
 #[test]
 fn a_long_map_of_cheap_items_keeps_order_failures_and_drops() {
     let _w = watchdog("a_long_map_of_cheap_items_keeps_order_failures_and_drops");

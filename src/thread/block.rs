@@ -152,8 +152,6 @@ pub(crate) struct Block<S: Source, F, R> {
     unclaimed: AtomicUsize,
     /// Workers claim at the back (see the module docs).
     workers_from_back: bool,
-    /// Made for the consumer to run alone (it may still be launched later).
-    by_caller: bool,
     /// The pieces that will never run, once closed (`pack`ed range; empty before).
     closed: AtomicUsize,
     close_reason: OnceLock<TaskError>,
@@ -214,7 +212,6 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
             output: UnsafeCell::new(output),
             unclaimed: AtomicUsize::new(pack(0, pieces)),
             workers_from_back: false,
-            by_caller: false,
             closed: AtomicUsize::new(0),
             close_reason: OnceLock::new(),
             done: (0..pieces).map(|_| AtomicU32::new(NOT_DONE)).collect(),
@@ -236,27 +233,6 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
     pub(crate) fn workers_from_back(mut self, on: bool) -> Self {
         self.workers_from_back = on;
         self
-    }
-
-    /// Marks the block as made for the consumer to run alone, without launching it.
-    pub(crate) fn by_caller(mut self) -> Self {
-        self.by_caller = true;
-        self
-    }
-
-    /// Whether the block was made for the consumer to run alone.
-    pub(crate) fn is_by_caller(&self) -> bool {
-        self.by_caller
-    }
-
-    /// Whether the block was queued on the pool (`launch`).
-    pub(crate) fn launched(&self) -> bool {
-        self.helpers.load(Relaxed) > 0
-    }
-
-    /// Whether some piece is still unclaimed.
-    pub(crate) fn has_unclaimed(&self) -> bool {
-        self.unclaimed_count() > 0
     }
 
     /// Does not time its pieces (nobody sizes anything by them).
@@ -673,11 +649,6 @@ impl ThreadPoolExecutor {
     /// The pool's shared state, for blocks to queue helpers on.
     pub(crate) fn registry(&self) -> Arc<Registry> {
         self.registry.clone()
-    }
-
-    /// Why a task would be refused now (shut down or broken), if it would.
-    pub(crate) fn refusal(&self) -> Option<SubmitError> {
-        self.registry.refusal_now()
     }
 
     /// Whether a thread waiting on this pool may run its tasks (`caller_runs`).

@@ -118,12 +118,6 @@ impl Registry {
         Ok(self.flags.load(SeqCst) & SHUTDOWN != 0)
     }
 
-    /// Why a job would be refused now (shut down or broken), if it would.
-    pub(crate) fn refusal_now(&self) -> Option<SubmitError> {
-        let flags = self.flags.load(Acquire);
-        (flags & (SHUTDOWN | BROKEN) != 0).then(|| self.refusal(flags))
-    }
-
     fn refusal(&self, flags: usize) -> SubmitError {
         if flags & BROKEN != 0 {
             SubmitError::Broken(self.broken_reason())
