@@ -383,6 +383,15 @@ pub(crate) enum EncodeError {
     Memory(#[from] std::io::Error),
 }
 
+impl From<codec::EncodeToError> for EncodeError {
+    fn from(e: codec::EncodeToError) -> Self {
+        match e {
+            codec::EncodeToError::Codec(e) => EncodeError::Codec(e),
+            codec::EncodeToError::Write(e) => EncodeError::Memory(e),
+        }
+    }
+}
+
 /// Encodes an argument, straight into shared memory when it is large (into a block kept in
 /// `blocks` if one fits).
 pub(crate) fn encode_payload<T: Serialize + 'static>(

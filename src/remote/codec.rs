@@ -64,23 +64,34 @@ pub(crate) fn encode_to<T: Serialize + ?Sized>(
     value: &T,
     len: usize,
     write: &mut dyn FnMut(usize, &[u8]) -> std::io::Result<()>,
-) -> Result<(), CodecError> {
+) -> Result<(), EncodeToError> {
+    let mut failed = None;
     let sink = Sink {
         buf: Vec::with_capacity(SINK_BUFFER.min(len)),
         offset: 0,
         write,
-        failed: None,
+        failed: &mut failed,
     };
-    match postcard::serialize_with_flavor(value, sink) {
-        Ok(written) if written == len => Ok(()),
-        Ok(_) => Err(CodecError(
-            "the value encoded to another length than measured".into(),
-        )),
-        Err(postcard::Error::SerializeBufferFull) => Err(CodecError(
-            "the value encoded to more bytes than measured, or could not be written".into(),
-        )),
-        Err(e) => Err(encode_error(value, e)),
+    let encoded = postcard::serialize_with_flavor(value, sink);
+    if let Some(e) = failed {
+        return Err(EncodeToError::Write(e));
     }
+    match encoded {
+        Ok(written) if written == len => Ok(()),
+        Ok(_) => Err(EncodeToError::Codec(CodecError(
+            "the value encoded to another length than measured".into(),
+        ))),
+        Err(e) => Err(EncodeToError::Codec(encode_error(value, e))),
+    }
+}
+
+/// Why [`encode_to`] failed: the value, or the writing of its bytes.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EncodeToError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("cannot write the encoded value: {0}")]
+    Write(std::io::Error),
 }
 
 /// How many bytes [`encode_to`] gathers before it writes them.
@@ -92,7 +103,8 @@ struct Sink<'a> {
     /// Where `buf` starts in the output.
     offset: usize,
     write: &'a mut dyn FnMut(usize, &[u8]) -> std::io::Result<()>,
-    failed: Option<std::io::Error>,
+    /// The first failed write (it stops the encoding: postcard is told its buffer is full).
+    failed: &'a mut Option<std::io::Error>,
 }
 
 impl Sink<'_> {
@@ -104,7 +116,7 @@ impl Sink<'_> {
             self.buf = buf;
             self.buf.clear();
             if let Err(e) = wrote {
-                self.failed = Some(e);
+                *self.failed = Some(e);
                 return Err(postcard::Error::SerializeBufferFull);
             }
         }
@@ -127,7 +139,7 @@ impl postcard::ser_flavors::Flavor for Sink<'_> {
         if data.len() >= SINK_BUFFER / 4 {
             self.flush()?;
             if let Err(e) = (self.write)(self.offset, data) {
-                self.failed = Some(e);
+                *self.failed = Some(e);
                 return Err(postcard::Error::SerializeBufferFull);
             }
             self.offset += data.len();
@@ -259,7 +271,7 @@ mod tests {
     use serde::{Deserialize, Deserializer, Serializer};
 
     /// What `encode_to` writes, gathered at the offsets it names.
-    fn encoded_through_sink<T: Serialize>(value: &T) -> Result<(Vec<u8>, usize), CodecError> {
+    fn encoded_through_sink<T: Serialize>(value: &T) -> Result<(Vec<u8>, usize), EncodeToError> {
         let len = encoded_len(value)?;
         let mut out = vec![0xEEu8; len];
         let mut writes = 0;
@@ -296,9 +308,22 @@ mod tests {
         let failed = encode_to(&value, len, &mut |_, _| {
             Err(std::io::Error::other("disk full"))
         });
-        assert!(failed.is_err());
+        match failed {
+            Err(EncodeToError::Write(e)) => assert_eq!(e.to_string(), "disk full"),
+            other => panic!("expected the write's error, got {other:?}"),
+        }
+        // A failure in a small piece, written when the buffer is flushed at the end.
+        let small = (1u32, "x".to_string());
+        let small_len = encoded_len(&small).unwrap();
+        let failed = encode_to(&small, small_len, &mut |_, _| {
+            Err(std::io::Error::other("no space"))
+        });
+        assert!(matches!(failed, Err(EncodeToError::Write(e)) if e.to_string() == "no space"));
         let short = encode_to(&value, len - 1, &mut |_, _| Ok(()));
-        assert!(short.unwrap_err().0.contains("another length"));
+        match short {
+            Err(EncodeToError::Codec(e)) => assert!(e.0.contains("another length")),
+            other => panic!("expected a length error, got {other:?}"),
+        }
     }
 
     #[derive(Debug)]
