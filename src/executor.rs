@@ -298,8 +298,7 @@ pub trait Executor {
     /// The input is consumed lazily, a bounded window ahead of the results (an endless
     /// iterator is fine); work starts at once, before the first `next`, and an input known to
     /// fit in the window is submitted whole right away (as Python's eager `map`). Cheap items
-    /// are grouped into chunks whose size adapts to the measured cost of an item (on a thread
-    /// pool, items cheaper than handing them to another thread run on the caller). Each item
+    /// are grouped into chunks whose size adapts to the measured cost of an item. Each item
     /// yields its own `Result`, so one failing item does not hide the others. Dropping the
     /// iterator after iteration began cancels the chunks that have not started (as Python's
     /// result generator does when closed); dropping it unused lets the submitted ones run.
