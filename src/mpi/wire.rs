@@ -3,8 +3,8 @@
 //! versioning, but a malformed message is an error, never undefined behaviour.
 //!
 //! A message is one MPI message of bytes. Its *last* byte says what it is, and the fields
-//! are read from the end backwards; payloads (encoded arguments and outcomes, see
-//! `process::protocol`) come first, as they are. Putting the header at the end is what lets
+//! are read from the end backwards; payloads (arguments and outcomes as `remote::codec`
+//! encodes them, the same bytes the process pool sends) come first, as they are. Putting the header at the end is what lets
 //! a large payload travel without a copy: the sender appends a few bytes to the buffer the
 //! argument was encoded into and sends that buffer, and the receiver runs the task on a
 //! slice of the buffer it received. No payload is ever encoded element by element.

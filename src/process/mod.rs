@@ -73,8 +73,8 @@ impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
 /// Nothing to write on Linux: a constructor that runs before `main` recognises a worker
 /// process and runs the worker loop instead of your program, so your `main` (or test
 /// harness, or benchmark) never runs in a worker. This works the same in tests, doc tests,
-/// examples and benches. [`init`] exists for clarity and for platforms without
-/// constructors; calling it first in `main` is harmless.
+/// examples and benches. [`init`] exists for clarity only: by the time `main` runs, it has
+/// nothing left to do (if you call it, call it first in `main`).
 ///
 /// # Examples
 ///
@@ -222,9 +222,10 @@ impl ProcessPoolBuilder {
 
 /// Turns this process into a worker if it was started as one; returns otherwise.
 ///
-/// On Linux the crate does this by itself before `main` (see [`ProcessPoolExecutor`]), so
-/// this call is only for clarity or for platforms without that constructor. If you call it,
-/// call it first in `main`, before starting any thread.
+/// The crate already does this before `main`, in a constructor (see
+/// [`ProcessPoolExecutor`]), so by the time `main` runs this call has nothing left to do: it
+/// exists for clarity only, and, like the process pool, on Linux only. If you call it, call
+/// it first in `main`, before starting any thread.
 ///
 /// ```
 /// // first thing in `main`, before any thread is started:
