@@ -12,10 +12,15 @@
 //! * `singleton`: started without mpirun, the pool runs on local processes;
 //! * `dynamic*`: the pool spawns its own workers (`max_workers`, `"mpi:2"`), from a program
 //!   started alone or by `mpirun -n 1`: the suite, a worker that crashes, a client killed
-//!   while its workers run tasks (none may outlive it);
+//!   while its workers run tasks (none may outlive it), three pools alive at once, a worker
+//!   spawned on a named host;
 //! * `crash`, `exit`, `stopped`, `absent`, `fingerprint`: a rank that dies, exits, stops
 //!   answering, never joins, or runs another executable. The job must end (or the error
 //!   come) in bounded time, with a clear message, and leave no process behind.
+//!
+//! Arguments select checks by a part of their name (`cargo test --features mpi --test mpi --
+//! crash`). `.ci/mpi-two-hosts` runs some of them across two simulated hosts, with
+//! `CF_MPI_OTHER_HOST` naming the host of the workers.
 
 mod common;
 
@@ -33,6 +38,8 @@ use concurrent_futures::{
 use serde::{Deserialize, Serialize};
 
 const CASE: &str = "CF_MPI_CASE";
+/// Set (to a host name) when the job's ranks after rank 0 run on another host.
+const OTHER_HOST: &str = "CF_MPI_OTHER_HOST";
 
 fn main() {
     match std::env::var(CASE) {
@@ -49,6 +56,7 @@ fn main() {
                 "dynamic_static" => dynamic_static(),
                 "dynamic_refused" => dynamic_refused(),
                 "dynamic_many" => dynamic_many(),
+                "dynamic_host" => dynamic_host(),
                 "crash" => crash(),
                 "exit" => exit_in_task(),
                 "stopped" => stopped(),
@@ -91,6 +99,9 @@ fn mpirun() -> Command {
             cmd.arg("--allow-run-as-root");
         }
         cmd.args(["-x", CASE]);
+        if std::env::var_os(OTHER_HOST).is_some() {
+            cmd.args(["-x", OTHER_HOST]);
+        }
     }
     cmd
 }
@@ -192,6 +203,11 @@ fn drive() {
         println!("mpi: test");
         return;
     }
+    // Arguments select checks by a part of their name, as libtest's filters do.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let mut passed = 0;
     let mut failed = Vec::new();
     let checks: &[(&str, fn())] = &[
@@ -225,6 +241,10 @@ fn drive() {
             "dynamic mode: three pools alive at once, each started while the others work",
             check_dynamic_many,
         ),
+        (
+            "dynamic mode: a worker spawned on a named host runs there",
+            check_dynamic_host,
+        ),
         ("a worker rank that crashes ends the job", check_crash),
         ("a task that exits its rank ends the job", check_exit),
         ("a stopped rank fails pending futures", check_stopped),
@@ -239,6 +259,9 @@ fn drive() {
         ),
     ];
     for (name, check) in checks {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
         let started = Instant::now();
         match std::panic::catch_unwind(check) {
             Ok(()) => {
@@ -363,6 +386,25 @@ fn check_dynamic_many() {
     said_and_left_nothing(&job, "dynamic_many", "dynamic_many: ok");
 }
 
+/// The host to spawn on: `CF_MPI_OTHER_HOST`, a host of the job's hostfile other than
+/// rank 0's (the two-host CI run, `.ci/mpi-two-hosts`, sets it), else this one.
+fn spawn_host() -> String {
+    std::env::var(OTHER_HOST).unwrap_or_else(|_| hostname(()))
+}
+
+fn check_dynamic_host() {
+    let host = spawn_host();
+    let mut cmd = mpirun();
+    cmd.env(OTHER_HOST, &host).args(["-n", "1"]).arg(exe());
+    let job = run_job(cmd, "dynamic_host", LONG * 2);
+    assert_eq!(job.code, Some(0), "{}", job.output);
+    said_and_left_nothing(
+        &job,
+        "dynamic_host",
+        &format!("dynamic_host: the worker runs on {host}"),
+    );
+}
+
 fn check_dynamic_refused() {
     let job = run_job(alone(), "dynamic_refused", LONG * 2);
     assert_eq!(job.code, Some(0), "{}", job.output);
@@ -377,6 +419,10 @@ fn check_crash() {
         "mpirun did not say how the rank died:\n{}",
         job.output
     );
+    if let Ok(other) = std::env::var(OTHER_HOST) {
+        let said = format!("crash: the worker ranks run on {other}");
+        assert!(job.output.contains(&said), "{}", job.output);
+    }
     assert_all_gone(&printed_pids(&job.output), "crash");
 }
 
@@ -1156,6 +1202,47 @@ fn dynamic_many() -> i32 {
     0
 }
 
+/// The host a task runs on (the kernel's host name, as `hostname` prints it).
+fn hostname(_: ()) -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("the host name")
+        .trim()
+        .to_string()
+}
+
+/// A worker spawned with the `host` hint runs on that host: MPI says so, and so does the
+/// kernel where its task runs.
+fn dynamic_host() -> i32 {
+    let host = spawn_host();
+    let pool = MpiPoolExecutor::builder()
+        .max_workers(1)
+        .spawn_info("host", &host)
+        .start_timeout(LONG)
+        .start()
+        .expect("spawn a worker on the named host")
+        .expect("dynamic mode returns the pool on the caller");
+    print_pids(&pool);
+    let ranks = pool.ranks();
+    assert_eq!(
+        ranks.iter().map(|r| r.host.as_str()).collect::<Vec<_>>(),
+        vec![host.as_str()]
+    );
+    assert_eq!(
+        pool.submit(hostname, ()).result_timeout(LONG),
+        Ok(host.clone())
+    );
+    assert_eq!(
+        pool.submit(whoami, ()).result_timeout(LONG),
+        Ok(ranks[0].pid)
+    );
+    drop(pool);
+    println!(
+        "dynamic_host: the worker runs on {host} (the client on {})",
+        hostname(())
+    );
+    0
+}
+
 /// `"mpi:2"` under `mpirun -n 1`: the generic code of any pool, on spawned workers.
 fn dynamic_spec() -> i32 {
     let pool: concurrent_futures::AnyExecutor = "mpi:2".parse().expect("mpi:2 starts");
@@ -1276,6 +1363,15 @@ fn crash() -> i32 {
         return 0;
     };
     print_pids(&pool);
+    if let Ok(other) = std::env::var(OTHER_HOST) {
+        // The rank that crashes is on another host than rank 0.
+        assert!(
+            pool.ranks().iter().all(|r| r.host == other),
+            "{:?} not all on {other}",
+            pool.ranks()
+        );
+        println!("crash: the worker ranks run on {other}");
+    }
     let fut = pool.submit(crash_now, ());
     // mpirun ends the job: this never returns.
     let _ = fut.result_timeout(LONG);
