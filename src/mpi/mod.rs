@@ -346,6 +346,8 @@ impl MpiPoolBuilder {
     /// which takes them instead of spawning (a spawn costs a few hundred ms, and some MPI
     /// libraries hang after many); at program end they are told to quit and exit. Where they
     /// run is the MPI library's choice, steered by [`spawn_info`](Self::spawn_info).
+    /// Several dynamic pools may be alive at once, each with workers of its own (a start
+    /// does not wait for the other pools, which keep running while it spawns).
     ///
     /// ```no_run
     /// use concurrent_futures::{Executor, MpiPoolExecutor};
