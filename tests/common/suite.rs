@@ -275,6 +275,8 @@ pub fn wait_all_completed_and_timeout<E: Executor>(pool: &E) {
     let mut gate = Gate::closed();
     let h = hold_one(pool, &gate);
     let q = pool.submit(double, 1);
+    // `q` done first (bounded), so that the short wait below only times out on `h`.
+    assert_eq!(q.result_timeout(LONG), Ok(2));
     let res = wait(
         [&h, &q],
         Some(Duration::from_millis(20)),
