@@ -179,6 +179,11 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
             "{} trailing bytes after the value",
             rest.len()
         ))),
+        // A custom message of the value's `Deserialize`, which postcard drops: decoded
+        // again (on this error path only) to find it.
+        Err(e @ postcard::Error::SerdeDeCustom) => Err(CodecError(
+            super::probe::decode_failure::<T>(bytes).unwrap_or_else(|| e.to_string()),
+        )),
         Err(e) => Err(CodecError(e.to_string())),
     }
 }
