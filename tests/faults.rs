@@ -65,10 +65,25 @@ fn bursts_of_hostile_tasks_cost_only_their_own() {
         Fault::HugeMessage,
         Fault::BadLength,
         Fault::Truncate,
+        Fault::ForgeLog,
     ] {
         let r = faults::burst(fault, 8, 150, 2);
         assert_clean(fault, &r);
     }
+}
+
+/// A task that writes results into its worker's result log for the tasks queued behind it,
+/// then dies: those tasks never started, so they run elsewhere and return their own
+/// values (the forged records are refused). Alone, in bursts, and in bursts while every
+/// CPU is busy.
+#[test]
+fn a_forged_result_log_completes_no_task_that_never_started() {
+    let _w = watchdog("a_forged_result_log_completes_no_task_that_never_started");
+    let _t = turn();
+    assert_clean(Fault::ForgeLog, &faults::burst(Fault::ForgeLog, 1, 60, 1));
+    assert_clean(Fault::ForgeLog, &faults::burst(Fault::ForgeLog, 10, 300, 2));
+    let _load = faults::CpuLoad::start();
+    assert_clean(Fault::ForgeLog, &faults::burst(Fault::ForgeLog, 10, 300, 2));
 }
 
 #[test]

@@ -252,6 +252,12 @@ pub(crate) trait Completion: Send {
     fn claim(&self) -> bool;
     fn cancel(self: Box<Self>);
     fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>);
+    /// Completes the future but leaves its callbacks, if it has any, to the caller, to be
+    /// run on a thread that does not move the pool's work (a callback may wait on it).
+    fn complete_deferring(
+        self: Box<Self>,
+        outcome: Result<&[u8], TaskError>,
+    ) -> Option<crate::future::Deferred>;
 }
 
 /// The `Completion` of a `Future<T>` whose worker sends an encoded `Result<T, TaskError>`.
@@ -267,6 +273,13 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Completion for Slot<T> {
     fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>) {
         let value = outcome.and_then(decode_outcome::<T>);
         self.0.finish_claimed(value);
+    }
+    fn complete_deferring(
+        self: Box<Self>,
+        outcome: Result<&[u8], TaskError>,
+    ) -> Option<crate::future::Deferred> {
+        let value = outcome.and_then(decode_outcome::<T>);
+        self.0.finish_claimed_deferring(value)
     }
 }
 
