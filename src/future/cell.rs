@@ -214,6 +214,7 @@ impl<T> Core<T> {
     /// `NOTIFIED` mark and the awaiting task's waker) are returned, to be run on another
     /// thread. `None` if there is no callback (everything was done here). For a pool's
     /// thread that moves work, which must never run user code that may wait on that work.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn finish_deferring(
         &self,
         value: Result<T, TaskError>,

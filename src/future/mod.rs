@@ -517,6 +517,7 @@ impl<T> Future<T> {
 
     /// As `finish_claimed`, leaving the callbacks to the caller to run elsewhere (see
     /// `Core::finish_deferring`).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn finish_claimed_deferring(&self, value: Result<T, TaskError>) -> Option<Deferred>
     where
         T: Send + Sync + 'static,
