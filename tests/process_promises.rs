@@ -118,6 +118,36 @@ fn bursts_of_callbacks_that_wait_on_their_pool() {
     callbacks_wait_in_a_burst(200);
 }
 
+/// A callback that waits for something only other callbacks make: `Pool::map_async`
+/// gathers its chunks in callbacks of their own. Those run while the first one waits (a
+/// callback that blocks does not hold up the others).
+#[test]
+fn a_callback_may_wait_for_the_work_of_other_callbacks() {
+    use concurrent_futures::multiprocessing::Pool;
+    let _w = watchdog("a_callback_may_wait_for_the_work_of_other_callbacks");
+    let _t = turn();
+    let run = || {
+        let pool = Arc::new(Pool::new(2));
+        let (tx, rx) = mpsc::channel();
+        let inner = pool.clone();
+        let _first = pool.apply_async(double, 1).callback(move |_| {
+            let all = inner.map_async(double, 0..100u64).get_timeout(LONG);
+            let _ = tx.send(all.map(|v| v.iter().sum::<u64>()));
+        });
+        let sum = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the callback never got map_async's result");
+        assert_eq!(sum, Ok(9900));
+    };
+    for _ in 0..20 {
+        run();
+    }
+    let _load = CpuLoad::start();
+    for _ in 0..20 {
+        run();
+    }
+}
+
 fn hold(path: String) -> u64 {
     common::hold((path, 7))
 }
