@@ -446,8 +446,10 @@ impl<T> Future<T> {
     ///
     /// Every callback runs exactly once, in the order added. If the future is already done
     /// the callback runs at once on this thread; otherwise on the thread that completes (or
-    /// cancels) the future. A panicking callback is reported on stderr and does not stop the
-    /// other callbacks or harm the worker.
+    /// cancels) the future, except on a process pool, whose callbacks run on threads of
+    /// their own (never on a thread that reads results: a callback may wait on the pool).
+    /// A panicking callback is reported on stderr and does not stop the other callbacks or
+    /// harm the worker.
     ///
     /// ```
     /// use concurrent_futures::Future;

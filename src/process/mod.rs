@@ -63,7 +63,8 @@ impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
 /// Isolation is the point: a task that panics fails only its future; a worker that crashes
 /// (abort, segfault, `process::exit`, SIGKILL) fails only the task it was running, with
 /// [`TaskError::WorkerDied`], and is replaced; the tasks it had not started run on other
-/// workers, and no task runs twice. Callbacks run in this process.
+/// workers, and no task runs twice. Callbacks run in this process, on threads of the pool
+/// that do not read results, so a callback may wait on other futures of the pool.
 ///
 /// Tasks are spread over the workers with work stealing: a worker busy with a long task
 /// gives back what is queued behind it as soon as another worker is idle.
