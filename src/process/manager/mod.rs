@@ -57,7 +57,7 @@ const LINGER: Duration = Duration::from_millis(1);
 /// second is enough for a handler to flush a file or remove a temporary one, and short
 /// enough that `terminate` still means "now": a task that ignores SIGTERM, or handles it
 /// and runs on, holds `terminate` this long and no longer.
-pub(crate) const TERMINATE_GRACE: Duration = Duration::from_secs(1);
+const TERMINATE_GRACE: Duration = Duration::from_secs(1);
 
 /// Settings fixed when the pool is built.
 pub(crate) struct Config {
@@ -142,8 +142,8 @@ struct State {
     kill_at: Option<Instant>,
 }
 
-/// Tasks to complete once the reader is released (completing runs callbacks, which may
-/// themselves wait on the pool).
+/// Tasks to complete once the reader is released (completing decodes the results, with
+/// the user's `Deserialize`; their callbacks go to the callback threads).
 type Finished = Vec<(Box<dyn Completion>, Result<Vec<u8>, TaskError>)>;
 
 impl Manager {
