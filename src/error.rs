@@ -251,6 +251,10 @@ pub enum BuildError {
     /// `max_workers` was zero. Python's `ValueError("max_workers must be greater than 0")`.
     #[error("max_workers must be greater than 0")]
     ZeroWorkers,
+    /// `max_tasks_per_child` was zero. Python's
+    /// `ValueError("max_tasks_per_child must be >= 1")`.
+    #[error("max_tasks_per_child must be >= 1")]
+    ZeroTasksPerChild,
     /// The operating system refused to start a worker.
     #[error("could not start a worker: {0}")]
     Spawn(#[from] std::io::Error),

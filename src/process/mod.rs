@@ -63,7 +63,8 @@ impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
 /// Isolation is the point: a task that panics fails only its future; a worker that crashes
 /// (abort, segfault, `process::exit`, SIGKILL) fails only the task it was running, with
 /// [`TaskError::WorkerDied`], and is replaced; the tasks it had not started run on other
-/// workers, and no task runs twice. Callbacks run in this process.
+/// workers, and no task runs twice. Callbacks run in this process, on threads of the pool
+/// that do not read results, so a callback may wait on other futures of the pool.
 ///
 /// Tasks are spread over the workers with work stealing: a worker busy with a long task
 /// gives back what is queued behind it as soon as another worker is idle.
@@ -156,15 +157,28 @@ impl ProcessPoolBuilder {
     }
 
     /// Replaces a worker with a fresh process after it has run this many tasks (Python's
-    /// `max_tasks_per_child`), to bound leaks in long-running task code.
+    /// `max_tasks_per_child`), to bound leaks in long-running task code. A worker is never
+    /// sent more tasks than it may still run (a batch is cut to what is left of its
+    /// budget; a task it gives back unstarted, for another worker to run, counts again),
+    /// so it never holds more than `n` tasks in its life; once it has run its last, it
+    /// exits and a fresh worker takes its place. Zero is an error
+    /// ([`BuildError::ZeroTasksPerChild`]), as in Python.
     ///
     /// ```
-    /// # use concurrent_futures::ProcessPoolExecutor;
-    /// let pool = ProcessPoolExecutor::builder().max_tasks_per_child(1).build().unwrap();
-    /// # drop(pool);
+    /// use concurrent_futures::{BuildError, Executor, ProcessPoolExecutor};
+    /// fn pid(_: ()) -> u32 { std::process::id() }
+    /// let pool = ProcessPoolExecutor::builder()
+    ///     .max_workers(1)
+    ///     .max_tasks_per_child(1)
+    ///     .build()
+    ///     .unwrap();
+    /// let first = pool.submit(pid, ()).result().unwrap();
+    /// assert_ne!(pool.submit(pid, ()).result().unwrap(), first); // a fresh worker
+    /// let zero = ProcessPoolExecutor::builder().max_tasks_per_child(0).build();
+    /// assert!(matches!(zero, Err(BuildError::ZeroTasksPerChild)));
     /// ```
     pub fn max_tasks_per_child(mut self, n: usize) -> Self {
-        self.max_tasks_per_child = Some(n.max(1));
+        self.max_tasks_per_child = Some(n);
         self
     }
 
@@ -199,6 +213,9 @@ impl ProcessPoolBuilder {
         let workers = self.max_workers.unwrap_or_else(crate::available_cpus);
         if workers == 0 {
             return Err(BuildError::ZeroWorkers);
+        }
+        if self.max_tasks_per_child == Some(0) {
+            return Err(BuildError::ZeroTasksPerChild);
         }
         bootstrap::ensure_linked();
         crate::unwind::install_hook();
@@ -265,8 +282,12 @@ impl ProcessPoolExecutor {
         ProcessPoolBuilder::default()
     }
 
-    /// Stops every worker now with SIGTERM. Pending tasks are cancelled; running ones fail
-    /// with [`TaskError::Broken`]. No new work is accepted. Waits for the workers to exit.
+    /// Stops every worker now with SIGTERM, and with SIGKILL those still alive one second
+    /// later (a task may handle SIGTERM to clean up, but cannot hold `terminate` longer).
+    /// Pending tasks are cancelled; every task a worker holds fails with
+    /// [`TaskError::Broken`], even one that finishes after SIGTERM: no task completes with
+    /// a value once `terminate` was called. No new work is accepted. Waits for the workers
+    /// to exit.
     ///
     /// ```
     /// use concurrent_futures::{Executor, ProcessPoolExecutor};
@@ -279,7 +300,7 @@ impl ProcessPoolExecutor {
         self.stop_now(libc::SIGTERM);
     }
 
-    /// Like [`terminate`](Self::terminate), with SIGKILL.
+    /// Like [`terminate`](Self::terminate), with SIGKILL at once.
     ///
     /// ```
     /// use concurrent_futures::ProcessPoolExecutor;

@@ -179,6 +179,11 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
             "{} trailing bytes after the value",
             rest.len()
         ))),
+        // A custom message of the value's `Deserialize`, which postcard drops: decoded
+        // again (on this error path only) to find it.
+        Err(e @ postcard::Error::SerdeDeCustom) => Err(CodecError(
+            super::probe::decode_failure::<T>(bytes).unwrap_or_else(|| e.to_string()),
+        )),
         Err(e) => Err(CodecError(e.to_string())),
     }
 }
@@ -247,6 +252,12 @@ pub(crate) trait Completion: Send {
     fn claim(&self) -> bool;
     fn cancel(self: Box<Self>);
     fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>);
+    /// Completes the future but leaves its callbacks, if it has any, to the caller, to be
+    /// run on a thread that does not move the pool's work (a callback may wait on it).
+    fn complete_deferring(
+        self: Box<Self>,
+        outcome: Result<&[u8], TaskError>,
+    ) -> Option<crate::future::Deferred>;
 }
 
 /// The `Completion` of a `Future<T>` whose worker sends an encoded `Result<T, TaskError>`.
@@ -262,6 +273,13 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Completion for Slot<T> {
     fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>) {
         let value = outcome.and_then(decode_outcome::<T>);
         self.0.finish_claimed(value);
+    }
+    fn complete_deferring(
+        self: Box<Self>,
+        outcome: Result<&[u8], TaskError>,
+    ) -> Option<crate::future::Deferred> {
+        let value = outcome.and_then(decode_outcome::<T>);
+        self.0.finish_claimed_deferring(value)
     }
 }
 

@@ -66,6 +66,7 @@ impl Manager {
                     return Err("an answer to a revoke never asked");
                 }
                 let mut back = link.window.given_back(&ids, unread_from);
+                link.given_back(back.len());
                 // Back to the front of the queue, in their order.
                 back.reverse();
                 for task in back {
@@ -92,6 +93,9 @@ impl Manager {
         finished: &mut Finished,
     ) -> Result<(), &'static str> {
         let mut st = sync::lock(&self.state);
+        // Once `terminate` was called, no task of the pool completes with a value: a
+        // worker that finishes its task anyway (it handles or ignores SIGTERM) is too late.
+        let terminated = st.phase == Phase::Terminated;
         let State {
             workers, inflight, ..
         } = &mut *st;
@@ -119,7 +123,9 @@ impl Manager {
         }
         let mut files = fds.drain(..);
         for record in wire::records(body).map_while(Result::ok) {
-            let bytes = if record.shared {
+            let bytes = if terminated {
+                Err(TaskError::Broken("the pool was terminated".into()))
+            } else if record.shared {
                 let fd = files.next().expect("[internal] counted above");
                 wire::read_shared(fd, record.len)
                     .map_err(|e| TaskError::Codec(format!("the task's result: {e}").into()))
@@ -131,12 +137,6 @@ impl Manager {
                 finished.push((w.completion, bytes));
                 self.blocks.put(w.payload);
             }
-        }
-        if let Some(limit) = self.config.max_tasks_per_child
-            && link.tasks_done >= limit
-            && !link.retiring
-        {
-            link.retire();
         }
         dispatch(&mut st);
         Ok(())
@@ -165,15 +165,29 @@ impl Manager {
                 .tasks()
                 .position(|task| task == log.started)
                 .map_or(0, |p| p + 1);
+            // The log holds the results of the calls it finished since it last sent, in
+            // the order it ran them: a prefix of what it holds, ending at (or just before)
+            // the call it started last. A record is accepted only there, so a worker that
+            // wrote records for calls it never started (a task scribbling over the log)
+            // cannot complete them: they run elsewhere.
+            // (Records of calls it no longer holds were sent before it died, and delivered.)
+            let tasks = link.window.clear();
+            let mut records = log
+                .results
+                .into_iter()
+                .filter(|(id, _)| tasks.contains(id))
+                .peekable();
             let mut held: Vec<Work> = Vec::new();
             let mut unstarted: Vec<Work> = Vec::new();
-            for (i, task) in link.window.clear().into_iter().enumerate() {
+            for (i, task) in tasks.iter().copied().enumerate() {
+                let record = records
+                    .next_if(|(id, _)| i < started && *id == task)
+                    .map(|(_, bytes)| bytes);
                 let Some(w) = st.inflight.remove(&task) else {
                     continue;
                 };
-                if let Some(pos) = log.results.iter().position(|(id, _)| *id == task) {
+                if let Some(bytes) = record.filter(|_| !terminated) {
                     // Finished, its result committed to the log: delivered.
-                    let bytes = log.results[pos].1.clone();
                     finished.push((w.completion, Ok(bytes)));
                     self.blocks.put(w.payload);
                 } else if i < started {

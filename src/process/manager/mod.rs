@@ -17,6 +17,7 @@
 //! `inbox` what a worker's messages and death do, `link` the dispatch to the workers'
 //! windows, `start` how workers are started.
 
+mod callbacks;
 mod inbox;
 mod link;
 mod reader;
@@ -52,6 +53,11 @@ const READ_GRACE: Duration = Duration::from_micros(100);
 /// How long after the last submission the manager thread keeps looking every `READ_GRACE`
 /// instead of sleeping until woken: while tasks keep coming, a submission wakes no thread.
 const LINGER: Duration = Duration::from_millis(1);
+/// How long `terminate` lets a worker handle SIGTERM before it is killed with SIGKILL. A
+/// second is enough for a handler to flush a file or remove a temporary one, and short
+/// enough that `terminate` still means "now": a task that ignores SIGTERM, or handles it
+/// and runs on, holds `terminate` this long and no longer.
+const TERMINATE_GRACE: Duration = Duration::from_secs(1);
 
 /// Settings fixed when the pool is built.
 pub(crate) struct Config {
@@ -108,7 +114,9 @@ struct Link {
     ready: bool,
     /// Told to exit (shutdown, or `max_tasks_per_child` reached).
     retiring: bool,
-    tasks_done: usize,
+    /// Tasks that may still be sent to it (`max_tasks_per_child` less the tasks sent; a task
+    /// it gives back returns to the budget, since it never ran there). `None`: no limit.
+    budget: Option<usize>,
     /// Killed for running this task over this time limit.
     timed_out: Option<(u64, Duration)>,
 }
@@ -130,17 +138,26 @@ struct State {
     /// The manager thread looks on its own every `READ_GRACE` (it saw work lately), so a
     /// submission need not wake it.
     lingering: bool,
+    /// Set by `terminate`: from then on the watchdog kills every worker with SIGKILL.
+    kill_at: Option<Instant>,
 }
 
-/// Tasks to complete once the reader is released (completing runs callbacks, which may
-/// themselves wait on the pool).
+/// Tasks to complete once the reader is released (completing decodes the results, with
+/// the user's `Deserialize`; their callbacks go to the callback threads).
 type Finished = Vec<(Box<dyn Completion>, Result<Vec<u8>, TaskError>)>;
 
-fn complete_all(finished: &mut Finished) {
-    for (c, outcome) in finished.drain(..) {
-        match outcome {
-            Ok(bytes) => c.complete(Ok(&bytes)),
-            Err(e) => c.complete(Err(e)),
+impl Manager {
+    /// Completes what was read; the callbacks go to their own threads (`callbacks`), since
+    /// the caller reads results for the pool.
+    fn complete_all(&self, finished: &mut Finished) {
+        for (c, outcome) in finished.drain(..) {
+            let deferred = match outcome {
+                Ok(bytes) => c.complete_deferring(Ok(&bytes)),
+                Err(e) => c.complete_deferring(Err(e)),
+            };
+            if let Some(job) = deferred {
+                self.callbacks.run(job);
+            }
         }
     }
 }
@@ -177,6 +194,8 @@ pub(crate) struct Manager {
     config: Config,
     /// Shared memory blocks kept for large arguments.
     pub(crate) blocks: wire::Blocks,
+    /// Where the futures' callbacks run.
+    callbacks: Arc<callbacks::Callbacks>,
     thread: Mutex<Option<JoinHandle<()>>>,
     watchdog: Mutex<Option<JoinHandle<()>>>,
 }
@@ -197,6 +216,7 @@ impl Manager {
                 finished: false,
                 respawn: 0,
                 lingering: false,
+                kill_at: None,
             }),
             changed: Condvar::new(),
             reader: Mutex::new(None),
@@ -206,6 +226,7 @@ impl Manager {
             own_limits: AtomicBool::new(false),
             config,
             blocks: wire::Blocks::default(),
+            callbacks: Arc::default(),
             thread: Mutex::new(None),
             watchdog: Mutex::new(None),
         });
@@ -292,6 +313,7 @@ impl Manager {
             }
             if terminate && st.phase != Phase::Terminated {
                 st.phase = Phase::Terminated;
+                st.kill_at = Some(Instant::now() + TERMINATE_GRACE);
             }
             let cancelled: Vec<Work> = if cancel || terminate {
                 st.pending.drain(..).collect()
@@ -315,8 +337,8 @@ impl Manager {
         }
     }
 
-    /// Waits for the manager thread (and so every worker) to finish. No-op on the manager
-    /// thread itself (a callback shutting the pool down).
+    /// Waits for the manager thread (and so every worker) to finish, then for the
+    /// callbacks of the futures it completed. No-op on the manager thread itself.
     pub(crate) fn join(&self) {
         for slot in [&self.thread, &self.watchdog] {
             let handle = sync::lock(slot).take();
@@ -328,6 +350,7 @@ impl Manager {
                 let _ = h.join();
             }
         }
+        self.callbacks.close();
     }
 
     /// The watchdog thread: kills a worker whose current task has run longer than its time
@@ -347,6 +370,19 @@ impl Manager {
             let now = os::monotonic_nanos();
             let mut next: Option<Duration> = None;
             let mut soonest = |d: Duration| next = Some(next.map_or(d, |n| n.min(d)));
+            if let Some(at) = st.kill_at {
+                // Terminated: past the grace, every worker still there is killed (and one
+                // started meanwhile as well), until none is left.
+                match at.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => soonest(left),
+                    _ => {
+                        for link in st.workers.values() {
+                            link.pidfd.signal(libc::SIGKILL);
+                        }
+                        soonest(POLL_MAX);
+                    }
+                }
+            }
             let State {
                 workers,
                 inflight,

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use super::{Finished, Manager, READER_SPIN, Reader, complete_all, expecting, stopping};
+use super::{Finished, Manager, READER_SPIN, Reader, expecting, stopping};
 use crate::os::{Recv, WAKE_KEY};
 use crate::sync;
 
@@ -91,7 +91,7 @@ impl Manager {
         if finished.is_empty() {
             return;
         }
-        complete_all(finished);
+        self.complete_all(finished);
         if self.wants.load(SeqCst) > mine {
             self.poller.wake();
         }

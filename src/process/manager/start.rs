@@ -29,6 +29,7 @@ impl Manager {
         let mut connected = Vec::with_capacity(n);
         for s in starting {
             let mut link = s.connect()?;
+            link.budget = self.config.max_tasks_per_child;
             if let Some(init) = self.config.initializer {
                 link.ready = false;
                 // (On an error, dropping the links kills and reaps their workers.)
@@ -177,7 +178,7 @@ impl Starting {
             window: Window::default(),
             ready: true,
             retiring: false,
-            tasks_done: 0,
+            budget: None,
             timed_out: None,
         })
     }
