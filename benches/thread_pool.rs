@@ -14,7 +14,9 @@
 //!   `par_iter` (given the function itself, which it inlines, and given the same `fn` pointer
 //!   as ours), and two plain loops on one thread: collecting the values, and calling the
 //!   `fn` pointer and collecting `Ok` values into a `Result<Vec<_>, _>` as a consumer of
-//!   `map` does (the floor of any iterator that yields a `Result` per item).
+//!   `map` does (the floor of any iterator that yields a `Result` per item). `map` and a
+//!   `for` loop over the items also run under `.progress_with` a hidden bar: the difference
+//!   is what the progress wrapper costs per item.
 //! * `map_10k_9us`: `map` and `map_indexed` over 10,000 items of ~9 µs vs rayon `par_iter`
 //!   and the ideal two-way split (two threads, half each).
 
@@ -22,7 +24,8 @@ use std::hint::black_box;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use concurrent_futures::{Executor, ThreadPoolExecutor};
+use concurrent_futures::indicatif::ProgressBar;
+use concurrent_futures::{Executor, ProgressExt, ThreadPoolExecutor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;
 
@@ -224,6 +227,17 @@ fn map_1m_trivial(c: &mut Criterion) {
             black_box(v)
         })
     });
+    // The same `map` under `.progress_with` a hidden bar: the wrapper's cost per item.
+    g.bench_function("ours_map_progress_hidden", |b| {
+        b.iter(|| {
+            let v: Vec<u64> = pool
+                .map(trivial, 0..N)
+                .progress_with(ProgressBar::hidden())
+                .collect::<Result<_, _>>()
+                .unwrap();
+            black_box(v)
+        })
+    });
     g.bench_function("ours_map_indexed_into_vec", |b| {
         b.iter(|| {
             let v: Vec<u64> = pool.map_indexed(trivial, 0..N).into_vec().unwrap();
@@ -270,6 +284,21 @@ fn map_1m_trivial(c: &mut Criterion) {
         b.iter(|| {
             let v: Vec<u64> = (0..N).map(trivial).collect();
             black_box(v)
+        })
+    });
+    // The wrapper alone, item by item through `next` (as a `for` loop takes them).
+    g.bench_function("next_loop", |b| {
+        b.iter(|| {
+            for x in (0..N).map(trivial) {
+                black_box(x);
+            }
+        })
+    });
+    g.bench_function("next_loop_progress_hidden", |b| {
+        b.iter(|| {
+            for x in (0..N).map(trivial).progress_with(ProgressBar::hidden()) {
+                black_box(x);
+            }
         })
     });
     g.finish();
