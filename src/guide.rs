@@ -94,7 +94,7 @@ pub mod choosing_a_backend {}
 /// * A type without serde, alone or inside a tuple, a `Vec` or a field, gets a compile error
 ///   that says to derive it. Extra arguments (`pool.submit(f, a, b)`) get rustc's "remove
 ///   the extra argument": write `pool.submit(f, (a, b))`. See
-///   [`common_compile_errors`](crate::guide::common_compile_errors).
+///   [`common_compile_errors`].
 /// * Large byte buffers: [`Bytes`](crate::Bytes) crosses to a worker process as one block.
 /// * Errors are values: a task returning `Result<T, MyError>` (with `MyError` a serde type)
 ///   delivers it as its result; a panic becomes [`TaskError::Panicked`](crate::TaskError::Panicked).
