@@ -128,17 +128,21 @@ struct State {
 }
 
 /// The thread that moves the bar to the count, and what it shares with the iterator.
+///
+/// The thread moves the bar only with `stop`'s mutex held, and never once `stop` is set: so
+/// stopping it is setting `stop` and reading `shown` under that mutex, without waiting for
+/// the thread to end (it ends when it next wakes). Joining it would make the iterator's end
+/// wait for the thread to be scheduled, milliseconds on a busy machine.
 #[derive(Debug)]
 struct Ticker {
     shared: Arc<TickerShared>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Debug)]
 struct TickerShared {
     /// Items yielded, as last handed over by the iterator.
     count: AtomicU64,
-    /// Items counted on the bar (written by the ticker).
+    /// Items counted on the bar (written by the ticker, under `stop`'s mutex).
     shown: AtomicU64,
     stop: Mutex<bool>,
     wake: Condvar,
@@ -161,7 +165,7 @@ impl Ticker {
             wake: Condvar::new(),
         });
         let (s, bar, asked) = (shared.clone(), bar.clone(), asked.clone());
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("cf-progress".into())
             .spawn(move || {
                 let mut shown = from;
@@ -176,6 +180,10 @@ impl Ticker {
                         .wait_timeout(stop, tick)
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
+                    if *stop {
+                        // The iterator has taken over the bar.
+                        break;
+                    }
                     // The count last handed over.
                     let now = s.count.load(Ordering::Relaxed);
                     if now > shown {
@@ -190,19 +198,18 @@ impl Ticker {
                 }
             })
             .ok()?;
-        Some(Ticker {
-            shared,
-            thread: Some(thread),
-        })
+        Some(Ticker { shared })
     }
 
-    /// Stops the thread.
-    fn stop(&mut self) {
-        *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    /// Stops the thread (it moves the bar no more once this returns; it ends when it next
+    /// wakes, at once); returns the items it counted on the bar.
+    fn stop(&self) -> u64 {
+        let mut stop = self.shared.stop.lock().unwrap_or_else(|p| p.into_inner());
+        *stop = true;
+        let shown = self.shared.shown.load(Ordering::Relaxed);
+        drop(stop);
         self.shared.wake.notify_one();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        shown
     }
 }
 
@@ -266,9 +273,8 @@ impl State {
 
     /// Stops the ticker and shows `count` on the bar.
     fn show(&mut self, count: u64) {
-        if let Some(mut t) = self.ticker.take() {
-            t.stop();
-            self.shown = t.shared.shown.load(Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            self.shown = t.stop();
         }
         if count > self.shown {
             self.bar.inc(count - self.shown);
@@ -448,6 +454,23 @@ mod tests {
             yielded + 1,
             "the first item after a sync shows at once"
         );
+    }
+
+    #[test]
+    fn the_count_is_exact_whenever_the_ticker_is_stopped() {
+        // Many short iterators, each stopping its ticker at a different point of its loop.
+        for n in 0..300u64 {
+            let bar = ProgressBar::hidden();
+            let items = 1_000 + n * 97;
+            let mut it = (0..items).progress_with(bar.clone());
+            for _ in 0..items / 2 {
+                it.next();
+            }
+            it.sync();
+            assert_eq!(bar.position(), items / 2);
+            assert_eq!(it.count() as u64, items - items / 2);
+            assert_eq!(bar.position(), items);
+        }
     }
 
     #[test]
