@@ -38,6 +38,11 @@ pub enum TaskError {
     #[error("timed out waiting for the task")]
     Timeout,
     /// The task panicked; the message and location are kept. The worker survived.
+    ///
+    /// Needs `panic = "unwind"` (the default). Built with `panic = "abort"`, a panic cannot
+    /// be caught: the task's message and location are printed on stderr, then the process
+    /// aborts: the program on a thread pool, the worker on a process pool (the task fails
+    /// with [`WorkerDied`](TaskError::WorkerDied)).
     #[error("{0}")]
     Panicked(Panic),
     /// The worker process running the task died (process backends only). Only the task it
@@ -104,6 +109,11 @@ impl TaskError {
 ///
 /// The original payload is not kept (it may be neither `Sync` nor serializable); the
 /// message is the payload's `&str` or `String`, as the default panic hook prints it.
+///
+/// A task's panic is not printed: it is delivered as this value. In a program built with
+/// `panic = "abort"` there is no value to deliver: the crate's panic hook prints the message
+/// and location (as the default hook does, plus a line saying a task panicked) before the
+/// process aborts.
 ///
 /// # Examples
 ///

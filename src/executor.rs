@@ -91,8 +91,9 @@ use crate::map::{Map, MapOptions, MapUnordered};
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a task's argument or result: it is not a `Payload`",
     label = "not a `Payload`",
-    note = "a task's argument and result must implement serde's `Serialize` and `Deserialize` \
-            and be `Send + Sync + 'static`; for your own types, add \
+    note = "a task's argument and result, and every type inside them (a tuple's members, a \
+            `Vec`'s items, fields), must implement serde's `Serialize` and `Deserialize` and be \
+            `Send + Sync + 'static`; for your own types, add \
             `#[derive(serde::Serialize, serde::Deserialize)]`",
     note = "a task is a function of one argument: pass several arguments as one tuple, \
             `pool.submit(f, (a, b))` with `fn f((a, b): (A, B)) -> R`; closures that capture \
@@ -102,6 +103,7 @@ use crate::map::{Map, MapOptions, MapUnordered};
 )]
 pub trait Payload: Serialize + DeserializeOwned + Send + Sync + 'static {}
 
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Payload for T {}
 
 /// The results of one chunk of a `map`, as a backend returns them.
