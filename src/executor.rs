@@ -120,6 +120,11 @@ pub struct Chunk<R> {
     pub(crate) values: Vec<R>,
     pub(crate) errors: Vec<(u32, TaskError)>,
     pub(crate) elapsed: Duration,
+    /// The size of the chunk's encoding when it crossed a process boundary (0 where it did
+    /// not): set in the parent as it is decoded (`codec::decoding_len`), so that `map` can
+    /// bound the bytes it holds ahead of its consumer.
+    #[serde(skip, default = "crate::remote::codec::decoding_len")]
+    pub(crate) bytes: usize,
 }
 
 /// Runs `f` over `items` as one chunk: each item under its own panic guard, timed as a whole
@@ -156,6 +161,7 @@ pub fn run_chunk<A, R>(f: fn(A) -> R, items: Vec<A>) -> Chunk<R> {
         values,
         errors,
         elapsed: start.elapsed(),
+        bytes: 0,
     }
 }
 

@@ -13,7 +13,8 @@ use crate::thread::block::{Block, Cursor, Step, VecSource};
 use crate::wait::WaitSet;
 use std::sync::Arc;
 
-/// Options of [`Executor::map_with`]: Python's `chunksize`, `timeout` and `buffersize`.
+/// Options of [`Executor::map_with`]: Python's `chunksize`, `timeout` and `buffersize`,
+/// and a bound on the bytes of results held ahead of the consumer (`buffer_bytes`).
 ///
 /// ```
 /// use concurrent_futures::MapOptions;
@@ -26,11 +27,13 @@ pub struct MapOptions {
     chunksize: Option<usize>,
     timeout: Option<Duration>,
     buffersize: Option<usize>,
+    buffer_bytes: Option<usize>,
 }
 
 impl MapOptions {
     /// Default options: automatic chunk size, no timeout, a window of 64 chunks (16 per
-    /// worker on machines with more than four).
+    /// worker on machines with more than four) holding at most 256 MiB of results on the
+    /// process and MPI pools.
     ///
     /// ```
     /// let opts = concurrent_futures::MapOptions::new();
@@ -75,7 +78,28 @@ impl MapOptions {
         self.buffersize = Some(n.max(1));
         self
     }
+
+    /// Most bytes of results held ahead of the consumer, on the pools whose results cross
+    /// a process boundary (process, MPI): 256 MiB by default. Results that arrived and are
+    /// not consumed yet, and those of the chunks in flight, count at the encoded size
+    /// measured so far per item; while they reach the bound, `map` submits no more input
+    /// (one chunk always stays in flight, so it progresses whatever the bound). With 10,000
+    /// results of 1 MiB, the default keeps the parent near 256 MiB of results instead of a
+    /// window of 64 chunks of them (1.7 GB). The thread pool's `map` keeps its results in
+    /// place and bounds them in items (`buffersize`) only.
+    ///
+    /// ```
+    /// let opts = concurrent_futures::MapOptions::new().buffer_bytes(64 << 20);
+    /// # let _ = opts;
+    /// ```
+    pub fn buffer_bytes(mut self, bytes: usize) -> Self {
+        self.buffer_bytes = Some(bytes);
+        self
+    }
 }
+
+/// Bytes of results a remote `map` holds ahead of its consumer by default.
+const DEFAULT_BUFFER_BYTES: usize = 256 << 20;
 
 /// Chunks in flight by default (at least; 16 per worker on bigger machines). A small window
 /// starves the workers: chunks that finish behind a slow head chunk hold their slots until
@@ -269,6 +293,11 @@ struct Feed<'a, E, I, A, R> {
     deadline: Option<Instant>,
     /// Set after a submission failed or the deadline passed: take no more input.
     stopped: bool,
+    /// Bound on the bytes of results held ahead of the consumer (`buffer_bytes`).
+    max_bytes: usize,
+    /// Encoded bytes and items of the chunks collected so far: what an item's result costs.
+    seen_bytes: u64,
+    seen_items: u64,
 }
 
 impl<E, I: Iterator, A, R> Feed<'_, E, I, A, R> {
@@ -308,7 +337,22 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
             window,
             deadline: opts.timeout.and_then(|t| Instant::now().checked_add(t)),
             stopped: false,
+            max_bytes: opts.buffer_bytes.unwrap_or(DEFAULT_BUFFER_BYTES),
+            seen_bytes: 0,
+            seen_items: 0,
         }
+    }
+
+    /// True if one more chunk may be submitted with `ahead` items' results held or in
+    /// flight: the window has room, and their bytes (at the size per item seen so far) are
+    /// under the bound. With nothing in flight, always (progress is guaranteed).
+    fn room(&self, chunks: usize, ahead: usize) -> bool {
+        if chunks == 0 {
+            return !self.stopped;
+        }
+        chunks < self.sizer.limit(self.window)
+            && (ahead as u128) * u128::from(self.seen_bytes)
+                < (self.max_bytes as u128) * u128::from(self.seen_items.max(1))
     }
 
     /// Submits the next chunk, if there is input left. A refused submission becomes a
@@ -344,6 +388,8 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
         Ok(match fut.into_result_no_help() {
             Ok(chunk) => {
                 self.sizer.observe(chunk.len(), chunk.elapsed);
+                self.seen_bytes += chunk.bytes as u64;
+                self.seen_items += chunk.len() as u64;
                 Drain::of(chunk)
             }
             Err(e) => Drain::failed(e, len),
@@ -712,6 +758,8 @@ impl<I, A, R> fmt::Debug for Blocks<'_, I, A, R> {
 struct Chunked<'a, E, I, A, R> {
     feed: Feed<'a, E, I, A, R>,
     inflight: VecDeque<(Future<Chunk<R>>, usize)>,
+    /// Items of the chunks in `inflight`.
+    inflight_items: usize,
     current: Drain<R>,
     finished: bool,
     /// Set by the first `next`: only an iteration that started cancels on drop (as Python's
@@ -730,6 +778,7 @@ where
         let mut map = Chunked {
             feed: Feed::new(exec, f, items, opts),
             inflight: VecDeque::new(),
+            inflight_items: 0,
             current: Drain::empty(),
             finished: false,
             started: false,
@@ -739,9 +788,15 @@ where
     }
 
     fn fill(&mut self) {
-        while self.inflight.len() < self.feed.sizer.limit(self.feed.window) {
+        while self.feed.room(
+            self.inflight.len(),
+            self.inflight_items + self.current.remaining(),
+        ) {
             match self.feed.submit_next() {
-                Some(job) => self.inflight.push_back(job),
+                Some(job) => {
+                    self.inflight_items += job.1;
+                    self.inflight.push_back(job);
+                }
                 None => break,
             }
         }
@@ -815,6 +870,7 @@ where
                 self.finished = true;
                 return None;
             };
+            self.inflight_items -= len;
             match self.feed.collect(fut, len) {
                 Ok(drain) => self.current = drain,
                 Err(()) => {
@@ -863,6 +919,8 @@ pub struct MapUnordered<'a, E, I, A, R> {
     slots: Vec<Option<(Future<Chunk<R>>, usize)>>,
     free: Vec<usize>,
     inflight: usize,
+    /// Items of the chunks in flight.
+    inflight_items: usize,
     set: Arc<WaitSet>,
     current: Drain<R>,
     finished: bool,
@@ -883,6 +941,7 @@ where
             slots: Vec::new(),
             free: Vec::new(),
             inflight: 0,
+            inflight_items: 0,
             set: WaitSet::new(),
             current: Drain::empty(),
             finished: false,
@@ -893,10 +952,14 @@ where
     }
 
     fn fill(&mut self) {
-        while self.inflight < self.feed.sizer.limit(self.feed.window) {
+        while self.feed.room(
+            self.inflight,
+            self.inflight_items + self.current.remaining(),
+        ) {
             let Some((fut, len)) = self.feed.submit_next() else {
                 break;
             };
+            self.inflight_items += len;
             let slot = self.free.pop().unwrap_or_else(|| {
                 self.slots.push(None);
                 self.slots.len() - 1
@@ -980,6 +1043,7 @@ where
             };
             self.free.push(slot);
             self.inflight -= 1;
+            self.inflight_items -= len;
             match self.feed.collect(fut, len) {
                 Ok(drain) => self.current = drain,
                 Err(()) => {
