@@ -308,7 +308,20 @@ pub trait Executor {
     /// yields its own `Result`, so one failing item does not hide the others. Dropping the
     /// iterator after iteration began cancels the chunks that have not started (as Python's
     /// result generator does when closed); dropping it unused lets the submitted ones run.
-    /// See [`map_with`](Executor::map_with) for `chunksize`, `timeout` and `buffersize`.
+    /// See [`map_with`](Executor::map_with) for `chunksize`, `timeout`, `buffersize` and
+    /// `buffer_bytes`.
+    ///
+    /// The input is pulled on the consumer's thread, inside `map` and `next`: an input whose
+    /// `next` blocks (a channel, a socket) blocks the consumer while it does. On the process
+    /// and MPI pools, `map` pulls input only when it would otherwise wait for the next
+    /// result and fewer than two chunks per worker are unfinished, so a result that is
+    /// ready is yielded without pulling, and a ready result waits at most for the one
+    /// `next` of the input already in progress; a chunk is cut (sent with the items it has)
+    /// once taking its items took longer than [`chunk_target`](Executor::chunk_target).
+    /// With `chunksize(1)`, result `i` never waits for item `i + 2 × workers`. The thread pool takes
+    /// the input in blocks (64 items first, then sized by the measured cost), so there a
+    /// block waits for its items; use `buffersize` (tasks, one more per step) for a slow
+    /// input.
     ///
     /// ```
     /// use concurrent_futures::{Executor, ThreadPoolExecutor};

@@ -68,7 +68,13 @@ impl MapOptions {
         self
     }
 
-    /// Maximum number of chunks submitted and not yet consumed (0 counts as 1).
+    /// Python's `buffersize`: at most this many tasks submitted ahead of the consumer (0
+    /// counts as 1). A task is one item, or `chunksize` items if that is set, as in Python
+    /// (whose `chunksize` is 1 by default); without a `chunksize`, chunks still adapt, within
+    /// `buffersize` items. As in Python, `map` takes `buffersize` items from the input at
+    /// once, and each step of the iterator submits the next before it yields (so after one
+    /// `next`, `buffersize + 1` items were taken). On every pool, the thread pool included,
+    /// the items then travel as tasks (futures), not as the thread pool's blocks.
     ///
     /// ```
     /// let opts = concurrent_futures::MapOptions::new().buffersize(2);
@@ -295,6 +301,14 @@ struct Feed<'a, E, I, A, R> {
     stopped: bool,
     /// Bound on the bytes of results held ahead of the consumer (`buffer_bytes`).
     max_bytes: usize,
+    /// Python's `buffersize` in items (`buffersize × chunksize`), if given: then each step
+    /// tops the window up before it yields, as Python's `map` does (`eager`; also for an
+    /// input that fits in the window, submitted whole at once).
+    max_items: Option<usize>,
+    eager: bool,
+    /// Building a chunk stops once taking its items took this long (an input slower than
+    /// the work: its items are sent as they come rather than held for a full chunk).
+    cut_after: Duration,
     /// Encoded bytes and items of the chunks collected so far: what an item's result costs.
     seen_bytes: u64,
     seen_items: u64,
@@ -325,8 +339,10 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
         let window = opts.buffersize.unwrap_or(DEFAULT_WINDOW.max(16 * workers));
         let mut sizer = Sizer::new(opts.chunksize, exec.chunk_target(), workers);
         // An input known to fit in the window is submitted whole, one item per task, at
-        // once (as Python's eager `map` does): probing would only delay it.
-        if items.size_hint().1.is_some_and(|n| n <= window) {
+        // once (as Python's eager `map` does): probing would only delay it. A `buffersize`
+        // is submitted whole at once too, as in Python.
+        let whole = items.size_hint().1.is_some_and(|n| n <= window);
+        if whole || opts.buffersize.is_some() {
             sizer.converged = true;
         }
         Feed {
@@ -338,31 +354,55 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
             deadline: opts.timeout.and_then(|t| Instant::now().checked_add(t)),
             stopped: false,
             max_bytes: opts.buffer_bytes.unwrap_or(DEFAULT_BUFFER_BYTES),
+            max_items: opts
+                .buffersize
+                .map(|b| b.saturating_mul(opts.chunksize.unwrap_or(1))),
+            eager: whole || opts.buffersize.is_some(),
+            cut_after: exec.chunk_target(),
             seen_bytes: 0,
             seen_items: 0,
         }
     }
 
-    /// True if one more chunk may be submitted with `ahead` items' results held or in
-    /// flight: the window has room, and their bytes (at the size per item seen so far) are
-    /// under the bound. With nothing in flight, always (progress is guaranteed).
-    fn room(&self, chunks: usize, ahead: usize) -> bool {
+    /// True if one more chunk may be submitted with `chunks` chunks of `ahead` items in
+    /// flight and `held` results received and not consumed: the window has room (in chunks,
+    /// and in items with a `buffersize`), and the bytes of those results (at the size per
+    /// item seen so far) are under the bound. With nothing in flight, always (progress is
+    /// guaranteed).
+    fn room(&self, chunks: usize, ahead: usize, held: usize) -> bool {
         if chunks == 0 {
             return !self.stopped;
         }
         chunks < self.sizer.limit(self.window)
-            && (ahead as u128) * u128::from(self.seen_bytes)
+            && self.max_items.is_none_or(|max| ahead < max)
+            && ((ahead + held) as u128) * u128::from(self.seen_bytes)
                 < (self.max_bytes as u128) * u128::from(self.seen_items.max(1))
     }
 
-    /// Submits the next chunk, if there is input left. A refused submission becomes a
-    /// finished future carrying the error (yielded once), and input stops.
-    fn submit_next(&mut self) -> Option<(Future<Chunk<R>>, usize)> {
+    /// Submits the next chunk, if there is input left (`ahead`: items in flight). A refused
+    /// submission becomes a finished future carrying the error (yielded once), and input
+    /// stops.
+    fn submit_next(&mut self, ahead: usize) -> Option<(Future<Chunk<R>>, usize)> {
         if self.stopped {
             return None;
         }
-        let n = self.sizer.next(self.items.size_hint().0);
-        let chunk: Vec<A> = self.items.by_ref().take(n).collect();
+        let mut n = self.sizer.next(self.items.size_hint().0);
+        if let Some(max) = self.max_items {
+            n = n.min(max.saturating_sub(ahead).max(1));
+        }
+        let mut chunk: Vec<A> = Vec::with_capacity(n.min(MAX_CHUNK));
+        let start = Instant::now();
+        while chunk.len() < n {
+            let Some(item) = self.items.next() else {
+                break;
+            };
+            chunk.push(item);
+            // (The clock is read after 1, 2, 4, 8... items: a slow input is noticed after
+            // its first slow item, at a cost of a few clock reads per chunk.)
+            if chunk.len().is_power_of_two() && start.elapsed() > self.cut_after {
+                break;
+            }
+        }
         if chunk.is_empty() {
             return None;
         }
@@ -428,9 +468,13 @@ where
     R: Payload,
 {
     pub(crate) fn new(exec: &'a E, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
+        // Python's `buffersize` counts tasks submitted ahead of the consumer, one more per
+        // step: that is the chunked path's window, not the blocks'.
         let mode = match exec.as_thread_pool() {
-            Some(pool) => Mode::Blocks(Blocks::new(pool, f, items, opts)),
-            None => Mode::Chunks(Chunked::new(exec, f, items, opts)),
+            Some(pool) if opts.buffersize.is_none() => {
+                Mode::Blocks(Blocks::new(pool, f, items, opts))
+            }
+            _ => Mode::Chunks(Chunked::new(exec, f, items, opts)),
         };
         Map { mode }
     }
@@ -538,7 +582,6 @@ struct Blocks<'a, I, A, R> {
     /// Error to yield once after the launched blocks (a refused launch).
     last_error: Option<TaskError>,
     fixed_piece: Option<usize>,
-    max_pieces: Option<usize>,
     ns_per_item: Option<f64>,
     block_len: usize,
     help: bool,
@@ -568,7 +611,6 @@ where
             cursor: Cursor::new(),
             last_error: None,
             fixed_piece: opts.chunksize,
-            max_pieces: opts.buffersize,
             ns_per_item: None,
             block_len: PROBE_BLOCK,
             help,
@@ -603,22 +645,12 @@ where
         }
     }
 
-    /// Launches blocks until `BLOCKS_AHEAD` are in flight or the input ends. With a
-    /// `buffersize`, one block of at most that many pieces: the bound holds exactly.
+    /// Launches blocks until `BLOCKS_AHEAD` are in flight or the input ends. (A
+    /// `buffersize` takes the chunked path instead: see `Map::new`.)
     fn fill(&mut self) {
-        let ahead = if self.max_pieces.is_some() {
-            1
-        } else {
-            BLOCKS_AHEAD
-        };
-        while self.queue.len() < ahead && !self.stopped {
-            let fixed_len = self
-                .fixed_piece
-                .map(|p| p.saturating_mul(self.max_pieces.unwrap_or(PROBE_BLOCK)));
-            let mut n = fixed_len.unwrap_or(self.block_len).max(1);
-            if let Some(m) = self.max_pieces {
-                n = n.min(m.saturating_mul(self.piece_len(n)));
-            }
+        while self.queue.len() < BLOCKS_AHEAD && !self.stopped {
+            let fixed_len = self.fixed_piece.map(|p| p.saturating_mul(PROBE_BLOCK));
+            let n = fixed_len.unwrap_or(self.block_len).max(1);
             let (mut items, output) = self.spare.take().unwrap_or_default();
             items.reserve(n.min(self.items.size_hint().1.unwrap_or(n)).min(MAX_BLOCK));
             items.extend(self.items.by_ref().take(n));
@@ -783,21 +815,44 @@ where
             finished: false,
             started: false,
         };
-        map.fill();
+        map.fill(None);
         map
     }
 
-    fn fill(&mut self) {
-        while self.feed.room(
-            self.inflight.len(),
-            self.inflight_items + self.current.remaining(),
-        ) {
-            match self.feed.submit_next() {
+    /// Tops the window up, taking input. `head` is the chunk the consumer is about to wait
+    /// for. Unless `buffersize` was given (Python's eager top-up), input is taken only while
+    /// the head is not ready and fewer than two chunks per worker are unfinished: a ready
+    /// result is never held back by the input (whose `next` may block: it runs on this
+    /// thread), and the workers always have the next chunk queued.
+    fn fill(&mut self, head: Option<&Future<Chunk<R>>>) {
+        let eager = self.feed.eager;
+        let mut unfinished = 0;
+        if !eager {
+            if head.is_some_and(Future::done) {
+                return;
+            }
+            unfinished = usize::from(head.is_some())
+                + self.inflight.iter().filter(|(f, _)| !f.done()).count();
+        }
+        let most = 2 * self.feed.sizer.workers;
+        while eager || unfinished < most {
+            if !self.feed.room(
+                self.inflight.len(),
+                self.inflight_items,
+                self.current.remaining(),
+            ) {
+                break;
+            }
+            match self.feed.submit_next(self.inflight_items) {
                 Some(job) => {
                     self.inflight_items += job.1;
                     self.inflight.push_back(job);
+                    unfinished += 1;
                 }
                 None => break,
+            }
+            if !eager && head.is_some_and(Future::done) {
+                break;
             }
         }
     }
@@ -865,12 +920,17 @@ where
             if self.finished {
                 return None;
             }
-            self.fill();
+            if self.inflight.is_empty() {
+                self.fill(None);
+            }
             let Some((fut, len)) = self.inflight.pop_front() else {
                 self.finished = true;
                 return None;
             };
             self.inflight_items -= len;
+            // Top up before waiting: with a `buffersize`, always (Python submits one more per
+            // step); otherwise only if the head is not ready (see `fill`).
+            self.fill(Some(&fut));
             match self.feed.collect(fut, len) {
                 Ok(drain) => self.current = drain,
                 Err(()) => {
@@ -879,8 +939,6 @@ where
                     return Some(Err(TaskError::Timeout));
                 }
             }
-            // Keep the workers busy while the caller drains this chunk.
-            self.fill();
         }
     }
 }
@@ -952,11 +1010,11 @@ where
     }
 
     fn fill(&mut self) {
-        while self.feed.room(
-            self.inflight,
-            self.inflight_items + self.current.remaining(),
-        ) {
-            let Some((fut, len)) = self.feed.submit_next() else {
+        while self
+            .feed
+            .room(self.inflight, self.inflight_items, self.current.remaining())
+        {
+            let Some((fut, len)) = self.feed.submit_next(self.inflight_items) else {
                 break;
             };
             self.inflight_items += len;
