@@ -158,6 +158,9 @@ impl Manager {
                     eprintln!("concurrent_futures: a worker sent {e}; stopping it");
                     self.kill_worker(id);
                 }
+                // This process is short of memory: the message stays in the socket, for the
+                // next round (the worker is not at fault, and not dead).
+                Err(e) if !exited && crate::os::is_shortage(&e) => return,
                 // A worker that died with messages of ours unread resets the socket: the
                 // error is reported once, and what it sent before is still there to read.
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
