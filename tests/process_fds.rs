@@ -204,6 +204,11 @@ fn journal(args: (String, u64)) -> (u64, u64) {
     (i, soft_nofile().0)
 }
 
+/// A `Process` target: exits with 0 if its soft descriptor limit is `want`, else 1.
+fn exit_unless_soft_limit(want: u64) {
+    std::process::exit(i32::from(soft_nofile().0 != want));
+}
+
 /// Each worker costs the parent four descriptors: under a soft limit of 1024, 300 workers
 /// failed with "Too many open files" before; the pool raises the soft limit to the hard one
 /// at its first start, and gives the old one back to the workers.
@@ -263,6 +268,18 @@ fn thousand_workers_helper() {
         children()
     );
     assert!(open_fds() <= fds_before, "descriptors left behind");
+    // This process keeps the raised limit; a `Process` child gets the original one back.
+    assert!(
+        soft_nofile().0 > 1024,
+        "the pool did not raise the soft limit"
+    );
+    let child = concurrent_futures::multiprocessing::Process::new(exit_unless_soft_limit, 1024);
+    child.start().unwrap();
+    assert_eq!(
+        common::join(&child),
+        0,
+        "a Process child kept the raised limit"
+    );
     println!(
         "WORKERS {workers} TASKS {} ONCE {once} LIMIT {}",
         futs.len(),
