@@ -128,16 +128,23 @@ fn fd_shortage_helper() {
     let workers = pool.pids();
     assert_eq!(workers.len(), 2);
     let (soft, _) = soft_nofile();
-    // Results with memfds in flight: held until the limit is down.
+    // A burst in flight, held until the limit is down: large results (memfds) mixed with
+    // small ones (inline), so that messages carry both.
     let mut gate = Gate::closed();
-    let held: Vec<_> = (0..8)
-        .map(|i| pool.submit(big_after_gate, (gate.path(), i)))
-        .collect();
+    let mut large = Vec::new();
+    let mut small = Vec::new();
+    for i in 0..200u64 {
+        if i % 2 == 0 {
+            large.push(pool.submit(big_after_gate, (gate.path(), i)));
+        } else {
+            small.push((i, pool.submit(hold, (gate.path(), i))));
+        }
+    }
     // No new descriptor at all from here on: every number below 3 is taken.
     set_soft_nofile(3);
     gate.open();
     let mut shortage = 0;
-    for f in &held {
+    for f in &large {
         match f.result_timeout(LONG) {
             Err(TaskError::Shortage(Shortage::Descriptors)) => shortage += 1,
             other => panic!(
@@ -146,37 +153,54 @@ fn fd_shortage_helper() {
             ),
         }
     }
+    let mut delivered = 0;
+    for (i, f) in &small {
+        assert_eq!(f.result_timeout(LONG), Ok(*i), "a small result was lost");
+        delivered += 1;
+    }
     // The workers were not blamed.
     assert_eq!(pool.pids(), workers);
-    // A crash while the limit is down: its task fails, and its replacement cannot start.
-    let died = match pool.submit(crash, ()).result_timeout(LONG) {
-        Err(TaskError::WorkerDied { .. }) => 1,
-        other => panic!("expected WorkerDied, got {other:?}"),
-    };
-    // The pool is not broken: submissions are accepted, small results arrive.
-    let small: Vec<_> = (0..200u64)
+    // Both workers crash while the limit is down: each crash fails its own task only, and
+    // no replacement can start; the pool is not broken.
+    let mut died = 0;
+    for _ in 0..2 {
+        match pool.submit(crash, ()).result_timeout(LONG) {
+            Err(TaskError::WorkerDied { .. }) => died += 1,
+            other => panic!("expected WorkerDied, got {other:?}"),
+        }
+        // Submissions are accepted, and (while a worker is left) run.
+        if pool.pids().len() == 1 {
+            let futs: Vec<_> = (0..50u64).map(|i| pool.submit(common::double, i)).collect();
+            for (i, f) in futs.iter().enumerate() {
+                assert_eq!(f.result_timeout(LONG), Ok(2 * i as u64));
+            }
+        }
+    }
+    eventually("both workers are gone", || pool.pids().is_empty());
+    // With no worker, work waits in the queue for the replacements.
+    let queued: Vec<_> = (0..100u64)
         .map(|i| pool.submit(common::double, i))
         .collect();
-    let mut ok = 0;
-    for (i, f) in small.iter().enumerate() {
-        assert_eq!(f.result_timeout(LONG), Ok(2 * i as u64));
-        ok += 1;
-    }
-    assert_eq!(
-        pool.pids().len(),
-        1,
-        "a worker started without descriptors?"
+    assert!(
+        queued.iter().all(|f| !f.done()),
+        "a task ran without a worker"
     );
-    // The shortage ends: the replacement starts, and large results arrive again.
+    // The shortage ends: the replacements start, the queued work runs, and large results
+    // arrive again.
     set_soft_nofile(soft);
-    eventually("the replacement worker starts", || pool.pids().len() == 2);
+    let mut ran = 0;
+    for (i, f) in queued.iter().enumerate() {
+        assert_eq!(f.result_timeout(LONG), Ok(2 * i as u64));
+        ran += 1;
+    }
+    eventually("both replacements start", || pool.pids().len() == 2);
     let futs: Vec<_> = (0..100u64).map(|i| pool.submit(big, i)).collect();
     let mut recovered = 0;
     for (i, f) in futs.iter().enumerate() {
         let v = f
             .result_timeout(LONG)
             .expect("a large result after the shortage");
-        assert!(v.len() == MIB && v.iter().all(|&b| b == i as u8));
+        assert!(v.len() == MIB && [0, MIB - 1].iter().all(|&j| v[j] == i as u8));
         recovered += 1;
     }
     pool.shutdown(true);
@@ -185,7 +209,9 @@ fn fd_shortage_helper() {
         "workers left behind: {:?}",
         children()
     );
-    println!("SHORTAGE {shortage} DIED {died} SMALL {ok} RECOVERED {recovered}");
+    println!(
+        "SHORTAGE {shortage} SMALL {delivered} DIED {died} QUEUED {ran} RECOVERED {recovered}"
+    );
     println!("HELPER DONE");
 }
 
