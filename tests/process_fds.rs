@@ -101,15 +101,16 @@ fn crash(_: ()) -> u8 {
 /// At the descriptor limit, the kernel cannot give this process the shared memory file of a
 /// large result (it truncates the message's descriptors): that task fails with
 /// `TaskError::Shortage`, its worker is not blamed (it was killed, before, as if it had sent
-/// an oversized message), and small results in flight still arrive. A worker that crashes
-/// then cannot be replaced: the replacement is tried again (the pool was `Broken` for good,
-/// before) and starts once the limit is raised; the pool then works with both workers.
+/// an oversized message), and small results in flight still arrive. Workers that crash
+/// then cannot be replaced: the replacements are tried again (the pool was `Broken` for
+/// good, before), work waits queued, and once the limit is raised the replacements start,
+/// the queued work runs and large results arrive again.
 #[test]
 fn a_descriptor_shortage_fails_only_the_results_it_cost_and_the_pool_recovers() {
     let _w = watchdog("a_descriptor_shortage_fails_only_the_results_it_cost");
     let out = run_helper("fd_shortage_helper");
     assert!(
-        out.contains("SHORTAGE 8 DIED 1 SMALL 200 RECOVERED 100"),
+        out.contains("SHORTAGE 100 SMALL 100 DIED 2 QUEUED 100 RECOVERED 100"),
         "{out}"
     );
 }
