@@ -318,10 +318,11 @@ pub trait Executor {
     /// ready is yielded without pulling, and a ready result waits at most for the one
     /// `next` of the input already in progress; a chunk is cut (sent with the items it has)
     /// once taking its items took longer than [`chunk_target`](Executor::chunk_target).
-    /// With `chunksize(1)`, result `i` never waits for item `i + 2 × workers`. The thread pool takes
-    /// the input in blocks (64 items first, then sized by the measured cost), so there a
-    /// block waits for its items; use `buffersize` (tasks, one more per step) for a slow
-    /// input.
+    /// With `chunksize(1)`, result `i` never waits for item `i + 2 × workers`. The thread
+    /// pool takes the input in blocks (64 items first, then sized by the measured cost) and
+    /// stops taking a block's items once that took longer than 2 ms, so with a slow input
+    /// (an item every 100 ms) each result also comes one `next` of the input after its item;
+    /// but a block may still wait for items that come quickly at first and then stop.
     ///
     /// ```
     /// use concurrent_futures::{Executor, ThreadPoolExecutor};

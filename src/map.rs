@@ -564,6 +564,11 @@ const PROBE_BLOCK: usize = 64;
 const BLOCK_NS: f64 = 2_000_000.0;
 const PIECE_NS: f64 = 20_000.0;
 
+/// Taking a block's items from the input stops after this long (a block of a known cost
+/// runs about `BLOCK_NS`; an input slower than that is the bottleneck, and its items are
+/// better sent on as they come).
+const INPUT_CUT: Duration = Duration::from_nanos(BLOCK_NS as u64);
+
 /// A block of a thread-pool `map`: items moved in from the input, a function pointer.
 type MapBlock<A, R> = Block<VecSource<A>, fn(A) -> R, R>;
 
@@ -653,7 +658,7 @@ where
             let n = fixed_len.unwrap_or(self.block_len).max(1);
             let (mut items, output) = self.spare.take().unwrap_or_default();
             items.reserve(n.min(self.items.size_hint().1.unwrap_or(n)).min(MAX_BLOCK));
-            items.extend(self.items.by_ref().take(n));
+            self.take_input(&mut items, n);
             if items.is_empty() {
                 self.stopped = true;
                 break;
@@ -675,6 +680,24 @@ where
                 break;
             }
             self.queue.push_back(block);
+        }
+    }
+
+    /// Takes up to `n` items into `items`, in runs of 1, 1, 2, 4, 8... items (`extend`
+    /// keeps its fast path), and stops early once taking them took longer than `INPUT_CUT`:
+    /// an input slower than the work is sent on as it comes, not held for a full block
+    /// (whose results would all wait for its last item).
+    fn take_input(&mut self, items: &mut Vec<A>, n: usize) {
+        let start = Instant::now();
+        let mut run = 1;
+        loop {
+            let want = (n - items.len()).min(run);
+            let before = items.len();
+            items.extend(self.items.by_ref().take(want));
+            if items.len() - before < want || items.len() >= n || start.elapsed() > INPUT_CUT {
+                return;
+            }
+            run = (run * 2).min(n);
         }
     }
 

@@ -739,3 +739,10 @@ fn map_yields_ready_results_while_its_input_blocks() {
     );
     assert_eq!(got, N);
 }
+
+#[test]
+fn map_of_a_slow_input_yields_each_result_before_the_item_after_next() {
+    let _w = watchdog("map_of_a_slow_input_yields_each_result_before_the_item_after_next");
+    let pool = ProcessPoolExecutor::new(1);
+    common::suite::map_of_a_slow_input_yields_each_result_before_the_item_after_next(&pool);
+}

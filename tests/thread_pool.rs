@@ -795,3 +795,10 @@ fn map_with_a_huge_chunksize_takes_what_there_is() {
             .collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn map_of_a_slow_input_yields_each_result_before_the_item_after_next() {
+    let _w = watchdog("map_of_a_slow_input_yields_each_result_before_the_item_after_next");
+    let pool = ThreadPoolExecutor::new(2);
+    common::suite::map_of_a_slow_input_yields_each_result_before_the_item_after_next(&pool);
+}

@@ -641,3 +641,46 @@ pub fn concurrent_submitters<E: Executor + Sync>(pool: &E) {
         .sum();
     assert_eq!(total, expected);
 }
+
+/// Not in the suite (it needs one worker on the process pool): `map` over a slow input, an
+/// item every 50 ms (the source's own pace, simulated; nothing waits on it), where item
+/// `k + 2` is only produced once result `k` was received: with default options, `map` sends
+/// a slow input's items on as they come and yields a result before it takes more input
+/// than the next item, so the consumer gets every result. Before, `map` held the items for
+/// a whole chunk or block (the process pool's window, the thread pool's block of 64), and
+/// the source waited for a result that was never yielded: each wait below times out.
+pub fn map_of_a_slow_input_yields_each_result_before_the_item_after_next<E: Executor>(pool: &E) {
+    const N: u64 = 12;
+    let (ack_tx, ack_rx) = mpsc::channel::<u64>();
+    let mut missed = None;
+    let mut next_item = 0u64;
+    let input = std::iter::from_fn(|| {
+        if next_item == N || missed.is_some() {
+            return None;
+        }
+        let k = next_item;
+        if k >= 2 {
+            // Item `k` only once result `k - 2` arrived.
+            match ack_rx.recv_timeout(LONG) {
+                Ok(j) => assert_eq!(j, k - 2),
+                Err(_) => {
+                    missed = Some(k);
+                    return None;
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+        next_item += 1;
+        Some(k)
+    });
+    let mut got = 0;
+    for (i, r) in pool.map(double, input).enumerate() {
+        assert_eq!(r, Ok(2 * i as u64));
+        got += 1;
+        let _ = ack_tx.send(i as u64);
+    }
+    assert_eq!(
+        got, N,
+        "a result was held back until an item that could not come"
+    );
+}
