@@ -312,18 +312,17 @@ pub trait Executor {
     /// `buffer_bytes`.
     ///
     /// The input is pulled on the consumer's thread, inside `map` and `next`: an input whose
-    /// `next` blocks (a channel, a socket) blocks the consumer while it does. On the process
-    /// and MPI pools, `map` pulls input only when it would otherwise wait for the next
-    /// result and fewer than two chunks per worker are unfinished, so a result that is
-    /// ready is yielded without pulling, and a ready result waits at most for the one
-    /// `next` of the input already in progress; a chunk is cut (sent with the items it has)
-    /// once taking its items took longer than [`chunk_target`](Executor::chunk_target).
-    /// With `chunksize(1)`, result `i` never waits for item `i + 2 × workers`. The thread
-    /// pool takes the input in blocks (64 items first, then sized by the measured cost) and
-    /// stops taking a block's items once that took longer than 2 ms, so with a slow input
-    /// (an item every 100 ms) each result also comes one `next` of the input after its item;
-    /// but a block may still wait for items that come quickly at first and then stop.
-    ///
+    /// `next` blocks (a channel, a socket) blocks the consumer while it does, ready results
+    /// included. So `map` holds back no result for a *slow* input: once taking a chunk's
+    /// items took longer than [`chunk_target`](Executor::chunk_target), the chunk goes with
+    /// the items it has, and (process and MPI pools) input is taken only while the next
+    /// result is not ready and fewer than two chunks per worker are unfinished, never while
+    /// a result is ready; a ready result waits at most for the one `next` of the input in
+    /// progress (with an item every 100 ms: 100 ms, where it was 1.1 s). The thread pool
+    /// takes the input in blocks, and a block stops taking items once that took 2 ms. An
+    /// input that comes quickly is taken to fill the window, as before (taking it only when
+    /// needed would idle the workers), so one that comes quickly and then stops can hold
+    /// back results already computed.
     /// ```
     /// use concurrent_futures::{Executor, ThreadPoolExecutor};
     /// fn square(x: u64) -> u64 { x * x }

@@ -309,6 +309,8 @@ struct Feed<'a, E, I, A, R> {
     /// Building a chunk stops once taking its items took this long (an input slower than
     /// the work: its items are sent as they come rather than held for a full chunk).
     cut_after: Duration,
+    /// Taking the last chunk's items took longer than `cut_after` (a slow input).
+    slow: bool,
     /// Encoded bytes and items of the chunks collected so far: what an item's result costs.
     seen_bytes: u64,
     seen_items: u64,
@@ -359,6 +361,7 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
                 .map(|b| b.saturating_mul(opts.chunksize.unwrap_or(1))),
             eager: whole || opts.buffersize.is_some(),
             cut_after: exec.chunk_target(),
+            slow: false,
             seen_bytes: 0,
             seen_items: 0,
         }
@@ -403,6 +406,7 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
                 break;
             }
         }
+        self.slow = start.elapsed() > self.cut_after;
         if chunk.is_empty() {
             return None;
         }
@@ -843,14 +847,17 @@ where
     }
 
     /// Tops the window up, taking input. `head` is the chunk the consumer is about to wait
-    /// for. Unless `buffersize` was given (Python's eager top-up), input is taken only while
-    /// the head is not ready and fewer than two chunks per worker are unfinished: a ready
-    /// result is never held back by the input (whose `next` may block: it runs on this
-    /// thread), and the workers always have the next chunk queued.
+    /// for (or yield from). While the input comes quickly (or with a `buffersize`: Python's
+    /// eager top-up), the window is filled. Once taking a chunk's items took longer than
+    /// the chunk target (a slow input, whose `next` may block: it runs on this thread),
+    /// input is taken only while the head is not ready and fewer than two chunks per
+    /// worker are unfinished (the head included), and never while a result is ready: the
+    /// workers have nothing better to do, and a ready result waits at most for the one
+    /// `next` of the input in progress.
     fn fill(&mut self, head: Option<&Future<Chunk<R>>>) {
-        let eager = self.feed.eager;
+        let careful = !self.feed.eager && self.feed.slow;
         let mut unfinished = 0;
-        if !eager {
+        if careful {
             if head.is_some_and(Future::done) {
                 return;
             }
@@ -858,7 +865,11 @@ where
                 + self.inflight.iter().filter(|(f, _)| !f.done()).count();
         }
         let most = 2 * self.feed.sizer.workers;
-        while eager || unfinished < most {
+        loop {
+            let careful = !self.feed.eager && self.feed.slow;
+            if careful && (unfinished >= most || head.is_some_and(Future::done)) {
+                break;
+            }
             if !self.feed.room(
                 self.inflight.len(),
                 self.inflight_items,
@@ -873,9 +884,6 @@ where
                     unfinished += 1;
                 }
                 None => break,
-            }
-            if !eager && head.is_some_and(Future::done) {
-                break;
             }
         }
     }

@@ -697,49 +697,6 @@ fn a_task_limit_replaces_the_pools() {
     let _ = std::fs::remove_file(&running);
 }
 
-/// An input that blocks (items come over a channel, each only once the result two items
-/// before it was received, as from a slow producer) does not hold back a result that is
-/// ready: `map` takes input only while its head result is not ready and the workers lack
-/// queued work (two chunks each), so with one worker and `chunksize(1)` the consumer gets
-/// result `i` before item `i + 2` exists. (Before, the
-/// window was topped up after each result, so result `i` waited for item `i + 2`: with an
-/// item every 100 ms, the first result came 1.7 s after its item.)
-#[test]
-fn map_yields_ready_results_while_its_input_blocks() {
-    let _w = watchdog("map_yields_ready_results_while_its_input_blocks");
-    const N: u64 = 200;
-    let pool = ProcessPoolExecutor::new(1);
-    let (item_tx, item_rx) = std::sync::mpsc::channel::<u64>();
-    let (ack_tx, ack_rx) = std::sync::mpsc::channel::<u64>();
-    let feeder = std::thread::spawn(move || {
-        for i in 0..N {
-            if i >= 2 {
-                // Item `i` only once result `i - 2` arrived.
-                match ack_rx.recv_timeout(LONG) {
-                    Ok(j) => assert_eq!(j, i - 2),
-                    Err(_) => return Err(i),
-                }
-            }
-            item_tx.send(i).unwrap();
-        }
-        Ok(())
-    });
-    let input = std::iter::from_fn(|| item_rx.recv_timeout(LONG).ok());
-    let opts = concurrent_futures::MapOptions::new().chunksize(1);
-    let mut got = 0;
-    for (i, r) in pool.map_with(common::double, input, opts).enumerate() {
-        assert_eq!(r, Ok(2 * i as u64));
-        got += 1;
-        let _ = ack_tx.send(i as u64);
-    }
-    assert_eq!(
-        feeder.join().unwrap(),
-        Ok(()),
-        "map waited for an item two ahead of the result it could yield"
-    );
-    assert_eq!(got, N);
-}
-
 #[test]
 fn map_of_a_slow_input_yields_each_result_before_the_item_after_next() {
     let _w = watchdog("map_of_a_slow_input_yields_each_result_before_the_item_after_next");
