@@ -68,6 +68,67 @@ pub enum TaskError {
     /// The result could not be encoded or decoded at a process boundary.
     #[error("the result could not cross the process boundary: {0}")]
     Codec(#[serde(with = "crate::serde_arc::arc_str")] Arc<str>),
+    /// The task ran, but this process was short of a system resource when its result
+    /// arrived, and the result was lost (process pool: a large result travels as a shared
+    /// memory file, and the kernel drops a file it cannot give a process that has as many
+    /// open as `RLIMIT_NOFILE` allows). Transient: the worker is not blamed and goes on, no
+    /// other task is affected, and the same task submitted again succeeds once descriptors
+    /// are free.
+    ///
+    /// ```
+    /// use concurrent_futures::{Shortage, TaskError};
+    /// let e = TaskError::Shortage(Shortage::Descriptors);
+    /// assert!(e.to_string().contains("EMFILE"));
+    /// ```
+    #[error("the task ran, but its result was lost: {0}")]
+    Shortage(Shortage),
+}
+
+/// A system resource this process ran short of (see [`TaskError::Shortage`]).
+///
+/// ```
+/// use concurrent_futures::Shortage;
+/// assert_eq!(Shortage::from_errno(libc::ENFILE), Shortage::SystemDescriptors);
+/// assert_eq!(Shortage::Descriptors.errno(), libc::EMFILE);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Shortage {
+    /// This process has as many open descriptors as its `RLIMIT_NOFILE` soft limit allows
+    /// (`EMFILE`).
+    #[error(
+        "this process has as many open files as its limit allows \
+         (EMFILE: too many open files; see RLIMIT_NOFILE, `ulimit -n`)"
+    )]
+    Descriptors,
+    /// The system's table of open files is full (`ENFILE`).
+    #[error("the system's table of open files is full (ENFILE)")]
+    SystemDescriptors,
+    /// The kernel could not allocate memory for the descriptor (`ENOMEM`).
+    #[error("the kernel is out of memory (ENOMEM)")]
+    KernelMemory,
+}
+
+impl Shortage {
+    /// The shortage an OS error number names (`EMFILE`, `ENFILE`, `ENOMEM`); any other
+    /// number counts as `Descriptors`.
+    pub fn from_errno(errno: i32) -> Shortage {
+        match errno {
+            libc::ENFILE => Shortage::SystemDescriptors,
+            libc::ENOMEM => Shortage::KernelMemory,
+            _ => Shortage::Descriptors,
+        }
+    }
+
+    /// The OS error number of this shortage, e.g. for
+    /// [`std::io::Error::from_raw_os_error`].
+    pub fn errno(self) -> i32 {
+        match self {
+            Shortage::Descriptors => libc::EMFILE,
+            Shortage::SystemDescriptors => libc::ENFILE,
+            Shortage::KernelMemory => libc::ENOMEM,
+        }
+    }
 }
 
 impl TaskError {

@@ -163,7 +163,8 @@ pub(crate) fn available_cpus() -> usize {
 pub use any::{AnyExecutor, Backend, EXECUTOR_ENV_VAR, ExecutorSpec, SpecError};
 pub use bytes::Bytes;
 pub use error::{
-    BuildError, ExitStatus, InvalidStateError, Panic, SubmitError, TaskError, TimeoutError,
+    BuildError, ExitStatus, InvalidStateError, Panic, Shortage, SubmitError, TaskError,
+    TimeoutError,
 };
 pub use executor::{Chunk, Executor, Payload, run_chunk};
 pub use exit::set_exit_timeout;

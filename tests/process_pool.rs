@@ -696,3 +696,10 @@ fn a_task_limit_replaces_the_pools() {
     assert!(longer.result_timeout(LONG).is_ok());
     let _ = std::fs::remove_file(&running);
 }
+
+#[test]
+fn map_of_a_slow_input_yields_each_result_before_the_item_after_next() {
+    let _w = watchdog("map_of_a_slow_input_yields_each_result_before_the_item_after_next");
+    let pool = ProcessPoolExecutor::new(1);
+    common::suite::map_of_a_slow_input_yields_each_result_before_the_item_after_next(&pool);
+}

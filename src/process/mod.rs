@@ -69,6 +69,22 @@ impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
 /// Tasks are spread over the workers with work stealing: a worker busy with a long task
 /// gives back what is queued behind it as soon as another worker is idle.
 ///
+/// # File descriptors
+///
+/// Each worker costs this process four descriptors (two socket pairs' ends, a pidfd, its
+/// result log), whatever the number of tasks. So that large pools fit under the usual soft
+/// limit of 1024 (`ulimit -n`), the first pool started raises this process's soft
+/// `RLIMIT_NOFILE` to its hard limit, as Go's runtime does at start; workers (and
+/// `multiprocessing` children) set the original soft limit back before they run your code.
+/// Processes your program starts itself with `std::process::Command` inherit the raised
+/// limit (raise it yourself first, or lower it in them, if a program you start uses
+/// `select`).
+///
+/// A shortage of descriptors is transient, never a broken pool: a large result whose shared
+/// memory file cannot be received fails its task with [`TaskError::Shortage`] (the worker is
+/// not blamed, nothing else is lost), and a replacement worker that cannot be started is
+/// tried again after 10 ms, then twice as long each time up to 1 s, until it starts.
+///
 /// # Starting workers
 ///
 /// Nothing to write on Linux: a constructor that runs before `main` recognises a worker

@@ -236,13 +236,28 @@ pub(crate) fn encode_outcome<R: Serialize + 'static>(outcome: &Result<R, TaskErr
 /// Decodes the outcome of a task; a malformed encoding, or a `Deserialize` that panics,
 /// fails the task (never the thread that decodes).
 pub(crate) fn decode_outcome<R: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<R, TaskError> {
-    match crate::unwind::catch(|| decode::<Result<FromWire<R>, TaskError>>(bytes)) {
+    DECODING_LEN.set(bytes.len());
+    let decoded = crate::unwind::catch(|| decode::<Result<FromWire<R>, TaskError>>(bytes));
+    DECODING_LEN.set(0);
+    match decoded {
         Ok(Ok(outcome)) => outcome.map(|v| v.0),
         Ok(Err(e)) => Err(TaskError::Codec(
             format!("the task's result could not be decoded: {e}").into(),
         )),
         Err(panicked) => Err(panicked),
     }
+}
+
+thread_local! {
+    /// The length of the outcome `decode_outcome` is decoding on this thread (0 outside).
+    static DECODING_LEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The length of the encoded outcome being decoded on this thread, for a value that wants
+/// to know what it cost on the wire (`Chunk::bytes`, read by `map`'s byte bound); 0 when
+/// nothing is being decoded.
+pub(crate) fn decoding_len() -> usize {
+    DECODING_LEN.get()
 }
 
 /// A task's future, seen without its result type: claim it, cancel it, or complete it from

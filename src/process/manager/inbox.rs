@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use super::link::dispatch;
 use super::start::reap;
 use super::{Finished, Manager, Phase, State, Work};
-use crate::error::TaskError;
+use crate::error::{Shortage, TaskError};
 use crate::process::wire::{self, PostMortem, Revoked, TAG_DONE, TAG_INIT, TAG_REVOKED};
 use crate::remote::codec;
 use crate::sync;
@@ -20,11 +20,15 @@ impl Manager {
         id: u64,
         msg: &[u8],
         fds: &mut Vec<OwnedFd>,
+        lost: Option<Shortage>,
         finished: &mut Finished,
     ) -> Result<(), &'static str> {
         let (&tag, body) = msg.split_first().ok_or("an empty message")?;
+        if lost.is_some() && tag != TAG_DONE {
+            return Err("descriptors with a message that carries none");
+        }
         match tag {
-            TAG_DONE => self.on_done(id, body, fds, finished),
+            TAG_DONE => self.on_done(id, body, fds, lost, finished),
             TAG_INIT => {
                 if !fds.is_empty() {
                     return Err("descriptors with its initializer's outcome");
@@ -84,12 +88,15 @@ impl Manager {
 
     /// Results: each must be of a task this worker holds (a worker cannot complete another
     /// worker's task, or one twice); a result in shared memory is read with its length
-    /// checked. A result that cannot be read fails its own task only.
+    /// checked. A result that cannot be read fails its own task only, as does one whose file
+    /// this process could not receive (`lost`: it was short of descriptors, and the kernel
+    /// dropped the files from the first it could not take on).
     pub(super) fn on_done(
         &self,
         id: u64,
         body: &[u8],
         fds: &mut Vec<OwnedFd>,
+        lost: Option<Shortage>,
         finished: &mut Finished,
     ) -> Result<(), &'static str> {
         let mut st = sync::lock(&self.state);
@@ -118,7 +125,13 @@ impl Manager {
             ids.push(record.id);
             shared += usize::from(record.shared);
         }
-        if shared != fds.len() {
+        // With files lost, fewer arrived than announced (the kernel keeps those before the
+        // first it could not install).
+        let matching = match lost {
+            None => shared == fds.len(),
+            Some(_) => shared > fds.len(),
+        };
+        if !matching {
             return Err("results whose files do not match the descriptors sent");
         }
         let mut files = fds.drain(..);
@@ -126,9 +139,12 @@ impl Manager {
             let bytes = if terminated {
                 Err(TaskError::Broken("the pool was terminated".into()))
             } else if record.shared {
-                let fd = files.next().expect("[internal] counted above");
-                wire::read_shared(fd, record.len)
-                    .map_err(|e| TaskError::Codec(format!("the task's result: {e}").into()))
+                match (files.next(), lost) {
+                    (Some(fd), _) => wire::read_shared(fd, record.len)
+                        .map_err(|e| TaskError::Codec(format!("the task's result: {e}").into())),
+                    (None, Some(shortage)) => Err(TaskError::Shortage(shortage)),
+                    (None, None) => unreachable!("[internal] counted above"),
+                }
             } else {
                 Ok(record.payload.to_vec())
             };

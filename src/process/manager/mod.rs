@@ -58,6 +58,15 @@ const LINGER: Duration = Duration::from_millis(1);
 /// enough that `terminate` still means "now": a task that ignores SIGTERM, or handles it
 /// and runs on, holds `terminate` this long and no longer.
 const TERMINATE_GRACE: Duration = Duration::from_secs(1);
+/// A replacement worker that cannot be started because this process (or the system) is
+/// short of descriptors or memory is tried again after `RETRY_MIN`, then after twice as
+/// long each time, up to `RETRY_MAX`, for as long as the pool runs: the shortage is
+/// transient (another part of the program holds descriptors for a while, or the limit is
+/// raised again), so it does not break the pool. Meanwhile the queued tasks wait for the
+/// workers that are left (or, with none left, for the replacement). Any other failure to
+/// start a replacement breaks the pool.
+const RETRY_MIN: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Settings fixed when the pool is built.
 pub(crate) struct Config {
@@ -135,6 +144,10 @@ struct State {
     finished: bool,
     /// Workers to start (replacements), by the manager thread.
     respawn: usize,
+    /// Not before then: the last start failed for lack of descriptors or memory, and is
+    /// tried again after `retry` (see `RETRY_MIN`).
+    respawn_at: Option<Instant>,
+    retry: Duration,
     /// The manager thread looks on its own every `READ_GRACE` (it saw work lately), so a
     /// submission need not wake it.
     lingering: bool,
@@ -215,6 +228,8 @@ impl Manager {
                 startup_error: None,
                 finished: false,
                 respawn: 0,
+                respawn_at: None,
+                retry: RETRY_MIN,
                 lingering: false,
                 kill_at: None,
             }),
@@ -474,12 +489,40 @@ impl Manager {
         loop {
             // Replace dead workers (only this thread starts workers: their parent-death
             // signal follows the thread that started them).
-            let respawn = std::mem::take(&mut sync::lock(&self.state).respawn);
-            if respawn > 0
-                && let Err(e) = self.spawn_workers(respawn)
-            {
-                let mut finished = self.break_pool(format!("cannot replace a dead worker: {e}"));
-                self.settle(&mut finished, 0);
+            let respawn = {
+                let mut st = sync::lock(&self.state);
+                if respawn_due(&st) {
+                    std::mem::take(&mut st.respawn)
+                } else {
+                    0
+                }
+            };
+            match self.spawn_workers(respawn) {
+                Ok(()) => {
+                    if respawn > 0 {
+                        let mut st = sync::lock(&self.state);
+                        st.respawn_at = None;
+                        st.retry = RETRY_MIN;
+                    }
+                }
+                Err(StartError::Shortage(why)) => {
+                    // (Every worker of this attempt was killed and reaped: try them all again.)
+                    let mut st = sync::lock(&self.state);
+                    if st.respawn_at.is_none() {
+                        eprintln!(
+                            "concurrent_futures: cannot replace a dead worker now ({why}); \
+                             trying again until it can"
+                        );
+                    }
+                    st.respawn += respawn;
+                    st.respawn_at = Some(Instant::now() + st.retry);
+                    st.retry = (st.retry * 2).min(RETRY_MAX);
+                }
+                Err(e) => {
+                    let mut finished =
+                        self.break_pool(format!("cannot replace a dead worker: {e}"));
+                    self.settle(&mut finished, 0);
+                }
             }
             if self.should_stop() {
                 break;
@@ -490,7 +533,7 @@ impl Manager {
             {
                 let mut st = sync::lock(&self.state);
                 loop {
-                    if st.respawn > 0 || stopping(&st) || st.phase == Phase::Starting {
+                    if respawn_due(&st) || stopping(&st) || st.phase == Phase::Starting {
                         break;
                     }
                     if self.result_unclaimed(&st) {
@@ -511,13 +554,15 @@ impl Manager {
                         quiet_since = Instant::now();
                     }
                     st.lingering = quiet_since.elapsed() < LINGER;
-                    st = if st.lingering {
-                        sync::wait_until(&self.changed, st, Instant::now() + READ_GRACE).0
-                    } else {
-                        sync::wait(&self.changed, st)
+                    st = match (st.lingering, retry_at(&st)) {
+                        (true, _) => {
+                            sync::wait_until(&self.changed, st, Instant::now() + READ_GRACE).0
+                        }
+                        (false, Some(at)) => sync::wait_until(&self.changed, st, at).0,
+                        (false, None) => sync::wait(&self.changed, st),
                     };
                 }
-                if st.respawn > 0 {
+                if respawn_due(&st) {
                     continue;
                 }
             }
@@ -525,7 +570,10 @@ impl Manager {
             let ok = {
                 let mut reader = sync::lock(&self.reader);
                 let Some(r) = reader.as_mut() else { break };
-                self.pump(r, &mut finished, None)
+                // A replacement waiting to be tried again is not waited past.
+                let timeout = retry_at(&sync::lock(&self.state))
+                    .map(|at| at.saturating_duration_since(Instant::now()));
+                self.pump(r, &mut finished, timeout)
             };
             self.settle(&mut finished, 0);
             if !ok {
@@ -626,6 +674,16 @@ impl Manager {
 /// close of a retiring worker, a worker's initialization.
 fn expecting(st: &State) -> bool {
     !st.inflight.is_empty() || st.workers.values().any(|l| l.retiring || !l.ready)
+}
+
+/// True if replacement workers are to be started now.
+fn respawn_due(st: &State) -> bool {
+    st.respawn > 0 && st.respawn_at.is_none_or(|at| Instant::now() >= at)
+}
+
+/// When a replacement that could not be started is to be tried again.
+fn retry_at(st: &State) -> Option<Instant> {
+    if st.respawn > 0 { st.respawn_at } else { None }
 }
 
 /// True once the pool accepts no more work.
