@@ -266,6 +266,9 @@ pub(crate) trait Completion: Send {
     /// PENDING → RUNNING; false if it was cancelled (it must not be sent).
     fn claim(&self) -> bool;
     fn cancel(self: Box<Self>);
+    /// Completes the future and runs its callbacks here (the MPI pool; the process pool
+    /// defers them).
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>);
     /// Completes the future but leaves its callbacks, if it has any, to the caller, to be
     /// run on a thread that does not move the pool's work (a callback may wait on it).
