@@ -440,6 +440,8 @@ fn cancel_running_in_bursts() {
             })
         })
         .collect();
+    // Both workers are inside a task before the burst begins.
+    eventually("two tasks run", || started.load(SeqCst) == 2);
     let mut stopped_running = 0;
     for f in &futs {
         // Queued ones are cancelled; running ones asked to stop.
@@ -454,6 +456,7 @@ fn cancel_running_in_bursts() {
     pool.shutdown(true);
     assert_eq!(started.load(SeqCst), stopped.load(SeqCst));
     assert_eq!(stopped.load(SeqCst), stopped_running);
+    assert!(stopped_running >= 2, "the two running tasks stopped on request");
     let stats = pool.stats();
     check_settled(&stats);
     assert_eq!((stats.submitted, stats.cancelled), (300, 300));
