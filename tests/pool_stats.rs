@@ -456,7 +456,10 @@ fn cancel_running_in_bursts() {
     pool.shutdown(true);
     assert_eq!(started.load(SeqCst), stopped.load(SeqCst));
     assert_eq!(stopped.load(SeqCst), stopped_running);
-    assert!(stopped_running >= 2, "the two running tasks stopped on request");
+    assert!(
+        stopped_running >= 2,
+        "the two running tasks stopped on request"
+    );
     let stats = pool.stats();
     check_settled(&stats);
     assert_eq!((stats.submitted, stats.cancelled), (300, 300));
