@@ -8,7 +8,8 @@
 //! only it writes (a relaxed load and store, no locked instruction, no line shared with
 //! another writer):
 //!
-//! * per task it takes out of a queue: two counter bumps (taken, and its outcome);
+//! * per task it takes out of a queue: three counter bumps (taken, run, and its outcome);
+//!   a task cancelled while queued or run by a waiting thread: two (taken, outcome);
 //! * per task a task submits from inside the pool: one bump;
 //! * per steal: two bumps (tasks stolen, and from whom);
 //! * busy time is measured per streak of work, not per task: one clock read when the worker
@@ -17,7 +18,8 @@
 //! Pool-wide counters (atomic adds on one padded line) are used only where no worker is
 //! involved: a task submitted from outside the pool (one add per submission), and tasks
 //! settled by a thread that is not a worker (`shutdown(cancel_futures=True)` emptying the
-//! queues, the end of a task a waiting thread ran itself).
+//! queues; the end of a task that a waiting thread was still running when a worker took
+//! its stale queue entry).
 //!
 //! Reading the statistics sums every worker's block; it never stops the pool. While tasks
 //! run, the figures are a snapshot taken counter by counter; when the pool is quiescent
