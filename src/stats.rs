@@ -21,6 +21,9 @@
 //! queues; the end of a task that a waiting thread was still running when a worker took
 //! its stale queue entry).
 //!
+//! The process pool counts with atomic adds next to the system calls that move a task
+//! (one add at submission, one when the result is read, one per batch sent).
+//!
 //! Reading the statistics sums every worker's block; it never stops the pool. While tasks
 //! run, the figures are a snapshot taken counter by counter; when the pool is quiescent
 //! they are exact and `submitted == queued + running + done + failed + cancelled`.
@@ -43,6 +46,13 @@ use std::sync::atomic::Ordering::Relaxed;
 /// cancelled while queued stays `queued` until a worker discards its queue entry, which
 /// the workers do as soon as they get to it. A thread pool's
 /// [`map`](crate::Executor::map) counts its helper jobs (each runs many items), not its items.
+///
+/// On the process pool, `running` counts the tasks sent to a worker and not yet answered
+/// (a worker holds up to two batches), a task cancelled while queued leaves the queue when
+/// its turn to be sent comes, `map` counts its chunks, and the pool also counts the bytes
+/// that crossed and its workers' deaths and restarts; there are no per-worker entries. A
+/// result is counted by the thread that read it, just after it completed the future: a
+/// snapshot taken as a future completes may miss it for that instant.
 ///
 /// ```
 /// use concurrent_futures::{Executor, ThreadPoolExecutor};
@@ -77,8 +87,19 @@ pub struct PoolStats {
     /// `shutdown` with `cancel_futures`) or while running
     /// ([`Future::cancel_running`](crate::Future::cancel_running)).
     pub cancelled: u64,
-    /// One entry per worker, in worker order (empty for a backend without statistics).
+    /// One entry per worker, in worker order (thread pool; empty for a backend without
+    /// per-worker statistics).
     pub workers: Vec<WorkerStats>,
+    /// Bytes sent to workers: call messages and arguments, inline or in shared memory
+    /// (process pool; 0 on the thread pool, where nothing crosses).
+    pub bytes_sent: u64,
+    /// Bytes of results received from workers (process pool).
+    pub bytes_received: u64,
+    /// Workers that died, were killed (a time limit) or exited while the pool still needed
+    /// them (process pool).
+    pub worker_deaths: u64,
+    /// Workers started to replace dead or retired ones (process pool).
+    pub worker_restarts: u64,
 }
 
 /// One worker's counters (a thread of a thread pool).
@@ -147,6 +168,49 @@ impl Settled {
         match self {
             Settled::Ran(o) | Settled::Was(o) => Some(o),
             Settled::Later => None,
+        }
+    }
+}
+
+/// The counters of a pool whose tasks run in other processes: atomic adds by whichever
+/// thread moves a task (the submitter, the reader of results, the manager thread); each
+/// is touched once per task or per message, next to a system call.
+#[derive(Default)]
+pub(crate) struct RemoteCounters {
+    pub(crate) submitted: AtomicU64,
+    pub(crate) done: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) deaths: AtomicU64,
+    pub(crate) restarts: AtomicU64,
+}
+
+impl RemoteCounters {
+    /// Adds `n` to counter `c`.
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    /// A snapshot, given what is queued and in flight now (read first: later stages are
+    /// read after earlier ones would double count a moving task, see `Counters::snapshot`).
+    pub(crate) fn snapshot(&self, queued: u64, running: u64) -> PoolStats {
+        let done = self.done.load(Relaxed);
+        let failed = self.failed.load(Relaxed);
+        let cancelled = self.cancelled.load(Relaxed);
+        PoolStats {
+            submitted: self.submitted.load(Relaxed),
+            queued,
+            running,
+            done,
+            failed,
+            cancelled,
+            workers: Vec::new(),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+            worker_deaths: self.deaths.load(Relaxed),
+            worker_restarts: self.restarts.load(Relaxed),
         }
     }
 }
@@ -328,6 +392,7 @@ impl Counters {
             failed,
             cancelled,
             workers,
+            ..PoolStats::default()
         }
     }
 }
