@@ -176,6 +176,7 @@ impl Settled {
 /// thread moves a task (the submitter, the reader of results, the manager thread); each
 /// is touched once per task or per message, next to a system call.
 #[derive(Default)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) struct RemoteCounters {
     pub(crate) submitted: AtomicU64,
     pub(crate) done: AtomicU64,
@@ -187,6 +188,7 @@ pub(crate) struct RemoteCounters {
     pub(crate) restarts: AtomicU64,
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 impl RemoteCounters {
     /// Adds `n` to counter `c`.
     pub(crate) fn add(c: &AtomicU64, n: u64) {
