@@ -509,6 +509,10 @@ impl Executor for AnyExecutor {
     fn as_thread_pool(&self) -> Option<&ThreadPoolExecutor> {
         each!(self, p => p.as_thread_pool())
     }
+
+    fn stats(&self) -> crate::PoolStats {
+        each!(self, p => p.stats())
+    }
 }
 
 impl fmt::Debug for AnyExecutor {

@@ -456,4 +456,21 @@ pub trait Executor {
     fn as_thread_pool(&self) -> Option<&crate::ThreadPoolExecutor> {
         None
     }
+
+    /// The pool's counters: tasks submitted, queued, running, done, failed, cancelled, and
+    /// per worker what it ran (see [`PoolStats`](crate::PoolStats)). A backend that keeps no
+    /// statistics returns zeros (the default).
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ThreadPoolExecutor};
+    /// fn report(pool: &impl Executor) -> u64 {
+    ///     pool.stats().submitted
+    /// }
+    /// let pool = ThreadPoolExecutor::new(2);
+    /// pool.submit(u32::count_ones, 7).result().unwrap();
+    /// assert_eq!(report(&pool), 1);
+    /// ```
+    fn stats(&self) -> crate::PoolStats {
+        crate::PoolStats::default()
+    }
 }

@@ -465,6 +465,22 @@ impl Executor for ProcessPoolExecutor {
         }
     }
 
+    /// Tasks submitted, queued, in flight (sent to a worker), done, failed, cancelled;
+    /// bytes sent and received, worker deaths and restarts. No per-worker entries.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor};
+    /// let pool = ProcessPoolExecutor::new(2);
+    /// assert_eq!(pool.submit(u64::count_ones, 255).result(), Ok(8));
+    /// pool.shutdown(true);
+    /// let stats = pool.stats();
+    /// assert_eq!((stats.submitted, stats.done, stats.worker_deaths), (1, 1, 0));
+    /// assert!(stats.bytes_sent > 0 && stats.bytes_received > 0);
+    /// ```
+    fn stats(&self) -> crate::PoolStats {
+        self.manager.stats()
+    }
+
     /// A chunk should run about a millisecond: a task costs tens of microseconds here.
     fn chunk_target(&self) -> std::time::Duration {
         std::time::Duration::from_millis(1)
