@@ -474,3 +474,46 @@ fn any_executor_gives_the_initializer_to_the_backend_it_picks() {
 fn plain_init() {}
 
 fn takes_counter(_: std::sync::Arc<std::sync::atomic::AtomicU64>) {}
+
+#[test]
+fn a_burst_of_pools_with_failing_initializers_breaks_each_and_leaves_no_process() {
+    let _w =
+        watchdog("a_burst_of_pools_with_failing_initializers_breaks_each_and_leaves_no_process");
+    let large = setup("burst", 64 << 10); // over the inline limit: a shared file each time
+    let mut pids = Vec::new();
+    for i in 0..200 {
+        let built = if i % 2 == 0 {
+            ProcessPoolExecutor::builder()
+                .max_workers(1)
+                .initializer_with(
+                    panicking_init,
+                    Small {
+                        id: i,
+                        tag: "burst".into(),
+                    },
+                )
+                .build()
+        } else {
+            ProcessPoolExecutor::builder()
+                .max_workers(1)
+                .initializer_with(never_runs_large, (Undecodable(1), large.clone()))
+                .build()
+        };
+        let pool = built.unwrap();
+        pids.extend(pool.pids());
+        let refused = pool.try_submit(seen_small, ());
+        assert!(
+            matches!(refused, Err(SubmitError::Broken(_))),
+            "pool {i}: {refused:?}"
+        );
+    }
+    for pid in pids {
+        common::eventually("a broken pool's worker is reaped", || {
+            common::procs::gone(pid)
+        });
+    }
+}
+
+fn never_runs_large(_: (Undecodable, Setup)) {
+    unreachable!("its argument cannot be decoded")
+}

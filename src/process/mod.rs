@@ -209,8 +209,8 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// An initializer already named and encoded (the MPI pool's local fallback).
-    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    /// An initializer already named and encoded (by the MPI pool, for its local fallback,
+    /// or by `AnyExecutor`'s builder).
     pub(crate) fn encoded_initializer(mut self, init: Result<InitCall, SubmitError>) -> Self {
         self.initializer = Some(init);
         self
