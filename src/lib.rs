@@ -163,7 +163,9 @@ pub(crate) fn available_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
-pub use any::{AnyExecutor, Backend, EXECUTOR_ENV_VAR, ExecutorSpec, SpecError};
+pub use any::{
+    AnyExecutor, AnyExecutorBuilder, Backend, EXECUTOR_ENV_VAR, ExecutorSpec, SpecError,
+};
 pub use bytes::Bytes;
 pub use cancel::cancelled;
 pub use error::{

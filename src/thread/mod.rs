@@ -135,6 +135,27 @@ impl ThreadPoolBuilder {
         self
     }
 
+    /// [`initializer`](Self::initializer) with an argument, as
+    /// `ProcessPoolBuilder::initializer_with` takes it (Python's `initializer=init,
+    /// initargs=(arg,)`), so the same builder code works on both: each worker thread gets
+    /// its own clone of `arg`. On threads a large value need not be cloned at all: give an
+    /// `Arc` (`initializer_with(init, Arc::new(table))`), or capture one in the tasks given
+    /// to [`ThreadPoolExecutor::spawn`].
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// thread_local!(static NAME: RefCell<String> = const { RefCell::new(String::new()) });
+    /// fn set_name(name: String) { NAME.set(name) }
+    /// let pool = concurrent_futures::ThreadPoolExecutor::builder()
+    ///     .initializer_with(set_name, "db".to_string())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pool.spawn(|| NAME.with_borrow(String::clone)).result().unwrap(), "db");
+    /// ```
+    pub fn initializer_with<A: Clone + Send + Sync + 'static>(self, init: fn(A), arg: A) -> Self {
+        self.initializer(move || init(arg.clone()))
+    }
+
     /// Stack size of each worker thread, in bytes (default: Rust's default).
     ///
     /// ```

@@ -72,7 +72,7 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 /// Settings fixed when the pool is built.
 pub(crate) struct Config {
     pub(crate) workers: usize,
-    pub(crate) initializer: Option<FnRef>,
+    pub(crate) initializer: Option<crate::process::wire::Init>,
     pub(crate) max_tasks_per_child: Option<usize>,
     /// A task running longer than this has its worker killed and fails with
     /// `TaskError::TimeLimit`.
