@@ -103,6 +103,8 @@
 
 mod any;
 mod bytes;
+#[cfg(target_os = "linux")]
+mod entry;
 mod error;
 mod executor;
 mod exit;
@@ -162,6 +164,9 @@ pub(crate) fn available_cpus() -> usize {
 
 pub use any::{AnyExecutor, Backend, EXECUTOR_ENV_VAR, ExecutorSpec, SpecError};
 pub use bytes::Bytes;
+#[cfg(target_os = "linux")]
+#[cfg_attr(docsrs_nightly, doc(cfg(target_os = "linux")))]
+pub use entry::init;
 pub use error::{
     BuildError, ExitStatus, InvalidStateError, Panic, Shortage, SubmitError, TaskError,
     TimeoutError,
@@ -185,7 +190,7 @@ pub use map::{Map, MapOptions, MapUnordered};
 pub use mpi::{MpiPoolBuilder, MpiPoolExecutor, MpiRank};
 #[cfg(target_os = "linux")]
 #[cfg_attr(docsrs_nightly, doc(cfg(target_os = "linux")))]
-pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, init};
+pub use process::{ProcessPoolBuilder, ProcessPoolExecutor};
 #[cfg(feature = "progress")]
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "progress")))]
 pub use progress::{Progress, ProgressExt};

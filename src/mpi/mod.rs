@@ -3,7 +3,7 @@
 mod client;
 mod comm;
 mod error;
-mod spawned;
+pub(crate) mod spawned;
 mod wire;
 mod worker;
 
@@ -400,7 +400,6 @@ impl MpiPoolBuilder {
     /// ```
     pub fn start(mut self) -> Result<Option<MpiPoolExecutor>, BuildError> {
         crate::unwind::install_hook();
-        spawned::ensure_linked();
         if self.spawn == Some(0) {
             return Err(BuildError::ZeroWorkers);
         }

@@ -246,7 +246,6 @@ impl Process {
     where
         A: Serialize + DeserializeOwned + Send + 'static,
     {
-        protocol::ensure_linked();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
         let mut identity = me().identity.clone();
         identity.push(n);

@@ -14,7 +14,7 @@ use std::sync::Weak;
 use crate::error::{BuildError, SubmitError, TaskError};
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::{Core, Future, INLINE, RUNNING, STATE_MASK, TaskCell, is_done};
-use crate::remote::{FnRef, Slot, bootstrap, naming};
+use crate::remote::{FnRef, Slot, naming};
 use manager::{Config, Manager};
 
 /// A process pool's future: its state, and the pool, so that a thread that blocks on it
@@ -233,7 +233,6 @@ impl ProcessPoolBuilder {
         if self.max_tasks_per_child == Some(0) {
             return Err(BuildError::ZeroTasksPerChild);
         }
-        bootstrap::ensure_linked();
         crate::unwind::install_hook();
         let initializer = match self.initializer {
             Some(f) => {
@@ -251,22 +250,6 @@ impl ProcessPoolBuilder {
         crate::exit::watch(&manager, Vec::new());
         Ok(ProcessPoolExecutor { manager })
     }
-}
-
-/// Turns this process into a worker if it was started as one; returns otherwise.
-///
-/// The crate already does this before `main`, in a constructor (see
-/// [`ProcessPoolExecutor`]), so by the time `main` runs this call has nothing left to do: it
-/// exists for clarity only, and, like the process pool, on Linux only. If you call it, call
-/// it first in `main`, before starting any thread.
-///
-/// ```
-/// // first thing in `main`, before any thread is started:
-/// concurrent_futures::init();
-/// // ... the rest of the program, which never runs in a worker
-/// ```
-pub fn init() {
-    bootstrap::become_worker_if_asked();
 }
 
 impl ProcessPoolExecutor {

@@ -1,6 +1,7 @@
 //! How a process of the program becomes a worker or a `multiprocessing` child: the
-//! environment that marks it, the hook that runs before `main`, and the parent's side of a
-//! start (spawn, handshake, and on any failure: kill, reap, close).
+//! environment that marks it (read and removed before `main` by the crate's one pre-main
+//! hook, `src/entry.rs`, which picks the role), and the parent's side of a start (spawn,
+//! handshake, and on any failure: kill, reap, close).
 //!
 //! A pool worker inherits one end of a socket pair as its standard input: no name to connect
 //! to, so no other process can race the worker to the parent. A `multiprocessing`
@@ -31,34 +32,46 @@ pub(crate) const ENV_NOFILE: &str = "__CONCURRENT_FUTURES_NOFILE";
 /// How long a new worker or child may take to connect before its start fails.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-os::before_main!(BEFORE_MAIN = before_main);
-
-/// Makes sure the hook above is linked into any program that starts processes.
-pub(crate) fn ensure_linked() {
-    std::hint::black_box(&BEFORE_MAIN);
+/// Whether this process was started as a pool worker (its environment says so). Read by
+/// the crate's one pre-main hook (`src/entry.rs`) to pick the process's role.
+pub(crate) fn started_as_worker() -> bool {
+    std::env::var_os(ENV_WORKER).is_some()
 }
 
-/// Runs before `main` in every process of the program. In a worker or a child (its
-/// environment says so) it runs the worker loop or the child's target and exits, so that the
-/// program's own `main` (or test harness) never runs there: no fork bomb, no stray output.
-/// Elsewhere it returns at once.
-pub(crate) extern "C" fn before_main() {
-    become_worker_if_asked();
+/// Whether this process was started as a `multiprocessing` child (and not as a pool
+/// worker, which is looked for first).
+pub(crate) fn started_as_child() -> bool {
+    std::env::var_os(ENV_CHILD).is_some()
 }
 
-/// If this process was started as a worker or a child, runs it and exits.
-pub(crate) fn become_worker_if_asked() {
+/// What the environment of a started worker or child said, once read and removed.
+#[derive(Debug)]
+pub(crate) struct Started {
+    /// `ENV_WORKER`: where a pool worker's socket is.
+    pub(crate) worker: Option<OsString>,
+    /// `ENV_CHILD`: the parent's server name, for a `multiprocessing` child.
+    pub(crate) child: Option<OsString>,
+    /// `ENV_TOKEN`: the secret a child proves itself with.
+    pub(crate) token: Option<OsString>,
+    /// `ENV_PARENT`: the pid the process should have as its parent.
+    pub(crate) expected_parent: Option<u32>,
+}
+
+/// Reads the variables that mark a started worker or child, removes them all, and sets the
+/// soft descriptor limit back to the one the program was started with (`ENV_NOFILE`).
+///
+/// Call it only while the process has a single thread: from the pre-main hook, or from
+/// `init()`, which documents that it must be called first in `main`, before any thread is
+/// started.
+pub(crate) fn take_start_environment() -> Started {
     let worker = std::env::var_os(ENV_WORKER);
     let child = std::env::var_os(ENV_CHILD);
-    if worker.is_none() && child.is_none() {
-        return;
-    }
     let token = std::env::var_os(ENV_TOKEN);
     let parent = std::env::var_os(ENV_PARENT);
     let nofile = std::env::var_os(ENV_NOFILE);
-    // SAFETY: this runs either in the pre-main hook, when the process has a single thread,
-    // or from `init()`, which documents that it must be called first in `main`, before any
-    // thread is started. Removing the variables keeps processes started by tasks from
+    // SAFETY: by this function's contract the process has a single thread (the pre-main
+    // hook, or `init()` called first in `main`), so no other thread reads the environment
+    // while it changes. Removing the variables keeps processes started by tasks from
     // mistaking themselves for workers.
     unsafe { os::remove_env(&[ENV_WORKER, ENV_TOKEN, ENV_PARENT, ENV_CHILD, ENV_NOFILE]) };
     // The descriptor limit the program had before its parent raised its own: user code
@@ -67,16 +80,12 @@ pub(crate) fn become_worker_if_asked() {
     if let Some(soft) = nofile.and_then(|n| n.to_str()?.parse::<u64>().ok()) {
         os::restore_nofile_limit(soft);
     }
-    let expected_parent = parent.and_then(|p| p.to_str()?.parse::<u32>().ok());
-    let code = std::panic::catch_unwind(|| match (worker, child) {
-        (Some(socket), _) => crate::process::worker::run(socket, expected_parent),
-        (None, Some(server)) => {
-            crate::multiprocessing::process::child_main(server, token, expected_parent)
-        }
-        (None, None) => 0,
-    })
-    .unwrap_or(101);
-    std::process::exit(code);
+    Started {
+        worker,
+        child,
+        token,
+        expected_parent: parent.and_then(|p| p.to_str()?.parse::<u32>().ok()),
+    }
 }
 
 /// The program to start as a worker or child: this very executable. `/proc/self/exe`,
