@@ -168,8 +168,8 @@ pub use bytes::Bytes;
 #[cfg_attr(docsrs_nightly, doc(cfg(target_os = "linux")))]
 pub use entry::init;
 pub use error::{
-    BuildError, ExitStatus, InvalidStateError, Panic, Shortage, SubmitError, TaskError,
-    TimeoutError,
+    BuildError, ExitStatus, InvalidStateError, Panic, Shortage, StartFailure, SubmitError,
+    TaskError, TimeoutError,
 };
 pub use executor::{Chunk, Executor, Payload, run_chunk};
 pub use exit::set_exit_timeout;

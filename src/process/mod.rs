@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use std::sync::Weak;
 
-use crate::error::{BuildError, SubmitError, TaskError};
+use crate::error::{BuildError, StartFailure, SubmitError, TaskError};
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::{Core, Future, INLINE, RUNNING, STATE_MASK, TaskCell, is_done};
 use crate::remote::{FnRef, Slot, naming};
@@ -235,9 +235,9 @@ impl ProcessPoolBuilder {
         }
         crate::unwind::install_hook();
         let initializer = match self.initializer {
-            Some(f) => {
-                Some(naming::init_target_of(f).map_err(|e| BuildError::Worker(e.to_string()))?)
-            }
+            Some(f) => Some(
+                naming::init_target_of(f).map_err(|e| BuildError::Worker(StartFailure::new(e)))?,
+            ),
             None => None,
         };
         let manager = Manager::start(Config {
@@ -246,7 +246,7 @@ impl ProcessPoolBuilder {
             max_tasks_per_child: self.max_tasks_per_child,
             task_timeout: self.task_timeout,
         })
-        .map_err(|e| BuildError::Worker(e.to_string()))?;
+        .map_err(|e| BuildError::Worker(StartFailure::new(e)))?;
         crate::exit::watch(&manager, Vec::new());
         Ok(ProcessPoolExecutor { manager })
     }

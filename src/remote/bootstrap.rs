@@ -146,14 +146,25 @@ pub(crate) fn parse_token(s: Option<&OsString>) -> Option<[u8; 16]> {
 }
 
 /// Why a worker or child could not be started.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Users see it as [`StartFailure`](crate::StartFailure), whose `source()` is the
+/// operating system's error where there is one.
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum StartError {
-    #[error("cannot start a process: {0}")]
-    Spawn(String),
+    /// The operating system refused (`doing` says to what, `": "`-terminated, or is empty).
+    #[error("cannot start a process: {doing}{error}")]
+    Spawn {
+        doing: &'static str,
+        #[source]
+        error: std::io::Error,
+    },
     /// This process was short of descriptors or memory (`EMFILE`, `ENFILE`, `ENOMEM`): a
     /// transient condition, worth trying again later.
-    #[error("cannot start a process now: {0}")]
-    Shortage(String),
+    #[error("cannot start a process now: {doing}{error}")]
+    Shortage {
+        doing: &'static str,
+        #[source]
+        error: std::io::Error,
+    },
     #[error("a {0} process exited before connecting ({1})")]
     Exited(&'static str, ExitStatus),
     #[error("a {0} did not connect within {1:?}")]
@@ -169,6 +180,53 @@ pub(crate) enum StartError {
     /// Seen from a child: its parent did not complete the start-up.
     #[error("the parent did not complete the start-up: {0}")]
     Parent(String),
+}
+
+impl StartError {
+    /// The operating system refused `doing` (`": "`-terminated, or empty).
+    pub(crate) fn spawn(doing: &'static str, error: std::io::Error) -> StartError {
+        StartError::Spawn { doing, error }
+    }
+
+    /// As [`spawn`](Self::spawn), but a shortage of descriptors or memory is
+    /// [`Shortage`](Self::Shortage).
+    pub(crate) fn spawn_or_shortage(doing: &'static str, error: std::io::Error) -> StartError {
+        if os::is_shortage(&error) {
+            StartError::Shortage { doing, error }
+        } else {
+            StartError::spawn(doing, error)
+        }
+    }
+}
+
+/// A copy of an operating-system error (`std::io::Error` is not `Clone`): the same code, or
+/// the same kind and message.
+fn copy_io(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+impl Clone for StartError {
+    fn clone(&self) -> StartError {
+        match self {
+            StartError::Spawn { doing, error } => StartError::Spawn {
+                doing,
+                error: copy_io(error),
+            },
+            StartError::Shortage { doing, error } => StartError::Shortage {
+                doing,
+                error: copy_io(error),
+            },
+            StartError::Exited(what, status) => StartError::Exited(what, *status),
+            StartError::Timeout(what, limit) => StartError::Timeout(what, *limit),
+            StartError::Connect(what, why) => StartError::Connect(what, why.clone()),
+            StartError::Fingerprint(what) => StartError::Fingerprint(what),
+            StartError::Protocol(what, why) => StartError::Protocol(what, why.clone()),
+            StartError::Parent(why) => StartError::Parent(why.clone()),
+        }
+    }
 }
 
 /// Waits for the first message of a child process on `server` (accepting on a helper
