@@ -185,6 +185,9 @@ pub use linux_only::{MpiPoolBuilder, MpiPoolExecutor, MpiRank};
 #[doc(hidden)]
 pub use linux_only::{ProcessPoolBuilder, ProcessPoolExecutor, init, multiprocessing};
 pub use map::{Map, MapOptions, MapUnordered};
+/// The hook behind [`Executor::ordered_map`] (for backends).
+#[doc(hidden)]
+pub use map::{MapInput, OrderedMap, ReadyRun};
 #[cfg(all(feature = "mpi", target_os = "linux"))]
 #[cfg_attr(docsrs_nightly, doc(cfg(all(feature = "mpi", target_os = "linux"))))]
 pub use mpi::{MpiPoolBuilder, MpiPoolExecutor, MpiRank};

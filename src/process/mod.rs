@@ -90,7 +90,7 @@ impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
 /// Nothing to write on Linux: a constructor that runs before `main` recognises a worker
 /// process and runs the worker loop instead of your program, so your `main` (or test
 /// harness, or benchmark) never runs in a worker. This works the same in tests, doc tests,
-/// examples and benches. [`init`] exists for clarity only: by the time `main` runs, it has
+/// examples and benches. [`init`](crate::init) exists for clarity only: by the time `main` runs, it has
 /// nothing left to do (if you call it, call it first in `main`).
 ///
 /// # Examples
