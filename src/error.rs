@@ -376,8 +376,8 @@ impl StartFailure {
         }
     }
 
-    /// A failure with only a message (nothing beneath it).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    /// A failure with only a message (nothing beneath it). (The MPI pool's.)
+    #[cfg_attr(not(all(feature = "mpi", target_os = "linux")), allow(dead_code))]
     pub(crate) fn message(message: impl Into<String>) -> StartFailure {
         StartFailure::new(Message(message.into()))
     }
@@ -398,6 +398,7 @@ impl std::error::Error for StartFailure {
 
 /// A reason that is only a message.
 #[derive(Debug)]
+#[cfg_attr(not(all(feature = "mpi", target_os = "linux")), allow(dead_code))]
 struct Message(String);
 
 impl std::fmt::Display for Message {
