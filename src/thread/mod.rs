@@ -14,9 +14,9 @@ use std::thread::JoinHandle;
 use crate::error::{BuildError, SubmitError};
 use crate::executor::{Chunk, Executor, Payload, run_chunk};
 use crate::future::Future;
+use crate::map::{MapOptions, OrderedMap};
 use crate::stats::PoolStats;
 use crate::timeline::Timeline;
-use crate::map::{MapOptions, OrderedMap};
 use std::sync::Arc;
 
 use crate::sync::{self, Mutex};
