@@ -16,7 +16,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Upper bound for any single wait in a test: generous, so that only a bug reaches it.
+#[cfg(not(miri))]
 pub const LONG: Duration = Duration::from_secs(30);
+/// Under Miri, code runs a few hundred times slower than native.
+#[cfg(miri)]
+pub const LONG: Duration = Duration::from_secs(900);
 
 /// Aborts the test process if the guard is not dropped within `LONG * 2`, so a deadlock
 /// fails CI with a message instead of hanging it.

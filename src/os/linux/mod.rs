@@ -256,8 +256,8 @@ impl Socket {
             revents: 0,
         };
         let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: `poll` reads and writes the one `pollfd` it is given.
         let n = loop {
+            // SAFETY: `poll` reads and writes the one `pollfd` it is given.
             match cvt(unsafe { libc::poll(&mut pfd, 1, ms) }) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other?,
