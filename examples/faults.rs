@@ -72,5 +72,6 @@ fn describe(fault: Fault) -> &'static str {
         Fault::HugeMessage => "sends a 300 KiB message",
         Fault::BadLength => "sends a record longer than its message",
         Fault::Truncate => "truncates every shared memory file",
+        Fault::ForgeLog => "forges its result log, then dies",
     }
 }

@@ -74,15 +74,15 @@ pub enum AnyExecutor {
     Threads(ThreadPoolExecutor),
     /// A `ProcessPoolExecutor` (Linux).
     #[cfg(target_os = "linux")]
-    #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
+    #[cfg_attr(docsrs_nightly, doc(cfg(target_os = "linux")))]
     Processes(crate::ProcessPoolExecutor),
     /// An `MpiPoolExecutor` (feature `mpi`, Linux).
     #[cfg(all(feature = "mpi", target_os = "linux"))]
-    #[cfg_attr(docsrs, doc(cfg(all(feature = "mpi", target_os = "linux"))))]
+    #[cfg_attr(docsrs_nightly, doc(cfg(all(feature = "mpi", target_os = "linux"))))]
     Mpi(crate::MpiPoolExecutor),
     /// A `rayon::ThreadPool` (feature `rayon`).
     #[cfg(feature = "rayon")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
+    #[cfg_attr(docsrs_nightly, doc(cfg(feature = "rayon")))]
     Rayon(rayon::ThreadPool),
 }
 

@@ -38,6 +38,11 @@ pub enum TaskError {
     #[error("timed out waiting for the task")]
     Timeout,
     /// The task panicked; the message and location are kept. The worker survived.
+    ///
+    /// Needs `panic = "unwind"` (the default). Built with `panic = "abort"`, a panic cannot
+    /// be caught: the task's message and location are printed on stderr, then the process
+    /// aborts: the program on a thread pool, the worker on a process pool (the task fails
+    /// with [`WorkerDied`](TaskError::WorkerDied)).
     #[error("{0}")]
     Panicked(Panic),
     /// The worker process running the task died (process backends only). Only the task it
@@ -63,6 +68,67 @@ pub enum TaskError {
     /// The result could not be encoded or decoded at a process boundary.
     #[error("the result could not cross the process boundary: {0}")]
     Codec(#[serde(with = "crate::serde_arc::arc_str")] Arc<str>),
+    /// The task ran, but this process was short of a system resource when its result
+    /// arrived, and the result was lost (process pool: a large result travels as a shared
+    /// memory file, and the kernel drops a file it cannot give a process that has as many
+    /// open as `RLIMIT_NOFILE` allows). Transient: the worker is not blamed and goes on, no
+    /// other task is affected, and the same task submitted again succeeds once descriptors
+    /// are free.
+    ///
+    /// ```
+    /// use concurrent_futures::{Shortage, TaskError};
+    /// let e = TaskError::Shortage(Shortage::Descriptors);
+    /// assert!(e.to_string().contains("EMFILE"));
+    /// ```
+    #[error("the task ran, but its result was lost: {0}")]
+    Shortage(Shortage),
+}
+
+/// A system resource this process ran short of (see [`TaskError::Shortage`]).
+///
+/// ```
+/// use concurrent_futures::Shortage;
+/// assert_eq!(Shortage::from_errno(libc::ENFILE), Shortage::SystemDescriptors);
+/// assert_eq!(Shortage::Descriptors.errno(), libc::EMFILE);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Shortage {
+    /// This process has as many open descriptors as its `RLIMIT_NOFILE` soft limit allows
+    /// (`EMFILE`).
+    #[error(
+        "this process has as many open files as its limit allows \
+         (EMFILE: too many open files; see RLIMIT_NOFILE, `ulimit -n`)"
+    )]
+    Descriptors,
+    /// The system's table of open files is full (`ENFILE`).
+    #[error("the system's table of open files is full (ENFILE)")]
+    SystemDescriptors,
+    /// The kernel could not allocate memory for the descriptor (`ENOMEM`).
+    #[error("the kernel is out of memory (ENOMEM)")]
+    KernelMemory,
+}
+
+impl Shortage {
+    /// The shortage an OS error number names (`EMFILE`, `ENFILE`, `ENOMEM`); any other
+    /// number counts as `Descriptors`.
+    pub fn from_errno(errno: i32) -> Shortage {
+        match errno {
+            libc::ENFILE => Shortage::SystemDescriptors,
+            libc::ENOMEM => Shortage::KernelMemory,
+            _ => Shortage::Descriptors,
+        }
+    }
+
+    /// The OS error number of this shortage, e.g. for
+    /// [`std::io::Error::from_raw_os_error`].
+    pub fn errno(self) -> i32 {
+        match self {
+            Shortage::Descriptors => libc::EMFILE,
+            Shortage::SystemDescriptors => libc::ENFILE,
+            Shortage::KernelMemory => libc::ENOMEM,
+        }
+    }
 }
 
 impl TaskError {
@@ -104,6 +170,11 @@ impl TaskError {
 ///
 /// The original payload is not kept (it may be neither `Sync` nor serializable); the
 /// message is the payload's `&str` or `String`, as the default panic hook prints it.
+///
+/// A task's panic is not printed: it is delivered as this value. In a program built with
+/// `panic = "abort"` there is no value to deliver: the crate's panic hook prints the message
+/// and location (as the default hook does, plus a line saying a task panicked) before the
+/// process aborts.
 ///
 /// # Examples
 ///
@@ -251,6 +322,10 @@ pub enum BuildError {
     /// `max_workers` was zero. Python's `ValueError("max_workers must be greater than 0")`.
     #[error("max_workers must be greater than 0")]
     ZeroWorkers,
+    /// `max_tasks_per_child` was zero. Python's
+    /// `ValueError("max_tasks_per_child must be >= 1")`.
+    #[error("max_tasks_per_child must be >= 1")]
+    ZeroTasksPerChild,
     /// The operating system refused to start a worker.
     #[error("could not start a worker: {0}")]
     Spawn(#[from] std::io::Error),

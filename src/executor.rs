@@ -91,8 +91,9 @@ use crate::map::{Map, MapOptions, MapUnordered};
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a task's argument or result: it is not a `Payload`",
     label = "not a `Payload`",
-    note = "a task's argument and result must implement serde's `Serialize` and `Deserialize` \
-            and be `Send + Sync + 'static`; for your own types, add \
+    note = "a task's argument and result, and every type inside them (a tuple's members, a \
+            `Vec`'s items, fields), must implement serde's `Serialize` and `Deserialize` and be \
+            `Send + Sync + 'static`; for your own types, add \
             `#[derive(serde::Serialize, serde::Deserialize)]`",
     note = "a task is a function of one argument: pass several arguments as one tuple, \
             `pool.submit(f, (a, b))` with `fn f((a, b): (A, B)) -> R`; closures that capture \
@@ -102,6 +103,7 @@ use crate::map::{Map, MapOptions, MapUnordered};
 )]
 pub trait Payload: Serialize + DeserializeOwned + Send + Sync + 'static {}
 
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Payload for T {}
 
 /// The results of one chunk of a `map`, as a backend returns them.
@@ -120,6 +122,11 @@ pub struct Chunk<R> {
     pub(crate) values: Vec<R>,
     pub(crate) errors: Vec<(u32, TaskError)>,
     pub(crate) elapsed: Duration,
+    /// The size of the chunk's encoding when it crossed a process boundary (0 where it did
+    /// not): set in the parent as it is decoded (`codec::decoding_len`), so that `map` can
+    /// bound the bytes it holds ahead of its consumer.
+    #[serde(skip, default = "crate::remote::codec::decoding_len")]
+    pub(crate) bytes: usize,
 }
 
 /// Runs `f` over `items` as one chunk: each item under its own panic guard, timed as a whole
@@ -156,6 +163,7 @@ pub fn run_chunk<A, R>(f: fn(A) -> R, items: Vec<A>) -> Chunk<R> {
         values,
         errors,
         elapsed: start.elapsed(),
+        bytes: 0,
     }
 }
 
@@ -302,8 +310,21 @@ pub trait Executor {
     /// yields its own `Result`, so one failing item does not hide the others. Dropping the
     /// iterator after iteration began cancels the chunks that have not started (as Python's
     /// result generator does when closed); dropping it unused lets the submitted ones run.
-    /// See [`map_with`](Executor::map_with) for `chunksize`, `timeout` and `buffersize`.
+    /// See [`map_with`](Executor::map_with) for `chunksize`, `timeout`, `buffersize` and
+    /// `buffer_bytes`.
     ///
+    /// The input is pulled on the consumer's thread, inside `map` and `next`: an input whose
+    /// `next` blocks (a channel, a socket) blocks the consumer while it does, ready results
+    /// included. So `map` holds back no result for a *slow* input: once taking a chunk's
+    /// items took longer than [`chunk_target`](Executor::chunk_target), the chunk goes with
+    /// the items it has, and (process and MPI pools) input is taken only while the next
+    /// result is not ready and fewer than two chunks per worker are unfinished, never while
+    /// a result is ready; a ready result waits at most for the one `next` of the input in
+    /// progress (with an item every 100 ms: 100 ms, where it was 1.1 s). The thread pool
+    /// takes the input in blocks, and a block stops taking items once that took 2 ms. An
+    /// input that comes quickly is taken to fill the window, as before (taking it only when
+    /// needed would idle the workers), so one that comes quickly and then stops can hold
+    /// back results already computed.
     /// ```
     /// use concurrent_futures::{Executor, ThreadPoolExecutor};
     /// fn square(x: u64) -> u64 { x * x }

@@ -21,8 +21,8 @@
 //! exiting thread only blocks on a `Mutex`/`Condvar` pair, which use none. A thread pool
 //! whose own worker called `exit` (a task or a callback ending the program) is not waited
 //! for: its workers would wait for that thread, which never returns. (A process pool's
-//! manager thread is not recognised: a callback that calls `exit` there waits out the exit
-//! timeout.)
+//! callback threads are not recognised: a callback that calls `exit` there waits out the
+//! exit timeout.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once, Weak};
@@ -71,8 +71,8 @@ static EXIT_TIMEOUT_NANOS: AtomicU64 = AtomicU64::new(60_000_000_000);
 /// anyway: it prints on stderr how many pools it stopped waiting for, kills the worker
 /// processes of process pools, and exits (thread-pool tasks end with the process). An
 /// `exit` called from a thread pool's task (or a callback run by one of its workers) does
-/// not wait for that pool; from a callback that a process pool runs on its manager thread,
-/// it waits until this timeout.
+/// not wait for that pool; from a callback of a process pool's future (run on the pool's
+/// callback threads), it waits until this timeout.
 ///
 /// Covered: [`ThreadPoolExecutor`](crate::ThreadPoolExecutor), `ProcessPoolExecutor`,
 /// `MpiPoolExecutor` (its session ends as by `shutdown(true)` before MPI is finalized; the

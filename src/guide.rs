@@ -5,6 +5,8 @@
 //! * [`your_own_types`]: what a task may take and return, and how to share state.
 //! * [`async_code`]: futures in `async` code; what blocks and what does not.
 //! * [`platforms`]: what is available where.
+//! * [`common_compile_errors`]: the compiler's messages a first task runs into, and the fix
+//!   for each.
 
 /// # Choosing a backend
 ///
@@ -21,8 +23,9 @@
 /// Sizes default to Python's: `ThreadPoolExecutor::default()` has `min(32, cpus + 4)`
 /// threads (the extra threads overlap I/O waits), `ProcessPoolExecutor::default()` one
 /// process per CPU. For purely CPU-bound work on threads, `ThreadPoolExecutor::new(cpus)`
-/// avoids oversubscription. `cargo run --release --example compare` measures every backend
-/// on six workloads on your machine and says which wins where.
+/// avoids oversubscription. `cargo run --release -p compare` (in a clone of the crate's
+/// repository) measures every backend on six workloads on your machine and says which wins
+/// where.
 ///
 /// ## At run time
 ///
@@ -88,11 +91,17 @@ pub mod choosing_a_backend {}
 /// * A closure that captures is not: give it to
 ///   [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn) (threads share
 ///   memory), which takes any `FnOnce() -> R + Send + 'static`.
-/// * A type without serde gets a compile error that says to derive it; so do extra
-///   arguments (`pool.submit(f, a, b)`: write `pool.submit(f, (a, b))`).
+/// * A type without serde, alone or inside a tuple, a `Vec` or a field, gets a compile error
+///   that says to derive it. Extra arguments (`pool.submit(f, a, b)`) get rustc's "remove
+///   the extra argument": write `pool.submit(f, (a, b))`. See
+///   [`common_compile_errors`].
 /// * Large byte buffers: [`Bytes`](crate::Bytes) crosses to a worker process as one block.
 /// * Errors are values: a task returning `Result<T, MyError>` (with `MyError` a serde type)
 ///   delivers it as its result; a panic becomes [`TaskError::Panicked`](crate::TaskError::Panicked).
+///   In a program built with `panic = "abort"` nothing can catch a panic: the task's
+///   message and location are printed on stderr (with a line saying a task panicked), then
+///   the process aborts; on a process pool that process is the worker, and the task fails
+///   with [`TaskError::WorkerDied`](crate::TaskError::WorkerDied).
 ///
 /// ## Shared state
 ///
@@ -176,3 +185,145 @@ pub mod async_code {}
 /// `AnyExecutor` specs at run time to degrade to threads where processes are not
 /// available.
 pub mod platforms {}
+
+/// # Common compile errors
+///
+/// The messages below are rustc's own (Rust 1.95), for the mistakes a first task makes;
+/// each comes with its fix. Paths and the lines that point into the crate are left out.
+///
+/// ## E0308: a closure that captures, where a `fn` is expected
+///
+/// ```compile_fail,E0308
+/// use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// let pool = ThreadPoolExecutor::new(2);
+/// let offset = 10;
+/// let fut = pool.submit(|x: u64| x + offset, 1);
+/// ```
+///
+/// ```text
+/// error[E0308]: mismatched types
+///    --> src/main.rs:6:27
+///     |
+///   6 |     let fut = pool.submit(|x: u64| x + offset, 1);
+///     |                    ------ ^^^^^^^^^^^^^^^^^^^ expected fn pointer, found closure
+///     |                    |
+///     |                    arguments to this method are incorrect
+///     |
+///     = note: expected fn pointer `fn(u64) -> u64`
+///                   found closure `{closure@src/main.rs:6:27: 6:35}`
+/// note: closures can only be coerced to `fn` types if they do not capture any variables
+///    --> src/main.rs:6:40
+///     |
+///   6 |     let fut = pool.submit(|x: u64| x + offset, 1);
+///     |                                        ^^^^^^ `offset` captured here
+/// ```
+///
+/// A task is a plain `fn`, because a process pool names it in another process, where
+/// captured variables do not exist. Pass what it captured as part of the argument,
+/// `pool.submit(|(x, offset): (u64, u64)| x + offset, (1, offset))` (a closure that captures
+/// nothing is a `fn`), or, on threads, give the closure to
+/// [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn), which takes any
+/// `FnOnce() -> R + Send + 'static`.
+///
+/// ## E0277: a type without serde (alone or inside a tuple)
+///
+/// ```compile_fail,E0277
+/// use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// struct Job { id: u64 }
+/// fn run((job, factor): (Job, u64)) -> u64 { job.id * factor }
+/// let pool = ThreadPoolExecutor::new(2);
+/// pool.submit(run, (Job { id: 1 }, 2));
+/// ```
+///
+/// ```text
+/// error[E0277]: `(Job, u64)` cannot be a task's argument or result: it is not a `Payload`
+///   --> src/main.rs:13:27
+///    |
+/// 13 |     println!("{:?}", pool.submit(run, (Job { id: 1 }, 2)).result());
+///    |                           ^^^^^^ not a `Payload`
+///    |
+///    = help: the trait `Payload` is not implemented for `(Job, u64)`
+///    = note: a task's argument and result, and every type inside them (a tuple's members, a `Vec`'s items, fields), must implement serde's `Serialize` and `Deserialize` and be `Send + Sync + 'static`; for your own types, add `#[derive(serde::Serialize, serde::Deserialize)]`
+///    = note: a task is a function of one argument: pass several arguments as one tuple, `pool.submit(f, (a, b))` with `fn f((a, b): (A, B)) -> R`; closures that capture go to `ThreadPoolExecutor::spawn`
+///    = note: shared state (`Arc`, `Rc`, references) cannot be an argument: see the `Payload` docs for how to share state on each backend
+/// ```
+///
+/// The same message names `Job` itself when `Job` is the whole argument, and `Vec<Job>` for
+/// a vector of them. Add `#[derive(serde::Serialize, serde::Deserialize)]` to `Job` (serde
+/// with its `derive` feature in your `Cargo.toml`); for a type of another crate, look for
+/// its `serde` feature, or convert it to one of yours.
+///
+/// (Without the crate's `#[diagnostic::do_not_recommend]` on its blanket `Payload` impl,
+/// rustc would report the innermost unmet bound, `` the trait bound `Job: serde::Serialize`
+/// is not satisfied ``, twice, with serde's hint instead of this one: it looks through the
+/// impl to the first bound that fails.)
+///
+/// ## E0277: `Arc`, `Rc` (shared state) as an argument
+///
+/// ```compile_fail,E0277
+/// use std::sync::{Arc, Mutex};
+/// use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// fn add_one(total: Arc<Mutex<u64>>) { *total.lock().unwrap() += 1; }
+/// let pool = ThreadPoolExecutor::new(2);
+/// let total = Arc::new(Mutex::new(0));
+/// pool.submit(add_one, total.clone());
+/// ```
+///
+/// ```text
+/// error[E0277]: `Arc<std::sync::Mutex<u64>>` cannot be a task's argument or result: it is not a `Payload`
+///   --> src/main.rs:12:10
+///    |
+/// 12 |     pool.submit(add_one, total.clone());
+///    |          ^^^^^^ not a `Payload`
+///    |
+///    = help: the trait `Payload` is not implemented for `Arc<std::sync::Mutex<u64>>`
+/// ```
+///
+/// (followed by the same three notes; `Rc<String>` gets the same message.) A worker process
+/// would get a copy, and count in it, silently: shared state is not an argument. Return
+/// values and combine them in the caller, which works on every backend; on threads, give a
+/// closure that captures the `Arc` to
+/// [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn). The
+/// [`Payload`](crate::Payload) docs list each backend's way to share.
+///
+/// ## E0061: several arguments
+///
+/// ```compile_fail,E0061
+/// use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// fn add(a: u64, b: u64) -> u64 { a + b }
+/// let pool = ThreadPoolExecutor::new(2);
+/// pool.submit(add, 1, 2);
+/// ```
+///
+/// ```text
+/// error[E0061]: this method takes 2 arguments but 3 arguments were supplied
+///  --> src/main.rs:9:27
+///   |
+/// 9 |     println!("{:?}", pool.submit(add, 1, 2).result());
+///   |                           ^^^^^^         - unexpected argument #3 of type `{integer}`
+///   |
+/// note: incorrect number of function parameters
+///  --> src/main.rs:9:34
+///   |
+/// 9 |     println!("{:?}", pool.submit(add, 1, 2).result());
+///   |                                  ^^^
+///   = note: expected fn pointer `fn({integer}) -> _`
+///                 found fn item `fn(u64, u64) -> u64 {add}`
+/// help: remove the extra argument
+///   |
+/// 9 -     println!("{:?}", pool.submit(add, 1, 2).result());
+/// 9 +     println!("{:?}", pool.submit(/* f */, 1).result());
+///   |
+/// ```
+///
+/// rustc's suggestion is not the fix, and a crate has no way to add a note to this error
+/// (`#[diagnostic::on_unimplemented]` applies to unmet trait bounds only, and this one is
+/// checked before any bound). A task takes **one** argument: make it a tuple, on both sides.
+///
+/// ```
+/// use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// fn add((a, b): (u64, u64)) -> u64 { a + b }
+/// let pool = ThreadPoolExecutor::new(2);
+/// assert_eq!(pool.submit(add, (1, 2)).result(), Ok(3));
+/// ```
+pub mod common_compile_errors {}

@@ -96,7 +96,9 @@
 //!   `as_completed_stream`.
 
 #![deny(missing_docs)]
-#![cfg_attr(docsrs, feature(doc_cfg))]
+// `doc(cfg)` badges need a nightly rustdoc: docs.rs passes `--cfg docsrs_nightly` (see
+// Cargo.toml), while `--cfg docsrs` alone builds on stable.
+#![cfg_attr(docsrs_nightly, feature(doc_cfg))]
 #![warn(unreachable_pub, unsafe_op_in_unsafe_fn)]
 
 mod any;
@@ -114,7 +116,7 @@ mod map;
 #[cfg(all(feature = "mpi", target_os = "linux"))]
 mod mpi;
 #[cfg(target_os = "linux")]
-#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
+#[cfg_attr(docsrs_nightly, doc(cfg(target_os = "linux")))]
 pub mod multiprocessing;
 #[cfg(target_os = "linux")]
 mod os;
@@ -142,6 +144,15 @@ mod loom_tests;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// The code of the pages in `docs/`, compiled and run by `cargo test` (doc tests only).
+#[cfg(doctest)]
+#[doc = include_str!("../docs/BEHAVIOUR.md")]
+#[doc = include_str!("../docs/PROCESS_POOL.md")]
+#[doc = include_str!("../docs/MPI.md")]
+#[doc = include_str!("../docs/MULTIPROCESSING.md")]
+#[doc = include_str!("../docs/BENCHMARKS.md")]
+pub struct DocsDoctests;
+
 /// The number of CPUs this process may use: [`std::thread::available_parallelism`], which
 /// on Linux counts the CPU affinity mask and a cgroup (v1 or v2) CPU quota, rounded down;
 /// at least 1.
@@ -152,14 +163,15 @@ pub(crate) fn available_cpus() -> usize {
 pub use any::{AnyExecutor, Backend, EXECUTOR_ENV_VAR, ExecutorSpec, SpecError};
 pub use bytes::Bytes;
 pub use error::{
-    BuildError, ExitStatus, InvalidStateError, Panic, SubmitError, TaskError, TimeoutError,
+    BuildError, ExitStatus, InvalidStateError, Panic, Shortage, SubmitError, TaskError,
+    TimeoutError,
 };
 pub use executor::{Chunk, Executor, Payload, run_chunk};
 pub use exit::set_exit_timeout;
 pub use future::{Future, State};
 /// The progress bar library behind [`ProgressExt`] (feature `progress`).
 #[cfg(feature = "progress")]
-#[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
+#[cfg_attr(docsrs_nightly, doc(cfg(feature = "progress")))]
 pub use indicatif;
 #[cfg(all(feature = "mpi", not(target_os = "linux")))]
 #[doc(hidden)]
@@ -169,16 +181,16 @@ pub use linux_only::{MpiPoolBuilder, MpiPoolExecutor, MpiRank};
 pub use linux_only::{ProcessPoolBuilder, ProcessPoolExecutor, init, multiprocessing};
 pub use map::{Map, MapOptions, MapUnordered};
 #[cfg(all(feature = "mpi", target_os = "linux"))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "mpi", target_os = "linux"))))]
+#[cfg_attr(docsrs_nightly, doc(cfg(all(feature = "mpi", target_os = "linux"))))]
 pub use mpi::{MpiPoolBuilder, MpiPoolExecutor, MpiRank};
 #[cfg(target_os = "linux")]
-#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
+#[cfg_attr(docsrs_nightly, doc(cfg(target_os = "linux")))]
 pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, init};
 #[cfg(feature = "progress")]
-#[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
+#[cfg_attr(docsrs_nightly, doc(cfg(feature = "progress")))]
 pub use progress::{Progress, ProgressExt};
 #[cfg(feature = "stream")]
-#[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
+#[cfg_attr(docsrs_nightly, doc(cfg(feature = "stream")))]
 pub use stream::{AsCompletedStream, ExecutorStreamExt, MapStream, as_completed_stream};
 pub use thread::{IndexedInput, MapIndexed, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{

@@ -98,6 +98,32 @@ fn loom_take_waits_for_callbacks() {
     });
 }
 
+/// A remote pool's reader completes with `finish_deferring` and hands the callbacks to
+/// another thread: a callback added meanwhile runs exactly once (at once if the future was
+/// already done, else in the job handed over), and `into_result` waits for that job.
+#[test]
+fn loom_deferred_callbacks_vs_registration() {
+    model(|| {
+        let fut: Future<u32> = Future::new();
+        assert!(fut.core().claim());
+        let setter = fut.handle();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let t = thread::spawn(move || {
+            if let Some(job) = setter.finish_claimed_deferring(Ok(1)) {
+                thread::spawn(job).join().unwrap();
+            }
+        });
+        fut.add_done_callback(move |f| {
+            assert_eq!(f.result(), Ok(1));
+            c.fetch_add(1, SeqCst);
+        });
+        assert_eq!(fut.into_result(), Ok(1));
+        assert_eq!(calls.load(SeqCst), 1);
+        t.join().unwrap();
+    });
+}
+
 /// Two setters race: exactly one succeeds, the value is the winner's.
 #[test]
 fn loom_concurrent_setters() {

@@ -13,7 +13,8 @@ use crate::thread::block::{Block, Cursor, Step, VecSource};
 use crate::wait::WaitSet;
 use std::sync::Arc;
 
-/// Options of [`Executor::map_with`]: Python's `chunksize`, `timeout` and `buffersize`.
+/// Options of [`Executor::map_with`]: Python's `chunksize`, `timeout` and `buffersize`,
+/// and a bound on the bytes of results held ahead of the consumer (`buffer_bytes`).
 ///
 /// ```
 /// use concurrent_futures::MapOptions;
@@ -26,11 +27,13 @@ pub struct MapOptions {
     chunksize: Option<usize>,
     timeout: Option<Duration>,
     buffersize: Option<usize>,
+    buffer_bytes: Option<usize>,
 }
 
 impl MapOptions {
     /// Default options: automatic chunk size, no timeout, a window of 64 chunks (16 per
-    /// worker on machines with more than four).
+    /// worker on machines with more than four) holding at most 256 MiB of results on the
+    /// process and MPI pools.
     ///
     /// ```
     /// let opts = concurrent_futures::MapOptions::new();
@@ -65,7 +68,13 @@ impl MapOptions {
         self
     }
 
-    /// Maximum number of chunks submitted and not yet consumed (0 counts as 1).
+    /// Python's `buffersize`: at most this many tasks submitted ahead of the consumer (0
+    /// counts as 1). A task is one item, or `chunksize` items if that is set, as in Python
+    /// (whose `chunksize` is 1 by default); without a `chunksize`, chunks still adapt, within
+    /// `buffersize` items. As in Python, `map` takes `buffersize` items from the input at
+    /// once, and each step of the iterator submits the next before it yields (so after one
+    /// `next`, `buffersize + 1` items were taken). On every pool, the thread pool included,
+    /// the items then travel as tasks (futures), not as the thread pool's blocks.
     ///
     /// ```
     /// let opts = concurrent_futures::MapOptions::new().buffersize(2);
@@ -75,7 +84,28 @@ impl MapOptions {
         self.buffersize = Some(n.max(1));
         self
     }
+
+    /// Most bytes of results held ahead of the consumer, on the pools whose results cross
+    /// a process boundary (process, MPI): 256 MiB by default. Results that arrived and are
+    /// not consumed yet, and those of the chunks in flight, count at the encoded size
+    /// measured so far per item; while they reach the bound, `map` submits no more input
+    /// (one chunk always stays in flight, so it progresses whatever the bound). With 10,000
+    /// results of 1 MiB, the default keeps the parent near 256 MiB of results instead of a
+    /// window of 64 chunks of them (1.7 GB). The thread pool's `map` keeps its results in
+    /// place and bounds them in items (`buffersize`) only.
+    ///
+    /// ```
+    /// let opts = concurrent_futures::MapOptions::new().buffer_bytes(64 << 20);
+    /// # let _ = opts;
+    /// ```
+    pub fn buffer_bytes(mut self, bytes: usize) -> Self {
+        self.buffer_bytes = Some(bytes);
+        self
+    }
 }
+
+/// Bytes of results a remote `map` holds ahead of its consumer by default.
+const DEFAULT_BUFFER_BYTES: usize = 256 << 20;
 
 /// Chunks in flight by default (at least; 16 per worker on bigger machines). A small window
 /// starves the workers: chunks that finish behind a slow head chunk hold their slots until
@@ -269,6 +299,21 @@ struct Feed<'a, E, I, A, R> {
     deadline: Option<Instant>,
     /// Set after a submission failed or the deadline passed: take no more input.
     stopped: bool,
+    /// Bound on the bytes of results held ahead of the consumer (`buffer_bytes`).
+    max_bytes: usize,
+    /// Python's `buffersize` in items (`buffersize × chunksize`), if given: then each step
+    /// tops the window up before it yields, as Python's `map` does (`eager`; also for an
+    /// input that fits in the window, submitted whole at once).
+    max_items: Option<usize>,
+    eager: bool,
+    /// Building a chunk stops once taking its items took this long (an input slower than
+    /// the work: its items are sent as they come rather than held for a full chunk).
+    cut_after: Duration,
+    /// Taking the last chunk's items took longer than `cut_after` (a slow input).
+    slow: bool,
+    /// Encoded bytes and items of the chunks collected so far: what an item's result costs.
+    seen_bytes: u64,
+    seen_items: u64,
 }
 
 impl<E, I: Iterator, A, R> Feed<'_, E, I, A, R> {
@@ -296,8 +341,10 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
         let window = opts.buffersize.unwrap_or(DEFAULT_WINDOW.max(16 * workers));
         let mut sizer = Sizer::new(opts.chunksize, exec.chunk_target(), workers);
         // An input known to fit in the window is submitted whole, one item per task, at
-        // once (as Python's eager `map` does): probing would only delay it.
-        if items.size_hint().1.is_some_and(|n| n <= window) {
+        // once (as Python's eager `map` does): probing would only delay it. A `buffersize`
+        // is submitted whole at once too, as in Python.
+        let whole = items.size_hint().1.is_some_and(|n| n <= window);
+        if whole || opts.buffersize.is_some() {
             sizer.converged = true;
         }
         Feed {
@@ -308,17 +355,58 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
             window,
             deadline: opts.timeout.and_then(|t| Instant::now().checked_add(t)),
             stopped: false,
+            max_bytes: opts.buffer_bytes.unwrap_or(DEFAULT_BUFFER_BYTES),
+            max_items: opts
+                .buffersize
+                .map(|b| b.saturating_mul(opts.chunksize.unwrap_or(1))),
+            eager: whole || opts.buffersize.is_some(),
+            cut_after: exec.chunk_target(),
+            slow: false,
+            seen_bytes: 0,
+            seen_items: 0,
         }
     }
 
-    /// Submits the next chunk, if there is input left. A refused submission becomes a
-    /// finished future carrying the error (yielded once), and input stops.
-    fn submit_next(&mut self) -> Option<(Future<Chunk<R>>, usize)> {
+    /// True if one more chunk may be submitted with `chunks` chunks of `ahead` items in
+    /// flight and `held` results received and not consumed: the window has room (in chunks,
+    /// and in items with a `buffersize`), and the bytes of those results (at the size per
+    /// item seen so far) are under the bound. With nothing in flight, always (progress is
+    /// guaranteed).
+    fn room(&self, chunks: usize, ahead: usize, held: usize) -> bool {
+        if chunks == 0 {
+            return !self.stopped;
+        }
+        chunks < self.sizer.limit(self.window)
+            && self.max_items.is_none_or(|max| ahead < max)
+            && ((ahead + held) as u128) * u128::from(self.seen_bytes)
+                < (self.max_bytes as u128) * u128::from(self.seen_items.max(1))
+    }
+
+    /// Submits the next chunk, if there is input left (`ahead`: items in flight). A refused
+    /// submission becomes a finished future carrying the error (yielded once), and input
+    /// stops.
+    fn submit_next(&mut self, ahead: usize) -> Option<(Future<Chunk<R>>, usize)> {
         if self.stopped {
             return None;
         }
-        let n = self.sizer.next(self.items.size_hint().0);
-        let chunk: Vec<A> = self.items.by_ref().take(n).collect();
+        let mut n = self.sizer.next(self.items.size_hint().0);
+        if let Some(max) = self.max_items {
+            n = n.min(max.saturating_sub(ahead).max(1));
+        }
+        let mut chunk: Vec<A> = Vec::with_capacity(n.min(MAX_CHUNK));
+        let start = Instant::now();
+        while chunk.len() < n {
+            let Some(item) = self.items.next() else {
+                break;
+            };
+            chunk.push(item);
+            // (The clock is read after 1, 2, 4, 8... items: a slow input is noticed after
+            // its first slow item, at a cost of a few clock reads per chunk.)
+            if chunk.len().is_power_of_two() && start.elapsed() > self.cut_after {
+                break;
+            }
+        }
+        self.slow = start.elapsed() > self.cut_after;
         if chunk.is_empty() {
             return None;
         }
@@ -344,6 +432,8 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
         Ok(match fut.into_result_no_help() {
             Ok(chunk) => {
                 self.sizer.observe(chunk.len(), chunk.elapsed);
+                self.seen_bytes += chunk.bytes as u64;
+                self.seen_items += chunk.len() as u64;
                 Drain::of(chunk)
             }
             Err(e) => Drain::failed(e, len),
@@ -382,9 +472,13 @@ where
     R: Payload,
 {
     pub(crate) fn new(exec: &'a E, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
+        // Python's `buffersize` counts tasks submitted ahead of the consumer, one more per
+        // step: that is the chunked path's window, not the blocks'.
         let mode = match exec.as_thread_pool() {
-            Some(pool) => Mode::Blocks(Blocks::new(pool, f, items, opts)),
-            None => Mode::Chunks(Chunked::new(exec, f, items, opts)),
+            Some(pool) if opts.buffersize.is_none() => {
+                Mode::Blocks(Blocks::new(pool, f, items, opts))
+            }
+            _ => Mode::Chunks(Chunked::new(exec, f, items, opts)),
         };
         Map { mode }
     }
@@ -474,6 +568,11 @@ const PROBE_BLOCK: usize = 64;
 const BLOCK_NS: f64 = 2_000_000.0;
 const PIECE_NS: f64 = 20_000.0;
 
+/// Taking a block's items from the input stops after this long (a block of a known cost
+/// runs about `BLOCK_NS`; an input slower than that is the bottleneck, and its items are
+/// better sent on as they come).
+const INPUT_CUT: Duration = Duration::from_nanos(BLOCK_NS as u64);
+
 /// A block of a thread-pool `map`: items moved in from the input, a function pointer.
 type MapBlock<A, R> = Block<VecSource<A>, fn(A) -> R, R>;
 
@@ -492,7 +591,6 @@ struct Blocks<'a, I, A, R> {
     /// Error to yield once after the launched blocks (a refused launch).
     last_error: Option<TaskError>,
     fixed_piece: Option<usize>,
-    max_pieces: Option<usize>,
     ns_per_item: Option<f64>,
     block_len: usize,
     help: bool,
@@ -522,7 +620,6 @@ where
             cursor: Cursor::new(),
             last_error: None,
             fixed_piece: opts.chunksize,
-            max_pieces: opts.buffersize,
             ns_per_item: None,
             block_len: PROBE_BLOCK,
             help,
@@ -557,25 +654,15 @@ where
         }
     }
 
-    /// Launches blocks until `BLOCKS_AHEAD` are in flight or the input ends. With a
-    /// `buffersize`, one block of at most that many pieces: the bound holds exactly.
+    /// Launches blocks until `BLOCKS_AHEAD` are in flight or the input ends. (A
+    /// `buffersize` takes the chunked path instead: see `Map::new`.)
     fn fill(&mut self) {
-        let ahead = if self.max_pieces.is_some() {
-            1
-        } else {
-            BLOCKS_AHEAD
-        };
-        while self.queue.len() < ahead && !self.stopped {
-            let fixed_len = self
-                .fixed_piece
-                .map(|p| p.saturating_mul(self.max_pieces.unwrap_or(PROBE_BLOCK)));
-            let mut n = fixed_len.unwrap_or(self.block_len).max(1);
-            if let Some(m) = self.max_pieces {
-                n = n.min(m.saturating_mul(self.piece_len(n)));
-            }
+        while self.queue.len() < BLOCKS_AHEAD && !self.stopped {
+            let fixed_len = self.fixed_piece.map(|p| p.saturating_mul(PROBE_BLOCK));
+            let n = fixed_len.unwrap_or(self.block_len).max(1);
             let (mut items, output) = self.spare.take().unwrap_or_default();
             items.reserve(n.min(self.items.size_hint().1.unwrap_or(n)).min(MAX_BLOCK));
-            items.extend(self.items.by_ref().take(n));
+            self.take_input(&mut items, n);
             if items.is_empty() {
                 self.stopped = true;
                 break;
@@ -597,6 +684,24 @@ where
                 break;
             }
             self.queue.push_back(block);
+        }
+    }
+
+    /// Takes up to `n` items into `items`, in runs of 1, 1, 2, 4, 8... items (`extend`
+    /// keeps its fast path), and stops early once taking them took longer than `INPUT_CUT`:
+    /// an input slower than the work is sent on as it comes, not held for a full block
+    /// (whose results would all wait for its last item).
+    fn take_input(&mut self, items: &mut Vec<A>, n: usize) {
+        let start = Instant::now();
+        let mut run = 1;
+        loop {
+            let want = (n - items.len()).min(run);
+            let before = items.len();
+            items.extend(self.items.by_ref().take(want));
+            if items.len() - before < want || items.len() >= n || start.elapsed() > INPUT_CUT {
+                return;
+            }
+            run = (run * 2).min(n);
         }
     }
 
@@ -712,6 +817,8 @@ impl<I, A, R> fmt::Debug for Blocks<'_, I, A, R> {
 struct Chunked<'a, E, I, A, R> {
     feed: Feed<'a, E, I, A, R>,
     inflight: VecDeque<(Future<Chunk<R>>, usize)>,
+    /// Items of the chunks in `inflight`.
+    inflight_items: usize,
     current: Drain<R>,
     finished: bool,
     /// Set by the first `next`: only an iteration that started cancels on drop (as Python's
@@ -730,18 +837,52 @@ where
         let mut map = Chunked {
             feed: Feed::new(exec, f, items, opts),
             inflight: VecDeque::new(),
+            inflight_items: 0,
             current: Drain::empty(),
             finished: false,
             started: false,
         };
-        map.fill();
+        map.fill(None);
         map
     }
 
-    fn fill(&mut self) {
-        while self.inflight.len() < self.feed.sizer.limit(self.feed.window) {
-            match self.feed.submit_next() {
-                Some(job) => self.inflight.push_back(job),
+    /// Tops the window up, taking input. `head` is the chunk the consumer is about to wait
+    /// for (or yield from). While the input comes quickly (or with a `buffersize`: Python's
+    /// eager top-up), the window is filled. Once taking a chunk's items took longer than
+    /// the chunk target (a slow input, whose `next` may block: it runs on this thread),
+    /// input is taken only while the head is not ready and fewer than two chunks per
+    /// worker are unfinished (the head included), and never while a result is ready: the
+    /// workers have nothing better to do, and a ready result waits at most for the one
+    /// `next` of the input in progress.
+    fn fill(&mut self, head: Option<&Future<Chunk<R>>>) {
+        let careful = !self.feed.eager && self.feed.slow;
+        let mut unfinished = 0;
+        if careful {
+            if head.is_some_and(Future::done) {
+                return;
+            }
+            unfinished = usize::from(head.is_some())
+                + self.inflight.iter().filter(|(f, _)| !f.done()).count();
+        }
+        let most = 2 * self.feed.sizer.workers;
+        loop {
+            let careful = !self.feed.eager && self.feed.slow;
+            if careful && (unfinished >= most || head.is_some_and(Future::done)) {
+                break;
+            }
+            if !self.feed.room(
+                self.inflight.len(),
+                self.inflight_items,
+                self.current.remaining(),
+            ) {
+                break;
+            }
+            match self.feed.submit_next(self.inflight_items) {
+                Some(job) => {
+                    self.inflight_items += job.1;
+                    self.inflight.push_back(job);
+                    unfinished += 1;
+                }
                 None => break,
             }
         }
@@ -810,11 +951,17 @@ where
             if self.finished {
                 return None;
             }
-            self.fill();
+            if self.inflight.is_empty() {
+                self.fill(None);
+            }
             let Some((fut, len)) = self.inflight.pop_front() else {
                 self.finished = true;
                 return None;
             };
+            self.inflight_items -= len;
+            // Top up before waiting: with a `buffersize`, always (Python submits one more per
+            // step); otherwise only if the head is not ready (see `fill`).
+            self.fill(Some(&fut));
             match self.feed.collect(fut, len) {
                 Ok(drain) => self.current = drain,
                 Err(()) => {
@@ -823,8 +970,6 @@ where
                     return Some(Err(TaskError::Timeout));
                 }
             }
-            // Keep the workers busy while the caller drains this chunk.
-            self.fill();
         }
     }
 }
@@ -863,6 +1008,8 @@ pub struct MapUnordered<'a, E, I, A, R> {
     slots: Vec<Option<(Future<Chunk<R>>, usize)>>,
     free: Vec<usize>,
     inflight: usize,
+    /// Items of the chunks in flight.
+    inflight_items: usize,
     set: Arc<WaitSet>,
     current: Drain<R>,
     finished: bool,
@@ -883,6 +1030,7 @@ where
             slots: Vec::new(),
             free: Vec::new(),
             inflight: 0,
+            inflight_items: 0,
             set: WaitSet::new(),
             current: Drain::empty(),
             finished: false,
@@ -893,10 +1041,14 @@ where
     }
 
     fn fill(&mut self) {
-        while self.inflight < self.feed.sizer.limit(self.feed.window) {
-            let Some((fut, len)) = self.feed.submit_next() else {
+        while self
+            .feed
+            .room(self.inflight, self.inflight_items, self.current.remaining())
+        {
+            let Some((fut, len)) = self.feed.submit_next(self.inflight_items) else {
                 break;
             };
+            self.inflight_items += len;
             let slot = self.free.pop().unwrap_or_else(|| {
                 self.slots.push(None);
                 self.slots.len() - 1
@@ -980,6 +1132,7 @@ where
             };
             self.free.push(slot);
             self.inflight -= 1;
+            self.inflight_items -= len;
             match self.feed.collect(fut, len) {
                 Ok(drain) => self.current = drain,
                 Err(()) => {

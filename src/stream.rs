@@ -39,7 +39,7 @@ const MAX_CHUNK: usize = 8192;
 /// });
 /// assert_eq!(total, 328_350);
 /// ```
-#[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
+#[cfg_attr(docsrs_nightly, doc(cfg(feature = "stream")))]
 pub trait ExecutorStreamExt: Executor + Sized {
     /// Applies `f` to every item on the pool and yields the results in input order, as a
     /// `Stream`: [`Executor::map`] for async code. Items are grouped into chunks sized
@@ -99,7 +99,7 @@ struct InFlight<R> {
 /// The `Stream` of [`ExecutorStreamExt::map_stream`] and
 /// [`map_unordered_stream`](ExecutorStreamExt::map_unordered_stream).
 #[must_use = "streams do nothing unless polled"]
-#[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
+#[cfg_attr(docsrs_nightly, doc(cfg(feature = "stream")))]
 pub struct MapStream<'a, E: Executor, I, A, R> {
     exec: &'a E,
     f: fn(A) -> R,
@@ -304,7 +304,7 @@ impl<E: Executor, I, A, R> Drop for MapStream<'_, E, I, A, R> {
 /// });
 /// assert_eq!(sum, 20);
 /// ```
-#[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
+#[cfg_attr(docsrs_nightly, doc(cfg(feature = "stream")))]
 pub fn as_completed_stream<'a, T, F>(futures: F) -> AsCompletedStream<'a, T>
 where
     T: Send + Sync + 'static,
@@ -317,7 +317,7 @@ where
 
 /// The `Stream` of [`as_completed_stream`].
 #[must_use = "streams do nothing unless polled"]
-#[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
+#[cfg_attr(docsrs_nightly, doc(cfg(feature = "stream")))]
 pub struct AsCompletedStream<'a, T> {
     pending: Vec<&'a Future<T>>,
 }

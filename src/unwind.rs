@@ -5,6 +5,12 @@
 //! inside tasks into a thread-local and stays silent for them (a task's panic is delivered to
 //! its future, as Python delivers a task's exception, instead of being printed). Panics
 //! outside tasks go to the hook that was installed before, unchanged.
+//!
+//! Built with `panic = "abort"`, a panic cannot be caught: the process aborts right after the
+//! hook. The hook then reports a task's panic as the default hook would (message and
+//! location, through the hook installed before), with a line that says a task panicked and
+//! the process aborts; on a process pool that process is the worker, which the pool reports
+//! as [`TaskError::WorkerDied`].
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -27,7 +33,17 @@ pub(crate) fn install_hook() {
     HOOK.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            if IN_TASK.with(Cell::get) > 0 {
+            if cfg!(panic = "abort") {
+                // Nothing will catch it: say it now, the only chance before the abort.
+                previous(info);
+                if IN_TASK.with(Cell::get) > 0 {
+                    eprintln!(
+                        "concurrent_futures: a task panicked in a program built with \
+                         `panic = \"abort\"`: the process aborts (`TaskError::Panicked` \
+                         needs `panic = \"unwind\"`)"
+                    );
+                }
+            } else if IN_TASK.with(Cell::get) > 0 {
                 let loc = info
                     .location()
                     .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));

@@ -65,10 +65,25 @@ fn bursts_of_hostile_tasks_cost_only_their_own() {
         Fault::HugeMessage,
         Fault::BadLength,
         Fault::Truncate,
+        Fault::ForgeLog,
     ] {
         let r = faults::burst(fault, 8, 150, 2);
         assert_clean(fault, &r);
     }
+}
+
+/// A task that writes results into its worker's result log for the tasks queued behind it,
+/// then dies: those tasks never started, so they run elsewhere and return their own
+/// values (the forged records are refused). Alone, in bursts, and in bursts while every
+/// CPU is busy.
+#[test]
+fn a_forged_result_log_completes_no_task_that_never_started() {
+    let _w = watchdog("a_forged_result_log_completes_no_task_that_never_started");
+    let _t = turn();
+    assert_clean(Fault::ForgeLog, &faults::burst(Fault::ForgeLog, 1, 60, 1));
+    assert_clean(Fault::ForgeLog, &faults::burst(Fault::ForgeLog, 10, 300, 2));
+    let _load = faults::CpuLoad::start();
+    assert_clean(Fault::ForgeLog, &faults::burst(Fault::ForgeLog, 10, 300, 2));
 }
 
 #[test]
@@ -163,6 +178,72 @@ fn panicking_codecs_fail_only_their_task_with_the_message() {
     let fut = pool.submit(make_undeserializable, ());
     assert!(fut.exception_timeout(LONG).unwrap().is_some());
     assert_eq!(pool.submit(pid, ()).result(), Ok(worker));
+}
+
+/// CPython's `ErrorAtUnpickle`: its `Deserialize` fails with a message of its own.
+#[derive(Debug, Clone, Serialize)]
+struct ErrorAtUnpickle(u8);
+impl<'de> Deserialize<'de> for ErrorAtUnpickle {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u8::deserialize(d)?;
+        Err(serde::de::Error::custom("Error in unpickle"))
+    }
+}
+
+fn take_error_at_unpickle(_: ErrorAtUnpickle) -> u8 {
+    1
+}
+
+fn make_error_at_unpickle(x: u8) -> ErrorAtUnpickle {
+    ErrorAtUnpickle(x)
+}
+
+fn is_unpickle_error(
+    outcome: &Result<impl std::fmt::Debug, concurrent_futures::TaskError>,
+) -> bool {
+    matches!(outcome, Err(concurrent_futures::TaskError::Codec(m)) if m.contains("Error in unpickle"))
+}
+
+/// A `Deserialize` that fails with a message of its own (CPython's
+/// `test_error_at_task_unpickle`, `test_error_during_result_unpickle_in_result_handler`):
+/// the message reaches the caller, for an argument decoded in the worker and for a result
+/// decoded here; the task fails with `Codec`, and only that task. Alone, then in bursts
+/// mixed with ordinary tasks, with every CPU busy.
+#[test]
+fn a_custom_decoding_error_keeps_its_message_both_ways() {
+    let _w = watchdog("a_custom_decoding_error_keeps_its_message_both_ways");
+    let _t = turn();
+    let pool = ProcessPoolExecutor::new(2);
+    let arg = pool
+        .submit(take_error_at_unpickle, ErrorAtUnpickle(1))
+        .result_timeout(LONG);
+    assert!(is_unpickle_error(&arg), "{arg:?}");
+    let result = pool.submit(make_error_at_unpickle, 1).result_timeout(LONG);
+    assert!(is_unpickle_error(&result), "{result:?}");
+    let _load = faults::CpuLoad::start();
+    for _ in 0..3 {
+        let mut args = Vec::new();
+        let mut results = Vec::new();
+        let mut fine = Vec::new();
+        for i in 0..200u64 {
+            match i % 3 {
+                0 => args.push(pool.submit(take_error_at_unpickle, ErrorAtUnpickle(2))),
+                1 => results.push(pool.submit(make_error_at_unpickle, 3)),
+                _ => fine.push((i, pool.submit(common::double, i))),
+            }
+        }
+        for f in &args {
+            let outcome = f.result_timeout(LONG);
+            assert!(is_unpickle_error(&outcome), "{outcome:?}");
+        }
+        for f in &results {
+            let outcome = f.result_timeout(LONG);
+            assert!(is_unpickle_error(&outcome), "{outcome:?}");
+        }
+        for (i, f) in &fine {
+            assert_eq!(f.result_timeout(LONG), Ok(i * 2));
+        }
+    }
 }
 
 // ===== a worker behaves like any Rust program =====

@@ -12,10 +12,15 @@
 //! * `singleton`: started without mpirun, the pool runs on local processes;
 //! * `dynamic*`: the pool spawns its own workers (`max_workers`, `"mpi:2"`), from a program
 //!   started alone or by `mpirun -n 1`: the suite, a worker that crashes, a client killed
-//!   while its workers run tasks (none may outlive it);
+//!   while its workers run tasks (none may outlive it), three pools alive at once, a worker
+//!   spawned on a named host;
 //! * `crash`, `exit`, `stopped`, `absent`, `fingerprint`: a rank that dies, exits, stops
 //!   answering, never joins, or runs another executable. The job must end (or the error
 //!   come) in bounded time, with a clear message, and leave no process behind.
+//!
+//! Arguments select checks by a part of their name (`cargo test --features mpi --test mpi --
+//! crash`). `.ci/mpi-two-hosts` runs some of them across two simulated hosts, with
+//! `CF_MPI_OTHER_HOST` naming the host of the workers.
 
 mod common;
 
@@ -33,6 +38,8 @@ use concurrent_futures::{
 use serde::{Deserialize, Serialize};
 
 const CASE: &str = "CF_MPI_CASE";
+/// Set (to a host name) when the job's ranks after rank 0 run on another host.
+const OTHER_HOST: &str = "CF_MPI_OTHER_HOST";
 
 fn main() {
     match std::env::var(CASE) {
@@ -48,6 +55,8 @@ fn main() {
                 "dynamic_orphans" => dynamic_orphans(),
                 "dynamic_static" => dynamic_static(),
                 "dynamic_refused" => dynamic_refused(),
+                "dynamic_many" => dynamic_many(),
+                "dynamic_host" => dynamic_host(),
                 "crash" => crash(),
                 "exit" => exit_in_task(),
                 "stopped" => stopped(),
@@ -90,6 +99,9 @@ fn mpirun() -> Command {
             cmd.arg("--allow-run-as-root");
         }
         cmd.args(["-x", CASE]);
+        if std::env::var_os(OTHER_HOST).is_some() {
+            cmd.args(["-x", OTHER_HOST]);
+        }
     }
     cmd
 }
@@ -191,6 +203,11 @@ fn drive() {
         println!("mpi: test");
         return;
     }
+    // Arguments select checks by a part of their name, as libtest's filters do.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let mut passed = 0;
     let mut failed = Vec::new();
     let checks: &[(&str, fn())] = &[
@@ -220,6 +237,14 @@ fn drive() {
             "dynamic mode: a spawn the MPI library refuses is an error, and the end is clean",
             check_dynamic_refused,
         ),
+        (
+            "dynamic mode: three pools alive at once, each started while the others work",
+            check_dynamic_many,
+        ),
+        (
+            "dynamic mode: a worker spawned on a named host runs there",
+            check_dynamic_host,
+        ),
         ("a worker rank that crashes ends the job", check_crash),
         ("a task that exits its rank ends the job", check_exit),
         ("a stopped rank fails pending futures", check_stopped),
@@ -234,6 +259,9 @@ fn drive() {
         ),
     ];
     for (name, check) in checks {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
         let started = Instant::now();
         match std::panic::catch_unwind(check) {
             Ok(()) => {
@@ -352,6 +380,31 @@ fn check_dynamic_static() {
     said_and_left_nothing(&job, "dynamic_static", "dynamic_static: returning");
 }
 
+fn check_dynamic_many() {
+    let job = run_job(alone(), "dynamic_many", LONG * 2);
+    assert_eq!(job.code, Some(0), "{}", job.output);
+    said_and_left_nothing(&job, "dynamic_many", "dynamic_many: ok");
+}
+
+/// The host to spawn on: `CF_MPI_OTHER_HOST`, a host of the job's hostfile other than
+/// rank 0's (the two-host CI run, `.ci/mpi-two-hosts`, sets it), else this one.
+fn spawn_host() -> String {
+    std::env::var(OTHER_HOST).unwrap_or_else(|_| hostname(()))
+}
+
+fn check_dynamic_host() {
+    let host = spawn_host();
+    let mut cmd = mpirun();
+    cmd.env(OTHER_HOST, &host).args(["-n", "1"]).arg(exe());
+    let job = run_job(cmd, "dynamic_host", LONG * 2);
+    assert_eq!(job.code, Some(0), "{}", job.output);
+    said_and_left_nothing(
+        &job,
+        "dynamic_host",
+        &format!("dynamic_host: the worker runs on {host}"),
+    );
+}
+
 fn check_dynamic_refused() {
     let job = run_job(alone(), "dynamic_refused", LONG * 2);
     assert_eq!(job.code, Some(0), "{}", job.output);
@@ -366,6 +419,10 @@ fn check_crash() {
         "mpirun did not say how the rank died:\n{}",
         job.output
     );
+    if let Ok(other) = std::env::var(OTHER_HOST) {
+        let said = format!("crash: the worker ranks run on {other}");
+        assert!(job.output.contains(&said), "{}", job.output);
+    }
     assert_all_gone(&printed_pids(&job.output), "crash");
 }
 
@@ -476,6 +533,33 @@ fn suite() -> i32 {
             failed += 1;
         }
     }
+    // Sessions with an initializer (rank 0's runs on every worker rank): a failed one
+    // breaks its pool only, and the next session's runs on the same ranks.
+    let broken = MpiPoolExecutor::builder()
+        .initializer(bad_init)
+        .start()
+        .expect("a pool whose initializer fails still starts");
+    if let Some(pool) = broken {
+        let ok = run_test(
+            "failed_initializer_breaks_the_pool",
+            failed_initializer_breaks_the_pool,
+            pool,
+        );
+        (passed, failed) = (passed + usize::from(ok), failed + usize::from(!ok));
+    }
+    let token = new_init_token();
+    let with_init = MpiPoolExecutor::builder()
+        .initializer_with(record_init, token)
+        .start()
+        .expect("start a pool with an initializer");
+    if let Some(pool) = with_init {
+        let ok = run_test(
+            "initializer_runs_once_on_every_rank_before_its_first_task",
+            initializer_ran_once_everywhere,
+            pool,
+        );
+        (passed, failed) = (passed + usize::from(ok), failed + usize::from(!ok));
+    }
     // A session with settings of its own (every rank builds it alike).
     let configured = MpiPoolExecutor::builder()
         .window(1)
@@ -531,7 +615,125 @@ const POOL_CHECKS: &[Test] = &[
         callback_may_wait_on_another_task,
     ),
     ("map_of_many_items", map_of_many_items),
+    (
+        "max_workers_is_0_after_shutdown",
+        max_workers_is_0_after_shutdown,
+    ),
 ];
+
+/// As mpi4py's `num_workers`: the workers of a pool that was shut down are not its own any
+/// more.
+fn max_workers_is_0_after_shutdown(pool: &MpiPoolExecutor) {
+    assert_eq!(pool.max_workers(), pool.ranks().len());
+    assert!(pool.max_workers() > 0);
+    assert_eq!(pool.submit(common::double, 4).result_timeout(LONG), Ok(8));
+    pool.shutdown(true);
+    assert_eq!(pool.max_workers(), 0);
+    assert!(matches!(
+        pool.try_submit(common::double, 1),
+        Err(SubmitError::Shutdown)
+    ));
+}
+
+// ----- initializers -----
+
+/// The tokens of the initializers this process ran, in order.
+static INIT_LOG: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+/// The token rank 0 gave the current pool's initializer.
+static INIT_TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A token no earlier initializer of this job used.
+fn new_init_token() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    INIT_TOKEN.store(t, std::sync::atomic::Ordering::SeqCst);
+    t
+}
+
+fn record_init(token: u64) {
+    INIT_LOG.lock().unwrap().push(token);
+}
+
+/// This worker's pid and the initializers it ran.
+fn init_log(_: ()) -> (u32, Vec<u64>) {
+    (std::process::id(), INIT_LOG.lock().unwrap().clone())
+}
+
+fn bad_init() {
+    panic!("no config");
+}
+
+static PLAIN_INITS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn count_init() {
+    PLAIN_INITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// This worker's pid and how many times `count_init` ran in it.
+fn plain_inits(_: ()) -> (u32, u32) {
+    (
+        std::process::id(),
+        PLAIN_INITS.load(std::sync::atomic::Ordering::SeqCst),
+    )
+}
+
+/// Runs `task` until every worker of the pool answered (bounded); each worker's answer.
+fn from_every_worker<R: concurrent_futures::Payload + Clone>(
+    pool: &MpiPoolExecutor,
+    task: fn(()) -> (u32, R),
+) -> std::collections::HashMap<u32, R> {
+    let pids: HashSet<u32> = pool.ranks().iter().map(|r| r.pid).collect();
+    assert!(!pids.is_empty());
+    let mut seen = std::collections::HashMap::new();
+    let deadline = Instant::now() + LONG;
+    while seen.len() < pids.len() {
+        assert!(Instant::now() < deadline, "not every worker ran a task");
+        let futs: Vec<_> = (0..20).map(|_| pool.submit(task, ())).collect();
+        for f in futs {
+            let (pid, r) = f.result_timeout(LONG).expect("the task ran");
+            assert!(pids.contains(&pid), "a task ran outside the workers");
+            seen.insert(pid, r);
+        }
+    }
+    seen
+}
+
+/// Every worker ran this pool's initializer exactly once, before its first task.
+fn initializer_ran_once_everywhere(pool: &MpiPoolExecutor) {
+    let token = INIT_TOKEN.load(std::sync::atomic::Ordering::SeqCst);
+    for (pid, log) in from_every_worker(pool, init_log) {
+        assert_eq!(
+            log.iter().filter(|&&t| t == token).count(),
+            1,
+            "worker {pid} ran this pool's initializer other than once: {log:?}"
+        );
+        assert_eq!(log.last(), Some(&token), "worker {pid}: {log:?}");
+    }
+}
+
+/// A panicking initializer breaks the pool: every submission says why.
+fn failed_initializer_breaks_the_pool(pool: &MpiPoolExecutor) {
+    for _ in 0..3 {
+        match pool.try_submit(common::double, 1) {
+            Err(SubmitError::Broken(m)) => {
+                assert!(m.contains("initializer failed"), "{m}");
+                assert!(m.contains("no config"), "{m}");
+            }
+            other => panic!("expected a broken pool, got {other:?}"),
+        }
+    }
+    let fut = pool.submit(common::double, 1);
+    assert!(
+        matches!(
+            fut.result_timeout(LONG),
+            Err(TaskError::Submit(SubmitError::Broken(_)))
+        ),
+        "{:?}",
+        fut.result_timeout(LONG)
+    );
+}
 
 /// The shared behavioural suite, for this backend.
 const SUITE: &[Test] = suite_table!(MpiPoolExecutor);
@@ -589,14 +791,14 @@ fn panics_fail_the_task_and_the_rank_lives(pool: &MpiPoolExecutor) {
             other => panic!("expected a panic, got {other:?}"),
         }
     }
-    // Both ranks still serve.
-    let pids: HashSet<u32> = (0..20)
-        .map(|_| pool.submit(whoami, ()))
-        .collect::<Vec<_>>()
-        .iter()
-        .map(|f| f.result().unwrap())
-        .collect();
-    assert_eq!(pids.len(), 2);
+    // Every rank still serves (asked until each answered: how 20 quick tasks spread over
+    // the ranks depends on how fast each comes back, which a loaded machine changes).
+    let served = from_every_worker(pool, pid_only);
+    assert_eq!(served.len(), pool.ranks().len());
+}
+
+fn pid_only(_: ()) -> (u32, ()) {
+    (std::process::id(), ())
 }
 
 fn checksum(b: Bytes) -> (usize, u64) {
@@ -774,6 +976,30 @@ fn singleton() -> i32 {
     assert_ne!(pid, std::process::id(), "tasks run in other processes");
     assert_eq!(pool.map(common::double, 0..100u64).count(), 100);
     pool.shutdown(true);
+    assert_eq!(pool.max_workers(), 0, "a pool shut down reports no workers");
+    // An initializer runs in every local worker, once, before its first task.
+    let pool = MpiPoolExecutor::builder()
+        .local_workers(2)
+        .initializer(count_init)
+        .start()
+        .expect("local workers with an initializer")
+        .expect("the only rank is the client");
+    let futs: Vec<_> = (0..20).map(|_| pool.submit(plain_inits, ())).collect();
+    for f in futs {
+        let (pid, inits) = f.result_timeout(LONG).unwrap();
+        assert_ne!(pid, std::process::id());
+        assert_eq!(inits, 1, "worker {pid} ran the initializer {inits} times");
+    }
+    drop(pool);
+    // The local processes' initializer takes no argument: said up front.
+    match MpiPoolExecutor::builder()
+        .local_workers(2)
+        .initializer_with(record_init, 5)
+        .start()
+    {
+        Err(BuildError::Mpi(m)) => assert!(m.contains("initializer"), "{m}"),
+        other => panic!("expected an error, got {:?}", other.map(|p| p.is_some())),
+    }
     // Asked for no local workers, it says why instead.
     match MpiPoolExecutor::builder().local_workers(0).start() {
         Err(BuildError::Mpi(m)) => assert!(m.contains("mpirun"), "{m}"),
@@ -836,10 +1062,73 @@ fn dynamic() -> i32 {
         300
     );
     drop(three);
+    // A plain initializer, on the kept three, which never ran one.
+    let three = MpiPoolExecutor::builder()
+        .max_workers(3)
+        .initializer(count_init)
+        .start()
+        .expect("start")
+        .expect("the pool");
+    for (pid, inits) in from_every_worker(&three, plain_inits) {
+        assert!(
+            three_pids.contains(&pid),
+            "the kept workers were not reused"
+        );
+        assert_eq!(inits, 1, "worker {pid} ran the initializer {inits} times");
+    }
+    drop(three);
     assert!(matches!(
         MpiPoolExecutor::builder().max_workers(0).start(),
         Err(BuildError::ZeroWorkers)
     ));
+    // An initializer on spawned workers; the kept workers run the next pool's, and a
+    // failed one breaks its pool only (the workers serve the next).
+    let first = new_init_token();
+    let with_init = MpiPoolExecutor::builder()
+        .max_workers(2)
+        .initializer_with(record_init, first)
+        .start()
+        .expect("start")
+        .expect("the pool");
+    assert!(run_test(
+        "initializer_runs_once_on_every_spawned_worker",
+        initializer_ran_once_everywhere,
+        with_init
+    ));
+    let broken = MpiPoolExecutor::builder()
+        .max_workers(2)
+        .initializer(bad_init)
+        .start()
+        .expect("a pool whose initializer fails still starts")
+        .expect("the pool");
+    let broken_pids: HashSet<u32> = broken.ranks().iter().map(|r| r.pid).collect();
+    assert_eq!(broken_pids, expected, "the kept workers were not reused");
+    assert!(run_test(
+        "failed_initializer_breaks_the_pool",
+        failed_initializer_breaks_the_pool,
+        broken
+    ));
+    let second = new_init_token();
+    let kept = MpiPoolExecutor::builder()
+        .max_workers(2)
+        .initializer_with(record_init, second)
+        .start()
+        .expect("start")
+        .expect("the pool");
+    let kept_pids: HashSet<u32> = kept.ranks().iter().map(|r| r.pid).collect();
+    assert_eq!(kept_pids, expected, "the kept workers were not reused");
+    for (pid, log) in from_every_worker(&kept, init_log) {
+        assert_eq!(
+            (
+                log.iter().filter(|&&t| t == first).count(),
+                log.iter().filter(|&&t| t == second).count(),
+                log.last()
+            ),
+            (1, 1, Some(&second)),
+            "worker {pid}: {log:?}"
+        );
+    }
+    drop(kept);
     let mut tests: Vec<Test> = SUITE.to_vec();
     tests.extend_from_slice(POOL_CHECKS);
     let (mut passed, mut failed) = (0, 0);
@@ -854,6 +1143,119 @@ fn dynamic() -> i32 {
     }
     println!("\ndynamic: {passed} passed, {failed} failed");
     i32::from(failed > 0)
+}
+
+/// A dynamic pool of one worker, started within `LONG` (or failing).
+fn pool_of_one() -> MpiPoolExecutor {
+    MpiPoolExecutor::builder()
+        .max_workers(1)
+        .start_timeout(LONG)
+        .start()
+        .expect("a dynamic pool starts while others are alive")
+        .expect("dynamic mode returns the pool on the caller")
+}
+
+/// The pid of a pool's only worker, as its tasks report it.
+fn worker_pid(pool: &MpiPoolExecutor) -> u32 {
+    let ranks = pool.ranks();
+    let [rank] = &ranks[..] else {
+        panic!("not one worker: {ranks:?}");
+    };
+    let futs: Vec<_> = (0..20).map(|_| pool.submit(whoami, ())).collect();
+    for f in futs {
+        assert_eq!(f.result_timeout(LONG), Ok(rank.pid));
+    }
+    rank.pid
+}
+
+/// Three dynamic pools alive at once (mpi4py's tests run three `MPIPoolExecutor(1)`): each
+/// starts while the others are alive and one is busy (two of them from two threads at
+/// once), each runs its tasks on its own worker, they shut down in any order, and a new
+/// pool takes a kept worker.
+fn dynamic_many() -> i32 {
+    let mut gate = Gate::closed();
+    let a = pool_of_one();
+    print_pids(&a);
+    let pa = worker_pid(&a);
+    // `a`'s worker holds a task: its session is busy while the others start and work.
+    let held = a.submit(common::hold, (gate.path(), 1));
+    common::eventually("the first pool's worker holds its task", || held.running());
+    let (b, c) = std::thread::scope(|s| {
+        let c = s.spawn(pool_of_one);
+        let b = pool_of_one();
+        (b, c.join().expect("the second start panicked"))
+    });
+    print_pids(&b);
+    print_pids(&c);
+    let (pb, pc) = (worker_pid(&b), worker_pid(&c));
+    assert_eq!(
+        HashSet::from([pa, pb, pc]).len(),
+        3,
+        "the pools share workers"
+    );
+    assert!(!held.done(), "the held task ended early");
+    // `b` ends first, while `a` still holds its task: its worker is kept, and a new pool
+    // of one takes it.
+    b.shutdown(true);
+    assert_eq!(b.max_workers(), 0);
+    let d = pool_of_one();
+    assert_eq!(worker_pid(&d), pb, "the kept worker was not reused");
+    gate.open();
+    assert_eq!(held.result_timeout(LONG), Ok(1));
+    assert_eq!(worker_pid(&a), pa);
+    drop(c);
+    drop(a);
+    assert_eq!(worker_pid(&d), pb);
+    drop(d);
+    let e = pool_of_one();
+    assert!(
+        [pa, pb, pc].contains(&worker_pid(&e)),
+        "a kept worker was not reused"
+    );
+    drop(e);
+    println!("dynamic_many: ok");
+    0
+}
+
+/// The host a task runs on (the kernel's host name, as `hostname` prints it).
+fn hostname(_: ()) -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("the host name")
+        .trim()
+        .to_string()
+}
+
+/// A worker spawned with the `host` hint runs on that host: MPI says so, and so does the
+/// kernel where its task runs.
+fn dynamic_host() -> i32 {
+    let host = spawn_host();
+    let pool = MpiPoolExecutor::builder()
+        .max_workers(1)
+        .spawn_info("host", &host)
+        .start_timeout(LONG)
+        .start()
+        .expect("spawn a worker on the named host")
+        .expect("dynamic mode returns the pool on the caller");
+    print_pids(&pool);
+    let ranks = pool.ranks();
+    assert_eq!(
+        ranks.iter().map(|r| r.host.as_str()).collect::<Vec<_>>(),
+        vec![host.as_str()]
+    );
+    assert_eq!(
+        pool.submit(hostname, ()).result_timeout(LONG),
+        Ok(host.clone())
+    );
+    assert_eq!(
+        pool.submit(whoami, ()).result_timeout(LONG),
+        Ok(ranks[0].pid)
+    );
+    drop(pool);
+    println!(
+        "dynamic_host: the worker runs on {host} (the client on {})",
+        hostname(())
+    );
+    0
 }
 
 /// `"mpi:2"` under `mpirun -n 1`: the generic code of any pool, on spawned workers.
@@ -976,6 +1378,15 @@ fn crash() -> i32 {
         return 0;
     };
     print_pids(&pool);
+    if let Ok(other) = std::env::var(OTHER_HOST) {
+        // The rank that crashes is on another host than rank 0.
+        assert!(
+            pool.ranks().iter().all(|r| r.host == other),
+            "{:?} not all on {other}",
+            pool.ranks()
+        );
+        println!("crash: the worker ranks run on {other}");
+    }
     let fut = pool.submit(crash_now, ());
     // mpirun ends the job: this never returns.
     let _ = fut.result_timeout(LONG);

@@ -575,12 +575,12 @@ fn a_worker_retired_after_a_blocking_wait_is_replaced() {
 
 // ===== nested waits =====
 
-/// A callback that runs on the pool's manager thread (nobody waits on the future, so the
-/// manager reads its result) and itself waits on another task of the same pool: the manager
-/// thread reads that result itself.
+/// A callback of a future whose result the manager thread read (nobody waits on it) runs
+/// on a thread of the pool's callbacks, not on the manager thread, and may wait on another
+/// task of the same pool: the manager thread goes on reading results meanwhile.
 #[test]
-fn a_callback_on_the_manager_thread_may_wait_on_its_own_pool() {
-    let _w = watchdog("a_callback_on_the_manager_thread_may_wait_on_its_own_pool");
+fn a_callback_of_a_result_the_manager_read_may_wait_on_its_own_pool() {
+    let _w = watchdog("a_callback_of_a_result_the_manager_read_may_wait_on_its_own_pool");
     let pool = std::sync::Arc::new(pool(2));
     let (tx, rx) = std::sync::mpsc::channel();
     let inner = pool.clone();
@@ -596,7 +596,7 @@ fn a_callback_on_the_manager_thread_may_wait_on_its_own_pool() {
     });
     gate.open();
     let (own, nested, timed, thread) = rx.recv_timeout(LONG).expect("the callback ran");
-    assert_eq!(thread.as_deref(), Some("cf-process-manager"));
+    assert_eq!(thread.as_deref(), Some("cf-process-callbacks"));
     assert_eq!(own, Ok(2));
     assert_eq!(nested, Ok(40));
     assert_eq!(timed, Ok(60));
@@ -695,4 +695,11 @@ fn a_task_limit_replaces_the_pools() {
     gate.open();
     assert!(longer.result_timeout(LONG).is_ok());
     let _ = std::fs::remove_file(&running);
+}
+
+#[test]
+fn map_of_a_slow_input_yields_each_result_before_the_item_after_next() {
+    let _w = watchdog("map_of_a_slow_input_yields_each_result_before_the_item_after_next");
+    let pool = ProcessPoolExecutor::new(1);
+    common::suite::map_of_a_slow_input_yields_each_result_before_the_item_after_next(&pool);
 }

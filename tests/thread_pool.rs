@@ -755,6 +755,10 @@ fn map_iterators_can_move_to_another_thread() {
 
 static AHEAD_PULLED: AtomicUsize = AtomicUsize::new(0);
 
+/// Python's `buffersize` counts tasks (here chunks of `chunksize` items) submitted and not
+/// yet yielded; each step submits the next before it yields: while chunk `k` is drained,
+/// exactly `buffersize + k + 1` chunks were taken. (Before, the thread pool's blocks took the
+/// next block only once the front one was drained.)
 #[test]
 fn map_buffersize_bounds_the_items_taken_ahead() {
     let _w = watchdog("map_buffersize_bounds_the_items_taken_ahead");
@@ -768,9 +772,12 @@ fn map_buffersize_bounds_the_items_taken_ahead() {
     let mut it = pool.map_with(common::double, input, opts);
     for i in 0..100u64 {
         assert_eq!(it.next(), Some(Ok(2 * i)));
-        // At most `buffersize` chunks of `chunksize` items taken and not yet yielded.
-        let ahead = AHEAD_PULLED.load(Ordering::SeqCst) - (i as usize + 1);
-        assert!(ahead < 15, "{ahead} items taken ahead after {i}");
+        let chunk = i as usize / 5;
+        assert_eq!(
+            AHEAD_PULLED.load(Ordering::SeqCst),
+            5 * (3 + chunk + 1),
+            "after {i}"
+        );
     }
 }
 
@@ -792,4 +799,11 @@ fn map_with_a_huge_chunksize_takes_what_there_is() {
             .map(|x| x * 2)
             .collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn map_of_a_slow_input_yields_each_result_before_the_item_after_next() {
+    let _w = watchdog("map_of_a_slow_input_yields_each_result_before_the_item_after_next");
+    let pool = ThreadPoolExecutor::new(2);
+    common::suite::map_of_a_slow_input_yields_each_result_before_the_item_after_next(&pool);
 }

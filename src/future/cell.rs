@@ -59,6 +59,9 @@ pub(crate) fn is_done(s: u32) -> bool {
 /// A callback waiting for the future.
 pub(crate) type Callback<T> = Box<dyn FnOnce(&Future<T>) + Send>;
 
+/// A finished future's callbacks, left to run on another thread (`Core::finish_deferring`).
+pub(crate) type Deferred = Box<dyn FnOnce() + Send>;
+
 /// Something that must hear about completion. The list is guarded by `Core::listeners`
 /// (one `Vec` of these keeps an idle future small: most futures never get a listener).
 pub(crate) enum Listener<T> {
@@ -206,6 +209,40 @@ impl<T> Core<T> {
         self.publish(FINISHED, outcome, handle);
     }
 
+    /// As [`finish`](Self::finish), but the callbacks are not run here: the threads blocked
+    /// on the future and the wait sets are woken at once, and the callbacks (then the
+    /// `NOTIFIED` mark and the awaiting task's waker) are returned, to be run on another
+    /// thread. `None` if there is no callback (everything was done here). For a pool's
+    /// thread that moves work, which must never run user code that may wait on that work.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn finish_deferring(
+        &self,
+        value: Result<T, TaskError>,
+        handle: &Future<T>,
+    ) -> Option<Deferred>
+    where
+        T: Send + Sync + 'static,
+    {
+        let outcome = if value.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failed
+        };
+        // SAFETY: as in `finish` (same caller contract): this thread owns the slot, and
+        // the write happens-before the Release publish in `set_done`.
+        self.value.with_mut(|slot| unsafe { *slot = Some(value) });
+        if self.set_done(FINISHED) & LISTENERS == 0 {
+            return None;
+        }
+        let rest = self.wake_waiters(outcome);
+        if !rest.iter().any(|l| matches!(l, Listener::Callback(_))) {
+            self.run_listeners(rest, handle);
+            return None;
+        }
+        let handle = handle.handle();
+        Some(Box::new(move || handle.core().run_listeners(rest, &handle)))
+    }
+
     /// Python's `cancel`: PENDING → CANCELLED. True if the future is (now) cancelled.
     pub(crate) fn cancel(&self, handle: &Future<T>) -> bool {
         let mut s = self.state.load(Relaxed);
@@ -235,6 +272,13 @@ impl<T> Core<T> {
 
     /// Moves the state to `done` (FINISHED or CANCELLED) and notifies whoever listens.
     fn publish(&self, done: u32, outcome: Outcome, handle: &Future<T>) {
+        if self.set_done(done) & LISTENERS != 0 {
+            self.notify(outcome, handle);
+        }
+    }
+
+    /// Moves the state to `done` (NOTIFIED too if nobody listens); the state before.
+    fn set_done(&self, done: u32) -> u32 {
         let mut s = self.state.load(Relaxed);
         loop {
             let mut next = (s & !(STATE_MASK | COMPLETING)) | done;
@@ -242,12 +286,7 @@ impl<T> Core<T> {
                 next |= NOTIFIED;
             }
             match self.state.compare_exchange_weak(s, next, AcqRel, Relaxed) {
-                Ok(prev) => {
-                    if prev & LISTENERS != 0 {
-                        self.notify(outcome, handle);
-                    }
-                    return;
-                }
+                Ok(prev) => return prev,
                 Err(now) => s = now,
             }
         }
@@ -256,6 +295,13 @@ impl<T> Core<T> {
     /// The slow path of completion: wake blocked threads and wait sets, run callbacks,
     /// then mark NOTIFIED and wake an awaiting task.
     fn notify(&self, outcome: Outcome, handle: &Future<T>) {
+        let rest = self.wake_waiters(outcome);
+        self.run_listeners(rest, handle);
+    }
+
+    /// The part of notifying that runs no user code: wakes the threads blocked on the
+    /// future and the wait sets. Returns the listeners left (callbacks, wakers).
+    fn wake_waiters(&self, outcome: Outcome) -> Listeners<T> {
         let mut listeners = {
             let mut l = sync::lock(&self.listeners);
             self.cond.notify_all();
@@ -266,8 +312,15 @@ impl<T> Core<T> {
                 set.notify(*index, outcome);
             }
         }
+        listeners.retain(|l| !matches!(l, Listener::Set(..)));
+        listeners
+    }
+
+    /// The rest of notifying: runs the callbacks in order, then marks NOTIFIED and wakes
+    /// an awaiting task.
+    fn run_listeners(&self, listeners: Listeners<T>, handle: &Future<T>) {
         let mut wakers = Vec::new();
-        for l in listeners.drain(..) {
+        for l in listeners {
             match l {
                 Listener::Callback(cb) => crate::unwind::run_callback(|| cb(handle)),
                 Listener::Waker(w) => wakers.push(w),

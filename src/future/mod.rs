@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 // (`RUNNING` and the two constructors below serve the process and MPI pools: Linux only.)
 #[cfg_attr(not(target_os = "linux"), allow(unused_imports))]
 pub(crate) use cell::{
-    CANCELLED, Core, FINISHED, FnCell, INLINE, NOTIFIED, RUNNING, STATE_MASK, TAKEN, is_done,
+    CANCELLED, Core, Deferred, FINISHED, FnCell, INLINE, NOTIFIED, RUNNING, STATE_MASK, TAKEN,
+    is_done,
 };
 
 use crate::error::{InvalidStateError, TaskError};
@@ -445,8 +446,10 @@ impl<T> Future<T> {
     ///
     /// Every callback runs exactly once, in the order added. If the future is already done
     /// the callback runs at once on this thread; otherwise on the thread that completes (or
-    /// cancels) the future. A panicking callback is reported on stderr and does not stop the
-    /// other callbacks or harm the worker.
+    /// cancels) the future, except on a process pool, whose callbacks run on threads of
+    /// their own (never on a thread that reads results: a callback may wait on the pool).
+    /// A panicking callback is reported on stderr and does not stop the other callbacks or
+    /// harm the worker.
     ///
     /// ```
     /// use concurrent_futures::Future;
@@ -512,6 +515,16 @@ impl<T> Future<T> {
     /// called `claim`). Used by backends that finish tasks off-thread.
     pub(crate) fn finish_claimed(&self, value: Result<T, TaskError>) {
         self.core().finish(value, self);
+    }
+
+    /// As `finish_claimed`, leaving the callbacks to the caller to run elsewhere (see
+    /// `Core::finish_deferring`).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn finish_claimed_deferring(&self, value: Result<T, TaskError>) -> Option<Deferred>
+    where
+        T: Send + Sync + 'static,
+    {
+        self.core().finish_deferring(value, self)
     }
 
     /// Waits for `ready`, running the task inline (if `help`, the task has not started and

@@ -8,11 +8,21 @@
 //! that initialized it. So the first `MpiPoolExecutor::start` starts a thread, `cf-mpi`,
 //! that calls `MPI_Init_thread` and lives until the process exits: an `atexit` handler asks
 //! it to call `MPI_Finalize` (or `MPI_Abort`, when a rank was lost and finalizing would wait
-//! for it forever). On the client rank this thread runs the dispatcher, which owns all MPI
-//! traffic, so `MPI_THREAD_FUNNELED` is all the client needs. When the library grants
-//! `MPI_THREAD_SERIALIZED` (Open MPI and MPICH do), two hand-offs per task are saved: on the
-//! client, a user thread blocked on a future drives the dispatcher itself, under its lock;
-//! on a worker, the thread that runs the tasks probes and sends between them.
+//! for it forever). It also runs the calls that set a session up or take it down (spawn,
+//! handshake, disconnect). With `MPI_THREAD_FUNNELED` only, it runs the client's dispatcher
+//! too, one session at a time. When the library grants `MPI_THREAD_SERIALIZED` (Open MPI
+//! and MPICH do), each session of the client runs on a thread of its own, so several pools
+//! (and the spawn of another) go on at once; and two hand-offs per task are saved: on the
+//! client, a user thread blocked on a future drives the dispatcher itself; on a worker, the
+//! thread that runs the tasks probes and sends between them.
+//!
+//! # One MPI lock per process
+//!
+//! Every MPI call after `MPI_Init` is made under one lock ([`serial`], or a [`Serial`]
+//! that guards a session's state with it), whichever thread makes it: that is what keeps
+//! the calls of several sessions, and of the MPI thread's jobs, from overlapping, as
+//! `MPI_THREAD_SERIALIZED` requires. A call that blocks in MPI (a spawn) holds it, so the
+//! other sessions pause meanwhile.
 //!
 //! # No burnt cores
 //!
@@ -21,8 +31,9 @@
 //! are `MPI_Isend` tested later, and an idle loop waits with [`Backoff`].
 
 use super::error::MpiError;
+use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::sync::{Mutex, MutexGuard, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use ::mpi::ffi;
@@ -47,13 +58,69 @@ enum Job {
 
 static ENV: OnceLock<Result<Env, MpiError>> = OnceLock::new();
 
-thread_local! {
-    static MPI_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+/// The process's MPI lock. Every MPI call after `MPI_Init` is made under it, so calls from
+/// several threads never overlap (`MPI_THREAD_SERIALIZED`), whatever they serve: the
+/// sessions of several pools alive at once, a spawn or a handshake for a new one, a
+/// worker's task thread and its helper.
+static MPI: Mutex<()> = Mutex::new(());
+
+/// Takes the process's MPI lock, for MPI calls made on state that one thread owns (a
+/// handshake's `Port`, a spawn). Never taken while a [`Serial`] is locked on this thread.
+pub(crate) fn serial() -> MutexGuard<'static, ()> {
+    MPI.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// True on the process's MPI thread.
-pub(crate) fn on_mpi_thread() -> bool {
-    MPI_THREAD.with(|t| t.get())
+/// State that makes MPI calls and is shared between threads (a session's dispatcher, a
+/// worker's link): reached only under the process's MPI lock, so that locking it is what
+/// serializes its MPI calls with every other MPI call of the process, at the cost of one
+/// lock (a `Mutex` of its own would take two).
+pub(crate) struct Serial<T> {
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the value is reached only through a `SerialGuard`, which holds the process's MPI
+// lock for as long as it lives; the lock is held by one guard at a time, so at most one
+// thread reaches any `Serial`'s value at a time, as with a `Mutex<T>` (hence `T: Send`).
+unsafe impl<T: Send> Sync for Serial<T> {}
+
+impl<T> Serial<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Serial {
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Takes the process's MPI lock and reaches the value (not reentrant: a thread that
+    /// holds the lock must not take it again).
+    pub(crate) fn lock(&self) -> SerialGuard<'_, T> {
+        SerialGuard {
+            _mpi: serial(),
+            value: &self.value,
+        }
+    }
+}
+
+/// A [`Serial`]'s value, reached under the process's MPI lock.
+pub(crate) struct SerialGuard<'a, T> {
+    _mpi: MutexGuard<'static, ()>,
+    value: &'a UnsafeCell<T>,
+}
+
+impl<T> std::ops::Deref for SerialGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: this guard holds the MPI lock, so no other guard, of this `Serial` or any
+        // other, exists now (see `Serial`); the reference cannot outlive the guard.
+        unsafe { &*self.value.get() }
+    }
+}
+
+impl<T> std::ops::DerefMut for SerialGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference through this
+        // guard.
+        unsafe { &mut *self.value.get() }
+    }
 }
 /// A rank stopped answering: finalizing would wait for it forever, so the job is aborted.
 static LOST: AtomicBool = AtomicBool::new(false);
@@ -107,7 +174,6 @@ fn start_mpi_thread(timeout: Duration) -> Result<Env, MpiError> {
     let thread = std::thread::Builder::new()
         .name("cf-mpi".into())
         .spawn(move || {
-            MPI_THREAD.with(|t| t.set(true));
             let Some((universe, threading)) =
                 ::mpi::initialize_with_threading(::mpi::Threading::Serialized)
             else {
@@ -147,7 +213,9 @@ fn start_mpi_thread(timeout: Duration) -> Result<Env, MpiError> {
                 }
             }
             idle_yield::give_back();
+            let mpi = serial();
             drop(universe); // MPI_Finalize
+            drop(mpi);
             if let Some(done) = finalized {
                 let _ = done.send(());
             }
@@ -354,9 +422,9 @@ pub(crate) struct Comm {
 }
 
 // SAFETY: an `MPI_Comm` is a handle (a pointer in Open MPI) that MPI lets any thread use,
-// one call at a time under `MPI_THREAD_SERIALIZED`; calls through it are made by the MPI
-// thread or, when the library granted SERIALIZED, by the one thread that holds the
-// session's lock. The handle itself is never written after it is made.
+// one call at a time under `MPI_THREAD_SERIALIZED`; calls through it are made under the
+// process's MPI lock, by the MPI thread or, when the library granted SERIALIZED, by another
+// thread. The handle itself is never written after it is made.
 unsafe impl Send for Comm {}
 // SAFETY: as above: shared references only copy the handle.
 unsafe impl Sync for Comm {}
@@ -380,6 +448,7 @@ impl Comm {
     /// (`MPI_Comm_get_parent`). MPI must be initialized.
     pub(crate) fn parent() -> Option<Comm> {
         let mut raw = std::mem::MaybeUninit::<ffi::MPI_Comm>::uninit();
+        let _mpi = serial();
         // SAFETY: MPI is initialized (the caller holds an `Env`); `raw` is written by
         // `MPI_Comm_get_parent` before it is read, and compared with the null handle.
         unsafe {
@@ -392,7 +461,8 @@ impl Comm {
     /// Starts `n` copies of this executable as workers, from this process alone
     /// (`MPI_Comm_spawn` over `MPI_COMM_SELF`), with `info`'s keys (placement hints: `host`,
     /// `map_by`, ...). Their `main` never runs: each serves the session before it (see
-    /// `SPAWNED_WORKER_ARG`). Must be called on the MPI thread.
+    /// `SPAWNED_WORKER_ARG`). Must be called on the MPI thread; takes the MPI lock (so the
+    /// sessions of other pools of this process pause while it runs).
     pub(crate) fn spawn(n: usize, info: &[(String, String)]) -> Result<Comm, MpiError> {
         use std::ffi::CString;
         let fail = |what: String| MpiError::Start(format!("cannot spawn {n} MPI workers: {what}"));
@@ -410,6 +480,7 @@ impl Comm {
         let mut argv = [arg.as_ptr() as *mut std::ffi::c_char, std::ptr::null_mut()];
         let mut codes = vec![0i32; n];
         let mut raw = std::mem::MaybeUninit::<ffi::MPI_Comm>::uninit();
+        let _mpi = serial();
         // SAFETY: MPI is initialized and this is the MPI thread (the caller's contract).
         // Every pointer handed to MPI outlives the calls: `exe`, `argv` (NUL-terminated, its
         // strings in `arg`), the info strings in `pairs`, and `codes` with room for `n`
@@ -455,9 +526,10 @@ impl Comm {
     }
 
     /// Ends a spawned session's connection (`MPI_Comm_disconnect`, which waits for the
-    /// other side to disconnect too); nothing for the world.
+    /// other side to disconnect too); nothing for the world. Takes the MPI lock.
     pub(crate) fn disconnect(mut self) {
         if self.spawned {
+            let _mpi = serial();
             // SAFETY: `raw` is a live intercommunicator from `MPI_Comm_spawn` or
             // `MPI_Comm_get_parent`. It is disconnected once and not used after: the two
             // callers (`spawned::release_idle` on the client, `spawned::serve_parent` on a
@@ -496,17 +568,18 @@ struct InFlight {
     _buf: Vec<u8>,
 }
 
-/// One rank's sends in flight and its probes. Used by one thread at a time: the MPI thread,
-/// or (on a worker rank granted `MPI_THREAD_SERIALIZED`) whichever thread holds its lock.
+/// One rank's sends in flight and its probes. Used by one thread at a time, under the
+/// process's MPI lock (held with [`serial`], or by owning it inside a [`Serial`]).
 pub(crate) struct Port {
     comm: Comm,
     sends: Vec<InFlight>,
 }
 
 // SAFETY: a `Port` holds MPI request handles and the buffers they read. It is only used
-// through `&mut` (one thread at a time), and it only moves to another thread on a worker
-// rank where the library granted `MPI_THREAD_SERIALIZED` (`Env::serialized`), which allows
-// any thread to call MPI as long as calls do not overlap. The buffers are plain bytes.
+// through `&mut`, under the process's MPI lock (so its calls never overlap another MPI call),
+// and it only moves off the MPI thread (to a session's thread, a worker's task thread) where
+// the library granted `MPI_THREAD_SERIALIZED` (`Env::serialized`), which allows any thread
+// to call MPI as long as calls do not overlap. The buffers are plain bytes.
 unsafe impl Send for Port {}
 
 /// The largest message MPI can count in one send (`int` elements of one byte).
@@ -627,8 +700,12 @@ impl Port {
 
 impl Drop for Port {
     fn drop(&mut self) {
-        // The buffers must outlive their sends.
-        self.flush();
+        // The buffers must outlive their sends. (A port dropped with sends in flight takes
+        // the MPI lock: it is never dropped under it.)
+        if self.sending() {
+            let _mpi = serial();
+            self.flush();
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod wire;
 mod worker;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::executor::{Chunk, Executor, Payload};
 use crate::future::{Core, Future, INLINE, TaskCell, is_done};
 use crate::process::ProcessPoolExecutor;
 use crate::remote::{FnRef, Slot, codec as protocol, naming as image};
-use client::{Client, Config, Driver};
+use client::{Client, Config, Driver, Init};
 use comm::Comm;
 
 /// How long an idle loop sleeps at most between two polls, by default.
@@ -126,6 +127,8 @@ impl<T: Send + Sync> TaskCell<T> for MpiCell<T> {
 /// [`TaskError::Broken`]: crate::TaskError::Broken
 pub struct MpiPoolExecutor {
     inner: Inner,
+    /// `shutdown` was called.
+    shut: AtomicBool,
 }
 
 enum Inner {
@@ -177,6 +180,18 @@ pub struct MpiPoolBuilder {
     /// Dynamic mode: this many workers spawned by the pool.
     spawn: Option<usize>,
     spawn_info: Vec<(String, String)>,
+    /// The initializer as the workers get it (or why it cannot be sent), and what the
+    /// local fallback can do with it.
+    initializer: Option<Result<Init, String>>,
+    local_init: LocalInit,
+}
+
+/// The initializer of the local fallback (a process pool, which takes a `fn()` only).
+#[derive(Debug, Clone, Copy)]
+enum LocalInit {
+    None,
+    Plain(fn()),
+    WithArgument,
 }
 
 impl Default for MpiPoolBuilder {
@@ -188,10 +203,13 @@ impl Default for MpiPoolBuilder {
                 unresponsive_after: Duration::from_secs(60),
                 start_timeout: Duration::from_secs(300),
                 spawn: None,
+                initializer: None,
             },
             local_workers: None,
             spawn: None,
             spawn_info: Vec::new(),
+            initializer: None,
+            local_init: LocalInit::None,
         }
     }
 }
@@ -262,6 +280,62 @@ impl MpiPoolBuilder {
         self
     }
 
+    /// A function every worker runs once when it joins the pool, before any task (mpi4py's
+    /// and Python's `initializer=`): on every worker rank of a static job, on every spawned
+    /// worker in dynamic mode (kept workers run the initializer of each new pool that takes
+    /// them), and on every local worker process of the fallback. `start` returns once every
+    /// worker ran it (so it counts against [`start_timeout`](Self::start_timeout)). Rank
+    /// 0's initializer is the one that runs. If it panics on any worker, the pool is broken
+    /// (as in mpi4py and on the process pool): `start` still returns it, every submission
+    /// fails with [`SubmitError::Broken`] ("a worker's initializer failed: ..."), and the
+    /// workers, unharmed, serve the next pool.
+    ///
+    /// ```no_run
+    /// use concurrent_futures::{Executor, MpiPoolExecutor, SubmitError};
+    /// fn bad() { panic!("no config") }
+    /// fn one(_: ()) -> u8 { 1 }
+    /// let pool = MpiPoolExecutor::builder().max_workers(1).initializer(bad).start().unwrap().unwrap();
+    /// assert!(matches!(pool.try_submit(one, ()), Err(SubmitError::Broken(_))));
+    /// ```
+    pub fn initializer(mut self, init: fn()) -> Self {
+        self.initializer = Some(
+            image::init_target_of(init)
+                .map(|target| Init {
+                    target,
+                    arg: Vec::new(),
+                })
+                .map_err(|e| e.to_string()),
+        );
+        self.local_init = LocalInit::Plain(init);
+        self
+    }
+
+    /// [`initializer`](Self::initializer) with an argument, sent from rank 0 to every
+    /// worker (Python's `initializer=init, initargs=(arg,)`). The pool started alone, on
+    /// local processes, does not take one: `start` fails there with [`BuildError::Mpi`].
+    ///
+    /// ```no_run
+    /// use concurrent_futures::MpiPoolExecutor;
+    /// fn connect(url: String) { assert!(url.starts_with("db://")); }
+    /// let pool = MpiPoolExecutor::builder()
+    ///     .max_workers(2)
+    ///     .initializer_with(connect, "db://primary".to_string())
+    ///     .start();
+    /// # drop(pool);
+    /// ```
+    pub fn initializer_with<A: Payload>(mut self, init: fn(A), arg: A) -> Self {
+        let encoded = image::target_of(init)
+            .map_err(|e| e.to_string())
+            .and_then(|target| {
+                let arg = protocol::encode(&protocol::Wire(&arg))
+                    .map_err(|e| format!("the initializer's argument could not be encoded: {e}"))?;
+                Ok(Init { target, arg })
+            });
+        self.initializer = Some(encoded);
+        self.local_init = LocalInit::WithArgument;
+        self
+    }
+
     /// Dynamic mode, as mpi4py's `MPIPoolExecutor(max_workers=n)`: the pool spawns `n`
     /// worker processes of its own (`MPI_Comm_spawn`, from the calling process alone), so it
     /// works from a program started without `mpirun`, or by `mpirun -n 1`, like any pool.
@@ -272,6 +346,8 @@ impl MpiPoolBuilder {
     /// which takes them instead of spawning (a spawn costs a few hundred ms, and some MPI
     /// libraries hang after many); at program end they are told to quit and exit. Where they
     /// run is the MPI library's choice, steered by [`spawn_info`](Self::spawn_info).
+    /// Several dynamic pools may be alive at once, each with workers of its own (a start
+    /// does not wait for the other pools, which keep running while it spawns).
     ///
     /// ```no_run
     /// use concurrent_futures::{Executor, MpiPoolExecutor};
@@ -322,15 +398,27 @@ impl MpiPoolBuilder {
     /// };
     /// # drop(pool);
     /// ```
-    pub fn start(self) -> Result<Option<MpiPoolExecutor>, BuildError> {
+    pub fn start(mut self) -> Result<Option<MpiPoolExecutor>, BuildError> {
         crate::unwind::install_hook();
         spawned::ensure_linked();
         if self.spawn == Some(0) {
             return Err(BuildError::ZeroWorkers);
         }
+        self.config.initializer = self
+            .initializer
+            .take()
+            .transpose()
+            .map_err(|e| BuildError::Mpi(format!("the initializer cannot be sent: {e}")))?;
         let env =
             comm::env(self.config.start_timeout).map_err(|e| BuildError::Mpi(e.to_string()))?;
         if let Some(n) = self.spawn {
+            if !env.serialized && client::live_sessions() > 0 {
+                // Only the MPI thread may call MPI, and it serves the live session.
+                return Err(BuildError::Mpi(
+                    "the MPI library grants only MPI_THREAD_FUNNELED, so this process runs                      one MPI pool at a time; shut the other one down first"
+                        .into(),
+                ));
+            }
             let key = (n, spawn_hints(self.spawn_info));
             let mut config = self.config;
             config.spawn = Some(key.clone());
@@ -349,10 +437,7 @@ impl MpiPoolBuilder {
             let workers = 0..i32::try_from(n).unwrap_or(i32::MAX);
             let client = Client::start(env, config, comm, workers)
                 .map_err(|e| BuildError::Mpi(e.to_string()))?;
-            crate::exit::watch(&client, vec![env.thread]);
-            return Ok(Some(MpiPoolExecutor {
-                inner: Inner::Ranks(client),
-            }));
+            return Ok(Some(MpiPoolExecutor::new(Inner::Ranks(client))));
         }
         if env.size == 1 {
             let n = self.local_workers.unwrap_or_else(crate::available_cpus);
@@ -363,10 +448,19 @@ impl MpiPoolBuilder {
                         .into(),
                 ));
             }
-            let pool = ProcessPoolExecutor::builder().max_workers(n).build()?;
-            return Ok(Some(MpiPoolExecutor {
-                inner: Inner::Local(pool),
-            }));
+            let mut builder = ProcessPoolExecutor::builder().max_workers(n);
+            match self.local_init {
+                LocalInit::None => {}
+                LocalInit::Plain(init) => builder = builder.initializer(init),
+                LocalInit::WithArgument => {
+                    return Err(BuildError::Mpi(
+                        "started alone, the pool runs on local processes, whose initializer                          takes no argument: use `initializer`, or start the program with                          mpirun or with `max_workers`"
+                            .into(),
+                    ));
+                }
+            }
+            let pool = builder.build()?;
+            return Ok(Some(MpiPoolExecutor::new(Inner::Local(pool))));
         }
         if env.rank != 0 {
             let _session = comm::Session::begin();
@@ -375,10 +469,7 @@ impl MpiPoolBuilder {
         }
         let client = Client::start(env, self.config, Comm::world(), 1..env.size)
             .map_err(|e| BuildError::Mpi(e.to_string()))?;
-        crate::exit::watch(&client, vec![env.thread]);
-        Ok(Some(MpiPoolExecutor {
-            inner: Inner::Ranks(client),
-        }))
+        Ok(Some(MpiPoolExecutor::new(Inner::Ranks(client))))
     }
 }
 
@@ -392,6 +483,13 @@ fn spawn_hints(mut info: Vec<(String, String)>) -> Vec<(String, String)> {
 }
 
 impl MpiPoolExecutor {
+    fn new(inner: Inner) -> Self {
+        MpiPoolExecutor {
+            inner,
+            shut: AtomicBool::new(false),
+        }
+    }
+
     /// Starts the pool on every rank (collective): `Some(pool)` on rank 0; on the other
     /// ranks, serves tasks and returns `None` once rank 0 shuts the pool down.
     ///
@@ -461,7 +559,20 @@ impl MpiPoolExecutor {
 }
 
 impl Executor for MpiPoolExecutor {
+    /// The worker ranks (or local processes) of the pool; 0 once it was shut down, as
+    /// mpi4py's `MPIPoolExecutor` reports (its workers may be serving another pool by then).
+    ///
+    /// ```no_run
+    /// use concurrent_futures::{Executor, MpiPoolExecutor};
+    /// let pool = MpiPoolExecutor::builder().max_workers(2).start().unwrap().unwrap();
+    /// assert_eq!(pool.max_workers(), 2);
+    /// pool.shutdown(true);
+    /// assert_eq!(pool.max_workers(), 0);
+    /// ```
     fn max_workers(&self) -> usize {
+        if self.shut.load(Ordering::Acquire) {
+            return 0;
+        }
         match &self.inner {
             Inner::Ranks(d) => d.client.workers().len(),
             Inner::Local(p) => p.max_workers(),
@@ -491,6 +602,7 @@ impl Executor for MpiPoolExecutor {
     }
 
     fn shutdown_with(&self, wait: bool, cancel_futures: bool) {
+        self.shut.store(true, Ordering::Release);
         match &self.inner {
             Inner::Ranks(d) => {
                 d.client.shutdown(cancel_futures);

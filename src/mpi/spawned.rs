@@ -133,12 +133,14 @@ pub(crate) fn keep(key: SpawnKey, comm: Comm, processes: Vec<Pidfd>) {
 pub(crate) fn release_idle() {
     let groups = std::mem::take(&mut *lock(&IDLE));
     for g in groups {
-        let mut port = Port::new(g.comm);
-        for rank in 0..g.key.0 as i32 {
-            port.send(rank, wire::TO_WORKER, wire::bare(kind::QUIT));
+        {
+            let _mpi = comm::serial();
+            let mut port = Port::new(g.comm);
+            for rank in 0..g.key.0 as i32 {
+                port.send(rank, wire::TO_WORKER, wire::bare(kind::QUIT));
+            }
+            port.flush();
         }
-        port.flush();
-        drop(port);
         g.comm.disconnect();
     }
 }

@@ -3,15 +3,16 @@
 //! versioning, but a malformed message is an error, never undefined behaviour.
 //!
 //! A message is one MPI message of bytes. Its *last* byte says what it is, and the fields
-//! are read from the end backwards; payloads (encoded arguments and outcomes, see
-//! `process::protocol`) come first, as they are. Putting the header at the end is what lets
+//! are read from the end backwards; payloads (arguments and outcomes as `remote::codec`
+//! encodes them, the same bytes the process pool sends) come first, as they are. Putting the header at the end is what lets
 //! a large payload travel without a copy: the sender appends a few bytes to the buffer the
 //! argument was encoded into and sends that buffer, and the receiver runs the task on a
 //! slice of the buffer it received. No payload is ever encoded element by element.
 //!
 //! ```text
 //! client → worker (tag TO_WORKER)              worker → client (tag TO_CLIENT)
-//!   Start   fingerprint, backoff cap µs          Hello    ok, fingerprint, pid, helper, host
+//!   Start   [init arg] [init func tramp] has-init Hello  host [init outcome] outcome-len
+//!           fingerprint, backoff cap µs                   ran-init, helper, pid, ok
 //!   Calls   payloads.. [id func tramp len]*n n   Done     outcomes.. [id len]*n n
 //!   Revoke                                      Revoked  payloads.. [id func tramp len]*n n
 //!   Ping                                        Pong
@@ -196,6 +197,94 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Builds a `Start`: the client's code fingerprint, the backoff cap, and the pool's
+/// initializer (a function named as a task, and its encoded argument), if it has one.
+pub(crate) fn start_message(
+    fingerprint: u64,
+    cap_micros: u64,
+    init: Option<(FnRef, &[u8])>,
+) -> Vec<u8> {
+    let mut buf = init.map(|(_, arg)| arg.to_vec()).unwrap_or_default();
+    let mut w = Writer::new(&mut buf);
+    match init {
+        Some((target, _)) => w.u64(target.func as u64).u64(target.tramp as u64).u8(1),
+        None => w.u8(0),
+    };
+    w.u64(fingerprint).u64(cap_micros).finish(kind::START);
+    buf
+}
+
+impl<'a> Reader<'a> {
+    /// The first fields of a `Start`: the client's code fingerprint and the backoff cap.
+    /// They are what a rank of another build is judged by, so they stay at the end of the
+    /// message, where every build reads them; the rest is read only by a rank of the same
+    /// build ([`start_init`](Self::start_init)).
+    pub(crate) fn start(&mut self) -> Result<(u64, u64), Malformed> {
+        let cap_micros = self.u64()?;
+        let fingerprint = self.u64()?;
+        Ok((fingerprint, cap_micros))
+    }
+
+    /// The rest of a `Start`: the initializer and its argument, if there is one.
+    pub(crate) fn start_init(&mut self) -> Result<Option<(FnRef, &'a [u8])>, Malformed> {
+        Ok(match self.u8()? {
+            0 => None,
+            _ => {
+                let tramp = self.u64()? as i64;
+                let func = self.u64()? as i64;
+                Some((FnRef { func, tramp }, self.rest()))
+            }
+        })
+    }
+
+    /// The first fields of a `Hello`: the rank runs the same build, its pid, and whether a
+    /// helper answers while it runs a task. (As for `Start`, a rank of another build is
+    /// judged by these, at the end of the message; the rest is read with
+    /// [`hello_rest`](Self::hello_rest) only when the build is the same.)
+    pub(crate) fn hello(&mut self) -> Result<(bool, u32, bool), Malformed> {
+        let ok = self.u8()? != 0;
+        let pid = self.u32()?;
+        let helper = self.u8()? != 0;
+        Ok((ok, pid, helper))
+    }
+
+    /// The rest of a `Hello` of the same build: its host, and its initializer's encoded
+    /// outcome if it ran one.
+    pub(crate) fn hello_rest(&mut self) -> Result<(&'a [u8], Option<&'a [u8]>), Malformed> {
+        let ran = self.u8()? != 0;
+        let len = self.len()?;
+        let rest = self.rest();
+        let split = rest
+            .len()
+            .checked_sub(len)
+            .ok_or(MpiError::Malformed("an initializer outcome out of bounds"))?;
+        let (host, outcome) = rest.split_at(split);
+        Ok((host, ran.then_some(outcome)))
+    }
+}
+
+/// Builds a `Hello`: this rank runs the same build (`ok`), its pid, whether a helper
+/// answers while it runs a task, its host, and its initializer's encoded outcome (if it
+/// ran one). A rank of another build sends what every build reads: its host and the first
+/// fields.
+pub(crate) fn hello_message(
+    ok: bool,
+    pid: u32,
+    helper: bool,
+    host: &str,
+    init: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut buf = host.as_bytes().to_vec();
+    let mut w = Writer::new(&mut buf);
+    if ok {
+        w.buf.extend_from_slice(init.unwrap_or_default());
+        w.u64(init.map_or(0, <[u8]>::len) as u64)
+            .u8(init.is_some() as u8);
+    }
+    w.u8(helper as u8).u32(pid).u8(ok as u8).finish(kind::HELLO);
+    buf
+}
+
 /// Builds a `Calls` (or `Revoked`) message from calls and their payloads. A single call
 /// reuses its payload's buffer (no copy); several are copied into one buffer.
 pub(crate) fn calls_message(kind: u8, mut calls: Vec<(CallHead, Vec<u8>)>) -> Vec<u8> {
@@ -309,6 +398,38 @@ mod tests {
         let n = r.u32().unwrap() as usize;
         let out = r.outcomes(n).unwrap();
         assert_eq!((out[0].0, &msg[out[0].1.clone()]), (8, &[1u8, 2][..]));
+    }
+
+    #[test]
+    fn start_round_trip_with_and_without_an_initializer() {
+        let target = FnRef { func: -9, tramp: 3 };
+        for init in [
+            None,
+            Some((target, &[1u8, 2, 3][..])),
+            Some((target, &[][..])),
+        ] {
+            let msg = start_message(0xfeed, 1000, init);
+            let (mut r, k) = Reader::new(&msg).unwrap();
+            assert_eq!(k, kind::START);
+            assert_eq!(r.start().unwrap(), (0xfeed, 1000));
+            assert_eq!(r.start_init().unwrap(), init);
+        }
+    }
+
+    #[test]
+    fn hello_round_trip_and_what_another_build_reads() {
+        for init in [None, Some(&[7u8, 8][..]), Some(&[][..])] {
+            let msg = hello_message(true, 42, true, "nodeA", init);
+            let (mut r, k) = Reader::new(&msg).unwrap();
+            assert_eq!(k, kind::HELLO);
+            assert_eq!(r.hello().unwrap(), (true, 42, true));
+            assert_eq!(r.hello_rest().unwrap(), (&b"nodeA"[..], init));
+        }
+        // Another build: the first fields and the host, as every build has sent them.
+        let msg = hello_message(false, 7, false, "nodeB", None);
+        let mut old = b"nodeB".to_vec();
+        Writer::new(&mut old).u8(0).u32(7).u8(0).finish(kind::HELLO);
+        assert_eq!(msg, old);
     }
 
     #[test]

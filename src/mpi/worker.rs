@@ -1,8 +1,8 @@
 //! A worker rank (rank 1 and up of the job, or a process the client spawned): join the
 //! session, run calls until the client (rank 0) says it is over.
 //!
-//! Two threads share the rank's MPI traffic (one at a time, under `Shared::link`), when the
-//! library grants `MPI_THREAD_SERIALIZED`:
+//! Two threads share the rank's MPI traffic (one at a time, under `Shared::link`, a
+//! `comm::Serial`: the process's MPI lock), when the library grants `MPI_THREAD_SERIALIZED`:
 //!
 //! * the *task thread* (the one that called `start`) runs the calls; between calls, and
 //!   while it has none, it probes for messages and sends results itself, so a call that
@@ -14,6 +14,9 @@
 //!
 //! With only `MPI_THREAD_FUNNELED`, the MPI thread does everything itself, one call at a
 //! time, and tells rank 0 that it cannot answer while busy (no stealing from it, no pings).
+//!
+//! Before its `Hello`, the rank runs the pool's initializer, if `Start` names one, on the
+//! thread that will run the tasks; the `Hello` carries its outcome.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::comm::{self, Backoff, Comm, Env, MAX_MESSAGE, Port};
+use super::comm::{self, Backoff, Comm, Env, MAX_MESSAGE, Port, Serial};
 use super::error::MpiError;
 use super::wire::{self, CallHead, Reader, kind};
 use crate::remote::{codec as protocol, naming as image};
@@ -66,7 +69,8 @@ struct Link {
 }
 
 struct Shared {
-    link: Mutex<Link>,
+    /// Under the process's MPI lock.
+    link: Serial<Link>,
     queue: Mutex<VecDeque<Job>>,
     /// The number of the running call (they are numbered from 1 as they start), 0 while
     /// none runs. The helper, which looks once per cap, takes over when it sees the same
@@ -109,7 +113,11 @@ fn join_and_run(env: &'static Env, comm: Comm, idle_cap: Duration) -> Result<boo
     // Rank 0 tells the backoff cap in `Start`; until then, `idle_cap`.
     let mut backoff = Backoff::new(idle_cap);
     let buf = loop {
-        if let Some((_, buf)) = port.probe(wire::TO_WORKER) {
+        let probed = {
+            let _mpi = comm::serial();
+            port.probe(wire::TO_WORKER)
+        };
+        if let Some((_, buf)) = probed {
             break buf;
         }
         backoff.wait();
@@ -125,16 +133,24 @@ fn join_and_run(env: &'static Env, comm: Comm, idle_cap: Duration) -> Result<boo
             when: "instead of Start",
         });
     }
-    let cap = Duration::from_micros(r.u64()?);
-    let theirs = r.u64()?;
+    let (theirs, cap) = r.start()?;
+    let cap = Duration::from_micros(cap);
     let ours = image::code_fingerprint();
     let ok = theirs == ours;
-    let mut hello = env.host.as_bytes().to_vec();
-    wire::Writer::new(&mut hello)
-        .u8(env.serialized as u8)
-        .u32(std::process::id())
-        .u8(ok as u8)
-        .finish(kind::HELLO);
+    // The initializer runs first, on the thread that will run the tasks (only code of the
+    // same build runs: after the fingerprint check). A panic in it is its outcome.
+    let init = match ok.then(|| r.start_init()).transpose()?.flatten() {
+        Some((target, arg)) => Some(image::invoke(target, arg)?),
+        None => None,
+    };
+    let hello = wire::hello_message(
+        ok,
+        std::process::id(),
+        env.serialized,
+        &env.host,
+        init.as_deref(),
+    );
+    let _mpi = comm::serial();
     port.send(0, wire::TO_CLIENT, hello);
     if !ok {
         port.flush();
@@ -145,8 +161,9 @@ fn join_and_run(env: &'static Env, comm: Comm, idle_cap: Duration) -> Result<boo
         );
         return Ok(true);
     }
+    drop(_mpi);
     let shared = Arc::new(Shared {
-        link: Mutex::new(Link {
+        link: Serial::new(Link {
             port,
             ready: Vec::new(),
             ready_bytes: 0,
@@ -181,7 +198,7 @@ fn task_loop(shared: &Shared) -> Result<(), MpiError> {
             let outcome = image::invoke(job.head.target, &job.msg[job.range.clone()])?;
             shared.running.store(0, Ordering::Release);
             drop(job.msg);
-            let mut link = lock(&shared.link);
+            let mut link = shared.link.lock();
             let more = !lock(&shared.queue).is_empty();
             link.add_result(job.head.id, outcome, more);
             if !more || link.since.elapsed() >= FLUSH_AFTER {
@@ -190,7 +207,7 @@ fn task_loop(shared: &Shared) -> Result<(), MpiError> {
             backoff.reset();
             continue;
         }
-        let mut link = lock(&shared.link);
+        let mut link = shared.link.lock();
         link.flush_results();
         if link.exit {
             // The last message of the session from this rank: after it, rank 0 knows that
@@ -239,7 +256,7 @@ fn helper_loop(shared: &Shared) {
         if !long {
             continue; // the task thread is polling, or will be soon
         }
-        let mut link = lock(&shared.link);
+        let mut link = shared.link.lock();
         if link.since.elapsed() >= FLUSH_AFTER {
             link.flush_results();
         }

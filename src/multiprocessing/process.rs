@@ -629,6 +629,7 @@ fn launch(
         .env(ENV_TOKEN, protocol::format_token(&token))
         .env(ENV_PARENT, std::process::id().to_string())
         .stdin(Stdio::null());
+    protocol::give_back_nofile(&mut command);
     let mut child = spawner_run(command).map_err(spawn_err)?;
     let exited = pidfd::open(child.id()).map(Arc::new);
     let hello = match accept(server, &name, &mut child) {

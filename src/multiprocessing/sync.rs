@@ -14,7 +14,7 @@ use super::error::{
     BrokenBarrierError, LockResult, OwnerDied, ReleasedTooManyTimes, TryAcquireError,
 };
 use super::shm::{
-    Guarded, GuardedFlag, Held, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, Woke,
+    Guarded, GuardedFlag, Held, Layout, Locked, RawCond, RawMutex, Reentrant, Shared, WaitQueue,
     deadline_of,
 };
 use crate::remote::naming as image;
@@ -692,10 +692,10 @@ impl Event {
 #[repr(C)]
 pub(crate) struct ConditionHeader {
     m: RawMutex,
-    notified: RawCond,
+    waiters: WaitQueue,
 }
 
-// SAFETY: a robust mutex and a condition variable.
+// SAFETY: a robust mutex and a wait queue (atomics and a condition variable).
 unsafe impl Layout for ConditionHeader {
     const KIND: u32 = 4;
 }
@@ -753,7 +753,7 @@ impl Condition {
         Condition {
             shared: Arc::new(Shared::new(0, |h: &ConditionHeader, init| {
                 h.m.init(init, Reentrant::No);
-                h.notified.init(init);
+                h.waiters.init(init);
             })),
         }
     }
@@ -803,12 +803,16 @@ impl ConditionGuard<'_> {
 
     fn wait_until(&mut self, deadline: Option<Instant>) -> bool {
         let h = self.header();
-        h.notified.wait(&h.m, deadline) == Woke::Maybe
+        h.waiters.wait(&h.m, deadline)
     }
 
     /// Releases the lock, waits for a notification, and takes the lock again. Python's
-    /// `wait()`. Like every condition variable, it may also wake without a notification:
-    /// check the condition in a loop, or use [`wait_for`](Self::wait_for).
+    /// `wait()`. It returns only for a notification given after it started waiting (one
+    /// that [`notify`](Self::notify) granted to this waiter), never spuriously; as in
+    /// Python, another thread may still have changed the state before the lock is taken
+    /// again: check the condition in a loop, or use [`wait_for`](Self::wait_for). (With more
+    /// than 64 waiters at once on one condition, the extra ones may wake without a
+    /// notification.)
     ///
     /// ```
     /// # use concurrent_futures::multiprocessing::Condition;
@@ -823,7 +827,8 @@ impl ConditionGuard<'_> {
         self.wait_until(None);
     }
 
-    /// As [`wait`](Self::wait), for at most `timeout`; false if it timed out.
+    /// As [`wait`](Self::wait), for at most `timeout`; false if it timed out (then no
+    /// notification was spent on this waiter).
     ///
     /// ```
     /// # use std::time::Duration;
@@ -862,20 +867,18 @@ impl ConditionGuard<'_> {
         }
     }
 
-    /// Wakes up to `n` waiters. Python's `notify(n)`. A waiter woken here that dies before
-    /// it takes the lock again takes its notification with it; use
-    /// [`notify_all`](Self::notify_all) where that matters.
+    /// Wakes up to `n` waiters, the longest waiting first. Python's `notify(n)`. Only
+    /// waiters already waiting can take it (a thread or process that starts waiting after
+    /// this call does not), and each takes one. A waiter whose process is gone is skipped;
+    /// one woken here that dies before it takes the lock again takes its notification with
+    /// it (as in Python); use [`notify_all`](Self::notify_all) where that matters.
     ///
     /// ```
     /// let c = concurrent_futures::multiprocessing::Condition::new();
     /// c.acquire().unwrap().notify(2);
     /// ```
     pub fn notify(&self, n: usize) {
-        if n > 0 {
-            self.header()
-                .notified
-                .notify(u32::try_from(n).unwrap_or(u32::MAX));
-        }
+        self.header().waiters.notify(n);
     }
 
     /// Wakes every waiter. Python's `notify_all()`.
@@ -885,7 +888,7 @@ impl ConditionGuard<'_> {
     /// c.acquire().unwrap().notify_all();
     /// ```
     pub fn notify_all(&self) {
-        self.header().notified.notify_all();
+        self.header().waiters.notify(usize::MAX);
     }
 }
 

@@ -63,18 +63,35 @@ impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
 /// Isolation is the point: a task that panics fails only its future; a worker that crashes
 /// (abort, segfault, `process::exit`, SIGKILL) fails only the task it was running, with
 /// [`TaskError::WorkerDied`], and is replaced; the tasks it had not started run on other
-/// workers, and no task runs twice. Callbacks run in this process.
+/// workers, and no task runs twice. Callbacks run in this process, on threads of the pool
+/// that do not read results, so a callback may wait on other futures of the pool.
 ///
 /// Tasks are spread over the workers with work stealing: a worker busy with a long task
 /// gives back what is queued behind it as soon as another worker is idle.
+///
+/// # File descriptors
+///
+/// Each worker costs this process four descriptors (two socket pairs' ends, a pidfd, its
+/// result log), whatever the number of tasks. So that large pools fit under the usual soft
+/// limit of 1024 (`ulimit -n`), the first pool started raises this process's soft
+/// `RLIMIT_NOFILE` to its hard limit, as Go's runtime does at start; workers (and
+/// `multiprocessing` children) set the original soft limit back before they run your code.
+/// Processes your program starts itself with `std::process::Command` inherit the raised
+/// limit (raise it yourself first, or lower it in them, if a program you start uses
+/// `select`).
+///
+/// A shortage of descriptors is transient, never a broken pool: a large result whose shared
+/// memory file cannot be received fails its task with [`TaskError::Shortage`] (the worker is
+/// not blamed, nothing else is lost), and a replacement worker that cannot be started is
+/// tried again after 10 ms, then twice as long each time up to 1 s, until it starts.
 ///
 /// # Starting workers
 ///
 /// Nothing to write on Linux: a constructor that runs before `main` recognises a worker
 /// process and runs the worker loop instead of your program, so your `main` (or test
 /// harness, or benchmark) never runs in a worker. This works the same in tests, doc tests,
-/// examples and benches. [`init`] exists for clarity and for platforms without
-/// constructors; calling it first in `main` is harmless.
+/// examples and benches. [`init`] exists for clarity only: by the time `main` runs, it has
+/// nothing left to do (if you call it, call it first in `main`).
 ///
 /// # Examples
 ///
@@ -156,15 +173,28 @@ impl ProcessPoolBuilder {
     }
 
     /// Replaces a worker with a fresh process after it has run this many tasks (Python's
-    /// `max_tasks_per_child`), to bound leaks in long-running task code.
+    /// `max_tasks_per_child`), to bound leaks in long-running task code. A worker is never
+    /// sent more tasks than it may still run (a batch is cut to what is left of its
+    /// budget; a task it gives back unstarted, for another worker to run, counts again),
+    /// so it never holds more than `n` tasks in its life; once it has run its last, it
+    /// exits and a fresh worker takes its place. Zero is an error
+    /// ([`BuildError::ZeroTasksPerChild`]), as in Python.
     ///
     /// ```
-    /// # use concurrent_futures::ProcessPoolExecutor;
-    /// let pool = ProcessPoolExecutor::builder().max_tasks_per_child(1).build().unwrap();
-    /// # drop(pool);
+    /// use concurrent_futures::{BuildError, Executor, ProcessPoolExecutor};
+    /// fn pid(_: ()) -> u32 { std::process::id() }
+    /// let pool = ProcessPoolExecutor::builder()
+    ///     .max_workers(1)
+    ///     .max_tasks_per_child(1)
+    ///     .build()
+    ///     .unwrap();
+    /// let first = pool.submit(pid, ()).result().unwrap();
+    /// assert_ne!(pool.submit(pid, ()).result().unwrap(), first); // a fresh worker
+    /// let zero = ProcessPoolExecutor::builder().max_tasks_per_child(0).build();
+    /// assert!(matches!(zero, Err(BuildError::ZeroTasksPerChild)));
     /// ```
     pub fn max_tasks_per_child(mut self, n: usize) -> Self {
-        self.max_tasks_per_child = Some(n.max(1));
+        self.max_tasks_per_child = Some(n);
         self
     }
 
@@ -200,6 +230,9 @@ impl ProcessPoolBuilder {
         if workers == 0 {
             return Err(BuildError::ZeroWorkers);
         }
+        if self.max_tasks_per_child == Some(0) {
+            return Err(BuildError::ZeroTasksPerChild);
+        }
         bootstrap::ensure_linked();
         crate::unwind::install_hook();
         let initializer = match self.initializer {
@@ -222,9 +255,10 @@ impl ProcessPoolBuilder {
 
 /// Turns this process into a worker if it was started as one; returns otherwise.
 ///
-/// On Linux the crate does this by itself before `main` (see [`ProcessPoolExecutor`]), so
-/// this call is only for clarity or for platforms without that constructor. If you call it,
-/// call it first in `main`, before starting any thread.
+/// The crate already does this before `main`, in a constructor (see
+/// [`ProcessPoolExecutor`]), so by the time `main` runs this call has nothing left to do: it
+/// exists for clarity only, and, like the process pool, on Linux only. If you call it, call
+/// it first in `main`, before starting any thread.
 ///
 /// ```
 /// // first thing in `main`, before any thread is started:
@@ -264,8 +298,12 @@ impl ProcessPoolExecutor {
         ProcessPoolBuilder::default()
     }
 
-    /// Stops every worker now with SIGTERM. Pending tasks are cancelled; running ones fail
-    /// with [`TaskError::Broken`]. No new work is accepted. Waits for the workers to exit.
+    /// Stops every worker now with SIGTERM, and with SIGKILL those still alive one second
+    /// later (a task may handle SIGTERM to clean up, but cannot hold `terminate` longer).
+    /// Pending tasks are cancelled; every task a worker holds fails with
+    /// [`TaskError::Broken`], even one that finishes after SIGTERM: no task completes with
+    /// a value once `terminate` was called. No new work is accepted. Waits for the workers
+    /// to exit.
     ///
     /// ```
     /// use concurrent_futures::{Executor, ProcessPoolExecutor};
@@ -278,7 +316,7 @@ impl ProcessPoolExecutor {
         self.stop_now(libc::SIGTERM);
     }
 
-    /// Like [`terminate`](Self::terminate), with SIGKILL.
+    /// Like [`terminate`](Self::terminate), with SIGKILL at once.
     ///
     /// ```
     /// use concurrent_futures::ProcessPoolExecutor;

@@ -159,6 +159,10 @@ fn receive(
     match main.recv(buf, fds, false)? {
         Recv::Closed => return Ok(None),
         Recv::Empty => return Err(WorkerError::Malformed("an empty message")),
+        // The payloads of the calls could not be received (this worker has no descriptor
+        // left: a task opened too many). Ending is what it can do; the parent gives the
+        // calls it never started to another worker.
+        Recv::LostFds(_, errno) => return Err(std::io::Error::from_raw_os_error(errno).into()),
         Recv::Message(_) => {}
     }
     if buf.first() != Some(&TAG_TO_WORKER) {

@@ -24,6 +24,10 @@ pub(crate) const ENV_PARENT: &str = "__CONCURRENT_FUTURES_PARENT";
 /// Set (to the parent's server name) in a child started by `multiprocessing::Process`.
 pub(crate) const ENV_CHILD: &str = "__CONCURRENT_FUTURES_CHILD";
 
+/// The soft `RLIMIT_NOFILE` the parent had before it raised it (see
+/// `os::raise_nofile_limit`): a worker or child sets it back before running user code.
+pub(crate) const ENV_NOFILE: &str = "__CONCURRENT_FUTURES_NOFILE";
+
 /// How long a new worker or child may take to connect before its start fails.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -51,11 +55,18 @@ pub(crate) fn become_worker_if_asked() {
     }
     let token = std::env::var_os(ENV_TOKEN);
     let parent = std::env::var_os(ENV_PARENT);
+    let nofile = std::env::var_os(ENV_NOFILE);
     // SAFETY: this runs either in the pre-main hook, when the process has a single thread,
     // or from `init()`, which documents that it must be called first in `main`, before any
     // thread is started. Removing the variables keeps processes started by tasks from
     // mistaking themselves for workers.
-    unsafe { os::remove_env(&[ENV_WORKER, ENV_TOKEN, ENV_PARENT, ENV_CHILD]) };
+    unsafe { os::remove_env(&[ENV_WORKER, ENV_TOKEN, ENV_PARENT, ENV_CHILD, ENV_NOFILE]) };
+    // The descriptor limit the program had before its parent raised its own: user code
+    // (a task, a `Process` target) runs under the limit the program was started with, as
+    // Go gives it back to the processes it starts.
+    if let Some(soft) = nofile.and_then(|n| n.to_str()?.parse::<u64>().ok()) {
+        os::restore_nofile_limit(soft);
+    }
     let expected_parent = parent.and_then(|p| p.to_str()?.parse::<u32>().ok());
     let code = std::panic::catch_unwind(|| match (worker, child) {
         (Some(socket), _) => crate::process::worker::run(socket, expected_parent),
@@ -76,7 +87,16 @@ pub(crate) fn worker_executable() -> Command {
     command
         .env(ENV_PARENT, std::process::id().to_string())
         .stdin(Stdio::null());
+    give_back_nofile(&mut command);
     command
+}
+
+/// Tells a worker or child to set its soft descriptor limit back to the one this process
+/// had before raising it (`os::raise_nofile_limit`), if it was raised.
+pub(crate) fn give_back_nofile(command: &mut Command) {
+    if let Some(soft) = os::original_nofile_limit() {
+        command.env(ENV_NOFILE, soft.to_string());
+    }
 }
 
 /// 128 random bits from the OS.
@@ -121,6 +141,10 @@ pub(crate) fn parse_token(s: Option<&OsString>) -> Option<[u8; 16]> {
 pub(crate) enum StartError {
     #[error("cannot start a process: {0}")]
     Spawn(String),
+    /// This process was short of descriptors or memory (`EMFILE`, `ENFILE`, `ENOMEM`): a
+    /// transient condition, worth trying again later.
+    #[error("cannot start a process now: {0}")]
+    Shortage(String),
     #[error("a {0} process exited before connecting ({1})")]
     Exited(&'static str, ExitStatus),
     #[error("a {0} did not connect within {1:?}")]

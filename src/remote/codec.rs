@@ -179,6 +179,11 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
             "{} trailing bytes after the value",
             rest.len()
         ))),
+        // A custom message of the value's `Deserialize`, which postcard drops: decoded
+        // again (on this error path only) to find it.
+        Err(e @ postcard::Error::SerdeDeCustom) => Err(CodecError(
+            super::probe::decode_failure::<T>(bytes).unwrap_or_else(|| e.to_string()),
+        )),
         Err(e) => Err(CodecError(e.to_string())),
     }
 }
@@ -231,13 +236,28 @@ pub(crate) fn encode_outcome<R: Serialize + 'static>(outcome: &Result<R, TaskErr
 /// Decodes the outcome of a task; a malformed encoding, or a `Deserialize` that panics,
 /// fails the task (never the thread that decodes).
 pub(crate) fn decode_outcome<R: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<R, TaskError> {
-    match crate::unwind::catch(|| decode::<Result<FromWire<R>, TaskError>>(bytes)) {
+    DECODING_LEN.set(bytes.len());
+    let decoded = crate::unwind::catch(|| decode::<Result<FromWire<R>, TaskError>>(bytes));
+    DECODING_LEN.set(0);
+    match decoded {
         Ok(Ok(outcome)) => outcome.map(|v| v.0),
         Ok(Err(e)) => Err(TaskError::Codec(
             format!("the task's result could not be decoded: {e}").into(),
         )),
         Err(panicked) => Err(panicked),
     }
+}
+
+thread_local! {
+    /// The length of the outcome `decode_outcome` is decoding on this thread (0 outside).
+    static DECODING_LEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The length of the encoded outcome being decoded on this thread, for a value that wants
+/// to know what it cost on the wire (`Chunk::bytes`, read by `map`'s byte bound); 0 when
+/// nothing is being decoded.
+pub(crate) fn decoding_len() -> usize {
+    DECODING_LEN.get()
 }
 
 /// A task's future, seen without its result type: claim it, cancel it, or complete it from
@@ -247,6 +267,12 @@ pub(crate) trait Completion: Send {
     fn claim(&self) -> bool;
     fn cancel(self: Box<Self>);
     fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>);
+    /// Completes the future but leaves its callbacks, if it has any, to the caller, to be
+    /// run on a thread that does not move the pool's work (a callback may wait on it).
+    fn complete_deferring(
+        self: Box<Self>,
+        outcome: Result<&[u8], TaskError>,
+    ) -> Option<crate::future::Deferred>;
 }
 
 /// The `Completion` of a `Future<T>` whose worker sends an encoded `Result<T, TaskError>`.
@@ -262,6 +288,13 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Completion for Slot<T> {
     fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>) {
         let value = outcome.and_then(decode_outcome::<T>);
         self.0.finish_claimed(value);
+    }
+    fn complete_deferring(
+        self: Box<Self>,
+        outcome: Result<&[u8], TaskError>,
+    ) -> Option<crate::future::Deferred> {
+        let value = outcome.and_then(decode_outcome::<T>);
+        self.0.finish_claimed_deferring(value)
     }
 }
 

@@ -33,10 +33,13 @@ pub enum Fault {
     BadLength,
     /// Truncates every shared memory file it can find, then returns normally.
     Truncate,
+    /// Appends results to its worker's result log for the 64 tasks after its own (those
+    /// queued behind it in the same worker), then dies with SIGKILL.
+    ForgeLog,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::Kill,
         Fault::Abort,
         Fault::Segfault,
@@ -47,6 +50,7 @@ impl Fault {
         Fault::HugeMessage,
         Fault::BadLength,
         Fault::Truncate,
+        Fault::ForgeLog,
     ];
 
     /// Whether the worker survives the fault (the task then completes normally).
@@ -68,6 +72,9 @@ impl Fault {
 
 /// What a faulty task returns if it survives.
 pub const FAULT_VALUE: u64 = 0xFA17;
+
+/// The value forged results carry (no ordinary task returns it: theirs are even).
+pub const FORGED_VALUE: u64 = 0xF0F1;
 
 /// Appends one line to the side-effect journal (one `write` of a short line with
 /// `O_APPEND`: atomic between processes).
@@ -171,6 +178,11 @@ pub fn faulty((journal_path, id, fault): (String, u64, Fault)) -> u64 {
                 std::thread::park();
             }
         }
+        Fault::ForgeLog => {
+            forge_log();
+            // SAFETY: sending a signal to this very process is always allowed.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
         Fault::Truncate => {
             for fd in super::procs::fds_like("/memfd:") {
                 // SAFETY: `ftruncate` on a descriptor of this process; a sealed file
@@ -184,6 +196,98 @@ pub fn faulty((journal_path, id, fault): (String, u64, Fault)) -> u64 {
     // ends it, which the report counts as the wrong error.
     loop {
         std::thread::park();
+    }
+}
+
+/// Finds this worker's result log (the crate's wire format: a 128 KiB memory file mapped
+/// shared and writable, `[started u64][committed u64][started_at u64][records]`), reads the
+/// id of the task it runs (`started`), and commits, after the records already there, a
+/// record of `Ok(FORGED_VALUE)` for each of the 64 ids after it, leaving `started` alone.
+fn forge_log() {
+    const LOG_SIZE: usize = 128 << 10;
+    // Ok(FORGED_VALUE) as postcard encodes a `Result<u64, _>`: variant 0, then the value
+    // as a LEB128 varint.
+    let mut payload = vec![0u8];
+    let mut v = FORGED_VALUE;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            payload.push(byte);
+            break;
+        }
+        payload.push(byte | 0x80);
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    for line in maps.lines().filter(|l| l.contains("/memfd:")) {
+        let mut words = line.split_whitespace();
+        let (Some(range), Some(perms)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Some((from, to)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(from), Ok(to)) = (
+            usize::from_str_radix(from, 16),
+            usize::from_str_radix(to, 16),
+        ) else {
+            continue;
+        };
+        if to - from != LOG_SIZE || !perms.starts_with("rw") {
+            continue;
+        }
+        // SAFETY: a writable mapping of this process, LOG_SIZE bytes long, that stays mapped
+        // while the worker lives; this task scribbles over it on purpose (the worker's main
+        // thread runs this task, so it does not touch the log meanwhile).
+        let log = unsafe { std::slice::from_raw_parts_mut(from as *mut u8, LOG_SIZE) };
+        let started = u64::from_le_bytes(log[..8].try_into().unwrap());
+        // After the records already there (results of tasks this worker did run).
+        let committed = u64::from_le_bytes(log[8..16].try_into().unwrap()) as usize;
+        let mut at = 24 + committed.min(LOG_SIZE / 2);
+        for id in started + 1..=started + 64 {
+            log[at..at + 8].copy_from_slice(&id.to_le_bytes());
+            log[at + 8] = 0;
+            log[at + 9..at + 13].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+            log[at + 13..at + 13 + payload.len()].copy_from_slice(&payload);
+            at += 13 + payload.len();
+        }
+        log[8..16].copy_from_slice(&((at - 24) as u64).to_le_bytes());
+    }
+}
+
+/// Threads that keep every CPU busy until dropped (the tests' "under CPU load").
+pub struct CpuLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuLoad {
+    pub fn start() -> CpuLoad {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..cpus)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                })
+            })
+            .collect();
+        CpuLoad { stop, threads }
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
 

@@ -30,7 +30,8 @@ macro_rules! suite_tests {
             wait_counts_duplicates_once, as_completed_yields_done_first_and_once,
             as_completed_timeout_reports_unfinished, await_does_not_block,
             result_by_value_and_by_ref, map_in_order_and_lazy, map_errors_per_item,
-            map_chunksize_and_unordered, map_timeout, map_drop_cancels_unstarted,
+            map_chunksize_and_unordered, map_buffersize_follows_python, map_timeout,
+            map_drop_cancels_unstarted,
             map_without_iteration_still_runs,
             submit_after_shutdown_fails, shutdown_runs_accepted_work,
             shutdown_cancel_futures, concurrent_submitters}
@@ -275,6 +276,8 @@ pub fn wait_all_completed_and_timeout<E: Executor>(pool: &E) {
     let mut gate = Gate::closed();
     let h = hold_one(pool, &gate);
     let q = pool.submit(double, 1);
+    // `q` done first (bounded), so that the short wait below only times out on `h`.
+    assert_eq!(q.result_timeout(LONG), Ok(2));
     let res = wait(
         [&h, &q],
         Some(Duration::from_millis(20)),
@@ -423,6 +426,97 @@ pub fn map_chunksize_and_unordered<E: Executor>(pool: &E) {
     assert_eq!(errs, 5);
 }
 
+pub fn to_string(x: u64) -> String {
+    x.to_string()
+}
+
+pub fn add(pair: (u64, u64)) -> u64 {
+    pair.0 + pair.1
+}
+
+/// An endless input that counts how many items were taken from it.
+fn counted(taken: &Arc<std::sync::atomic::AtomicUsize>) -> impl Iterator<Item = u64> + use<> {
+    let taken = taken.clone();
+    (0u64..).inspect(move |_| {
+        taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    })
+}
+
+/// CPython 3.14's `test_map_buffersize*` (Lib/test/test_concurrent_futures/executor.py),
+/// ported: `buffersize` tasks are submitted at once, and each step submits one more before
+/// it yields; the input's consumption is counted by an iterator that records how far it
+/// was pulled.
+pub fn map_buffersize_follows_python<E: Executor>(pool: &E) {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let with = |b: usize| MapOptions::new().buffersize(b);
+    // test_map_buffersize, test_map_buffersize_on_multiple_iterables
+    for b in [1, 2, 4, 8] {
+        let out: Vec<String> = pool
+            .map_with(to_string, 0..4, with(b))
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(out, ["0", "1", "2", "3"], "buffersize {b}");
+        let out: Vec<u64> = pool
+            .map_with(add, (0..4).zip(0..4), with(b))
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(out, [0, 2, 4, 6], "buffersize {b}");
+    }
+    // test_map_buffersize_on_infinite_iterable, ..._on_multiple_infinite_iterables
+    let mut res = pool.map_with(to_string, 0u64.., with(2));
+    for want in ["0", "1", "2"] {
+        assert_eq!(res.next(), Some(Ok(want.to_string())));
+    }
+    drop(res);
+    let mut res = pool.map_with(add, (0u64..).zip(0u64..), with(2));
+    for want in [0, 2, 4] {
+        assert_eq!(res.next(), Some(Ok(want)));
+    }
+    drop(res);
+    // test_map_buffersize_on_empty_iterable
+    assert!(
+        pool.map_with(to_string, std::iter::empty(), with(2))
+            .next()
+            .is_none()
+    );
+    // test_map_buffersize_when_buffer_is_full: only `buffersize` items taken
+    let taken = Arc::new(AtomicUsize::new(0));
+    let res = pool.map_with(to_string, counted(&taken), with(2));
+    assert_eq!(
+        taken.load(SeqCst),
+        2,
+        "should have taken only `buffersize` items"
+    );
+    drop(res);
+    // test_map_buffersize_when_buffer_becomes_not_full: one `next` submits one more
+    for b in [1, 2, 3] {
+        let taken = Arc::new(AtomicUsize::new(0));
+        let mut res = pool.map_with(to_string, counted(&taken), with(b));
+        assert_eq!(res.next(), Some(Ok("0".to_string())));
+        assert_eq!(
+            taken.load(SeqCst),
+            b + 1,
+            "buffersize {b}: `buffersize + 1` taken"
+        );
+        for i in 1..20u64 {
+            assert_eq!(res.next(), Some(Ok(i.to_string())));
+            assert_eq!(
+                taken.load(SeqCst),
+                b + 1 + i as usize,
+                "buffersize {b}, step {i}"
+            );
+        }
+    }
+    // With a `chunksize`, `buffersize` counts chunks, as Python's tasks.
+    let taken = Arc::new(AtomicUsize::new(0));
+    let mut res = pool.map_with(to_string, counted(&taken), with(3).chunksize(5));
+    for i in 0..100u64 {
+        assert_eq!(res.next(), Some(Ok(i.to_string())));
+        let chunk = i as usize / 5;
+        assert_eq!(taken.load(SeqCst), 5 * (3 + chunk + 1), "step {i}");
+    }
+}
+
 pub fn map_timeout<E: Executor>(pool: &E) {
     let mut gate = Gate::closed();
     let inputs = vec![(gate.path(), 1), (gate.path(), 2)];
@@ -548,4 +642,47 @@ pub fn concurrent_submitters<E: Executor + Sync>(pool: &E) {
         .flat_map(|t| (0..2000).map(move |i| (t * 10_000 + i) * 2))
         .sum();
     assert_eq!(total, expected);
+}
+
+/// Not in the suite (it needs one worker on the process pool): `map` over a slow input, an
+/// item every 50 ms (the source's own pace, simulated; nothing waits on it), where item
+/// `k + 2` is only produced once result `k` was received: with default options, `map` sends
+/// a slow input's items on as they come and yields a result before it takes more input
+/// than the next item, so the consumer gets every result. Before, `map` held the items for
+/// a whole chunk or block (the process pool's window, the thread pool's block of 64), and
+/// the source waited for a result that was never yielded: each wait below times out.
+pub fn map_of_a_slow_input_yields_each_result_before_the_item_after_next<E: Executor>(pool: &E) {
+    const N: u64 = 12;
+    let (ack_tx, ack_rx) = mpsc::channel::<u64>();
+    let mut missed = None;
+    let mut next_item = 0u64;
+    let input = std::iter::from_fn(|| {
+        if next_item == N || missed.is_some() {
+            return None;
+        }
+        let k = next_item;
+        if k >= 2 {
+            // Item `k` only once result `k - 2` arrived.
+            match ack_rx.recv_timeout(LONG) {
+                Ok(j) => assert_eq!(j, k - 2),
+                Err(_) => {
+                    missed = Some(k);
+                    return None;
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+        next_item += 1;
+        Some(k)
+    });
+    let mut got = 0;
+    for (i, r) in pool.map(double, input).enumerate() {
+        assert_eq!(r, Ok(2 * i as u64));
+        got += 1;
+        let _ = ack_tx.send(i as u64);
+    }
+    assert_eq!(
+        got, N,
+        "a result was held back until an item that could not come"
+    );
 }

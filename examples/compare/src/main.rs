@@ -15,7 +15,10 @@
 //! Workloads: CPU-bound (recursive fib), I/O-bound (many concurrent sleeps standing in for
 //! network waits), many tiny tasks (per-task overhead), skewed durations (work stealing),
 //! a large payload per task (bytes through the process boundary), and a `map` over a long
-//! iterator. Each workload runs once per backend to warm up, then `reps` times with the
+//! iterator. What a row times is the same on every backend: handing the arguments over,
+//! running the tasks, taking every result and freeing the arguments (each backend consumes
+//! them), never building them, and no progress bar (the run's own bar moves between
+//! measurements). Each workload runs once per backend to warm up, then `reps` times with the
 //! backends interleaved, so that drift of the machine hits all alike; the table shows the
 //! median wall time, the spread (min–max), the speedup over sequential Rust, tasks per
 //! second, and CPU time (this process and its workers). A backend is named the fastest only
@@ -33,8 +36,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use concurrent_futures::indicatif::{MultiProgress, ProgressBar, ProgressState, ProgressStyle};
-use concurrent_futures::{Bytes, Executor, ProcessPoolExecutor, ProgressExt, ThreadPoolExecutor};
+use concurrent_futures::indicatif::{ProgressBar, ProgressStyle};
+use concurrent_futures::{Bytes, Executor, ProcessPoolExecutor, ThreadPoolExecutor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -186,7 +189,9 @@ fn submit_all<E: Executor, A: concurrent_futures::Payload + Clone>(
 
 /// The arguments of the payload workload, made before the clock starts: what is timed is
 /// handing them to the tasks (a move for threads, a copy through shared memory for
-/// processes), not building them.
+/// processes), not building them; and freeing them, on every backend: each consumes its
+/// buffers (the task takes them by value), as CPython's rows do (`cpython.py` hands each task
+/// a buffer of its own and keeps no reference to it).
 fn payloads(work: &Work) -> Vec<Bytes> {
     match work {
         Work::Payload(bytes, n) => (0..*n).map(|_| Bytes::from(vec![1u8; *bytes])).collect(),
@@ -194,7 +199,7 @@ fn payloads(work: &Work) -> Vec<Bytes> {
     }
 }
 
-fn run_on<E: Executor>(pool: &E, work: &Work, payload: Vec<Bytes>, bar: &ProgressBar) -> usize {
+fn run_on<E: Executor>(pool: &E, work: &Work, payload: Vec<Bytes>) -> usize {
     match work {
         Work::Cpu(a) | Work::Skewed(a) => submit_all(pool, fib, a),
         Work::Io(a) => submit_all(pool, io_wait, a),
@@ -210,15 +215,7 @@ fn run_on<E: Executor>(pool: &E, work: &Work, payload: Vec<Bytes>, bar: &Progres
                     .map(|f| f.result_ref().expect("a task failed")),
             )
         }
-        Work::Map(n, _) => {
-            bar.reset();
-            bar.set_length(*n);
-            finish(
-                pool.map(cheap, 0..*n)
-                    .progress_with(bar.clone())
-                    .map(|r| r.expect("an item failed")),
-            )
-        }
+        Work::Map(n, _) => finish(pool.map(cheap, 0..*n).map(|r| r.expect("an item failed"))),
     }
 }
 
@@ -302,7 +299,7 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn measure(pools: &Pools, backend: &str, w: &Workload, bar: &ProgressBar) -> (f64, f64) {
+fn measure(pools: &Pools, backend: &str, w: &Workload) -> (f64, f64) {
     let pids = if backend == "processes" {
         pools.processes.pids()
     } else {
@@ -312,8 +309,8 @@ fn measure(pools: &Pools, backend: &str, w: &Workload, bar: &ProgressBar) -> (f6
     let (c, t) = (cpu_seconds(&pids), Instant::now());
     let done = match backend {
         "sequential" => run_sequential(&w.work, payload),
-        "threads" => run_on(&pools.threads, &w.work, payload, bar),
-        "processes" => run_on(&pools.processes, &w.work, payload, bar),
+        "threads" => run_on(&pools.threads, &w.work, payload),
+        "processes" => run_on(&pools.processes, &w.work, payload),
         "rayon" => run_rayon(&pools.rayon, &w.work, payload),
         other => unreachable!("not a Rust backend: {other}"),
     };
@@ -493,22 +490,12 @@ fn main() {
         sizes["rayon"]
     );
 
-    let multi = MultiProgress::new();
     let rust = ["sequential", "threads", "processes", "rayon"];
     let steps = (reps + 1) * list.len() * rust.len() + reps + 1;
-    let overall = multi.add(ProgressBar::new(steps as u64)).with_style(
+    // The one bar shows the run's steps; it moves between measurements, never inside one.
+    let overall = ProgressBar::new(steps as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let map_bar = multi.add(ProgressBar::new(0)).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} items, {rate}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .with_key(
-                "rate",
-                |state: &ProgressState, out: &mut dyn std::fmt::Write| {
-                    let _ = write!(out, "{}/s", fmt_count(state.per_sec()));
-                },
-            ),
     );
     let mut samples: BTreeMap<(&str, String), Samples> = BTreeMap::new();
     let mut python = true;
@@ -521,7 +508,7 @@ fn main() {
                     w.key,
                     if warmup { " (warm-up)" } else { "" }
                 ));
-                let (wall, cpu) = measure(&pools, backend, w, &map_bar);
+                let (wall, cpu) = measure(&pools, backend, w);
                 if !warmup {
                     let s = samples.entry((w.key, backend.to_string())).or_default();
                     s.wall_s.push(wall);
@@ -548,7 +535,6 @@ fn main() {
         overall.inc(1);
     }
     overall.finish_and_clear();
-    map_bar.finish_and_clear();
 
     let mut report = Report {
         tool: TOOL.to_string(),

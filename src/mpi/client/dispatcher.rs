@@ -546,7 +546,10 @@ impl Dispatcher {
     /// dynamic session (see `spawned`). A session that lost a worker cannot disconnect from
     /// it (that would wait for it forever): the job is aborted at exit instead.
     pub(super) fn close(mut self) {
-        self.port.flush();
+        {
+            let _mpi = comm::serial();
+            self.port.flush();
+        }
         if self.links.iter().any(|l| l.lost) {
             return;
         }

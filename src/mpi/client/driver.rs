@@ -1,21 +1,29 @@
-//! Who drives the dispatcher: the MPI thread, or a user thread that waits on a future of
-//! the pool (when MPI allows any thread to call it).
+//! Who drives the dispatcher: the session's thread, or a user thread that waits on a future
+//! of the pool (when MPI allows any thread to call it).
 
 use super::*;
+use std::sync::OnceLock;
+use std::thread::ThreadId;
 
 /// How long a thread about to block on a future keeps looking (yielding) first, where it
 /// may not drive.
 const WAITER_YIELD: Duration = Duration::from_micros(200);
 
-/// A session's dispatcher, and who drives it. The MPI thread drives it unless a user thread
-/// that waits on a future of the pool does: when the MPI library allows any thread to call
-/// it (`MPI_THREAD_SERIALIZED`), a thread blocked in `result()` runs the dispatcher itself
-/// (under the lock), so its task goes out and its result comes in on the thread that waits,
-/// with no hand-off to the MPI thread and no wake-up; meanwhile the MPI thread naps. With
-/// `MPI_THREAD_FUNNELED` only, the MPI thread does everything.
+/// A session's dispatcher, and who drives it. The session's thread (its *runner*) drives it
+/// unless a user thread that waits on a future of the pool does: when the MPI library
+/// allows any thread to call it (`MPI_THREAD_SERIALIZED`), a thread blocked in `result()`
+/// runs the dispatcher itself (under the lock), so its task goes out and its result comes
+/// in on the thread that waits, with no hand-off and no wake-up; meanwhile the runner naps.
+/// The runner is a thread of the session's own (`cf-mpi-session`), so that the sessions of
+/// several pools, and the MPI thread's jobs (a spawn for a new pool), go on side by side,
+/// their MPI calls serialized by the process's MPI lock (`comm::Serial`). With
+/// `MPI_THREAD_FUNNELED` only, the MPI thread is the runner and does everything.
 pub(crate) struct Driver {
     pub(crate) client: Arc<Client>,
-    pub(super) dispatcher: Mutex<Option<Dispatcher>>,
+    /// Reached under the process's MPI lock: one lock per round.
+    pub(super) dispatcher: comm::Serial<Option<Dispatcher>>,
+    /// The thread that runs the session (set when it starts to).
+    pub(super) runner: OnceLock<ThreadId>,
     /// User threads driving (or about to).
     pub(super) leaders: AtomicUsize,
     pub(super) serialized: bool,
@@ -24,11 +32,11 @@ pub(crate) struct Driver {
 
 impl Driver {
     /// Called by a thread about to block on a future of the pool (`done` tells when it
-    /// may stop). On the MPI thread (a callback waiting on another task), it must keep the
-    /// session going, or it would wait forever; elsewhere it drives if it may, or yields a
-    /// little (a result is often microseconds away, and a wake-up costs more).
+    /// may stop). On the session's runner (a callback waiting on another task), it must
+    /// keep the session going, or it would wait forever; elsewhere it drives if it may, or
+    /// yields a little (a result is often microseconds away, and a wake-up costs more).
     pub(crate) fn help(&self, done: &dyn Fn() -> bool) {
-        if comm::on_mpi_thread() {
+        if self.on_runner() {
             self.drive(done);
         } else if self.serialized {
             self.leaders.fetch_add(1, Ordering::AcqRel);
@@ -48,8 +56,8 @@ impl Driver {
     /// Waits until the session is over (every accepted task is done and the workers were
     /// released), driving it if this thread may.
     pub(crate) fn join(&self) {
-        if comm::on_mpi_thread() {
-            // Called from a callback on the MPI thread: the session cannot end under it.
+        if self.on_runner() {
+            // Called from a callback on the runner: the session cannot end under it.
             return;
         }
         let over = || lock(&self.client.state).over;
@@ -60,16 +68,23 @@ impl Driver {
         }
     }
 
+    /// This thread runs the session.
+    fn on_runner(&self) -> bool {
+        self.runner.get() == Some(&std::thread::current().id())
+    }
+
     /// Something is pending or in flight.
     pub(super) fn has_work(&self) -> bool {
-        let in_flight = lock(&self.dispatcher)
+        let in_flight = self
+            .dispatcher
+            .lock()
             .as_ref()
             .is_some_and(|d| !d.inflight.is_empty() || d.leaving.is_some());
         in_flight || !lock(&self.client.state).pending.is_empty()
     }
 
     pub(super) fn stepped_over(&self) -> bool {
-        lock(&self.dispatcher).as_ref().is_none_or(|d| d.over)
+        self.dispatcher.lock().as_ref().is_none_or(|d| d.over)
     }
 
     /// Runs the dispatcher until `until()` holds or the session is over. Futures are
@@ -81,7 +96,7 @@ impl Driver {
                 return;
             }
             // One lock per round: a round that made no progress also takes its pause.
-            let step = lock(&self.dispatcher).as_mut().map(|d| {
+            let step = self.dispatcher.lock().as_mut().map(|d| {
                 let (finished, progress, over) = d.step();
                 let nap = if progress || over { None } else { d.nap() };
                 (finished, over, nap)
@@ -99,8 +114,9 @@ impl Driver {
         }
     }
 
-    /// The session, on the MPI thread: it drives whenever no user thread does.
+    /// The session, on its runner: it drives whenever no user thread does.
     pub(super) fn run(self: Arc<Self>) {
+        let _ = self.runner.set(std::thread::current().id());
         loop {
             if self.leaders.load(Ordering::Acquire) > 0 {
                 // A user thread drives: nap, unwoken by submissions (the leader sends them),
@@ -117,10 +133,11 @@ impl Driver {
                 break;
             }
         }
-        let d = lock(&self.dispatcher).take();
+        let d = self.dispatcher.lock().take();
         if let Some(d) = d {
             d.close();
         }
+        LIVE.fetch_sub(1, Ordering::AcqRel);
         let mut s = lock(&self.client.state);
         s.over = true;
         self.client.ended.notify_all();

@@ -47,6 +47,25 @@ pub(crate) struct Config {
     /// Dynamic mode: the workers were spawned with this key, and are kept for the next
     /// session with the same one.
     pub(crate) spawn: Option<super::spawned::SpawnKey>,
+    /// What every worker runs when it joins the session, before any task.
+    pub(crate) initializer: Option<Init>,
+}
+
+/// A pool's initializer, as `Start` carries it to every worker: a `fn(A)` named as a task
+/// (`naming::target_of`, whose outcome is a `Result<(), TaskError>`) and its encoded
+/// argument (`()` for a plain `fn()`).
+#[derive(Debug, Clone)]
+pub(crate) struct Init {
+    pub(crate) target: FnRef,
+    pub(crate) arg: Vec<u8>,
+}
+
+/// Client sessions alive in this process (started, and not over).
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many client sessions of this process are alive.
+pub(crate) fn live_sessions() -> usize {
+    LIVE.load(Ordering::Acquire)
 }
 
 /// A worker rank that holds tasks and has been silent this long is asked for a sign of life.
@@ -117,7 +136,10 @@ impl Client {
     /// Starts a session with the workers at ranks `workers` of `comm`'s other side (the
     /// world's ranks 1.., or the spawned processes): every one must be waiting in
     /// `MpiPoolExecutor::start` (or be a spawned worker). Checks that they run the same
-    /// executable, then starts the dispatcher.
+    /// executable and ran the initializer, then starts the session's thread, which drives
+    /// the dispatcher, and registers the pool for the wait of program end. A failed
+    /// initializer leaves a broken pool, as on the process pool: the session ends at once
+    /// (the workers stay usable), and every submission says why.
     pub(crate) fn start(
         env: &'static Env,
         config: Config,
@@ -125,11 +147,15 @@ impl Client {
         workers: Range<i32>,
     ) -> Result<Arc<Driver>, MpiError> {
         let cfg = config.clone();
-        let (workers, port) = env.call(move || handshake(&cfg, comm, workers))?;
+        let (workers, port, init_failed) = env.call(move || handshake(&cfg, comm, workers))?;
         // (On an error, `handshake` released the ranks it could, or marked the job lost.)
+        let phase = match init_failed {
+            Some(e) => Phase::Broken(format!("a worker's initializer failed: {e}").into()),
+            None => Phase::Running,
+        };
         let client = Arc::new(Client {
             state: Mutex::new(State {
-                phase: Phase::Running,
+                phase,
                 pending: VecDeque::new(),
                 next_id: 1,
                 events: 0,
@@ -147,13 +173,34 @@ impl Client {
         dispatcher.session = Some(comm::Session::begin());
         let driver = Arc::new(Driver {
             client,
-            dispatcher: Mutex::new(Some(dispatcher)),
+            dispatcher: comm::Serial::new(Some(dispatcher)),
+            runner: std::sync::OnceLock::new(),
             leaders: AtomicUsize::new(0),
             serialized: env.serialized,
             cap: config.backoff_cap,
         });
+        LIVE.fetch_add(1, Ordering::AcqRel);
+        // With SERIALIZED, a thread of its own; else (or if no thread can be started) the
+        // MPI thread, which then serves this session alone until it ends.
         let d = driver.clone();
-        env.run(move || d.run());
+        let own = env
+            .serialized
+            .then(|| {
+                std::thread::Builder::new()
+                    .name("cf-mpi-session".into())
+                    .spawn(move || d.run())
+                    .ok()
+            })
+            .flatten();
+        let runner = match own {
+            Some(handle) => handle.thread().id(),
+            None => {
+                let d = driver.clone();
+                env.run(move || d.run());
+                env.thread
+            }
+        };
+        crate::exit::watch(&driver, vec![env.thread, runner]);
         Ok(driver)
     }
 
@@ -230,29 +277,37 @@ impl Client {
     }
 }
 
-/// Rank 0's side of the start of a session: `Start` to every worker, a `Hello` from each.
+/// Rank 0's side of the start of a session: `Start` to every worker, a `Hello` from each
+/// (sent once it ran the initializer). The ranks, the session's port, and the first
+/// initializer's failure. Each MPI call is made under the MPI lock, taken call by call: the
+/// sessions of other pools go on meanwhile.
 fn handshake(
     config: &Config,
     comm: Comm,
     ranks: Range<i32>,
-) -> Result<(Vec<RankInfo>, Port), MpiError> {
+) -> Result<(Vec<RankInfo>, Port, Option<TaskError>), MpiError> {
     let mut port = Port::new(comm);
     let fingerprint = crate::remote::naming::code_fingerprint();
     for rank in ranks.clone() {
-        let mut buf = Vec::new();
-        wire::Writer::new(&mut buf)
-            .u64(fingerprint)
-            .u64(config.backoff_cap.as_micros() as u64)
-            .finish(kind::START);
+        let buf = wire::start_message(
+            fingerprint,
+            config.backoff_cap.as_micros() as u64,
+            config.initializer.as_ref().map(|i| (i.target, &i.arg[..])),
+        );
+        let _mpi = comm::serial();
         port.send(rank, wire::TO_WORKER, buf);
     }
-    let mut hellos: Vec<Option<(bool, RankInfo)>> = vec![None; ranks.len()];
+    let mut hellos: Vec<Option<Hello>> = vec![None; ranks.len()];
     let deadline = Instant::now() + config.start_timeout;
     let mut backoff = Backoff::new(config.backoff_cap);
     while hellos.iter().any(Option::is_none) {
-        match port.probe(wire::TO_CLIENT) {
+        let probed = {
+            let _mpi = comm::serial();
+            port.probe(wire::TO_CLIENT)
+        };
+        match probed {
             Some((src, buf)) => {
-                let (ok, info) = parse_hello(src, &buf).inspect_err(|_| comm::mark_lost())?;
+                let hello = parse_hello(src, &buf).inspect_err(|_| comm::mark_lost())?;
                 let slot = usize::try_from(src - ranks.start)
                     .ok()
                     .and_then(|i| hellos.get_mut(i))
@@ -260,7 +315,7 @@ fn handshake(
                         rank: src,
                         what: "said Hello from outside the job",
                     })?;
-                *slot = Some((ok, info));
+                *slot = Some(hello);
                 backoff.reset();
             }
             None if Instant::now() > deadline => {
@@ -283,13 +338,14 @@ fn handshake(
             None => backoff.wait(),
         }
     }
-    let hellos: Vec<(bool, RankInfo)> = hellos.into_iter().flatten().collect();
-    let mismatched: Vec<&RankInfo> = hellos.iter().filter(|h| !h.0).map(|h| &h.1).collect();
+    let hellos: Vec<Hello> = hellos.into_iter().flatten().collect();
+    let mismatched: Vec<&RankInfo> = hellos.iter().filter(|h| !h.ok).map(|h| &h.info).collect();
     if !mismatched.is_empty() {
         // The ranks that matched are serving: release them.
-        for (ok, info) in &hellos {
-            if *ok {
-                port.send(info.rank, wire::TO_WORKER, wire::bare(kind::EXIT));
+        let _mpi = comm::serial();
+        for h in &hellos {
+            if h.ok {
+                port.send(h.info.rank, wire::TO_WORKER, wire::bare(kind::EXIT));
             }
         }
         port.flush();
@@ -303,10 +359,23 @@ fn handshake(
             names.join(", ")
         )));
     }
-    Ok((hellos.into_iter().map(|h| h.1).collect(), port))
+    let failed = hellos
+        .iter()
+        .find_map(|h| h.init.clone().and_then(Result::err));
+    Ok((hellos.into_iter().map(|h| h.info).collect(), port, failed))
 }
 
-fn parse_hello(src: i32, buf: &[u8]) -> Result<(bool, RankInfo), MpiError> {
+/// A worker's `Hello`.
+#[derive(Clone)]
+struct Hello {
+    /// It runs the same build.
+    ok: bool,
+    info: RankInfo,
+    /// How the initializer went, if there is one (and the build matched).
+    init: Option<Result<(), TaskError>>,
+}
+
+fn parse_hello(src: i32, buf: &[u8]) -> Result<Hello, MpiError> {
     let (mut r, k) = Reader::new(buf)?;
     if k != kind::HELLO {
         return Err(MpiError::UnexpectedKind {
@@ -315,19 +384,23 @@ fn parse_hello(src: i32, buf: &[u8]) -> Result<(bool, RankInfo), MpiError> {
             when: "before its Hello",
         });
     }
-    let ok = r.u8()? != 0;
-    let pid = r.u32()?;
-    let helper = r.u8()? != 0;
-    let host = String::from_utf8_lossy(r.rest()).into_owned();
-    Ok((
+    let (ok, pid, helper) = r.hello()?;
+    let (host, outcome) = if ok {
+        r.hello_rest()?
+    } else {
+        (r.rest(), None)
+    };
+    let init = outcome.map(crate::remote::codec::decode_outcome::<()>);
+    Ok(Hello {
         ok,
-        RankInfo {
+        info: RankInfo {
             rank: src,
             pid,
-            host,
+            host: String::from_utf8_lossy(host).into_owned(),
             helper,
         },
-    ))
+        init,
+    })
 }
 
 impl Client {

@@ -52,6 +52,12 @@ pub(crate) enum Recv {
     Closed,
     /// Non-blocking and nothing there.
     Empty,
+    /// A message of this many bytes is in the buffer, but the descriptors attached to it
+    /// from the first not in `fds` on were lost: this process could not take them (it has as
+    /// many open as `RLIMIT_NOFILE` allows, or the system is short of files or memory: the
+    /// kernel truncates the message's descriptors, `MSG_CTRUNC`). `errno` says which
+    /// shortage, as far as it can be told after the fact (see [`descriptor_shortage`]).
+    LostFds(usize, i32),
 }
 
 /// One end of an `AF_UNIX`, `SOCK_SEQPACKET` socket pair.
@@ -233,17 +239,28 @@ impl Socket {
                 }
                 cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
             }
-            if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+            // The kernel sets `MSG_CTRUNC` both when the control buffer has no room for the
+            // descriptors sent (more than `MAX_FDS`: the sender broke the protocol) and when
+            // it cannot install one in this process (`EMFILE`, `ENFILE`, `ENOMEM`: it stops
+            // at the first failure and drops the rest). Fewer than `MAX_FDS` received tells
+            // the second case: the buffer still had room.
+            let truncated = msg.msg_flags & libc::MSG_TRUNC != 0;
+            let lost = msg.msg_flags & libc::MSG_CTRUNC != 0;
+            if truncated || (lost && fds.len() - first >= MAX_FDS) {
                 fds.truncate(first);
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "a message longer than the largest allowed",
                 ));
             }
+            buf.set_len(n);
+            if lost {
+                return Ok(Recv::LostFds(n, descriptor_shortage(self.0.as_fd())));
+            }
             if n == 0 && fds.len() == first {
+                buf.clear();
                 return Ok(Recv::Closed);
             }
-            buf.set_len(n);
             Ok(Recv::Message(n))
         }
     }
@@ -275,6 +292,76 @@ impl Socket {
 impl AsFd for Socket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
+    }
+}
+
+/// True for the errors of a descriptor or memory shortage (`EMFILE`, `ENFILE`, `ENOMEM`):
+/// transient conditions of this process or of the system, not faults of a peer.
+pub(crate) fn is_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+    )
+}
+
+/// Which shortage made the kernel drop received descriptors: it does not say, so this
+/// tries to take one more descriptor (a duplicate of `fd`, closed at once) and returns the
+/// error that gets (`EMFILE`, `ENFILE` or `ENOMEM`), or `EMFILE` if it succeeds (the
+/// shortage passed meanwhile; this process's own limit is the likely one).
+pub(crate) fn descriptor_shortage(fd: BorrowedFd<'_>) -> i32 {
+    match fd.try_clone_to_owned() {
+        Ok(_) => libc::EMFILE,
+        Err(e) => match e.raw_os_error() {
+            Some(errno @ (libc::ENFILE | libc::ENOMEM)) => errno,
+            _ => libc::EMFILE,
+        },
+    }
+}
+
+/// The soft limit on open descriptors found when [`raise_nofile_limit`] first ran, if it
+/// raised it.
+static ORIGINAL_NOFILE: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit, once (later calls do
+/// nothing), as Go's runtime does at start: the soft limit (often 1024) exists for programs
+/// that use `select`, which this crate does not. Returns the soft limit found before, if it
+/// was raised (to give back to the processes this one starts: [`restore_nofile_limit`]).
+pub(crate) fn raise_nofile_limit() -> Option<u64> {
+    *ORIGINAL_NOFILE.get_or_init(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `getrlimit` and `setrlimit` read or write the one `rlimit` they are given.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+                return None;
+            }
+            let original = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            (libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0).then_some(original)
+        }
+    })
+}
+
+/// The soft `RLIMIT_NOFILE` this process had before [`raise_nofile_limit`] raised it.
+pub(crate) fn original_nofile_limit() -> Option<u64> {
+    ORIGINAL_NOFILE.get().copied().flatten()
+}
+
+/// Sets this process's soft `RLIMIT_NOFILE` back to `soft` (never above the hard limit): a
+/// started worker or child gives back the limit its parent had before raising it.
+pub(crate) fn restore_nofile_limit(soft: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: as in `raise_nofile_limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && soft < lim.rlim_cur {
+            lim.rlim_cur = soft;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 

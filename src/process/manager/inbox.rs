@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use super::link::dispatch;
 use super::start::reap;
 use super::{Finished, Manager, Phase, State, Work};
-use crate::error::TaskError;
+use crate::error::{Shortage, TaskError};
 use crate::process::wire::{self, PostMortem, Revoked, TAG_DONE, TAG_INIT, TAG_REVOKED};
 use crate::remote::codec;
 use crate::sync;
@@ -20,11 +20,15 @@ impl Manager {
         id: u64,
         msg: &[u8],
         fds: &mut Vec<OwnedFd>,
+        lost: Option<Shortage>,
         finished: &mut Finished,
     ) -> Result<(), &'static str> {
         let (&tag, body) = msg.split_first().ok_or("an empty message")?;
+        if lost.is_some() && tag != TAG_DONE {
+            return Err("descriptors with a message that carries none");
+        }
         match tag {
-            TAG_DONE => self.on_done(id, body, fds, finished),
+            TAG_DONE => self.on_done(id, body, fds, lost, finished),
             TAG_INIT => {
                 if !fds.is_empty() {
                     return Err("descriptors with its initializer's outcome");
@@ -66,6 +70,7 @@ impl Manager {
                     return Err("an answer to a revoke never asked");
                 }
                 let mut back = link.window.given_back(&ids, unread_from);
+                link.given_back(back.len());
                 // Back to the front of the queue, in their order.
                 back.reverse();
                 for task in back {
@@ -83,15 +88,21 @@ impl Manager {
 
     /// Results: each must be of a task this worker holds (a worker cannot complete another
     /// worker's task, or one twice); a result in shared memory is read with its length
-    /// checked. A result that cannot be read fails its own task only.
+    /// checked. A result that cannot be read fails its own task only, as does one whose file
+    /// this process could not receive (`lost`: it was short of descriptors, and the kernel
+    /// dropped the files from the first it could not take on).
     pub(super) fn on_done(
         &self,
         id: u64,
         body: &[u8],
         fds: &mut Vec<OwnedFd>,
+        lost: Option<Shortage>,
         finished: &mut Finished,
     ) -> Result<(), &'static str> {
         let mut st = sync::lock(&self.state);
+        // Once `terminate` was called, no task of the pool completes with a value: a
+        // worker that finishes its task anyway (it handles or ignores SIGTERM) is too late.
+        let terminated = st.phase == Phase::Terminated;
         let State {
             workers, inflight, ..
         } = &mut *st;
@@ -114,15 +125,26 @@ impl Manager {
             ids.push(record.id);
             shared += usize::from(record.shared);
         }
-        if shared != fds.len() {
+        // With files lost, fewer arrived than announced (the kernel keeps those before the
+        // first it could not install).
+        let matching = match lost {
+            None => shared == fds.len(),
+            Some(_) => shared > fds.len(),
+        };
+        if !matching {
             return Err("results whose files do not match the descriptors sent");
         }
         let mut files = fds.drain(..);
         for record in wire::records(body).map_while(Result::ok) {
-            let bytes = if record.shared {
-                let fd = files.next().expect("[internal] counted above");
-                wire::read_shared(fd, record.len)
-                    .map_err(|e| TaskError::Codec(format!("the task's result: {e}").into()))
+            let bytes = if terminated {
+                Err(TaskError::Broken("the pool was terminated".into()))
+            } else if record.shared {
+                match (files.next(), lost) {
+                    (Some(fd), _) => wire::read_shared(fd, record.len)
+                        .map_err(|e| TaskError::Codec(format!("the task's result: {e}").into())),
+                    (None, Some(shortage)) => Err(TaskError::Shortage(shortage)),
+                    (None, None) => unreachable!("[internal] counted above"),
+                }
             } else {
                 Ok(record.payload.to_vec())
             };
@@ -131,12 +153,6 @@ impl Manager {
                 finished.push((w.completion, bytes));
                 self.blocks.put(w.payload);
             }
-        }
-        if let Some(limit) = self.config.max_tasks_per_child
-            && link.tasks_done >= limit
-            && !link.retiring
-        {
-            link.retire();
         }
         dispatch(&mut st);
         Ok(())
@@ -165,15 +181,29 @@ impl Manager {
                 .tasks()
                 .position(|task| task == log.started)
                 .map_or(0, |p| p + 1);
+            // The log holds the results of the calls it finished since it last sent, in
+            // the order it ran them: a prefix of what it holds, ending at (or just before)
+            // the call it started last. A record is accepted only there, so a worker that
+            // wrote records for calls it never started (a task scribbling over the log)
+            // cannot complete them: they run elsewhere.
+            // (Records of calls it no longer holds were sent before it died, and delivered.)
+            let tasks = link.window.clear();
+            let mut records = log
+                .results
+                .into_iter()
+                .filter(|(id, _)| tasks.contains(id))
+                .peekable();
             let mut held: Vec<Work> = Vec::new();
             let mut unstarted: Vec<Work> = Vec::new();
-            for (i, task) in link.window.clear().into_iter().enumerate() {
+            for (i, task) in tasks.iter().copied().enumerate() {
+                let record = records
+                    .next_if(|(id, _)| i < started && *id == task)
+                    .map(|(_, bytes)| bytes);
                 let Some(w) = st.inflight.remove(&task) else {
                     continue;
                 };
-                if let Some(pos) = log.results.iter().position(|(id, _)| *id == task) {
+                if let Some(bytes) = record.filter(|_| !terminated) {
                     // Finished, its result committed to the log: delivered.
-                    let bytes = log.results[pos].1.clone();
                     finished.push((w.completion, Ok(bytes)));
                     self.blocks.put(w.payload);
                 } else if i < started {

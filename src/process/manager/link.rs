@@ -10,14 +10,31 @@ use crate::remote::codec;
 use crate::remote::window;
 
 impl Link {
+    /// Its task `task` is done. A worker whose budget of tasks is spent is retired once it
+    /// holds nothing more.
     pub(super) fn finished(&mut self, task: u64) {
-        self.tasks_done += 1;
         self.window.release(task);
+        if self.budget == Some(0) && self.window.is_empty() {
+            self.retire();
+        }
     }
 
     /// May be sent work.
     pub(super) fn open(&self) -> bool {
+        self.serving() && self.budget != Some(0)
+    }
+
+    /// Initialized and not told to exit: it runs what it holds, and may be asked to give
+    /// back what it has not started.
+    fn serving(&self) -> bool {
         self.ready && !self.retiring
+    }
+
+    /// Tasks `n` were given back unstarted: they never ran there, so they count again.
+    pub(super) fn given_back(&mut self, n: usize) {
+        if let Some(b) = &mut self.budget {
+            *b += n;
+        }
     }
 
     /// Ready for work and holding none.
@@ -53,7 +70,11 @@ pub(super) fn dispatch(st: &mut State) {
         let Some(wid) = window::pick(open) else {
             return;
         };
-        let size = window::batch_size(st.pending.len(), n);
+        let Some(link) = st.workers.get(&wid) else {
+            return;
+        };
+        // `max_tasks_per_child`: a worker is never sent more than it may still run.
+        let size = window::batch_size(st.pending.len(), n).min(link.budget.unwrap_or(usize::MAX));
         let mut batch: Vec<Work> = Vec::with_capacity(size);
         // A batch is one message: its inline payloads fit in `MAX_FRAME` with room for the
         // rest, and its shared payloads in one message's descriptors.
@@ -116,6 +137,9 @@ pub(super) fn dispatch(st: &mut State) {
             continue;
         }
         link.window.send(batch.iter().map(|w| w.id));
+        if let Some(b) = &mut link.budget {
+            *b -= batch.len();
+        }
         for w in batch {
             st.inflight.insert(w.id, w);
         }
@@ -135,7 +159,7 @@ fn steal(st: &mut State) {
     if idle == 0 {
         return;
     }
-    let candidates = st.workers.iter().map(|(&k, l)| (k, &l.window, l.open()));
+    let candidates = st.workers.iter().map(|(&k, l)| (k, &l.window, l.serving()));
     for key in window::victims(candidates, idle) {
         let Some(link) = st.workers.get_mut(&key) else {
             continue;

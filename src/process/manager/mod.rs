@@ -17,6 +17,7 @@
 //! `inbox` what a worker's messages and death do, `link` the dispatch to the workers'
 //! windows, `start` how workers are started.
 
+mod callbacks;
 mod inbox;
 mod link;
 mod reader;
@@ -52,6 +53,20 @@ const READ_GRACE: Duration = Duration::from_micros(100);
 /// How long after the last submission the manager thread keeps looking every `READ_GRACE`
 /// instead of sleeping until woken: while tasks keep coming, a submission wakes no thread.
 const LINGER: Duration = Duration::from_millis(1);
+/// How long `terminate` lets a worker handle SIGTERM before it is killed with SIGKILL. A
+/// second is enough for a handler to flush a file or remove a temporary one, and short
+/// enough that `terminate` still means "now": a task that ignores SIGTERM, or handles it
+/// and runs on, holds `terminate` this long and no longer.
+const TERMINATE_GRACE: Duration = Duration::from_secs(1);
+/// A replacement worker that cannot be started because this process (or the system) is
+/// short of descriptors or memory is tried again after `RETRY_MIN`, then after twice as
+/// long each time, up to `RETRY_MAX`, for as long as the pool runs: the shortage is
+/// transient (another part of the program holds descriptors for a while, or the limit is
+/// raised again), so it does not break the pool. Meanwhile the queued tasks wait for the
+/// workers that are left (or, with none left, for the replacement). Any other failure to
+/// start a replacement breaks the pool.
+const RETRY_MIN: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Settings fixed when the pool is built.
 pub(crate) struct Config {
@@ -108,7 +123,9 @@ struct Link {
     ready: bool,
     /// Told to exit (shutdown, or `max_tasks_per_child` reached).
     retiring: bool,
-    tasks_done: usize,
+    /// Tasks that may still be sent to it (`max_tasks_per_child` less the tasks sent; a task
+    /// it gives back returns to the budget, since it never ran there). `None`: no limit.
+    budget: Option<usize>,
     /// Killed for running this task over this time limit.
     timed_out: Option<(u64, Duration)>,
 }
@@ -127,20 +144,33 @@ struct State {
     finished: bool,
     /// Workers to start (replacements), by the manager thread.
     respawn: usize,
+    /// Not before then: the last start failed for lack of descriptors or memory, and is
+    /// tried again after `retry` (see `RETRY_MIN`).
+    respawn_at: Option<Instant>,
+    retry: Duration,
     /// The manager thread looks on its own every `READ_GRACE` (it saw work lately), so a
     /// submission need not wake it.
     lingering: bool,
+    /// Set by `terminate`: from then on the watchdog kills every worker with SIGKILL.
+    kill_at: Option<Instant>,
 }
 
-/// Tasks to complete once the reader is released (completing runs callbacks, which may
-/// themselves wait on the pool).
+/// Tasks to complete once the reader is released (completing decodes the results, with
+/// the user's `Deserialize`; their callbacks go to the callback threads).
 type Finished = Vec<(Box<dyn Completion>, Result<Vec<u8>, TaskError>)>;
 
-fn complete_all(finished: &mut Finished) {
-    for (c, outcome) in finished.drain(..) {
-        match outcome {
-            Ok(bytes) => c.complete(Ok(&bytes)),
-            Err(e) => c.complete(Err(e)),
+impl Manager {
+    /// Completes what was read; the callbacks go to their own threads (`callbacks`), since
+    /// the caller reads results for the pool.
+    fn complete_all(&self, finished: &mut Finished) {
+        for (c, outcome) in finished.drain(..) {
+            let deferred = match outcome {
+                Ok(bytes) => c.complete_deferring(Ok(&bytes)),
+                Err(e) => c.complete_deferring(Err(e)),
+            };
+            if let Some(job) = deferred {
+                self.callbacks.run(job);
+            }
         }
     }
 }
@@ -177,6 +207,8 @@ pub(crate) struct Manager {
     config: Config,
     /// Shared memory blocks kept for large arguments.
     pub(crate) blocks: wire::Blocks,
+    /// Where the futures' callbacks run.
+    callbacks: Arc<callbacks::Callbacks>,
     thread: Mutex<Option<JoinHandle<()>>>,
     watchdog: Mutex<Option<JoinHandle<()>>>,
 }
@@ -196,7 +228,10 @@ impl Manager {
                 startup_error: None,
                 finished: false,
                 respawn: 0,
+                respawn_at: None,
+                retry: RETRY_MIN,
                 lingering: false,
+                kill_at: None,
             }),
             changed: Condvar::new(),
             reader: Mutex::new(None),
@@ -206,6 +241,7 @@ impl Manager {
             own_limits: AtomicBool::new(false),
             config,
             blocks: wire::Blocks::default(),
+            callbacks: Arc::default(),
             thread: Mutex::new(None),
             watchdog: Mutex::new(None),
         });
@@ -292,6 +328,7 @@ impl Manager {
             }
             if terminate && st.phase != Phase::Terminated {
                 st.phase = Phase::Terminated;
+                st.kill_at = Some(Instant::now() + TERMINATE_GRACE);
             }
             let cancelled: Vec<Work> = if cancel || terminate {
                 st.pending.drain(..).collect()
@@ -315,8 +352,8 @@ impl Manager {
         }
     }
 
-    /// Waits for the manager thread (and so every worker) to finish. No-op on the manager
-    /// thread itself (a callback shutting the pool down).
+    /// Waits for the manager thread (and so every worker) to finish, then for the
+    /// callbacks of the futures it completed. No-op on the manager thread itself.
     pub(crate) fn join(&self) {
         for slot in [&self.thread, &self.watchdog] {
             let handle = sync::lock(slot).take();
@@ -328,6 +365,7 @@ impl Manager {
                 let _ = h.join();
             }
         }
+        self.callbacks.close();
     }
 
     /// The watchdog thread: kills a worker whose current task has run longer than its time
@@ -347,6 +385,19 @@ impl Manager {
             let now = os::monotonic_nanos();
             let mut next: Option<Duration> = None;
             let mut soonest = |d: Duration| next = Some(next.map_or(d, |n| n.min(d)));
+            if let Some(at) = st.kill_at {
+                // Terminated: past the grace, every worker still there is killed (and one
+                // started meanwhile as well), until none is left.
+                match at.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => soonest(left),
+                    _ => {
+                        for link in st.workers.values() {
+                            link.pidfd.signal(libc::SIGKILL);
+                        }
+                        soonest(POLL_MAX);
+                    }
+                }
+            }
             let State {
                 workers,
                 inflight,
@@ -438,12 +489,40 @@ impl Manager {
         loop {
             // Replace dead workers (only this thread starts workers: their parent-death
             // signal follows the thread that started them).
-            let respawn = std::mem::take(&mut sync::lock(&self.state).respawn);
-            if respawn > 0
-                && let Err(e) = self.spawn_workers(respawn)
-            {
-                let mut finished = self.break_pool(format!("cannot replace a dead worker: {e}"));
-                self.settle(&mut finished, 0);
+            let respawn = {
+                let mut st = sync::lock(&self.state);
+                if respawn_due(&st) {
+                    std::mem::take(&mut st.respawn)
+                } else {
+                    0
+                }
+            };
+            match self.spawn_workers(respawn) {
+                Ok(()) => {
+                    if respawn > 0 {
+                        let mut st = sync::lock(&self.state);
+                        st.respawn_at = None;
+                        st.retry = RETRY_MIN;
+                    }
+                }
+                Err(StartError::Shortage(why)) => {
+                    // (Every worker of this attempt was killed and reaped: try them all again.)
+                    let mut st = sync::lock(&self.state);
+                    if st.respawn_at.is_none() {
+                        eprintln!(
+                            "concurrent_futures: cannot replace a dead worker now ({why}); \
+                             trying again until it can"
+                        );
+                    }
+                    st.respawn += respawn;
+                    st.respawn_at = Some(Instant::now() + st.retry);
+                    st.retry = (st.retry * 2).min(RETRY_MAX);
+                }
+                Err(e) => {
+                    let mut finished =
+                        self.break_pool(format!("cannot replace a dead worker: {e}"));
+                    self.settle(&mut finished, 0);
+                }
             }
             if self.should_stop() {
                 break;
@@ -454,7 +533,7 @@ impl Manager {
             {
                 let mut st = sync::lock(&self.state);
                 loop {
-                    if st.respawn > 0 || stopping(&st) || st.phase == Phase::Starting {
+                    if respawn_due(&st) || stopping(&st) || st.phase == Phase::Starting {
                         break;
                     }
                     if self.result_unclaimed(&st) {
@@ -475,13 +554,15 @@ impl Manager {
                         quiet_since = Instant::now();
                     }
                     st.lingering = quiet_since.elapsed() < LINGER;
-                    st = if st.lingering {
-                        sync::wait_until(&self.changed, st, Instant::now() + READ_GRACE).0
-                    } else {
-                        sync::wait(&self.changed, st)
+                    st = match (st.lingering, retry_at(&st)) {
+                        (true, _) => {
+                            sync::wait_until(&self.changed, st, Instant::now() + READ_GRACE).0
+                        }
+                        (false, Some(at)) => sync::wait_until(&self.changed, st, at).0,
+                        (false, None) => sync::wait(&self.changed, st),
                     };
                 }
-                if st.respawn > 0 {
+                if respawn_due(&st) {
                     continue;
                 }
             }
@@ -489,7 +570,10 @@ impl Manager {
             let ok = {
                 let mut reader = sync::lock(&self.reader);
                 let Some(r) = reader.as_mut() else { break };
-                self.pump(r, &mut finished, None)
+                // A replacement waiting to be tried again is not waited past.
+                let timeout = retry_at(&sync::lock(&self.state))
+                    .map(|at| at.saturating_duration_since(Instant::now()));
+                self.pump(r, &mut finished, timeout)
             };
             self.settle(&mut finished, 0);
             if !ok {
@@ -590,6 +674,16 @@ impl Manager {
 /// close of a retiring worker, a worker's initialization.
 fn expecting(st: &State) -> bool {
     !st.inflight.is_empty() || st.workers.values().any(|l| l.retiring || !l.ready)
+}
+
+/// True if replacement workers are to be started now.
+fn respawn_due(st: &State) -> bool {
+    st.respawn > 0 && st.respawn_at.is_none_or(|at| Instant::now() >= at)
+}
+
+/// When a replacement that could not be started is to be tried again.
+fn retry_at(st: &State) -> Option<Instant> {
+    if st.respawn > 0 { st.respawn_at } else { None }
 }
 
 /// True once the pool accepts no more work.

@@ -5,7 +5,8 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use super::{Finished, Manager, READER_SPIN, Reader, complete_all, expecting, stopping};
+use super::{Finished, Manager, READER_SPIN, Reader, expecting, stopping};
+use crate::error::Shortage;
 use crate::os::{Recv, WAKE_KEY};
 use crate::sync;
 
@@ -91,7 +92,7 @@ impl Manager {
         if finished.is_empty() {
             return;
         }
-        complete_all(finished);
+        self.complete_all(finished);
         if self.wants.load(SeqCst) > mine {
             self.poller.wake();
         }
@@ -136,8 +137,15 @@ impl Manager {
         loop {
             r.fds.clear();
             match main.recv(&mut r.buf, &mut r.fds, true) {
-                Ok(Recv::Message(_)) => {
-                    if let Err(why) = self.on_message(id, &r.buf, &mut r.fds, finished) {
+                Ok(received @ (Recv::Message(_) | Recv::LostFds(..))) => {
+                    // Descriptors the kernel could not give this process (it is short of
+                    // them): the results they carried are lost, and their tasks fail with
+                    // the shortage; the worker is not at fault.
+                    let lost = match received {
+                        Recv::LostFds(_, errno) => Some(Shortage::from_errno(errno)),
+                        _ => None,
+                    };
+                    if let Err(why) = self.on_message(id, &r.buf, &mut r.fds, lost, finished) {
                         // It broke the protocol: it is stopped, and its death is handled
                         // as any other.
                         eprintln!("concurrent_futures: a worker sent {why}; stopping it");
@@ -150,6 +158,9 @@ impl Manager {
                     eprintln!("concurrent_futures: a worker sent {e}; stopping it");
                     self.kill_worker(id);
                 }
+                // This process is short of memory: the message stays in the socket, for the
+                // next round (the worker is not at fault, and not dead).
+                Err(e) if !exited && crate::os::is_shortage(&e) => return,
                 // A worker that died with messages of ours unread resets the socket: the
                 // error is reported once, and what it sent before is still there to read.
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}

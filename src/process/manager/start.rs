@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::link::dispatch;
 use super::{Link, Manager, socket_key};
 use crate::error::ExitStatus;
-use crate::os::{Memfd, Pidfd, Recv, Socket};
+use crate::os::{self, Memfd, Pidfd, Recv, Socket};
 use crate::process::wire::{Hello, LOG_SIZE, TAG_HELLO, TAG_WELCOME, ToWorkerRef};
 use crate::remote::bootstrap::{self, CONNECT_TIMEOUT, ChildGuard, ENV_WORKER, StartError};
 use crate::remote::window::Window;
@@ -22,6 +22,9 @@ impl Manager {
     /// handshake, then watches their sockets. On a failure, every worker started here is
     /// killed and reaped, and everything opened for them is closed.
     pub(super) fn spawn_workers(&self, n: usize) -> Result<(), StartError> {
+        if n == 0 {
+            return Ok(());
+        }
         let mut starting = Vec::with_capacity(n);
         for _ in 0..n {
             starting.push(Starting::spawn()?);
@@ -29,6 +32,7 @@ impl Manager {
         let mut connected = Vec::with_capacity(n);
         for s in starting {
             let mut link = s.connect()?;
+            link.budget = self.config.max_tasks_per_child;
             if let Some(init) = self.config.initializer {
                 link.ready = false;
                 // (On an error, dropping the links kills and reaps their workers.)
@@ -46,7 +50,12 @@ impl Manager {
                 .add(link.main.as_fd(), socket_key(id))
                 .and_then(|()| self.poller.add(link.pidfd.as_fd(), socket_key(id) + 1));
             if let Err(e) = watched {
-                return Err(StartError::Spawn(format!("cannot watch a worker: {e}")));
+                let why = format!("cannot watch a worker: {e}");
+                return Err(if os::is_shortage(&e) {
+                    StartError::Shortage(why)
+                } else {
+                    StartError::Spawn(why)
+                });
             }
             st.workers.insert(id, link);
             dispatch(&mut st);
@@ -91,7 +100,17 @@ impl Starting {
     /// Spawns a worker with one end of a socket pair: only it can talk to us on the other.
     /// The welcome (its control socket and result log) waits in the socket for it.
     pub(super) fn spawn() -> Result<Starting, StartError> {
-        let io = |e: std::io::Error| StartError::Spawn(e.to_string());
+        let io = |e: std::io::Error| {
+            if os::is_shortage(&e) {
+                StartError::Shortage(e.to_string())
+            } else {
+                StartError::Spawn(e.to_string())
+            }
+        };
+        // Each worker costs this process four descriptors (two sockets, a pidfd, the
+        // result log): the first start raises the soft limit to the hard one, so that a
+        // pool of a thousand workers fits; the worker gives the old limit back to its tasks.
+        os::raise_nofile_limit();
         let (main, theirs) = Socket::pair().map_err(io)?;
         let (ctl, their_ctl) = Socket::pair().map_err(io)?;
         let log = Memfd::new(LOG_SIZE).map_err(io)?;
@@ -161,11 +180,16 @@ impl Starting {
                 "a hello from another process".into(),
             ));
         }
-        let pidfd = Pidfd::open(pid).map_err(|e| StartError::Spawn(e.to_string()))?;
+        let io = |e: std::io::Error| {
+            if os::is_shortage(&e) {
+                StartError::Shortage(e.to_string())
+            } else {
+                StartError::Spawn(e.to_string())
+            }
+        };
+        let pidfd = Pidfd::open(pid).map_err(io)?;
         // The parent created the log sealed against shrinking: this mapping cannot fault.
-        let log_view = log
-            .map(false)
-            .map_err(|e| StartError::Spawn(e.to_string()))?;
+        let log_view = log.map(false).map_err(io)?;
         Ok(Link {
             pid,
             child,
@@ -177,7 +201,7 @@ impl Starting {
             window: Window::default(),
             ready: true,
             retiring: false,
-            tasks_done: 0,
+            budget: None,
             timed_out: None,
         })
     }
