@@ -307,6 +307,34 @@ pub enum SubmitError {
     /// dynamically loaded library).
     #[error("the function cannot be sent to a worker: {0}")]
     Unsendable(#[serde(with = "crate::serde_arc::arc_str")] Arc<str>),
+    /// The argument or result type holds shared state (`Arc`, `Rc`, `Cell`, `RefCell`, a
+    /// `Mutex`, an `RwLock`, an atomic): a worker process would get a copy of it, and what
+    /// the task does to it would be lost. The process and MPI pools refuse it at
+    /// submission (it can only be a `Payload` at all because serde encodes it: see
+    /// [`Payload`](crate::Payload) for how to share state on each backend).
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor, SubmitError};
+    /// use std::sync::Mutex;
+    /// fn add_one(total: Mutex<u64>) -> u64 { *total.lock().unwrap() + 1 }
+    /// let pool = ProcessPoolExecutor::new(1);
+    /// let err = pool.try_submit(add_one, Mutex::new(0)).unwrap_err();
+    /// assert!(matches!(err, SubmitError::SharedState { .. }));
+    /// ```
+    #[error(
+        "`{type_name}` holds shared state (`{shared}`), which a worker process would only get \
+         a copy of: pass plain values and combine the results, give every worker a value \
+         once with the pool's `initializer_with`, or share memory with the multiprocessing \
+         toolkit (`Value`, `Array`, `Queue`)"
+    )]
+    SharedState {
+        /// The argument's or result's type, as `std::any::type_name` spells it.
+        #[serde(with = "crate::serde_arc::arc_str")]
+        type_name: Arc<str>,
+        /// The shared-state type found in it (`"Arc"`, `"Mutex"`, `"AtomicU64"`...).
+        #[serde(with = "crate::serde_arc::arc_str")]
+        shared: Arc<str>,
+    },
 }
 
 /// A pool could not be built.
@@ -336,6 +364,22 @@ pub enum BuildError {
     /// another executable or never reached `start`, or there are no worker ranks.
     #[error("could not start the MPI pool: {0}")]
     Mpi(String),
+    /// The initializer cannot be sent to the workers: its argument could not be encoded
+    /// ([`SubmitError::Codec`]) or holds shared state ([`SubmitError::SharedState`]), or
+    /// the function is not in the executable ([`SubmitError::Unsendable`]).
+    ///
+    /// ```
+    /// use concurrent_futures::{BuildError, ProcessPoolExecutor, SubmitError};
+    /// use std::sync::atomic::AtomicU64;
+    /// fn init(_: AtomicU64) {}
+    /// let err = ProcessPoolExecutor::builder()
+    ///     .initializer_with(init, AtomicU64::new(0))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, BuildError::Initializer(SubmitError::SharedState { .. })));
+    /// ```
+    #[error("the initializer cannot be sent to the workers: {0}")]
+    Initializer(#[source] SubmitError),
 }
 
 /// A setter of [`Future`](crate::Future) was called in a state that forbids it (Python's

@@ -57,15 +57,8 @@ use crate::map::{Map, MapOptions, MapUnordered};
 ///
 /// An argument is moved (and, on the process and MPI backends, copied into another
 /// process), so shared state cannot be one: a lock or a counter copied into each worker
-/// would silently diverge. `Rc`, `Arc` and references are not `Payload`s:
-///
-/// ```compile_fail,E0277
-/// # use concurrent_futures::{Executor, ThreadPoolExecutor};
-/// use std::sync::{Arc, Mutex};
-/// fn add_one(total: Arc<Mutex<u64>>) { *total.lock().unwrap() += 1 }
-/// let pool = ThreadPoolExecutor::new(1);
-/// pool.submit(add_one, Arc::new(Mutex::new(0))); // error: `Arc<Mutex<u64>>` is not a `Payload`
-/// ```
+/// would silently diverge. `Rc` and references are never `Payload`s, and `Arc` is not one
+/// while serde's `rc` feature is off:
 ///
 /// ```compile_fail,E0277
 /// # use concurrent_futures::{Executor, ThreadPoolExecutor};
@@ -73,6 +66,30 @@ use crate::map::{Map, MapOptions, MapUnordered};
 /// fn len(s: Rc<String>) -> usize { s.len() }
 /// let pool = ThreadPoolExecutor::new(1);
 /// pool.submit(len, Rc::new(String::new())); // error: `Rc<String>` is not a `Payload`
+/// ```
+///
+/// serde encodes `Mutex`, `RwLock`, `Cell`, `RefCell` and the atomics, though, and any crate
+/// of a program may turn on serde's `rc` feature (then `Arc<Mutex<u64>>` compiles). So the
+/// process and MPI pools also check at submission (and at build, for an initializer's
+/// argument): an argument or result whose type names one of them, at any depth of its type
+/// (tuples, `Vec`, `Option`, generic structs), is refused with
+/// [`SubmitError::SharedState`](crate::SubmitError::SharedState). The check is on the
+/// type's name, computed once per pair of types; it cannot see the fields of a struct of
+/// your own, so keep locks out of those. A compile-time check of every nesting is not
+/// possible on stable Rust (it would need an auto trait or negative bounds). The thread
+/// pool does not check: there an `Arc` given as an argument is moved, still shared, not
+/// copied (yet it is a `Payload` only with `rc` on; capture it in
+/// [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn) instead).
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// use concurrent_futures::{Executor, ProcessPoolExecutor, SubmitError};
+/// use std::sync::Mutex;
+/// fn add_one(total: (u8, Mutex<u64>)) -> u64 { *total.1.lock().unwrap() + 1 }
+/// let pool = ProcessPoolExecutor::new(1);
+/// let err = pool.try_submit(add_one, (0, Mutex::new(0))).unwrap_err();
+/// assert!(matches!(err, SubmitError::SharedState { .. }));
+/// # }
 /// ```
 ///
 /// How to share state instead, by backend:
@@ -84,10 +101,13 @@ use crate::map::{Map, MapOptions, MapUnordered};
 ///   [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn) (or rayon's own
 ///   `spawn`/`install`), outside the `Executor` trait; or use a `static`.
 /// * **Processes** (`ProcessPoolExecutor`): workers share no memory; a `static` has one
-///   copy per worker. Use results, files or a database, or the `multiprocessing`
-///   toolkit's shared memory (`Value`, `Array`, `Queue`, `Lock`) with its `Process`/`Pool`.
+///   copy per worker. Give every worker a read-only value once (a large table, a
+///   configuration) with `ProcessPoolBuilder::initializer_with` into a `static`; use
+///   results, files or a database, or the `multiprocessing` toolkit's shared memory
+///   (`Value`, `Array`, `Queue`, `Lock`) with its `Process`/`Pool`, for state that changes.
 /// * **MPI** (`MpiPoolExecutor`): ranks may run on other machines; share through results
-///   (or files on a shared file system).
+///   (or files on a shared file system), and give every rank a value once with
+///   `MpiPoolBuilder::initializer_with`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a task's argument or result: it is not a `Payload`",
     label = "not a `Payload`",
@@ -455,5 +475,22 @@ pub trait Executor {
     #[doc(hidden)]
     fn as_thread_pool(&self) -> Option<&crate::ThreadPoolExecutor> {
         None
+    }
+
+    /// The pool's counters: tasks submitted, queued, running, done, failed, cancelled, and
+    /// per worker what it ran (see [`PoolStats`](crate::PoolStats)). A backend that keeps no
+    /// statistics returns zeros (the default).
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ThreadPoolExecutor};
+    /// fn report(pool: &impl Executor) -> u64 {
+    ///     pool.stats().submitted
+    /// }
+    /// let pool = ThreadPoolExecutor::new(2);
+    /// pool.submit(u32::count_ones, 7).result().unwrap();
+    /// assert_eq!(report(&pool), 1);
+    /// ```
+    fn stats(&self) -> crate::PoolStats {
+        crate::PoolStats::default()
     }
 }

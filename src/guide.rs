@@ -105,8 +105,43 @@ pub mod choosing_a_backend {}
 ///
 /// ## Shared state
 ///
-/// Shared state is not an argument: `Arc`, `Rc` and references are not `Payload`s (an
-/// `Arc<Mutex<u64>>` copied into each worker process would count in each copy, silently).
+/// Shared state is not an argument: an `Arc<Mutex<u64>>` copied into each worker process
+/// would count in each copy, silently. `Rc` and references are never `Payload`s, nor is
+/// `Arc` while serde's `rc` feature is off. But `Mutex`, `RwLock`, the atomics (and, once
+/// any crate of the program turns on `rc`, `Arc`) are serde types, and compile: the process
+/// and MPI pools then refuse them at submission, anywhere in the argument's or result's
+/// type (a tuple, a `Vec`, a generic struct), with
+/// [`SubmitError::SharedState`](crate::SubmitError::SharedState). The check reads the
+/// type's name, which does not show the fields of a struct of your own: a lock in a field
+/// of a `#[derive(Serialize)]` struct is copied without a word, so keep it out (or
+/// `#[serde(skip)]` it). `Cell` and `RefCell` are not `Sync`, so not `Payload`s alone, and
+/// are refused inside a `Mutex`. (A compile-time refusal of every nesting would need a
+/// negative trait bound or an auto trait, which stable Rust does not have.)
+///
+/// | backend | shares without copying | gives each worker a value once |
+/// |---|---|---|
+/// | threads | a closure that captures an `Arc` through [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn); a `static` | [`ThreadPoolBuilder::initializer_with`](crate::ThreadPoolBuilder::initializer_with) (a clone per thread; pass an `Arc` to share one) |
+/// | processes | the `multiprocessing` toolkit's `Value`, `Array`, `Queue`, `SharedMemory` | `ProcessPoolBuilder::initializer_with`, into a `static` the tasks read |
+/// | MPI | nothing (ranks may be on other machines) | `MpiPoolBuilder::initializer_with` |
+/// | any | results, combined by the caller | `AnyExecutorBuilder::initializer_with` |
+///
+/// A large read-only value (a lookup table, a model) is given to every worker once with
+/// `initializer_with`, not with every task: the process pool encodes it once and writes it
+/// to one shared memory file that each worker (and each replacement) decodes from:
+///
+/// ```
+/// use concurrent_futures::{Executor, ProcessPoolExecutor};
+/// use std::sync::OnceLock;
+///
+/// static TABLE: OnceLock<Vec<u8>> = OnceLock::new();
+/// fn load(table: Vec<u8>) { TABLE.set(table).unwrap() }
+/// fn at(i: usize) -> u8 { TABLE.get().unwrap()[i] }
+///
+/// let table: Vec<u8> = (0..1_000_000).map(|i| (i % 251) as u8).collect();
+/// let pool = ProcessPoolExecutor::builder().max_workers(2).initializer_with(load, table).build().unwrap();
+/// assert_eq!(pool.submit(at, 999_999).result(), Ok((999_999 % 251) as u8));
+/// ```
+///
 /// Prefer returning values and combining them; see [`Payload`](crate::Payload) for each
 /// backend's way to share. On threads:
 ///
@@ -258,32 +293,37 @@ pub mod platforms {}
 /// is not satisfied ``, twice, with serde's hint instead of this one: it looks through the
 /// impl to the first bound that fails.)
 ///
-/// ## E0277: `Arc`, `Rc` (shared state) as an argument
+/// ## E0277: `Rc`, `Arc` (shared state) as an argument
 ///
 /// ```compile_fail,E0277
-/// use std::sync::{Arc, Mutex};
+/// use std::rc::Rc;
+/// use std::sync::Mutex;
 /// use concurrent_futures::{Executor, ThreadPoolExecutor};
-/// fn add_one(total: Arc<Mutex<u64>>) { *total.lock().unwrap() += 1; }
+/// fn add_one(total: Rc<Mutex<u64>>) { *total.lock().unwrap() += 1; }
 /// let pool = ThreadPoolExecutor::new(2);
-/// let total = Arc::new(Mutex::new(0));
+/// let total = Rc::new(Mutex::new(0));
 /// pool.submit(add_one, total.clone());
 /// ```
 ///
 /// ```text
-/// error[E0277]: `Arc<std::sync::Mutex<u64>>` cannot be a task's argument or result: it is not a `Payload`
-///   --> src/main.rs:12:10
+/// error[E0277]: `Rc<std::sync::Mutex<u64>>` cannot be a task's argument or result: it is not a `Payload`
+///   --> src/main.rs:13:10
 ///    |
-/// 12 |     pool.submit(add_one, total.clone());
+/// 13 |     pool.submit(add_one, total.clone());
 ///    |          ^^^^^^ not a `Payload`
 ///    |
-///    = help: the trait `Payload` is not implemented for `Arc<std::sync::Mutex<u64>>`
+///    = help: the trait `Payload` is not implemented for `Rc<std::sync::Mutex<u64>>`
 /// ```
 ///
-/// (followed by the same three notes; `Rc<String>` gets the same message.) A worker process
-/// would get a copy, and count in it, silently: shared state is not an argument. Return
-/// values and combine them in the caller, which works on every backend; on threads, give a
-/// closure that captures the `Arc` to
-/// [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn). The
+/// (followed by the same three notes.) `Arc<Mutex<u64>>` gets the same message as long as
+/// serde's `rc` feature is off. Any crate of your program may turn it on, and then an `Arc`
+/// compiles: the process and MPI pools refuse it when it is submitted, with
+/// [`SubmitError::SharedState`](crate::SubmitError::SharedState), and so they refuse a
+/// `Mutex`, an `RwLock`, a `Cell`, a `RefCell` or an atomic (which serde always encodes)
+/// anywhere in the argument's or result's type. A worker process would get a copy, and
+/// count in it, silently: shared state is not an argument. Return values and combine them
+/// in the caller, which works on every backend; on threads, give a closure that captures
+/// the `Arc` to [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn). The
 /// [`Payload`](crate::Payload) docs list each backend's way to share.
 ///
 /// ## E0061: several arguments

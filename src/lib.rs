@@ -103,6 +103,7 @@
 
 mod any;
 mod bytes;
+mod cancel;
 mod error;
 mod executor;
 mod exit;
@@ -129,10 +130,12 @@ mod rayon;
 #[cfg(target_os = "linux")]
 mod remote;
 mod serde_arc;
+mod stats;
 #[cfg(feature = "stream")]
 mod stream;
 mod sync;
 mod thread;
+mod timeline;
 mod unwind;
 mod wait;
 
@@ -160,8 +163,11 @@ pub(crate) fn available_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
-pub use any::{AnyExecutor, Backend, EXECUTOR_ENV_VAR, ExecutorSpec, SpecError};
+pub use any::{
+    AnyExecutor, AnyExecutorBuilder, Backend, EXECUTOR_ENV_VAR, ExecutorSpec, SpecError,
+};
 pub use bytes::Bytes;
+pub use cancel::cancelled;
 pub use error::{
     BuildError, ExitStatus, InvalidStateError, Panic, Shortage, SubmitError, TaskError,
     TimeoutError,
@@ -189,10 +195,12 @@ pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, init};
 #[cfg(feature = "progress")]
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "progress")))]
 pub use progress::{Progress, ProgressExt};
+pub use stats::{PoolStats, WorkerStats};
 #[cfg(feature = "stream")]
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "stream")))]
 pub use stream::{AsCompletedStream, ExecutorStreamExt, MapStream, as_completed_stream};
 pub use thread::{IndexedInput, MapIndexed, ThreadPoolBuilder, ThreadPoolExecutor};
+pub use timeline::{Steal, TaskOutcome, TaskSpan, Timeline};
 pub use wait::{
     ALL_COMPLETED, AsCompleted, DoneAndNotDone, FIRST_COMPLETED, FIRST_EXCEPTION, ReturnWhen,
     as_completed, wait,

@@ -652,6 +652,15 @@ fn new_init_token() -> u64 {
     t
 }
 
+/// Shared state: refused at submission (needs serde's `rc` feature, on for the tests).
+fn bump(total: std::sync::Arc<std::sync::Mutex<u64>>) -> u64 {
+    let mut t = total.lock().unwrap();
+    *t += 1;
+    *t
+}
+
+fn keep_counter(_: std::sync::atomic::AtomicU64) {}
+
 fn record_init(token: u64) {
     INIT_LOG.lock().unwrap().push(token);
 }
@@ -991,14 +1000,35 @@ fn singleton() -> i32 {
         assert_eq!(inits, 1, "worker {pid} ran the initializer {inits} times");
     }
     drop(pool);
-    // The local processes' initializer takes no argument: said up front.
+    // The local processes run an initializer with an argument too, once each, with the
+    // value given (a large one crosses in shared memory).
+    let token = new_init_token();
+    let pool = MpiPoolExecutor::builder()
+        .local_workers(2)
+        .initializer_with(record_init, token)
+        .start()
+        .expect("local workers with an initializer and its argument")
+        .expect("the only rank is the client");
+    let futs: Vec<_> = (0..20).map(|_| pool.submit(init_log, ())).collect();
+    for f in futs {
+        let (pid, log) = f.result_timeout(LONG).unwrap();
+        assert_ne!(pid, std::process::id());
+        assert_eq!(log, vec![token], "worker {pid} ran {log:?}");
+    }
+    // Shared state is refused there as on the ranks.
+    let shared = pool.try_submit(bump, std::sync::Arc::new(std::sync::Mutex::new(0)));
+    assert!(
+        matches!(shared, Err(SubmitError::SharedState { .. })),
+        "{shared:?}"
+    );
+    drop(pool);
     match MpiPoolExecutor::builder()
         .local_workers(2)
-        .initializer_with(record_init, 5)
+        .initializer_with(keep_counter, std::sync::atomic::AtomicU64::new(0))
         .start()
     {
-        Err(BuildError::Mpi(m)) => assert!(m.contains("initializer"), "{m}"),
-        other => panic!("expected an error, got {:?}", other.map(|p| p.is_some())),
+        Err(BuildError::Initializer(SubmitError::SharedState { .. })) => {}
+        other => panic!("expected a refusal, got {:?}", other.map(|p| p.is_some())),
     }
     // Asked for no local workers, it says why instead.
     match MpiPoolExecutor::builder().local_workers(0).start() {

@@ -703,3 +703,82 @@ fn map_of_a_slow_input_yields_each_result_before_the_item_after_next() {
     let pool = ProcessPoolExecutor::new(1);
     common::suite::map_of_a_slow_input_yields_each_result_before_the_item_after_next(&pool);
 }
+
+/// The statistics add up with results, panics, a worker's death and cancellations, and
+/// count the bytes that crossed, the death and the restart.
+#[test]
+fn stats_add_up_with_deaths_panics_and_cancellations() {
+    let _w = watchdog("stats_add_up_with_deaths_panics_and_cancellations");
+    let pool = pool(2);
+    // Outcomes seen: [ok, failed, cancelled].
+    let mut seen = [0u64; 3];
+    let tally = |seen: &mut [u64; 3], r: Result<u64, TaskError>| match r {
+        Ok(_) => seen[0] += 1,
+        Err(TaskError::Cancelled) => seen[2] += 1,
+        Err(_) => seen[1] += 1,
+    };
+    let firsts: Vec<_> = (0..40u64)
+        .map(|i| pool.submit(common::fail_on_odd, i))
+        .collect();
+    let big = pool.submit(common::echo_bytes, vec![7u8; 1 << 20]);
+    for f in firsts {
+        tally(&mut seen, f.result_timeout(LONG));
+    }
+    assert_eq!(big.result_timeout(LONG), Ok(1 << 20));
+    seen[0] += 1;
+    let died = pool.submit(abort_now, ());
+    assert!(matches!(
+        died.result_timeout(LONG),
+        Err(TaskError::WorkerDied { .. })
+    ));
+    seen[1] += 1;
+    eventually("the dead worker is replaced", || {
+        pool.stats().worker_restarts >= 1
+    });
+    // Both workers held, tasks behind them, half of those cancelled while queued: they
+    // are dropped when their turn comes.
+    let mut gate = Gate::closed();
+    let held: Vec<_> = (0..2)
+        .map(|i| pool.submit(common::hold, (gate.path(), i)))
+        .collect();
+    let behind: Vec<_> = (0..100u64)
+        .map(|i| pool.submit(common::double, i))
+        .collect();
+    let cancelled_here = behind.iter().step_by(2).filter(|f| f.cancel()).count();
+    assert!(cancelled_here > 0);
+    gate.open();
+    for f in held.into_iter().chain(behind) {
+        tally(&mut seen, f.result_timeout(LONG));
+    }
+    assert_eq!(seen[2], cancelled_here as u64);
+    // (A result is counted by the thread that read it, just after completing the future.)
+    eventually("the counts add up", || pool.stats().settled());
+    // Both workers held, many tasks behind them: shutting down with cancel_futures
+    // cancels what is still queued.
+    let mut gate = Gate::closed();
+    let held: Vec<_> = (0..2)
+        .map(|i| pool.submit(common::hold, (gate.path(), i)))
+        .collect();
+    let behind: Vec<_> = (0..200u64)
+        .map(|i| pool.submit(common::double, i))
+        .collect();
+    pool.shutdown_with(false, true);
+    gate.open();
+    for f in held.into_iter().chain(behind) {
+        tally(&mut seen, f.result_timeout(LONG));
+    }
+    pool.shutdown(true);
+    let stats = pool.stats();
+    assert!(stats.settled(), "{stats:?}");
+    assert_eq!((stats.queued, stats.running), (0, 0), "{stats:?}");
+    assert_eq!(stats.submitted, 40 + 1 + 1 + 2 + 100 + 2 + 200);
+    assert_eq!([stats.done, stats.failed, stats.cancelled], seen);
+    assert!(seen[2] > 0, "some of the 200 were still queued: {stats:?}");
+    assert_eq!(stats.worker_deaths, 1, "{stats:?}");
+    assert!(stats.worker_restarts >= 1);
+    assert!(
+        stats.bytes_sent > 1 << 20,
+        "the 1 MiB argument crossed: {stats:?}"
+    );
+    assert!(stats.bytes_received > 0);
+}

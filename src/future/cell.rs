@@ -47,6 +47,18 @@ pub(crate) const NOTIFIED: u32 = 1 << 4;
 pub(crate) const INLINE: u32 = 1 << 5;
 /// The value was moved out by `.await` (the future is fused).
 pub(crate) const TAKEN: u32 = 1 << 6;
+/// Set with FINISHED when the value is an error other than `Cancelled` (read by the pool's
+/// statistics without touching the value).
+pub(crate) const FAILED: u32 = 1 << 7;
+/// Set with FINISHED when the value is `Err(Cancelled)`: the task stopped on a request.
+pub(crate) const STOPPED: u32 = 1 << 8;
+/// `cancel_running` asked the running task to stop.
+pub(crate) const STOP_REQUESTED: u32 = 1 << 9;
+/// The running task saw the request (`crate::cancelled()` returned true): its value is
+/// replaced by `Err(Cancelled)`.
+pub(crate) const STOP_SEEN: u32 = 1 << 10;
+/// The task runs where it can see a stop request (a thread pool's `FnCell`).
+pub(crate) const COOPERATIVE: u32 = 1 << 11;
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 
@@ -54,6 +66,16 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 #[inline]
 pub(crate) fn is_done(s: u32) -> bool {
     s & STATE_MASK >= FINISHED
+}
+
+/// How a value ends a future: for wait sets, and the state bits published with FINISHED
+/// (`FAILED`, `STOPPED`: read by the pool statistics without touching the value).
+fn finished_bits<T>(value: &Result<T, TaskError>) -> (Outcome, u32) {
+    match value {
+        Ok(_) => (Outcome::Success, FINISHED),
+        Err(TaskError::Cancelled) => (Outcome::Failed, FINISHED | STOPPED),
+        Err(_) => (Outcome::Failed, FINISHED | FAILED),
+    }
 }
 
 /// A callback waiting for the future.
@@ -197,16 +219,12 @@ impl<T> Core<T> {
     /// Stores the value and publishes FINISHED. The caller must own the slot (`claim` or
     /// `try_claim_value` succeeded on this thread).
     pub(crate) fn finish(&self, value: Result<T, TaskError>, handle: &Future<T>) {
-        let outcome = if value.is_ok() {
-            Outcome::Success
-        } else {
-            Outcome::Failed
-        };
+        let (outcome, bits) = finished_bits(&value);
         // SAFETY: this thread set COMPLETING (see the caller contract), which no other
         // thread can set again; FINISHED is not yet published, so no reader looks at the
         // slot. The write happens-before the Release publish below.
         self.value.with_mut(|slot| unsafe { *slot = Some(value) });
-        self.publish(FINISHED, outcome, handle);
+        self.publish(bits, outcome, handle);
     }
 
     /// As [`finish`](Self::finish), but the callbacks are not run here: the threads blocked
@@ -223,15 +241,11 @@ impl<T> Core<T> {
     where
         T: Send + Sync + 'static,
     {
-        let outcome = if value.is_ok() {
-            Outcome::Success
-        } else {
-            Outcome::Failed
-        };
+        let (outcome, bits) = finished_bits(&value);
         // SAFETY: as in `finish` (same caller contract): this thread owns the slot, and
         // the write happens-before the Release publish in `set_done`.
         self.value.with_mut(|slot| unsafe { *slot = Some(value) });
-        if self.set_done(FINISHED) & LISTENERS == 0 {
+        if self.set_done(bits) & LISTENERS == 0 {
             return None;
         }
         let rest = self.wake_waiters(outcome);
@@ -270,7 +284,8 @@ impl<T> Core<T> {
         }
     }
 
-    /// Moves the state to `done` (FINISHED or CANCELLED) and notifies whoever listens.
+    /// Moves the state to `done` (FINISHED or CANCELLED, with FAILED or STOPPED) and
+    /// notifies whoever listens.
     fn publish(&self, done: u32, outcome: Outcome, handle: &Future<T>) {
         if self.set_done(done) & LISTENERS != 0 {
             self.notify(outcome, handle);
@@ -472,6 +487,27 @@ impl<T> Core<T> {
         self.value.with(|slot| unsafe { (*slot).as_ref() })
     }
 
+    /// Asks a running cooperative task to stop. True if the request was delivered (the task
+    /// is running and can see it) or the future is cancelled; false if it finished or cannot
+    /// see requests.
+    pub(crate) fn request_stop(&self) -> bool {
+        let mut s = self.state.load(Acquire);
+        loop {
+            match s & STATE_MASK {
+                CANCELLED => return true,
+                RUNNING if s & COOPERATIVE != 0 => {}
+                _ => return false,
+            }
+            match self
+                .state
+                .compare_exchange_weak(s, s | STOP_REQUESTED, AcqRel, Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => s = now,
+            }
+        }
+    }
+
     /// Records that `.await` moved the value out.
     pub(crate) fn mark_taken(&self) {
         self.state.fetch_or(TAKEN, Relaxed);
@@ -487,6 +523,29 @@ impl<T> Core<T> {
         // SAFETY: see the contract above: no other reference to the slot exists.
         self.value.with_mut(|slot| unsafe { (*slot).take() })
     }
+}
+
+thread_local! {
+    /// The state word of the task running on this thread (null when none), for
+    /// `crate::cancelled`.
+    static CURRENT: std::cell::Cell<*const AtomicU32> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+/// Whether the task running on this thread was asked to stop; if so, records that it saw
+/// the request (its value becomes `Err(Cancelled)`).
+pub(crate) fn current_task_stop_seen() -> bool {
+    let state = CURRENT.get();
+    if state.is_null() {
+        return false;
+    }
+    // SAFETY: `CURRENT` is non-null only between the two `CURRENT` writes of `FnCell::run`,
+    // which borrows the cell (and so this state word) for that whole time, on this thread.
+    let state = unsafe { &*state };
+    if state.load(Acquire) & STOP_REQUESTED == 0 {
+        return false;
+    }
+    state.fetch_or(STOP_SEEN, AcqRel);
+    true
 }
 
 /// A task closure stored next to its future's state, so that a task costs one allocation.
@@ -522,7 +581,14 @@ impl<F: FnOnce() -> T, T> FnCell<F, T> {
             // Unreachable: the slot is filled at construction and emptied only here.
             return false;
         };
-        let value = crate::unwind::catch(func);
+        // Runs nest (a task waiting on another may run it here): restore the outer one.
+        let outer = CURRENT.replace(&self.core.state);
+        let mut value = crate::unwind::catch(func);
+        CURRENT.set(outer);
+        if self.core.load() & STOP_SEEN != 0 {
+            // The task saw `cancelled()` return true: it stopped early on request.
+            value = Err(TaskError::Cancelled);
+        }
         self.core.finish(value, handle);
         true
     }

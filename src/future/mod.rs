@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 // (`RUNNING` and the two constructors below serve the process and MPI pools: Linux only.)
 #[cfg_attr(not(target_os = "linux"), allow(unused_imports))]
 pub(crate) use cell::{
-    CANCELLED, Core, Deferred, FINISHED, FnCell, INLINE, NOTIFIED, RUNNING, STATE_MASK, TAKEN,
-    is_done,
+    CANCELLED, COOPERATIVE, Callback, Core, Deferred, FAILED, FINISHED, FnCell, INLINE, NOTIFIED,
+    RUNNING, STATE_MASK, STOPPED, TAKEN, current_task_stop_seen, is_done,
 };
 
 use crate::error::{InvalidStateError, TaskError};
@@ -84,6 +84,12 @@ pub(crate) trait TaskCell<T>: Send + Sync {
     /// whose state has the `INLINE` flag. Must return by the deadline (so it never runs the
     /// task itself, which could outlast it).
     fn help_until(&self, _deadline: Instant) {}
+    /// Runs the task here if it is still pending; true if it ran here (a thread pool's
+    /// worker, which counts what it ran).
+    fn run_task(&self, handle: &Future<T>) -> bool {
+        self.help(handle);
+        false
+    }
 }
 
 impl<T: Send + Sync> TaskCell<T> for Core<T> {
@@ -95,6 +101,9 @@ impl<T: Send + Sync> TaskCell<T> for Core<T> {
 impl<F: FnOnce() -> T + Send, T: Send + Sync> TaskCell<T> for FnCell<F, T> {
     fn core(&self) -> &Core<T> {
         &self.core
+    }
+    fn run_task(&self, handle: &Future<T>) -> bool {
+        self.run(handle)
     }
     fn help(&self, handle: &Future<T>) {
         self.run(handle);
@@ -193,7 +202,8 @@ impl<T: Send + Sync + 'static> Future<T> {
     where
         F: FnOnce() -> T + Send + 'static,
     {
-        let cell = Arc::new(FnCell::new(f, if inline { INLINE } else { 0 }));
+        let flags = COOPERATIVE | if inline { INLINE } else { 0 };
+        let cell = Arc::new(FnCell::new(f, flags));
         let fut = Future { cell: cell.clone() };
         (fut, cell)
     }
@@ -228,9 +238,10 @@ impl<T> Future<T> {
         self.cell.core()
     }
 
-    /// Runs the task here if it is still pending (a worker executing its job).
-    pub(crate) fn run_here(&self) {
-        self.cell.help(self);
+    /// Runs the task here if it is still pending (a worker executing its job); true if it
+    /// ran here.
+    pub(crate) fn run_here(&self) -> bool {
+        self.cell.run_task(self)
     }
 
     /// The current state.
@@ -294,6 +305,41 @@ impl<T> Future<T> {
     /// ```
     pub fn cancel(&self) -> bool {
         self.core().cancel(self)
+    }
+
+    /// Cancels the task, even if it is running: a pending task is cancelled as by
+    /// [`cancel`](Self::cancel); a running thread-pool task is asked to stop, which it does
+    /// when it next calls [`cancelled`](crate::cancelled) (a thread cannot be killed: a task
+    /// that never looks runs to the end). A task that stops this way fails with
+    /// [`TaskError::Cancelled`]; its state is then `Finished`, not `Cancelled`, because it
+    /// had started.
+    ///
+    /// Returns true if the future is cancelled or the running task will see the request;
+    /// false if it is already finished, or runs where no request can reach it (a future made
+    /// with [`Future::new`], a process or MPI pool's task).
+    ///
+    /// ```
+    /// use concurrent_futures::{TaskError, ThreadPoolExecutor};
+    /// use std::time::Duration;
+    ///
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let running = pool.spawn(move || {
+    ///     tx.send(()).unwrap();
+    ///     while !concurrent_futures::cancelled() {
+    ///         std::thread::yield_now();
+    ///     }
+    /// });
+    /// let queued = pool.spawn(|| 1);
+    /// rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    /// assert!(queued.cancel_running()); // not started: cancelled as by cancel()
+    /// assert!(running.cancel_running()); // running: asked to stop
+    /// assert_eq!(running.result_timeout(Duration::from_secs(10)), Err(TaskError::Cancelled));
+    /// assert_eq!(queued.result(), Err(TaskError::Cancelled));
+    /// assert!(!running.cancel_running()); // finished
+    /// ```
+    pub fn cancel_running(&self) -> bool {
+        self.cancel() || self.core().request_stop()
     }
 
     /// Blocks until the result is known, then clones it. Python's `result()`.

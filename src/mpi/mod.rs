@@ -16,7 +16,8 @@ use crate::error::{BuildError, SubmitError};
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::{Core, Future, INLINE, TaskCell, is_done};
 use crate::process::ProcessPoolExecutor;
-use crate::remote::{FnRef, Slot, codec as protocol, naming as image};
+use crate::remote::shared_state::refuse_shared_state;
+use crate::remote::{FnRef, InitCall, Slot, codec as protocol, naming as image};
 use client::{Client, Config, Driver, Init};
 use comm::Comm;
 
@@ -180,18 +181,9 @@ pub struct MpiPoolBuilder {
     /// Dynamic mode: this many workers spawned by the pool.
     spawn: Option<usize>,
     spawn_info: Vec<(String, String)>,
-    /// The initializer as the workers get it (or why it cannot be sent), and what the
-    /// local fallback can do with it.
-    initializer: Option<Result<Init, String>>,
-    local_init: LocalInit,
-}
-
-/// The initializer of the local fallback (a process pool, which takes a `fn()` only).
-#[derive(Debug, Clone, Copy)]
-enum LocalInit {
-    None,
-    Plain(fn()),
-    WithArgument,
+    /// The initializer as the workers get it (the ranks, or the local fallback's
+    /// processes), or why it cannot be sent.
+    initializer: Option<Result<InitCall, SubmitError>>,
 }
 
 impl Default for MpiPoolBuilder {
@@ -209,7 +201,6 @@ impl Default for MpiPoolBuilder {
             spawn: None,
             spawn_info: Vec::new(),
             initializer: None,
-            local_init: LocalInit::None,
         }
     }
 }
@@ -298,21 +289,17 @@ impl MpiPoolBuilder {
     /// assert!(matches!(pool.try_submit(one, ()), Err(SubmitError::Broken(_))));
     /// ```
     pub fn initializer(mut self, init: fn()) -> Self {
-        self.initializer = Some(
-            image::init_target_of(init)
-                .map(|target| Init {
-                    target,
-                    arg: Vec::new(),
-                })
-                .map_err(|e| e.to_string()),
-        );
-        self.local_init = LocalInit::Plain(init);
+        self.initializer = Some(InitCall::plain(init));
         self
     }
 
     /// [`initializer`](Self::initializer) with an argument, sent from rank 0 to every
-    /// worker (Python's `initializer=init, initargs=(arg,)`). The pool started alone, on
-    /// local processes, does not take one: `start` fails there with [`BuildError::Mpi`].
+    /// worker (Python's `initializer=init, initargs=(arg,)`), and to every local worker
+    /// process when the program was started alone (as
+    /// [`ProcessPoolBuilder::initializer_with`](crate::ProcessPoolBuilder::initializer_with)
+    /// does). An argument that cannot be encoded, or that holds shared state
+    /// ([`SubmitError::SharedState`]), makes `start` fail with
+    /// [`BuildError::Initializer`].
     ///
     /// ```no_run
     /// use concurrent_futures::MpiPoolExecutor;
@@ -324,15 +311,13 @@ impl MpiPoolBuilder {
     /// # drop(pool);
     /// ```
     pub fn initializer_with<A: Payload>(mut self, init: fn(A), arg: A) -> Self {
-        let encoded = image::target_of(init)
-            .map_err(|e| e.to_string())
-            .and_then(|target| {
-                let arg = protocol::encode(&protocol::Wire(&arg))
-                    .map_err(|e| format!("the initializer's argument could not be encoded: {e}"))?;
-                Ok(Init { target, arg })
-            });
-        self.initializer = Some(encoded);
-        self.local_init = LocalInit::WithArgument;
+        self.initializer = Some(InitCall::with(init, &arg));
+        self
+    }
+
+    /// An initializer already named and encoded (`AnyExecutor`'s builder).
+    pub(crate) fn encoded_initializer(mut self, init: Result<InitCall, SubmitError>) -> Self {
+        self.initializer = Some(init);
         self
     }
 
@@ -404,11 +389,14 @@ impl MpiPoolBuilder {
         if self.spawn == Some(0) {
             return Err(BuildError::ZeroWorkers);
         }
-        self.config.initializer = self
+        let initializer = self
             .initializer
             .take()
             .transpose()
-            .map_err(|e| BuildError::Mpi(format!("the initializer cannot be sent: {e}")))?;
+            .map_err(BuildError::Initializer)?;
+        self.config.initializer = initializer
+            .clone()
+            .map(|InitCall { target, arg }| Init { target, arg });
         let env =
             comm::env(self.config.start_timeout).map_err(|e| BuildError::Mpi(e.to_string()))?;
         if let Some(n) = self.spawn {
@@ -449,15 +437,8 @@ impl MpiPoolBuilder {
                 ));
             }
             let mut builder = ProcessPoolExecutor::builder().max_workers(n);
-            match self.local_init {
-                LocalInit::None => {}
-                LocalInit::Plain(init) => builder = builder.initializer(init),
-                LocalInit::WithArgument => {
-                    return Err(BuildError::Mpi(
-                        "started alone, the pool runs on local processes, whose initializer                          takes no argument: use `initializer`, or start the program with                          mpirun or with `max_workers`"
-                            .into(),
-                    ));
-                }
+            if let Some(init) = initializer {
+                builder = builder.encoded_initializer(Ok(init));
             }
             let pool = builder.build()?;
             return Ok(Some(MpiPoolExecutor::new(Inner::Local(pool))));
@@ -584,6 +565,7 @@ impl Executor for MpiPoolExecutor {
         f: fn(A) -> R,
         arg: A,
     ) -> Result<Future<R>, SubmitError> {
+        refuse_shared_state::<A, R>()?;
         match &self.inner {
             Inner::Ranks(c) => Self::enqueue(c, image::target_of(f)?, &arg),
             Inner::Local(p) => p.try_submit(f, arg),
@@ -595,6 +577,7 @@ impl Executor for MpiPoolExecutor {
         f: fn(A) -> R,
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError> {
+        refuse_shared_state::<A, R>()?;
         match &self.inner {
             Inner::Ranks(c) => Self::enqueue(c, image::chunk_target_of(f)?, &items),
             Inner::Local(p) => p.submit_chunk(f, items),

@@ -118,6 +118,46 @@ impl Pool {
         Ok(Pool::with_executor(b.build()?))
     }
 
+    /// [`with_options`](Self::with_options) with an initializer that takes an argument:
+    /// Python's `Pool(processes, initializer, initargs, maxtasksperchild)`. Every worker
+    /// runs `initializer(initargs)` once before any task, including a worker started to
+    /// replace one after `maxtasksperchild` tasks (see
+    /// [`ProcessPoolBuilder::initializer_with`](crate::ProcessPoolBuilder::initializer_with):
+    /// a large argument is shared, not copied per worker; a panic breaks the pool).
+    ///
+    /// # Errors
+    ///
+    /// As [`ProcessPoolBuilder::build`](crate::ProcessPoolBuilder::build), and
+    /// [`BuildError::Initializer`] if `initargs` cannot be encoded or holds shared state.
+    ///
+    /// ```
+    /// use concurrent_futures::multiprocessing::Pool;
+    /// use std::sync::OnceLock;
+    /// static OFFSET: OnceLock<u64> = OnceLock::new();
+    /// fn init(offset: u64) { OFFSET.set(offset).unwrap() }
+    /// fn shift(x: u64) -> u64 { x + OFFSET.get().unwrap() }
+    /// let pool = Pool::with_initargs(2, init, 100, None).unwrap();
+    /// assert_eq!(pool.map(shift, [1, 2]).unwrap(), vec![101, 102]);
+    /// ```
+    pub fn with_initargs<A: Payload>(
+        processes: usize,
+        initializer: fn(A),
+        initargs: A,
+        maxtasksperchild: Option<usize>,
+    ) -> Result<Pool, BuildError> {
+        let mut b = ProcessPoolExecutor::builder()
+            .max_workers(if processes == 0 {
+                super::cpu_count()
+            } else {
+                processes
+            })
+            .initializer_with(initializer, initargs);
+        if let Some(n) = maxtasksperchild {
+            b = b.max_tasks_per_child(n);
+        }
+        Ok(Pool::with_executor(b.build()?))
+    }
+
     /// A pool over an executor built with [`ProcessPoolExecutor::builder`].
     ///
     /// ```

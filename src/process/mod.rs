@@ -14,7 +14,8 @@ use std::sync::Weak;
 use crate::error::{BuildError, SubmitError, TaskError};
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::{Core, Future, INLINE, RUNNING, STATE_MASK, TaskCell, is_done};
-use crate::remote::{FnRef, Slot, bootstrap, naming};
+use crate::remote::shared_state::refuse_shared_state;
+use crate::remote::{FnRef, InitCall, Slot, bootstrap, naming};
 use manager::{Config, Manager};
 
 /// A process pool's future: its state, and the pool, so that a thread that blocks on it
@@ -137,7 +138,8 @@ pub struct ProcessPoolExecutor {
 #[derive(Debug, Default)]
 pub struct ProcessPoolBuilder {
     max_workers: Option<usize>,
-    initializer: Option<fn()>,
+    /// The initializer as the workers get it, or why it cannot be sent.
+    initializer: Option<Result<InitCall, SubmitError>>,
     max_tasks_per_child: Option<usize>,
     task_timeout: Option<std::time::Duration>,
 }
@@ -168,6 +170,48 @@ impl ProcessPoolBuilder {
     /// assert!(matches!(pool.try_submit(one, ()), Err(SubmitError::Broken(_))));
     /// ```
     pub fn initializer(mut self, init: fn()) -> Self {
+        self.initializer = Some(InitCall::plain(init));
+        self
+    }
+
+    /// [`initializer`](Self::initializer) with an argument from this process (Python's
+    /// `initializer=init, initargs=(arg,)`): `arg` is encoded once, here, and every worker
+    /// decodes its own copy before any task, including each worker started later to replace
+    /// one that died or reached [`max_tasks_per_child`](Self::max_tasks_per_child). A large
+    /// argument (over 32 KiB encoded) is written once into a shared memory file that every
+    /// worker reads, so it is not copied through a socket per worker. This is the way to
+    /// give every worker a large read-only value (a lookup table, a model, a
+    /// configuration): store it in a `static` (a `OnceLock`) that the tasks read.
+    ///
+    /// If the initializer panics or its argument cannot be decoded in a worker, the pool is
+    /// broken, as with [`initializer`](Self::initializer). An argument that cannot be
+    /// encoded, or that holds shared state ([`SubmitError::SharedState`]), makes
+    /// [`build`](Self::build) fail with [`BuildError::Initializer`].
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor};
+    /// use std::sync::OnceLock;
+    ///
+    /// static TABLE: OnceLock<Vec<u32>> = OnceLock::new();
+    /// fn load(table: Vec<u32>) { TABLE.set(table).unwrap() }
+    /// fn lookup(i: usize) -> u32 { TABLE.get().unwrap()[i] }
+    ///
+    /// let table: Vec<u32> = (0..100_000).map(|i| i * 3).collect();
+    /// let pool = ProcessPoolExecutor::builder()
+    ///     .max_workers(2)
+    ///     .initializer_with(load, table)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pool.submit(lookup, 99_999).result(), Ok(299_997));
+    /// ```
+    pub fn initializer_with<A: Payload>(mut self, init: fn(A), arg: A) -> Self {
+        self.initializer = Some(InitCall::with(init, &arg));
+        self
+    }
+
+    /// An initializer already named and encoded (by the MPI pool, for its local fallback,
+    /// or by `AnyExecutor`'s builder).
+    pub(crate) fn encoded_initializer(mut self, init: Result<InitCall, SubmitError>) -> Self {
         self.initializer = Some(init);
         self
     }
@@ -236,9 +280,7 @@ impl ProcessPoolBuilder {
         bootstrap::ensure_linked();
         crate::unwind::install_hook();
         let initializer = match self.initializer {
-            Some(f) => {
-                Some(naming::init_target_of(f).map_err(|e| BuildError::Worker(e.to_string()))?)
-            }
+            Some(init) => Some(wire::Init::new(init.map_err(BuildError::Initializer)?)?),
             None => None,
         };
         let manager = Manager::start(Config {
@@ -412,6 +454,7 @@ impl ProcessPoolExecutor {
         arg: A,
         limit: std::time::Duration,
     ) -> Result<Future<R>, SubmitError> {
+        refuse_shared_state::<A, R>()?;
         self.enqueue(naming::target_of(f)?, &arg, Some(limit))
     }
 
@@ -447,6 +490,7 @@ impl Executor for ProcessPoolExecutor {
         f: fn(A) -> R,
         arg: A,
     ) -> Result<Future<R>, SubmitError> {
+        refuse_shared_state::<A, R>()?;
         self.enqueue(naming::target_of(f)?, &arg, None)
     }
 
@@ -455,6 +499,7 @@ impl Executor for ProcessPoolExecutor {
         f: fn(A) -> R,
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError> {
+        refuse_shared_state::<A, R>()?;
         self.enqueue(naming::chunk_target_of(f)?, &items, None)
     }
 
@@ -463,6 +508,22 @@ impl Executor for ProcessPoolExecutor {
         if wait {
             self.manager.join();
         }
+    }
+
+    /// Tasks submitted, queued, in flight (sent to a worker), done, failed, cancelled;
+    /// bytes sent and received, worker deaths and restarts. No per-worker entries.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor};
+    /// let pool = ProcessPoolExecutor::new(2);
+    /// assert_eq!(pool.submit(u64::count_ones, 255).result(), Ok(8));
+    /// pool.shutdown(true);
+    /// let stats = pool.stats();
+    /// assert_eq!((stats.submitted, stats.done, stats.worker_deaths), (1, 1, 0));
+    /// assert!(stats.bytes_sent > 0 && stats.bytes_received > 0);
+    /// ```
+    fn stats(&self) -> crate::PoolStats {
+        self.manager.stats()
     }
 
     /// A chunk should run about a millisecond: a task costs tens of microseconds here.

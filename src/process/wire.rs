@@ -11,7 +11,8 @@
 //!
 //! ```text
 //! parent → worker (main)   W (welcome; fds: control socket, result log)
-//!                          T ToWorker (codec; fds: the shared payloads of the calls, in order)
+//!                          T ToWorker (codec; fds: the shared payloads of the calls, in order;
+//!                            for Init, the initializer's shared argument if it has one)
 //! worker → parent (main)   H Hello (codec)
 //!                          D records: [id u64][flags u8][len u32][len bytes] ... (fds: one
 //!                            per record flagged SHARED, in order; its bytes are then empty)
@@ -119,7 +120,7 @@ pub(crate) struct CallRef<'a> {
 /// same order.
 #[derive(Serialize)]
 pub(crate) enum ToWorkerRef<'a> {
-    Init(FnRef),
+    Init(FnRef, #[serde(with = "serde_bytes")] &'a [u8], u64),
     Calls(u64, Vec<CallRef<'a>>),
     Exit,
 }
@@ -127,13 +128,55 @@ pub(crate) enum ToWorkerRef<'a> {
 /// Parent → worker.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum ToWorker {
-    /// Run the pool's initializer before anything else.
-    Init(FnRef),
+    /// Run the pool's initializer before anything else, with this encoded argument (as a
+    /// `Call`'s payload: if the number is not 0, the argument is the first that many bytes
+    /// of the shared memory file attached instead).
+    Init(FnRef, #[serde(with = "serde_bytes")] Vec<u8>, u64),
     /// Batch number (1, 2, … per worker) and its calls: run them in order and send each
     /// result back.
     Calls(u64, Vec<Call>),
     /// Finish what was sent, then exit.
     Exit,
+}
+
+/// A pool's initializer as each of its workers gets it: its argument inline, or (when
+/// large) in a shared memory file written once, when the pool is built, which every worker,
+/// replacements included, maps read-only. The parent never writes it again.
+pub(crate) struct Init {
+    target: FnRef,
+    inline: Vec<u8>,
+    shared: Option<(Memfd, u64)>,
+}
+
+impl Init {
+    pub(crate) fn new(call: crate::remote::InitCall) -> std::io::Result<Init> {
+        let crate::remote::InitCall { target, arg } = call;
+        if arg.len() <= INLINE_MAX {
+            return Ok(Init {
+                target,
+                inline: arg,
+                shared: None,
+            });
+        }
+        let file = Memfd::new(arg.len())?;
+        file.write_at(0, &arg)?;
+        Ok(Init {
+            target,
+            inline: Vec::new(),
+            shared: Some((file, arg.len() as u64)),
+        })
+    }
+
+    /// The message that tells a worker to run it.
+    pub(crate) fn message(&self) -> ToWorkerRef<'_> {
+        let bulk = self.shared.as_ref().map_or(0, |(_, len)| *len);
+        ToWorkerRef::Init(self.target, &self.inline, bulk)
+    }
+
+    /// The file to attach to the message, if the argument is shared.
+    pub(crate) fn file(&self) -> Option<&Memfd> {
+        self.shared.as_ref().map(|(file, _)| file)
+    }
 }
 
 /// One record of a `D` message or of the result log, as read.

@@ -114,8 +114,21 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
             flush(&main, &mut log)?;
             match receive(&main, &mut buf, &mut fds, &local)? {
                 Some(ToWorker::Exit) | None => return Ok(()),
-                Some(ToWorker::Init(target)) => {
-                    let bytes = naming::invoke(target, &[])?;
+                Some(ToWorker::Init(target, arg, bulk)) => {
+                    let bytes = match bulk {
+                        0 => naming::invoke(target, &arg)?,
+                        len => {
+                            let fd = fds
+                                .pop()
+                                .ok_or(WorkerError::Malformed("an initializer without its file"))?;
+                            let map = Memfd::from_received(fd, true)?.map(false)?;
+                            let arg = usize::try_from(len)
+                                .ok()
+                                .and_then(|len| map.bytes().get(..len))
+                                .ok_or(WorkerError::Malformed("an initializer out of bounds"))?;
+                            naming::invoke(target, arg)?
+                        }
+                    };
                     main.send(&[&[TAG_INIT], &bytes], &[])?;
                 }
                 Some(ToWorker::Calls(..)) => {}

@@ -266,13 +266,18 @@ pub(crate) trait Completion: Send {
     /// PENDING → RUNNING; false if it was cancelled (it must not be sent).
     fn claim(&self) -> bool;
     fn cancel(self: Box<Self>);
+    /// Completes the future and runs its callbacks here (the MPI pool; the process pool
+    /// defers them).
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>);
     /// Completes the future but leaves its callbacks, if it has any, to the caller, to be
     /// run on a thread that does not move the pool's work (a callback may wait on it).
-    fn complete_deferring(
+    /// Says how the task ended, for the pool's statistics: the decoded value decides (a
+    /// task's panic arrives as bytes).
+    fn settle_deferring(
         self: Box<Self>,
         outcome: Result<&[u8], TaskError>,
-    ) -> Option<crate::future::Deferred>;
+    ) -> (Option<crate::future::Deferred>, crate::stats::Outcome);
 }
 
 /// The `Completion` of a `Future<T>` whose worker sends an encoded `Result<T, TaskError>`.
@@ -289,12 +294,17 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Completion for Slot<T> {
         let value = outcome.and_then(decode_outcome::<T>);
         self.0.finish_claimed(value);
     }
-    fn complete_deferring(
+    fn settle_deferring(
         self: Box<Self>,
         outcome: Result<&[u8], TaskError>,
-    ) -> Option<crate::future::Deferred> {
+    ) -> (Option<crate::future::Deferred>, crate::stats::Outcome) {
         let value = outcome.and_then(decode_outcome::<T>);
-        self.0.finish_claimed_deferring(value)
+        let ended = match &value {
+            Ok(_) => crate::stats::Outcome::Ok,
+            Err(TaskError::Cancelled) => crate::stats::Outcome::Cancelled,
+            Err(_) => crate::stats::Outcome::Failed,
+        };
+        (self.0.finish_claimed_deferring(value), ended)
     }
 }
 

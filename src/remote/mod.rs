@@ -9,10 +9,48 @@ pub(crate) mod bootstrap;
 pub(crate) mod codec;
 pub(crate) mod naming;
 mod probe;
+pub(crate) mod shared_state;
 pub(crate) mod window;
 
 pub(crate) use codec::{Completion, Slot};
 pub(crate) use naming::FnRef;
+
+/// A pool's initializer as its workers get it: the function (`naming::init_target_of` for a
+/// `fn()`, `naming::target_of` for a `fn(A)`, whose outcome is a `Result<(), TaskError>`)
+/// and its encoded argument (empty for a `fn()`).
+#[derive(Debug, Clone)]
+pub(crate) struct InitCall {
+    pub(crate) target: FnRef,
+    pub(crate) arg: Vec<u8>,
+}
+
+impl InitCall {
+    /// A `fn()` initializer.
+    pub(crate) fn plain(init: fn()) -> Result<InitCall, crate::SubmitError> {
+        Ok(InitCall {
+            target: naming::init_target_of(init)?,
+            arg: Vec::new(),
+        })
+    }
+
+    /// A `fn(A)` initializer and its argument, encoded once here for every worker. Refused
+    /// as a task would be: shared state, a function outside the executable, an argument
+    /// that does not encode (or whose `Serialize` panics).
+    pub(crate) fn with<A: crate::Payload>(
+        init: fn(A),
+        arg: &A,
+    ) -> Result<InitCall, crate::SubmitError> {
+        use crate::SubmitError;
+        shared_state::refuse_shared_state::<A, ()>()?;
+        let target = naming::target_of(init)?;
+        let arg = crate::unwind::catch(|| codec::encode(&codec::Wire(arg)))
+            .map_err(|e| {
+                SubmitError::Codec(format!("the argument's encoding panicked: {e}").into())
+            })?
+            .map_err(|e| SubmitError::Codec(e.to_string().into()))?;
+        Ok(InitCall { target, arg })
+    }
+}
 
 /// A map keyed by task id. Ids are numbered by the pool from 1, so a multiplicative hash
 /// spreads them evenly; SipHash, the default, costs more than the rest of a lookup. An id

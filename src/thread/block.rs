@@ -39,9 +39,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use super::ThreadPoolExecutor;
-use super::job::Job;
+use super::job::{Job, Shared};
 use super::registry::Registry;
 use crate::error::{SubmitError, TaskError};
+use crate::stats::{Outcome, Settled};
 use crate::sync::{self, AtomicU32, AtomicUsize, Condvar, Mutex, fence, lock};
 
 /// A piece's `done` states.
@@ -529,7 +530,7 @@ where
     F: Fn(S::Item) -> R + Send + Sync + 'static,
     R: Send + 'static,
 {
-    fn execute(self: Arc<Self>) {
+    fn execute(self: Arc<Self>, _shared: &Shared) -> Settled {
         // Another helper, if pieces are left for one: a sibling takes it (this worker pays
         // for waking it, not the consumer).
         if self.unclaimed_count() >= 2 {
@@ -545,14 +546,22 @@ where
             }
         }
         self.run_as_worker();
+        // Items fail one by one (the consumer sees each error); the helper itself ran.
+        Settled::Ran(Outcome::Ok)
     }
 
-    fn cancel(self: Arc<Self>) {
+    fn cancel(self: Arc<Self>, _shared: &Shared) -> Settled {
         self.close(TaskError::Cancelled);
+        Settled::Was(Outcome::Cancelled)
     }
 
-    fn fail(self: Arc<Self>, error: TaskError) {
+    fn fail(self: Arc<Self>, error: TaskError, _shared: &Shared) -> Settled {
         self.close(error);
+        Settled::Was(Outcome::Failed)
+    }
+
+    fn name(&self) -> &'static str {
+        "map"
     }
 }
 

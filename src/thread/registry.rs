@@ -14,6 +14,13 @@
 //! 3. Steal a batch from the injector into the local deque.
 //! 4. Steal a batch from a sibling, starting at a random one.
 //! 5. Nothing: spin for at most [`SPIN`], then sleep (see `sleep.rs`).
+//!
+//! # Statistics and the timeline
+//!
+//! Each worker counts what it takes out of a queue and how it leaves it in its own padded
+//! block of counters (`stats.rs`); the timeline records task spans and steals only while
+//! the `RECORDING` flag is set, which `run_job` reads with the other flags it already
+//! reads for every job.
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -27,7 +34,9 @@ use std::sync::Arc;
 use super::job::JobRef;
 use super::sleep::Sleep;
 use crate::error::{SubmitError, TaskError};
+use crate::stats::{Counters, PoolStats, Settled};
 use crate::sync::{self, AtomicUsize, Condvar, Mutex, fence};
+use crate::timeline::{Recorder, TaskOutcome, Timeline};
 
 /// Every this many rounds a worker checks the injector before its own deque.
 const INJECTOR_INTERVAL: u32 = 61;
@@ -40,13 +49,14 @@ const SPIN: Duration = Duration::from_micros(10);
 const SHUTDOWN: usize = 1;
 const CANCEL: usize = 2;
 const BROKEN: usize = 4;
+const RECORDING: usize = 8;
 
 /// State shared by a pool's handle and its workers.
 pub(crate) struct Registry {
     injector: Injector<JobRef>,
     stealers: Box<[Stealer<JobRef>]>,
     pub(crate) sleep: Sleep,
-    /// SHUTDOWN | CANCEL | BROKEN. Read by workers for every job; written rarely.
+    /// SHUTDOWN | CANCEL | BROKEN | RECORDING. Read by workers for every job; written rarely.
     flags: CachePadded<AtomicUsize>,
     broken: OnceLock<Arc<str>>,
     /// Workers still running, and the condition `shutdown(wait)` waits on.
@@ -54,6 +64,8 @@ pub(crate) struct Registry {
     all_exited: Condvar,
     /// Whether a thread blocked on a pending task may run it itself.
     pub(crate) inline: bool,
+    counters: Counters,
+    recorder: Recorder,
 }
 
 /// A worker thread's own view: its deque, kept in a thread-local so that submissions from
@@ -81,6 +93,8 @@ impl Registry {
             live: Mutex::new(n),
             all_exited: Condvar::new(),
             inline,
+            counters: Counters::new(n),
+            recorder: Recorder::new(n),
         };
         (registry, deques)
     }
@@ -107,10 +121,12 @@ impl Registry {
                 && std::ptr::eq(local.registry, self)
                 && let Some(job) = job.take()
             {
+                self.counters.workers[local.index].submitted();
                 local.deque.push(job);
             }
         });
         if let Some(job) = job {
+            self.counters.shared.submitted();
             self.injector.push(job);
         }
         fence(SeqCst);
@@ -180,8 +196,16 @@ impl Registry {
                 if i == me {
                     continue;
                 }
+                let before = local.len();
                 match self.stealers[i].steal_batch_and_pop(local) {
-                    Steal::Success(job) => return Some(job),
+                    Steal::Success(job) => {
+                        let tasks = (local.len() + 1).saturating_sub(before) as u64;
+                        self.counters.workers[me].stole(i, tasks);
+                        if self.flags.load(Relaxed) & RECORDING != 0 {
+                            self.recorder.steal(me, i, tasks);
+                        }
+                        return Some(job);
+                    }
                     Steal::Empty => {}
                     Steal::Retry => retry = true,
                 }
@@ -208,15 +232,30 @@ impl Registry {
         self.steal_sibling(local.index, &local.deque, start)
     }
 
-    fn run_job(&self, job: JobRef) {
+    /// Runs (or cancels, or fails) a job worker `me` took out of a queue, and counts it.
+    fn run_job(&self, me: usize, job: JobRef) {
+        let counters = &self.counters.workers[me];
+        counters.taken();
+        let shared = &self.counters.shared;
         let flags = self.flags.load(Relaxed);
-        if flags & BROKEN != 0 {
-            job.fail(TaskError::Broken(self.broken_reason()));
+        let settled = if flags & (BROKEN | CANCEL | RECORDING) == 0 {
+            job.execute(shared)
+        } else if flags & BROKEN != 0 {
+            job.fail(TaskError::Broken(self.broken_reason()), shared)
         } else if flags & CANCEL != 0 {
-            job.cancel();
+            job.cancel(shared)
         } else {
-            job.execute();
-        }
+            let name = job.name();
+            let start = self.recorder.now_ns();
+            let settled = job.execute(shared);
+            if let Settled::Ran(outcome) = settled {
+                let end = self.recorder.now_ns();
+                let outcome = TaskOutcome::from_outcome(outcome);
+                self.recorder.task(me, start, end, outcome, name);
+            }
+            settled
+        };
+        counters.settle(settled);
     }
 
     /// Marks the pool broken (an initializer failed) and fails what is queued.
@@ -224,15 +263,21 @@ impl Registry {
         let _ = self.broken.set(Arc::from(reason));
         self.flags.fetch_or(BROKEN, SeqCst);
         let reason = self.broken_reason();
-        self.drain(|job| job.fail(TaskError::Broken(reason.clone())));
+        self.drain(|job, shared| job.fail(TaskError::Broken(reason.clone()), shared));
         self.sleep.notify_all();
     }
 
-    /// Empties the injector and the workers' deques (stealing), handing each job to `f`.
-    fn drain(&self, f: impl Fn(JobRef)) {
+    /// Empties the injector and the workers' deques (stealing), handing each job to `f`,
+    /// and counts how `f` settled it (in the shared counters: any thread may drain).
+    fn drain(&self, f: impl Fn(JobRef, &super::job::Shared) -> Settled) {
+        let shared = &self.counters.shared;
+        let settle = |job| {
+            shared.taken();
+            shared.settle(f(job, shared));
+        };
         loop {
             match self.injector.steal() {
-                Steal::Success(job) => f(job),
+                Steal::Success(job) => settle(job),
                 Steal::Empty => break,
                 Steal::Retry => {}
             }
@@ -240,7 +285,7 @@ impl Registry {
         for s in self.stealers.iter() {
             loop {
                 match s.steal() {
-                    Steal::Success(job) => f(job),
+                    Steal::Success(job) => settle(job),
                     Steal::Empty => break,
                     Steal::Retry => {}
                 }
@@ -254,7 +299,7 @@ impl Registry {
         self.flags
             .fetch_or(SHUTDOWN | if cancel { CANCEL } else { 0 }, SeqCst);
         if cancel {
-            self.drain(|job| job.cancel());
+            self.drain(|job, shared| job.cancel(shared));
         }
         self.sleep.notify_all();
     }
@@ -299,16 +344,26 @@ impl Registry {
         }
         let mut tick = 0u32;
         let mut searching = false;
+        let mut busy = false;
         let mut rng = XorShift::new(index);
+        let counters = &self.counters.workers[index];
         loop {
             let found = LOCAL.with_borrow(|l| {
                 let local = l.as_ref().expect("[internal] worker without its deque");
                 self.find_work(local, &mut tick, &mut rng)
             });
             if let Some(job) = found {
+                if !busy {
+                    busy = true;
+                    counters.busy_from(self.recorder.now_ns());
+                }
                 self.sleep.found_work(&mut searching, || self.has_work());
-                self.run_job(job);
+                self.run_job(index, job);
                 continue;
+            }
+            if busy {
+                busy = false;
+                counters.idle_from(self.recorder.now_ns());
             }
             if self.should_exit() {
                 break;
@@ -316,8 +371,10 @@ impl Registry {
             self.sleep.start_searching(&mut searching);
             let spun = self.spin(&mut tick, &mut rng);
             if let Some(job) = spun {
+                busy = true;
+                counters.busy_from(self.recorder.now_ns());
                 self.sleep.found_work(&mut searching, || self.has_work());
-                self.run_job(job);
+                self.run_job(index, job);
                 continue;
             }
             self.sleep.sleep(index, &mut searching, || {
@@ -328,6 +385,27 @@ impl Registry {
         let mut live = sync::lock(&self.live);
         *live -= 1;
         self.all_exited.notify_all();
+    }
+
+    /// The pool's counters now (see `stats.rs`).
+    pub(crate) fn stats(&self) -> PoolStats {
+        let queued =
+            || (self.injector.len() + self.stealers.iter().map(Stealer::len).sum::<usize>()) as u64;
+        self.counters.snapshot(queued, self.recorder.now_ns())
+    }
+
+    /// Starts or stops recording the timeline.
+    pub(crate) fn set_recording(&self, on: bool) {
+        if on {
+            self.flags.fetch_or(RECORDING, SeqCst);
+        } else {
+            self.flags.fetch_and(!RECORDING, SeqCst);
+        }
+    }
+
+    /// What was recorded so far (recording goes on if it is on).
+    pub(crate) fn take_timeline(&self) -> Timeline {
+        self.recorder.take()
     }
 
     /// Looks for work for at most `SPIN`.

@@ -56,6 +56,9 @@ impl Callbacks {
         {
             Ok(handle) => {
                 q.runners += 1;
+                // Runners that left after `IDLE_EXIT` need no join: forget their handles, so
+                // that a long-lived pool with bursts of callbacks keeps a bounded list.
+                q.handles.retain(|h| !h.is_finished());
                 q.handles.push(handle);
             }
             Err(e) => {

@@ -11,6 +11,7 @@ use super::{Finished, Manager, Phase, State, Work};
 use crate::error::{Shortage, TaskError};
 use crate::process::wire::{self, PostMortem, Revoked, TAG_DONE, TAG_INIT, TAG_REVOKED};
 use crate::remote::codec;
+use crate::stats::RemoteCounters;
 use crate::sync;
 
 impl Manager {
@@ -168,6 +169,11 @@ impl Manager {
         self.poller.remove(link.main.as_fd());
         self.poller.remove(link.pidfd.as_fd());
         let status = reap(&mut link.child);
+        let terminated = sync::lock(&self.state).phase == Phase::Terminated;
+        if !terminated && (!link.retiring || status != crate::ExitStatus::Code(0)) {
+            // Not an exit it was asked for: it died (or was killed for a time limit).
+            RemoteCounters::add(&self.counters.deaths, 1);
+        }
         // The worker is dead: its log no longer changes (a process it started could still
         // write to it, which costs only this worker's own tasks: everything read is checked).
         let log = PostMortem::read(&link.log);

@@ -8,6 +8,7 @@ use crate::os;
 use crate::process::wire::{CallRef, MAX_FRAME, Revoke, TAG_TO_WORKER, ToWorkerRef};
 use crate::remote::codec;
 use crate::remote::window;
+use crate::stats::RemoteCounters;
 
 impl Link {
     /// Its task `task` is done. A worker whose budget of tasks is spent is retired once it
@@ -50,14 +51,16 @@ impl Link {
         }
     }
 
-    /// Sends a message, with the shared payload files of its calls attached.
+    /// Sends a message, with the shared payload files of its calls attached; the bytes
+    /// of the message.
     pub(super) fn send(
         &self,
         msg: &ToWorkerRef<'_>,
         files: &[BorrowedFd<'_>],
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<usize> {
         let bytes = codec::encode(msg).map_err(std::io::Error::other)?;
-        self.main.send(&[&[TAG_TO_WORKER], &bytes], files)
+        self.main.send(&[&[TAG_TO_WORKER], &bytes], files)?;
+        Ok(1 + bytes.len())
     }
 }
 
@@ -97,8 +100,10 @@ pub(super) fn dispatch(st: &mut State) {
                 bytes += b;
                 files += f;
                 batch.push(work);
+            } else {
+                // Cancelled while pending, never sent.
+                RemoteCounters::add(&st.counters.cancelled, 1);
             }
-            // else: cancelled while pending, never sent
         }
         if batch.is_empty() {
             continue;
@@ -126,7 +131,7 @@ pub(super) fn dispatch(st: &mut State) {
         let sent = link.send(&msg, &files);
         drop(files);
         drop(msg);
-        if sent.is_err() {
+        let Ok(sent) = sent else {
             // The worker is gone (it died while idle): it never got these. Put them back and
             // stop sending to it; its closed channel reports the death.
             link.retiring = true;
@@ -135,7 +140,9 @@ pub(super) fn dispatch(st: &mut State) {
                 st.pending.push_front(w);
             }
             continue;
-        }
+        };
+        let bulk: u64 = batch.iter().map(|w| w.payload.bulk_len()).sum();
+        RemoteCounters::add(&st.counters.bytes_sent, sent as u64 + bulk);
         link.window.send(batch.iter().map(|w| w.id));
         if let Some(b) = &mut link.budget {
             *b -= batch.len();

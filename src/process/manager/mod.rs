@@ -35,6 +35,7 @@ use crate::os::{self, Mapping, Memfd, Pidfd, Poller, Socket};
 use crate::remote::bootstrap::{ChildGuard, StartError};
 use crate::remote::window::Window;
 use crate::remote::{Completion, FnRef, IdMap};
+use crate::stats::{Outcome, RemoteCounters};
 use crate::sync::{self, Condvar, Mutex};
 use link::dispatch;
 use std::sync::atomic::Ordering::SeqCst;
@@ -71,7 +72,7 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 /// Settings fixed when the pool is built.
 pub(crate) struct Config {
     pub(crate) workers: usize,
-    pub(crate) initializer: Option<FnRef>,
+    pub(crate) initializer: Option<crate::process::wire::Init>,
     pub(crate) max_tasks_per_child: Option<usize>,
     /// A task running longer than this has its worker killed and fails with
     /// `TaskError::TimeLimit`.
@@ -153,6 +154,8 @@ struct State {
     lingering: bool,
     /// Set by `terminate`: from then on the watchdog kills every worker with SIGKILL.
     kill_at: Option<Instant>,
+    /// The pool's statistics (the same counters as `Manager::counters`).
+    counters: Arc<RemoteCounters>,
 }
 
 /// Tasks to complete once the reader is released (completing decodes the results, with
@@ -163,11 +166,23 @@ impl Manager {
     /// Completes what was read; the callbacks go to their own threads (`callbacks`), since
     /// the caller reads results for the pool.
     fn complete_all(&self, finished: &mut Finished) {
+        let counters = &self.counters;
         for (c, outcome) in finished.drain(..) {
-            let deferred = match outcome {
-                Ok(bytes) => c.complete_deferring(Ok(&bytes)),
-                Err(e) => c.complete_deferring(Err(e)),
+            let (deferred, ended) = match outcome {
+                Ok(bytes) => {
+                    RemoteCounters::add(&counters.bytes_received, bytes.len() as u64);
+                    c.settle_deferring(Ok(&bytes))
+                }
+                Err(e) => c.settle_deferring(Err(e)),
             };
+            RemoteCounters::add(
+                match ended {
+                    Outcome::Ok => &counters.done,
+                    Outcome::Failed => &counters.failed,
+                    Outcome::Cancelled => &counters.cancelled,
+                },
+                1,
+            );
             if let Some(job) = deferred {
                 self.callbacks.run(job);
             }
@@ -211,12 +226,14 @@ pub(crate) struct Manager {
     callbacks: Arc<callbacks::Callbacks>,
     thread: Mutex<Option<JoinHandle<()>>>,
     watchdog: Mutex<Option<JoinHandle<()>>>,
+    counters: Arc<RemoteCounters>,
 }
 
 impl Manager {
     /// Starts the manager thread and the workers; returns once all workers are ready.
     pub(crate) fn start(config: Config) -> Result<Arc<Manager>, StartError> {
         let poller = Poller::new().map_err(|e| StartError::Spawn(e.to_string()))?;
+        let counters = Arc::new(RemoteCounters::default());
         let manager = Arc::new(Manager {
             state: Mutex::new(State {
                 phase: Phase::Starting,
@@ -232,6 +249,7 @@ impl Manager {
                 retry: RETRY_MIN,
                 lingering: false,
                 kill_at: None,
+                counters: counters.clone(),
             }),
             changed: Condvar::new(),
             reader: Mutex::new(None),
@@ -244,6 +262,7 @@ impl Manager {
             callbacks: Arc::default(),
             thread: Mutex::new(None),
             watchdog: Mutex::new(None),
+            counters,
         });
         let m = manager.clone();
         let handle = std::thread::Builder::new()
@@ -294,6 +313,7 @@ impl Manager {
         }
         let id = st.next_id;
         st.next_id += 1;
+        RemoteCounters::add(&st.counters.submitted, 1);
         st.pending.push_back(Work {
             id,
             target,
@@ -339,9 +359,19 @@ impl Manager {
             self.changed.notify_all();
             cancelled
         };
+        RemoteCounters::add(&self.counters.cancelled, cancelled.len() as u64);
         for w in cancelled {
             w.completion.cancel();
         }
+    }
+
+    /// The pool's counters now (see `stats.rs`).
+    pub(crate) fn stats(&self) -> crate::PoolStats {
+        let (queued, running) = {
+            let st = sync::lock(&self.state);
+            (st.pending.len() as u64, st.inflight.len() as u64)
+        };
+        self.counters.snapshot(queued, running)
     }
 
     /// Sends `signal` to every worker (terminate / kill).
@@ -500,6 +530,7 @@ impl Manager {
             match self.spawn_workers(respawn) {
                 Ok(()) => {
                     if respawn > 0 {
+                        RemoteCounters::add(&self.counters.restarts, respawn as u64);
                         let mut st = sync::lock(&self.state);
                         st.respawn_at = None;
                         st.retry = RETRY_MIN;
@@ -622,11 +653,15 @@ impl Manager {
             self.changed.notify_all();
             st.pending.drain(..).collect()
         };
-        failed
+        let total = failed.len();
+        let failed: Finished = failed
             .into_iter()
             .filter(|w| w.claimed || w.completion.claim())
             .map(|w| (w.completion, Err(TaskError::Broken(reason.clone()))))
-            .collect()
+            .collect();
+        // The others were cancelled while pending.
+        RemoteCounters::add(&self.counters.cancelled, (total - failed.len()) as u64);
+        failed
     }
 
     /// Once shutting down with nothing pending or in flight, tells every worker to exit.

@@ -10,7 +10,7 @@ use super::link::dispatch;
 use super::{Link, Manager, socket_key};
 use crate::error::ExitStatus;
 use crate::os::{self, Memfd, Pidfd, Recv, Socket};
-use crate::process::wire::{Hello, LOG_SIZE, TAG_HELLO, TAG_WELCOME, ToWorkerRef};
+use crate::process::wire::{Hello, LOG_SIZE, TAG_HELLO, TAG_WELCOME};
 use crate::remote::bootstrap::{self, CONNECT_TIMEOUT, ChildGuard, ENV_WORKER, StartError};
 use crate::remote::window::Window;
 use crate::remote::{codec, naming};
@@ -33,10 +33,11 @@ impl Manager {
         for s in starting {
             let mut link = s.connect()?;
             link.budget = self.config.max_tasks_per_child;
-            if let Some(init) = self.config.initializer {
+            if let Some(init) = &self.config.initializer {
                 link.ready = false;
                 // (On an error, dropping the links kills and reaps their workers.)
-                link.send(&ToWorkerRef::Init(init), &[])
+                let file: Vec<_> = init.file().map(AsFd::as_fd).into_iter().collect();
+                link.send(&init.message(), &file)
                     .map_err(|e| StartError::Connect("worker", e.to_string()))?;
             }
             connected.push(link);

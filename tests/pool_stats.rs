@@ -1,0 +1,469 @@
+//! Pool statistics, the task timeline and cooperative cancellation on the thread pool.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+
+use common::{LONG, eventually, watchdog};
+use concurrent_futures::{
+    Executor, Future, PoolStats, State, TaskError, TaskOutcome, ThreadPoolExecutor, cancelled,
+};
+
+/// A latch tasks wait on (with a timeout: a bug fails, never hangs).
+#[derive(Clone, Default)]
+struct Latch(Arc<(Mutex<bool>, Condvar)>);
+
+impl Latch {
+    fn open(&self) {
+        *self.0.0.lock().unwrap() = true;
+        self.0.1.notify_all();
+    }
+
+    fn wait(&self) {
+        let (m, cv) = &*self.0;
+        let (g, t) = cv
+            .wait_timeout_while(m.lock().unwrap(), LONG, |o| !*o)
+            .unwrap();
+        assert!(*g && !t.timed_out(), "latch never opened");
+    }
+}
+
+fn pool(workers: usize) -> ThreadPoolExecutor {
+    ThreadPoolExecutor::builder()
+        .max_workers(workers)
+        .caller_runs(false)
+        .build()
+        .unwrap()
+}
+
+fn check_settled(stats: &PoolStats) {
+    assert!(stats.settled(), "counts do not add up: {stats:?}");
+    assert_eq!((stats.queued, stats.running), (0, 0), "{stats:?}");
+}
+
+/// Two workers held by blocked tasks: the live snapshot shows them running and the rest
+/// queued; then ok tasks, panics, cancellations while queued, and stops on request all
+/// land in their counter, and the counts add up.
+#[test]
+fn counts_add_up_with_panics_and_cancellations() {
+    let _w = watchdog("counts_add_up_with_panics_and_cancellations");
+    let pool = pool(2);
+    let latch = Latch::default();
+    let (started, is_started) = mpsc::channel();
+    let blockers: Vec<Future<u32>> = (0..2)
+        .map(|_| {
+            let latch = latch.clone();
+            let started = started.clone();
+            pool.spawn(move || {
+                started.send(()).unwrap();
+                latch.wait();
+                1
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        is_started.recv_timeout(LONG).unwrap();
+    }
+    let ran = Arc::new(AtomicUsize::new(0));
+    let mut queued = Vec::new();
+    for i in 0..30u32 {
+        let ran = ran.clone();
+        queued.push(pool.spawn(move || {
+            ran.fetch_add(1, SeqCst);
+            assert!(i % 5 != 0, "task {i} fails");
+            i
+        }));
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.submitted, 32);
+    assert_eq!((stats.running, stats.queued), (2, 30), "{stats:?}");
+    assert_eq!((stats.done, stats.failed, stats.cancelled), (0, 0, 0));
+    assert!(stats.settled());
+    // Cancel every third queued task.
+    let mut cancelled_n = 0;
+    for f in queued.iter().step_by(3) {
+        assert!(f.cancel());
+        cancelled_n += 1;
+    }
+    latch.open();
+    for b in &blockers {
+        assert_eq!(b.result_timeout(LONG), Ok(1));
+    }
+    let mut ok = 2;
+    let mut failed = 0;
+    for f in &queued {
+        match f.result_timeout(LONG) {
+            Ok(_) => ok += 1,
+            Err(TaskError::Panicked(_)) => failed += 1,
+            Err(TaskError::Cancelled) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    pool.shutdown(true);
+    let stats = pool.stats();
+    check_settled(&stats);
+    assert_eq!(stats.submitted, 32);
+    assert_eq!(
+        (stats.done, stats.failed, stats.cancelled),
+        (ok, failed, cancelled_n)
+    );
+    assert_eq!(ran.load(SeqCst) as u64, ok - 2 + failed);
+    let run: u64 = stats.workers.iter().map(|w| w.tasks_run).sum();
+    assert_eq!(run, ok + failed, "cancelled tasks never ran: {stats:?}");
+    assert!(stats.workers.iter().any(|w| !w.busy.is_zero()));
+}
+
+/// `shutdown(cancel_futures=True)` cancels the queue: those tasks count as cancelled.
+#[test]
+fn shutdown_cancelling_counts_the_queue() {
+    let _w = watchdog("shutdown_cancelling_counts_the_queue");
+    let pool = pool(1);
+    let latch = Latch::default();
+    let (started, is_started) = mpsc::channel();
+    let l = latch.clone();
+    let blocker = pool.spawn(move || {
+        started.send(()).unwrap();
+        l.wait();
+    });
+    is_started.recv_timeout(LONG).unwrap();
+    let rest: Vec<_> = (0..50).map(|i| pool.spawn(move || i)).collect();
+    pool.shutdown_with(false, true);
+    latch.open();
+    blocker.result_timeout(LONG).unwrap();
+    for f in &rest {
+        assert_eq!(f.result_timeout(LONG), Err(TaskError::Cancelled));
+    }
+    pool.shutdown(true);
+    let stats = pool.stats();
+    check_settled(&stats);
+    assert_eq!((stats.submitted, stats.done, stats.cancelled), (51, 1, 50));
+}
+
+/// Tasks that the waiting thread runs itself (caller-runs) are counted too, panics
+/// included, in bursts.
+#[test]
+fn caller_runs_tasks_are_counted() {
+    let _w = watchdog("caller_runs_tasks_are_counted");
+    let pool = ThreadPoolExecutor::new(2);
+    let mut failed = 0;
+    for round in 0..20u64 {
+        let futs: Vec<_> = (0..200u64)
+            .map(|i| {
+                pool.spawn(move || {
+                    assert!((i + round) % 17 != 0);
+                    i
+                })
+            })
+            .collect();
+        for f in futs {
+            if f.into_result().is_err() {
+                failed += 1;
+            }
+        }
+    }
+    pool.shutdown(true);
+    let stats = pool.stats();
+    check_settled(&stats);
+    assert_eq!(stats.submitted, 4000);
+    assert_eq!((stats.done, stats.failed), (4000 - failed, failed));
+}
+
+/// `map` (blocks of items on the thread pool) and submissions from inside tasks are
+/// counted; the counts add up at quiescence.
+#[test]
+fn map_and_nested_submissions_add_up() {
+    let _w = watchdog("map_and_nested_submissions_add_up");
+    fn half(x: u64) -> u64 {
+        assert!(x != 777, "item 777 fails");
+        x / 2
+    }
+    let pool = Arc::new(ThreadPoolExecutor::new(2));
+    let results: Vec<_> = pool.map(half, 0..5000u64).collect();
+    assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+    let p = pool.clone();
+    let outer = pool.spawn(move || {
+        let inner: Vec<_> = (0..10u64).map(|i| p.spawn(move || i)).collect();
+        inner
+            .into_iter()
+            .map(|f| f.into_result().unwrap())
+            .sum::<u64>()
+    });
+    assert_eq!(outer.result_timeout(LONG), Ok(45));
+    pool.shutdown(true);
+    let stats = pool.stats();
+    check_settled(&stats);
+    assert!(stats.submitted >= 12, "{stats:?}");
+    assert_eq!(
+        stats.failed, 0,
+        "map items fail one by one, not their helper"
+    );
+}
+
+/// A task that fills its worker's queue while the other worker is idle: the idle one
+/// steals, and both the statistics and the timeline say so.
+#[test]
+fn a_skewed_run_records_a_steal() {
+    let _w = watchdog("a_skewed_run_records_a_steal");
+    let pool = Arc::new(
+        ThreadPoolExecutor::builder()
+            .max_workers(2)
+            .caller_runs(false)
+            .record_timeline(true)
+            .build()
+            .unwrap(),
+    );
+    let p = pool.clone();
+    let spawner = pool.spawn(move || {
+        let me = std::thread::current().id();
+        let (ran_elsewhere, seen) = mpsc::channel();
+        let children: Vec<_> = (0..64)
+            .map(|_| {
+                let tx = ran_elsewhere.clone();
+                p.spawn(move || {
+                    if std::thread::current().id() != me {
+                        let _ = tx.send(());
+                    }
+                })
+            })
+            .collect();
+        // Hold this worker until the other one has stolen and run a child.
+        seen.recv_timeout(LONG)
+            .expect("no child ran on the other worker");
+        children
+    });
+    for c in spawner.into_result().unwrap() {
+        c.result_timeout(LONG).unwrap();
+    }
+    pool.shutdown(true);
+    let stats = pool.stats();
+    check_settled(&stats);
+    assert_eq!(stats.submitted, 65);
+    let stolen: u64 = stats.workers.iter().map(|w| w.stolen).sum();
+    let given: u64 = stats.workers.iter().map(|w| w.given_away).sum();
+    assert!(stolen >= 1, "{stats:?}");
+    assert_eq!(stolen, given);
+    let timeline = pool.take_timeline();
+    assert!(!timeline.steals.is_empty());
+    assert_eq!(timeline.tasks.len(), 65);
+    let s = &timeline.steals[0];
+    assert_ne!(s.thief, s.victim);
+    assert!(s.tasks >= 1);
+}
+
+/// The Chrome trace parses as JSON and holds every task exactly once with its outcome;
+/// the SVG is well-formed and has one bar per task.
+#[test]
+fn timeline_writers() {
+    let _w = watchdog("timeline_writers");
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(2)
+        .caller_runs(false)
+        .build()
+        .unwrap();
+    pool.start_recording();
+    let (started, is_started) = mpsc::channel();
+    let stopper = pool.spawn(move || {
+        started.send(()).unwrap();
+        while !cancelled() {
+            std::thread::yield_now();
+        }
+        0u64
+    });
+    is_started.recv_timeout(LONG).unwrap();
+    let futs: Vec<_> = (0..40u64)
+        .map(|i| {
+            pool.spawn(move || {
+                assert!(i % 10 != 3, "task {i} fails");
+                i
+            })
+        })
+        .collect();
+    for f in &futs {
+        let _ = f.result_timeout(LONG);
+    }
+    assert!(stopper.cancel_running());
+    assert_eq!(stopper.result_timeout(LONG), Err(TaskError::Cancelled));
+    pool.shutdown(true);
+    let timeline = pool.take_timeline();
+    assert_eq!(timeline.tasks.len(), 41);
+    let count = |o| timeline.tasks.iter().filter(|t| t.outcome == o).count();
+    assert_eq!(
+        (
+            count(TaskOutcome::Ok),
+            count(TaskOutcome::Panicked),
+            count(TaskOutcome::Cancelled)
+        ),
+        (36, 4, 1)
+    );
+    assert!(timeline.tasks.iter().all(|t| t.start <= t.end));
+
+    let json: serde_json::Value = serde_json::from_str(&timeline.to_chrome_trace()).unwrap();
+    let events = json["traceEvents"].as_array().unwrap();
+    let tasks: Vec<_> = events.iter().filter(|e| e["ph"] == "X").collect();
+    assert_eq!(tasks.len(), 41);
+    for (e, t) in tasks.iter().zip(&timeline.tasks) {
+        assert_eq!(e["tid"].as_u64().unwrap() as usize, t.worker);
+        assert_eq!(e["args"]["outcome"], t.outcome.name());
+        let ts = e["ts"].as_f64().unwrap();
+        assert!((ts - t.start.as_secs_f64() * 1e6).abs() < 0.01);
+        assert!(e["dur"].as_f64().unwrap() >= 0.0);
+    }
+    let names = events.iter().filter(|e| e["ph"] == "M").count();
+    assert_eq!(names, 2);
+
+    let svg = timeline.to_svg();
+    well_formed(&svg);
+    assert_eq!(svg.matches("<rect class=\"bar ").count(), 41);
+    assert_eq!(svg.matches("<rect class=\"bar panicked\"").count(), 4);
+    assert_eq!(svg.matches("<rect class=\"bar cancelled\"").count(), 1);
+}
+
+/// A minimal XML check: every tag closes in order, attribute values are quoted, text has
+/// no bare `<` or `&`.
+fn well_formed(xml: &str) {
+    let mut stack: Vec<&str> = Vec::new();
+    let mut rest = xml.trim();
+    while let Some(open) = rest.find('<') {
+        let text = &rest[..open];
+        assert!(
+            !text.contains('&') || text.contains("&amp;"),
+            "bare & in {text:?}"
+        );
+        let close = rest[open..].find('>').expect("unclosed tag") + open;
+        let tag = &rest[open + 1..close];
+        assert!(!tag.contains('<'), "'<' inside a tag: {tag:?}");
+        assert_eq!(
+            tag.matches('"').count() % 2,
+            0,
+            "unbalanced quotes: {tag:?}"
+        );
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(stack.pop(), Some(name.trim()), "mismatched </{name}>");
+        } else if !tag.ends_with('/') {
+            let name = tag.split_whitespace().next().unwrap();
+            stack.push(name);
+        }
+        rest = &rest[close + 1..];
+    }
+    assert!(stack.is_empty(), "unclosed: {stack:?}");
+    assert!(rest.trim().is_empty());
+    assert!(xml.trim_start().starts_with("<svg"));
+}
+
+/// Recording off records nothing.
+#[test]
+fn recording_is_off_by_default() {
+    let pool = pool(2);
+    let futs: Vec<_> = (0..10).map(|i| pool.spawn(move || i)).collect();
+    for f in &futs {
+        f.result_timeout(LONG).unwrap();
+    }
+    pool.shutdown(true);
+    let t = pool.take_timeline();
+    assert!(t.tasks.is_empty() && t.steals.is_empty());
+    assert_eq!(pool.stats().done, 10);
+}
+
+/// `cancel_running` stops a running task that looks, refuses nothing that `cancel`
+/// accepts, and leaves a task that never looks to finish with its value.
+#[test]
+fn cancel_running_semantics() {
+    let _w = watchdog("cancel_running_semantics");
+    let pool = pool(1);
+    let latch = Latch::default();
+    let (started, is_started) = mpsc::channel();
+    let l = latch.clone();
+    let s = started.clone();
+    let ignores = pool.spawn(move || {
+        s.send(()).unwrap();
+        l.wait();
+        7
+    });
+    let never_ran = Arc::new(AtomicUsize::new(0));
+    let n = never_ran.clone();
+    let queued = pool.spawn(move || n.fetch_add(1, SeqCst));
+    is_started.recv_timeout(LONG).unwrap();
+    assert!(!ignores.cancel(), "Python's cancel refuses a running task");
+    assert!(ignores.cancel_running());
+    assert!(queued.cancel_running());
+    assert_eq!(queued.state(), State::Cancelled);
+    latch.open();
+    // It never looked: its value stands.
+    assert_eq!(ignores.result_timeout(LONG), Ok(7));
+    assert!(!ignores.cancel_running(), "finished");
+    assert_eq!(queued.result_timeout(LONG), Err(TaskError::Cancelled));
+
+    let looks = pool.spawn(move || {
+        started.send(()).unwrap();
+        while !cancelled() {
+            std::thread::yield_now();
+        }
+        99
+    });
+    is_started.recv_timeout(LONG).unwrap();
+    assert_eq!(looks.state(), State::Running);
+    assert!(looks.cancel_running());
+    assert_eq!(looks.result_timeout(LONG), Err(TaskError::Cancelled));
+    assert_eq!(looks.state(), State::Finished);
+    assert!(!cancelled(), "no task runs on this thread");
+    pool.shutdown(true);
+    assert_eq!(never_ran.load(SeqCst), 0);
+    let stats = pool.stats();
+    check_settled(&stats);
+    assert_eq!((stats.done, stats.cancelled), (1, 2));
+
+    // A future no pool runs cannot see a request.
+    let own: Future<u32> = Future::new();
+    assert_eq!(own.set_running_or_notify_cancel(), Ok(true));
+    assert!(!own.cancel_running());
+}
+
+/// Hundreds of running tasks stopped at once: each stops exactly once, each future fails
+/// with `Cancelled`, and the tasks' side effects are counted.
+#[test]
+fn cancel_running_in_bursts() {
+    let _w = watchdog("cancel_running_in_bursts");
+    let pool = pool(2);
+    let started = Arc::new(AtomicUsize::new(0));
+    let stopped = Arc::new(AtomicUsize::new(0));
+    let futs: Vec<_> = (0..300)
+        .map(|_| {
+            let started = started.clone();
+            let stopped = stopped.clone();
+            pool.spawn(move || {
+                started.fetch_add(1, SeqCst);
+                while !cancelled() {
+                    std::thread::yield_now();
+                }
+                stopped.fetch_add(1, SeqCst);
+            })
+        })
+        .collect();
+    // Both workers are inside a task before the burst begins.
+    eventually("two tasks run", || started.load(SeqCst) == 2);
+    let mut stopped_running = 0;
+    for f in &futs {
+        // Queued ones are cancelled; running ones asked to stop.
+        assert!(f.cancel_running());
+        if f.result_timeout(LONG) == Err(TaskError::Cancelled) && f.state() == State::Finished {
+            stopped_running += 1;
+        }
+    }
+    for f in &futs {
+        assert_eq!(f.result_timeout(LONG), Err(TaskError::Cancelled));
+    }
+    pool.shutdown(true);
+    assert_eq!(started.load(SeqCst), stopped.load(SeqCst));
+    assert_eq!(stopped.load(SeqCst), stopped_running);
+    assert!(
+        stopped_running >= 2,
+        "the two running tasks stopped on request"
+    );
+    let stats = pool.stats();
+    check_settled(&stats);
+    assert_eq!((stats.submitted, stats.cancelled), (300, 300));
+    let run: u64 = stats.workers.iter().map(|w| w.tasks_run).sum();
+    assert_eq!(run as usize, stopped_running);
+    eventually("the pool is idle", || pool.stats().running == 0);
+}
