@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::error::{BuildError, SubmitError};
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::Future;
+use crate::map::{MapOptions, OrderedMap};
 use crate::thread::ThreadPoolExecutor;
 
 /// The environment variable [`AnyExecutor::from_default_env`] reads: `CF_EXECUTOR`.
@@ -682,9 +683,13 @@ impl Executor for AnyExecutor {
         each!(self, p => p.chunk_target())
     }
 
-    /// The thread pool inside, for `map`'s block splitting (threads only).
-    fn as_thread_pool(&self) -> Option<&ThreadPoolExecutor> {
-        each!(self, p => p.as_thread_pool())
+    /// The backend's own ordered `map`, if it has one (threads: block splitting).
+    fn ordered_map<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        opts: MapOptions,
+    ) -> Option<Box<dyn OrderedMap<A, R> + '_>> {
+        each!(self, p => p.ordered_map(f, opts))
     }
 
     fn stats(&self) -> crate::PoolStats {
@@ -748,11 +753,12 @@ mod tests {
     #[test]
     fn map_on_threads_takes_the_thread_pool_path() {
         let threads: AnyExecutor = "threads:1".parse().unwrap();
-        assert!(threads.as_thread_pool().is_some());
+        let own = |e: &AnyExecutor| e.ordered_map(u8::wrapping_neg, MapOptions::new()).is_some();
+        assert!(own(&threads));
         #[cfg(feature = "rayon")]
         {
             let rayon: AnyExecutor = "rayon:1".parse().unwrap();
-            assert!(rayon.as_thread_pool().is_none());
+            assert!(!own(&rayon));
         }
     }
 

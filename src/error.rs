@@ -357,13 +357,14 @@ pub enum BuildError {
     /// The operating system refused to start a worker.
     #[error("could not start a worker: {0}")]
     Spawn(#[from] std::io::Error),
-    /// A worker process could not be started or did not connect (the message says why).
+    /// A worker process could not be started or did not connect (the failure says why;
+    /// its `source()` is the operating system's error where there is one).
     #[error("could not start a worker process: {0}")]
-    Worker(String),
+    Worker(#[source] StartFailure),
     /// An MPI pool could not start (feature `mpi`): MPI failed to initialize, a rank runs
     /// another executable or never reached `start`, or there are no worker ranks.
     #[error("could not start the MPI pool: {0}")]
-    Mpi(String),
+    Mpi(#[source] StartFailure),
     /// The initializer cannot be sent to the workers: its argument could not be encoded
     /// ([`SubmitError::Codec`]) or holds shared state ([`SubmitError::SharedState`]), or
     /// the function is not in the executable ([`SubmitError::Unsendable`]).
@@ -381,6 +382,76 @@ pub enum BuildError {
     #[error("the initializer cannot be sent to the workers: {0}")]
     Initializer(#[source] SubmitError),
 }
+
+/// Why a worker process or an MPI pool could not start: its message is the reason, and its
+/// [`source`](std::error::Error::source) the typed cause beneath it where there is one (the
+/// operating system's [`std::io::Error`] when a process could not be spawned, or when this
+/// process was short of descriptors or memory). Carried by [`BuildError::Worker`] and
+/// [`BuildError::Mpi`].
+///
+/// ```
+/// use concurrent_futures::{BuildError, ProcessPoolExecutor};
+/// use std::error::Error;
+/// # fn f() -> Result<(), BuildError> {
+/// match ProcessPoolExecutor::builder().max_workers(2).build() {
+///     Ok(pool) => drop(pool),
+///     Err(BuildError::Worker(failure)) => {
+///         // e.g. "cannot start a process now: Too many open files (os error 24)"
+///         let os: Option<&std::io::Error> = failure.source().and_then(|s| s.downcast_ref());
+///         eprintln!("{failure} (os error: {:?})", os.and_then(|e| e.raw_os_error()));
+///     }
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(()) }
+/// # f().unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct StartFailure {
+    cause: Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl StartFailure {
+    /// A failure caused by `cause`: this failure shows its message, and `source()` is what
+    /// lies beneath it.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn new(cause: impl std::error::Error + Send + Sync + 'static) -> StartFailure {
+        StartFailure {
+            cause: Arc::new(cause),
+        }
+    }
+
+    /// A failure with only a message (nothing beneath it). (The MPI pool's.)
+    #[cfg_attr(not(all(feature = "mpi", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn message(message: impl Into<String>) -> StartFailure {
+        StartFailure::new(Message(message.into()))
+    }
+}
+
+impl std::fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.cause.fmt(f)
+    }
+}
+
+impl std::error::Error for StartFailure {
+    /// The cause beneath the message (the message is the cause's own, so it is not repeated).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.source()
+    }
+}
+
+/// A reason that is only a message.
+#[derive(Debug)]
+#[cfg_attr(not(all(feature = "mpi", target_os = "linux")), allow(dead_code))]
+struct Message(String);
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}
 
 /// A setter of [`Future`](crate::Future) was called in a state that forbids it (Python's
 /// `InvalidStateError`, and the `RuntimeError` of `set_running_or_notify_cancel`).

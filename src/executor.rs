@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::{SubmitError, TaskError};
 use crate::future::Future;
-use crate::map::{Map, MapOptions, MapUnordered};
+use crate::map::{Map, MapOptions, MapUnordered, OrderedMap};
 
 /// What may cross into a task and back through the [`Executor`] trait: a value that can be
 /// sent to another thread, shared by reference, and encoded for another process (serde).
@@ -465,15 +465,22 @@ pub trait Executor {
         Duration::from_micros(100)
     }
 
-    /// The crate's thread pool behind this executor, if it is one: `map` then splits blocks
-    /// of items among its workers and the caller instead of submitting chunks.
+    /// This backend's own way to run an ordered [`map`](Executor::map), if it has one
+    /// (the thread pool splits blocks of items among its workers and the caller); `None`
+    /// (the default) submits chunks as tasks.
     ///
     /// ```
-    /// use concurrent_futures::{Executor, ThreadPoolExecutor};
-    /// assert!(ThreadPoolExecutor::new(1).as_thread_pool().is_some());
+    /// use concurrent_futures::{Executor, MapOptions, ThreadPoolExecutor};
+    /// fn neg(x: i32) -> i32 { -x }
+    /// assert!(ThreadPoolExecutor::new(1).ordered_map(neg, MapOptions::new()).is_some());
     /// ```
     #[doc(hidden)]
-    fn as_thread_pool(&self) -> Option<&crate::ThreadPoolExecutor> {
+    fn ordered_map<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        opts: MapOptions,
+    ) -> Option<Box<dyn OrderedMap<A, R> + '_>> {
+        let _ = (f, opts);
         None
     }
 

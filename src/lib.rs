@@ -104,6 +104,8 @@
 mod any;
 mod bytes;
 mod cancel;
+#[cfg(target_os = "linux")]
+mod entry;
 mod error;
 mod executor;
 mod exit;
@@ -168,9 +170,12 @@ pub use any::{
 };
 pub use bytes::Bytes;
 pub use cancel::cancelled;
+#[cfg(target_os = "linux")]
+#[cfg_attr(docsrs_nightly, doc(cfg(target_os = "linux")))]
+pub use entry::init;
 pub use error::{
-    BuildError, ExitStatus, InvalidStateError, Panic, Shortage, SubmitError, TaskError,
-    TimeoutError,
+    BuildError, ExitStatus, InvalidStateError, Panic, Shortage, StartFailure, SubmitError,
+    TaskError, TimeoutError,
 };
 pub use executor::{Chunk, Executor, Payload, run_chunk};
 pub use exit::set_exit_timeout;
@@ -186,12 +191,15 @@ pub use linux_only::{MpiPoolBuilder, MpiPoolExecutor, MpiRank};
 #[doc(hidden)]
 pub use linux_only::{ProcessPoolBuilder, ProcessPoolExecutor, init, multiprocessing};
 pub use map::{Map, MapOptions, MapUnordered};
+/// The hook behind [`Executor::ordered_map`] (for backends).
+#[doc(hidden)]
+pub use map::{MapInput, OrderedMap, ReadyRun};
 #[cfg(all(feature = "mpi", target_os = "linux"))]
 #[cfg_attr(docsrs_nightly, doc(cfg(all(feature = "mpi", target_os = "linux"))))]
 pub use mpi::{MpiPoolBuilder, MpiPoolExecutor, MpiRank};
 #[cfg(target_os = "linux")]
 #[cfg_attr(docsrs_nightly, doc(cfg(target_os = "linux")))]
-pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, init};
+pub use process::{ProcessPoolBuilder, ProcessPoolExecutor};
 #[cfg(feature = "progress")]
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "progress")))]
 pub use progress::{Progress, ProgressExt};

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use crate::error::TaskError;
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::Future;
-use crate::thread::block::{Block, Cursor, Step, VecSource};
 use crate::wait::WaitSet;
 use std::sync::Arc;
 
@@ -24,8 +23,8 @@ use std::sync::Arc;
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MapOptions {
-    chunksize: Option<usize>,
-    timeout: Option<Duration>,
+    pub(crate) chunksize: Option<usize>,
+    pub(crate) timeout: Option<Duration>,
     buffersize: Option<usize>,
     buffer_bytes: Option<usize>,
 }
@@ -328,7 +327,7 @@ impl<E, I: Iterator, A, R> Feed<'_, E, I, A, R> {
 }
 
 /// Adds `known` items to an input's size hint.
-fn plus(known: usize, (lo, hi): (usize, Option<usize>)) -> (usize, Option<usize>) {
+pub(crate) fn plus(known: usize, (lo, hi): (usize, Option<usize>)) -> (usize, Option<usize>) {
     (
         lo.saturating_add(known),
         hi.and_then(|h| h.checked_add(known)),
@@ -443,9 +442,10 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
 
 /// Iterator returned by [`Executor::map`]: results in input order.
 ///
-/// On a [`ThreadPoolExecutor`](crate::ThreadPoolExecutor) the input is taken in blocks that
-/// the workers and the calling thread split among themselves, with results written in place
-/// and yielded straight from there; on other backends items travel in chunks, one task each.
+/// A backend may run it its own way ([`Executor::ordered_map`]: the thread pool takes the
+/// input in blocks that the workers and the calling thread split among themselves, with
+/// results written in place and yielded straight from there); otherwise items travel in
+/// chunks, one task each.
 ///
 /// ```
 /// use concurrent_futures::{Executor, ThreadPoolExecutor};
@@ -459,9 +459,198 @@ pub struct Map<'a, E, I, A, R> {
     mode: Mode<'a, E, I, A, R>,
 }
 
+// One per `map` call, never in a collection: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Mode<'a, E, I, A, R> {
     Chunks(Chunked<'a, E, I, A, R>),
-    Blocks(Blocks<'a, I, A, R>),
+    /// The backend's own ordered map ([`Executor::ordered_map`]).
+    Own(Own<'a, I, A, R>),
+}
+
+/// A backend's own ordered map, its input, and the run of results it lent the consumer.
+struct Own<'a, I, A, R> {
+    state: Box<dyn OrderedMap<A, R> + 'a>,
+    /// Read inline by `next`, one result at a time; the backend is called only past it.
+    run: ReadyRun<R>,
+    items: Fuse<I>,
+}
+
+impl<I, A, R> Drop for Own<'_, I, A, R> {
+    fn drop(&mut self) {
+        // What is left of the run is the backend's again (it drops those results).
+        self.state.stop(&mut self.run);
+    }
+}
+
+/// A backend's own way to run an ordered `map` (see [`Executor::ordered_map`]): it takes
+/// its input from the [`MapInput`] it is given at each step and yields the results in
+/// input order, either one at a time or as a [`ReadyRun`] that the consumer reads inline.
+/// Stopped (or dropped), it cancels what has not started.
+///
+/// ```
+/// use concurrent_futures::{Executor, MapOptions, ReadyRun, ThreadPoolExecutor};
+/// fn neg(x: i32) -> i32 { -x }
+/// let pool = ThreadPoolExecutor::new(2);
+/// let mut state = pool.ordered_map(neg, MapOptions::new()).unwrap();
+/// let mut input = (1..=3).fuse();
+/// state.start(&mut input);
+/// let mut run = ReadyRun::empty();
+/// let mut out = Vec::new();
+/// loop {
+///     out.extend(run.by_ref().map(Ok));
+///     match state.next(&mut input, &mut run) {
+///         Some(r) => out.push(r),
+///         None => break,
+///     }
+/// }
+/// state.stop(&mut run);
+/// assert_eq!(out, vec![Ok(-1), Ok(-2), Ok(-3)]);
+/// ```
+#[doc(hidden)]
+pub trait OrderedMap<A, R>: fmt::Debug + Send + Sync {
+    /// Starts the first work (called once, before any `next`).
+    fn start(&mut self, input: &mut dyn MapInput<A>);
+
+    /// The next result in input order, or `None` at the end. Called only once `run` (the
+    /// run this map lent before, if any) is empty; it may lend a new one.
+    fn next(
+        &mut self,
+        input: &mut dyn MapInput<A>,
+        run: &mut ReadyRun<R>,
+    ) -> Option<Result<R, TaskError>>;
+
+    /// Results still to come (`run` included), given what the input has left.
+    fn size_hint(&self, run: &ReadyRun<R>, input: (usize, Option<usize>))
+    -> (usize, Option<usize>);
+
+    /// The consumer is done: takes back what is left of `run` (called once, last).
+    fn stop(&mut self, run: &mut ReadyRun<R>);
+}
+
+/// Results that an [`OrderedMap`] wrote in place and lends to its consumer, who moves them
+/// out in order without a call per result.
+///
+/// ```
+/// use concurrent_futures::ReadyRun;
+/// let mut run = ReadyRun::<u8>::empty();
+/// assert_eq!(run.next(), None);
+/// ```
+#[doc(hidden)]
+pub struct ReadyRun<R> {
+    /// `left` results from `ptr` on, not moved out yet.
+    ptr: *mut R,
+    left: usize,
+}
+
+// SAFETY: a run is the right to move `R: Send` values out of memory its map keeps alive
+// (`ReadyRun::new`); moving the run moves that right.
+unsafe impl<R: Send> Send for ReadyRun<R> {}
+// SAFETY: `&ReadyRun` never dereferences `ptr`.
+unsafe impl<R: Send> Sync for ReadyRun<R> {}
+
+impl<R> ReadyRun<R> {
+    /// No results.
+    pub const fn empty() -> Self {
+        ReadyRun {
+            ptr: std::ptr::null_mut(),
+            left: 0,
+        }
+    }
+
+    /// A run of the `left` results from `ptr` on.
+    ///
+    /// # Safety
+    ///
+    /// They are initialized, no one else moves them out or frees them, and their memory
+    /// stays alive and untouched by the lender until the run comes back to it (the next
+    /// call of the [`OrderedMap`] with this run, or its `stop`).
+    pub unsafe fn new(ptr: *mut R, left: usize) -> Self {
+        ReadyRun { ptr, left }
+    }
+
+    /// Results left.
+    pub fn len(&self) -> usize {
+        self.left
+    }
+
+    /// Whether no result is left.
+    pub fn is_empty(&self) -> bool {
+        self.left == 0
+    }
+
+    /// Gives back what is left (`ptr`, `left`); the run is empty after.
+    pub fn take_back(&mut self) -> (*mut R, usize) {
+        std::mem::replace(self, ReadyRun::empty()).into_raw()
+    }
+
+    fn into_raw(self) -> (*mut R, usize) {
+        (self.ptr, self.left)
+    }
+}
+
+/// Moves the results out, in order.
+impl<R> Iterator for ReadyRun<R> {
+    type Item = R;
+
+    #[inline]
+    fn next(&mut self) -> Option<R> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // SAFETY: `left > 0`: `ptr` points at an initialized result that is moved out only
+        // here, once, as `ptr` moves past it; its memory is alive (the contract of `new`).
+        let v = unsafe { self.ptr.read() };
+        self.ptr = self.ptr.wrapping_add(1);
+        Some(v)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+/// The input of an [`OrderedMap`]: items taken in bulk, so that a backend pays one call
+/// per batch, not per item.
+///
+/// ```
+/// use concurrent_futures::MapInput;
+/// use std::time::Duration;
+/// let mut input = (0..10).fuse();
+/// let mut items = Vec::new();
+/// input.take_into(&mut items, 4, Duration::from_secs(1));
+/// assert_eq!(items, [0, 1, 2, 3]);
+/// ```
+#[doc(hidden)]
+pub trait MapInput<A> {
+    /// Takes up to `n` items into `items`, in runs of 1, 1, 2, 4, 8... items (`extend`
+    /// keeps its fast path), and stops early once taking them took longer than `cut`: an
+    /// input slower than the work is sent on as it comes, not held for a full batch (whose
+    /// results would all wait for its last item).
+    fn take_into(&mut self, items: &mut Vec<A>, n: usize, cut: Duration);
+
+    /// The input's size hint.
+    fn items_left(&self) -> (usize, Option<usize>);
+}
+
+impl<I: Iterator> MapInput<I::Item> for Fuse<I> {
+    fn take_into(&mut self, items: &mut Vec<I::Item>, n: usize, cut: Duration) {
+        let start = Instant::now();
+        let mut run = 1;
+        loop {
+            let want = (n - items.len()).min(run);
+            let before = items.len();
+            items.extend(self.by_ref().take(want));
+            if items.len() - before < want || items.len() >= n || start.elapsed() > cut {
+                return;
+            }
+            run = (run * 2).min(n);
+        }
+    }
+
+    fn items_left(&self) -> (usize, Option<usize>) {
+        self.size_hint()
+    }
 }
 
 impl<'a, E, I, A, R> Map<'a, E, I, A, R>
@@ -473,12 +662,22 @@ where
 {
     pub(crate) fn new(exec: &'a E, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
         // Python's `buffersize` counts tasks submitted ahead of the consumer, one more per
-        // step: that is the chunked path's window, not the blocks'.
-        let mode = match exec.as_thread_pool() {
-            Some(pool) if opts.buffersize.is_none() => {
-                Mode::Blocks(Blocks::new(pool, f, items, opts))
+        // step: that is the chunked path's window, not a backend's own.
+        let own = match opts.buffersize {
+            None => exec.ordered_map(f, opts),
+            Some(_) => None,
+        };
+        let mode = match own {
+            Some(mut state) => {
+                let mut items = items.fuse();
+                state.start(&mut items);
+                Mode::Own(Own {
+                    state,
+                    run: ReadyRun::empty(),
+                    items,
+                })
             }
-            _ => Mode::Chunks(Chunked::new(exec, f, items, opts)),
+            None => Mode::Chunks(Chunked::new(exec, f, items, opts)),
         };
         Map { mode }
     }
@@ -493,16 +692,15 @@ where
 {
     type Item = Result<R, TaskError>;
 
-    /// Only the commonest case inline (a result ready in the current block), so that a
-    /// consumer's loop (`collect` into a `Result`) inlines this whole and keeps its
+    /// Only the commonest case inline (a result ready in the run the backend lent), so
+    /// that a consumer's loop (`collect` into a `Result`) inlines this whole and keeps its
     /// per-item work to a few instructions; the rest is `next_slow`.
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if let Mode::Blocks(b) = &mut self.mode {
-            // SAFETY: the cursor was last advanced in the front block, which `queue` holds.
-            if let Some(v) = unsafe { b.cursor.next_ready() } {
-                return Some(Ok(v));
-            }
+        if let Mode::Own(own) = &mut self.mode
+            && let Some(v) = own.run.next()
+        {
+            return Some(Ok(v));
         }
         self.next_slow()
     }
@@ -510,17 +708,28 @@ where
     /// Exact when the input's length is known: every item yields one result.
     fn size_hint(&self) -> (usize, Option<usize>) {
         match &self.mode {
-            Mode::Blocks(b) => b.size_hint(),
+            Mode::Own(own) => own.state.size_hint(&own.run, own.items.items_left()),
             Mode::Chunks(c) => c.size_hint(),
         }
     }
 
-    fn fold<B, F>(self, init: B, f: F) -> B
+    fn fold<B, F>(self, init: B, mut f: F) -> B
     where
         F: FnMut(B, Self::Item) -> B,
     {
         match self.mode {
-            Mode::Blocks(b) => b.fold(init, f),
+            Mode::Own(mut own) => {
+                let mut acc = init;
+                loop {
+                    for v in own.run.by_ref() {
+                        acc = f(acc, Ok(v));
+                    }
+                    match own.state.next(&mut own.items, &mut own.run) {
+                        Some(r) => acc = f(acc, r),
+                        None => return acc,
+                    }
+                }
+            }
             Mode::Chunks(c) => c.fold(init, f),
         }
     }
@@ -533,11 +742,11 @@ where
     A: Payload,
     R: Payload,
 {
-    /// Past the ready results of a block; every step of the chunked path.
+    /// Past the run the backend lent; every step of the chunked path.
     #[inline(never)]
     fn next_slow(&mut self) -> Option<Result<R, TaskError>> {
         match &mut self.mode {
-            Mode::Blocks(b) => b.advance(),
+            Mode::Own(own) => own.state.next(&mut own.items, &mut own.run),
             Mode::Chunks(c) => c.next(),
         }
     }
@@ -546,270 +755,9 @@ where
 impl<E, I, A, R> fmt::Debug for Map<'_, E, I, A, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.mode {
-            Mode::Blocks(b) => b.fmt(f),
+            Mode::Own(own) => own.state.fmt(f),
             Mode::Chunks(c) => c.fmt(f),
         }
-    }
-}
-
-/// Blocks launched ahead of the consumer (the one being drained included): while the
-/// consumer drains one, the workers run the next.
-const BLOCKS_AHEAD: usize = 2;
-
-/// Largest block, in items (its inputs and results stay in cache while they cross threads).
-const MAX_BLOCK: usize = 1 << 14;
-
-/// First block when the cost of an item is unknown: items of one piece each, so that slow
-/// items spread over the workers at once, and few enough to bound the work done ahead.
-const PROBE_BLOCK: usize = 64;
-
-/// A block should run about this long (in nanoseconds of one thread's work), a piece about
-/// `PIECE_NS`: long enough to amortise claiming, short enough to balance.
-const BLOCK_NS: f64 = 2_000_000.0;
-const PIECE_NS: f64 = 20_000.0;
-
-/// Taking a block's items from the input stops after this long (a block of a known cost
-/// runs about `BLOCK_NS`; an input slower than that is the bottleneck, and its items are
-/// better sent on as they come).
-const INPUT_CUT: Duration = Duration::from_nanos(BLOCK_NS as u64);
-
-/// A block of a thread-pool `map`: items moved in from the input, a function pointer.
-type MapBlock<A, R> = Block<VecSource<A>, fn(A) -> R, R>;
-
-/// `map` on the thread pool: blocks of items split among the workers and the caller (see
-/// `thread/block.rs`), results yielded in place.
-struct Blocks<'a, I, A, R> {
-    pool: &'a crate::ThreadPoolExecutor,
-    f: fn(A) -> R,
-    items: Fuse<I>,
-    /// Launched blocks in input order; the consumer drains the front one.
-    queue: VecDeque<Arc<MapBlock<A, R>>>,
-    /// Buffers of a drained block, for the next one (fresh ones would cost page faults).
-    spare: Option<(Vec<A>, Vec<std::mem::MaybeUninit<R>>)>,
-    /// The consumer's position in the front block.
-    cursor: Cursor<R>,
-    /// Error to yield once after the launched blocks (a refused launch).
-    last_error: Option<TaskError>,
-    fixed_piece: Option<usize>,
-    ns_per_item: Option<f64>,
-    block_len: usize,
-    help: bool,
-    deadline: Option<Instant>,
-    /// No more input will be taken (it ended, a launch was refused, or the deadline passed).
-    stopped: bool,
-    started: bool,
-    /// The input's length was known at the start.
-    exact_input: bool,
-}
-
-impl<'a, I, A, R> Blocks<'a, I, A, R>
-where
-    I: Iterator<Item = A>,
-    A: Payload,
-    R: Payload,
-{
-    fn new(pool: &'a crate::ThreadPoolExecutor, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
-        let help = pool.caller_runs() && opts.timeout.is_none();
-        let exact_input = matches!(items.size_hint(), (lo, Some(hi)) if lo == hi);
-        let mut map = Blocks {
-            pool,
-            f,
-            items: items.fuse(),
-            queue: VecDeque::new(),
-            spare: None,
-            cursor: Cursor::new(),
-            last_error: None,
-            fixed_piece: opts.chunksize,
-            ns_per_item: None,
-            block_len: PROBE_BLOCK,
-            help,
-            deadline: opts.timeout.and_then(|t| Instant::now().checked_add(t)),
-            stopped: false,
-            started: false,
-            exact_input,
-        };
-        map.fill();
-        map
-    }
-
-    /// Threads that run pieces: the workers, and the caller if it may.
-    fn participants(&self) -> usize {
-        self.pool.max_workers() + usize::from(self.help)
-    }
-
-    /// Items per piece for a block of `len` items.
-    fn piece_len(&self, len: usize) -> usize {
-        if let Some(n) = self.fixed_piece {
-            return n;
-        }
-        match self.ns_per_item {
-            None => 1,
-            Some(ns) => {
-                let ideal = (PIECE_NS / ns.max(0.01)) as usize;
-                // At least four pieces per participant, so a slow piece does not hold the
-                // block back.
-                let fair = len.div_ceil(4 * self.participants());
-                ideal.min(fair).max(1)
-            }
-        }
-    }
-
-    /// Launches blocks until `BLOCKS_AHEAD` are in flight or the input ends. (A
-    /// `buffersize` takes the chunked path instead: see `Map::new`.)
-    fn fill(&mut self) {
-        while self.queue.len() < BLOCKS_AHEAD && !self.stopped {
-            let fixed_len = self.fixed_piece.map(|p| p.saturating_mul(PROBE_BLOCK));
-            let n = fixed_len.unwrap_or(self.block_len).max(1);
-            let (mut items, output) = self.spare.take().unwrap_or_default();
-            items.reserve(n.min(self.items.size_hint().1.unwrap_or(n)).min(MAX_BLOCK));
-            self.take_input(&mut items, n);
-            if items.is_empty() {
-                self.stopped = true;
-                break;
-            }
-            let piece = self.piece_len(items.len());
-            let block = Arc::new(
-                Block::new(
-                    self.f,
-                    VecSource::new(items),
-                    output,
-                    piece,
-                    self.pool.registry(),
-                )
-                .workers_from_back(self.help),
-            );
-            if let Err(e) = block.launch(self.pool) {
-                self.stopped = true;
-                self.last_error = Some(TaskError::Submit(e));
-                break;
-            }
-            self.queue.push_back(block);
-        }
-    }
-
-    /// Takes up to `n` items into `items`, in runs of 1, 1, 2, 4, 8... items (`extend`
-    /// keeps its fast path), and stops early once taking them took longer than `INPUT_CUT`:
-    /// an input slower than the work is sent on as it comes, not held for a full block
-    /// (whose results would all wait for its last item).
-    fn take_input(&mut self, items: &mut Vec<A>, n: usize) {
-        let start = Instant::now();
-        let mut run = 1;
-        loop {
-            let want = (n - items.len()).min(run);
-            let before = items.len();
-            items.extend(self.items.by_ref().take(want));
-            if items.len() - before < want || items.len() >= n || start.elapsed() > INPUT_CUT {
-                return;
-            }
-            run = (run * 2).min(n);
-        }
-    }
-
-    /// Past the ready run: the next failure, the next pieces, or the next block.
-    #[inline(never)]
-    fn advance(&mut self) -> Option<Result<R, TaskError>> {
-        self.started = true;
-        loop {
-            let Some(block) = self.queue.front().cloned() else {
-                return self.last_error.take().map(Err);
-            };
-            match self.cursor.advance(&*block, self.help, self.deadline) {
-                Step::Item(r) => return Some(r),
-                Step::End => self.next_block(),
-                Step::TimedOut => {
-                    self.cancel_all();
-                    self.queue.clear();
-                    self.stopped = true;
-                    self.last_error = None;
-                    return Some(Err(TaskError::Timeout));
-                }
-            }
-        }
-    }
-
-    /// Leaves the drained front block: learns from it, launches more.
-    fn next_block(&mut self) {
-        let Some(done) = self.queue.pop_front() else {
-            return;
-        };
-        if self.fixed_piece.is_none()
-            && let Some(ns) = done.ns_per_item()
-        {
-            self.ns_per_item = Some(ns);
-            let ideal = (BLOCK_NS / ns.max(0.01)) as usize;
-            self.block_len = ideal
-                .min(self.block_len.saturating_mul(16))
-                .clamp(1, MAX_BLOCK);
-        }
-        self.spare = Block::recycle(done);
-        self.cursor.reset();
-        self.fill();
-    }
-
-    /// Stops every launched block from starting more pieces.
-    fn cancel_all(&mut self) {
-        for b in &self.queue {
-            b.close(TaskError::Cancelled);
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let mut known: usize = self.queue.iter().map(|b| b.len()).sum();
-        if !self.queue.is_empty() {
-            known -= self.cursor.consumed();
-        }
-        known += usize::from(self.last_error.is_some());
-        let (lo, hi) = if self.stopped {
-            (known, Some(known))
-        } else {
-            plus(known, self.items.size_hint())
-        };
-        // An input of unknown length keeps an unknown length, even once it was all taken
-        // (as the chunked path reports it: progress bars show a spinner for it).
-        if !self.exact_input && hi == Some(lo) {
-            (lo, None)
-        } else {
-            (lo, hi)
-        }
-    }
-
-    fn fold<B, F>(mut self, init: B, mut f: F) -> B
-    where
-        F: FnMut(B, Result<R, TaskError>) -> B,
-    {
-        let mut acc = init;
-        loop {
-            // SAFETY: as in `next`.
-            while let Some(v) = unsafe { self.cursor.next_ready() } {
-                acc = f(acc, Ok(v));
-            }
-            match self.advance() {
-                Some(r) => acc = f(acc, r),
-                None => return acc,
-            }
-        }
-    }
-}
-
-impl<I, A, R> Drop for Blocks<'_, I, A, R> {
-    fn drop(&mut self) {
-        if let Some(front) = self.queue.front() {
-            front.set_consumed(self.cursor.consumed());
-        }
-        if self.started {
-            for b in &self.queue {
-                b.close(TaskError::Cancelled);
-            }
-        }
-    }
-}
-
-impl<I, A, R> fmt::Debug for Blocks<'_, I, A, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Map")
-            .field("blocks_in_flight", &self.queue.len())
-            .field("finished", &(self.stopped && self.queue.is_empty()))
-            .finish_non_exhaustive()
     }
 }
 

@@ -314,3 +314,68 @@ fn thousand_workers_helper() {
     );
     println!("HELPER DONE");
 }
+
+// ===== a failed start keeps its cause =====
+
+/// A pool that cannot start its workers for want of descriptors fails to build with
+/// `BuildError::Worker`, whose `source()` chain reaches the operating system's error
+/// (`EMFILE`), not only its text.
+#[test]
+fn a_failed_start_keeps_the_os_error_as_its_source() {
+    let _w = watchdog("a_failed_start_keeps_the_os_error_as_its_source");
+    let out = run_helper("failed_start_source_helper");
+    assert!(out.contains("SOURCE EMFILE"), "{out}");
+}
+
+#[test]
+#[ignore = "helper process for a_failed_start_keeps_the_os_error_as_its_source"]
+fn failed_start_source_helper() {
+    use concurrent_futures::BuildError;
+    use std::error::Error;
+    if std::env::var_os(HELPER).is_none() {
+        return;
+    }
+    // The hard limit too (the pool raises the soft one to it): no descriptor is left for a
+    // worker's sockets, and this helper process cannot raise it back.
+    let lowest_free = (0..).find(|n| !open_fd_numbers().contains(n)).unwrap();
+    let lim = libc::rlimit {
+        rlim_cur: lowest_free,
+        rlim_max: lowest_free,
+    };
+    // SAFETY: `setrlimit` reads one `rlimit`; the helper process is alone in using it.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    let err = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .map(drop)
+        .unwrap_err();
+    let BuildError::Worker(failure) = &err else {
+        panic!("expected BuildError::Worker, got {err:?}");
+    };
+    assert_eq!(
+        err.to_string(),
+        format!("could not start a worker process: {failure}")
+    );
+    // The chain: BuildError -> StartFailure -> io::Error.
+    let first = err.source().expect("BuildError::Worker has a source");
+    assert!(
+        first
+            .downcast_ref::<concurrent_futures::StartFailure>()
+            .is_some()
+    );
+    let os = first
+        .source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .unwrap_or_else(|| panic!("the source of {failure:?} is not an io::Error"));
+    assert_eq!(os.raw_os_error(), Some(libc::EMFILE), "{os:?}");
+    assert!(failure.to_string().contains(&os.to_string()), "{failure}");
+    println!("SOURCE EMFILE");
+    println!("HELPER DONE");
+}
+
+fn open_fd_numbers() -> Vec<u64> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .collect()
+}

@@ -807,3 +807,20 @@ fn map_of_a_slow_input_yields_each_result_before_the_item_after_next() {
     let pool = ThreadPoolExecutor::new(2);
     common::suite::map_of_a_slow_input_yields_each_result_before_the_item_after_next(&pool);
 }
+
+/// `size_hint` counts down exactly while the results are read one by one, most of them
+/// from the middle of a block (a run the pool lends the iterator).
+#[test]
+fn map_size_hint_counts_down_exactly_inside_blocks() {
+    let _w = watchdog("map_size_hint_counts_down_exactly_inside_blocks");
+    let pool = ThreadPoolExecutor::new(2);
+    let n = 50_000u64;
+    let mut it = pool.map(common::double, 0..n);
+    for i in 0..n {
+        let left = (n - i) as usize;
+        assert_eq!(it.size_hint(), (left, Some(left)), "before item {i}");
+        assert_eq!(it.next(), Some(Ok(2 * i)));
+    }
+    assert_eq!(it.size_hint(), (0, Some(0)));
+    assert_eq!(it.next(), None);
+}

@@ -283,6 +283,19 @@ impl Env {
     }
 }
 
+/// Work to do on the MPI thread at exit, before `MPI_Finalize`, registered by the code that
+/// uses this binding (`spawned` lets its idle workers go), so that this file calls nothing
+/// above it.
+static BEFORE_FINALIZE: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+
+/// Runs `hook` on the MPI thread at exit, after the wait for live pools and before
+/// `MPI_Finalize` (in the order of registration). Not at an abort.
+pub(crate) fn before_finalize(hook: fn()) {
+    if let Ok(mut hooks) = BEFORE_FINALIZE.lock() {
+        hooks.push(hook);
+    }
+}
+
 extern "C" fn finalize_at_exit() {
     // Pools still alive end their sessions first (the wait of program end, which may have
     // been registered before this handler, and so would run after it).
@@ -305,8 +318,15 @@ extern "C" fn finalize_at_exit() {
         );
         abort(1);
     }
-    // Idle spawned workers quit and disconnect first (a job queued before `Finalize`).
-    super::spawned::release_at_exit(env);
+    // The registered hooks run first (idle spawned workers quit and disconnect), each a
+    // job queued before `Finalize`.
+    let hooks = BEFORE_FINALIZE
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_default();
+    for hook in hooks {
+        env.run(hook);
+    }
     let (done, finalized) = mpsc::channel();
     if let Ok(jobs) = env.jobs.lock() {
         let _ = jobs.send(Job::Finalize(done));

@@ -29,3 +29,35 @@ pub(crate) enum MpiError {
     #[error(transparent)]
     Target(#[from] BadTarget),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MpiError;
+    use crate::error::{BuildError, StartFailure};
+    use crate::remote::FnRef;
+    use crate::remote::naming::BadTarget;
+    use std::error::Error;
+
+    #[test]
+    fn an_mpi_start_failure_shows_its_cause_and_chains_to_it() {
+        let cause = MpiError::Start("MPI_Init did not return within 1s".into());
+        let err = BuildError::Mpi(StartFailure::new(cause));
+        assert_eq!(
+            err.to_string(),
+            "could not start the MPI pool: MPI_Init did not return within 1s"
+        );
+        let failure = err.source().expect("BuildError::Mpi has a source");
+        assert_eq!(failure.to_string(), "MPI_Init did not return within 1s");
+        assert!(
+            failure.source().is_none(),
+            "a message has nothing beneath it"
+        );
+        // A typed cause stays reachable: the target refused by a worker rank.
+        let target = BadTarget(FnRef { func: 1, tramp: 2 });
+        let err = BuildError::Mpi(StartFailure::new(MpiError::from(target.clone())));
+        assert_eq!(
+            err.to_string(),
+            format!("could not start the MPI pool: {target}")
+        );
+    }
+}

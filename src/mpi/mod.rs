@@ -3,7 +3,7 @@
 mod client;
 mod comm;
 mod error;
-mod spawned;
+pub(crate) mod spawned;
 mod wire;
 mod worker;
 
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::error::{BuildError, SubmitError};
+use crate::error::{BuildError, StartFailure, SubmitError};
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::{Core, Future, INLINE, TaskCell, is_done};
 use crate::process::ProcessPoolExecutor;
@@ -385,7 +385,6 @@ impl MpiPoolBuilder {
     /// ```
     pub fn start(mut self) -> Result<Option<MpiPoolExecutor>, BuildError> {
         crate::unwind::install_hook();
-        spawned::ensure_linked();
         if self.spawn == Some(0) {
             return Err(BuildError::ZeroWorkers);
         }
@@ -397,44 +396,43 @@ impl MpiPoolBuilder {
         self.config.initializer = initializer
             .clone()
             .map(|InitCall { target, arg }| Init { target, arg });
-        let env =
-            comm::env(self.config.start_timeout).map_err(|e| BuildError::Mpi(e.to_string()))?;
+        let env = comm::env(self.config.start_timeout)
+            .map_err(|e| BuildError::Mpi(StartFailure::new(e)))?;
         if let Some(n) = self.spawn {
             if !env.serialized && client::live_sessions() > 0 {
                 // Only the MPI thread may call MPI, and it serves the live session.
-                return Err(BuildError::Mpi(
-                    "the MPI library grants only MPI_THREAD_FUNNELED, so this process runs                      one MPI pool at a time; shut the other one down first"
-                        .into(),
-                ));
+                return Err(BuildError::Mpi(StartFailure::message(
+                    "the MPI library grants only MPI_THREAD_FUNNELED, so this process runs \
+                     one MPI pool at a time; shut the other one down first",
+                )));
             }
             let key = (n, spawn_hints(self.spawn_info));
             let mut config = self.config;
             config.spawn = Some(key.clone());
             let limit = config.start_timeout;
             let comm = match env.call_timeout(move || spawned::take_or_spawn(&key), limit) {
-                Some(comm) => comm.map_err(|e| BuildError::Mpi(e.to_string()))?,
+                Some(comm) => comm.map_err(|e| BuildError::Mpi(StartFailure::new(e)))?,
                 None => {
                     // The MPI thread is stuck in the library: MPI cannot be finalized.
                     comm::mark_lost();
-                    return Err(BuildError::Mpi(format!(
+                    return Err(BuildError::Mpi(StartFailure::message(format!(
                         "MPI_Comm_spawn did not return within {limit:?} (the start timeout); \
                          the process will end with status 1"
-                    )));
+                    ))));
                 }
             };
             let workers = 0..i32::try_from(n).unwrap_or(i32::MAX);
             let client = Client::start(env, config, comm, workers)
-                .map_err(|e| BuildError::Mpi(e.to_string()))?;
+                .map_err(|e| BuildError::Mpi(StartFailure::new(e)))?;
             return Ok(Some(MpiPoolExecutor::new(Inner::Ranks(client))));
         }
         if env.size == 1 {
             let n = self.local_workers.unwrap_or_else(crate::available_cpus);
             if n == 0 {
-                return Err(BuildError::Mpi(
+                return Err(BuildError::Mpi(StartFailure::message(
                     "this program was started alone, not by mpirun (MPI_COMM_WORLD has one \
-                     rank, so there are no workers); start it with `mpirun -n N` (N ≥ 2)"
-                        .into(),
-                ));
+                     rank, so there are no workers); start it with `mpirun -n N` (N ≥ 2)",
+                )));
             }
             let mut builder = ProcessPoolExecutor::builder().max_workers(n);
             if let Some(init) = initializer {
@@ -449,7 +447,7 @@ impl MpiPoolBuilder {
             return Ok(None);
         }
         let client = Client::start(env, self.config, Comm::world(), 1..env.size)
-            .map_err(|e| BuildError::Mpi(e.to_string()))?;
+            .map_err(|e| BuildError::Mpi(StartFailure::new(e)))?;
         Ok(Some(MpiPoolExecutor::new(Inner::Ranks(client))))
     }
 }

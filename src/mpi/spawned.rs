@@ -14,11 +14,11 @@
 
 use std::time::Duration;
 
-use super::comm::{self, Comm, Env, Port, SPAWNED_WORKER_ARG};
+use super::comm::{self, Comm, Port, SPAWNED_WORKER_ARG};
 use super::error::MpiError;
 use super::wire::{self, kind};
 use super::worker;
-use crate::os::{self, Pidfd};
+use crate::os::Pidfd;
 use crate::sync::{Mutex, lock};
 
 /// How long a spawned worker waits in `MPI_Init`: its parent is already initialized, so
@@ -27,24 +27,10 @@ const INIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often an idle spawned worker looks for the next session, at most.
 const IDLE_CAP: Duration = Duration::from_millis(10);
 
-os::before_main!(SPAWNED_WORKER = before_main);
-
-/// Makes sure the hook above is linked into any program that spawns MPI workers.
-pub(crate) fn ensure_linked() {
-    std::hint::black_box(&SPAWNED_WORKER);
-}
-
-extern "C" fn before_main() {
-    if !asked() {
-        return;
-    }
-    let code = std::panic::catch_unwind(serve_parent).unwrap_or(101);
-    std::process::exit(code);
-}
-
-/// This process was spawned as a worker: its first argument says so. (`/proc` is read
-/// because std's own copy of the arguments may not be set up yet before `main`.)
-fn asked() -> bool {
+/// This process was spawned as a worker: its first argument says so. Called by the crate's
+/// one pre-main hook (`src/entry.rs`), which then runs [`serve_parent`] and exits. (`/proc`
+/// is read because std's own copy of the arguments may not be set up yet before `main`.)
+pub(crate) fn asked() -> bool {
     let Ok(cmdline) = std::fs::read("/proc/self/cmdline") else {
         return false;
     };
@@ -53,7 +39,7 @@ fn asked() -> bool {
 
 /// Serves the parent's sessions until it says `Quit`; the exit status of the process. MPI
 /// is finalized at exit.
-fn serve_parent() -> i32 {
+pub(crate) fn serve_parent() -> i32 {
     crate::unwind::install_hook();
     let env = match comm::env(INIT_TIMEOUT) {
         Ok(env) => env,
@@ -120,8 +106,11 @@ pub(crate) fn take_or_spawn(key: &SpawnKey) -> Result<Comm, MpiError> {
     Comm::spawn(key.0, &key.1)
 }
 
-/// Keeps the workers of a session that ended well for the next dynamic session.
+/// Keeps the workers of a session that ended well for the next dynamic session; the first
+/// time, asks `comm` to let idle groups go at exit, before `MPI_Finalize`.
 pub(crate) fn keep(key: SpawnKey, comm: Comm, processes: Vec<Pidfd>) {
+    static AT_FINALIZE: std::sync::Once = std::sync::Once::new();
+    AT_FINALIZE.call_once(|| comm::before_finalize(release_idle));
     lock(&IDLE).push(Group {
         key,
         comm,
@@ -129,8 +118,9 @@ pub(crate) fn keep(key: SpawnKey, comm: Comm, processes: Vec<Pidfd>) {
     });
 }
 
-/// Tells every idle group to quit and disconnects it. On the MPI thread, at exit.
-pub(crate) fn release_idle() {
+/// Tells every idle group to quit and disconnects it. On the MPI thread, at exit (a hook
+/// `comm` runs before `MPI_Finalize`).
+fn release_idle() {
     let groups = std::mem::take(&mut *lock(&IDLE));
     for g in groups {
         {
@@ -143,10 +133,4 @@ pub(crate) fn release_idle() {
         }
         g.comm.disconnect();
     }
-}
-
-/// Releases the idle groups on the MPI thread, before `MPI_Finalize` (which the caller
-/// queues next).
-pub(crate) fn release_at_exit(env: &Env) {
-    env.run(release_idle);
 }

@@ -246,7 +246,6 @@ impl Process {
     where
         A: Serialize + DeserializeOwned + Send + 'static,
     {
-        protocol::ensure_linked();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
         let mut identity = me().identity.clone();
         identity.push(n);
@@ -620,8 +619,8 @@ fn launch(
     start: impl Fn(OpaqueIpcReceiver) -> Start,
 ) -> Result<(Child, Option<Arc<OwnedFd>>), ProcessError> {
     let spawn_err = |e: StartError| ProcessError::Spawn(e.to_string());
-    let (server, name) = IpcOneShotServer::<ChildHello>::new()
-        .map_err(|e| spawn_err(StartError::Spawn(e.to_string())))?;
+    let (server, name) =
+        IpcOneShotServer::<ChildHello>::new().map_err(|e| spawn_err(StartError::spawn("", e)))?;
     let token = protocol::random_token();
     let mut command = Command::new("/proc/self/exe");
     command
@@ -709,15 +708,13 @@ fn spawner_run(command: Command) -> Result<Child, StartError> {
             .expect("cannot start the spawner thread");
         Mutex::new(tx)
     });
+    let gone = || StartError::spawn("", std::io::Error::other("the spawner thread is gone"));
     let (reply, result) = mpsc::channel();
-    spawner
-        .lock()
-        .send((command, reply))
-        .map_err(|_| StartError::Spawn("the spawner thread is gone".into()))?;
+    spawner.lock().send((command, reply)).map_err(|_| gone())?;
     result
         .recv()
-        .map_err(|_| StartError::Spawn("the spawner thread is gone".into()))?
-        .map_err(|e| StartError::Spawn(e.to_string()))
+        .map_err(|_| gone())?
+        .map_err(|e| StartError::spawn("", e))
 }
 
 /// The child's side: connect, receive the target, run it. Returns the exit code.
@@ -759,8 +756,7 @@ fn receive(server: OsString, token: Option<OsString>) -> Result<Start, StartErro
         .map_err(|_| bad("its parent's server name is not Unicode"))?;
     let token = protocol::parse_token(token.as_ref())
         .ok_or_else(|| bad("no valid token in the environment"))?;
-    let (start_tx, start_rx) =
-        ipc::channel::<Start>().map_err(|e| StartError::Spawn(e.to_string()))?;
+    let (start_tx, start_rx) = ipc::channel::<Start>().map_err(|e| StartError::spawn("", e))?;
     IpcSender::<ChildHello>::connect(server)
         .and_then(|hello| {
             hello

@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use std::sync::Weak;
 
-use crate::error::{BuildError, SubmitError, TaskError};
+use crate::error::{BuildError, StartFailure, SubmitError, TaskError};
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::{Core, Future, INLINE, RUNNING, STATE_MASK, TaskCell, is_done};
 use crate::remote::shared_state::refuse_shared_state;
-use crate::remote::{FnRef, InitCall, Slot, bootstrap, naming};
+use crate::remote::{FnRef, InitCall, Slot, naming};
 use manager::{Config, Manager};
 
 /// A process pool's future: its state, and the pool, so that a thread that blocks on it
@@ -91,7 +91,7 @@ impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
 /// Nothing to write on Linux: a constructor that runs before `main` recognises a worker
 /// process and runs the worker loop instead of your program, so your `main` (or test
 /// harness, or benchmark) never runs in a worker. This works the same in tests, doc tests,
-/// examples and benches. [`init`] exists for clarity only: by the time `main` runs, it has
+/// examples and benches. [`init`](crate::init) exists for clarity only: by the time `main` runs, it has
 /// nothing left to do (if you call it, call it first in `main`).
 ///
 /// # Examples
@@ -277,7 +277,6 @@ impl ProcessPoolBuilder {
         if self.max_tasks_per_child == Some(0) {
             return Err(BuildError::ZeroTasksPerChild);
         }
-        bootstrap::ensure_linked();
         crate::unwind::install_hook();
         let initializer = match self.initializer {
             Some(init) => Some(wire::Init::new(init.map_err(BuildError::Initializer)?)?),
@@ -289,26 +288,10 @@ impl ProcessPoolBuilder {
             max_tasks_per_child: self.max_tasks_per_child,
             task_timeout: self.task_timeout,
         })
-        .map_err(|e| BuildError::Worker(e.to_string()))?;
+        .map_err(|e| BuildError::Worker(StartFailure::new(e)))?;
         crate::exit::watch(&manager, Vec::new());
         Ok(ProcessPoolExecutor { manager })
     }
-}
-
-/// Turns this process into a worker if it was started as one; returns otherwise.
-///
-/// The crate already does this before `main`, in a constructor (see
-/// [`ProcessPoolExecutor`]), so by the time `main` runs this call has nothing left to do: it
-/// exists for clarity only, and, like the process pool, on Linux only. If you call it, call
-/// it first in `main`, before starting any thread.
-///
-/// ```
-/// // first thing in `main`, before any thread is started:
-/// concurrent_futures::init();
-/// // ... the rest of the program, which never runs in a worker
-/// ```
-pub fn init() {
-    bootstrap::become_worker_if_asked();
 }
 
 impl ProcessPoolExecutor {

@@ -1,6 +1,7 @@
 //! How a process of the program becomes a worker or a `multiprocessing` child: the
-//! environment that marks it, the hook that runs before `main`, and the parent's side of a
-//! start (spawn, handshake, and on any failure: kill, reap, close).
+//! environment that marks it (read and removed before `main` by the crate's one pre-main
+//! hook, `src/entry.rs`, which picks the role), and the parent's side of a start (spawn,
+//! handshake, and on any failure: kill, reap, close).
 //!
 //! A pool worker inherits one end of a socket pair as its standard input: no name to connect
 //! to, so no other process can race the worker to the parent. A `multiprocessing`
@@ -31,34 +32,46 @@ pub(crate) const ENV_NOFILE: &str = "__CONCURRENT_FUTURES_NOFILE";
 /// How long a new worker or child may take to connect before its start fails.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-os::before_main!(BEFORE_MAIN = before_main);
-
-/// Makes sure the hook above is linked into any program that starts processes.
-pub(crate) fn ensure_linked() {
-    std::hint::black_box(&BEFORE_MAIN);
+/// Whether this process was started as a pool worker (its environment says so). Read by
+/// the crate's one pre-main hook (`src/entry.rs`) to pick the process's role.
+pub(crate) fn started_as_worker() -> bool {
+    std::env::var_os(ENV_WORKER).is_some()
 }
 
-/// Runs before `main` in every process of the program. In a worker or a child (its
-/// environment says so) it runs the worker loop or the child's target and exits, so that the
-/// program's own `main` (or test harness) never runs there: no fork bomb, no stray output.
-/// Elsewhere it returns at once.
-pub(crate) extern "C" fn before_main() {
-    become_worker_if_asked();
+/// Whether this process was started as a `multiprocessing` child (and not as a pool
+/// worker, which is looked for first).
+pub(crate) fn started_as_child() -> bool {
+    std::env::var_os(ENV_CHILD).is_some()
 }
 
-/// If this process was started as a worker or a child, runs it and exits.
-pub(crate) fn become_worker_if_asked() {
+/// What the environment of a started worker or child said, once read and removed.
+#[derive(Debug)]
+pub(crate) struct Started {
+    /// `ENV_WORKER`: where a pool worker's socket is.
+    pub(crate) worker: Option<OsString>,
+    /// `ENV_CHILD`: the parent's server name, for a `multiprocessing` child.
+    pub(crate) child: Option<OsString>,
+    /// `ENV_TOKEN`: the secret a child proves itself with.
+    pub(crate) token: Option<OsString>,
+    /// `ENV_PARENT`: the pid the process should have as its parent.
+    pub(crate) expected_parent: Option<u32>,
+}
+
+/// Reads the variables that mark a started worker or child, removes them all, and sets the
+/// soft descriptor limit back to the one the program was started with (`ENV_NOFILE`).
+///
+/// Call it only while the process has a single thread: from the pre-main hook, or from
+/// `init()`, which documents that it must be called first in `main`, before any thread is
+/// started.
+pub(crate) fn take_start_environment() -> Started {
     let worker = std::env::var_os(ENV_WORKER);
     let child = std::env::var_os(ENV_CHILD);
-    if worker.is_none() && child.is_none() {
-        return;
-    }
     let token = std::env::var_os(ENV_TOKEN);
     let parent = std::env::var_os(ENV_PARENT);
     let nofile = std::env::var_os(ENV_NOFILE);
-    // SAFETY: this runs either in the pre-main hook, when the process has a single thread,
-    // or from `init()`, which documents that it must be called first in `main`, before any
-    // thread is started. Removing the variables keeps processes started by tasks from
+    // SAFETY: by this function's contract the process has a single thread (the pre-main
+    // hook, or `init()` called first in `main`), so no other thread reads the environment
+    // while it changes. Removing the variables keeps processes started by tasks from
     // mistaking themselves for workers.
     unsafe { os::remove_env(&[ENV_WORKER, ENV_TOKEN, ENV_PARENT, ENV_CHILD, ENV_NOFILE]) };
     // The descriptor limit the program had before its parent raised its own: user code
@@ -67,16 +80,12 @@ pub(crate) fn become_worker_if_asked() {
     if let Some(soft) = nofile.and_then(|n| n.to_str()?.parse::<u64>().ok()) {
         os::restore_nofile_limit(soft);
     }
-    let expected_parent = parent.and_then(|p| p.to_str()?.parse::<u32>().ok());
-    let code = std::panic::catch_unwind(|| match (worker, child) {
-        (Some(socket), _) => crate::process::worker::run(socket, expected_parent),
-        (None, Some(server)) => {
-            crate::multiprocessing::process::child_main(server, token, expected_parent)
-        }
-        (None, None) => 0,
-    })
-    .unwrap_or(101);
-    std::process::exit(code);
+    Started {
+        worker,
+        child,
+        token,
+        expected_parent: parent.and_then(|p| p.to_str()?.parse::<u32>().ok()),
+    }
 }
 
 /// The program to start as a worker or child: this very executable. `/proc/self/exe`,
@@ -137,14 +146,25 @@ pub(crate) fn parse_token(s: Option<&OsString>) -> Option<[u8; 16]> {
 }
 
 /// Why a worker or child could not be started.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Users see it as [`StartFailure`](crate::StartFailure), whose `source()` is the
+/// operating system's error where there is one.
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum StartError {
-    #[error("cannot start a process: {0}")]
-    Spawn(String),
+    /// The operating system refused (`doing` says to what, `": "`-terminated, or is empty).
+    #[error("cannot start a process: {doing}{error}")]
+    Spawn {
+        doing: &'static str,
+        #[source]
+        error: std::io::Error,
+    },
     /// This process was short of descriptors or memory (`EMFILE`, `ENFILE`, `ENOMEM`): a
     /// transient condition, worth trying again later.
-    #[error("cannot start a process now: {0}")]
-    Shortage(String),
+    #[error("cannot start a process now: {doing}{error}")]
+    Shortage {
+        doing: &'static str,
+        #[source]
+        error: std::io::Error,
+    },
     #[error("a {0} process exited before connecting ({1})")]
     Exited(&'static str, ExitStatus),
     #[error("a {0} did not connect within {1:?}")]
@@ -160,6 +180,53 @@ pub(crate) enum StartError {
     /// Seen from a child: its parent did not complete the start-up.
     #[error("the parent did not complete the start-up: {0}")]
     Parent(String),
+}
+
+impl StartError {
+    /// The operating system refused `doing` (`": "`-terminated, or empty).
+    pub(crate) fn spawn(doing: &'static str, error: std::io::Error) -> StartError {
+        StartError::Spawn { doing, error }
+    }
+
+    /// As [`spawn`](Self::spawn), but a shortage of descriptors or memory is
+    /// [`Shortage`](Self::Shortage).
+    pub(crate) fn spawn_or_shortage(doing: &'static str, error: std::io::Error) -> StartError {
+        if os::is_shortage(&error) {
+            StartError::Shortage { doing, error }
+        } else {
+            StartError::spawn(doing, error)
+        }
+    }
+}
+
+/// A copy of an operating-system error (`std::io::Error` is not `Clone`): the same code, or
+/// the same kind and message.
+fn copy_io(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+impl Clone for StartError {
+    fn clone(&self) -> StartError {
+        match self {
+            StartError::Spawn { doing, error } => StartError::Spawn {
+                doing,
+                error: copy_io(error),
+            },
+            StartError::Shortage { doing, error } => StartError::Shortage {
+                doing,
+                error: copy_io(error),
+            },
+            StartError::Exited(what, status) => StartError::Exited(what, *status),
+            StartError::Timeout(what, limit) => StartError::Timeout(what, *limit),
+            StartError::Connect(what, why) => StartError::Connect(what, why.clone()),
+            StartError::Fingerprint(what) => StartError::Fingerprint(what),
+            StartError::Protocol(what, why) => StartError::Protocol(what, why.clone()),
+            StartError::Parent(why) => StartError::Parent(why.clone()),
+        }
+    }
 }
 
 /// Waits for the first message of a child process on `server` (accepting on a helper

@@ -1,9 +1,10 @@
 //! The layer every backend whose workers are other processes stands on (the process pool,
 //! the MPI pool, `multiprocessing::Process`): naming a function so that another process of
 //! the same program can call it ([`naming`]), encoding values and completing futures from
-//! bytes ([`codec`]), and turning a re-executed program into a worker before `main`
-//! ([`bootstrap`]). It imports nothing from the backends' own modules but the entry points
-//! `bootstrap` hands a started process to.
+//! bytes ([`codec`]), and the environment that marks a re-executed program as a worker or
+//! child, and the parent's side of its start ([`bootstrap`]). It imports nothing from the
+//! backends' own modules: the pre-main hook that hands a started process to its role is
+//! above them all (`src/entry.rs`).
 
 pub(crate) mod bootstrap;
 pub(crate) mod codec;

@@ -89,7 +89,8 @@ pub(crate) fn code_fingerprint() -> u64 {
         }
         mix((call_init as Trampoline as usize).wrapping_sub(base()) as u64);
         mix(
-            (super::bootstrap::before_main as extern "C" fn() as usize).wrapping_sub(base()) as u64,
+            (super::bootstrap::started_as_worker as fn() -> bool as usize).wrapping_sub(base())
+                as u64,
         );
         h
     })
@@ -262,7 +263,7 @@ pub(crate) fn fingerprint() -> u64 {
     (call_init as Trampoline as usize)
         .wrapping_sub(base())
         .hash(&mut h);
-    (super::bootstrap::before_main as extern "C" fn() as usize)
+    (super::bootstrap::started_as_worker as fn() -> bool as usize)
         .wrapping_sub(base())
         .hash(&mut h);
     h.finish()

@@ -797,6 +797,24 @@ impl<R> Cursor<R> {
         Some(v)
     }
 
+    /// Hands the ready run out, as (`ptr`, `left`), to a consumer that reads it inline; the
+    /// cursor's own run is empty until [`take_back_run`](Self::take_back_run).
+    pub(crate) fn lend_run(&mut self) -> (*mut R, usize) {
+        let run = (self.ptr, self.left);
+        self.left = 0;
+        run
+    }
+
+    /// Takes back what is left of the run [`lend_run`](Self::lend_run) handed out: the
+    /// consumer moved its first results out, in order, and gives back the rest as
+    /// (`ptr`, `left`). (Nothing lent: (null, 0), which changes nothing.)
+    pub(crate) fn take_back_run(&mut self, (ptr, left): (*mut R, usize)) {
+        if left > 0 {
+            self.ptr = ptr;
+            self.left = left;
+        }
+    }
+
     /// Results moved out so far (all of the block's items before this index are gone).
     pub(crate) fn consumed(&self) -> usize {
         self.pos - self.left

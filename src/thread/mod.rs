@@ -3,6 +3,7 @@
 pub(crate) mod block;
 mod indexed;
 mod job;
+mod map_blocks;
 mod registry;
 pub(crate) mod sleep;
 
@@ -13,6 +14,7 @@ use std::thread::JoinHandle;
 use crate::error::{BuildError, SubmitError};
 use crate::executor::{Chunk, Executor, Payload, run_chunk};
 use crate::future::Future;
+use crate::map::{MapOptions, OrderedMap};
 use crate::stats::PoolStats;
 use crate::timeline::Timeline;
 use std::sync::Arc;
@@ -440,8 +442,12 @@ impl Executor for ThreadPoolExecutor {
         self.registry.num_workers()
     }
 
-    fn as_thread_pool(&self) -> Option<&ThreadPoolExecutor> {
-        Some(self)
+    fn ordered_map<A: Payload, R: Payload>(
+        &self,
+        f: fn(A) -> R,
+        opts: MapOptions,
+    ) -> Option<Box<dyn OrderedMap<A, R> + '_>> {
+        Some(Box::new(map_blocks::Blocks::new(self, f, opts)))
     }
 
     fn try_submit<A: Payload, R: Payload>(

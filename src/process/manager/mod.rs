@@ -232,7 +232,7 @@ pub(crate) struct Manager {
 impl Manager {
     /// Starts the manager thread and the workers; returns once all workers are ready.
     pub(crate) fn start(config: Config) -> Result<Arc<Manager>, StartError> {
-        let poller = Poller::new().map_err(|e| StartError::Spawn(e.to_string()))?;
+        let poller = Poller::new().map_err(|e| StartError::spawn("", e))?;
         let counters = Arc::new(RemoteCounters::default());
         let manager = Arc::new(Manager {
             state: Mutex::new(State {
@@ -268,14 +268,14 @@ impl Manager {
         let handle = std::thread::Builder::new()
             .name("cf-process-manager".into())
             .spawn(move || m.run())
-            .map_err(|e| StartError::Spawn(format!("cannot start the manager thread: {e}")))?;
+            .map_err(|e| StartError::spawn("cannot start the manager thread: ", e))?;
         *sync::lock(&manager.thread) = Some(handle);
         {
             let m = manager.clone();
             let handle = std::thread::Builder::new()
                 .name("cf-process-watchdog".into())
                 .spawn(move || m.watch())
-                .map_err(|e| StartError::Spawn(format!("cannot start the watchdog thread: {e}")))?;
+                .map_err(|e| StartError::spawn("cannot start the watchdog thread: ", e))?;
             *sync::lock(&manager.watchdog) = Some(handle);
         }
         let mut st = sync::lock(&manager.state);
@@ -536,12 +536,12 @@ impl Manager {
                         st.retry = RETRY_MIN;
                     }
                 }
-                Err(StartError::Shortage(why)) => {
+                Err(StartError::Shortage { doing, error }) => {
                     // (Every worker of this attempt was killed and reaped: try them all again.)
                     let mut st = sync::lock(&self.state);
                     if st.respawn_at.is_none() {
                         eprintln!(
-                            "concurrent_futures: cannot replace a dead worker now ({why}); \
+                            "concurrent_futures: cannot replace a dead worker now ({doing}{error}); \
                              trying again until it can"
                         );
                     }

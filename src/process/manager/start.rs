@@ -51,12 +51,7 @@ impl Manager {
                 .add(link.main.as_fd(), socket_key(id))
                 .and_then(|()| self.poller.add(link.pidfd.as_fd(), socket_key(id) + 1));
             if let Err(e) = watched {
-                let why = format!("cannot watch a worker: {e}");
-                return Err(if os::is_shortage(&e) {
-                    StartError::Shortage(why)
-                } else {
-                    StartError::Spawn(why)
-                });
+                return Err(StartError::spawn_or_shortage("cannot watch a worker: ", e));
             }
             st.workers.insert(id, link);
             dispatch(&mut st);
@@ -101,13 +96,7 @@ impl Starting {
     /// Spawns a worker with one end of a socket pair: only it can talk to us on the other.
     /// The welcome (its control socket and result log) waits in the socket for it.
     pub(super) fn spawn() -> Result<Starting, StartError> {
-        let io = |e: std::io::Error| {
-            if os::is_shortage(&e) {
-                StartError::Shortage(e.to_string())
-            } else {
-                StartError::Spawn(e.to_string())
-            }
-        };
+        let io = |e: std::io::Error| StartError::spawn_or_shortage("", e);
         // Each worker costs this process four descriptors (two sockets, a pidfd, the
         // result log): the first start raises the soft limit to the hard one, so that a
         // pool of a thousand workers fits; the worker gives the old limit back to its tasks.
@@ -181,13 +170,7 @@ impl Starting {
                 "a hello from another process".into(),
             ));
         }
-        let io = |e: std::io::Error| {
-            if os::is_shortage(&e) {
-                StartError::Shortage(e.to_string())
-            } else {
-                StartError::Spawn(e.to_string())
-            }
-        };
+        let io = |e: std::io::Error| StartError::spawn_or_shortage("", e);
         let pidfd = Pidfd::open(pid).map_err(io)?;
         // The parent created the log sealed against shrinking: this mapping cannot fault.
         let log_view = log.map(false).map_err(io)?;
