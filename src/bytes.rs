@@ -129,7 +129,13 @@ mod tests {
 
     #[test]
     fn bytes_round_trip_small_and_large_and_from_a_sequence() {
-        for len in [0usize, 5, 1 << 20, (3 << 20) + 17] {
+        // (Under Miri, which interprets every byte, small sizes only.)
+        let sizes: &[usize] = if cfg!(miri) {
+            &[0, 5, 4099]
+        } else {
+            &[0, 5, 1 << 20, (3 << 20) + 17]
+        };
+        for &len in sizes {
             let b = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>());
             let enc = postcard::to_allocvec(&b).unwrap();
             let back: Bytes = postcard::from_bytes(&enc).unwrap();

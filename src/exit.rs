@@ -102,6 +102,8 @@ fn exit_timeout() -> Option<Duration> {
 
 /// Registers a pool for the wait at program end. `threads`: the pool's own threads.
 pub(crate) fn watch<T: Watched>(pool: &Arc<T>, threads: Vec<ThreadId>) {
+    // Miri cannot run `atexit`; under Miri the wait of program end is not installed.
+    #[cfg(not(miri))]
     HOOK.call_once(|| {
         // SAFETY: `atexit` takes a plain `extern "C" fn()`; `at_exit` catches every panic,
         // so nothing unwinds into the C caller.

@@ -332,10 +332,8 @@ fn failed_start_helper() {
             }
         }
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &original) },
-            0
-        );
+        let restored = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &original) };
+        assert_eq!(restored, 0);
     }
     let (fds_after, _) = faults::open_fds();
     println!(

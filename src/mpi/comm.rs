@@ -457,8 +457,9 @@ impl Comm {
     /// `MPI_COMM_WORLD`.
     pub(crate) fn world() -> Comm {
         // SAFETY: reads a constant handle the MPI library exports.
+        let raw = unsafe { ffi::RSMPI_COMM_WORLD };
         Comm {
-            raw: unsafe { ffi::RSMPI_COMM_WORLD },
+            raw,
             spawned: false,
         }
     }

@@ -16,7 +16,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Upper bound for any single wait in a test: generous, so that only a bug reaches it.
+#[cfg(not(miri))]
 pub const LONG: Duration = Duration::from_secs(30);
+/// Under Miri, code runs a few hundred times slower than native.
+#[cfg(miri)]
+pub const LONG: Duration = Duration::from_secs(900);
 
 /// Aborts the test process if the guard is not dropped within `LONG * 2`, so a deadlock
 /// fails CI with a message instead of hanging it.
@@ -44,7 +48,10 @@ impl Drop for Watchdog {
 /// threads and processes alike, since each open file description locks on its own.
 pub struct Gate {
     path: PathBuf,
+    #[cfg(not(miri))]
     file: Option<File>,
+    #[cfg(miri)]
+    file: Option<String>,
 }
 
 static GATES: AtomicUsize = AtomicUsize::new(0);
@@ -56,8 +63,15 @@ impl Gate {
             std::process::id(),
             GATES.fetch_add(1, Ordering::Relaxed)
         ));
-        let file = File::create(&path).expect("create gate file");
-        file.lock().expect("lock gate");
+        #[cfg(not(miri))]
+        let file = {
+            let file = File::create(&path).expect("create gate file");
+            file.lock().expect("lock gate");
+            file
+        };
+        // Miri runs no blocking `flock`: threads of this process wait on a condvar instead.
+        #[cfg(miri)]
+        let file = miri_gate::close(&path);
         Gate {
             path,
             file: Some(file),
@@ -70,7 +84,10 @@ impl Gate {
 
     pub fn open(&mut self) {
         if let Some(f) = self.file.take() {
+            #[cfg(not(miri))]
             f.unlock().expect("unlock gate");
+            #[cfg(miri)]
+            miri_gate::open(f);
         }
     }
 }
@@ -78,7 +95,37 @@ impl Gate {
 impl Drop for Gate {
     fn drop(&mut self) {
         self.open();
+        #[cfg(not(miri))]
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Gates for the tests Miri runs (thread pools only): the closed gates of this process.
+#[cfg(miri)]
+mod miri_gate {
+    use std::collections::HashSet;
+    use std::path::Path;
+    use std::sync::{Condvar, Mutex};
+
+    static CLOSED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    static OPENED: Condvar = Condvar::new();
+
+    pub fn close(path: &Path) -> String {
+        let key = path.to_string_lossy().into_owned();
+        CLOSED.lock().unwrap().get_or_insert_default().insert(key.clone());
+        key
+    }
+
+    pub fn open(key: String) {
+        CLOSED.lock().unwrap().get_or_insert_default().remove(&key);
+        OPENED.notify_all();
+    }
+
+    pub fn wait(key: &str) {
+        let mut closed = CLOSED.lock().unwrap();
+        while closed.get_or_insert_default().contains(key) {
+            closed = OPENED.wait(closed).unwrap();
+        }
     }
 }
 
@@ -122,8 +169,13 @@ pub fn fib(n: u64) -> u64 {
 /// Blocks until the gate at `path` opens, then returns `tag`.
 pub fn hold(args: (String, u64)) -> u64 {
     let (path, tag) = args;
-    let f = File::open(&path).expect("open gate file");
-    f.lock_shared().expect("wait on gate");
+    #[cfg(not(miri))]
+    File::open(&path)
+        .expect("open gate file")
+        .lock_shared()
+        .expect("wait on gate");
+    #[cfg(miri)]
+    miri_gate::wait(&path);
     tag
 }
 
