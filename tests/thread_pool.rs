@@ -492,7 +492,10 @@ fn map_failures_are_per_item_and_every_value_is_dropped_once() {
         "leaked or double-dropped"
     );
     // Stopping early, at several points, drops the items not run and the results not taken.
-    for stop in [0, 1, 63, 64, 1000, 5000].into_iter().filter(|&s| s < ITEMS) {
+    for stop in [0, 1, 63, 64, 1000, 5000]
+        .into_iter()
+        .filter(|&s| s < ITEMS)
+    {
         let items: Vec<Tracked> = (0..ITEMS).map(|i| Tracked::new(i, 1)).collect();
         let mut it = pool.map(tracked_double, items);
         for _ in 0..stop {

@@ -112,7 +112,11 @@ mod miri_gate {
 
     pub fn close(path: &Path) -> String {
         let key = path.to_string_lossy().into_owned();
-        CLOSED.lock().unwrap().get_or_insert_default().insert(key.clone());
+        CLOSED
+            .lock()
+            .unwrap()
+            .get_or_insert_default()
+            .insert(key.clone());
         key
     }
 
