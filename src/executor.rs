@@ -145,8 +145,21 @@ pub struct Chunk<R> {
     /// The size of the chunk's encoding when it crossed a process boundary (0 where it did
     /// not): set in the parent as it is decoded (`codec::decoding_len`), so that `map` can
     /// bound the bytes it holds ahead of its consumer.
-    #[serde(skip, default = "crate::remote::codec::decoding_len")]
+    #[serde(skip, default = "decoding_len")]
     pub(crate) bytes: usize,
+}
+
+/// The length of the encoding being decoded on this thread: a chunk's size on the wire on
+/// the remote pools (Linux), 0 elsewhere.
+fn decoding_len() -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        crate::remote::codec::decoding_len()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
 }
 
 /// Runs `f` over `items` as one chunk: each item under its own panic guard, timed as a whole
