@@ -469,8 +469,8 @@ fn map_takes_an_endless_input_lazily() {
 #[test]
 fn map_failures_are_per_item_and_every_value_is_dropped_once() {
     let _w = watchdog("map_failures_are_per_item_and_every_value_is_dropped_once");
-    // (Miri interprets a few hundred times slower: a tenth of the items there.)
-    const ITEMS: u64 = if cfg!(miri) { 2_000 } else { 20_000 };
+    // (Miri interprets a few hundred times slower: a twentieth of the items there.)
+    const ITEMS: u64 = if cfg!(miri) { 1_000 } else { 20_000 };
     let pool = ThreadPoolExecutor::new(2);
     let items: Vec<Tracked> = (0..ITEMS).map(|i| Tracked::new(i, 0)).collect();
     let mut failed = 0;
