@@ -90,6 +90,10 @@ pub(crate) trait TaskCell<T>: Send + Sync {
         self.help(handle);
         false
     }
+    /// `cancel_running` on a task that is no longer pending: stops it if the backend can.
+    fn stop_running(&self) -> bool {
+        self.core().request_stop()
+    }
 }
 
 impl<T: Send + Sync> TaskCell<T> for Core<T> {
@@ -308,15 +312,32 @@ impl<T> Future<T> {
     }
 
     /// Cancels the task, even if it is running: a pending task is cancelled as by
-    /// [`cancel`](Self::cancel); a running thread-pool task is asked to stop, which it does
-    /// when it next calls [`cancelled`](crate::cancelled) (a thread cannot be killed: a task
-    /// that never looks runs to the end). A task that stops this way fails with
-    /// [`TaskError::Cancelled`]; its state is then `Finished`, not `Cancelled`, because it
-    /// had started.
+    /// [`cancel`](Self::cancel); a running task is stopped where its backend can stop it. A
+    /// task stopped this way fails with [`TaskError::Cancelled`]; its state is then
+    /// `Finished`, not `Cancelled`, because it had started.
     ///
-    /// Returns true if the future is cancelled or the running task will see the request;
-    /// false if it is already finished, or runs where no request can reach it (a future made
-    /// with [`Future::new`], a process or MPI pool's task).
+    /// | backend | a running task | returns |
+    /// |---|---|---|
+    /// | thread pool (and `spawn`) | asked to stop: it stops when it next calls [`cancelled`](crate::cancelled) (a thread cannot be killed: a task that never looks runs to the end) | true |
+    /// | process pool | its worker process is killed (SIGKILL) and replaced; the future fails with `Cancelled` at once | true |
+    /// | MPI pool | left to run: a rank of a static job cannot be killed alone, and a worker rank reads no request while its task runs | false |
+    /// | [`Future::new`], rayon | no request can reach it | false |
+    ///
+    /// On the process pool, only the cancelled task is lost: the tasks its worker held and
+    /// had not started run elsewhere, once each, and a task dispatched to a worker but not
+    /// started there is answered `Cancelled` without running (or, if it starts before the
+    /// worker reads the request, is killed as a running one). A task of a `map` is a chunk
+    /// of items: cancelling a chunk's future kills the whole chunk. The pool's statistics
+    /// count the task as cancelled, and the worker as a death and a restart (as a worker
+    /// killed for a time limit). A task racing to its end has exactly one outcome: if this
+    /// returns true, the future fails with `Cancelled` and a value the task may still
+    /// have produced is discarded; if false, the task's own outcome stands. The MPI pool's
+    /// local fallback (a program started without `mpirun`) is a process pool.
+    ///
+    /// Returns true if the future is cancelled or the running task is being stopped (a
+    /// thread-pool task: will see the request); false if it is already finished (cancelled
+    /// by an earlier `cancel_running` included, on the process pool), or runs where no
+    /// request can reach it.
     ///
     /// ```
     /// use concurrent_futures::{TaskError, ThreadPoolExecutor};
@@ -338,8 +359,30 @@ impl<T> Future<T> {
     /// assert_eq!(queued.result(), Err(TaskError::Cancelled));
     /// assert!(!running.cancel_running()); // finished
     /// ```
+    ///
+    /// On the process pool:
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor, State, TaskError};
+    /// use std::time::Duration;
+    ///
+    /// fn forever(_: ()) -> u8 { loop { std::thread::park() } }
+    /// fn double(x: u64) -> u64 { 2 * x }
+    ///
+    /// let pool = ProcessPoolExecutor::new(1);
+    /// let stuck = pool.submit(forever, ());
+    /// let behind = pool.submit(double, 21); // queued behind it
+    /// while stuck.state() != State::Running { std::thread::yield_now() } // sent to the worker
+    /// let worker = pool.pids();
+    /// assert!(!stuck.cancel()); // Python's cancel() refuses a running task
+    /// assert!(stuck.cancel_running()); // this kills its worker
+    /// assert_eq!(stuck.result(), Err(TaskError::Cancelled));
+    /// assert_eq!(behind.result_timeout(Duration::from_secs(30)), Ok(42)); // ran elsewhere
+    /// assert_ne!(pool.pids(), worker); // a fresh worker
+    /// assert!(!stuck.cancel_running()); // finished
+    /// ```
     pub fn cancel_running(&self) -> bool {
-        self.cancel() || self.core().request_stop()
+        self.cancel() || self.cell.stop_running()
     }
 
     /// Blocks until the result is known, then clones it. Python's `result()`.

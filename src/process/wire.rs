@@ -18,7 +18,7 @@
 //!                            per record flagged SHARED, in order; its bytes are then empty)
 //!                          I the initializer's encoded outcome
 //!                          R Revoked (codec)
-//! parent → worker (ctl)    Revoke (codec)
+//! parent → worker (ctl)    Control (codec): Revoke, or Cancel
 //! ```
 //!
 //! # The result log
@@ -82,6 +82,21 @@ pub(crate) struct Hello {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Revoke {
     pub(crate) through: u64,
+}
+
+/// What the parent sends on the control socket.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum Control {
+    Revoke(Revoke),
+    /// `Future::cancel_running` on call `id` (sent in batch `batch`): if the worker has not
+    /// started it, it answers it with `Err(Cancelled)` without running it when its turn
+    /// comes; if it runs it now, the worker kills itself (SIGKILL), holding its queue lock
+    /// so that no other call starts; if it has finished it, nothing. No answer: the parent
+    /// completed the future already, and sees the record or the death as for any call.
+    Cancel {
+        id: u64,
+        batch: u64,
+    },
 }
 
 /// The answer to a [`Revoke`]: these calls were not started and never will be here, and

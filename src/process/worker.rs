@@ -5,11 +5,13 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use super::wire::{
-    self, Call, Hello, INLINE_MAX, Log, MAX_FRAME, Revoke, Revoked, TAG_DONE, TAG_HELLO, TAG_INIT,
-    TAG_REVOKED, TAG_TO_WORKER, TAG_WELCOME, ToWorker,
+    self, Call, Control, Hello, INLINE_MAX, Log, MAX_FRAME, Revoke, Revoked, TAG_DONE, TAG_HELLO,
+    TAG_INIT, TAG_REVOKED, TAG_TO_WORKER, TAG_WELCOME, ToWorker,
 };
 use crate::os::{self, Mapping, Memfd, Recv, Socket};
 use crate::remote::{codec, naming};
@@ -65,6 +67,9 @@ struct Local {
     read: u64,
     /// Batches up to this one were given back before they were read: drop them.
     skip_through: u64,
+    /// Calls cancelled before they started (`Control::Cancel`): answered with
+    /// `Err(Cancelled)` when their turn comes, without running.
+    cancelled: Vec<u64>,
 }
 
 struct Job {
@@ -96,11 +101,13 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
     main.send(&[&[TAG_HELLO], &hello], &[])?;
 
     let local = Arc::new(Mutex::new(Local::default()));
+    // The call running now (0: none); set under the queue lock as the call is taken.
+    let running = Arc::new(AtomicU64::new(0));
     {
-        let (local, main) = (local.clone(), main.clone());
+        let (local, main, running) = (local.clone(), main.clone(), running.clone());
         std::thread::Builder::new()
             .name("cf-worker-revoke".into())
-            .spawn(move || serve_revokes(&ctl, &main, &local))
+            .spawn(move || serve_revokes(&ctl, &main, &local, &running))
             .map_err(WorkerError::Thread)?;
     }
     // Since when the oldest unsent result waits.
@@ -108,7 +115,20 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
     loop {
         // The lock also orders this against a revoke being answered: once the queue is seen
         // empty, the answer (if any) is on its way, ahead of anything sent after.
-        let job = sync::lock(&local).queue.pop_front();
+        let (job, cancelled) = {
+            let mut l = sync::lock(&local);
+            let job = l.queue.pop_front();
+            let id = job.as_ref().map_or(0, |j| j.call.id);
+            let cancelled = match l.cancelled.iter().position(|&c| c == id && id != 0) {
+                Some(i) => {
+                    l.cancelled.swap_remove(i);
+                    true
+                }
+                None => false,
+            };
+            running.store(if cancelled { 0 } else { id }, SeqCst);
+            (job, cancelled)
+        };
         let Some(job) = job else {
             // About to wait for the parent: send what is ready first.
             flush(&main, &mut log)?;
@@ -138,9 +158,11 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
         // The parent reads this only after this process is dead.
         log.started(job.call.id);
         let outcome = match &job.shared {
+            _ if cancelled => codec::encode_outcome::<()>(&Err(crate::TaskError::Cancelled)),
             Some(map) => naming::invoke(job.call.target, &map.bytes()[..job.call.bulk as usize])?,
             None => naming::invoke(job.call.target, &job.call.payload)?,
         };
+        running.store(0, SeqCst);
         let id = job.call.id;
         // Unmapped before the result goes: the parent reuses the file once it has it.
         drop(job);
@@ -241,14 +263,20 @@ fn send_shared(main: &Socket, id: u64, outcome: &[u8]) -> Result<(), WorkerError
     Ok(())
 }
 
-/// The helper thread: gives back the calls not started yet, when the parent asks.
-fn serve_revokes(ctl: &Socket, main: &Socket, local: &Mutex<Local>) {
+/// The helper thread: gives back the calls not started yet, when the parent asks, and
+/// cancels one (`Control::Cancel`).
+fn serve_revokes(ctl: &Socket, main: &Socket, local: &Mutex<Local>, running: &AtomicU64) {
     let mut buf = Vec::with_capacity(256);
     let mut fds = Vec::new();
     while let Ok(Recv::Message(_)) = ctl.recv(&mut buf, &mut fds, false) {
         fds.clear();
-        let Ok(Revoke { through }) = codec::decode::<Revoke>(&buf) else {
-            return;
+        let through = match codec::decode::<Control>(&buf) {
+            Ok(Control::Revoke(Revoke { through })) => through,
+            Ok(Control::Cancel { id, batch }) => {
+                cancel(local, running, id, batch);
+                continue;
+            }
+            Err(_) => return,
         };
         let mut l = sync::lock(local);
         let ids: Vec<u64> = l.queue.drain(..).map(|job| job.call.id).collect();
@@ -263,5 +291,24 @@ fn serve_revokes(ctl: &Socket, main: &Socket, local: &Mutex<Local>) {
             return;
         }
         drop(l);
+    }
+}
+
+/// Cancels call `id` of batch `batch`, under the queue lock (so the main thread neither takes
+/// a call nor starts one meanwhile): a call not started yet (queued, or in a batch not read
+/// yet) is answered with `Err(Cancelled)` when its turn comes; the call running now is
+/// stopped by killing this process with SIGKILL, the lock held until the signal lands, so
+/// that no other call starts here (the parent gives those queued to another worker, as
+/// after any death); a call already finished is left as it is.
+fn cancel(local: &Mutex<Local>, running: &AtomicU64, id: u64, batch: u64) {
+    let mut l = sync::lock(local);
+    if batch > l.read || l.queue.iter().any(|job| job.call.id == id) {
+        l.cancelled.push(id);
+    } else if running.load(SeqCst) == id {
+        os::signal(std::process::id(), libc::SIGKILL);
+        // The signal ends every thread of the process; until then this one keeps the lock.
+        loop {
+            std::thread::park();
+        }
     }
 }

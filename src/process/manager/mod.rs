@@ -34,7 +34,7 @@ use crate::error::{SubmitError, TaskError};
 use crate::os::{self, Mapping, Memfd, Pidfd, Poller, Socket};
 use crate::remote::bootstrap::{ChildGuard, StartError};
 use crate::remote::window::Window;
-use crate::remote::{Completion, FnRef, IdMap};
+use crate::remote::{Completion, FnRef, IdMap, codec};
 use crate::stats::{Outcome, RemoteCounters};
 use crate::sync::{self, Condvar, Mutex};
 use link::dispatch;
@@ -297,14 +297,14 @@ impl Manager {
         self.config.workers
     }
 
-    /// Queues a task and sends it at once if a worker has room.
+    /// Queues a task and sends it at once if a worker has room; returns its id.
     pub(crate) fn submit(
         &self,
         target: FnRef,
         payload: Payload,
         completion: Box<dyn Completion>,
         limit: Option<Duration>,
-    ) -> Result<(), SubmitError> {
+    ) -> Result<u64, SubmitError> {
         let mut st = sync::lock(&self.state);
         match &st.phase {
             Phase::Running | Phase::Starting => {}
@@ -335,7 +335,51 @@ impl Manager {
             // A lingering manager looks by itself within `READ_GRACE`.
             self.changed.notify_all();
         }
-        Ok(())
+        Ok(id)
+    }
+
+    /// `Future::cancel_running` on task `id`, whose future is claimed (sent to a worker at
+    /// least once): fails it with `Cancelled` now, unless its outcome is already known (read,
+    /// or decided by its worker's death), and returns whether it did. A task queued again
+    /// (given back, or left unstarted by a dead worker) leaves the queue; a task a worker
+    /// holds is taken out of the tasks in flight, so that nothing that comes from that worker
+    /// completes it any more, and the worker is told (`Control::Cancel`): it kills itself if
+    /// it runs the task now, which is then a death like any other (the death of a worker
+    /// killed for a time limit: what it had not started runs elsewhere, a replacement starts),
+    /// and answers the task with `Cancelled` without running it if it has not started it.
+    pub(crate) fn cancel_running(&self, id: u64) -> bool {
+        let work = {
+            let mut st = sync::lock(&self.state);
+            if let Some(work) = st.inflight.remove(&id) {
+                let holder = st.workers.values().find(|l| l.window.holds(id));
+                if let Some((link, batch)) =
+                    holder.and_then(|l| l.window.batch_of(id).map(|b| (l, b)))
+                {
+                    let cancel = codec::encode(&wire::Control::Cancel { id, batch });
+                    // A worker that cannot be told is gone: its death is read as any other.
+                    let _ = cancel.map(|bytes| link.ctl.send(&[&bytes], &[]));
+                }
+                // Its answer (a record, or its death) must be read even if nothing else is
+                // in flight (see `expecting`).
+                self.changed.notify_all();
+                work
+            } else {
+                // Claimed tasks queued again are at the front of the queue.
+                let at = st
+                    .pending
+                    .iter()
+                    .take_while(|w| w.claimed)
+                    .position(|w| w.id == id);
+                match at.and_then(|at| st.pending.remove(at)) {
+                    Some(work) => work,
+                    None => return false,
+                }
+            }
+        };
+        // (Its payload file is dropped, not kept for reuse: the worker may still read it.)
+        let mut finished: Finished = vec![(work.completion, Err(TaskError::Cancelled))];
+        self.settle(&mut finished, 0);
+        true
     }
 
     /// Stops accepting work; with `cancel`, cancels what is pending. Wakes the reader so
@@ -706,9 +750,14 @@ impl Manager {
 }
 
 /// True if something is bound to arrive on the channels: results of tasks in flight, the
-/// close of a retiring worker, a worker's initialization.
+/// close of a retiring worker, a worker's initialization, the answer (a record or a death)
+/// of a worker that holds a cancelled task.
 fn expecting(st: &State) -> bool {
-    !st.inflight.is_empty() || st.workers.values().any(|l| l.retiring || !l.ready)
+    !st.inflight.is_empty()
+        || st
+            .workers
+            .values()
+            .any(|l| l.retiring || !l.ready || !l.window.is_empty())
 }
 
 /// True if replacement workers are to be started now.
