@@ -319,25 +319,28 @@ impl<T> Future<T> {
     /// | backend | a running task | returns |
     /// |---|---|---|
     /// | thread pool (and `spawn`) | asked to stop: it stops when it next calls [`cancelled`](crate::cancelled) (a thread cannot be killed: a task that never looks runs to the end) | true |
-    /// | process pool | its worker process is killed (SIGKILL) and replaced; the future fails with `Cancelled` at once | true |
+    /// | process pool | its worker process is killed (SIGKILL) and replaced; the future fails with `Cancelled` once the worker is gone | true |
     /// | MPI pool | left to run: a rank of a static job cannot be killed alone, and a worker rank reads no request while its task runs | false |
     /// | [`Future::new`], rayon | no request can reach it | false |
     ///
-    /// On the process pool, only the cancelled task is lost: the tasks its worker held and
-    /// had not started run elsewhere, once each, and a task dispatched to a worker but not
-    /// started there is answered `Cancelled` without running (or, if it starts before the
-    /// worker reads the request, is killed as a running one). A task of a `map` is a chunk
-    /// of items: cancelling a chunk's future kills the whole chunk. The pool's statistics
-    /// count the task as cancelled, and the worker as a death and a restart (as a worker
-    /// killed for a time limit). A task racing to its end has exactly one outcome: if this
-    /// returns true, the future fails with `Cancelled` and a value the task may still
-    /// have produced is discarded; if false, the task's own outcome stands. The MPI pool's
-    /// local fallback (a program started without `mpirun`) is a process pool.
+    /// On the process pool, the request goes to the task's worker, which answers at once,
+    /// deciding under the lock of its queue: a task it has not started is dropped (the
+    /// worker lives on); the task it runs is stopped by the worker killing itself. The
+    /// future fails with `Cancelled` when the answer (or the death) is read, within
+    /// moments: from then on the task cannot run any more. Only the cancelled task is lost:
+    /// the tasks its worker held and had not started run elsewhere, once each. A task of a
+    /// `map` is a chunk of items: cancelling a chunk's future stops the whole chunk. The
+    /// pool's statistics count the task as cancelled (and `running` until then), and a
+    /// killed worker as a death and a restart (as a worker killed for a time limit). A task
+    /// racing to its end has exactly one outcome: if this returns true, the future fails
+    /// with `Cancelled` and a value the task may have produced is discarded; if false, the
+    /// task's own outcome stands. The MPI pool's local fallback (a program started without
+    /// `mpirun`) is a process pool.
     ///
     /// Returns true if the future is cancelled or the running task is being stopped (a
-    /// thread-pool task: will see the request); false if it is already finished (cancelled
-    /// by an earlier `cancel_running` included, on the process pool), or runs where no
-    /// request can reach it.
+    /// thread-pool task: will see the request; a process-pool task: its worker was asked);
+    /// false if it is already finished (by an earlier `cancel_running` too), or runs where
+    /// no request can reach it.
     ///
     /// ```
     /// use concurrent_futures::{TaskError, ThreadPoolExecutor};

@@ -18,6 +18,7 @@
 //!                            per record flagged SHARED, in order; its bytes are then empty)
 //!                          I the initializer's encoded outcome
 //!                          R Revoked (codec)
+//!                          C CancelAck (codec)
 //! parent → worker (ctl)    Control (codec): Revoke, or Cancel
 //! ```
 //!
@@ -63,6 +64,7 @@ pub(crate) const TAG_HELLO: u8 = b'H';
 pub(crate) const TAG_DONE: u8 = b'D';
 pub(crate) const TAG_INIT: u8 = b'I';
 pub(crate) const TAG_REVOKED: u8 = b'R';
+pub(crate) const TAG_CANCELLED: u8 = b'C';
 
 /// A record's flag: its payload is in the shared memory file attached to the message.
 pub(crate) const SHARED: u8 = 1;
@@ -88,15 +90,21 @@ pub(crate) struct Revoke {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) enum Control {
     Revoke(Revoke),
-    /// `Future::cancel_running` on call `id` (sent in batch `batch`): if the worker has not
-    /// started it, it answers it with `Err(Cancelled)` without running it when its turn
-    /// comes; if it runs it now, the worker kills itself (SIGKILL), holding its queue lock
-    /// so that no other call starts; if it has finished it, nothing. No answer: the parent
-    /// completed the future already, and sees the record or the death as for any call.
+    /// `Future::cancel_running` on call `id` (sent in batch `batch`): the worker drops it if
+    /// it has not started it, kills itself (SIGKILL) if it runs it now, and otherwise (it
+    /// finished it) leaves it; it answers with [`CancelAck`], or with its death.
     Cancel {
         id: u64,
         batch: u64,
     },
+}
+
+/// The answer to [`Control::Cancel`]: call `id` is no longer the worker's (`dropped`: it
+/// never ran and never will there) or it had finished (its result comes as any other).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CancelAck {
+    pub(crate) id: u64,
+    pub(crate) dropped: bool,
 }
 
 /// The answer to a [`Revoke`]: these calls were not started and never will be here, and

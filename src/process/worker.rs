@@ -10,8 +10,9 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use super::wire::{
-    self, Call, Control, Hello, INLINE_MAX, Log, MAX_FRAME, Revoke, Revoked, TAG_DONE, TAG_HELLO,
-    TAG_INIT, TAG_REVOKED, TAG_TO_WORKER, TAG_WELCOME, ToWorker,
+    self, Call, CancelAck, Control, Hello, INLINE_MAX, Log, MAX_FRAME, Revoke, Revoked,
+    TAG_CANCELLED, TAG_DONE, TAG_HELLO, TAG_INIT, TAG_REVOKED, TAG_TO_WORKER, TAG_WELCOME,
+    ToWorker,
 };
 use crate::os::{self, Mapping, Memfd, Recv, Socket};
 use crate::remote::{codec, naming};
@@ -67,9 +68,9 @@ struct Local {
     read: u64,
     /// Batches up to this one were given back before they were read: drop them.
     skip_through: u64,
-    /// Calls cancelled before they started (`Control::Cancel`): answered with
-    /// `Err(Cancelled)` when their turn comes, without running.
-    cancelled: Vec<u64>,
+    /// Calls of batches not read yet that were cancelled (`Control::Cancel`): they are
+    /// not queued when their batch is read.
+    dropped: Vec<u64>,
 }
 
 struct Job {
@@ -115,19 +116,12 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
     loop {
         // The lock also orders this against a revoke being answered: once the queue is seen
         // empty, the answer (if any) is on its way, ahead of anything sent after.
-        let (job, cancelled) = {
+        // The call taken is published under the lock, for `cancel`.
+        let job = {
             let mut l = sync::lock(&local);
             let job = l.queue.pop_front();
-            let id = job.as_ref().map_or(0, |j| j.call.id);
-            let cancelled = match l.cancelled.iter().position(|&c| c == id && id != 0) {
-                Some(i) => {
-                    l.cancelled.swap_remove(i);
-                    true
-                }
-                None => false,
-            };
-            running.store(if cancelled { 0 } else { id }, SeqCst);
-            (job, cancelled)
+            running.store(job.as_ref().map_or(0, |j| j.call.id), SeqCst);
+            job
         };
         let Some(job) = job else {
             // About to wait for the parent: send what is ready first.
@@ -158,7 +152,6 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
         // The parent reads this only after this process is dead.
         log.started(job.call.id);
         let outcome = match &job.shared {
-            _ if cancelled => codec::encode_outcome::<()>(&Err(crate::TaskError::Cancelled)),
             Some(map) => naming::invoke(job.call.target, &map.bytes()[..job.call.bulk as usize])?,
             None => naming::invoke(job.call.target, &job.call.payload)?,
         };
@@ -229,8 +222,21 @@ fn receive(
     }
     let mut l = sync::lock(local);
     l.read = seq;
-    if seq > l.skip_through {
-        l.queue.extend(jobs);
+    let keep = seq > l.skip_through;
+    if l.dropped.is_empty() {
+        if keep {
+            l.queue.extend(jobs);
+        }
+    } else {
+        // Calls cancelled before their batch was read are answered already: never queued.
+        let Local { queue, dropped, .. } = &mut *l;
+        for job in jobs {
+            if let Some(i) = dropped.iter().position(|&id| id == job.call.id) {
+                dropped.swap_remove(i);
+            } else if keep {
+                queue.push_back(job);
+            }
+        }
     }
     Ok(Some(ToWorker::Calls(seq, Vec::new())))
 }
@@ -273,7 +279,9 @@ fn serve_revokes(ctl: &Socket, main: &Socket, local: &Mutex<Local>, running: &At
         let through = match codec::decode::<Control>(&buf) {
             Ok(Control::Revoke(Revoke { through })) => through,
             Ok(Control::Cancel { id, batch }) => {
-                cancel(local, running, id, batch);
+                if cancel(local, running, main, id, batch).is_err() {
+                    return;
+                }
                 continue;
             }
             Err(_) => return,
@@ -295,20 +303,36 @@ fn serve_revokes(ctl: &Socket, main: &Socket, local: &Mutex<Local>, running: &At
 }
 
 /// Cancels call `id` of batch `batch`, under the queue lock (so the main thread neither takes
-/// a call nor starts one meanwhile): a call not started yet (queued, or in a batch not read
-/// yet) is answered with `Err(Cancelled)` when its turn comes; the call running now is
+/// a call nor starts one meanwhile), and answers the parent at once (`CancelAck`): a call
+/// not started (queued, or in a batch not read yet) is dropped; the call running now is
 /// stopped by killing this process with SIGKILL, the lock held until the signal lands, so
-/// that no other call starts here (the parent gives those queued to another worker, as
-/// after any death); a call already finished is left as it is.
-fn cancel(local: &Mutex<Local>, running: &AtomicU64, id: u64, batch: u64) {
+/// that no other call starts here (its death is the answer: the parent gives the calls
+/// queued behind it to another worker, as after any death); a call already finished is
+/// left (its result is on its way, or in the log).
+fn cancel(
+    local: &Mutex<Local>,
+    running: &AtomicU64,
+    main: &Socket,
+    id: u64,
+    batch: u64,
+) -> Result<(), WorkerError> {
     let mut l = sync::lock(local);
-    if batch > l.read || l.queue.iter().any(|job| job.call.id == id) {
-        l.cancelled.push(id);
+    let dropped = if let Some(i) = l.queue.iter().position(|job| job.call.id == id) {
+        drop(l.queue.remove(i));
+        true
+    } else if batch > l.read {
+        l.dropped.push(id);
+        true
     } else if running.load(SeqCst) == id {
         os::signal(std::process::id(), libc::SIGKILL);
         // The signal ends every thread of the process; until then this one keeps the lock.
         loop {
             std::thread::park();
         }
-    }
+    } else {
+        false
+    };
+    let ack = codec::encode(&CancelAck { id, dropped })?;
+    main.send(&[&[TAG_CANCELLED], &ack], &[])?;
+    Ok(())
 }

@@ -90,6 +90,9 @@ struct Work {
     claimed: bool,
     /// Its own time limit (else the pool's).
     limit: Option<Duration>,
+    /// `cancel_running` asked its worker to stop it: whatever comes from the worker (a
+    /// result, its answer, its death) completes it with `Cancelled`.
+    cancelled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,6 +324,7 @@ impl Manager {
             completion,
             claimed: false,
             limit,
+            cancelled: false,
         });
         if limit.is_some() || self.config.task_timeout.is_some() {
             // The watchdog learns of a limit to keep (it may be asleep until a far deadline).
@@ -339,44 +343,46 @@ impl Manager {
     }
 
     /// `Future::cancel_running` on task `id`, whose future is claimed (sent to a worker at
-    /// least once): fails it with `Cancelled` now, unless its outcome is already known (read,
-    /// or decided by its worker's death), and returns whether it did. A task queued again
-    /// (given back, or left unstarted by a dead worker) leaves the queue; a task a worker
-    /// holds is taken out of the tasks in flight, so that nothing that comes from that worker
-    /// completes it any more, and the worker is told (`Control::Cancel`): it kills itself if
-    /// it runs the task now, which is then a death like any other (the death of a worker
-    /// killed for a time limit: what it had not started runs elsewhere, a replacement starts),
-    /// and answers the task with `Cancelled` without running it if it has not started it.
+    /// least once); true unless its outcome is already known. A task queued again (given
+    /// back, or left unstarted by a dead worker) leaves the queue and fails with `Cancelled`
+    /// now. A task a worker holds is marked, and the worker told (`Control::Cancel`); the
+    /// future fails with `Cancelled` when the worker answers: it dropped the task unstarted,
+    /// or had finished it (the value is discarded), or killed itself because it was running
+    /// it. That death is handled as any other (as the kill for a time limit): what the
+    /// worker had not started runs elsewhere, a replacement starts.
     pub(crate) fn cancel_running(&self, id: u64) -> bool {
         let work = {
             let mut st = sync::lock(&self.state);
-            if let Some(work) = st.inflight.remove(&id) {
-                let holder = st.workers.values().find(|l| l.window.holds(id));
-                if let Some((link, batch)) =
-                    holder.and_then(|l| l.window.batch_of(id).map(|b| (l, b)))
-                {
-                    let cancel = codec::encode(&wire::Control::Cancel { id, batch });
-                    // A worker that cannot be told is gone: its death is read as any other.
-                    let _ = cancel.map(|bytes| link.ctl.send(&[&bytes], &[]));
+            let State {
+                inflight,
+                workers,
+                pending,
+                ..
+            } = &mut *st;
+            if let Some(work) = inflight.get_mut(&id) {
+                if !work.cancelled {
+                    work.cancelled = true;
+                    let holder = workers.values().find(|l| l.window.holds(id));
+                    if let Some((link, batch)) =
+                        holder.and_then(|l| l.window.batch_of(id).map(|b| (l, b)))
+                    {
+                        let cancel = codec::encode(&wire::Control::Cancel { id, batch });
+                        // A worker that cannot be told is gone: its death completes the task.
+                        let _ = cancel.map(|bytes| link.ctl.send(&[&bytes], &[]));
+                    }
                 }
-                // Its answer (a record, or its death) must be read even if nothing else is
-                // in flight (see `expecting`).
-                self.changed.notify_all();
-                work
-            } else {
-                // Claimed tasks queued again are at the front of the queue.
-                let at = st
-                    .pending
-                    .iter()
-                    .take_while(|w| w.claimed)
-                    .position(|w| w.id == id);
-                match at.and_then(|at| st.pending.remove(at)) {
-                    Some(work) => work,
-                    None => return false,
-                }
+                return true;
+            }
+            // Claimed tasks queued again are at the front of the queue.
+            let at = pending
+                .iter()
+                .take_while(|w| w.claimed)
+                .position(|w| w.id == id);
+            match at.and_then(|at| pending.remove(at)) {
+                Some(work) => work,
+                None => return false,
             }
         };
-        // (Its payload file is dropped, not kept for reuse: the worker may still read it.)
         let mut finished: Finished = vec![(work.completion, Err(TaskError::Cancelled))];
         self.settle(&mut finished, 0);
         true
@@ -750,8 +756,8 @@ impl Manager {
 }
 
 /// True if something is bound to arrive on the channels: results of tasks in flight, the
-/// close of a retiring worker, a worker's initialization, the answer (a record or a death)
-/// of a worker that holds a cancelled task.
+/// close of a retiring worker, a worker's initialization, the result of a cancelled task
+/// that had finished (its future is done, its worker still holds it).
 fn expecting(st: &State) -> bool {
     !st.inflight.is_empty()
         || st
