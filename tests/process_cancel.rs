@@ -633,9 +633,9 @@ fn racing_terminate_and_shutdown_gives_exactly_one_outcome() {
 /// Many threads at once, then again: the task is stopped once (one worker killed), every
 /// call made before its future is done says true, and a call after it says false.
 #[test]
-fn from_many_threads_at_once_exactly_one_stops_it() {
+fn from_many_threads_at_once_the_task_is_stopped_once() {
     let _t = turn();
-    let _w = watchdog("from_many_threads_at_once_exactly_one_stops_it");
+    let _w = watchdog("from_many_threads_at_once_the_task_is_stopped_once");
     let journal = Journal::new("cancel-threads");
     let pool = pool(2);
     let never = Gate::closed();
