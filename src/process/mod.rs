@@ -56,7 +56,7 @@ impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
     }
 
     fn stop_running(&self) -> bool {
-        // Once sent to a worker, the task is stopped by replacing that worker.
+        // Once sent to a worker, the worker is asked: it drops the task, or dies with it.
         if is_done(self.core.load()) {
             return false;
         }
