@@ -453,21 +453,6 @@ impl std::fmt::Display for Message {
 
 impl std::error::Error for Message {}
 
-/// A setter of [`Future`](crate::Future) was called in a state that forbids it (Python's
-/// `InvalidStateError`, and the `RuntimeError` of `set_running_or_notify_cancel`).
-///
-/// ```
-/// use concurrent_futures::Future;
-/// let fut = Future::new();
-/// fut.set_result(1).unwrap();
-/// assert!(fut.set_result(2).is_err());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("invalid state: the future is {state}")]
-pub struct InvalidStateError {
-    pub(crate) state: crate::future::State,
-}
-
 /// [`as_completed`](crate::as_completed) ran out of time. Python's
 /// `TimeoutError("3 (of 10) futures unfinished")`.
 ///
