@@ -427,6 +427,16 @@ impl StartFailure {
     }
 }
 
+/// Two failures are equal when they are one failure (or clones of it): the operating
+/// system's errors beneath them have no equality of their own.
+impl PartialEq for StartFailure {
+    fn eq(&self, other: &StartFailure) -> bool {
+        Arc::ptr_eq(&self.cause, &other.cause)
+    }
+}
+
+impl Eq for StartFailure {}
+
 impl std::fmt::Display for StartFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.cause.fmt(f)

@@ -220,3 +220,74 @@ fn a_non_capturing_closure_crosses() {
     p.start().unwrap();
     assert_eq!(join(&p), 0);
 }
+
+const HELPER: &str = "CF_MP_PROCESS_HELPER";
+
+/// A start that the operating system refuses fails with `ProcessError::Spawn`, whose
+/// `source()` chain reaches the system's error (no descriptor could be opened). Run in a child process of its
+/// own (this binary re-run), since it lowers `RLIMIT_NOFILE`.
+#[test]
+fn failed_start_keeps_the_os_error() {
+    let _w = watchdog("failed_start_keeps_the_os_error");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "failed_start_helper",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HELPER, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("HELPER DONE"),
+        "helper failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "run by failed_start_keeps_the_os_error, in a process of its own"]
+fn failed_start_helper() {
+    if std::env::var_os(HELPER).is_none() {
+        return;
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes one `rlimit`.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    let saved = lim;
+    lim.rlim_cur = 0;
+    // SAFETY: `setrlimit` reads one `rlimit`; this helper process is alone in using it.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    let p = Process::new(noop, ());
+    let err = p.start().unwrap_err();
+    // SAFETY: as above; the limit is restored before anything else opens a descriptor.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &saved) }, 0);
+    assert!(matches!(err, ProcessError::Spawn(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("the child process could not be started: "),
+        "{err}"
+    );
+    let mut cause = std::error::Error::source(&err);
+    let mut os = None;
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            os = io.raw_os_error();
+        }
+        cause = e.source();
+    }
+    // (ipc-channel reports the refused socket as EBADF, from its use of the -1 it got.)
+    assert!(os.is_some(), "no operating-system error beneath {err}");
+    // With descriptors again, a new process starts.
+    let again = Process::new(noop, ());
+    again.start().unwrap();
+    assert_eq!(join(&again), 0);
+    println!("HELPER DONE");
+}

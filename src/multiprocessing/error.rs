@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::error::StartFailure;
+
 /// A lock was acquired from a holder that died (its process exited or was killed while it
 /// held the lock). The caller holds the lock now, through the guard inside; the data the
 /// lock protects may be half-updated. Like `std`'s `PoisonError`, but across processes.
@@ -252,9 +254,10 @@ pub enum ProcessError {
     /// The arguments could not be encoded for the child.
     #[error("the arguments could not be encoded: {0}")]
     Codec(String),
-    /// The child process could not be started or did not connect.
+    /// The child process could not be started or did not connect (the failure says why;
+    /// its `source()` is the operating system's error where there is one).
     #[error("the child process could not be started: {0}")]
-    Spawn(String),
+    Spawn(#[source] StartFailure),
 }
 
 /// Why [`Pool::join`](super::Pool::join) refused.

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ProcessError;
 use super::shm::{pidfd, sharing};
-use crate::error::SubmitError;
+use crate::error::{StartFailure, SubmitError};
 use crate::os;
 use crate::remote::bootstrap::{self as protocol, ENV_CHILD, ENV_PARENT, ENV_TOKEN, StartError};
 use crate::remote::{FnRef, naming as image};
@@ -219,10 +219,10 @@ impl<A: Serialize + DeserializeOwned + Send> SendArgs for Args<A> {
         self: Box<Self>,
         announce: &mut dyn FnMut(OpaqueIpcReceiver) -> Result<(), StartError>,
     ) -> Result<(), ProcessError> {
-        let (tx, rx) = ipc::channel::<A>().map_err(|e| ProcessError::Spawn(e.to_string()))?;
-        announce(rx.to_opaque()).map_err(|e| ProcessError::Spawn(e.to_string()))?;
+        let (tx, rx) = ipc::channel::<A>().map_err(|e| spawn_error(StartError::spawn("", e)))?;
+        announce(rx.to_opaque()).map_err(spawn_error)?;
         sharing(|| tx.send(self.0)).map_err(|e| match e {
-            ipc_channel::IpcError::Io(io) => ProcessError::Spawn(io.to_string()),
+            ipc_channel::IpcError::Io(io) => spawn_error(StartError::spawn("", io)),
             other => ProcessError::Codec(other.to_string()),
         })
     }
@@ -613,14 +613,18 @@ impl Drop for Inner {
     }
 }
 
+/// A start that failed, its cause kept (`source()` reaches the operating system's error).
+fn spawn_error(e: StartError) -> ProcessError {
+    ProcessError::Spawn(StartFailure::new(e))
+}
+
 /// Spawns a child and hands it its target and argument.
 fn launch(
     args: Box<dyn SendArgs>,
     start: impl Fn(OpaqueIpcReceiver) -> Start,
 ) -> Result<(Child, Option<Arc<OwnedFd>>), ProcessError> {
-    let spawn_err = |e: StartError| ProcessError::Spawn(e.to_string());
     let (server, name) =
-        IpcOneShotServer::<ChildHello>::new().map_err(|e| spawn_err(StartError::spawn("", e)))?;
+        IpcOneShotServer::<ChildHello>::new().map_err(|e| spawn_error(StartError::spawn("", e)))?;
     let token = protocol::random_token();
     let mut command = Command::new("/proc/self/exe");
     command
@@ -629,14 +633,14 @@ fn launch(
         .env(ENV_PARENT, std::process::id().to_string())
         .stdin(Stdio::null());
     protocol::give_back_nofile(&mut command);
-    let mut child = spawner_run(command).map_err(spawn_err)?;
+    let mut child = spawner_run(command).map_err(spawn_error)?;
     let exited = pidfd::open(child.id()).map(Arc::new);
     let hello = match accept(server, &name, &mut child) {
         Ok(hello) => hello,
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(spawn_err(e));
+            return Err(spawn_error(e));
         }
     };
     let checked = if hello.token != token {
@@ -649,7 +653,7 @@ fn launch(
     } else {
         Ok(())
     };
-    let sent = checked.map_err(spawn_err).and_then(|()| {
+    let sent = checked.map_err(spawn_error).and_then(|()| {
         args.send(&mut |rx| {
             hello
                 .start
