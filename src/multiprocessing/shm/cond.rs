@@ -36,6 +36,9 @@ pub(crate) struct RawCond {
     waiting: AtomicU32,
 }
 
+// SAFETY: two `AtomicU32`s (see `SharedField`'s impls for the atomics).
+unsafe impl super::SharedField for RawCond {}
+
 impl RawCond {
     /// Nothing to do: all-zero is a condition variable with no waiter. Kept so that every
     /// header initializes its parts the same way.

@@ -106,6 +106,57 @@ pub(crate) unsafe trait Layout: Sized + 'static {
     const KIND: u32;
 }
 
+/// A type a [`Layout`] header may hold as a field: the header types of this module
+/// ([`RawMutex`], [`RawCond`], [`WaitQueue`], [`Guarded`], [`GuardedFlag`]) and the atomics.
+///
+/// # Safety
+///
+/// The implementor promises for itself the three conditions of [`Layout`]: usable through
+/// `&Self` from several processes at once, no pointers, all-zero bytes a valid value.
+pub(crate) unsafe trait SharedField {}
+
+// SAFETY: (1) an atomic is usable through `&Self` from any thread, and its operations are
+// lock-free instructions on the memory itself, so from any process mapping it; (2) it holds
+// an integer, no pointer; (3) all-zero is the value 0.
+unsafe impl SharedField for AtomicU32 {}
+// SAFETY: as for `AtomicU32`.
+unsafe impl SharedField for AtomicU64 {}
+
+/// Compiles only for a [`SharedField`]: [`shared_header!`] calls it on every field type.
+pub(crate) const fn assert_shared_field<F: SharedField>() {}
+
+/// Declares a primitive's header: a `#[repr(C)]` struct whose fields are all
+/// [`SharedField`]s (checked at compile time), and its [`Layout`] with the given `KIND`
+/// (distinct per primitive). The one `unsafe impl Layout` of the toolkit's primitives.
+macro_rules! shared_header {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident: KIND = $kind:expr;
+        { $($(#[$fmeta:meta])* $fvis:vis $field:ident: $ty:ty),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        $vis struct $name {
+            $($(#[$fmeta])* $fvis $field: $ty),*
+        }
+
+        // SAFETY: every field is a `SharedField` (checked by the constant below), which
+        // promises the three conditions of `Layout` for itself, and a `repr(C)` struct of
+        // them keeps them: (1) each field is usable through `&Self` from several processes,
+        // so the struct is; (2) no field holds a pointer, so neither does the struct (its
+        // padding is never read); (3) all-zero bytes are a valid value of every field, so
+        // of the struct.
+        unsafe impl $crate::multiprocessing::shm::Layout for $name {
+            const KIND: u32 = $kind;
+        }
+
+        const _: () = {
+            $($crate::multiprocessing::shm::assert_shared_field::<$ty>();)*
+        };
+    };
+}
+pub(crate) use shared_header;
+
 /// Proof that a region is being initialized: not yet visible to any other thread or process.
 pub(crate) struct Init(());
 

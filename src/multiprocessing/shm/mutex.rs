@@ -27,6 +27,14 @@ pub(crate) struct Held<'a>(PhantomData<&'a RawMutex>);
 #[repr(transparent)]
 pub(crate) struct RawMutex(UnsafeCell<libc::pthread_mutex_t>);
 
+// SAFETY: (1) a process-shared pthread mutex (`init` sets `PTHREAD_PROCESS_SHARED`) is
+// used through `&Self` from every process that maps it, as POSIX defines; (2) the only
+// addresses glibc stores in it are the robust-list links of its current owner, written and
+// followed by the owner's process alone (and by the kernel when that process dies), never by
+// another; (3) all-zero bytes are glibc's `PTHREAD_MUTEX_INITIALIZER`, and `init` runs
+// before the region is shared.
+unsafe impl super::SharedField for RawMutex {}
+
 /// Whether a [`RawMutex`] may be locked again by the thread that holds it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reentrant {
@@ -218,3 +226,14 @@ impl Drop for Unlock<'_> {
         self.0.unlock();
     }
 }
+
+// SAFETY: (1) the value is only touched under one of the header's mutexes (`get` and `set`
+// take the proof `Held`), so never by two threads or processes at once; (2) an integer holds
+// no pointer; (3) all-zero bytes are the integer 0. (Only the integers the headers use.)
+unsafe impl super::SharedField for Guarded<u8> {}
+// SAFETY: as for `Guarded<u8>`.
+unsafe impl super::SharedField for Guarded<u32> {}
+// SAFETY: as for `Guarded<u8>`.
+unsafe impl super::SharedField for Guarded<u64> {}
+// SAFETY: a `Guarded<u8>` (see above); zero is `false`.
+unsafe impl super::SharedField for GuardedFlag {}

@@ -48,6 +48,10 @@ struct WaitSlot {
     pid: AtomicU32,
 }
 
+// SAFETY: a `RawCond` and atomics, all `SharedField`s; all-zero is an empty queue (every
+// slot free, no ticket handed out).
+unsafe impl super::SharedField for WaitQueue {}
+
 const GRANTED: u64 = 1;
 
 /// Whether process `pid` still exists (a zombie counts: it is reaped soon).
