@@ -137,10 +137,10 @@ impl Barrier {
     /// Python's `Barrier(parties, action=f)`.
     ///
     /// The action runs in whichever process arrives last, so it is a plain `fn()` of the
-    /// program, found in a child by its place in the executable (as a
-    /// [`Process`](super::Process)'s target is). If it panics, the barrier breaks and every
-    /// party of the round, the one that ran it included, gets [`BrokenBarrierError`]; if its
-    /// process is killed while it runs, the barrier breaks too. While it runs, the other
+    /// program, found in a child by its place in the executable (as a [`Process`]'s target
+    /// is). If it panics, the barrier breaks and every party of the round, the one that ran
+    /// it included, gets [`BrokenBarrierError`]; if its process is killed while it runs, the
+    /// barrier breaks too. While it runs, the other
     /// parties wait for it, past their timeouts if need be (they need the barrier's lock
     /// back, as in Python).
     ///
@@ -160,6 +160,8 @@ impl Barrier {
     /// assert!(t.join().unwrap().is_ok());
     /// assert_eq!(ROUNDS.load(Ordering::SeqCst), 1); // once per round, not per party
     /// ```
+    ///
+    /// [`Process`]: crate::multiprocessing::Process
     pub fn with_action(parties: u32, action: fn()) -> Barrier {
         Barrier {
             action: Some(Action::Here(action)),
