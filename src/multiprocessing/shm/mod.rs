@@ -5,6 +5,7 @@
 //! This file: the region ([`Shared`], [`Layout`], the `sharing` scope, [`TailLock`]);
 //! `mutex.rs`: [`RawMutex`] and what it guards; `cond.rs`: [`RawCond`] and its [`Wakeup`];
 //! `wait_queue.rs`: [`WaitQueue`], a `Condition`'s waiters.
+//! Why no death can wedge a wait: `README.md` in this directory.
 //!
 //! A primitive ([`Lock`](super::Lock), [`Queue`](super::Queue), [`Value`](super::Value), …)
 //! is a handle on a [`Shared`] region: an anonymous memory file (`memfd`) mapped in every
