@@ -450,6 +450,65 @@ impl std::error::Error for StartFailure {
     }
 }
 
+/// An error of the operating system, kept whole (the cause of
+/// [`multiprocessing::ConnectionError::Os`](crate::multiprocessing::ConnectionError::Os)):
+/// the [`std::io::Error`] is this error's [`source`](std::error::Error::source), and its
+/// message is this one's. Unlike `std::io::Error` it is `Clone` (shared) and comparable: two
+/// are equal when they have the same kind, code and message.
+///
+/// ```
+/// use concurrent_futures::multiprocessing::OsError;
+/// use std::error::Error;
+/// let e = OsError::from(std::io::Error::from_raw_os_error(24));
+/// assert_eq!(e.raw_os_error(), Some(24));
+/// assert_eq!(e, e.clone());
+/// let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).unwrap();
+/// assert_eq!(io.raw_os_error(), Some(24));
+/// ```
+#[derive(Debug, Clone)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub struct OsError(Arc<std::io::Error>);
+
+impl OsError {
+    /// The operating system's error code (`errno`), if there is one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.0.raw_os_error()
+    }
+
+    /// The kind of error.
+    pub fn kind(&self) -> std::io::ErrorKind {
+        self.0.kind()
+    }
+}
+
+impl From<std::io::Error> for OsError {
+    fn from(e: std::io::Error) -> OsError {
+        OsError(Arc::new(e))
+    }
+}
+
+impl PartialEq for OsError {
+    fn eq(&self, other: &OsError) -> bool {
+        self.kind() == other.kind()
+            && self.raw_os_error() == other.raw_os_error()
+            && self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for OsError {}
+
+impl std::fmt::Display for OsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for OsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
 /// A reason that is only a message.
 #[derive(Debug)]
 #[cfg_attr(not(all(feature = "mpi", target_os = "linux")), allow(dead_code))]

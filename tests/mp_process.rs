@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{LONG, eventually, join, watchdog};
 use concurrent_futures::multiprocessing::{
-    Event, Process, ProcessError, Queue, active_children, current_process,
+    ConnectionError, Event, Pipe, Process, ProcessError, Queue, active_children, current_process,
 };
 
 fn noop(_: ()) {}
@@ -223,8 +223,9 @@ fn a_non_capturing_closure_crosses() {
 
 const HELPER: &str = "CF_MP_PROCESS_HELPER";
 
-/// A start that the operating system refuses fails with `ProcessError::Spawn`, whose
-/// `source()` chain reaches the system's error (no descriptor could be opened). Run in a child process of its
+/// A start that the operating system refuses fails with `ProcessError::Spawn`, and a pipe it
+/// refuses with `ConnectionError::Os`, whose `source()` chains reach the system's error (no
+/// descriptor could be opened). Run in a child process of its
 /// own (this binary re-run), since it lowers `RLIMIT_NOFILE`.
 #[test]
 fn failed_start_keeps_the_os_error() {
@@ -267,15 +268,36 @@ fn failed_start_helper() {
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
     let p = Process::new(noop, ());
     let err = p.start().unwrap_err();
+    let pipe = Pipe::new::<u32>(true).unwrap_err();
     // SAFETY: as above; the limit is restored before anything else opens a descriptor.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &saved) }, 0);
+    assert!(matches!(pipe, ConnectionError::Os(_)), "{pipe:?}");
+    assert!(pipe.to_string().starts_with("pipe error: "), "{pipe}");
+    assert!(
+        os_error_beneath(&pipe).is_some(),
+        "no operating-system error beneath {pipe}"
+    );
     assert!(matches!(err, ProcessError::Spawn(_)), "{err:?}");
     assert!(
         err.to_string()
             .starts_with("the child process could not be started: "),
         "{err}"
     );
-    let mut cause = std::error::Error::source(&err);
+    // (ipc-channel reports the refused socket as EBADF, from its use of the -1 it got.)
+    assert!(
+        os_error_beneath(&err).is_some(),
+        "no operating-system error beneath {err}"
+    );
+    // With descriptors again, a new process starts.
+    let again = Process::new(noop, ());
+    again.start().unwrap();
+    assert_eq!(join(&again), 0);
+    println!("HELPER DONE");
+}
+
+/// The code of the last `std::io::Error` in `err`'s chain of sources.
+fn os_error_beneath(err: &dyn std::error::Error) -> Option<i32> {
+    let mut cause = err.source();
     let mut os = None;
     while let Some(e) = cause {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -283,11 +305,5 @@ fn failed_start_helper() {
         }
         cause = e.source();
     }
-    // (ipc-channel reports the refused socket as EBADF, from its use of the -1 it got.)
-    assert!(os.is_some(), "no operating-system error beneath {err}");
-    // With descriptors again, a new process starts.
-    let again = Process::new(noop, ());
-    again.start().unwrap();
-    assert_eq!(join(&again), 0);
-    println!("HELPER DONE");
+    os
 }

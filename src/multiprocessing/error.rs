@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+pub use crate::error::OsError;
 use crate::error::StartFailure;
 
 /// A lock was acquired from a holder that died (its process exited or was killed while it
@@ -227,9 +228,10 @@ pub enum ConnectionError {
     /// A value could not be encoded or decoded.
     #[error("a message could not be encoded or decoded: {0}")]
     Codec(String),
-    /// The operating system refused (creating the pipe, or a transfer).
+    /// The operating system refused (creating the pipe, or a transfer); its
+    /// [`std::io::Error`] is reachable through `source()`.
     #[error("pipe error: {0}")]
-    Os(String),
+    Os(#[source] OsError),
 }
 
 /// Why a [`Process`](super::Process) operation failed.

@@ -171,7 +171,7 @@ fn start_mpi_thread(timeout: Duration) -> Result<Env, MpiError> {
                 let _ = done.send(());
             }
         })
-        .map_err(|e| MpiError::Start(format!("cannot start the MPI thread: {e}")))?
+        .map_err(|e| MpiError::Thread(e.into()))?
         .thread()
         .id();
     let (rank, size, serialized, host) = match started.recv_timeout(timeout) {
