@@ -466,9 +466,10 @@ impl std::error::Error for StartFailure {
 /// assert_eq!(io.raw_os_error(), Some(24));
 /// ```
 #[derive(Debug, Clone)]
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+#[cfg(target_os = "linux")]
 pub struct OsError(Arc<std::io::Error>);
 
+#[cfg(target_os = "linux")]
 impl OsError {
     /// The operating system's error code (`errno`), if there is one.
     pub fn raw_os_error(&self) -> Option<i32> {
@@ -481,12 +482,14 @@ impl OsError {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl From<std::io::Error> for OsError {
     fn from(e: std::io::Error) -> OsError {
         OsError(Arc::new(e))
     }
 }
 
+#[cfg(target_os = "linux")]
 impl PartialEq for OsError {
     fn eq(&self, other: &OsError) -> bool {
         self.kind() == other.kind()
@@ -495,14 +498,17 @@ impl PartialEq for OsError {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Eq for OsError {}
 
+#[cfg(target_os = "linux")]
 impl std::fmt::Display for OsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
     }
 }
 
+#[cfg(target_os = "linux")]
 impl std::error::Error for OsError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.0)
