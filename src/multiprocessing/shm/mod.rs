@@ -2,7 +2,8 @@
 //! `unsafe` of the toolkit apart from its system calls ([`sys`](super::sys)) and
 //! [`SharedMemory`](super::SharedMemory)'s mapping.
 //!
-//! This file: the region ([`Shared`], [`Layout`], the `sharing` scope, [`TailLock`]);
+//! This file: the region ([`Shared`], [`Layout`], a primitive's [`Handle`], the `sharing`
+//! scope, [`TailLock`]);
 //! `mutex.rs`: [`RawMutex`] and what it guards; `cond.rs`: [`RawCond`] and its [`Wakeup`];
 //! `wait_queue.rs`: [`WaitQueue`], a `Condition`'s waiters.
 //! Why no death can wedge a wait: `README.md` in this directory.
@@ -36,6 +37,7 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::mem::size_of;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -157,6 +159,45 @@ macro_rules! shared_header {
     };
 }
 pub(crate) use shared_header;
+
+/// A primitive's handle on its region: `Clone` shares the mapping between threads; another
+/// process gets it through `Serialize` (the region itself, as [`Shared`] sends it). Derefs to
+/// the [`Shared`] region.
+pub(crate) struct Handle<H: Layout>(Arc<Shared<H>>);
+
+impl<H: Layout> Handle<H> {
+    /// A new region with `tail` bytes after the header, set up by `init` (see
+    /// [`Shared::new`]).
+    pub(crate) fn new(tail: usize, init: impl FnOnce(&H, &Init)) -> Handle<H> {
+        Handle(Arc::new(Shared::new(tail, init)))
+    }
+}
+
+impl<H: Layout> Clone for Handle<H> {
+    fn clone(&self) -> Handle<H> {
+        Handle(Arc::clone(&self.0))
+    }
+}
+
+impl<H: Layout> std::ops::Deref for Handle<H> {
+    type Target = Shared<H>;
+
+    fn deref(&self) -> &Shared<H> {
+        &self.0
+    }
+}
+
+impl<H: Layout> Serialize for Handle<H> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        crate::serde_arc::by_value::serialize(&self.0, serializer)
+    }
+}
+
+impl<'de, H: Layout> Deserialize<'de> for Handle<H> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::serde_arc::by_value::deserialize(deserializer).map(Handle)
+    }
+}
 
 /// Proof that a region is being initialized: not yet visible to any other thread or process.
 pub(crate) struct Init(());

@@ -1,13 +1,12 @@
 //! [`Barrier`]: parties wait for each other, and the last to arrive runs the action.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::multiprocessing::error::BrokenBarrierError;
 use crate::multiprocessing::shm::{
-    Guarded, GuardedFlag, Held, RawCond, RawMutex, Reentrant, Shared, deadline_of, shared_header,
+    Guarded, GuardedFlag, Handle, Held, RawCond, RawMutex, Reentrant, deadline_of, shared_header,
 };
 use crate::remote::{FnRef, codec, naming};
 
@@ -69,7 +68,7 @@ impl Action {
 /// ```
 #[derive(Clone)]
 pub struct Barrier {
-    shared: Arc<Shared<BarrierHeader>>,
+    shared: Handle<BarrierHeader>,
     action: Option<Action>,
 }
 
@@ -82,13 +81,13 @@ impl Serialize for Barrier {
                 Some(naming::init_target_of(f).map_err(serde::ser::Error::custom)?)
             }
         };
-        (&*self.shared, action).serialize(serializer)
+        (&self.shared, action).serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Barrier {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (shared, action) = <(Shared<BarrierHeader>, Option<FnRef>)>::deserialize(deserializer)?;
+        let (shared, action) = <(Handle<BarrierHeader>, Option<FnRef>)>::deserialize(deserializer)?;
         // The action must be called through the trampoline for a `fn()`, the one this
         // process would name itself: a sender cannot pick another code path.
         fn probe() {}
@@ -99,7 +98,7 @@ impl<'de> Deserialize<'de> for Barrier {
             ));
         }
         Ok(Barrier {
-            shared: Arc::new(shared),
+            shared,
             action: action.map(Action::There),
         })
     }
@@ -124,11 +123,11 @@ impl Barrier {
     pub fn new(parties: u32) -> Barrier {
         let parties = parties.max(1);
         Barrier {
-            shared: Arc::new(Shared::new(0, |h: &BarrierHeader, init| {
+            shared: Handle::new(0, |h: &BarrierHeader, init| {
                 h.m.init(init, Reentrant::No);
                 h.changed.init(init);
                 h.m.with(|held| h.parties.set(held, parties));
-            })),
+            }),
             action: None,
         }
     }

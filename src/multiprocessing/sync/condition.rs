@@ -1,7 +1,6 @@
 //! [`Condition`]: a lock and its waiters, each woken only by a notification meant for it.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -9,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{NotSend, blocking, settle};
 use crate::multiprocessing::error::{LockResult, TryAcquireError};
 use crate::multiprocessing::shm::{
-    RawMutex, Reentrant, Shared, WaitQueue, deadline_of, shared_header,
+    Handle, RawMutex, Reentrant, WaitQueue, deadline_of, shared_header,
 };
 
 shared_header! {
@@ -46,8 +45,7 @@ shared_header! {
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Condition {
-    #[serde(with = "crate::serde_arc::by_value")]
-    shared: Arc<Shared<ConditionHeader>>,
+    shared: Handle<ConditionHeader>,
 }
 
 impl Default for Condition {
@@ -71,10 +69,10 @@ impl Condition {
     /// ```
     pub fn new() -> Condition {
         Condition {
-            shared: Arc::new(Shared::new(0, |h: &ConditionHeader, init| {
+            shared: Handle::new(0, |h: &ConditionHeader, init| {
                 h.m.init(init, Reentrant::No);
                 h.waiters.init(init);
-            })),
+            }),
         }
     }
 

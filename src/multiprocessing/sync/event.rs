@@ -1,12 +1,11 @@
 //! [`Event`]: a flag shared by processes, and waits for it to be set.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::multiprocessing::shm::{
-    GuardedFlag, RawCond, RawMutex, Reentrant, Shared, deadline_of, shared_header,
+    GuardedFlag, Handle, RawCond, RawMutex, Reentrant, deadline_of, shared_header,
 };
 
 shared_header! {
@@ -31,8 +30,7 @@ shared_header! {
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Event {
-    #[serde(with = "crate::serde_arc::by_value")]
-    shared: Arc<Shared<EventHeader>>,
+    shared: Handle<EventHeader>,
 }
 
 impl Default for Event {
@@ -57,10 +55,10 @@ impl Event {
     /// ```
     pub fn new() -> Event {
         Event {
-            shared: Arc::new(Shared::new(0, |h: &EventHeader, init| {
+            shared: Handle::new(0, |h: &EventHeader, init| {
                 h.m.init(init, Reentrant::No);
                 h.changed.init(init);
-            })),
+            }),
         }
     }
 

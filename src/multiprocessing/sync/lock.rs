@@ -2,14 +2,13 @@
 //! `mutex_type!` writes both handles).
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::{NotSend, blocking, settle};
 use crate::multiprocessing::error::{LockResult, TryAcquireError};
-use crate::multiprocessing::shm::{RawMutex, Reentrant, Shared, deadline_of, shared_header};
+use crate::multiprocessing::shm::{Handle, RawMutex, Reentrant, deadline_of, shared_header};
 
 shared_header! {
     pub(crate) struct MutexHeader: KIND = 1;
@@ -21,16 +20,13 @@ shared_header! {
 /// The body of [`Lock`] and [`RLock`].
 #[derive(Clone, Serialize, Deserialize)]
 struct MutexHandle {
-    #[serde(with = "crate::serde_arc::by_value")]
-    shared: Arc<Shared<MutexHeader>>,
+    shared: Handle<MutexHeader>,
 }
 
 impl MutexHandle {
     fn new(reentrant: Reentrant) -> MutexHandle {
         MutexHandle {
-            shared: Arc::new(Shared::new(0, |h: &MutexHeader, init| {
-                h.m.init(init, reentrant)
-            })),
+            shared: Handle::new(0, |h: &MutexHeader, init| h.m.init(init, reentrant)),
         }
     }
 

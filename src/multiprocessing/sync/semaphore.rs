@@ -1,7 +1,6 @@
 //! [`Semaphore`] and [`BoundedSemaphore`] (a semaphore whose header also holds its bound).
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -9,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::NotSend;
 use crate::multiprocessing::error::ReleasedTooManyTimes;
 use crate::multiprocessing::shm::{
-    Guarded, RawCond, RawMutex, Reentrant, Shared, deadline_of, shared_header,
+    Guarded, Handle, RawCond, RawMutex, Reentrant, deadline_of, shared_header,
 };
 
 shared_header! {
@@ -41,8 +40,7 @@ shared_header! {
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Semaphore {
-    #[serde(with = "crate::serde_arc::by_value")]
-    shared: Arc<Shared<SemaphoreHeader>>,
+    shared: Handle<SemaphoreHeader>,
 }
 
 impl std::fmt::Debug for Semaphore {
@@ -65,7 +63,7 @@ impl Semaphore {
     }
 
     fn with_bound(value: u32, bound: u32) -> Semaphore {
-        let shared = Shared::new(0, |h: &SemaphoreHeader, init| {
+        let shared = Handle::new(0, |h: &SemaphoreHeader, init| {
             h.m.init(init, Reentrant::No);
             h.freed.init(init);
             h.m.with(|held| {
@@ -73,9 +71,7 @@ impl Semaphore {
                 h.bound.set(held, bound);
             });
         });
-        Semaphore {
-            shared: Arc::new(shared),
-        }
+        Semaphore { shared }
     }
 
     fn header(&self) -> &SemaphoreHeader {
