@@ -1,5 +1,5 @@
 //! Shared memory for the toolkit's primitives, and (in this module and its files) every
-//! `unsafe` of the toolkit apart from its system calls ([`sys`](super::sys)) and
+//! `unsafe` of the toolkit apart from its system calls (`os::shared`) and
 //! [`SharedMemory`](super::SharedMemory)'s mapping.
 //!
 //! This file: the region ([`Shared`], [`Layout`], a primitive's [`Handle`], the `sharing`
