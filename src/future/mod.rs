@@ -2,6 +2,7 @@
 //! behaviour.
 
 mod cell;
+mod wait_set;
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -16,7 +17,9 @@ pub(crate) use cell::{
     RUNNING, STATE_MASK, STOPPED, TAKEN, current_task_stop_seen, is_done,
 };
 
-use crate::error::{InvalidStateError, TaskError};
+pub(crate) use wait_set::WaitSet;
+
+use crate::error::TaskError;
 use std::sync::Arc;
 
 /// Where a future is in its life. Python's `_state`, minus the internal
@@ -62,6 +65,21 @@ impl fmt::Display for State {
             State::Cancelled => "cancelled",
         })
     }
+}
+
+/// A setter of [`Future`](crate::Future) was called in a state that forbids it (Python's
+/// `InvalidStateError`, and the `RuntimeError` of `set_running_or_notify_cancel`).
+///
+/// ```
+/// use concurrent_futures::Future;
+/// let fut = Future::new();
+/// fut.set_result(1).unwrap();
+/// assert!(fut.set_result(2).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid state: the future is {state}")]
+pub struct InvalidStateError {
+    pub(crate) state: State,
 }
 
 /// How a future ended, as wait sets need to know it (`FirstException`).
