@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::error::{SubmitError, TaskError};
 use crate::future::Future;
 use crate::map::{Map, MapOptions, MapUnordered, OrderedMap};
+use crate::task::Task;
 
 /// What may cross into a task and back through the [`Executor`] trait: a value that can be
 /// sent to another thread, shared by reference, and encoded for another process (serde).
@@ -171,7 +172,7 @@ fn decoding_len() -> usize {
 /// let chunk = run_chunk(half, vec![2, 3, 4]);
 /// assert_eq!(chunk.len(), 3);
 /// ```
-pub fn run_chunk<A, R>(f: fn(A) -> R, items: Vec<A>) -> Chunk<R> {
+pub fn run_chunk<A, R>(mut f: impl FnMut(A) -> R, items: Vec<A>) -> Chunk<R> {
     let start = Instant::now();
     let mut values = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
@@ -280,9 +281,9 @@ pub trait Executor {
     /// pool.shutdown(true);
     /// assert_eq!(pool.try_submit(inc, 1).unwrap_err(), SubmitError::Shutdown);
     /// ```
-    fn try_submit<A: Payload, R: Payload>(
+    fn try_submit<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         arg: A,
     ) -> Result<Future<R>, SubmitError>;
 
@@ -296,9 +297,9 @@ pub trait Executor {
     /// let chunk = pool.submit_chunk(inc, vec![1, 2, 3]).unwrap().into_result().unwrap();
     /// assert_eq!(chunk.len(), 3);
     /// ```
-    fn submit_chunk<A: Payload, R: Payload>(
+    fn submit_chunk<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError>;
 
@@ -328,8 +329,8 @@ pub trait Executor {
     /// let pool = ThreadPoolExecutor::new(1);
     /// assert_eq!(pool.submit(add, (2, 3)).result(), Ok(5));
     /// ```
-    fn submit<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> Future<R> {
-        self.try_submit(f, arg)
+    fn submit<A: Payload, R: Payload, T: Task<A, R>>(&self, task: T, arg: A) -> Future<R> {
+        self.try_submit(task, arg)
             .unwrap_or_else(|e| Future::ready(Err(TaskError::Submit(e))))
     }
 
@@ -365,14 +366,15 @@ pub trait Executor {
     /// let squares: Vec<u64> = pool.map(square, 0..1000).map(Result::unwrap).collect();
     /// assert_eq!(squares[999], 998_001);
     /// ```
-    fn map<A, R, I>(&self, f: fn(A) -> R, items: I) -> Map<'_, Self, I::IntoIter, A, R>
+    fn map<A, R, T, I>(&self, task: T, items: I) -> Map<'_, Self, I::IntoIter, A, R>
     where
         Self: Sized,
         A: Payload,
         R: Payload,
+        T: Task<A, R>,
         I: IntoIterator<Item = A>,
     {
-        Map::new(self, f, items.into_iter(), MapOptions::default())
+        Map::new(self, task, items.into_iter(), MapOptions::default())
     }
 
     /// [`map`](Executor::map) with options (`chunksize`, `timeout`, `buffersize`).
@@ -385,9 +387,9 @@ pub trait Executor {
     /// let out: Result<Vec<u32>, _> = pool.map_with(inc, 0..100, opts).collect();
     /// assert_eq!(out.unwrap()[99], 100);
     /// ```
-    fn map_with<A, R, I>(
+    fn map_with<A, R, T, I>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: I,
         options: MapOptions,
     ) -> Map<'_, Self, I::IntoIter, A, R>
@@ -395,9 +397,10 @@ pub trait Executor {
         Self: Sized,
         A: Payload,
         R: Payload,
+        T: Task<A, R>,
         I: IntoIterator<Item = A>,
     {
-        Map::new(self, f, items.into_iter(), options)
+        Map::new(self, task, items.into_iter(), options)
     }
 
     /// Like [`map`](Executor::map), but yields results as chunks complete rather than in
@@ -411,18 +414,19 @@ pub trait Executor {
     /// out.sort();
     /// assert_eq!(out, (0..100).map(|x| x * 2).collect::<Vec<_>>());
     /// ```
-    fn map_unordered<A, R, I>(
+    fn map_unordered<A, R, T, I>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: I,
     ) -> MapUnordered<'_, Self, I::IntoIter, A, R>
     where
         Self: Sized,
         A: Payload,
         R: Payload,
+        T: Task<A, R>,
         I: IntoIterator<Item = A>,
     {
-        MapUnordered::new(self, f, items.into_iter(), MapOptions::default())
+        MapUnordered::new(self, task, items.into_iter(), MapOptions::default())
     }
 
     /// [`map_unordered`](Executor::map_unordered) with options.
@@ -434,9 +438,9 @@ pub trait Executor {
     /// let n = pool.map_unordered_with(id, 0..10, MapOptions::new().chunksize(3)).count();
     /// assert_eq!(n, 10);
     /// ```
-    fn map_unordered_with<A, R, I>(
+    fn map_unordered_with<A, R, T, I>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: I,
         options: MapOptions,
     ) -> MapUnordered<'_, Self, I::IntoIter, A, R>
@@ -444,9 +448,10 @@ pub trait Executor {
         Self: Sized,
         A: Payload,
         R: Payload,
+        T: Task<A, R>,
         I: IntoIterator<Item = A>,
     {
-        MapUnordered::new(self, f, items.into_iter(), options)
+        MapUnordered::new(self, task, items.into_iter(), options)
     }
 
     /// Stops accepting work and, if `wait`, blocks until every accepted task has run and
@@ -488,12 +493,12 @@ pub trait Executor {
     /// assert!(ThreadPoolExecutor::new(1).ordered_map(neg, MapOptions::new()).is_some());
     /// ```
     #[doc(hidden)]
-    fn ordered_map<A: Payload, R: Payload>(
+    fn ordered_map<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         opts: MapOptions,
     ) -> Option<Box<dyn OrderedMap<A, R> + '_>> {
-        let _ = (f, opts);
+        let _ = (task, opts);
         None
     }
 

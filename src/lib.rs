@@ -136,6 +136,7 @@ mod stats;
 #[cfg(feature = "stream")]
 mod stream;
 mod sync;
+mod task;
 mod thread;
 mod timeline;
 mod unwind;
@@ -207,6 +208,9 @@ pub use stats::{PoolStats, WorkerStats};
 #[cfg(feature = "stream")]
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "stream")))]
 pub use stream::{AsCompletedStream, ExecutorStreamExt, MapStream, as_completed_stream};
+pub use task::{Captured, Task};
+#[doc(hidden)]
+pub use task::{RemoteTask, Shape, TaskHandle, capture as __task_capture};
 pub use thread::{IndexedInput, MapIndexed, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use timeline::{Steal, TaskOutcome, TaskSpan, Timeline};
 pub use wait::{

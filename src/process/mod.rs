@@ -14,8 +14,10 @@ use std::sync::Weak;
 use crate::error::{BuildError, StartFailure, SubmitError, TaskError};
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::{Core, Future, INLINE, RUNNING, STATE_MASK, TaskCell, is_done};
+use crate::remote::codec::TaskArg;
 use crate::remote::shared_state::refuse_shared_state;
-use crate::remote::{FnRef, InitCall, Slot, naming};
+use crate::remote::{InitCall, Slot};
+use crate::task::{RemoteTask, Shape, Task};
 use manager::{Config, Manager};
 
 /// A process pool's future: its state, and the pool, so that a thread that blocks on it
@@ -411,7 +413,7 @@ impl ProcessPoolExecutor {
     /// ```
     pub fn submit_with_timeout<A: Payload, R: Payload>(
         &self,
-        f: fn(A) -> R,
+        f: impl Task<A, R>,
         arg: A,
         limit: std::time::Duration,
     ) -> Future<R> {
@@ -433,22 +435,26 @@ impl ProcessPoolExecutor {
     /// ```
     pub fn try_submit_with_timeout<A: Payload, R: Payload>(
         &self,
-        f: fn(A) -> R,
+        f: impl Task<A, R>,
         arg: A,
         limit: std::time::Duration,
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(naming::target_of(f)?, &arg, Some(limit))
+        self.enqueue(f.remote(Shape::One)?, &arg, Some(limit))
     }
 
     fn enqueue<A: Payload, T: Payload>(
         &self,
-        target: FnRef,
+        task: RemoteTask,
         arg: &A,
         limit: Option<std::time::Duration>,
     ) -> Result<Future<T>, SubmitError> {
+        let arg = TaskArg {
+            captures: task.captures.as_deref(),
+            value: arg,
+        };
         // A `Serialize` that panics refuses the submission with its message.
-        let payload = crate::unwind::catch(|| wire::encode_payload(arg, &self.manager.blocks))
+        let payload = crate::unwind::catch(|| wire::encode_payload(&arg, &self.manager.blocks))
             .map_err(|e| {
                 SubmitError::Codec(format!("the argument's encoding panicked: {e}").into())
             })?
@@ -458,7 +464,7 @@ impl ProcessPoolExecutor {
             manager: Arc::downgrade(&self.manager),
         }));
         self.manager
-            .submit(target, payload, Box::new(Slot(fut.handle())), limit)?;
+            .submit(task.target, payload, Box::new(Slot(fut.handle())), limit)?;
         Ok(fut)
     }
 }
@@ -468,22 +474,22 @@ impl Executor for ProcessPoolExecutor {
         self.manager.workers()
     }
 
-    fn try_submit<A: Payload, R: Payload>(
+    fn try_submit<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         arg: A,
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(naming::target_of(f)?, &arg, None)
+        self.enqueue(task.remote(Shape::One)?, &arg, None)
     }
 
-    fn submit_chunk<A: Payload, R: Payload>(
+    fn submit_chunk<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(naming::chunk_target_of(f)?, &items, None)
+        self.enqueue(task.remote(Shape::Chunk)?, &items, None)
     }
 
     fn shutdown_with(&self, wait: bool, cancel_futures: bool) {
