@@ -685,7 +685,7 @@ impl Executor for AnyExecutor {
     }
 
     /// The backend's own ordered `map`, if it has one (threads: block splitting).
-    fn ordered_map<A: Payload, R: Payload, T: Task<A, R>>(
+    fn ordered_map<A: Payload, R: Payload, T: Task<A, R> + Clone>(
         &self,
         task: T,
         opts: MapOptions,

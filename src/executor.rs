@@ -97,6 +97,9 @@ use crate::task::Task;
 ///
 /// * **Any backend**: return values and combine them in the caller (`map(...).sum()`,
 ///   a `fold` over [`as_completed`](crate::as_completed)): the portable way, and Python's.
+///   Read-only values a task needs (settings, a table) are captured with
+///   [`task!`](crate::task!): on threads they are shared, to a worker process they are
+///   copied once per task (once per chunk of a `map`).
 /// * **Threads** ([`ThreadPoolExecutor`](crate::ThreadPoolExecutor), rayon): capture an
 ///   `Arc<Mutex<_>>` or an atomic in a closure given to
 ///   [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn) (or rayon's own
@@ -117,8 +120,8 @@ use crate::task::Task;
             `Send + Sync + 'static`; for your own types, add \
             `#[derive(serde::Serialize, serde::Deserialize)]`",
     note = "a task is a function of one argument: pass several arguments as one tuple, \
-            `pool.submit(f, (a, b))` with `fn f((a, b): (A, B)) -> R`; closures that capture \
-            go to `ThreadPoolExecutor::spawn`",
+            `pool.submit(f, (a, b))` with `fn f((a, b): (A, B)) -> R`; values a task needs \
+            besides its argument are captured with `task!([a, b] |x: A| ...)`",
     note = "shared state (`Arc`, `Rc`, references) cannot be an argument: see the `Payload` \
             docs for how to share state on each backend"
 )]
@@ -230,15 +233,20 @@ impl<R> Chunk<R> {
 /// (Linux), `MpiPoolExecutor` with the `mpi` feature, `rayon::ThreadPool` with the `rayon`
 /// feature, or [`AnyExecutor`](crate::AnyExecutor) for any of them.
 ///
-/// # Tasks are functions of one argument; `spawn` takes closures
+/// # Tasks are functions of one argument, with captures through `task!`; `spawn` takes closures
 ///
-/// A task given through the trait is a function pointer `fn(A) -> R` of one argument: a `fn`
-/// item or a closure that captures nothing. Arguments and results are [`Payload`]s (serde
-/// types that are `Send + Sync + 'static`). These bounds are what lets the same call cross
-/// into another process. Pass several arguments as one tuple. Thread pools also take any
-/// capturing closure through their own methods
-/// ([`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn)). Shared state
-/// (`Arc`, `Rc`) is not a `Payload`: see [`Payload`] for how to share on each backend.
+/// A task given through the trait is a [`Task`](crate::Task) of one argument: a `fn` item,
+/// a closure that captures nothing, or a task built by [`task!`](crate::task!) with captured
+/// values (`task!([table, settings] |i: usize| score(table, settings, i))`), whose captures
+/// are [`Payload`]s too: they cross to a worker process with the task, once per task and once
+/// per chunk of a `map`. Arguments and results are [`Payload`]s (serde types that are
+/// `Send + Sync + 'static`). These bounds are what lets the same call cross into another
+/// process. Pass several arguments as one tuple. A closure that captures `Copy` values is a
+/// task on threads only (the process and MPI pools refuse it with
+/// [`SubmitError::CapturingClosure`]). Thread pools also take any capturing closure through
+/// their own methods ([`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn)).
+/// Shared state (`Arc`, `Rc`) is not a `Payload`: see [`Payload`] for how to share on each
+/// backend.
 ///
 /// To choose the backend at run time (`Box<dyn Executor>` is not possible: the methods are
 /// generic), use [`AnyExecutor`](crate::AnyExecutor), parsed from a string such as
@@ -261,6 +269,18 @@ impl<R> Chunk<R> {
 /// let pool = ThreadPoolExecutor::new(2);
 /// assert_eq!(run(&pool)[19], 4181);
 /// pool.shutdown(true);
+/// ```
+///
+/// A task that needs values besides its argument captures them with
+/// [`task!`](crate::task!), and runs unchanged on every backend:
+///
+/// ```
+/// use concurrent_futures::{Executor, ThreadPoolExecutor, task};
+/// let offset = 100u64;
+/// let shifted = task!([offset] |x: u64| x + offset);
+/// let pool = ThreadPoolExecutor::new(2);
+/// let out: Vec<u64> = pool.map(shifted, 0..3).map(Result::unwrap).collect();
+/// assert_eq!(out, [100, 101, 102]);
 /// ```
 pub trait Executor {
     /// Number of workers (threads, processes, ranks) executing tasks.
@@ -493,7 +513,7 @@ pub trait Executor {
     /// assert!(ThreadPoolExecutor::new(1).ordered_map(neg, MapOptions::new()).is_some());
     /// ```
     #[doc(hidden)]
-    fn ordered_map<A: Payload, R: Payload, T: Task<A, R>>(
+    fn ordered_map<A: Payload, R: Payload, T: Task<A, R> + Clone>(
         &self,
         task: T,
         opts: MapOptions,

@@ -60,7 +60,7 @@
 //! | `ThreadPoolExecutor(max_workers=4)`, `ThreadPoolExecutor()` | [`ThreadPoolExecutor::new(4)`](ThreadPoolExecutor::new), [`ThreadPoolExecutor::builder`], [`ThreadPoolExecutor::default`] (`min(32, cpus + 4)`) |
 //! | `ProcessPoolExecutor(max_workers=4, initializer=, max_tasks_per_child=)` | `ProcessPoolExecutor::new(4)`, `ProcessPoolExecutor::builder()`, `ProcessPoolExecutor::default()` (Linux) |
 //! | a module-global executor, waited for at interpreter exit | a pool in a `static` is waited for when the program ends: [`set_exit_timeout`] |
-//! | `executor.submit(fn, arg)` | [`Executor::submit`] (`fn` items; several arguments as a tuple), [`ThreadPoolExecutor::spawn`] for closures |
+//! | `executor.submit(fn, arg)` | [`Executor::submit`] (`fn` items, [`task!`] for captured values; several arguments as a tuple), [`ThreadPoolExecutor::spawn`] for closures |
 //! | `executor.map(fn, it, timeout=, chunksize=, buffersize=)` | [`Executor::map`], [`Executor::map_with`] + [`MapOptions`], [`Executor::map_unordered`] |
 //! | `executor.shutdown(wait, cancel_futures=)` | [`Executor::shutdown`], [`Executor::shutdown_with`]; `Drop` is `shutdown(true)` |
 //! | `future.result(timeout)` | [`Future::result`], [`Future::result_timeout`], [`Future::result_ref`], [`Future::into_result`], `.await` |

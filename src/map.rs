@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::error::TaskError;
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::Future;
-use crate::task::{Task, TaskHandle};
+use crate::task::{SharedTask, Task, TaskHandle};
 use crate::wait::WaitSet;
 use std::sync::Arc;
 
@@ -663,7 +663,9 @@ where
     R: Payload,
 {
     pub(crate) fn new<T: Task<A, R>>(exec: &'a E, task: T, items: I, opts: MapOptions) -> Self {
-        let task = TaskHandle::new(task);
+        // A backend's own map gets the task itself (shared, called without dynamic
+        // dispatch); the chunked path erases it once.
+        let task = SharedTask::new(task);
         // Python's `buffersize` counts tasks submitted ahead of the consumer, one more per
         // step: that is the chunked path's window, not a backend's own.
         let own = match opts.buffersize {
@@ -680,7 +682,7 @@ where
                     items,
                 })
             }
-            None => Mode::Chunks(Chunked::new(exec, task, items, opts)),
+            None => Mode::Chunks(Chunked::new(exec, TaskHandle::new(task), items, opts)),
         };
         Map { mode }
     }

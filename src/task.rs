@@ -66,10 +66,11 @@ use crate::executor::Payload;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a task of one argument `{A}` returning `{R}`",
     label = "not a `Task<{A}, {R}>`",
-    note = "a task is a `fn` item, a closure that captures nothing, or a value built by \
-            `task!`: a closure that captures values (other than `Copy` ones, on threads) \
-            must be written `task!([captured, values] |arg: A| ...)`, whose captures must be \
-            `Payload`s",
+    note = "a task is a `fn` item or a closure of one argument, whose argument and result are \
+            `Payload`s, or a value built by `task!`",
+    note = "a closure that captures values must be written \
+            `task!([captured, values] |arg: A| ...)`, whose captures are `Payload`s (a closure \
+            that captures only `Copy` values is a task as it is, on threads only)",
     note = "a task takes one argument: pass several as one tuple, `|(a, b): (u32, u32)| ...`"
 )]
 pub trait Task<A, R>: Send + Sync + 'static {
@@ -108,6 +109,10 @@ pub struct RemoteTask {
     pub(crate) captures: Option<Arc<[u8]>>,
 }
 
+// Not recommended in errors: a closure that is not a task (it captures a value that is not
+// `Copy`) gets the trait's own message, which says to use `task!`, rather than "`String:
+// Copy` is not satisfied".
+#[diagnostic::do_not_recommend]
 impl<F, A, R> Task<A, R> for F
 where
     F: Fn(A) -> R + Copy + Send + Sync + 'static,
@@ -198,7 +203,7 @@ pub struct Captured<C, A, R> {
     f: fn(&C, A) -> R,
 }
 
-impl<C: Payload, A, R> Captured<C, A, R> {
+impl<C, A, R> Captured<C, A, R> {
     /// A task that calls `f(&captures, arg)`. `f` captures nothing itself (it is a `fn`);
     /// [`task!`](crate::task!) writes this call for you.
     ///
@@ -305,6 +310,33 @@ pub trait Capture: Payload {}
 
 #[diagnostic::do_not_recommend]
 impl<T: Payload> Capture for T {}
+
+/// A task behind a reference count: cloned per block of a backend's own `map` (see
+/// `Executor::ordered_map`), called without dynamic dispatch.
+pub(crate) struct SharedTask<T>(Arc<T>);
+
+impl<T> SharedTask<T> {
+    pub(crate) fn new(task: T) -> Self {
+        SharedTask(Arc::new(task))
+    }
+}
+
+impl<T> Clone for SharedTask<T> {
+    fn clone(&self) -> Self {
+        SharedTask(self.0.clone())
+    }
+}
+
+impl<A, R, T: Task<A, R>> Task<A, R> for SharedTask<T> {
+    #[inline]
+    fn call(&self, arg: A) -> R {
+        self.0.call(arg)
+    }
+
+    fn remote(&self, shape: Shape) -> Result<RemoteTask, SubmitError> {
+        self.0.remote(shape)
+    }
+}
 
 /// One type-erased handle on a task, as a `map` keeps it: cloned per chunk (a reference
 /// count), with what the remote pools send computed once (the captures encoded once per

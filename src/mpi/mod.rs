@@ -57,8 +57,9 @@ impl<T: Send + Sync> TaskCell<T> for MpiCell<T> {
 /// Every rank runs the same program (SPMD, as `mpirun -n 4 app` starts it). All of them call
 /// [`start`](MpiPoolExecutor::start): rank 0 gets `Some(pool)`, and the others become its
 /// workers inside `start`, which returns `None` on them once rank 0 shuts the pool down.
-/// Tasks are `fn(A) -> R` with serde arguments and results, as on the process pool; they
-/// cross as the offsets of the function and of its trampoline in the executable, and every
+/// Tasks are [`Task`]s (`fn` items, closures without captures, [`task!`](crate::task!)s) with
+/// serde arguments and results, as on the process pool; they cross as the offsets of the
+/// function and of its trampoline in the executable (with the encoded captures), and every
 /// rank checks at start-up that it runs the same build as rank 0 (a fingerprint of the
 /// machine code) before it runs anything.
 ///

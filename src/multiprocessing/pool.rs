@@ -24,7 +24,8 @@ enum Running {
 /// Python's `multiprocessing.Pool`: worker processes that run `apply`/`map` calls.
 ///
 /// A thin layer over [`ProcessPoolExecutor`] (same workers, same isolation, same
-/// functions: `fn(A) -> R` with serde arguments; several arguments as a tuple), with
+/// tasks: `fn` items or [`task!`](crate::task!)s, with serde arguments; several arguments as
+/// a tuple), with
 /// Python's names: [`apply`](Pool::apply), [`apply_async`](Pool::apply_async) (with
 /// [`callback`](AsyncResult::callback) and [`error_callback`](AsyncResult::error_callback),
 /// which run in this process), [`map`](Pool::map), [`map_async`](Pool::map_async),

@@ -57,9 +57,10 @@ impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
 /// Python's `ProcessPoolExecutor`: tasks run in worker processes, re-executions of the
 /// current program.
 ///
-/// A task is a `fn(A) -> R` (a function item or a closure that captures nothing) with serde
-/// arguments and results; it is named to the worker by its position in the executable, and
-/// its argument and result cross as bytes. Workers are persistent: one channel pair per
+/// A task is a [`Task`]: a `fn` item, a closure that captures nothing, or a
+/// [`task!`](crate::task!) with captured values, with serde arguments and results; it is
+/// named to the worker by its position in the executable, and its captures, argument and
+/// result cross as bytes. Workers are persistent: one channel pair per
 /// worker carries every task, so a million queued tasks use no more file descriptors than
 /// four. Queued work stays in this process (cancellable) until a worker has room.
 ///
@@ -111,13 +112,17 @@ impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
 /// pool.shutdown(true);
 /// ```
 ///
-/// A capturing closure cannot be sent to another process, and does not compile:
+/// A closure that captures values cannot be sent to another process: it is refused with
+/// [`SubmitError::CapturingClosure`]. Write it with [`task!`](crate::task!), whose captures
+/// cross with the task:
 ///
-/// ```compile_fail
-/// use concurrent_futures::{Executor, ProcessPoolExecutor};
+/// ```
+/// use concurrent_futures::{Executor, ProcessPoolExecutor, SubmitError, task};
 /// let pool = ProcessPoolExecutor::new(1);
 /// let offset = 10u64;
-/// pool.submit(move |x: u64| x + offset, 1); // error: closures that capture are not `fn`
+/// let refused = pool.try_submit(move |x: u64| x + offset, 1);
+/// assert!(matches!(refused, Err(SubmitError::CapturingClosure { .. })));
+/// assert_eq!(pool.submit(task!([offset] |x: u64| x + offset), 1).result(), Ok(11));
 /// ```
 pub struct ProcessPoolExecutor {
     manager: Arc<Manager>,

@@ -443,13 +443,13 @@ impl Executor for ThreadPoolExecutor {
         self.registry.num_workers()
     }
 
-    fn ordered_map<A: Payload, R: Payload, T: Task<A, R>>(
+    fn ordered_map<A: Payload, R: Payload, T: Task<A, R> + Clone>(
         &self,
         task: T,
         opts: MapOptions,
     ) -> Option<Box<dyn OrderedMap<A, R> + '_>> {
-        // Shared by the map's blocks.
-        let task = Arc::new(task);
+        // Each block holds a clone (`Map` passes a reference-counted one); the task is
+        // called without dynamic dispatch.
         Some(Box::new(map_blocks::Blocks::new(
             self,
             move |a| task.call(a),
