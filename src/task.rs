@@ -26,6 +26,21 @@ use crate::executor::Payload;
 ///
 /// A task is `Send + Sync + 'static`: the same value may run on several threads at once.
 ///
+/// You may implement it by hand for a type of your own; such a task runs on threads (the
+/// thread pool, rayon), and the process and MPI pools refuse it with
+/// [`SubmitError::Unsendable`] (they can only name the tasks above in another process):
+///
+/// ```
+/// use concurrent_futures::{Executor, Task, ThreadPoolExecutor};
+/// use std::sync::Arc;
+/// struct Lookup(Arc<Vec<u32>>);
+/// impl Task<usize, u32> for Lookup {
+///     fn call(&self, i: usize) -> u32 { self.0[i] }
+/// }
+/// let pool = ThreadPoolExecutor::new(1);
+/// assert_eq!(pool.submit(Lookup(Arc::new(vec![5, 6])), 1).result(), Ok(6));
+/// ```
+///
 /// # Examples
 ///
 /// One task written once, with its settings captured, run on threads and on processes
@@ -86,9 +101,21 @@ pub trait Task<A, R>: Send + Sync + 'static {
     fn call(&self, arg: A) -> R;
 
     /// What a pool whose workers are other processes sends for this task: the function
-    /// (named as `remote::naming` does) and the encoded captures, if any.
+    /// (named as `remote::naming` does) and the encoded captures, if any. A task type
+    /// implemented by hand cannot be named in another process: the process and MPI pools
+    /// refuse it with [`SubmitError::Unsendable`].
     #[doc(hidden)]
-    fn remote(&self, shape: Shape) -> Result<RemoteTask, SubmitError>;
+    fn remote(&self, shape: Shape) -> Result<RemoteTask, SubmitError> {
+        let _ = shape;
+        Err(SubmitError::Unsendable(
+            format!(
+                "`{}` implements `Task` by hand, which runs on threads only: write the task \
+                 with `task!` to run it in a worker process",
+                std::any::type_name::<Self>()
+            )
+            .into(),
+        ))
+    }
 }
 
 /// Whether a remote task is one call or a chunk of a `map` (the trampolines differ).
@@ -106,6 +133,7 @@ pub enum Shape {
 pub struct RemoteTask {
     #[cfg(target_os = "linux")]
     pub(crate) target: crate::remote::FnRef,
+    #[cfg(target_os = "linux")]
     pub(crate) captures: Option<Arc<[u8]>>,
 }
 

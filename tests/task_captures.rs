@@ -334,6 +334,34 @@ fn a_closure_that_captures_values_is_refused_by_the_process_pool_with_a_typed_er
     assert_eq!(pool.submit(task!([k] |x: u64| x * k), 2).result(), Ok(6));
 }
 
+/// A task type implemented by hand: runs on threads; a worker process cannot name it.
+struct ByHand(Vec<u64>);
+
+impl Task<usize, u64> for ByHand {
+    fn call(&self, i: usize) -> u64 {
+        self.0[i]
+    }
+}
+
+#[test]
+fn a_task_implemented_by_hand_runs_on_threads_and_is_refused_by_processes() {
+    let _w = watchdog("a_task_implemented_by_hand_runs_on_threads_and_is_refused_by_processes");
+    let threads = ThreadPoolExecutor::new(2);
+    let out: Vec<u64> = threads
+        .map(ByHand(vec![4, 5, 6]), 0..3)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(out, [4, 5, 6]);
+    #[cfg(target_os = "linux")]
+    {
+        let pool = concurrent_futures::ProcessPoolExecutor::new(1);
+        match pool.try_submit(ByHand(vec![1]), 0) {
+            Err(SubmitError::Unsendable(msg)) => assert!(msg.contains("task!"), "{msg}"),
+            other => panic!("expected Unsendable, got {other:?}"),
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn fn_items_pointers_and_closures_without_captures_run_in_worker_processes() {
