@@ -269,6 +269,102 @@ fn a_capture_that_cannot_be_encoded_is_a_submit_error_and_others_run() {
     assert_eq!(sum, (0..10).map(expected).sum());
 }
 
+/// A capture that encodes but that a worker cannot decode (its `Deserialize` fails, or
+/// panics, in the worker).
+#[derive(Debug, Clone)]
+struct Undecodable {
+    panic: bool,
+}
+
+impl Serialize for Undecodable {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.panic.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Undecodable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if bool::deserialize(d)? {
+            panic!("the capture's decoding panicked on purpose");
+        }
+        Err(serde::de::Error::custom(
+            "this capture refuses to be decoded",
+        ))
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_capture_a_worker_cannot_decode_fails_its_tasks_and_the_pool_lives() {
+    let _w = watchdog("a_capture_a_worker_cannot_decode_fails_its_tasks_and_the_pool_lives");
+    let pool = concurrent_futures::ProcessPoolExecutor::new(2);
+    for panic in [false, true] {
+        let bad = Undecodable { panic };
+        let task = task!([bad] |x: u64| x + u64::from(bad.panic));
+        let check = |e: &TaskError| match (panic, e) {
+            (false, TaskError::Codec(msg)) => {
+                assert!(msg.contains("refuses to be decoded"), "{msg}")
+            }
+            (true, TaskError::Panicked(p)) => {
+                assert!(p.message().contains("decoding panicked"), "{}", p.message())
+            }
+            _ => panic!("unexpected {e:?}"),
+        };
+        check(
+            &pool
+                .submit(task.clone(), 1)
+                .result_timeout(LONG)
+                .unwrap_err(),
+        );
+        // Every item of every chunk fails; none is lost.
+        let out: Vec<_> = pool
+            .map_with(task.clone(), 0..20u64, MapOptions::new().chunksize(5))
+            .collect();
+        assert_eq!(out.len(), 20);
+        for r in &out {
+            check(r.as_ref().unwrap_err());
+        }
+    }
+    // The workers are unharmed.
+    let sum: u64 = pool.map(scorer(), 0..10).map(|r| r.unwrap().0).sum();
+    assert_eq!(sum, (0..10).map(expected).sum());
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_burst_of_refused_captures_among_good_tasks_runs_every_good_one_once() {
+    let _w = watchdog("a_burst_of_refused_captures_among_good_tasks_runs_every_good_one_once");
+    let pool = concurrent_futures::ProcessPoolExecutor::new(2);
+    let bad = task!([bad = Unencodable { panic: false }] |x: u64| {
+        (x + u64::from(bad.panic), String::new(), 0)
+    });
+    let good = scorer();
+    let futures: Vec<_> = (0..600u64)
+        .map(|i| {
+            if i % 2 == 0 {
+                (i, pool.submit(bad.clone(), i))
+            } else {
+                (i, pool.submit(good.clone(), i))
+            }
+        })
+        .collect();
+    let mut good = 0;
+    for (i, f) in futures {
+        match f.result_timeout(LONG) {
+            Ok((v, _, _)) => {
+                assert_eq!((i % 2, v), (1, expected(i)));
+                good += 1;
+            }
+            Err(TaskError::Submit(SubmitError::Codec(_))) => assert_eq!(i % 2, 0),
+            Err(e) => panic!("task {i}: unexpected {e:?}"),
+        }
+    }
+    assert_eq!(good, 300);
+    // Each good task ran exactly once: the pool counted 300 done, no failure of its own.
+    let stats = pool.stats();
+    assert_eq!(stats.done, 300, "{stats:?}");
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn shared_state_in_captures_is_refused_by_the_process_pool() {
