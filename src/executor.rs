@@ -167,13 +167,17 @@ fn decoding_len() -> usize {
 }
 
 /// Runs `f` over `items` as one chunk: each item under its own panic guard, timed as a whole
-/// (the timing drives automatic chunk sizing). Backends call this where the chunk executes.
+/// (the timing drives automatic chunk sizing). Backends call this where the chunk executes,
+/// with the [`Task`](crate::Task) of [`Executor::submit_chunk`] as `|a| task.call(a)`.
 ///
 /// ```
-/// use concurrent_futures::run_chunk;
+/// use concurrent_futures::{Task, run_chunk, task};
 /// fn half(x: u32) -> u32 { assert!(x % 2 == 0, "odd"); x / 2 }
 /// let chunk = run_chunk(half, vec![2, 3, 4]);
 /// assert_eq!(chunk.len(), 3);
+/// let k = 10u32;
+/// let add = task!([k] |x: u32| x + k);
+/// assert_eq!(run_chunk(|a| add.call(a), vec![1, 2]).len(), 2);
 /// ```
 pub fn run_chunk<A, R>(mut f: impl FnMut(A) -> R, items: Vec<A>) -> Chunk<R> {
     let start = Instant::now();
