@@ -335,6 +335,31 @@ pub enum SubmitError {
         #[serde(with = "crate::serde_arc::arc_str")]
         shared: Arc<str>,
     },
+    /// The task is a closure that captures values (it is not zero-sized): it runs on
+    /// threads, but a worker process (the process and MPI pools) cannot receive what it
+    /// captured. Write it with [`task!`](crate::task!), whose captures are encoded and sent
+    /// with the task.
+    ///
+    /// ```
+    /// # #[cfg(target_os = "linux")] {
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor, SubmitError, task};
+    /// let k = 3u32;
+    /// let pool = ProcessPoolExecutor::new(1);
+    /// let err = pool.try_submit(move |x: u32| x * k, 2).unwrap_err();
+    /// assert!(matches!(err, SubmitError::CapturingClosure { .. }));
+    /// assert_eq!(pool.submit(task!([k] |x: u32| x * k), 2).result(), Ok(6));
+    /// # }
+    /// ```
+    #[error(
+        "`{type_name}` is a closure that captures values, which a worker process cannot \
+         receive: write it with `task!([captured, values] |arg: A| ...)`, whose captures are \
+         sent with the task, or run it on a thread pool"
+    )]
+    CapturingClosure {
+        /// The closure's type, as `std::any::type_name` spells it.
+        #[serde(with = "crate::serde_arc::arc_str")]
+        type_name: Arc<str>,
+    },
 }
 
 /// A pool could not be built.

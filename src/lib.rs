@@ -60,7 +60,7 @@
 //! | `ThreadPoolExecutor(max_workers=4)`, `ThreadPoolExecutor()` | [`ThreadPoolExecutor::new(4)`](ThreadPoolExecutor::new), [`ThreadPoolExecutor::builder`], [`ThreadPoolExecutor::default`] (`min(32, cpus + 4)`) |
 //! | `ProcessPoolExecutor(max_workers=4, initializer=, max_tasks_per_child=)` | `ProcessPoolExecutor::new(4)`, `ProcessPoolExecutor::builder()`, `ProcessPoolExecutor::default()` (Linux) |
 //! | a module-global executor, waited for at interpreter exit | a pool in a `static` is waited for when the program ends: [`set_exit_timeout`] |
-//! | `executor.submit(fn, arg)` | [`Executor::submit`] (`fn` items; several arguments as a tuple), [`ThreadPoolExecutor::spawn`] for closures |
+//! | `executor.submit(fn, arg)` | [`Executor::submit`] (`fn` items, [`task!`] for captured values; several arguments as a tuple), [`ThreadPoolExecutor::spawn`] for closures |
 //! | `executor.map(fn, it, timeout=, chunksize=, buffersize=)` | [`Executor::map`], [`Executor::map_with`] + [`MapOptions`], [`Executor::map_unordered`] |
 //! | `executor.shutdown(wait, cancel_futures=)` | [`Executor::shutdown`], [`Executor::shutdown_with`]; `Drop` is `shutdown(true)` |
 //! | `future.result(timeout)` | [`Future::result`], [`Future::result_timeout`], [`Future::result_ref`], [`Future::into_result`], `.await` |
@@ -136,6 +136,7 @@ mod stats;
 #[cfg(feature = "stream")]
 mod stream;
 mod sync;
+mod task;
 mod thread;
 mod timeline;
 mod unwind;
@@ -206,6 +207,9 @@ pub use stats::{PoolStats, WorkerStats};
 #[cfg(feature = "stream")]
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "stream")))]
 pub use stream::{AsCompletedStream, ExecutorStreamExt, MapStream, as_completed_stream};
+pub use task::{Captured, Task};
+#[doc(hidden)]
+pub use task::{RemoteTask, Shape, TaskHandle, capture as __task_capture};
 pub use thread::{IndexedInput, MapIndexed, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use timeline::{Steal, TaskOutcome, TaskSpan, Timeline};
 pub use wait::{

@@ -623,6 +623,10 @@ const POOL_CHECKS: &[Test] = &[
         "cancel_running_leaves_a_running_task_alone",
         cancel_running_leaves_a_running_task_alone,
     ),
+    (
+        "captured_tasks_run_on_the_ranks",
+        captured_tasks_run_on_the_ranks,
+    ),
 ];
 
 /// A rank is never killed: `cancel_running` on a task sent to a rank returns false and the
@@ -656,6 +660,39 @@ fn cancel_running_leaves_a_running_task_alone(pool: &MpiPoolExecutor) {
     for f in behind.iter().filter(|f| !f.cancelled()) {
         assert!(f.result_timeout(LONG).is_ok());
     }
+}
+
+/// A task written with `task!` runs on the worker ranks through `submit`, `map` and
+/// `map_unordered`, its captures (a struct-like tuple and a buffer larger than a message's
+/// inline part) sent with it; a closure that captures values is refused with a typed error.
+fn captured_tasks_run_on_the_ranks(pool: &MpiPoolExecutor) {
+    let settings = (3u64, String::from("rank"));
+    let big = vec![2u8; 100 << 10];
+    let task = concurrent_futures::task!([settings, big] |x: u64| -> (u64, String, u32) {
+        let sum: u64 = big.iter().map(|&b| u64::from(b)).sum();
+        (x * settings.0 + sum, settings.1.clone(), std::process::id())
+    });
+    let want = |x: u64| x * 3 + 2 * (100 << 10);
+    let (v, label, pid) = pool.submit(task.clone(), 2).result_timeout(LONG).unwrap();
+    assert_eq!((v, label.as_str()), (want(2), "rank"));
+    assert_ne!(pid, std::process::id(), "the task ran on another rank");
+    let opts = concurrent_futures::MapOptions::new().chunksize(10);
+    let out: Vec<u64> = pool
+        .map_with(task.clone(), 0..200, opts)
+        .map(|r| r.unwrap().0)
+        .collect();
+    assert_eq!(out, (0..200).map(want).collect::<Vec<_>>());
+    let mut out: Vec<u64> = pool
+        .map_unordered(task, 0..50)
+        .map(|r| r.unwrap().0)
+        .collect();
+    out.sort_unstable();
+    assert_eq!(out, (0..50).map(want).collect::<Vec<_>>());
+    let k = 3u64;
+    assert!(matches!(
+        pool.try_submit(move |x: u64| x * k, 1),
+        Err(SubmitError::CapturingClosure { .. })
+    ));
 }
 
 /// As mpi4py's `num_workers`: the workers of a pool that was shut down are not its own any

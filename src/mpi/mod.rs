@@ -17,7 +17,8 @@ use crate::executor::{Chunk, Executor, Payload};
 use crate::future::{Core, Future, INLINE, TaskCell, is_done};
 use crate::process::ProcessPoolExecutor;
 use crate::remote::shared_state::refuse_shared_state;
-use crate::remote::{FnRef, InitCall, Slot, codec as protocol, naming as image};
+use crate::remote::{InitCall, Slot, codec as protocol};
+use crate::task::{RemoteTask, Shape, Task};
 use client::{Client, Config, Driver, Init};
 use comm::Comm;
 
@@ -56,8 +57,9 @@ impl<T: Send + Sync> TaskCell<T> for MpiCell<T> {
 /// Every rank runs the same program (SPMD, as `mpirun -n 4 app` starts it). All of them call
 /// [`start`](MpiPoolExecutor::start): rank 0 gets `Some(pool)`, and the others become its
 /// workers inside `start`, which returns `None` on them once rank 0 shuts the pool down.
-/// Tasks are `fn(A) -> R` with serde arguments and results, as on the process pool; they
-/// cross as the offsets of the function and of its trampoline in the executable, and every
+/// Tasks are [`Task`]s (`fn` items, closures without captures, [`task!`](crate::task!)s) with
+/// serde arguments and results, as on the process pool; they cross as the offsets of the
+/// function and of its trampoline in the executable (with the encoded captures), and every
 /// rank checks at start-up that it runs the same build as rank 0 (a fingerprint of the
 /// machine code) before it runs anything.
 ///
@@ -523,18 +525,22 @@ impl MpiPoolExecutor {
 
     fn enqueue<A: Payload, T: Payload>(
         driver: &Arc<Driver>,
-        target: FnRef,
+        task: RemoteTask,
         arg: &A,
     ) -> Result<Future<T>, SubmitError> {
-        let payload = protocol::encode(&protocol::Wire(arg))
-            .map_err(|e| SubmitError::Codec(e.to_string().into()))?;
+        let arg = protocol::TaskArg {
+            captures: task.captures.as_deref(),
+            value: arg,
+        };
+        let payload =
+            protocol::encode(&arg).map_err(|e| SubmitError::Codec(e.to_string().into()))?;
         let fut = Future::from_task_cell(Arc::new(MpiCell {
             core: Core::new(INLINE),
             driver: Arc::downgrade(driver),
         }));
         driver
             .client
-            .submit(target, payload, Box::new(Slot(fut.handle())))?;
+            .submit(task.target, payload, Box::new(Slot(fut.handle())))?;
         Ok(fut)
     }
 }
@@ -560,27 +566,27 @@ impl Executor for MpiPoolExecutor {
         }
     }
 
-    fn try_submit<A: Payload, R: Payload>(
+    fn try_submit<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         arg: A,
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
         match &self.inner {
-            Inner::Ranks(c) => Self::enqueue(c, image::target_of(f)?, &arg),
-            Inner::Local(p) => p.try_submit(f, arg),
+            Inner::Ranks(c) => Self::enqueue(c, task.remote(Shape::One)?, &arg),
+            Inner::Local(p) => p.try_submit(task, arg),
         }
     }
 
-    fn submit_chunk<A: Payload, R: Payload>(
+    fn submit_chunk<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError> {
         refuse_shared_state::<A, R>()?;
         match &self.inner {
-            Inner::Ranks(c) => Self::enqueue(c, image::chunk_target_of(f)?, &items),
-            Inner::Local(p) => p.submit_chunk(f, items),
+            Inner::Ranks(c) => Self::enqueue(c, task.remote(Shape::Chunk)?, &items),
+            Inner::Local(p) => p.submit_chunk(task, items),
         }
     }
 

@@ -458,13 +458,12 @@ impl From<codec::EncodeToError> for EncodeError {
     }
 }
 
-/// Encodes an argument, straight into shared memory when it is large (into a block kept in
-/// `blocks` if one fits).
+/// Encodes an argument (with a task's captures: `codec::TaskArg`), straight into shared
+/// memory when it is large (into a block kept in `blocks` if one fits).
 pub(crate) fn encode_payload<T: Serialize + 'static>(
-    value: &T,
+    value: &codec::TaskArg<'_, T>,
     blocks: &Blocks,
 ) -> Result<Payload, EncodeError> {
-    let value = &codec::Wire(value);
     let len = codec::encoded_len(value)?;
     if len <= INLINE_MAX {
         return Ok(Payload::Inline(codec::encode(value)?));

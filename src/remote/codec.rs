@@ -201,6 +201,34 @@ impl<T: Serialize + 'static> Serialize for Wire<'_, T> {
     }
 }
 
+/// A task's argument (or a chunk's arguments) as a pool sends it: with the encoding of the
+/// task's captures first, when it has some (a byte string, decoded by [`decode_captured`]),
+/// else exactly as [`Wire`] encodes it.
+pub(crate) struct TaskArg<'a, T> {
+    pub(crate) captures: Option<&'a [u8]>,
+    pub(crate) value: &'a T,
+}
+
+impl<T: Serialize + 'static> Serialize for TaskArg<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.captures {
+            None => Wire(self.value).serialize(s),
+            Some(captures) => (serde_bytes::Bytes::new(captures), Wire(self.value)).serialize(s),
+        }
+    }
+}
+
+/// Decodes what a [`TaskArg`] with captures encoded: the captures `C` (as [`Wire`] encoded
+/// them), then the argument `T`.
+pub(crate) fn decode_captured<C: DeserializeOwned + 'static, T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(C, T), CodecError> {
+    let (captures, rest) = postcard::take_from_bytes::<&[u8]>(bytes)
+        .map_err(|e| CodecError(format!("the captures' bytes: {e}")))?;
+    let FromWire(captures) = decode::<FromWire<C>>(captures)?;
+    Ok((captures, decode::<T>(rest)?))
+}
+
 /// A task's argument or result as it is decoded: the counterpart of [`Wire`] (a `Vec<u8>` is
 /// taken as one byte string, and a large one is copied into memory mapped in one call).
 pub(crate) struct FromWire<T>(pub(crate) T);
