@@ -18,6 +18,7 @@ use crate::future::{Core, Future, INLINE, TaskCell, is_done};
 use crate::process::ProcessPoolExecutor;
 use crate::remote::shared_state::refuse_shared_state;
 use crate::remote::{FnRef, InitCall, Slot, codec as protocol, naming as image};
+use crate::trace::Pool;
 use client::{Client, Config, Driver, Init};
 use comm::Comm;
 
@@ -530,9 +531,11 @@ impl MpiPoolExecutor {
             core: Core::new(INLINE),
             driver: Arc::downgrade(driver),
         }));
-        driver
-            .client
-            .submit(target, payload, Box::new(Slot(fut.handle())))?;
+        driver.client.submit(
+            target,
+            payload,
+            Box::new(Slot::new(fut.handle(), Pool::Mpi)),
+        )?;
         Ok(fut)
     }
 }

@@ -16,6 +16,7 @@ use crate::executor::{Chunk, Executor, Payload};
 use crate::future::{Core, Future, INLINE, RUNNING, STATE_MASK, TaskCell, is_done};
 use crate::remote::shared_state::refuse_shared_state;
 use crate::remote::{FnRef, InitCall, Slot, naming};
+use crate::trace::Pool;
 use manager::{Config, Manager};
 
 /// A process pool's future: its state, and the pool, so that a thread that blocks on it
@@ -457,8 +458,12 @@ impl ProcessPoolExecutor {
             core: Core::new(INLINE),
             manager: Arc::downgrade(&self.manager),
         }));
-        self.manager
-            .submit(target, payload, Box::new(Slot(fut.handle())), limit)?;
+        self.manager.submit(
+            target,
+            payload,
+            Box::new(Slot::new(fut.handle(), Pool::Process)),
+            limit,
+        )?;
         Ok(fut)
     }
 }
