@@ -253,7 +253,7 @@ mod imp {
 
     /// A thread-pool worker runs pieces of a `map` block (`items` items in pieces of
     /// `piece`): the span is entered until the value returned is dropped.
-    pub(crate) fn map_helper(items: usize, piece: usize) -> Option<EnteredSpan> {
+    pub(crate) fn map_helper(items: usize, piece: usize) -> MapSpan {
         let span = tracing::span!(
             target: WORKER,
             Level::TRACE,
@@ -263,8 +263,11 @@ mod imp {
             items = items as u64,
             piece = piece as u64
         );
-        (!span.is_disabled()).then(|| span.entered())
+        MapSpan((!span.is_disabled()).then(|| span.entered()))
     }
+
+    /// A `map_block` span entered on this thread (exited and closed when dropped).
+    pub(crate) struct MapSpan(#[allow(dead_code)] Option<EnteredSpan>);
 }
 
 #[cfg(not(feature = "tracing"))]
@@ -323,5 +326,10 @@ mod imp {
     #[inline(always)]
     pub(crate) fn stolen(_pool: Pool, _thief: Option<u64>, _victim: u64, _count: u64) {}
     #[inline(always)]
-    pub(crate) fn map_helper(_items: usize, _piece: usize) {}
+    pub(crate) fn map_helper(_items: usize, _piece: usize) -> MapSpan {
+        MapSpan
+    }
+
+    /// Nothing without the feature (zero-sized).
+    pub(crate) struct MapSpan;
 }
