@@ -75,13 +75,10 @@ mod imp {
         static THREAD_WORKER: Cell<Option<u64>> = const { Cell::new(None) };
     }
 
-    /// A task's span, from its submission until it ends (then it is closed).
-    pub(crate) struct TaskTrace {
-        /// Whether a subscriber wants the span (else nothing is locked or emitted).
-        live: bool,
-        /// Taken out when the task starts running (thread pool) or ends.
-        span: Mutex<Option<Span>>,
-    }
+    /// A task's span, from its submission until it ends (then it is closed): taken out
+    /// when the task starts running (thread pool) or ends. `None` when no subscriber wants
+    /// it: then the task's cell grows by one word only, and nothing is locked or emitted.
+    pub(crate) struct TaskTrace(Option<Box<Mutex<Option<Span>>>>);
 
     impl TaskTrace {
         /// A task was submitted to a pool: its span opens, with a `queued` event.
@@ -93,29 +90,21 @@ mod imp {
                 pool = pool.name(),
                 task = NEXT_TASK.fetch_add(1, Relaxed)
             );
-            let live = !span.is_disabled();
-            if live {
-                tracing::event!(name: "queued", target: TASK, parent: &span, Level::TRACE, "queued");
+            if span.is_disabled() {
+                return TaskTrace(None);
             }
-            TaskTrace {
-                live,
-                span: Mutex::new(live.then_some(span)),
-            }
+            tracing::event!(name: "queued", target: TASK, parent: &span, Level::TRACE, "queued");
+            TaskTrace(Some(Box::new(Mutex::new(Some(span)))))
         }
 
         fn take(&self) -> Option<Span> {
-            if !self.live {
-                return None;
-            }
-            self.span.lock().ok()?.take()
+            self.0.as_ref()?.lock().ok()?.take()
         }
 
         /// A remote pool sent the task to worker `worker` (its pid, or its MPI rank).
         pub(crate) fn started(&self, worker: u64) {
-            if !self.live {
-                return;
-            }
-            if let Ok(span) = self.span.lock()
+            if let Some(span) = &self.0
+                && let Ok(span) = span.lock()
                 && let Some(span) = &*span
             {
                 tracing::event!(name: "started", target: TASK, parent: span, Level::TRACE, worker, "started");
@@ -150,7 +139,7 @@ mod imp {
         /// [`cancelled`](Self::cancelled) if `core` says the task was cancelled before it
         /// started (a thread-pool task that could not be claimed).
         pub(crate) fn if_cancelled<T>(&self, core: &Core<T>) {
-            if self.live && core.load() & STATE_MASK == CANCELLED {
+            if self.0.is_some() && core.load() & STATE_MASK == CANCELLED {
                 self.cancelled();
             }
         }
