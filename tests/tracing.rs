@@ -163,6 +163,50 @@ fn thread_pool_reports_the_steal_the_statistics_count() {
     assert_eq!(total, stolen, "the events add up to the statistics");
 }
 
+#[test]
+fn a_task_run_by_the_thread_waiting_for_it_is_started_on_no_worker() {
+    let _w = watchdog("a_task_run_by_the_thread_waiting_for_it_is_started_on_no_worker");
+    let (_turn, rec) = serial();
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(1)
+        .caller_runs(true)
+        .build()
+        .unwrap();
+    // The only worker is held, so the next task is still queued when the caller waits for
+    // it, and the caller runs it itself.
+    let (started, is_started) = mpsc::channel();
+    let release = Arc::new(Mutex::new(()));
+    let guard = release.lock().unwrap();
+    let r = release.clone();
+    let holder = pool.spawn(move || {
+        started.send(()).unwrap();
+        drop(r.lock());
+    });
+    is_started.recv_timeout(LONG).expect("the worker holds");
+    let me = std::thread::current().id();
+    let inline = pool.spawn(move || std::thread::current().id() == me);
+    // (A timed wait never runs the task itself; the watchdog bounds this one.)
+    assert_eq!(inline.result(), Ok(true), "the caller ran it");
+    drop(guard);
+    holder.result_timeout(LONG).unwrap();
+    drop((holder, inline));
+    pool.shutdown(true);
+    let spans = rec.wait_for("both spans closed", |r| {
+        let spans = task_spans(r, "thread");
+        (spans.len() == 2).then_some(spans)
+    });
+    assert_eq!(outcomes(&spans)["ok"], 2);
+    let workers: Vec<Option<String>> = spans
+        .iter()
+        .flat_map(|s| s.events.iter())
+        .filter(|(n, _)| n == "started")
+        .map(|(_, f)| f.get("worker").cloned())
+        .collect();
+    assert_eq!(workers.len(), 2);
+    assert!(workers.contains(&Some("0".into())), "{workers:?}");
+    assert!(workers.contains(&None), "{workers:?}");
+}
+
 fn identity(x: u64) -> u64 {
     x
 }
@@ -211,6 +255,53 @@ mod process {
 
     fn abort_now(_: ()) -> u64 {
         std::process::abort()
+    }
+
+    /// Aborts when `i` is a multiple of 10.
+    fn abort_on_tens(i: u64) -> u64 {
+        if i.is_multiple_of(10) {
+            std::process::abort()
+        }
+        i
+    }
+
+    #[test]
+    fn a_burst_of_worker_deaths_matches_the_statistics() {
+        let _w = watchdog("a_burst_of_worker_deaths_matches_the_statistics");
+        let (_turn, rec) = serial();
+        let pool = ProcessPoolExecutor::new(2);
+        const N: u64 = 200;
+        let futs: Vec<_> = (0..N).map(|i| pool.submit(abort_on_tens, i)).collect();
+        let results: Vec<_> = futs.into_iter().map(|f| f.result_timeout(LONG)).collect();
+        pool.shutdown(true);
+        let expected = count(results.iter().map(outcome_of));
+        assert_eq!(expected["worker_died"], 20);
+        assert_eq!(expected["ok"], 180);
+        let spans = rec.wait_for("every task span closed", |r| {
+            let spans = task_spans(r, "process");
+            (spans.len() == N as usize).then_some(spans)
+        });
+        assert_eq!(outcomes(&spans), expected);
+        let stats = pool.stats();
+        assert_eq!(stats.worker_deaths, 20, "{stats:?}");
+        // The replacements' exits at shutdown are reported once every worker is reaped.
+        rec.wait_for("every worker's end", |r| {
+            let started = worker_events(r, "worker_started", "process").len();
+            let ended = worker_events(r, "worker_died", "process").len()
+                + worker_events(r, "worker_exited", "process").len();
+            (started == ended).then_some(())
+        });
+        let r = rec.lock();
+        assert_eq!(worker_events(&r, "worker_died", "process").len(), 20);
+        let restarted: u64 = worker_events(&r, "worker_restarted", "process")
+            .iter()
+            .map(|e| e.fields["count"].parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(restarted, stats.worker_restarts);
+        assert_eq!(
+            worker_events(&r, "worker_started", "process").len() as u64,
+            2 + stats.worker_restarts
+        );
     }
 
     #[test]
