@@ -102,6 +102,7 @@ mod imp {
         }
 
         /// A remote pool sent the task to worker `worker` (its pid, or its MPI rank).
+        #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
         pub(crate) fn started(&self, worker: u64) {
             if let Some(span) = &self.0
                 && let Ok(span) = span.lock()
@@ -185,6 +186,7 @@ mod imp {
 
     /// A worker process ended: `died` (it was not asked to exit: a crash, a kill, a time
     /// limit), or retired (`max_tasks_per_child`, shutdown). `cause` says how it ended.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn worker_ended(pool: Pool, worker: u64, died: bool, cause: &dyn std::fmt::Display) {
         if died {
             tracing::event!(
@@ -211,6 +213,7 @@ mod imp {
 
     /// `count` workers were started to replace dead or retired ones (each also has its
     /// `worker_started`).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn workers_restarted(pool: Pool, count: usize) {
         if count > 0 {
             tracing::event!(
