@@ -180,12 +180,11 @@ pub use cancel::cancelled;
 #[cfg_attr(docsrs_nightly, doc(cfg(target_os = "linux")))]
 pub use entry::init;
 pub use error::{
-    BuildError, ExitStatus, InvalidStateError, Panic, Shortage, StartFailure, SubmitError,
-    TaskError, TimeoutError,
+    BuildError, ExitStatus, Panic, Shortage, StartFailure, SubmitError, TaskError, TimeoutError,
 };
 pub use executor::{Chunk, Executor, Payload, run_chunk};
 pub use exit::set_exit_timeout;
-pub use future::{Future, State};
+pub use future::{Future, InvalidStateError, State};
 /// The progress bar library behind [`ProgressExt`] (feature `progress`).
 #[cfg(feature = "progress")]
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "progress")))]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::error::TaskError;
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::Future;
-use crate::wait::WaitSet;
+use crate::future::WaitSet;
 use std::sync::Arc;
 
 /// Options of [`Executor::map_with`]: Python's `chunksize`, `timeout` and `buffersize`,

@@ -626,7 +626,44 @@ const POOL_CHECKS: &[Test] = &[
         "max_workers_is_0_after_shutdown",
         max_workers_is_0_after_shutdown,
     ),
+    (
+        "cancel_running_leaves_a_running_task_alone",
+        cancel_running_leaves_a_running_task_alone,
+    ),
 ];
+
+/// A rank is never killed: `cancel_running` on a task sent to a rank returns false and the
+/// task runs to its end; a task still queued on rank 0 is cancelled as by `cancel()`.
+fn cancel_running_leaves_a_running_task_alone(pool: &MpiPoolExecutor) {
+    let mut gate = Gate::closed();
+    let held: Vec<_> = (0..pool.max_workers() as u64)
+        .map(|i| pool.submit(common::hold, (gate.path(), i)))
+        .collect();
+    for f in &held {
+        common::eventually("the held tasks are sent", || f.running());
+    }
+    let behind: Vec<_> = (0..200).map(|i| pool.submit(quick, i)).collect();
+    let queued = behind
+        .iter()
+        .rev()
+        .find(|f| f.state() == concurrent_futures::State::Pending)
+        .expect("a task still queued on rank 0");
+    assert!(queued.cancel_running(), "queued: cancelled as by cancel()");
+    assert!(queued.cancelled());
+    for f in &held {
+        assert!(!f.cancel_running(), "a rank's task cannot be stopped");
+        assert!(f.running());
+    }
+    gate.open();
+    for (i, f) in held.iter().enumerate() {
+        assert_eq!(f.result_timeout(LONG), Ok(i as u64), "it ran to its end");
+    }
+    let cancelled = behind.iter().filter(|f| f.cancelled()).count();
+    assert_eq!(cancelled, 1);
+    for f in behind.iter().filter(|f| !f.cancelled()) {
+        assert!(f.result_timeout(LONG).is_ok());
+    }
+}
 
 /// As mpi4py's `num_workers`: the workers of a pool that was shut down are not its own any
 /// more.
@@ -991,6 +1028,13 @@ fn singleton() -> i32 {
     let pid = pool.submit(whoami, ()).result().unwrap();
     assert_ne!(pid, std::process::id(), "tasks run in other processes");
     assert_eq!(pool.map(common::double, 0..100u64).count(), 100);
+    // Local workers are a process pool's: a task sent to one can be stopped.
+    let gate = Gate::closed();
+    let held = pool.submit(common::hold, (gate.path(), 1));
+    common::eventually("the held task is sent", || held.running());
+    assert!(held.cancel_running(), "a local worker's task is stopped");
+    assert_eq!(held.result_timeout(LONG), Err(TaskError::Cancelled));
+    drop(gate);
     pool.shutdown(true);
     assert_eq!(pool.max_workers(), 0, "a pool shut down reports no workers");
     // An initializer runs in every local worker, once, before its first task.

@@ -305,6 +305,48 @@ mod process {
     }
 
     #[test]
+    fn a_running_process_task_cancelled_ends_its_span_as_cancelled() {
+        let _w = watchdog("a_running_process_task_cancelled_ends_its_span_as_cancelled");
+        let (_turn, rec) = serial();
+        let pool = ProcessPoolExecutor::new(1);
+        let gate = Gate::closed();
+        let stuck = pool.submit(hold, (gate.path(), 1));
+        common::eventually("the task is sent", || stuck.running());
+        assert!(stuck.cancel_running());
+        assert_eq!(stuck.result_timeout(LONG), Err(TaskError::Cancelled));
+        assert_eq!(pool.submit(square, 3).result_timeout(LONG), Ok(9));
+        pool.shutdown(true);
+        let spans = rec.wait_for("both spans closed", |r| {
+            let spans = task_spans(r, "process");
+            (spans.len() == 2).then_some(spans)
+        });
+        let counts = outcomes(&spans);
+        assert_eq!((counts["cancelled"], counts["ok"]), (1, 1));
+        let cancelled = spans
+            .iter()
+            .find(|s| s.events.last().unwrap().1["outcome"] == "cancelled")
+            .unwrap();
+        assert!(
+            cancelled.events.iter().any(|(n, _)| n == "started"),
+            "{cancelled:?}"
+        );
+        // Its worker was killed (or dropped it unstarted): the events say what the
+        // statistics count.
+        let stats = pool.stats();
+        rec.wait_for("every worker's end", |r| {
+            let started = worker_events(r, "worker_started", "process").len();
+            let ended = worker_events(r, "worker_died", "process").len()
+                + worker_events(r, "worker_exited", "process").len();
+            (started == ended).then_some(())
+        });
+        let r = rec.lock();
+        assert_eq!(
+            worker_events(&r, "worker_died", "process").len() as u64,
+            stats.worker_deaths
+        );
+    }
+
+    #[test]
     fn process_pool_spans_outcomes_and_a_worker_death_and_restart() {
         let _w = watchdog("process_pool_spans_outcomes_and_a_worker_death_and_restart");
         let (_turn, rec) = serial();

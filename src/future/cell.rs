@@ -31,10 +31,9 @@
 use std::task::Waker;
 use std::time::Instant;
 
-use super::{Future, Outcome, State};
-use crate::error::{InvalidStateError, TaskError};
+use super::{Future, InvalidStateError, Outcome, State, WaitSet};
+use crate::error::TaskError;
 use crate::sync::{self, AtomicU32, Condvar, Mutex, UnsafeCell};
-use crate::wait::WaitSet;
 
 pub(crate) const PENDING: u32 = 0;
 pub(crate) const RUNNING: u32 = 1;

@@ -105,8 +105,10 @@ impl<T: Send + Sync> TaskCell<T> for MpiCell<T> {
 ///
 /// Futures, callbacks, [`wait`](crate::wait), [`as_completed`](crate::as_completed),
 /// `.await`, `map` (lazy, chunked, one message per chunk), `map_unordered` and
-/// `shutdown_with(wait, cancel_futures)` behave as on the other backends. Each worker rank
-/// holds a small window of tasks (two batches); a rank that falls idle while another has
+/// `shutdown_with(wait, cancel_futures)` behave as on the other backends, except
+/// [`cancel_running`](crate::Future::cancel_running): a task sent to a rank cannot be
+/// stopped (a rank of a static job cannot be killed alone), so it returns false.
+/// Each worker rank holds a small window of tasks (two batches); a rank that falls idle while another has
 /// unstarted tasks queued behind a long one gets them (work stealing). An idle rank does not
 /// burn a core: it polls with a backoff that grows to [`MpiPoolBuilder::idle_backoff_cap`]
 /// (1 ms by default), never a blocking MPI receive. Callbacks run on rank 0, on the thread

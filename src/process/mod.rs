@@ -10,6 +10,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use std::sync::Weak;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::error::{BuildError, StartFailure, SubmitError, TaskError};
 use crate::executor::{Chunk, Executor, Payload};
@@ -24,6 +26,8 @@ use manager::{Config, Manager};
 struct ProcCell<T> {
     core: Core<T>,
     manager: Weak<Manager>,
+    /// The task's id in the pool (set once, as it is submitted).
+    id: AtomicU64,
 }
 
 impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
@@ -50,6 +54,16 @@ impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
         if let Some(manager) = self.manager.upgrade() {
             manager.read_until(&|| is_done(self.core.load()), Some(deadline));
         }
+    }
+
+    fn stop_running(&self) -> bool {
+        // Once sent to a worker, the worker is asked: it drops the task, or dies with it.
+        if is_done(self.core.load()) {
+            return false;
+        }
+        self.manager
+            .upgrade()
+            .is_some_and(|m| m.cancel_running(self.id.load(Relaxed)))
     }
 }
 
@@ -454,16 +468,16 @@ impl ProcessPoolExecutor {
                 SubmitError::Codec(format!("the argument's encoding panicked: {e}").into())
             })?
             .map_err(|e| SubmitError::Codec(e.to_string().into()))?;
-        let fut = Future::from_task_cell(Arc::new(ProcCell {
+        let cell = Arc::new(ProcCell {
             core: Core::new(INLINE),
             manager: Arc::downgrade(&self.manager),
-        }));
-        self.manager.submit(
-            target,
-            payload,
-            Box::new(Slot::new(fut.handle(), Pool::Process)),
-            limit,
-        )?;
+            id: AtomicU64::new(0),
+        });
+        let fut = Future::from_task_cell(cell.clone());
+        let slot = Box::new(Slot::new(fut.handle(), Pool::Process));
+        let id = self.manager.submit(target, payload, slot, limit)?;
+        // (Before the future is returned: nobody can cancel it sooner.)
+        cell.id.store(id, Relaxed);
         Ok(fut)
     }
 }

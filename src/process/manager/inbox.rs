@@ -9,7 +9,9 @@ use super::link::dispatch;
 use super::start::reap;
 use super::{Finished, Manager, Phase, State, Work};
 use crate::error::{Shortage, TaskError};
-use crate::process::wire::{self, PostMortem, Revoked, TAG_DONE, TAG_INIT, TAG_REVOKED};
+use crate::process::wire::{
+    self, CancelAck, PostMortem, Revoked, TAG_CANCELLED, TAG_DONE, TAG_INIT, TAG_REVOKED,
+};
 use crate::remote::codec;
 use crate::stats::RemoteCounters;
 use crate::sync;
@@ -55,6 +57,40 @@ impl Manager {
                 }
                 Ok(())
             }
+            TAG_CANCELLED => {
+                let CancelAck { id: task, dropped } =
+                    codec::decode(body).map_err(|_| "a malformed answer to a cancellation")?;
+                let mut st = sync::lock(&self.state);
+                let State {
+                    workers, inflight, ..
+                } = &mut *st;
+                let Some(link) = workers.get_mut(&id) else {
+                    return Ok(());
+                };
+                if !link.window.holds(task) {
+                    // Its result came first (and completed it as cancelled).
+                    return Ok(());
+                }
+                match inflight.get(&task) {
+                    Some(w) if !w.cancelled => {
+                        return Err("an answer to a cancellation never asked");
+                    }
+                    Some(_) => {
+                        if let Some(w) = inflight.remove(&task) {
+                            finished.push((w.completion, Err(TaskError::Cancelled)));
+                        }
+                    }
+                    None => {}
+                }
+                if dropped {
+                    // It never ran there: it counts again in the worker's budget.
+                    link.given_back(1);
+                    link.finished(task);
+                    dispatch(&mut st);
+                }
+                // (Else it had finished: the worker holds it until its result comes.)
+                Ok(())
+            }
             TAG_REVOKED => {
                 let Revoked { ids, unread_from } =
                     codec::decode(body).map_err(|_| "a malformed answer to a revoke")?;
@@ -78,6 +114,10 @@ impl Manager {
                 back.reverse();
                 for task in back {
                     if let Some(mut w) = inflight.remove(&task) {
+                        if w.cancelled {
+                            finished.push((w.completion, Err(TaskError::Cancelled)));
+                            continue;
+                        }
                         w.claimed = true;
                         pending.push_front(w);
                     }
@@ -153,6 +193,12 @@ impl Manager {
             };
             link.finished(record.id);
             if let Some(w) = inflight.remove(&record.id) {
+                // Cancelled meanwhile: the value is discarded.
+                let bytes = if w.cancelled {
+                    Err(TaskError::Cancelled)
+                } else {
+                    bytes
+                };
                 finished.push((w.completion, bytes));
                 self.blocks.put(w.payload);
             }
@@ -205,6 +251,8 @@ impl Manager {
                 .peekable();
             let mut held: Vec<Work> = Vec::new();
             let mut unstarted: Vec<Work> = Vec::new();
+            // Killed for `cancel_running` (or dead while asked): they end as cancelled.
+            let mut cancelled: Vec<Work> = Vec::new();
             for (i, task) in tasks.iter().copied().enumerate() {
                 let record = records
                     .next_if(|(id, _)| i < started && *id == task)
@@ -212,7 +260,9 @@ impl Manager {
                 let Some(w) = st.inflight.remove(&task) else {
                     continue;
                 };
-                if let Some(bytes) = record.filter(|_| !terminated) {
+                if w.cancelled {
+                    cancelled.push(w);
+                } else if let Some(bytes) = record.filter(|_| !terminated) {
                     // Finished, its result committed to the log: delivered.
                     finished.push((w.completion, Ok(bytes)));
                     self.blocks.put(w.payload);
@@ -259,6 +309,9 @@ impl Manager {
             }
             dispatch(&mut st);
             failed
+                .into_iter()
+                .chain(cancelled.into_iter().map(|w| (w, TaskError::Cancelled)))
+                .collect::<Vec<_>>()
         };
         for (w, error) in failed {
             finished.push((w.completion, Err(error)));

@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use super::{Link, Phase, State, Work};
 use crate::os;
-use crate::process::wire::{CallRef, MAX_FRAME, Revoke, TAG_TO_WORKER, ToWorkerRef};
+use crate::process::wire::{CallRef, Control, MAX_FRAME, Revoke, TAG_TO_WORKER, ToWorkerRef};
 use crate::remote::codec;
 use crate::remote::window;
 use crate::stats::RemoteCounters;
@@ -173,9 +173,9 @@ fn steal(st: &mut State) {
         let Some(link) = st.workers.get_mut(&key) else {
             continue;
         };
-        let revoke = codec::encode(&Revoke {
+        let revoke = codec::encode(&Control::Revoke(Revoke {
             through: link.window.seq(),
-        });
+        }));
         if revoke.is_ok_and(|bytes| link.ctl.send(&[&bytes], &[]).is_ok()) {
             link.window.revoking = true;
         }
