@@ -5,6 +5,7 @@
 //! * [`your_own_types`]: what a task may take and return, and how to share state.
 //! * [`async_code`]: futures in `async` code; what blocks and what does not.
 //! * [`platforms`]: what is available where.
+//! * [`observing`]: the spans and events of the `tracing` feature.
 //! * [`common_compile_errors`]: the compiler's messages a first task runs into, and the fix
 //!   for each.
 
@@ -234,6 +235,10 @@ pub mod async_code {}
 /// `AnyExecutor` specs at run time to degrade to threads where processes are not
 /// available.
 pub mod platforms {}
+
+// The page is `docs/OBSERVING.md`, whose example runs as a doc test here.
+#[doc = include_str!("../docs/OBSERVING.md")]
+pub mod observing {}
 
 /// # Common compile errors
 ///

@@ -94,6 +94,11 @@
 //! * `stream`: `Stream` versions of `map`, `map_unordered` and `as_completed` for async
 //!   code (futures-core): `ExecutorStreamExt::map_stream`, `map_unordered_stream`, and
 //!   `as_completed_stream`.
+//! * `tracing`: spans and events for the [`tracing`](https://docs.rs/tracing) ecosystem: a
+//!   span per task (`queued`, `started`, `finished` with its outcome), worker start, death
+//!   and restart, steals; any subscriber (`tracing-subscriber`, `tracing-chrome`) sees
+//!   them. Off, the hooks compile to nothing. See the guide's
+//!   [observing](crate::guide::observing) page.
 
 #![deny(missing_docs)]
 // `doc(cfg)` badges need a nightly rustdoc: docs.rs passes `--cfg docsrs_nightly` (see
@@ -139,6 +144,7 @@ mod sync;
 mod task;
 mod thread;
 mod timeline;
+mod trace;
 mod unwind;
 mod wait;
 

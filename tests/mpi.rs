@@ -63,6 +63,8 @@ fn main() {
                 "absent" => absent(),
                 "fingerprint" => fingerprint(),
                 "idle_yield" => idle_yield(),
+                #[cfg(feature = "tracing")]
+                "tracing" => tracing_case(),
                 other => {
                     eprintln!("unknown case {other}");
                     2
@@ -256,6 +258,11 @@ fn drive() {
         (
             "Open MPI's yield in empty polls is off while pools poll, unless asked for",
             check_idle_yield,
+        ),
+        #[cfg(feature = "tracing")]
+        (
+            "tracing: a closed span per task, started on a worker rank",
+            check_tracing,
         ),
     ];
     for (name, check) in checks {
@@ -1685,4 +1692,56 @@ fn fingerprint() -> i32 {
         }
         other => panic!("expected a refusal, got {:?}", other.map(|p| p.is_some())),
     }
+}
+
+#[cfg(feature = "tracing")]
+fn check_tracing() {
+    let job = mpi_job("tracing", 3, LONG * 2);
+    assert_eq!(job.code, Some(0), "{}", job.output);
+    assert!(job.output.contains("tracing: checked"), "{}", job.output);
+}
+
+/// Rank 0 records the spans and events of a session: one closed span per task with the
+/// outcome of its future, `started` on a worker rank; a `worker_started` per worker rank.
+#[cfg(feature = "tracing")]
+fn tracing_case() -> i32 {
+    use common::recorder::{self, count, open_task_spans, outcome_of, outcomes, task_spans};
+    let rec = recorder::install();
+    let Some(pool) = MpiPoolExecutor::start() else {
+        return 0;
+    };
+    let ok: Vec<_> = (0..20).map(|i| pool.submit(common::double, i)).collect();
+    let bad: Vec<_> = (0..3)
+        .map(|_| pool.submit(common::always_panic, ()))
+        .collect();
+    let results: Vec<_> = ok
+        .into_iter()
+        .chain(bad)
+        .map(|f| f.result_timeout(LONG))
+        .collect();
+    pool.shutdown(true);
+    let spans = rec.wait_for("every task span closed", |r| {
+        let spans = task_spans(r, "mpi");
+        (spans.len() == results.len()).then_some(spans)
+    });
+    assert_eq!(open_task_spans(&rec.lock()), 0);
+    let expected = count(results.iter().map(outcome_of));
+    assert_eq!((expected["ok"], expected["panicked"]), (20, 3));
+    assert_eq!(outcomes(&spans), expected);
+    for s in &spans {
+        for (name, fields) in &s.events {
+            if name == "started" {
+                assert!(["1", "2"].contains(&fields["worker"].as_str()), "{s:?}");
+            }
+        }
+    }
+    let r = rec.lock();
+    let mut ranks: Vec<&str> = recorder::worker_events(&r, "worker_started", "mpi")
+        .iter()
+        .map(|e| e.fields["worker"].as_str())
+        .collect();
+    ranks.sort_unstable();
+    assert_eq!(ranks, ["1", "2"]);
+    println!("tracing: checked");
+    0
 }

@@ -19,6 +19,7 @@ use crate::process::ProcessPoolExecutor;
 use crate::remote::shared_state::refuse_shared_state;
 use crate::remote::{InitCall, Slot, codec as protocol};
 use crate::task::{RemoteTask, Shape, Task};
+use crate::trace::Pool;
 use client::{Client, Config, Driver, Init};
 use comm::Comm;
 
@@ -538,9 +539,11 @@ impl MpiPoolExecutor {
             core: Core::new(INLINE),
             driver: Arc::downgrade(driver),
         }));
-        driver
-            .client
-            .submit(task.target, payload, Box::new(Slot(fut.handle())))?;
+        driver.client.submit(
+            task.target,
+            payload,
+            Box::new(Slot::new(fut.handle(), Pool::Mpi)),
+        )?;
         Ok(fut)
     }
 }

@@ -20,6 +20,7 @@ use crate::remote::codec::TaskArg;
 use crate::remote::shared_state::refuse_shared_state;
 use crate::remote::{InitCall, Slot};
 use crate::task::{RemoteTask, Shape, Task};
+use crate::trace::Pool;
 use manager::{Config, Manager};
 
 /// A process pool's future: its state, and the pool, so that a thread that blocks on it
@@ -484,9 +485,8 @@ impl ProcessPoolExecutor {
             id: AtomicU64::new(0),
         });
         let fut = Future::from_task_cell(cell.clone());
-        let id = self
-            .manager
-            .submit(task.target, payload, Box::new(Slot(fut.handle())), limit)?;
+        let slot = Box::new(Slot::new(fut.handle(), Pool::Process));
+        let id = self.manager.submit(task.target, payload, slot, limit)?;
         // (Before the future is returned: nobody can cancel it sooner.)
         cell.id.store(id, Relaxed);
         Ok(fut)

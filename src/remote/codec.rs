@@ -21,6 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::TaskError;
 use crate::future::Future;
+use crate::trace::{Pool, TaskTrace};
 
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -306,20 +307,32 @@ pub(crate) trait Completion: Send {
         self: Box<Self>,
         outcome: Result<&[u8], TaskError>,
     ) -> (Option<crate::future::Deferred>, crate::stats::Outcome);
+    /// The task's span (feature `tracing`).
+    fn trace(&self) -> &TaskTrace;
 }
 
 /// The `Completion` of a `Future<T>` whose worker sends an encoded `Result<T, TaskError>`.
-pub(crate) struct Slot<T>(pub(crate) Future<T>);
+pub(crate) struct Slot<T>(pub(crate) Future<T>, pub(crate) TaskTrace);
+
+impl<T> Slot<T> {
+    /// The completion of `fut`, a task of a `pool` (its span opens).
+    pub(crate) fn new(fut: Future<T>, pool: Pool) -> Self {
+        Slot(fut, TaskTrace::submitted(pool))
+    }
+}
 
 impl<T: DeserializeOwned + Send + Sync + 'static> Completion for Slot<T> {
     fn claim(&self) -> bool {
         self.0.core().claim()
     }
     fn cancel(self: Box<Self>) {
-        self.0.cancel();
+        if self.0.cancel() {
+            self.1.cancelled();
+        }
     }
     fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>) {
         let value = outcome.and_then(decode_outcome::<T>);
+        self.1.finished(&value);
         self.0.finish_claimed(value);
     }
     fn settle_deferring(
@@ -332,7 +345,11 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Completion for Slot<T> {
             Err(TaskError::Cancelled) => crate::stats::Outcome::Cancelled,
             Err(_) => crate::stats::Outcome::Failed,
         };
+        self.1.finished(&value);
         (self.0.finish_claimed_deferring(value), ended)
+    }
+    fn trace(&self) -> &TaskTrace {
+        &self.1
     }
 }
 

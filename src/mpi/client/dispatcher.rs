@@ -271,6 +271,7 @@ impl Dispatcher {
                     });
                 }
                 let ids: Vec<u64> = calls.iter().map(|(head, _)| head.id).collect();
+                trace::stolen(trace::Pool::Mpi, None, src as u64, ids.len() as u64);
                 // What it still holds has started; the last of it runs long.
                 self.links[li].window.given_back(&ids, u64::MAX);
                 let mut back = Vec::with_capacity(calls.len());
@@ -414,6 +415,7 @@ impl Dispatcher {
                 target: w.target,
                 len: w.payload.len(),
             };
+            w.completion.trace().started(rank as u64);
             self.inflight.insert(w.id, (w.completion, li));
             let msg = wire::call_message(kind::CALLS, head, w.payload);
             self.port.send(rank, wire::TO_WORKER, msg);
@@ -429,6 +431,7 @@ impl Dispatcher {
                 },
                 w.payload,
             ));
+            w.completion.trace().started(rank as u64);
             self.inflight.insert(w.id, (w.completion, li));
         }
         self.port.send(
@@ -513,6 +516,7 @@ impl Dispatcher {
         let link = &mut self.links[li];
         link.lost = true;
         let info = link.info.clone();
+        trace::worker_ended(trace::Pool::Mpi, info.rank as u64, true, &what);
         let held = link.window.clear();
         for id in held {
             if let Some((c, _)) = self.inflight.remove(&id) {

@@ -15,6 +15,7 @@ use crate::process::wire::{
 use crate::remote::codec;
 use crate::stats::RemoteCounters;
 use crate::sync;
+use crate::trace::{self, Pool};
 
 impl Manager {
     /// Handles one message of worker `id`. An error means the worker broke the protocol.
@@ -107,6 +108,7 @@ impl Manager {
                     return Err("an answer to a revoke never asked");
                 }
                 let mut back = link.window.given_back(&ids, unread_from);
+                trace::stolen(Pool::Process, None, link.pid.into(), back.len() as u64);
                 link.given_back(back.len());
                 // Back to the front of the queue, in their order.
                 back.reverse();
@@ -216,10 +218,12 @@ impl Manager {
         self.poller.remove(link.pidfd.as_fd());
         let status = reap(&mut link.child);
         let terminated = sync::lock(&self.state).phase == Phase::Terminated;
-        if !terminated && (!link.retiring || status != crate::ExitStatus::Code(0)) {
-            // Not an exit it was asked for: it died (or was killed for a time limit).
+        // Not an exit it was asked for: it died (or was killed for a time limit).
+        let died = !terminated && (!link.retiring || status != crate::ExitStatus::Code(0));
+        if died {
             RemoteCounters::add(&self.counters.deaths, 1);
         }
+        trace::worker_ended(Pool::Process, link.pid.into(), died, &status);
         // The worker is dead: its log no longer changes (a process it started could still
         // write to it, which costs only this worker's own tasks: everything read is checked).
         let log = PostMortem::read(&link.log);

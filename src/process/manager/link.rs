@@ -103,6 +103,7 @@ pub(super) fn dispatch(st: &mut State) {
             } else {
                 // Cancelled while pending, never sent.
                 RemoteCounters::add(&st.counters.cancelled, 1);
+                work.completion.trace().cancelled();
             }
         }
         if batch.is_empty() {
@@ -144,6 +145,7 @@ pub(super) fn dispatch(st: &mut State) {
         let bulk: u64 = batch.iter().map(|w| w.payload.bulk_len()).sum();
         RemoteCounters::add(&st.counters.bytes_sent, sent as u64 + bulk);
         link.window.send(batch.iter().map(|w| w.id));
+        (batch.iter()).for_each(|w| w.completion.trace().started(link.pid.into()));
         if let Some(b) = &mut link.budget {
             *b -= batch.len();
         }

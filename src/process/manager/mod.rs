@@ -581,6 +581,7 @@ impl Manager {
                 Ok(()) => {
                     if respawn > 0 {
                         RemoteCounters::add(&self.counters.restarts, respawn as u64);
+                        crate::trace::workers_restarted(crate::trace::Pool::Process, respawn);
                         let mut st = sync::lock(&self.state);
                         st.respawn_at = None;
                         st.retry = RETRY_MIN;
