@@ -447,18 +447,25 @@ impl ProcessPoolExecutor {
         arg: &A,
         limit: Option<std::time::Duration>,
     ) -> Result<Future<T>, SubmitError> {
-        // A `Serialize` that panics refuses the submission with its message.
-        let payload = crate::unwind::catch(|| wire::encode_payload(arg, &self.manager.blocks))
+        // A `Serialize` that panics refuses the submission with its message. The shared
+        // tables the argument names are encoded by id, and go with the task.
+        let (payload, tables) = crate::shared::collect(|| {
+            crate::unwind::catch(|| wire::encode_payload(arg, &self.manager.blocks))
+        });
+        let payload = payload
             .map_err(|e| {
                 SubmitError::Codec(format!("the argument's encoding panicked: {e}").into())
             })?
             .map_err(|e| SubmitError::Codec(e.to_string().into()))?;
+        for table in &tables {
+            table.held_by(Arc::downgrade(&self.manager) as _);
+        }
         let fut = Future::from_task_cell(Arc::new(ProcCell {
             core: Core::new(INLINE),
             manager: Arc::downgrade(&self.manager),
         }));
         self.manager
-            .submit(target, payload, Box::new(Slot(fut.handle())), limit)?;
+            .submit(target, payload, tables, Box::new(Slot(fut.handle())), limit)?;
         Ok(fut)
     }
 }
