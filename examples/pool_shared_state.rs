@@ -255,10 +255,10 @@ fn main() {
     for ((backend, way, _), times) in rows.iter().zip(times) {
         let n = times.len();
         let m = median(times);
-        let note = if n < runs {
-            format!(" ({n} runs)")
-        } else {
-            String::new()
+        let note = match n {
+            1 if runs > 1 => " (1 run)".to_string(),
+            n if n < runs => format!(" ({n} runs)"),
+            _ => String::new(),
         };
         println!(
             "| {backend} | {way} | {:.1} ms{note} |",

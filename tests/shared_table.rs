@@ -414,3 +414,128 @@ fn a_table_larger_than_a_gibibyte() {
     drop(shared);
     no_table_left(&pool);
 }
+
+/// A struct that carries a table in a field, with settings beside it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Job {
+    bytes: Shared<[u8]>,
+    weight: u64,
+}
+
+fn weigh(job: Job) -> (u64, usize) {
+    let sum: u64 = job.bytes.iter().map(|&b| u64::from(b)).sum();
+    (sum * job.weight, job.bytes.as_ptr() as usize)
+}
+
+#[test]
+fn the_same_task_runs_on_every_backend_picked_from_a_string() {
+    let _s = serial();
+    let _w = watchdog("the_same_task_runs_on_every_backend");
+    let bytes = Shared::new(
+        (0..(1u32 << 20))
+            .map(|i| (i % 7) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let want: u64 = bytes.iter().map(|&b| u64::from(b)).sum::<u64>() * 3;
+    for spec in ["threads:2", "processes:2", "rayon:2"] {
+        let pool = concurrent_futures::AnyExecutor::builder(spec)
+            .unwrap()
+            .start()
+            .unwrap()
+            .expect("not an MPI worker");
+        let jobs = (0..16).map(|_| Job {
+            bytes: bytes.clone(),
+            weight: 3,
+        });
+        let got: Vec<(u64, usize)> = pool.map(weigh, jobs).map(Result::unwrap).collect();
+        assert!(got.iter().all(|g| g.0 == want), "{spec}");
+        // In this process, the very same bytes.
+        if !spec.starts_with("processes") {
+            assert!(got.iter().all(|g| g.1 == bytes.as_ptr() as usize), "{spec}");
+        }
+        pool.shutdown(true);
+    }
+    drop(bytes);
+    eventually("the parent closed the table's file", || {
+        table_fds("self") == 0
+    });
+}
+
+/// Reads the table, then (given a gate) says so with a marker file (its pid) and waits at the gate,
+/// holding the table, until it opens.
+fn read_and_hold((table, i, gate): (Shared<[u64]>, u64, Option<(String, String)>)) -> u64 {
+    let sum = table.iter().step_by(97).fold(i, |a, &x| a.wrapping_add(x));
+    if let Some((gate, marker)) = gate {
+        std::fs::write(marker, std::process::id().to_string()).unwrap();
+        common::hold((gate, 0));
+    }
+    sum
+}
+
+/// Workers killed from outside at any moment of a table's way: before or while its file is
+/// sent and mapped (even rounds: killed at once), or while a task holds it (odd rounds:
+/// killed once the worker has mapped it and the first task waits at a gate). Only the task
+/// a killed worker ran fails, with the usual error; the others complete on the replacement,
+/// which is sent the table again; and nothing is left.
+#[test]
+fn workers_killed_at_any_moment_of_a_tables_way() {
+    let _s = serial();
+    let _w = watchdog("workers_killed_at_any_moment");
+    let pool = ProcessPoolExecutor::new(1);
+    let (mut ok, mut died) = (0, 0);
+    for round in 0..20u64 {
+        let data = table(1 << 20, round);
+        let want = data
+            .iter()
+            .step_by(97)
+            .fold(0u64, |a, &x| a.wrapping_add(x));
+        let shared = Shared::new(data);
+        let gate = common::Gate::closed();
+        let marker = common::marker("shared-table");
+        let holding = round % 2 == 1;
+        let futs: Vec<_> = (0..4)
+            .map(|i| {
+                let gate = (holding && i == 0)
+                    .then(|| (gate.path(), marker.to_string_lossy().into_owned()));
+                pool.submit(read_and_hold, (shared.clone(), i, gate))
+            })
+            .collect();
+        drop(shared);
+        let mut pids = pool.pids();
+        if holding {
+            // The worker that runs the first task, once it holds the table.
+            let pid = || std::fs::read_to_string(&marker).ok()?.parse::<u32>().ok();
+            eventually("the first task holds the table", || pid().is_some());
+            pids = vec![pid().unwrap()];
+            assert!(!table_maps(&pids[0].to_string()).is_empty());
+        }
+        for pid in pids {
+            // SAFETY: sends a signal to a worker of this pool.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let mut failed = 0;
+        for (i, f) in futs.into_iter().enumerate() {
+            match f.result_timeout(LONG) {
+                Ok(v) => {
+                    assert_eq!(v, want.wrapping_add(i as u64));
+                    ok += 1;
+                }
+                Err(TaskError::WorkerDied { .. }) => {
+                    failed += 1;
+                    assert!(!holding || i == 0, "round {round}: task {i} failed");
+                }
+                Err(e) => panic!("round {round}, task {i}: {e}"),
+            }
+        }
+        // One worker was killed: at most the one task it ran fails (exactly the one that
+        // held the table at the gate, in the odd rounds).
+        assert!(failed <= 1, "round {round}: {failed} failed");
+        assert!(!holding || failed == 1, "round {round}");
+        died += failed;
+        drop(gate);
+        let _ = std::fs::remove_file(&marker);
+        no_table_left(&pool);
+    }
+    eprintln!("{ok} completed, {died} failed with their worker");
+    assert_eq!(ok + died, 80);
+}

@@ -162,6 +162,9 @@ pub(super) fn dispatch(st: &mut State) {
 /// sent yet, each in its sealed file; returns the bytes they count for (their messages and
 /// the tables).
 fn send_tables(sent: &TablesSent, key: u64, link: &Link, batch: &[Work]) -> std::io::Result<u64> {
+    if batch.iter().all(|w| w.tables.is_empty()) {
+        return Ok(0);
+    }
     let mut sent = sync::lock(sent);
     let mut new: Vec<&TableRef> = Vec::new();
     for table in batch.iter().flat_map(|w| &w.tables) {
