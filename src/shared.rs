@@ -162,6 +162,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// A table's bytes, and (in the parent of a process pool) its sealed file and the pools
 /// whose workers may hold it.
 struct Block {
+    /// (Read by the process pool, on Linux only.)
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     id: u64,
     data: Data,
     /// The sealed copy sent to workers, made on the first encoding that needs it.
