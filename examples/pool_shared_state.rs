@@ -227,7 +227,13 @@ fn main() {
     #[cfg(feature = "mpi")]
     if let Some(mpi) = &mpi {
         for (way, run) in by_argument(mpi, &table) {
-            rows.push(("MPI", way, run));
+            // Started alone (not by `mpirun`), the pool runs on local processes.
+            let backend = if mpi.ranks().is_empty() {
+                "MPI (local processes)"
+            } else {
+                "MPI"
+            };
+            rows.push((backend, way, run));
         }
     }
     #[cfg(not(feature = "mpi"))]
