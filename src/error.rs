@@ -323,9 +323,10 @@ pub enum SubmitError {
     /// ```
     #[error(
         "`{type_name}` holds shared state (`{shared}`), which a worker process would only get \
-         a copy of: pass plain values and combine the results, give every worker a value \
-         once with the pool's `initializer_with`, or share memory with the multiprocessing \
-         toolkit (`Value`, `Array`, `Queue`)"
+         a copy of: pass plain values and combine the results, share read-only data with \
+         `concurrent_futures::Shared`, give every worker a value once with the pool's \
+         `initializer_with`, or share memory with the multiprocessing toolkit (`Value`, \
+         `Array`, `Queue`)"
     )]
     SharedState {
         /// The argument's or result's type, as `std::any::type_name` spells it.

@@ -100,13 +100,19 @@ use crate::task::Task;
 ///   Read-only values a task needs (settings, a table) are captured with
 ///   [`task!`](crate::task!): on threads they are shared, to a worker process they are
 ///   copied once per task (once per chunk of a `map`).
+/// * **Any backend, large read-only data** (a table, a slice of numbers, bytes): put it in
+///   a [`Shared`](crate::Shared) and pass clones of it in the arguments. On threads it is
+///   an `Arc`; a process pool writes it once to a sealed shared memory file that each
+///   worker maps read-only once, and later tasks carry only its id; MPI ranks get it by
+///   value with each task.
 /// * **Threads** ([`ThreadPoolExecutor`](crate::ThreadPoolExecutor), rayon): capture an
 ///   `Arc<Mutex<_>>` or an atomic in a closure given to
 ///   [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn) (or rayon's own
 ///   `spawn`/`install`), outside the `Executor` trait; or use a `static`.
 /// * **Processes** (`ProcessPoolExecutor`): workers share no memory; a `static` has one
 ///   copy per worker. Give every worker a read-only value once (a large table, a
-///   configuration) with `ProcessPoolBuilder::initializer_with` into a `static`; use
+///   configuration) with `Shared` or with `ProcessPoolBuilder::initializer_with` into a
+///   `static`; use
 ///   results, files or a database, or the `multiprocessing` toolkit's shared memory
 ///   (`Value`, `Array`, `Queue`, `Lock`) with its `Process`/`Pool`, for state that changes.
 /// * **MPI** (`MpiPoolExecutor`): ranks may run on other machines; share through results

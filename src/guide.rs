@@ -133,15 +133,38 @@ pub mod choosing_a_backend {}
 /// | backend | shares without copying | gives each worker a value once |
 /// |---|---|---|
 /// | threads | a closure that captures an `Arc` through [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn); a `static` | [`ThreadPoolBuilder::initializer_with`](crate::ThreadPoolBuilder::initializer_with) (a clone per thread; pass an `Arc` to share one) |
-/// | processes | the `multiprocessing` toolkit's `Value`, `Array`, `Queue`, `SharedMemory` | `ProcessPoolBuilder::initializer_with`, into a `static` the tasks read |
-/// | MPI | nothing (ranks may be on other machines) | `MpiPoolBuilder::initializer_with` |
-/// | any | results, combined by the caller | `AnyExecutorBuilder::initializer_with` |
+/// | processes | [`Shared`](crate::Shared) (read-only: mapped once per worker); the `multiprocessing` toolkit's `Value`, `Array`, `Queue`, `SharedMemory` | `ProcessPoolBuilder::initializer_with`, into a `static` the tasks read |
+/// | MPI | nothing (ranks may be on other machines; a `Shared` crosses by value) | `MpiPoolBuilder::initializer_with` |
+/// | any | results, combined by the caller; `Shared` for read-only data | `AnyExecutorBuilder::initializer_with` |
 ///
 /// A read-only value that tasks need (settings, a small table) can also be captured with
 /// [`task!`](crate::task!) on any backend: on threads it is shared, and a worker process
 /// gets a copy with each task, or once per chunk of a `map` (so it costs its encoding per
-/// chunk). A large read-only value (a lookup table, a model) is better given to every
-/// worker once with `initializer_with`, not with every task: the process pool encodes it once and writes it
+/// chunk).
+///
+/// A large read-only table (`T: Pod` numbers, bytes) goes in a [`Shared`](crate::Shared),
+/// passed with the tasks that read it: an `Arc` on threads; on a process pool, written once
+/// to a sealed shared memory file that each worker maps read-only, with the first task
+/// that needs it, and keeps for the next ones (which carry only its id). Dropping the last
+/// handle frees it in every worker. No `unsafe`, no `static`, and the task is the same on
+/// every backend:
+///
+/// ```
+/// use concurrent_futures::{Executor, ProcessPoolExecutor, Shared, ThreadPoolExecutor};
+///
+/// fn score((table, key): (Shared<[u32]>, u32)) -> u64 {
+///     table.iter().map(|&x| u64::from(x ^ key) >> 28).sum()
+/// }
+///
+/// let table: Shared<[u32]> = Shared::new((0..1_000_000).collect());
+/// let args = || (0..8).map(|k| (table.clone(), k));
+/// let on_threads: Vec<_> = ThreadPoolExecutor::new(2).map(score, args()).collect();
+/// let on_processes: Vec<_> = ProcessPoolExecutor::new(2).map(score, args()).collect();
+/// assert_eq!(on_threads, on_processes);
+/// ```
+///
+/// A value of any other type (a model, a configuration) is given to every worker once with
+/// `initializer_with`, not with every task: the process pool encodes it once and writes it
 /// to one shared memory file that each worker (and each replacement) decodes from:
 ///
 /// ```

@@ -137,6 +137,7 @@ mod rayon;
 #[cfg(target_os = "linux")]
 mod remote;
 mod serde_arc;
+mod shared;
 mod stats;
 #[cfg(feature = "stream")]
 mod stream;
@@ -209,6 +210,7 @@ pub use process::{ProcessPoolBuilder, ProcessPoolExecutor};
 #[cfg(feature = "progress")]
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "progress")))]
 pub use progress::{Progress, ProgressExt};
+pub use shared::Shared;
 pub use stats::{PoolStats, WorkerStats};
 #[cfg(feature = "stream")]
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "stream")))]

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use common::{Gate, LONG};
 use concurrent_futures::{
-    BuildError, Bytes, Executor, ExitStatus, MpiPoolExecutor, SubmitError, TaskError,
+    BuildError, Bytes, Executor, ExitStatus, MpiPoolExecutor, Shared, SubmitError, TaskError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -612,6 +612,7 @@ const POOL_CHECKS: &[Test] = &[
         panics_fail_the_task_and_the_rank_lives,
     ),
     ("large_payloads_both_ways", large_payloads_both_ways),
+    ("shared_tables_cross_by_value", shared_tables_cross_by_value),
     ("values_that_cannot_cross", values_that_cannot_cross),
     (
         "idle_rank_takes_work_queued_behind_a_long_task",
@@ -912,6 +913,44 @@ fn large_payloads_both_ways(pool: &MpiPoolExecutor) {
         pool.submit(common::echo_bytes, vec![1u8; 3 << 20]).result(),
         Ok(3 << 20)
     );
+}
+
+/// Task `i`'s sum over its share of a table, and where it ran.
+fn table_share((table, i): (Shared<[u64]>, usize)) -> (u64, u32) {
+    let sum = table
+        .iter()
+        .skip(i)
+        .step_by(16)
+        .fold(0u64, |a, &x| a.wrapping_add(x));
+    (sum, std::process::id())
+}
+
+/// `Shared` on MPI ranks crosses by value (ranks may be on other machines): a table above
+/// the 32 KiB inline limit reaches tasks on other ranks whole, in a `map` whose chunks name
+/// it for every item too.
+fn shared_tables_cross_by_value(pool: &MpiPoolExecutor) {
+    let data: Vec<u64> = (0..(1u64 << 16))
+        .map(|i| i.wrapping_mul(0x9E37_79B9))
+        .collect();
+    let want: Vec<u64> = (0..32)
+        .map(|i| {
+            data.iter()
+                .skip(i)
+                .step_by(16)
+                .fold(0u64, |a, &x| a.wrapping_add(x))
+        })
+        .collect();
+    let table = Shared::new(data);
+    let got: Vec<(u64, u32)> = pool
+        .map(table_share, (0..32).map(|i| (table.clone(), i)))
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), want);
+    let one = pool
+        .submit(table_share, (table.clone(), 5))
+        .result()
+        .unwrap();
+    assert_eq!(one.0, want[5]);
 }
 
 /// Serializes only when it is allowed to.

@@ -473,12 +473,19 @@ impl ProcessPoolExecutor {
             captures: task.captures.as_deref(),
             value: arg,
         };
-        // A `Serialize` that panics refuses the submission with its message.
-        let payload = crate::unwind::catch(|| wire::encode_payload(&arg, &self.manager.blocks))
+        // A `Serialize` that panics refuses the submission with its message. The shared
+        // tables the argument names are encoded by id, and go with the task.
+        let (payload, tables) = crate::shared::collect(|| {
+            crate::unwind::catch(|| wire::encode_payload(&arg, &self.manager.blocks))
+        });
+        let payload = payload
             .map_err(|e| {
                 SubmitError::Codec(format!("the argument's encoding panicked: {e}").into())
             })?
             .map_err(|e| SubmitError::Codec(e.to_string().into()))?;
+        for table in &tables {
+            table.held_by(Arc::downgrade(&self.manager) as _);
+        }
         let cell = Arc::new(ProcCell {
             core: Core::new(INLINE),
             manager: Arc::downgrade(&self.manager),
@@ -486,7 +493,9 @@ impl ProcessPoolExecutor {
         });
         let fut = Future::from_task_cell(cell.clone());
         let slot = Box::new(Slot::new(fut.handle(), Pool::Process));
-        let id = self.manager.submit(task.target, payload, slot, limit)?;
+        let id = self
+            .manager
+            .submit(task.target, payload, tables, slot, limit)?;
         // (Before the future is returned: nobody can cancel it sooner.)
         cell.id.store(id, Relaxed);
         Ok(fut)

@@ -12,7 +12,8 @@
 //! ```text
 //! parent → worker (main)   W (welcome; fds: control socket, result log)
 //!                          T ToWorker (codec; fds: the shared payloads of the calls, in order;
-//!                            for Init, the initializer's shared argument if it has one)
+//!                            for Init, the initializer's shared argument if it has one; for
+//!                            Tables, the sealed files of the shared tables, in order)
 //! worker → parent (main)   H Hello (codec)
 //!                          D records: [id u64][flags u8][len u32][len bytes] ... (fds: one
 //!                            per record flagged SHARED, in order; its bytes are then empty)
@@ -146,6 +147,8 @@ pub(crate) enum ToWorkerRef<'a> {
     Init(FnRef, #[serde(with = "serde_bytes")] &'a [u8], u64),
     Calls(u64, Vec<CallRef<'a>>),
     Exit,
+    Tables(&'a [(u64, u64)]),
+    Release(&'a [u64]),
 }
 
 /// Parent → worker.
@@ -160,6 +163,11 @@ pub(crate) enum ToWorker {
     Calls(u64, Vec<Call>),
     /// Finish what was sent, then exit.
     Exit,
+    /// Shared tables (`Shared`) that the calls sent next need: (id, length in bytes), each
+    /// in a sealed memory file attached to the message, in order. Keep them by id.
+    Tables(Vec<(u64, u64)>),
+    /// The parent dropped these tables: let them go.
+    Release(Vec<u64>),
 }
 
 /// A pool's initializer as each of its workers gets it: its argument inline, or (when

@@ -145,6 +145,17 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
                     };
                     main.send(&[&[TAG_INIT], &bytes], &[])?;
                 }
+                Some(ToWorker::Tables(tables)) => {
+                    if fds.len() != tables.len() {
+                        return Err(WorkerError::Malformed("tables without their files"));
+                    }
+                    // A table that cannot be mapped here fails the tasks that read it, with
+                    // the reason; the worker goes on.
+                    for ((id, len), fd) in tables.into_iter().zip(fds.drain(..)) {
+                        crate::shared::install(id, len, Memfd::from_received(fd, true));
+                    }
+                }
+                Some(ToWorker::Release(ids)) => crate::shared::uninstall(&ids),
                 Some(ToWorker::Calls(..)) => {}
             }
             continue;

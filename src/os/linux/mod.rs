@@ -399,6 +399,50 @@ impl Memfd {
         }
     }
 
+    /// A new file holding a copy of `data`, sealed against writing, shrinking, growing and
+    /// further sealing: whoever maps it reads `data` and nothing else, ever (a read-only
+    /// table shared with workers, see `Shared`). Its name in `/proc/<pid>/maps` and
+    /// `/proc/<pid>/fd` is `memfd:concurrent-futures-shared`.
+    pub(crate) fn sealed_copy(data: &[u8]) -> io::Result<Memfd> {
+        let name = c"concurrent-futures-shared";
+        // SAFETY: `memfd_create` takes a valid C string and flags; on success we own the
+        // descriptor. `ftruncate` acts on that descriptor only.
+        let file = unsafe {
+            let fd = cvt(libc::memfd_create(
+                name.as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            ))?;
+            let fd = OwnedFd::from_raw_fd(fd);
+            cvt(libc::ftruncate(fd.as_raw_fd(), data.len() as libc::off_t))?;
+            Memfd {
+                fd,
+                len: data.len(),
+            }
+        };
+        // Written with `pwrite`: nothing of this process maps the file writable, which the
+        // write seal requires.
+        file.write_at(0, data)?;
+        // SAFETY: `fcntl(F_ADD_SEALS)` changes the state of our descriptor's file only.
+        cvt(unsafe {
+            libc::fcntl(
+                file.fd.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+            )
+        })?;
+        Ok(file)
+    }
+
+    /// True if the file can never be written again (sealed against writing and against the
+    /// removal of that seal): a read-only mapping of it shows what every other process
+    /// sees, and nobody can change it.
+    pub(crate) fn write_sealed(&self) -> bool {
+        // SAFETY: `fcntl(F_GET_SEALS)` only reads the descriptor's state.
+        let seals = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_GET_SEALS) };
+        let want = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+        seals >= 0 && seals & want == want
+    }
+
     /// Takes a descriptor received from another process. Its size is read once here; with
     /// `require_sealed`, a file that could still shrink is refused (a mapping of it could
     /// fault with `SIGBUS`).

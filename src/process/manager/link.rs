@@ -3,12 +3,14 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use super::{Link, Phase, State, Work};
+use super::{Link, Phase, State, TablesSent, Work};
 use crate::os;
 use crate::process::wire::{CallRef, Control, MAX_FRAME, Revoke, TAG_TO_WORKER, ToWorkerRef};
 use crate::remote::codec;
 use crate::remote::window;
+use crate::shared::TableRef;
 use crate::stats::RemoteCounters;
+use crate::sync;
 
 impl Link {
     /// Its task `task` is done. A worker whose budget of tasks is spent is retired once it
@@ -129,7 +131,9 @@ pub(super) fn dispatch(st: &mut State) {
             .iter()
             .filter_map(|w| w.payload.file().map(AsFd::as_fd))
             .collect();
-        let sent = link.send(&msg, &files);
+        // The shared tables the batch names go first, to a worker that was not sent them.
+        let sent = send_tables(&st.tables_sent, wid, link, &batch)
+            .and_then(|tables| Ok(tables + link.send(&msg, &files)? as u64));
         drop(files);
         drop(msg);
         let Ok(sent) = sent else {
@@ -143,7 +147,7 @@ pub(super) fn dispatch(st: &mut State) {
             continue;
         };
         let bulk: u64 = batch.iter().map(|w| w.payload.bulk_len()).sum();
-        RemoteCounters::add(&st.counters.bytes_sent, sent as u64 + bulk);
+        RemoteCounters::add(&st.counters.bytes_sent, sent + bulk);
         link.window.send(batch.iter().map(|w| w.id));
         (batch.iter()).for_each(|w| w.completion.trace().started(link.pid.into()));
         if let Some(b) = &mut link.budget {
@@ -154,6 +158,46 @@ pub(super) fn dispatch(st: &mut State) {
         }
     }
     steal(st);
+}
+
+/// Sends `link` (the worker `key`) the shared tables that `batch` names and that it was not
+/// sent yet, each in its sealed file; returns the bytes they count for (their messages and
+/// the tables).
+fn send_tables(sent: &TablesSent, key: u64, link: &Link, batch: &[Work]) -> std::io::Result<u64> {
+    if batch.iter().all(|w| w.tables.is_empty()) {
+        return Ok(0);
+    }
+    let mut sent = sync::lock(sent);
+    let mut new: Vec<&TableRef> = Vec::new();
+    for table in batch.iter().flat_map(|w| &w.tables) {
+        let has = sent
+            .get(&table.id())
+            .is_some_and(|holders| holders.iter().any(|(k, _)| *k == key));
+        if !has && !new.iter().any(|t| t.id() == table.id()) {
+            new.push(table);
+        }
+    }
+    let mut bytes = 0;
+    for group in new.chunks(os::MAX_FDS) {
+        let list: Vec<(u64, u64)> = group.iter().map(|t| (t.id(), t.len())).collect();
+        let files: Vec<BorrowedFd<'_>> = group
+            .iter()
+            .map(|t| {
+                t.file()
+                    .expect("[internal] a table encoded by id has its file")
+                    .as_fd()
+            })
+            .collect();
+        bytes += link.send(&ToWorkerRef::Tables(&list), &files)? as u64;
+        for table in group {
+            bytes += table.len();
+            let holders = sent.entry(table.id()).or_default();
+            // (Dead workers' entries go.)
+            holders.retain(|(_, socket)| socket.strong_count() > 0);
+            holders.push((key, std::sync::Arc::downgrade(&link.main)));
+        }
+    }
+    Ok(bytes)
 }
 
 /// Work stealing between the workers' windows: with nothing pending, an idle worker must

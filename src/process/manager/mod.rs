@@ -29,12 +29,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::wire::{self, MAX_FRAME, Payload};
+use super::wire::{self, MAX_FRAME, Payload, ToWorkerRef};
 use crate::error::{SubmitError, TaskError};
 use crate::os::{self, Mapping, Memfd, Pidfd, Poller, Socket};
 use crate::remote::bootstrap::{ChildGuard, StartError};
 use crate::remote::window::Window;
 use crate::remote::{Completion, FnRef, IdMap, codec};
+use crate::shared::TableRef;
 use crate::stats::{Outcome, RemoteCounters};
 use crate::sync::{self, Condvar, Mutex};
 use link::dispatch;
@@ -93,6 +94,9 @@ struct Work {
     /// `cancel_running` asked its worker to stop it: whatever comes from the worker (a
     /// result, its answer, its death) completes it with `Cancelled`.
     cancelled: bool,
+    /// The shared tables its argument names by id (kept until the task is over: a worker
+    /// that gets it must be able to get them too).
+    tables: Vec<TableRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +163,15 @@ struct State {
     kill_at: Option<Instant>,
     /// The pool's statistics (the same counters as `Manager::counters`).
     counters: Arc<RemoteCounters>,
+    /// The same as `Manager::tables_sent`.
+    tables_sent: Arc<TablesSent>,
 }
+
+/// Which workers were sent which shared table (by table id: the worker's key and its main
+/// socket). Locked after the state (by `dispatch`), or alone (when a table's last handle is
+/// dropped, which may happen on a thread that holds the state): so a table's release never
+/// waits for the state.
+pub(super) type TablesSent = Mutex<IdMap<Vec<(u64, std::sync::Weak<Socket>)>>>;
 
 /// Tasks to complete once the reader is released (completing decodes the results, with
 /// the user's `Deserialize`; their callbacks go to the callback threads).
@@ -230,6 +242,23 @@ pub(crate) struct Manager {
     thread: Mutex<Option<JoinHandle<()>>>,
     watchdog: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<RemoteCounters>,
+    tables_sent: Arc<TablesSent>,
+}
+
+/// The last handle of a shared table is gone: the workers that hold it are told to let it
+/// go (each live one; a worker that died took its mapping with it).
+impl crate::shared::Releaser for Manager {
+    fn release(&self, id: u64) {
+        let holders = sync::lock(&self.tables_sent).remove(&id);
+        for (_, socket) in holders.into_iter().flatten() {
+            if let Some(socket) = socket.upgrade() {
+                let msg = ToWorkerRef::Release(&[id]);
+                if let Ok(bytes) = crate::remote::codec::encode(&msg) {
+                    let _ = socket.send(&[&[wire::TAG_TO_WORKER], &bytes], &[]);
+                }
+            }
+        }
+    }
 }
 
 impl Manager {
@@ -237,6 +266,7 @@ impl Manager {
     pub(crate) fn start(config: Config) -> Result<Arc<Manager>, StartError> {
         let poller = Poller::new().map_err(|e| StartError::spawn("", e))?;
         let counters = Arc::new(RemoteCounters::default());
+        let tables_sent = Arc::new(TablesSent::default());
         let manager = Arc::new(Manager {
             state: Mutex::new(State {
                 phase: Phase::Starting,
@@ -253,6 +283,7 @@ impl Manager {
                 lingering: false,
                 kill_at: None,
                 counters: counters.clone(),
+                tables_sent: tables_sent.clone(),
             }),
             changed: Condvar::new(),
             reader: Mutex::new(None),
@@ -266,6 +297,7 @@ impl Manager {
             thread: Mutex::new(None),
             watchdog: Mutex::new(None),
             counters,
+            tables_sent,
         });
         let m = manager.clone();
         let handle = std::thread::Builder::new()
@@ -305,6 +337,7 @@ impl Manager {
         &self,
         target: FnRef,
         payload: Payload,
+        tables: Vec<TableRef>,
         completion: Box<dyn Completion>,
         limit: Option<Duration>,
     ) -> Result<u64, SubmitError> {
@@ -325,6 +358,7 @@ impl Manager {
             claimed: false,
             limit,
             cancelled: false,
+            tables,
         });
         if limit.is_some() || self.config.task_timeout.is_some() {
             // The watchdog learns of a limit to keep (it may be asleep until a far deadline).
