@@ -395,7 +395,23 @@ pub(crate) trait Releaser: Send + Sync {
 pub(crate) struct TableRef(Arc<Block>);
 
 #[cfg(target_os = "linux")]
+impl std::fmt::Debug for TableRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TableRef").field(&self.0.id).finish()
+    }
+}
+
+#[cfg(target_os = "linux")]
 impl TableRef {
+    /// Adds to `tables` those of `more` it does not hold yet.
+    pub(crate) fn merge(tables: &mut Vec<TableRef>, more: &[TableRef]) {
+        for t in more {
+            if !tables.iter().any(|held| Arc::ptr_eq(&held.0, &t.0)) {
+                tables.push(t.clone());
+            }
+        }
+    }
+
     pub(crate) fn id(&self) -> u64 {
         self.0.id
     }
@@ -427,6 +443,19 @@ pub(crate) fn collect<R>(encode: impl FnOnce() -> R) -> (R, Vec<TableRef>) {
     context::collect(encode)
 }
 
+/// Runs `encode` in an encoding context of its own if a process pool is encoding on this
+/// thread (the tables it meets are then encoded by id and returned), else as it is (tables
+/// encoded by value, none returned). A task's captures are encoded this way: by id for a
+/// process pool, by value for an MPI pool.
+#[cfg(target_os = "linux")]
+pub(crate) fn collect_if_encoding<R>(encode: impl FnOnce() -> R) -> (R, Vec<TableRef>) {
+    if context::active() {
+        context::collect(encode)
+    } else {
+        (encode(), Vec::new())
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod context {
     use std::cell::RefCell;
@@ -444,6 +473,10 @@ mod context {
         let r = encode();
         let tables = TABLES.replace(outer).unwrap_or_default();
         (r, tables)
+    }
+
+    pub(super) fn active() -> bool {
+        TABLES.with_borrow(Option::is_some)
     }
 
     /// Registers `block` with the task being encoded, if one is: true if it is then to be

@@ -135,6 +135,9 @@ pub struct RemoteTask {
     pub(crate) target: crate::remote::FnRef,
     #[cfg(target_os = "linux")]
     pub(crate) captures: Option<Arc<[u8]>>,
+    /// The shared tables the captures name by id (encoded for a process pool).
+    #[cfg(target_os = "linux")]
+    pub(crate) tables: Vec<crate::shared::TableRef>,
 }
 
 // Not recommended in errors: a closure that is not a task (it captures a value that is not
@@ -176,6 +179,7 @@ where
             Ok(RemoteTask {
                 target,
                 captures: None,
+                tables: Vec::new(),
             })
         }
         #[cfg(not(target_os = "linux"))]
@@ -288,8 +292,12 @@ impl<C: Payload, A: Payload, R: Payload> Task<A, R> for Captured<C, A, R> {
             use crate::remote::{codec, naming, shared_state};
             shared_state::refuse_shared_state::<C, ()>()?;
             let target = naming::captured_target_of(self.f, shape)?;
-            // A `Serialize` that panics refuses the task with its message.
-            let bytes = crate::unwind::catch(|| codec::encode(&codec::Wire(&*self.captures)))
+            // A `Serialize` that panics refuses the task with its message. For a process
+            // pool, the shared tables in the captures are encoded by id and go with the task.
+            let (bytes, tables) = crate::shared::collect_if_encoding(|| {
+                crate::unwind::catch(|| codec::encode(&codec::Wire(&*self.captures)))
+            });
+            let bytes = bytes
                 .map_err(|e| {
                     SubmitError::Codec(
                         format!("the task's captures' encoding panicked: {e}").into(),
@@ -303,6 +311,7 @@ impl<C: Payload, A: Payload, R: Payload> Task<A, R> for Captured<C, A, R> {
             Ok(RemoteTask {
                 target,
                 captures: Some(Arc::from(bytes)),
+                tables,
             })
         }
         #[cfg(not(target_os = "linux"))]

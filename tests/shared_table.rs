@@ -539,3 +539,55 @@ fn workers_killed_at_any_moment_of_a_tables_way() {
     eprintln!("{ok} completed, {died} failed with their worker");
     assert_eq!(ok + died, 80);
 }
+
+/// A table captured by `task!` (not passed in the argument) crosses as one passed in the
+/// argument does: to each worker once, by id, mapped read-only; on threads it is the same
+/// allocation; once the task and the handle are dropped nothing is left of it.
+#[test]
+fn a_table_captured_by_task_reaches_each_worker_once() {
+    let _s = serial();
+    let _w = watchdog("a_table_captured_by_task_reaches_each_worker_once");
+    let data = table(1 << 19, 5);
+    let bytes = (data.len() * 8) as u64;
+    let want: Vec<u64> = (0..200).map(|i| expected(&data, i)).collect();
+    let shared = Shared::new(data);
+    let job = concurrent_futures::task!([table = shared.clone()] |i: usize| -> Seen {
+        score((table.clone(), i))
+    });
+    let threads = ThreadPoolExecutor::new(2);
+    let on_threads: Vec<Seen> = threads
+        .map(job.clone(), 0..200)
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        on_threads
+            .iter()
+            .all(|s| s.addr == shared.as_ptr() as usize)
+    );
+    let pool = ProcessPoolExecutor::new(2);
+    let before = pool.stats().bytes_sent;
+    let mut seen: Vec<Seen> = (0..100)
+        .map(|i| pool.submit(job.clone(), i))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|f| f.result_timeout(LONG).unwrap())
+        .collect();
+    seen.extend(pool.map(job.clone(), 100..200).map(Result::unwrap));
+    let scores: Vec<u64> = seen.iter().map(|s| s.score).collect();
+    assert_eq!(scores, want);
+    let mut by_pid: HashMap<u32, HashSet<usize>> = HashMap::new();
+    for s in &seen {
+        assert_eq!(s.maps.len(), 1, "{:?}", s.maps);
+        assert_eq!(s.maps[0].split_whitespace().nth(1), Some("r--s"));
+        by_pid.entry(s.pid).or_default().insert(s.addr);
+    }
+    assert!(by_pid.values().all(|addrs| addrs.len() == 1), "{by_pid:?}");
+    let sent = pool.stats().bytes_sent - before;
+    let workers = by_pid.len() as u64;
+    assert!(
+        sent >= workers * bytes && sent < (workers + 1) * bytes,
+        "{sent} bytes sent for {workers} workers and a captured table of {bytes}"
+    );
+    drop((seen, job, shared));
+    no_table_left(&pool);
+}

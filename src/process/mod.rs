@@ -460,7 +460,7 @@ impl ProcessPoolExecutor {
         limit: std::time::Duration,
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(f.remote(Shape::One)?, &arg, Some(limit))
+        self.enqueue(remote_of(&f, Shape::One)?, &arg, Some(limit))
     }
 
     fn enqueue<A: Payload, T: Payload>(
@@ -475,7 +475,7 @@ impl ProcessPoolExecutor {
         };
         // A `Serialize` that panics refuses the submission with its message. The shared
         // tables the argument names are encoded by id, and go with the task.
-        let (payload, tables) = crate::shared::collect(|| {
+        let (payload, mut tables) = crate::shared::collect(|| {
             crate::unwind::catch(|| wire::encode_payload(&arg, &self.manager.blocks))
         });
         let payload = payload
@@ -483,6 +483,7 @@ impl ProcessPoolExecutor {
                 SubmitError::Codec(format!("the argument's encoding panicked: {e}").into())
             })?
             .map_err(|e| SubmitError::Codec(e.to_string().into()))?;
+        crate::shared::TableRef::merge(&mut tables, &task.tables);
         for table in &tables {
             table.held_by(Arc::downgrade(&self.manager) as _);
         }
@@ -502,6 +503,12 @@ impl ProcessPoolExecutor {
     }
 }
 
+/// What this pool sends for `task`: the shared tables its captures name are encoded by id
+/// (they reach each worker once, as an argument's do).
+fn remote_of<A, R>(task: &impl Task<A, R>, shape: Shape) -> Result<RemoteTask, SubmitError> {
+    crate::shared::collect(|| task.remote(shape)).0
+}
+
 impl Executor for ProcessPoolExecutor {
     fn max_workers(&self) -> usize {
         self.manager.workers()
@@ -513,7 +520,7 @@ impl Executor for ProcessPoolExecutor {
         arg: A,
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(task.remote(Shape::One)?, &arg, None)
+        self.enqueue(remote_of(&task, Shape::One)?, &arg, None)
     }
 
     fn submit_chunk<A: Payload, R: Payload, T: Task<A, R>>(
@@ -522,7 +529,7 @@ impl Executor for ProcessPoolExecutor {
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(task.remote(Shape::Chunk)?, &items, None)
+        self.enqueue(remote_of(&task, Shape::Chunk)?, &items, None)
     }
 
     fn shutdown_with(&self, wait: bool, cancel_futures: bool) {
