@@ -208,7 +208,7 @@ pub use stats::{PoolStats, WorkerStats};
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "stream")))]
 pub use stream::{AsCompletedStream, ExecutorStreamExt, MapStream, as_completed_stream};
 pub use thread::{IndexedInput, MapIndexed, ThreadPoolBuilder, ThreadPoolExecutor};
-pub use timeline::{Steal, TaskOutcome, TaskSpan, Timeline};
+pub use timeline::{Mark, MarkKind, Steal, TaskOutcome, TaskSpan, Timeline};
 pub use wait::{
     ALL_COMPLETED, AsCompleted, DoneAndNotDone, FIRST_COMPLETED, FIRST_EXCEPTION, ReturnWhen,
     as_completed, wait,

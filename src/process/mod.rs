@@ -142,6 +142,7 @@ pub struct ProcessPoolBuilder {
     initializer: Option<Result<InitCall, SubmitError>>,
     max_tasks_per_child: Option<usize>,
     task_timeout: Option<std::time::Duration>,
+    record_timeline: bool,
 }
 
 impl ProcessPoolBuilder {
@@ -263,6 +264,35 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// Records a [`Timeline`](crate::Timeline) from the moment the pool is ready (default:
+    /// off; see [`ProcessPoolExecutor::start_recording`]): one row per worker slot, one bar
+    /// per task or `map` chunk, timed by the worker that ran it (its start and end, sent
+    /// with its result), coloured by how it ended (ok, panicked, time limit, died), and
+    /// marks where a worker process died and where its replacement started (on the same
+    /// row). Off, it costs one relaxed load per result message; on, a push on a locked
+    /// buffer per task.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor, TaskOutcome};
+    /// fn double(x: u64) -> u64 { x * 2 }
+    /// let pool = ProcessPoolExecutor::builder()
+    ///     .max_workers(2)
+    ///     .record_timeline(true)
+    ///     .build()
+    ///     .unwrap();
+    /// let futs: Vec<_> = (0..4).map(|i| pool.submit(double, i)).collect();
+    /// for f in &futs { f.result().unwrap(); }
+    /// pool.shutdown(true);
+    /// let timeline = pool.take_timeline();
+    /// assert_eq!(timeline.workers, 2);
+    /// assert_eq!(timeline.tasks.len(), 4);
+    /// assert!(timeline.tasks.iter().all(|t| t.outcome == TaskOutcome::Ok && t.start <= t.end));
+    /// ```
+    pub fn record_timeline(mut self, on: bool) -> Self {
+        self.record_timeline = on;
+        self
+    }
+
     /// Starts the workers and waits until they are connected (and initialized).
     ///
     /// ```
@@ -289,6 +319,7 @@ impl ProcessPoolBuilder {
             task_timeout: self.task_timeout,
         })
         .map_err(|e| BuildError::Worker(StartFailure::new(e)))?;
+        manager.set_recording(self.record_timeline);
         crate::exit::watch(&manager, Vec::new());
         Ok(ProcessPoolExecutor { manager })
     }
@@ -381,6 +412,64 @@ impl ProcessPoolExecutor {
         self.manager.join();
     }
 
+    /// Starts recording a [`Timeline`](crate::Timeline) (if it was not already); its zero
+    /// is the first start. See [`ProcessPoolBuilder::record_timeline`] for what it holds
+    /// and costs.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor};
+    /// fn one(_: ()) -> u8 { 1 }
+    /// let pool = ProcessPoolExecutor::new(1);
+    /// pool.submit(one, ()).result().unwrap(); // not recorded
+    /// pool.start_recording();
+    /// pool.submit(one, ()).result().unwrap();
+    /// pool.stop_recording();
+    /// pool.shutdown(true);
+    /// assert_eq!(pool.take_timeline().tasks.len(), 1);
+    /// ```
+    pub fn start_recording(&self) {
+        self.manager.set_recording(true);
+    }
+
+    /// Stops recording; what was recorded stays until [`take_timeline`](Self::take_timeline).
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor};
+    /// fn one(_: ()) -> u8 { 1 }
+    /// let pool = ProcessPoolExecutor::builder().record_timeline(true).build().unwrap();
+    /// pool.stop_recording();
+    /// pool.submit(one, ()).result().unwrap();
+    /// pool.shutdown(true);
+    /// assert!(pool.take_timeline().tasks.is_empty());
+    /// ```
+    pub fn stop_recording(&self) {
+        self.manager.set_recording(false);
+    }
+
+    /// Takes what was recorded so far (recording goes on if it is on). A task is on the
+    /// timeline once its result (or its worker's death) has been read.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, MarkKind, ProcessPoolExecutor, TaskError, TaskOutcome};
+    /// use std::time::Duration;
+    /// fn crash(_: ()) -> u8 { std::process::abort() }
+    /// fn boom(_: ()) -> u8 { panic!("boom") }
+    /// let pool = ProcessPoolExecutor::builder().max_workers(1).record_timeline(true).build().unwrap();
+    /// assert!(pool.submit(boom, ()).result().is_err());
+    /// assert!(matches!(pool.submit(crash, ()).result(), Err(TaskError::WorkerDied { .. })));
+    /// assert_eq!(pool.submit(|x: u8| x, 7).result(), Ok(7)); // on the replacement
+    /// pool.shutdown(true);
+    /// let timeline = pool.take_timeline();
+    /// let outcomes: Vec<_> = timeline.tasks.iter().map(|t| t.outcome).collect();
+    /// assert_eq!(outcomes, [TaskOutcome::Panicked, TaskOutcome::Died, TaskOutcome::Ok]);
+    /// let marks: Vec<_> = timeline.marks.iter().map(|m| m.kind).collect();
+    /// assert_eq!(marks, [MarkKind::Died, MarkKind::Started]);
+    /// std::fs::write(std::env::temp_dir().join("doc-process-timeline.svg"), timeline.to_svg()).unwrap();
+    /// ```
+    pub fn take_timeline(&self) -> crate::Timeline {
+        self.manager.take_timeline()
+    }
+
     /// The process ids of the live workers.
     ///
     /// ```
@@ -438,7 +527,7 @@ impl ProcessPoolExecutor {
         limit: std::time::Duration,
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(naming::target_of(f)?, &arg, Some(limit))
+        self.enqueue(naming::target_of(f)?, &arg, Some(limit), "task")
     }
 
     fn enqueue<A: Payload, T: Payload>(
@@ -446,6 +535,7 @@ impl ProcessPoolExecutor {
         target: FnRef,
         arg: &A,
         limit: Option<std::time::Duration>,
+        name: &'static str,
     ) -> Result<Future<T>, SubmitError> {
         // A `Serialize` that panics refuses the submission with its message.
         let payload = crate::unwind::catch(|| wire::encode_payload(arg, &self.manager.blocks))
@@ -458,7 +548,7 @@ impl ProcessPoolExecutor {
             manager: Arc::downgrade(&self.manager),
         }));
         self.manager
-            .submit(target, payload, Box::new(Slot(fut.handle())), limit)?;
+            .submit(target, payload, Box::new(Slot(fut.handle())), limit, name)?;
         Ok(fut)
     }
 }
@@ -474,7 +564,7 @@ impl Executor for ProcessPoolExecutor {
         arg: A,
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(naming::target_of(f)?, &arg, None)
+        self.enqueue(naming::target_of(f)?, &arg, None, "task")
     }
 
     fn submit_chunk<A: Payload, R: Payload>(
@@ -483,7 +573,7 @@ impl Executor for ProcessPoolExecutor {
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(naming::chunk_target_of(f)?, &items, None)
+        self.enqueue(naming::chunk_target_of(f)?, &items, None, "map")
     }
 
     fn shutdown_with(&self, wait: bool, cancel_futures: bool) {

@@ -151,6 +151,9 @@ impl Manager {
             };
             link.finished(record.id);
             if let Some(w) = inflight.remove(&record.id) {
+                if self.recording() {
+                    self.record_task_ended(link.row, w.name, record.ran, bytes.as_deref());
+                }
                 finished.push((w.completion, bytes));
                 self.blocks.put(w.payload);
             }
@@ -173,6 +176,9 @@ impl Manager {
         if !terminated && (!link.retiring || status != crate::ExitStatus::Code(0)) {
             // Not an exit it was asked for: it died (or was killed for a time limit).
             RemoteCounters::add(&self.counters.deaths, 1);
+            if self.recording() {
+                self.record_worker_died(link.row, link.pid);
+            }
         }
         // The worker is dead: its log no longer changes (a process it started could still
         // write to it, which costs only this worker's own tasks: everything read is checked).
@@ -197,19 +203,22 @@ impl Manager {
             let mut records = log
                 .results
                 .into_iter()
-                .filter(|(id, _)| tasks.contains(id))
+                .filter(|(id, ..)| tasks.contains(id))
                 .peekable();
             let mut held: Vec<Work> = Vec::new();
             let mut unstarted: Vec<Work> = Vec::new();
             for (i, task) in tasks.iter().copied().enumerate() {
                 let record = records
-                    .next_if(|(id, _)| i < started && *id == task)
-                    .map(|(_, bytes)| bytes);
+                    .next_if(|(id, ..)| i < started && *id == task)
+                    .map(|(_, bytes, ran)| (bytes, ran));
                 let Some(w) = st.inflight.remove(&task) else {
                     continue;
                 };
-                if let Some(bytes) = record.filter(|_| !terminated) {
+                if let Some((bytes, ran)) = record.filter(|_| !terminated) {
                     // Finished, its result committed to the log: delivered.
+                    if self.recording() {
+                        self.record_task_ended(link.row, w.name, ran, Ok(&bytes));
+                    }
                     finished.push((w.completion, Ok(bytes)));
                     self.blocks.put(w.payload);
                 } else if i < started {
@@ -253,9 +262,17 @@ impl Manager {
                 st.respawn += 1;
                 self.changed.notify_all();
             }
+            st.free_rows.push(link.row);
             dispatch(&mut st);
             failed
         };
+        if self.recording() {
+            // The call it died in ran from its start (the log says when) until now.
+            if let Some((w, error)) = failed.iter().find(|(w, _)| w.id == log.started) {
+                let ran = Some([log.started_at, crate::os::monotonic_nanos()]);
+                self.record_task_ended(link.row, w.name, ran, Err(error));
+            }
+        }
         for (w, error) in failed {
             finished.push((w.completion, Err(error)));
         }

@@ -21,6 +21,7 @@ mod callbacks;
 mod inbox;
 mod link;
 mod reader;
+mod record;
 mod start;
 
 use std::collections::VecDeque;
@@ -90,6 +91,8 @@ struct Work {
     claimed: bool,
     /// Its own time limit (else the pool's).
     limit: Option<Duration>,
+    /// What a timeline calls it: `"task"`, or `"map"` for a chunk of `map`.
+    name: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +132,8 @@ struct Link {
     budget: Option<usize>,
     /// Killed for running this task over this time limit.
     timed_out: Option<(u64, Duration)>,
+    /// Its row on the timeline: the slot it holds among the pool's `workers`.
+    row: usize,
 }
 
 struct State {
@@ -156,6 +161,9 @@ struct State {
     kill_at: Option<Instant>,
     /// The pool's statistics (the same counters as `Manager::counters`).
     counters: Arc<RemoteCounters>,
+    /// Timeline rows no live worker holds (a replacement takes the row of the worker it
+    /// replaces), smallest last.
+    free_rows: Vec<usize>,
 }
 
 /// Tasks to complete once the reader is released (completing decodes the results, with
@@ -227,6 +235,8 @@ pub(crate) struct Manager {
     thread: Mutex<Option<JoinHandle<()>>>,
     watchdog: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<RemoteCounters>,
+    /// The timeline, when recording (`record.rs`).
+    timeline: record::Recording,
 }
 
 impl Manager {
@@ -234,6 +244,7 @@ impl Manager {
     pub(crate) fn start(config: Config) -> Result<Arc<Manager>, StartError> {
         let poller = Poller::new().map_err(|e| StartError::spawn("", e))?;
         let counters = Arc::new(RemoteCounters::default());
+        let workers = config.workers;
         let manager = Arc::new(Manager {
             state: Mutex::new(State {
                 phase: Phase::Starting,
@@ -250,6 +261,7 @@ impl Manager {
                 lingering: false,
                 kill_at: None,
                 counters: counters.clone(),
+                free_rows: (0..workers).rev().collect(),
             }),
             changed: Condvar::new(),
             reader: Mutex::new(None),
@@ -263,6 +275,7 @@ impl Manager {
             thread: Mutex::new(None),
             watchdog: Mutex::new(None),
             counters,
+            timeline: record::Recording::new(workers),
         });
         let m = manager.clone();
         let handle = std::thread::Builder::new()
@@ -304,6 +317,7 @@ impl Manager {
         payload: Payload,
         completion: Box<dyn Completion>,
         limit: Option<Duration>,
+        name: &'static str,
     ) -> Result<(), SubmitError> {
         let mut st = sync::lock(&self.state);
         match &st.phase {
@@ -321,6 +335,7 @@ impl Manager {
             completion,
             claimed: false,
             limit,
+            name,
         });
         if limit.is_some() || self.config.task_timeout.is_some() {
             // The watchdog learns of a limit to keep (it may be asleep until a far deadline).
@@ -372,6 +387,20 @@ impl Manager {
             (st.pending.len() as u64, st.inflight.len() as u64)
         };
         self.counters.snapshot(queued, running)
+    }
+
+    /// Starts or stops recording the timeline (`record.rs`).
+    pub(crate) fn set_recording(&self, on: bool) {
+        if on {
+            self.timeline.start();
+        } else {
+            self.timeline.stop();
+        }
+    }
+
+    /// What the timeline recorded so far.
+    pub(crate) fn take_timeline(&self) -> crate::Timeline {
+        self.timeline.take()
     }
 
     /// Sends `signal` to every worker (terminate / kill).
