@@ -619,7 +619,50 @@ const POOL_CHECKS: &[Test] = &[
         "max_workers_is_0_after_shutdown",
         max_workers_is_0_after_shutdown,
     ),
+    (
+        "stats_count_what_the_pool_did",
+        stats_count_what_the_pool_did,
+    ),
 ];
+
+/// The statistics: every task submitted is counted once, as done or failed (a panic), the
+/// counts add up once the session is over, and bytes crossed both ways.
+fn stats_count_what_the_pool_did(pool: &MpiPoolExecutor) {
+    let fresh = pool.stats();
+    assert_eq!((fresh.submitted, fresh.bytes_sent), (0, 0), "{fresh:?}");
+    let ok: Vec<_> = (0..30).map(|i| pool.submit(common::double, i)).collect();
+    let bad: Vec<_> = (0..5)
+        .map(|_| pool.submit(common::always_panic, ()))
+        .collect();
+    for (i, f) in ok.iter().enumerate() {
+        assert_eq!(f.result_timeout(LONG), Ok(2 * i as u64));
+    }
+    for f in &bad {
+        assert!(matches!(
+            f.result_timeout(LONG),
+            Err(TaskError::Panicked(_))
+        ));
+    }
+    let chunks = concurrent_futures::MapOptions::new().chunksize(10);
+    assert_eq!(
+        pool.map_with(common::double, 0..100u64, chunks).count(),
+        100
+    );
+    pool.shutdown(true);
+    let stats = pool.stats();
+    assert!(stats.settled(), "{stats:?}");
+    assert_eq!((stats.queued, stats.running), (0, 0), "{stats:?}");
+    // 35 tasks and 10 chunks of `map`.
+    assert_eq!(
+        (stats.submitted, stats.done, stats.failed, stats.cancelled),
+        (45, 40, 5, 0)
+    );
+    assert!(
+        stats.bytes_sent > 0 && stats.bytes_received > 0,
+        "{stats:?}"
+    );
+    assert_eq!((stats.worker_deaths, stats.worker_restarts), (0, 0));
+}
 
 /// As mpi4py's `num_workers`: the workers of a pool that was shut down are not its own any
 /// more.

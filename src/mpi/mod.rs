@@ -595,6 +595,30 @@ impl Executor for MpiPoolExecutor {
         }
     }
 
+    /// Tasks submitted, queued (on rank 0), running (sent to a worker rank and not answered),
+    /// done, failed, cancelled; bytes of the call messages sent and of the result messages
+    /// received; worker deaths (a rank lost: its death, or its silence past
+    /// [`unresponsive_after`](MpiPoolBuilder::unresponsive_after), breaks the pool). MPI
+    /// has no restarts: `worker_restarts` stays 0. No per-worker entries. A pool started as
+    /// a singleton reports its local process pool's.
+    ///
+    /// ```no_run
+    /// use concurrent_futures::{Executor, MpiPoolExecutor};
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let Some(pool) = MpiPoolExecutor::start() else { return };
+    /// assert_eq!(pool.submit(square, 7).result(), Ok(49));
+    /// pool.shutdown(true);
+    /// let stats = pool.stats();
+    /// assert_eq!((stats.submitted, stats.done), (1, 1));
+    /// assert!(stats.settled() && stats.bytes_sent > 0);
+    /// ```
+    fn stats(&self) -> crate::PoolStats {
+        match &self.inner {
+            Inner::Ranks(d) => d.client.stats(),
+            Inner::Local(p) => p.stats(),
+        }
+    }
+
     /// A chunk should run about half a millisecond: a task costs microseconds here, more
     /// across a network.
     fn chunk_target(&self) -> Duration {

@@ -4,6 +4,8 @@
 //! ones, and ends the session.
 
 use super::*;
+use crate::stats::{Outcome, RemoteCounters};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Every this many rounds, the dispatcher looks whether it is time to watch the workers.
 const WATCH_EVERY: u32 = 32;
@@ -45,14 +47,25 @@ pub(super) struct Finished {
 }
 
 impl Finished {
-    pub(super) fn complete(self) {
+    /// Completes the futures (their callbacks run here), and counts how they ended.
+    pub(super) fn complete(self, counters: &RemoteCounters) {
+        let count = |ended| {
+            RemoteCounters::add(
+                match ended {
+                    Outcome::Ok => &counters.done,
+                    Outcome::Failed => &counters.failed,
+                    Outcome::Cancelled => &counters.cancelled,
+                },
+                1,
+            )
+        };
         for (buf, items) in self.batches {
             for (c, range) in items {
-                c.complete(Ok(&buf[range]));
+                count(c.complete(Ok(&buf[range])));
             }
         }
         for (c, e) in self.failed {
-            c.complete(Err(e));
+            count(c.complete(Err(e)));
         }
     }
 }
@@ -143,6 +156,7 @@ impl Dispatcher {
                 // waits for the next one (which comes at once: this one made progress).
                 // Never twice in a row, so a stream of results cannot starve it.
                 self.backoff.reset();
+                self.publish_inflight();
                 return (std::mem::take(&mut self.finished), true, false);
             }
             progress = true;
@@ -166,7 +180,15 @@ impl Dispatcher {
         if progress {
             self.backoff.reset();
         }
+        self.publish_inflight();
         (std::mem::take(&mut self.finished), progress, over)
+    }
+
+    /// What the workers hold, for the statistics' `running` (one store per round).
+    fn publish_inflight(&self) {
+        self.client
+            .inflight
+            .store(self.inflight.len() as u64, Relaxed);
     }
 
     /// Nothing happened in the last round: spins or yields a little here (the next
@@ -250,6 +272,7 @@ impl Dispatcher {
                     })?;
                     items.push((c, range));
                 }
+                RemoteCounters::add(&self.client.counters.bytes_received, buf.len() as u64);
                 self.finished.batches.push((buf, items));
             }
             kind::REVOKED => {
@@ -362,7 +385,9 @@ impl Dispatcher {
                     s.reserved -= 1;
                 }
                 if !w.claimed && !w.completion.claim() {
-                    continue; // cancelled while pending
+                    // Cancelled while pending.
+                    RemoteCounters::add(&self.client.counters.cancelled, 1);
+                    continue;
                 }
                 bytes += w.payload.len();
                 batch.push(w);
@@ -416,6 +441,7 @@ impl Dispatcher {
             };
             self.inflight.insert(w.id, (w.completion, li));
             let msg = wire::call_message(kind::CALLS, head, w.payload);
+            RemoteCounters::add(&self.client.counters.bytes_sent, msg.len() as u64);
             self.port.send(rank, wire::TO_WORKER, msg);
             return;
         }
@@ -431,11 +457,9 @@ impl Dispatcher {
             ));
             self.inflight.insert(w.id, (w.completion, li));
         }
-        self.port.send(
-            rank,
-            wire::TO_WORKER,
-            wire::calls_message(kind::CALLS, calls),
-        );
+        let msg = wire::calls_message(kind::CALLS, calls);
+        RemoteCounters::add(&self.client.counters.bytes_sent, msg.len() as u64);
+        self.port.send(rank, wire::TO_WORKER, msg);
     }
 
     /// With nothing pending and a worker idle, asks the worker with the most unstarted
@@ -510,6 +534,7 @@ impl Dispatcher {
     /// the job will be aborted at exit.
     pub(super) fn lose(&mut self, li: usize, what: String) {
         comm::mark_lost();
+        RemoteCounters::add(&self.client.counters.deaths, 1);
         let link = &mut self.links[li];
         link.lost = true;
         let info = link.info.clone();
@@ -536,9 +561,15 @@ impl Dispatcher {
         s.phase = Phase::Broken(why.clone());
         s.reserved = 0;
         for w in s.pending.drain(..) {
-            self.finished
-                .failed
-                .push((w.completion, TaskError::Broken(why.clone())));
+            // A task cancelled while pending stays cancelled: only one claimed here (or
+            // before) may be completed.
+            if w.claimed || w.completion.claim() {
+                self.finished
+                    .failed
+                    .push((w.completion, TaskError::Broken(why.clone())));
+            } else {
+                RemoteCounters::add(&self.client.counters.cancelled, 1);
+            }
         }
     }
 

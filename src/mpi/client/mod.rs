@@ -21,7 +21,7 @@ pub(crate) use driver::Driver;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::comm::{self, Backoff, Comm, Env, MAX_MESSAGE, Port};
@@ -120,6 +120,10 @@ pub(crate) struct Client {
     /// `shutdown(wait)` waits here for the end of the session.
     ended: Condvar,
     workers: Vec<RankInfo>,
+    /// The statistics: counted by `submit`, `shutdown` and the dispatcher (`stats.rs`).
+    pub(super) counters: crate::stats::RemoteCounters,
+    /// Tasks the workers hold, as the dispatcher last counted them (once per round).
+    pub(super) inflight: AtomicU64,
 }
 
 /// A worker rank as it introduced itself.
@@ -167,6 +171,8 @@ impl Client {
             wake: Condvar::new(),
             ended: Condvar::new(),
             workers: workers.clone(),
+            counters: crate::stats::RemoteCounters::default(),
+            inflight: AtomicU64::new(0),
         });
         let mut dispatcher =
             Dispatcher::new(client.clone(), port, workers, config.clone(), &env.host);
@@ -233,6 +239,7 @@ impl Client {
         }
         let id = s.next_id;
         s.next_id += 1;
+        crate::stats::RemoteCounters::add(&self.counters.submitted, 1);
         let reserved = s.reserved < s.slots && completion.claim();
         s.reserved += usize::from(reserved);
         s.pending.push_back(Work {
@@ -271,9 +278,18 @@ impl Client {
                 Vec::new()
             }
         };
+        crate::stats::RemoteCounters::add(&self.counters.cancelled, cancelled.len() as u64);
         for w in cancelled {
             w.completion.cancel();
         }
+    }
+
+    /// The statistics now: what is pending here, what the workers hold (as of the
+    /// dispatcher's last round), and the counters.
+    pub(crate) fn stats(&self) -> crate::PoolStats {
+        let running = self.inflight.load(Ordering::Relaxed);
+        let queued = lock(&self.state).pending.len() as u64;
+        self.counters.snapshot(queued, running)
     }
 }
 
