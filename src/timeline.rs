@@ -360,7 +360,13 @@ impl Timeline {
         // Tasks.
         for t in &self.tasks {
             let x0 = x(t.start);
-            let w = (x(t.end) - x0).max(1.0);
+            // A failure is never too short to see.
+            let min = if t.outcome == TaskOutcome::Ok {
+                1.0
+            } else {
+                3.0
+            };
+            let w = (x(t.end) - x0).max(min);
             let y = TOP + t.worker as f64 * ROW + (ROW - BAR) / 2.0;
             let _ = writeln!(
                 out,
