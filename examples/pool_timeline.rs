@@ -49,7 +49,11 @@ fn task(i: u64) -> u64 {
 }
 
 fn duration(i: u64) -> Duration {
-    if i % 8 == 0 { SHORT * 16 } else { SHORT }
+    if i.is_multiple_of(8) {
+        SHORT * 16
+    } else {
+        SHORT
+    }
 }
 
 fn out_dir() -> PathBuf {

@@ -120,6 +120,17 @@ impl MarkKind {
 /// An event of a worker's life on its row: a worker process died, or a new one started
 /// there (process pool). A row is a worker slot: a replacement takes the row of the worker
 /// it replaces, so a pool of `n` workers always draws `n` rows.
+///
+/// ```
+/// use concurrent_futures::{Executor, MarkKind, ProcessPoolExecutor};
+/// fn exit(_: ()) -> u8 { std::process::exit(3) }
+/// let pool = ProcessPoolExecutor::builder().max_workers(1).record_timeline(true).build().unwrap();
+/// assert!(pool.submit(exit, ()).result().is_err());
+/// pool.shutdown(true);
+/// let died = &pool.take_timeline().marks[0];
+/// assert_eq!((died.kind, died.worker), (MarkKind::Died, 0));
+/// assert!(died.pid.is_some());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Mark {
@@ -357,8 +368,12 @@ impl Timeline {
                 y + ROW / 2.0 + 4.0
             );
         }
-        // Tasks.
-        for t in &self.tasks {
+        // Tasks: failures last, so that a short one is not hidden under the next bar.
+        let (ok, failed): (Vec<&TaskSpan>, Vec<&TaskSpan>) = self
+            .tasks
+            .iter()
+            .partition(|t| t.outcome == TaskOutcome::Ok);
+        for t in ok.into_iter().chain(failed) {
             let x0 = x(t.start);
             // A failure is never too short to see.
             let min = if t.outcome == TaskOutcome::Ok {
