@@ -325,13 +325,6 @@ fn main() {
             t.elapsed().as_secs_f64(),
         );
 
-        // The same pool recording its timeline: what recording costs.
-        let rec = ProcessPoolExecutor::builder()
-            .max_workers(WORKERS)
-            .record_timeline(true)
-            .build()
-            .unwrap();
-
         // --- round trip ---
         let echo = Echo::start();
         let rt = p50s(&mut [
@@ -339,21 +332,26 @@ fn main() {
                 black_box(echo.ping(black_box(1)));
             },
             &mut || {
+                // (Recording off; a relaxed store, so that the contenders differ only in it.)
+                pool.stop_recording();
                 black_box(pool.submit(trivial, black_box(1)).result().unwrap());
             },
             &mut || {
                 black_box(ps.spawn(black_box(1), trivial).join().unwrap());
             },
             &mut || {
-                black_box(rec.submit(trivial, black_box(1)).result().unwrap());
+                // The same pool recording its timeline: what recording costs.
+                pool.start_recording();
+                black_box(pool.submit(trivial, black_box(1)).result().unwrap());
             },
         ]);
+        pool.stop_recording();
         let measure = "round trip p50, trivial task";
         table.add(measure, "raw ipc-channel ping-pong", "µs", rt[0]);
         table.add(measure, "concurrent_futures", "µs", rt[1]);
         table.add(measure, "procspawn 1.0 Pool", "µs", rt[2]);
         table.add(measure, "concurrent_futures, recording", "µs", rt[3]);
-        black_box(rec.take_timeline());
+        black_box(pool.take_timeline());
 
         // --- 20k tasks at once ---
         let t = Instant::now();
@@ -367,8 +365,9 @@ fn main() {
             "tasks/s",
             TASKS as f64 / t.elapsed().as_secs_f64(),
         );
+        pool.start_recording();
         let t = Instant::now();
-        let futures: Vec<_> = (0..TASKS as u64).map(|i| rec.submit(trivial, i)).collect();
+        let futures: Vec<_> = (0..TASKS as u64).map(|i| pool.submit(trivial, i)).collect();
         for f in futures {
             black_box(f.into_result().unwrap());
         }
@@ -378,7 +377,8 @@ fn main() {
             "tasks/s",
             TASKS as f64 / t.elapsed().as_secs_f64(),
         );
-        assert_eq!(rec.take_timeline().tasks.len(), TASKS);
+        pool.stop_recording();
+        assert_eq!(pool.take_timeline().tasks.len(), TASKS);
         match procspawn_tasks() {
             Ok(rate) => table.add(
                 "20,000 tasks submitted at once",
@@ -405,16 +405,21 @@ fn main() {
             "items/s",
             MAP_ITEMS as f64 / t.elapsed().as_secs_f64(),
         );
+        pool.start_recording();
         let t = Instant::now();
-        let n = rec.map(trivial, 0..MAP_ITEMS).filter(Result::is_ok).count();
+        let n = pool
+            .map(trivial, 0..MAP_ITEMS)
+            .filter(Result::is_ok)
+            .count();
         assert_eq!(n as u64, MAP_ITEMS);
+        pool.stop_recording();
         table.add(
             "map of 1M trivial items",
             "concurrent_futures, recording",
             "items/s",
             MAP_ITEMS as f64 / t.elapsed().as_secs_f64(),
         );
-        drop(rec);
+        black_box(pool.take_timeline());
 
         // --- 64 MiB argument ---
         let gbps = |f: &mut dyn FnMut()| {
