@@ -645,8 +645,8 @@ mod process_timeline {
         assert_eq!(svg.matches("<g class=\"mark started\"").count(), 2);
     }
 
-    /// A burst of crashes: 100 tasks, every tenth aborts its worker. Every task has exactly
-    /// one bar (none runs twice, none is lost), ten of them died, and each death has its
+    /// A burst of crashes: 300 tasks, every tenth aborts its worker. Every task has exactly
+    /// one bar (none runs twice, none is lost), thirty of them died, and each death has its
     /// mark and its replacement.
     #[test]
     fn a_burst_of_crashes_adds_up() {
@@ -656,7 +656,7 @@ mod process_timeline {
             .record_timeline(true)
             .build()
             .unwrap();
-        let futs: Vec<_> = (0..100).map(|i| pool.submit(abort_on_tenth, i)).collect();
+        let futs: Vec<_> = (0..300).map(|i| pool.submit(abort_on_tenth, i)).collect();
         let mut died = 0;
         for (i, f) in futs.iter().enumerate() {
             match f.result_timeout(LONG) {
@@ -668,19 +668,51 @@ mod process_timeline {
                 Err(e) => panic!("task {i}: {e}"),
             }
         }
-        assert_eq!(died, 10);
+        assert_eq!(died, 30);
         pool.shutdown(true);
         let stats = pool.stats();
         check_settled(&stats);
         let t = pool.take_timeline();
         assert_eq!(t.workers, 3);
-        assert_eq!(t.tasks.len(), 100);
-        assert_eq!(count(&t, TaskOutcome::Ok), 90);
-        assert_eq!(count(&t, TaskOutcome::Died), 10);
+        assert_eq!(t.tasks.len(), 300);
+        assert_eq!(count(&t, TaskOutcome::Ok), 270);
+        assert_eq!(count(&t, TaskOutcome::Died), 30);
         check_rows(&t);
-        assert_eq!(marks(&t, MarkKind::Died), 10);
-        assert_eq!(stats.worker_deaths, 10);
+        assert_eq!(marks(&t, MarkKind::Died), 30);
+        assert_eq!(stats.worker_deaths, 30);
         assert_eq!(marks(&t, MarkKind::Started) as u64, stats.worker_restarts);
+    }
+
+    /// A worker retired by `max_tasks_per_child` did not die: its replacement's start is
+    /// marked on the same row, and no death.
+    #[test]
+    fn a_retired_worker_is_replaced_on_its_row() {
+        let _w = watchdog("process_timeline_a_retired_worker_is_replaced_on_its_row");
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .max_tasks_per_child(2)
+            .record_timeline(true)
+            .build()
+            .unwrap();
+        for i in 0..6 {
+            assert_eq!(
+                pool.submit(common::double, i).result_timeout(LONG),
+                Ok(2 * i)
+            );
+        }
+        // The third worker retires after its second task; wait for its replacement, so
+        // that the count below is not a race with it.
+        eventually("the last replacement starts", || {
+            pool.stats().worker_restarts == 3
+        });
+        pool.shutdown(true);
+        let stats = pool.stats();
+        let t = pool.take_timeline();
+        assert_eq!(t.tasks.len(), 6);
+        check_rows(&t);
+        assert_eq!((marks(&t, MarkKind::Died), stats.worker_deaths), (0, 0));
+        assert_eq!(marks(&t, MarkKind::Started), 3);
+        assert!(t.marks.iter().all(|m| m.worker == 0));
     }
 
     /// The bars are the worker's own run times, on the parent's clock: a task that sleeps
