@@ -25,6 +25,8 @@ pub(super) struct Link {
     /// Its process, when it runs on this host: its death is seen at once (MPI does not end
     /// a client whose spawned worker died).
     process: Option<crate::os::Pidfd>,
+    /// This rank's clock less the worker's, as well as its messages tell it (timeline).
+    offset: Option<i64>,
 }
 
 impl Link {
@@ -74,8 +76,9 @@ pub(super) struct Dispatcher {
     pub(super) client: Arc<Client>,
     pub(super) port: Port,
     pub(super) links: Vec<Link>,
-    /// Tasks in a worker: their futures, and which link holds them.
-    pub(super) inflight: IdMap<(Box<dyn Completion>, usize)>,
+    /// Tasks in a worker: their futures, which link holds them, and what a timeline calls
+    /// them.
+    pub(super) inflight: IdMap<(Box<dyn Completion>, usize, &'static str)>,
     /// The last round ended early, after results (see `step`).
     deferred: bool,
     pub(super) config: Config,
@@ -122,6 +125,7 @@ impl Dispatcher {
                     heard: false,
                     pinged: false,
                     lost: false,
+                    offset: None,
                 })
                 .collect(),
             inflight: IdMap::default(),
@@ -182,6 +186,35 @@ impl Dispatcher {
         }
         self.publish_inflight();
         (std::mem::take(&mut self.finished), progress, over)
+    }
+
+    /// A task of link `li` ended: it ran from `ran[0]` to `ran[1]` on the worker's clock,
+    /// which read `sent` when the message left; `outcome` is its encoded outcome. The
+    /// worker's times are mapped onto this rank's clock by the smallest difference seen
+    /// between a message's arrival here and its `sent` (the worker may be on another host:
+    /// the clocks need not agree). That difference is the true offset plus the message's
+    /// way here and its wait to be read, so the smallest is the best estimate, and a bar
+    /// is never drawn later than its result arrived.
+    fn record_task_ended(
+        &mut self,
+        li: usize,
+        name: &'static str,
+        ran: [u64; 2],
+        sent: u64,
+        outcome: &[u8],
+    ) {
+        let now = crate::os::monotonic_nanos();
+        let seen = (i128::from(now) - i128::from(sent)).clamp(i64::MIN.into(), i64::MAX.into());
+        let seen = seen as i64;
+        let link = &mut self.links[li];
+        let offset = *link
+            .offset
+            .insert(link.offset.map_or(seen, |o| o.min(seen)));
+        let here = |t: u64| t.saturating_add_signed(offset);
+        let outcome = crate::remote::recording::outcome_of_bytes(outcome);
+        self.client
+            .timeline
+            .task(li, [here(ran[0]), here(ran[1])], outcome, name);
     }
 
     /// What the workers hold, for the statistics' `running` (one store per round).
@@ -257,19 +290,23 @@ impl Dispatcher {
         match k {
             kind::DONE => {
                 let n = r.u32()? as usize;
+                let sent = r.u64()?;
                 let outcomes = r.outcomes(n)?;
                 let mut items = Vec::with_capacity(outcomes.len());
-                for (id, range) in outcomes {
+                for wire::Outcome { id, range, ran } in outcomes {
                     if !self.links[li].window.release(id) {
                         return Err(MpiError::Protocol {
                             rank: src,
                             what: "sent the result of a task it did not hold",
                         });
                     }
-                    let (c, _) = self.inflight.remove(&id).ok_or(MpiError::Protocol {
+                    let (c, _, name) = self.inflight.remove(&id).ok_or(MpiError::Protocol {
                         rank: src,
                         what: "sent an unknown result",
                     })?;
+                    if sent != 0 && ran != [0, 0] && self.client.timeline.on() {
+                        self.record_task_ended(li, name, ran, sent, &buf[range.clone()]);
+                    }
                     items.push((c, range));
                 }
                 RemoteCounters::add(&self.client.counters.bytes_received, buf.len() as u64);
@@ -298,7 +335,7 @@ impl Dispatcher {
                 self.links[li].window.given_back(&ids, u64::MAX);
                 let mut back = Vec::with_capacity(calls.len());
                 for (head, range) in calls {
-                    let (completion, _) =
+                    let (completion, _, name) =
                         self.inflight.remove(&head.id).ok_or(MpiError::Protocol {
                             rank: src,
                             what: "gave back an unknown task",
@@ -310,6 +347,7 @@ impl Dispatcher {
                         completion,
                         claimed: true,
                         reserved: false,
+                        name,
                     });
                 }
                 let mut s = lock(&self.client.state);
@@ -422,6 +460,12 @@ impl Dispatcher {
     }
 
     pub(super) fn send_batch(&mut self, li: usize, batch: Vec<Work>) {
+        // (Timed calls when recording: the worker then sends their run times.)
+        let calls_kind = if self.client.timeline.on() {
+            kind::CALLS_TIMED
+        } else {
+            kind::CALLS
+        };
         let link = &mut self.links[li];
         if link.window.is_empty() {
             link.heard = true;
@@ -439,8 +483,8 @@ impl Dispatcher {
                 target: w.target,
                 len: w.payload.len(),
             };
-            self.inflight.insert(w.id, (w.completion, li));
-            let msg = wire::call_message(kind::CALLS, head, w.payload);
+            self.inflight.insert(w.id, (w.completion, li, w.name));
+            let msg = wire::call_message(calls_kind, head, w.payload);
             RemoteCounters::add(&self.client.counters.bytes_sent, msg.len() as u64);
             self.port.send(rank, wire::TO_WORKER, msg);
             return;
@@ -455,9 +499,9 @@ impl Dispatcher {
                 },
                 w.payload,
             ));
-            self.inflight.insert(w.id, (w.completion, li));
+            self.inflight.insert(w.id, (w.completion, li, w.name));
         }
-        let msg = wire::calls_message(kind::CALLS, calls);
+        let msg = wire::calls_message(calls_kind, calls);
         RemoteCounters::add(&self.client.counters.bytes_sent, msg.len() as u64);
         self.port.send(rank, wire::TO_WORKER, msg);
     }
@@ -538,9 +582,14 @@ impl Dispatcher {
         let link = &mut self.links[li];
         link.lost = true;
         let info = link.info.clone();
+        if self.client.timeline.on() {
+            self.client
+                .timeline
+                .mark_now(li, crate::timeline::MarkKind::Died, info.pid);
+        }
         let held = link.window.clear();
         for id in held {
-            if let Some((c, _)) = self.inflight.remove(&id) {
+            if let Some((c, ..)) = self.inflight.remove(&id) {
                 self.finished.failed.push((
                     c,
                     TaskError::WorkerDied {

@@ -83,6 +83,8 @@ struct Work {
     claimed: bool,
     /// Claimed at submission against `State::slots`.
     reserved: bool,
+    /// What a timeline calls it: `"task"`, or `"map"` for a chunk of `map`.
+    name: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +126,8 @@ pub(crate) struct Client {
     pub(super) counters: crate::stats::RemoteCounters,
     /// Tasks the workers hold, as the dispatcher last counted them (once per round).
     pub(super) inflight: AtomicU64,
+    /// The timeline, when recording: one row per worker rank, in rank order.
+    pub(crate) timeline: crate::remote::recording::Recording,
 }
 
 /// A worker rank as it introduced itself.
@@ -173,6 +177,7 @@ impl Client {
             workers: workers.clone(),
             counters: crate::stats::RemoteCounters::default(),
             inflight: AtomicU64::new(0),
+            timeline: crate::remote::recording::Recording::new(workers.len()),
         });
         let mut dispatcher =
             Dispatcher::new(client.clone(), port, workers, config.clone(), &env.host);
@@ -220,6 +225,7 @@ impl Client {
         target: FnRef,
         payload: Vec<u8>,
         completion: Box<dyn Completion>,
+        name: &'static str,
     ) -> Result<(), SubmitError> {
         if payload.len() > MAX_MESSAGE - HEADER_ROOM {
             return Err(SubmitError::Codec(
@@ -249,6 +255,7 @@ impl Client {
             completion,
             claimed: reserved,
             reserved,
+            name,
         });
         s.events += 1;
         if std::mem::take(&mut s.sleeping) {

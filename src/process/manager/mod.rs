@@ -236,7 +236,7 @@ pub(crate) struct Manager {
     watchdog: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<RemoteCounters>,
     /// The timeline, when recording (`record.rs`).
-    timeline: record::Recording,
+    timeline: crate::remote::recording::Recording,
 }
 
 impl Manager {
@@ -275,7 +275,7 @@ impl Manager {
             thread: Mutex::new(None),
             watchdog: Mutex::new(None),
             counters,
-            timeline: record::Recording::new(workers),
+            timeline: crate::remote::recording::Recording::new(workers),
         });
         let m = manager.clone();
         let handle = std::thread::Builder::new()
