@@ -182,7 +182,9 @@ impl Settled {
 #[derive(Default)]
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) struct RemoteCounters {
-    pub(crate) submitted: AtomicU64,
+    /// Written by the submitting threads: on a line of its own, apart from the counters
+    /// the thread that reads results writes (a shared line would bounce per task).
+    pub(crate) submitted: CachePadded<AtomicU64>,
     pub(crate) done: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) cancelled: AtomicU64,

@@ -217,11 +217,13 @@ impl Dispatcher {
             .task(li, [here(ran[0]), here(ran[1])], outcome, name);
     }
 
-    /// What the workers hold, for the statistics' `running` (one store per round).
+    /// What the workers hold, for the statistics' `running`: stored only when it changed, so
+    /// that a round that moves nothing writes nothing shared.
     fn publish_inflight(&self) {
-        self.client
-            .inflight
-            .store(self.inflight.len() as u64, Relaxed);
+        let n = self.inflight.len() as u64;
+        if self.client.inflight.load(Relaxed) != n {
+            self.client.inflight.store(n, Relaxed);
+        }
     }
 
     /// Nothing happened in the last round: spins or yields a little here (the next

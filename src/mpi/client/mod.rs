@@ -22,6 +22,8 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_utils::CachePadded;
 use std::time::{Duration, Instant};
 
 use super::comm::{self, Backoff, Comm, Env, MAX_MESSAGE, Port};
@@ -122,10 +124,11 @@ pub(crate) struct Client {
     /// `shutdown(wait)` waits here for the end of the session.
     ended: Condvar,
     workers: Vec<RankInfo>,
-    /// The statistics: counted by `submit`, `shutdown` and the dispatcher (`stats.rs`).
-    pub(super) counters: crate::stats::RemoteCounters,
-    /// Tasks the workers hold, as the dispatcher last counted them (once per round).
-    pub(super) inflight: AtomicU64,
+    /// The statistics: counted by `submit`, `shutdown` and the dispatcher (`stats.rs`), on
+    /// lines of their own (not the state lock's, which every submission takes).
+    pub(super) counters: CachePadded<crate::stats::RemoteCounters>,
+    /// Tasks the workers hold, as the dispatcher last counted them (stored when it changes).
+    pub(super) inflight: CachePadded<AtomicU64>,
     /// The timeline, when recording: one row per worker rank, in rank order.
     pub(crate) timeline: crate::remote::recording::Recording,
 }
@@ -175,8 +178,8 @@ impl Client {
             wake: Condvar::new(),
             ended: Condvar::new(),
             workers: workers.clone(),
-            counters: crate::stats::RemoteCounters::default(),
-            inflight: AtomicU64::new(0),
+            counters: CachePadded::default(),
+            inflight: CachePadded::default(),
             timeline: crate::remote::recording::Recording::new(workers.len()),
         });
         let mut dispatcher =
