@@ -24,7 +24,8 @@
 //! The process pool counts with atomic adds next to the system calls that move a task
 //! (one add at submission, one when the result is read, one per batch sent); the MPI pool
 //! likewise next to its MPI calls, and its dispatcher stores the number of tasks the
-//! workers hold once per round.
+//! workers hold when it changes. The counters that submitting threads write and those that
+//! the thread reading results writes are on separate cache lines.
 //!
 //! Reading the statistics sums every worker's block; it never stops the pool. While tasks
 //! run, the figures are a snapshot taken counter by counter; when the pool is quiescent
