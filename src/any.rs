@@ -11,6 +11,7 @@ use crate::error::{BuildError, SubmitError};
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::Future;
 use crate::map::{MapOptions, OrderedMap};
+use crate::task::Task;
 use crate::thread::ThreadPoolExecutor;
 
 /// The environment variable [`AnyExecutor::from_default_env`] reads: `CF_EXECUTOR`.
@@ -659,20 +660,20 @@ impl Executor for AnyExecutor {
         each!(self, p => p.max_workers())
     }
 
-    fn try_submit<A: Payload, R: Payload>(
+    fn try_submit<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         arg: A,
     ) -> Result<Future<R>, SubmitError> {
-        each!(self, p => p.try_submit(f, arg))
+        each!(self, p => p.try_submit(task, arg))
     }
 
-    fn submit_chunk<A: Payload, R: Payload>(
+    fn submit_chunk<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError> {
-        each!(self, p => p.submit_chunk(f, items))
+        each!(self, p => p.submit_chunk(task, items))
     }
 
     fn shutdown_with(&self, wait: bool, cancel_futures: bool) {
@@ -684,12 +685,12 @@ impl Executor for AnyExecutor {
     }
 
     /// The backend's own ordered `map`, if it has one (threads: block splitting).
-    fn ordered_map<A: Payload, R: Payload>(
+    fn ordered_map<A: Payload, R: Payload, T: Task<A, R> + Clone>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         opts: MapOptions,
     ) -> Option<Box<dyn OrderedMap<A, R> + '_>> {
-        each!(self, p => p.ordered_map(f, opts))
+        each!(self, p => p.ordered_map(task, opts))
     }
 
     fn stats(&self) -> crate::PoolStats {

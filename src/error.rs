@@ -335,6 +335,31 @@ pub enum SubmitError {
         #[serde(with = "crate::serde_arc::arc_str")]
         shared: Arc<str>,
     },
+    /// The task is a closure that captures values (it is not zero-sized): it runs on
+    /// threads, but a worker process (the process and MPI pools) cannot receive what it
+    /// captured. Write it with [`task!`](crate::task!), whose captures are encoded and sent
+    /// with the task.
+    ///
+    /// ```
+    /// # #[cfg(target_os = "linux")] {
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor, SubmitError, task};
+    /// let k = 3u32;
+    /// let pool = ProcessPoolExecutor::new(1);
+    /// let err = pool.try_submit(move |x: u32| x * k, 2).unwrap_err();
+    /// assert!(matches!(err, SubmitError::CapturingClosure { .. }));
+    /// assert_eq!(pool.submit(task!([k] |x: u32| x * k), 2).result(), Ok(6));
+    /// # }
+    /// ```
+    #[error(
+        "`{type_name}` is a closure that captures values, which a worker process cannot \
+         receive: write it with `task!([captured, values] |arg: A| ...)`, whose captures are \
+         sent with the task, or run it on a thread pool"
+    )]
+    CapturingClosure {
+        /// The closure's type, as `std::any::type_name` spells it.
+        #[serde(with = "crate::serde_arc::arc_str")]
+        type_name: Arc<str>,
+    },
 }
 
 /// A pool could not be built.
@@ -427,6 +452,16 @@ impl StartFailure {
     }
 }
 
+/// Two failures are equal when they are one failure (or clones of it): the operating
+/// system's errors beneath them have no equality of their own.
+impl PartialEq for StartFailure {
+    fn eq(&self, other: &StartFailure) -> bool {
+        Arc::ptr_eq(&self.cause, &other.cause)
+    }
+}
+
+impl Eq for StartFailure {}
+
 impl std::fmt::Display for StartFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.cause.fmt(f)
@@ -437,6 +472,71 @@ impl std::error::Error for StartFailure {
     /// The cause beneath the message (the message is the cause's own, so it is not repeated).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.cause.source()
+    }
+}
+
+/// An error of the operating system, kept whole (the cause of
+/// [`multiprocessing::ConnectionError::Os`](crate::multiprocessing::ConnectionError::Os)):
+/// the [`std::io::Error`] is this error's [`source`](std::error::Error::source), and its
+/// message is this one's. Unlike `std::io::Error` it is `Clone` (shared) and comparable: two
+/// are equal when they have the same kind, code and message.
+///
+/// ```
+/// use concurrent_futures::multiprocessing::OsError;
+/// use std::error::Error;
+/// let e = OsError::from(std::io::Error::from_raw_os_error(24));
+/// assert_eq!(e.raw_os_error(), Some(24));
+/// assert_eq!(e, e.clone());
+/// let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).unwrap();
+/// assert_eq!(io.raw_os_error(), Some(24));
+/// ```
+#[derive(Debug, Clone)]
+#[cfg(target_os = "linux")]
+pub struct OsError(Arc<std::io::Error>);
+
+#[cfg(target_os = "linux")]
+impl OsError {
+    /// The operating system's error code (`errno`), if there is one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.0.raw_os_error()
+    }
+
+    /// The kind of error.
+    pub fn kind(&self) -> std::io::ErrorKind {
+        self.0.kind()
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl From<std::io::Error> for OsError {
+    fn from(e: std::io::Error) -> OsError {
+        OsError(Arc::new(e))
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl PartialEq for OsError {
+    fn eq(&self, other: &OsError) -> bool {
+        self.kind() == other.kind()
+            && self.raw_os_error() == other.raw_os_error()
+            && self.0.to_string() == other.0.to_string()
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Eq for OsError {}
+
+#[cfg(target_os = "linux")]
+impl std::fmt::Display for OsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl std::error::Error for OsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
     }
 }
 
@@ -452,21 +552,6 @@ impl std::fmt::Display for Message {
 }
 
 impl std::error::Error for Message {}
-
-/// A setter of [`Future`](crate::Future) was called in a state that forbids it (Python's
-/// `InvalidStateError`, and the `RuntimeError` of `set_running_or_notify_cancel`).
-///
-/// ```
-/// use concurrent_futures::Future;
-/// let fut = Future::new();
-/// fut.set_result(1).unwrap();
-/// assert!(fut.set_result(2).is_err());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("invalid state: the future is {state}")]
-pub struct InvalidStateError {
-    pub(crate) state: crate::future::State,
-}
 
 /// [`as_completed`](crate::as_completed) ran out of time. Python's
 /// `TimeoutError("3 (of 10) futures unfinished")`.

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::error::{SubmitError, TaskError};
 use crate::future::Future;
 use crate::map::{Map, MapOptions, MapUnordered, OrderedMap};
+use crate::task::Task;
 
 /// What may cross into a task and back through the [`Executor`] trait: a value that can be
 /// sent to another thread, shared by reference, and encoded for another process (serde).
@@ -96,6 +97,9 @@ use crate::map::{Map, MapOptions, MapUnordered, OrderedMap};
 ///
 /// * **Any backend**: return values and combine them in the caller (`map(...).sum()`,
 ///   a `fold` over [`as_completed`](crate::as_completed)): the portable way, and Python's.
+///   Read-only values a task needs (settings, a table) are captured with
+///   [`task!`](crate::task!): on threads they are shared, to a worker process they are
+///   copied once per task (once per chunk of a `map`).
 /// * **Threads** ([`ThreadPoolExecutor`](crate::ThreadPoolExecutor), rayon): capture an
 ///   `Arc<Mutex<_>>` or an atomic in a closure given to
 ///   [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn) (or rayon's own
@@ -116,8 +120,8 @@ use crate::map::{Map, MapOptions, MapUnordered, OrderedMap};
             `Send + Sync + 'static`; for your own types, add \
             `#[derive(serde::Serialize, serde::Deserialize)]`",
     note = "a task is a function of one argument: pass several arguments as one tuple, \
-            `pool.submit(f, (a, b))` with `fn f((a, b): (A, B)) -> R`; closures that capture \
-            go to `ThreadPoolExecutor::spawn`",
+            `pool.submit(f, (a, b))` with `fn f((a, b): (A, B)) -> R`; values a task needs \
+            besides its argument are captured with `task!([a, b] |x: A| ...)`",
     note = "shared state (`Arc`, `Rc`, references) cannot be an argument: see the `Payload` \
             docs for how to share state on each backend"
 )]
@@ -163,15 +167,19 @@ fn decoding_len() -> usize {
 }
 
 /// Runs `f` over `items` as one chunk: each item under its own panic guard, timed as a whole
-/// (the timing drives automatic chunk sizing). Backends call this where the chunk executes.
+/// (the timing drives automatic chunk sizing). Backends call this where the chunk executes,
+/// with the [`Task`](crate::Task) of [`Executor::submit_chunk`] as `|a| task.call(a)`.
 ///
 /// ```
-/// use concurrent_futures::run_chunk;
+/// use concurrent_futures::{Task, run_chunk, task};
 /// fn half(x: u32) -> u32 { assert!(x % 2 == 0, "odd"); x / 2 }
 /// let chunk = run_chunk(half, vec![2, 3, 4]);
 /// assert_eq!(chunk.len(), 3);
+/// let k = 10u32;
+/// let add = task!([k] |x: u32| x + k);
+/// assert_eq!(run_chunk(|a| add.call(a), vec![1, 2]).len(), 2);
 /// ```
-pub fn run_chunk<A, R>(f: fn(A) -> R, items: Vec<A>) -> Chunk<R> {
+pub fn run_chunk<A, R>(mut f: impl FnMut(A) -> R, items: Vec<A>) -> Chunk<R> {
     let start = Instant::now();
     let mut values = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
@@ -229,15 +237,20 @@ impl<R> Chunk<R> {
 /// (Linux), `MpiPoolExecutor` with the `mpi` feature, `rayon::ThreadPool` with the `rayon`
 /// feature, or [`AnyExecutor`](crate::AnyExecutor) for any of them.
 ///
-/// # Tasks are functions of one argument; `spawn` takes closures
+/// # Tasks are functions of one argument, with captures through `task!`; `spawn` takes closures
 ///
-/// A task given through the trait is a function pointer `fn(A) -> R` of one argument: a `fn`
-/// item or a closure that captures nothing. Arguments and results are [`Payload`]s (serde
-/// types that are `Send + Sync + 'static`). These bounds are what lets the same call cross
-/// into another process. Pass several arguments as one tuple. Thread pools also take any
-/// capturing closure through their own methods
-/// ([`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn)). Shared state
-/// (`Arc`, `Rc`) is not a `Payload`: see [`Payload`] for how to share on each backend.
+/// A task given through the trait is a [`Task`](crate::Task) of one argument: a `fn` item,
+/// a closure that captures nothing, or a task built by [`task!`](crate::task!) with captured
+/// values (`task!([table, settings] |i: usize| score(table, settings, i))`), whose captures
+/// are [`Payload`]s too: they cross to a worker process with the task, once per task and once
+/// per chunk of a `map`. Arguments and results are [`Payload`]s (serde types that are
+/// `Send + Sync + 'static`). These bounds are what lets the same call cross into another
+/// process. Pass several arguments as one tuple. A closure that captures `Copy` values is a
+/// task on threads only (the process and MPI pools refuse it with
+/// [`SubmitError::CapturingClosure`]). Thread pools also take any capturing closure through
+/// their own methods ([`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn)).
+/// Shared state (`Arc`, `Rc`) is not a `Payload`: see [`Payload`] for how to share on each
+/// backend.
 ///
 /// To choose the backend at run time (`Box<dyn Executor>` is not possible: the methods are
 /// generic), use [`AnyExecutor`](crate::AnyExecutor), parsed from a string such as
@@ -261,6 +274,18 @@ impl<R> Chunk<R> {
 /// assert_eq!(run(&pool)[19], 4181);
 /// pool.shutdown(true);
 /// ```
+///
+/// A task that needs values besides its argument captures them with
+/// [`task!`](crate::task!), and runs unchanged on every backend:
+///
+/// ```
+/// use concurrent_futures::{Executor, ThreadPoolExecutor, task};
+/// let offset = 100u64;
+/// let shifted = task!([offset] |x: u64| x + offset);
+/// let pool = ThreadPoolExecutor::new(2);
+/// let out: Vec<u64> = pool.map(shifted, 0..3).map(Result::unwrap).collect();
+/// assert_eq!(out, [100, 101, 102]);
+/// ```
 pub trait Executor {
     /// Number of workers (threads, processes, ranks) executing tasks.
     ///
@@ -280,9 +305,9 @@ pub trait Executor {
     /// pool.shutdown(true);
     /// assert_eq!(pool.try_submit(inc, 1).unwrap_err(), SubmitError::Shutdown);
     /// ```
-    fn try_submit<A: Payload, R: Payload>(
+    fn try_submit<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         arg: A,
     ) -> Result<Future<R>, SubmitError>;
 
@@ -296,9 +321,9 @@ pub trait Executor {
     /// let chunk = pool.submit_chunk(inc, vec![1, 2, 3]).unwrap().into_result().unwrap();
     /// assert_eq!(chunk.len(), 3);
     /// ```
-    fn submit_chunk<A: Payload, R: Payload>(
+    fn submit_chunk<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError>;
 
@@ -328,8 +353,8 @@ pub trait Executor {
     /// let pool = ThreadPoolExecutor::new(1);
     /// assert_eq!(pool.submit(add, (2, 3)).result(), Ok(5));
     /// ```
-    fn submit<A: Payload, R: Payload>(&self, f: fn(A) -> R, arg: A) -> Future<R> {
-        self.try_submit(f, arg)
+    fn submit<A: Payload, R: Payload, T: Task<A, R>>(&self, task: T, arg: A) -> Future<R> {
+        self.try_submit(task, arg)
             .unwrap_or_else(|e| Future::ready(Err(TaskError::Submit(e))))
     }
 
@@ -365,14 +390,15 @@ pub trait Executor {
     /// let squares: Vec<u64> = pool.map(square, 0..1000).map(Result::unwrap).collect();
     /// assert_eq!(squares[999], 998_001);
     /// ```
-    fn map<A, R, I>(&self, f: fn(A) -> R, items: I) -> Map<'_, Self, I::IntoIter, A, R>
+    fn map<A, R, T, I>(&self, task: T, items: I) -> Map<'_, Self, I::IntoIter, A, R>
     where
         Self: Sized,
         A: Payload,
         R: Payload,
+        T: Task<A, R>,
         I: IntoIterator<Item = A>,
     {
-        Map::new(self, f, items.into_iter(), MapOptions::default())
+        Map::new(self, task, items.into_iter(), MapOptions::default())
     }
 
     /// [`map`](Executor::map) with options (`chunksize`, `timeout`, `buffersize`).
@@ -385,9 +411,9 @@ pub trait Executor {
     /// let out: Result<Vec<u32>, _> = pool.map_with(inc, 0..100, opts).collect();
     /// assert_eq!(out.unwrap()[99], 100);
     /// ```
-    fn map_with<A, R, I>(
+    fn map_with<A, R, T, I>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: I,
         options: MapOptions,
     ) -> Map<'_, Self, I::IntoIter, A, R>
@@ -395,9 +421,10 @@ pub trait Executor {
         Self: Sized,
         A: Payload,
         R: Payload,
+        T: Task<A, R>,
         I: IntoIterator<Item = A>,
     {
-        Map::new(self, f, items.into_iter(), options)
+        Map::new(self, task, items.into_iter(), options)
     }
 
     /// Like [`map`](Executor::map), but yields results as chunks complete rather than in
@@ -411,18 +438,19 @@ pub trait Executor {
     /// out.sort();
     /// assert_eq!(out, (0..100).map(|x| x * 2).collect::<Vec<_>>());
     /// ```
-    fn map_unordered<A, R, I>(
+    fn map_unordered<A, R, T, I>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: I,
     ) -> MapUnordered<'_, Self, I::IntoIter, A, R>
     where
         Self: Sized,
         A: Payload,
         R: Payload,
+        T: Task<A, R>,
         I: IntoIterator<Item = A>,
     {
-        MapUnordered::new(self, f, items.into_iter(), MapOptions::default())
+        MapUnordered::new(self, task, items.into_iter(), MapOptions::default())
     }
 
     /// [`map_unordered`](Executor::map_unordered) with options.
@@ -434,9 +462,9 @@ pub trait Executor {
     /// let n = pool.map_unordered_with(id, 0..10, MapOptions::new().chunksize(3)).count();
     /// assert_eq!(n, 10);
     /// ```
-    fn map_unordered_with<A, R, I>(
+    fn map_unordered_with<A, R, T, I>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: I,
         options: MapOptions,
     ) -> MapUnordered<'_, Self, I::IntoIter, A, R>
@@ -444,9 +472,10 @@ pub trait Executor {
         Self: Sized,
         A: Payload,
         R: Payload,
+        T: Task<A, R>,
         I: IntoIterator<Item = A>,
     {
-        MapUnordered::new(self, f, items.into_iter(), options)
+        MapUnordered::new(self, task, items.into_iter(), options)
     }
 
     /// Stops accepting work and, if `wait`, blocks until every accepted task has run and
@@ -488,12 +517,12 @@ pub trait Executor {
     /// assert!(ThreadPoolExecutor::new(1).ordered_map(neg, MapOptions::new()).is_some());
     /// ```
     #[doc(hidden)]
-    fn ordered_map<A: Payload, R: Payload>(
+    fn ordered_map<A: Payload, R: Payload, T: Task<A, R> + Clone>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         opts: MapOptions,
     ) -> Option<Box<dyn OrderedMap<A, R> + '_>> {
-        let _ = (f, opts);
+        let _ = (task, opts);
         None
     }
 

@@ -5,6 +5,7 @@
 //! * [`your_own_types`]: what a task may take and return, and how to share state.
 //! * [`async_code`]: futures in `async` code; what blocks and what does not.
 //! * [`platforms`]: what is available where.
+//! * [`observing`]: the spans and events of the `tracing` feature.
 //! * [`common_compile_errors`]: the compiler's messages a first task runs into, and the fix
 //!   for each.
 
@@ -59,9 +60,9 @@ pub mod choosing_a_backend {}
 /// # Your own types
 ///
 /// A task given through [`Executor`](crate::Executor) is a function of **one** argument,
-/// `fn(A) -> R`, where `A` and `R` are [`Payload`](crate::Payload)s: serde types that are
-/// `Send + Sync + 'static`. Derive serde's traits on your types, and pass several arguments
-/// as one tuple:
+/// `A -> R` (a [`Task`](crate::Task)), where `A` and `R` are [`Payload`](crate::Payload)s:
+/// serde types that are `Send + Sync + 'static`. Derive serde's traits on your types, and
+/// pass several arguments as one tuple:
 ///
 /// ```
 /// use concurrent_futures::{Executor, ThreadPoolExecutor};
@@ -87,8 +88,19 @@ pub mod choosing_a_backend {}
 /// assert_eq!(report, Report { shapes: 2, area: 70.0 });
 /// ```
 ///
-/// * A closure that captures nothing is a `fn` too: `pool.submit(|x: u32| x + 1, 1)`.
-/// * A closure that captures is not: give it to
+/// * A closure that captures nothing is a task too: `pool.submit(|x: u32| x + 1, 1)` (write
+///   the argument's type).
+/// * A task that needs values besides its argument (settings, a table) captures them with
+///   [`task!`](crate::task!): `task!([settings, table] |x: u32| score(settings, table, x))`.
+///   The captures are `Payload`s too; they cross to a worker process with the task, once per
+///   task and once per chunk of a `map`, and on threads they are lent by reference. The same
+///   task value runs on every backend (clone it to use it again: the clones share the
+///   captures).
+/// * A closure that captures `Copy` values (`move |x: u32| x * k`) runs on threads; the
+///   process and MPI pools refuse it with
+///   [`SubmitError::CapturingClosure`](crate::SubmitError::CapturingClosure), since what it
+///   captured cannot reach a worker process: write it with `task!`. A closure that captures
+///   anything else is not a task: use `task!`, or give it to
 ///   [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn) (threads share
 ///   memory), which takes any `FnOnce() -> R + Send + 'static`.
 /// * A type without serde, alone or inside a tuple, a `Vec` or a field, gets a compile error
@@ -125,8 +137,11 @@ pub mod choosing_a_backend {}
 /// | MPI | nothing (ranks may be on other machines) | `MpiPoolBuilder::initializer_with` |
 /// | any | results, combined by the caller | `AnyExecutorBuilder::initializer_with` |
 ///
-/// A large read-only value (a lookup table, a model) is given to every worker once with
-/// `initializer_with`, not with every task: the process pool encodes it once and writes it
+/// A read-only value that tasks need (settings, a small table) can also be captured with
+/// [`task!`](crate::task!) on any backend: on threads it is shared, and a worker process
+/// gets a copy with each task, or once per chunk of a `map` (so it costs its encoding per
+/// chunk). A large read-only value (a lookup table, a model) is better given to every
+/// worker once with `initializer_with`, not with every task: the process pool encodes it once and writes it
 /// to one shared memory file that each worker (and each replacement) decodes from:
 ///
 /// ```
@@ -221,44 +236,52 @@ pub mod async_code {}
 /// available.
 pub mod platforms {}
 
+// The page is `docs/OBSERVING.md`, whose example runs as a doc test here.
+#[doc = include_str!("../docs/OBSERVING.md")]
+pub mod observing {}
+
 /// # Common compile errors
 ///
 /// The messages below are rustc's own (Rust 1.95), for the mistakes a first task makes;
 /// each comes with its fix. Paths and the lines that point into the crate are left out.
 ///
-/// ## E0308: a closure that captures, where a `fn` is expected
+/// ## E0277: a closure that captures a value that is not `Copy`
 ///
-/// ```compile_fail,E0308
+/// ```compile_fail,E0277
 /// use concurrent_futures::{Executor, ThreadPoolExecutor};
 /// let pool = ThreadPoolExecutor::new(2);
-/// let offset = 10;
-/// let fut = pool.submit(|x: u64| x + offset, 1);
+/// let name = String::from("abc");
+/// let fut = pool.submit(move |n: usize| name.len() + n, 1);
 /// ```
 ///
 /// ```text
-/// error[E0308]: mismatched types
-///    --> src/main.rs:6:27
+/// error[E0277]: `{closure@src/main.rs:5:27: 5:42}` is not a task of one argument `usize` returning `usize`
+///    --> src/main.rs:5:27
 ///     |
-///   6 |     let fut = pool.submit(|x: u64| x + offset, 1);
-///     |                    ------ ^^^^^^^^^^^^^^^^^^^ expected fn pointer, found closure
-///     |                    |
-///     |                    arguments to this method are incorrect
+///   5 |     let fut = pool.submit(move |n: usize| name.len() + n, 1);
+///     |                           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ not a `Task<usize, usize>`
 ///     |
-///     = note: expected fn pointer `fn(u64) -> u64`
-///                   found closure `{closure@src/main.rs:6:27: 6:35}`
-/// note: closures can only be coerced to `fn` types if they do not capture any variables
-///    --> src/main.rs:6:40
-///     |
-///   6 |     let fut = pool.submit(|x: u64| x + offset, 1);
-///     |                                        ^^^^^^ `offset` captured here
+///     = help: the trait `Task<usize, usize>` is not implemented for closure `{closure@src/main.rs:5:27: 5:42}`
+///     = note: a task is a `fn` item or a closure of one argument, whose argument and result are `Payload`s, or a value built by `task!`
+///     = note: a closure that captures values must be written `task!([captured, values] |arg: A| ...)`, whose captures are `Payload`s (a closure that captures only `Copy` values is a task as it is, on threads only)
+///     = note: a task takes one argument: pass several as one tuple, `|(a, b): (u32, u32)| ...`
 /// ```
 ///
-/// A task is a plain `fn`, because a process pool names it in another process, where
-/// captured variables do not exist. Pass what it captured as part of the argument,
-/// `pool.submit(|(x, offset): (u64, u64)| x + offset, (1, offset))` (a closure that captures
-/// nothing is a `fn`), or, on threads, give the closure to
-/// [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn), which takes any
+/// A process pool names a task in another process, where captured variables do not exist
+/// unless they are sent along: write the task with [`task!`](crate::task!), whose captures
+/// (each a [`Payload`](crate::Payload)) cross with it, `task!([name] |n: usize| name.len() + n)`
+/// (in the closure, `name` is a `&String`). A closure that captures only `Copy` values
+/// (`move |x: u64| x + offset`) compiles and runs on threads; the process and MPI pools
+/// refuse it when it is submitted, with
+/// [`SubmitError::CapturingClosure`](crate::SubmitError::CapturingClosure). On threads only,
+/// [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn) takes any
 /// `FnOnce() -> R + Send + 'static`.
+///
+/// Inside `task!`, the closure may use its captures and nothing else: a variable of the
+/// surroundings that is not in the list gets rustc's E0308, "closures can only be coerced to
+/// `fn` types if they do not capture any variables", pointing at the variable (`other`
+/// captured here): add it to the list. A capture that is not a `Payload` gets "`Settings`
+/// cannot be captured by a task: it is not a `Payload`", with the same advice as below.
 ///
 /// ## E0277: a type without serde (alone or inside a tuple)
 ///
@@ -272,18 +295,20 @@ pub mod platforms {}
 ///
 /// ```text
 /// error[E0277]: `(Job, u64)` cannot be a task's argument or result: it is not a `Payload`
-///   --> src/main.rs:13:27
+///   --> src/main.rs:13:40
 ///    |
 /// 13 |     println!("{:?}", pool.submit(run, (Job { id: 1 }, 2)).result());
-///    |                           ^^^^^^ not a `Payload`
+///    |                                        ^^^^^^^^^^^^^ not a `Payload`
 ///    |
 ///    = help: the trait `Payload` is not implemented for `(Job, u64)`
 ///    = note: a task's argument and result, and every type inside them (a tuple's members, a `Vec`'s items, fields), must implement serde's `Serialize` and `Deserialize` and be `Send + Sync + 'static`; for your own types, add `#[derive(serde::Serialize, serde::Deserialize)]`
-///    = note: a task is a function of one argument: pass several arguments as one tuple, `pool.submit(f, (a, b))` with `fn f((a, b): (A, B)) -> R`; closures that capture go to `ThreadPoolExecutor::spawn`
+///    = note: a task is a function of one argument: pass several arguments as one tuple, `pool.submit(f, (a, b))` with `fn f((a, b): (A, B)) -> R`; values a task needs besides its argument are captured with `task!([a, b] |x: A| ...)`
 ///    = note: shared state (`Arc`, `Rc`, references) cannot be an argument: see the `Payload` docs for how to share state on each backend
 /// ```
 ///
-/// The same message names `Job` itself when `Job` is the whole argument, and `Vec<Job>` for
+/// (It comes after an error that says the function `fn((Job, u64)) -> u64 {run}` "is not a
+/// task of one argument `(Job, u64)` returning `u64`": a function is a task only when its
+/// argument and result are `Payload`s.) The same message names `Job` itself when `Job` is the whole argument, and `Vec<Job>` for
 /// a vector of them. Add `#[derive(serde::Serialize, serde::Deserialize)]` to `Job` (serde
 /// with its `derive` feature in your `Cargo.toml`); for a type of another crate, look for
 /// its `serde` feature, or convert it to one of yours.
@@ -336,23 +361,29 @@ pub mod platforms {}
 /// ```
 ///
 /// ```text
+/// error[E0593]: function is expected to take 1 argument, but it takes 2 arguments
+///  --> src/main.rs:9:34
+///   |
+/// 2 | fn add(a: u64, b: u64) -> u64 { a + b }
+///   | ----------------------------- takes 2 arguments
+/// ...
+/// 9 |     println!("{:?}", pool.submit(add, 1, 2).result());
+///   |                           ------ ^^^ expected function that takes 1 argument
+///   |                           |
+///   |                           required by a bound introduced by this call
+///   |
+///   = note: required for `fn(u64, u64) -> u64 {add}` to implement `Task<_, _>`
+///
 /// error[E0061]: this method takes 2 arguments but 3 arguments were supplied
 ///  --> src/main.rs:9:27
 ///   |
 /// 9 |     println!("{:?}", pool.submit(add, 1, 2).result());
 ///   |                           ^^^^^^         - unexpected argument #3 of type `{integer}`
 ///   |
-/// note: incorrect number of function parameters
-///  --> src/main.rs:9:34
-///   |
-/// 9 |     println!("{:?}", pool.submit(add, 1, 2).result());
-///   |                                  ^^^
-///   = note: expected fn pointer `fn({integer}) -> _`
-///                 found fn item `fn(u64, u64) -> u64 {add}`
 /// help: remove the extra argument
 ///   |
 /// 9 -     println!("{:?}", pool.submit(add, 1, 2).result());
-/// 9 +     println!("{:?}", pool.submit(/* f */, 1).result());
+/// 9 +     println!("{:?}", pool.submit(add, 1).result());
 ///   |
 /// ```
 ///

@@ -60,7 +60,7 @@
 //! | `ThreadPoolExecutor(max_workers=4)`, `ThreadPoolExecutor()` | [`ThreadPoolExecutor::new(4)`](ThreadPoolExecutor::new), [`ThreadPoolExecutor::builder`], [`ThreadPoolExecutor::default`] (`min(32, cpus + 4)`) |
 //! | `ProcessPoolExecutor(max_workers=4, initializer=, max_tasks_per_child=)` | `ProcessPoolExecutor::new(4)`, `ProcessPoolExecutor::builder()`, `ProcessPoolExecutor::default()` (Linux) |
 //! | a module-global executor, waited for at interpreter exit | a pool in a `static` is waited for when the program ends: [`set_exit_timeout`] |
-//! | `executor.submit(fn, arg)` | [`Executor::submit`] (`fn` items; several arguments as a tuple), [`ThreadPoolExecutor::spawn`] for closures |
+//! | `executor.submit(fn, arg)` | [`Executor::submit`] (`fn` items, [`task!`] for captured values; several arguments as a tuple), [`ThreadPoolExecutor::spawn`] for closures |
 //! | `executor.map(fn, it, timeout=, chunksize=, buffersize=)` | [`Executor::map`], [`Executor::map_with`] + [`MapOptions`], [`Executor::map_unordered`] |
 //! | `executor.shutdown(wait, cancel_futures=)` | [`Executor::shutdown`], [`Executor::shutdown_with`]; `Drop` is `shutdown(true)` |
 //! | `future.result(timeout)` | [`Future::result`], [`Future::result_timeout`], [`Future::result_ref`], [`Future::into_result`], `.await` |
@@ -94,6 +94,11 @@
 //! * `stream`: `Stream` versions of `map`, `map_unordered` and `as_completed` for async
 //!   code (futures-core): `ExecutorStreamExt::map_stream`, `map_unordered_stream`, and
 //!   `as_completed_stream`.
+//! * `tracing`: spans and events for the [`tracing`](https://docs.rs/tracing) ecosystem: a
+//!   span per task (`queued`, `started`, `finished` with its outcome), worker start, death
+//!   and restart, steals; any subscriber (`tracing-subscriber`, `tracing-chrome`) sees
+//!   them. Off, the hooks compile to nothing. See the guide's
+//!   [observing](crate::guide::observing) page.
 
 #![deny(missing_docs)]
 // `doc(cfg)` badges need a nightly rustdoc: docs.rs passes `--cfg docsrs_nightly` (see
@@ -136,8 +141,10 @@ mod stats;
 #[cfg(feature = "stream")]
 mod stream;
 mod sync;
+mod task;
 mod thread;
 mod timeline;
+mod trace;
 mod unwind;
 mod wait;
 
@@ -174,12 +181,11 @@ pub use cancel::cancelled;
 #[cfg_attr(docsrs_nightly, doc(cfg(target_os = "linux")))]
 pub use entry::init;
 pub use error::{
-    BuildError, ExitStatus, InvalidStateError, Panic, Shortage, StartFailure, SubmitError,
-    TaskError, TimeoutError,
+    BuildError, ExitStatus, Panic, Shortage, StartFailure, SubmitError, TaskError, TimeoutError,
 };
 pub use executor::{Chunk, Executor, Payload, run_chunk};
 pub use exit::set_exit_timeout;
-pub use future::{Future, State};
+pub use future::{Future, InvalidStateError, State};
 /// The progress bar library behind [`ProgressExt`] (feature `progress`).
 #[cfg(feature = "progress")]
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "progress")))]
@@ -207,6 +213,9 @@ pub use stats::{PoolStats, WorkerStats};
 #[cfg(feature = "stream")]
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "stream")))]
 pub use stream::{AsCompletedStream, ExecutorStreamExt, MapStream, as_completed_stream};
+pub use task::{Captured, Task};
+#[doc(hidden)]
+pub use task::{RemoteTask, Shape, TaskHandle, capture as __task_capture};
 pub use thread::{IndexedInput, MapIndexed, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use timeline::{Mark, MarkKind, Steal, TaskOutcome, TaskSpan, Timeline};
 pub use wait::{

@@ -126,6 +126,7 @@ pub mod multiprocessing {
         GetError: GetErrorOnLinux => "`multiprocessing::GetError` is available on Linux only";
         ConnectionError: ConnectionErrorOnLinux
             => "`multiprocessing::ConnectionError` is available on Linux only";
+        OsError: OsErrorOnLinux => "`multiprocessing::OsError` is available on Linux only";
         ProcessError: ProcessErrorOnLinux
             => "`multiprocessing::ProcessError` is available on Linux only";
         PoolError: PoolErrorOnLinux => "`multiprocessing::PoolError` is available on Linux only";

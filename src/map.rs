@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use crate::error::TaskError;
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::Future;
-use crate::wait::WaitSet;
+use crate::future::WaitSet;
+use crate::task::{SharedTask, Task, TaskHandle};
 use std::sync::Arc;
 
 /// Options of [`Executor::map_with`]: Python's `chunksize`, `timeout` and `buffersize`,
@@ -291,7 +292,8 @@ impl<R> Drain<R> {
 /// What both map iterators share: the input, the sizer, and submission.
 struct Feed<'a, E, I, A, R> {
     exec: &'a E,
-    f: fn(A) -> R,
+    /// The task, type-erased once per map (its captures encoded once for remote pools).
+    task: TaskHandle<A, R>,
     items: Fuse<I>,
     sizer: Sizer,
     window: usize,
@@ -335,7 +337,7 @@ pub(crate) fn plus(known: usize, (lo, hi): (usize, Option<usize>)) -> (usize, Op
 }
 
 impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E, I, A, R> {
-    fn new(exec: &'a E, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
+    fn new(exec: &'a E, task: TaskHandle<A, R>, items: I, opts: MapOptions) -> Self {
         let workers = exec.max_workers();
         let window = opts.buffersize.unwrap_or(DEFAULT_WINDOW.max(16 * workers));
         let mut sizer = Sizer::new(opts.chunksize, exec.chunk_target(), workers);
@@ -348,7 +350,7 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
         }
         Feed {
             exec,
-            f,
+            task,
             items: items.fuse(),
             sizer,
             window,
@@ -410,7 +412,7 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
             return None;
         }
         let len = chunk.len();
-        match self.exec.submit_chunk(self.f, chunk) {
+        match self.exec.submit_chunk(self.task.clone(), chunk) {
             Ok(fut) => Some((fut, len)),
             Err(e) => {
                 self.stopped = true;
@@ -660,11 +662,14 @@ where
     A: Payload,
     R: Payload,
 {
-    pub(crate) fn new(exec: &'a E, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
+    pub(crate) fn new<T: Task<A, R>>(exec: &'a E, task: T, items: I, opts: MapOptions) -> Self {
+        // A backend's own map gets the task itself (shared, called without dynamic
+        // dispatch); the chunked path erases it once.
+        let task = SharedTask::new(task);
         // Python's `buffersize` counts tasks submitted ahead of the consumer, one more per
         // step: that is the chunked path's window, not a backend's own.
         let own = match opts.buffersize {
-            None => exec.ordered_map(f, opts),
+            None => exec.ordered_map(task.clone(), opts),
             Some(_) => None,
         };
         let mode = match own {
@@ -677,7 +682,7 @@ where
                     items,
                 })
             }
-            None => Mode::Chunks(Chunked::new(exec, f, items, opts)),
+            None => Mode::Chunks(Chunked::new(exec, TaskHandle::new(task), items, opts)),
         };
         Map { mode }
     }
@@ -781,9 +786,9 @@ where
     A: Payload,
     R: Payload,
 {
-    fn new(exec: &'a E, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
+    fn new(exec: &'a E, task: TaskHandle<A, R>, items: I, opts: MapOptions) -> Self {
         let mut map = Chunked {
-            feed: Feed::new(exec, f, items, opts),
+            feed: Feed::new(exec, task, items, opts),
             inflight: VecDeque::new(),
             inflight_items: 0,
             current: Drain::empty(),
@@ -972,9 +977,9 @@ where
     A: Payload,
     R: Payload,
 {
-    pub(crate) fn new(exec: &'a E, f: fn(A) -> R, items: I, opts: MapOptions) -> Self {
+    pub(crate) fn new<T: Task<A, R>>(exec: &'a E, task: T, items: I, opts: MapOptions) -> Self {
         let mut map = MapUnordered {
-            feed: Feed::new(exec, f, items, opts),
+            feed: Feed::new(exec, TaskHandle::new(task), items, opts),
             slots: Vec::new(),
             free: Vec::new(),
             inflight: 0,

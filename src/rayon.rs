@@ -9,6 +9,7 @@
 use crate::error::SubmitError;
 use crate::executor::{Chunk, Executor, Payload, run_chunk};
 use crate::future::Future;
+use crate::task::Task;
 
 fn spawn_on<R: Send + Sync + 'static>(
     pool: &rayon::ThreadPool,
@@ -30,22 +31,22 @@ impl Executor for rayon::ThreadPool {
         self.current_num_threads()
     }
 
-    fn try_submit<A: Payload, R: Payload>(
+    fn try_submit<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         arg: A,
     ) -> Result<Future<R>, SubmitError> {
         crate::unwind::install_hook();
-        Ok(spawn_on(self, move || f(arg)))
+        Ok(spawn_on(self, move || task.call(arg)))
     }
 
-    fn submit_chunk<A: Payload, R: Payload>(
+    fn submit_chunk<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError> {
         crate::unwind::install_hook();
-        Ok(spawn_on(self, move || run_chunk(f, items)))
+        Ok(spawn_on(self, move || run_chunk(|a| task.call(a), items)))
     }
 
     /// Does nothing: rayon pools have no shutdown (see the module docs).

@@ -100,8 +100,8 @@ pub struct PoolStats {
     pub bytes_sent: u64,
     /// Bytes of results received from workers (process and MPI pools).
     pub bytes_received: u64,
-    /// Workers that died, were killed (a time limit) or exited while the pool still needed
-    /// them (process pool), or worker ranks lost (MPI pool).
+    /// Workers that died, were killed (a time limit, `cancel_running`) or exited while the
+    /// pool still needed them (process pool), or worker ranks lost (MPI pool).
     pub worker_deaths: u64,
     /// Workers started to replace dead or retired ones (process pool).
     pub worker_restarts: u64,

@@ -11,6 +11,7 @@ use futures_core::Stream;
 use crate::error::TaskError;
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::Future;
+use crate::task::{Task, TaskHandle};
 
 /// Largest automatic chunk, in items (as `map`'s: bigger vectors page-fault).
 const MAX_CHUNK: usize = 8192;
@@ -55,13 +56,14 @@ pub trait ExecutorStreamExt: Executor + Sized {
     /// let stream = pool.map_stream(inc, 0..10).chunksize(3);
     /// # drop(stream);
     /// ```
-    fn map_stream<A, R, I>(&self, f: fn(A) -> R, items: I) -> MapStream<'_, Self, I::IntoIter, A, R>
+    fn map_stream<A, R, T, I>(&self, task: T, items: I) -> MapStream<'_, Self, I::IntoIter, A, R>
     where
         A: Payload,
         R: Payload,
+        T: Task<A, R>,
         I: IntoIterator<Item = A>,
     {
-        MapStream::new(self, f, items.into_iter(), true)
+        MapStream::new(self, TaskHandle::new(task), items.into_iter(), true)
     }
 
     /// Like [`map_stream`](Self::map_stream), yielding results as chunks complete rather
@@ -74,17 +76,18 @@ pub trait ExecutorStreamExt: Executor + Sized {
     /// let stream = pool.map_unordered_stream(inc, 0..10);
     /// assert_eq!(futures_core::Stream::size_hint(&stream), (10, Some(10)));
     /// ```
-    fn map_unordered_stream<A, R, I>(
+    fn map_unordered_stream<A, R, T, I>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: I,
     ) -> MapStream<'_, Self, I::IntoIter, A, R>
     where
         A: Payload,
         R: Payload,
+        T: Task<A, R>,
         I: IntoIterator<Item = A>,
     {
-        MapStream::new(self, f, items.into_iter(), false)
+        MapStream::new(self, TaskHandle::new(task), items.into_iter(), false)
     }
 }
 
@@ -102,7 +105,7 @@ struct InFlight<R> {
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "stream")))]
 pub struct MapStream<'a, E: Executor, I, A, R> {
     exec: &'a E,
-    f: fn(A) -> R,
+    task: TaskHandle<A, R>,
     items: Option<I>,
     ordered: bool,
     in_flight: VecDeque<InFlight<R>>,
@@ -117,11 +120,11 @@ pub struct MapStream<'a, E: Executor, I, A, R> {
 }
 
 impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> MapStream<'a, E, I, A, R> {
-    fn new(exec: &'a E, f: fn(A) -> R, items: I, ordered: bool) -> Self {
+    fn new(exec: &'a E, task: TaskHandle<A, R>, items: I, ordered: bool) -> Self {
         let (lo, hi) = items.size_hint();
         MapStream {
             exec,
-            f,
+            task,
             remaining: (Some(lo) == hi).then_some(lo),
             items: Some(items),
             ordered,
@@ -180,7 +183,7 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> MapStream<'
             let len = chunk.len();
             let future = self
                 .exec
-                .submit_chunk(self.f, chunk)
+                .submit_chunk(self.task.clone(), chunk)
                 .unwrap_or_else(|e| Future::ready(Err(TaskError::Submit(e))));
             self.in_flight.push_back(InFlight { future, len });
         }

@@ -1,8 +1,9 @@
 //! [`wait`] and [`as_completed`]: waiting on many futures at once, as Python's module
 //! functions do.
 //!
-//! Both register one [`WaitSet`] on every future that is not done yet; a completing future
-//! pushes its index into the set and wakes the waiter. Nothing polls. The registrations are
+//! Both register one `WaitSet` (the future's fan-in listener, `future/wait_set.rs`) on every
+//! future that is not done yet; a completing future pushes its index into the set and wakes
+//! the waiter. Nothing polls. The registrations are
 //! removed when the wait ends (or the [`AsCompleted`] iterator is dropped), so waiting many
 //! times on a long-lived future does not accumulate listeners.
 
@@ -10,10 +11,8 @@ use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::error::TimeoutError;
-use crate::future::{Future, Outcome};
+use crate::future::{Future, Outcome, WaitSet};
 use std::sync::Arc;
-
-use crate::sync::{self, Condvar, Mutex};
 
 /// When [`wait`] should return. Python's `FIRST_COMPLETED`, `FIRST_EXCEPTION` and
 /// `ALL_COMPLETED`.
@@ -59,64 +58,6 @@ pub struct DoneAndNotDone<'a, T> {
     pub done: Vec<&'a Future<T>>,
     /// The others.
     pub not_done: Vec<&'a Future<T>>,
-}
-
-/// Receives completions from the futures it is registered on.
-pub(crate) struct WaitSet {
-    inner: Mutex<WaitInner>,
-    cond: Condvar,
-}
-
-struct WaitInner {
-    /// Indices of futures that completed, in completion order.
-    ready: VecDeque<usize>,
-    completed: usize,
-    failed: bool,
-}
-
-impl WaitSet {
-    pub(crate) fn new() -> Arc<WaitSet> {
-        Arc::new(WaitSet {
-            inner: Mutex::new(WaitInner {
-                ready: VecDeque::new(),
-                completed: 0,
-                failed: false,
-            }),
-            cond: Condvar::new(),
-        })
-    }
-
-    /// Called by a completing future (and by registrants that found it already done).
-    pub(crate) fn notify(&self, index: usize, outcome: Outcome) {
-        let mut inner = sync::lock(&self.inner);
-        inner.ready.push_back(index);
-        inner.completed += 1;
-        inner.failed |= outcome == Outcome::Failed;
-        self.cond.notify_all();
-    }
-
-    /// Waits until `enough` holds for the collected completions, or the deadline passes.
-    fn wait_for(&self, enough: impl Fn(&WaitInner) -> bool, deadline: Option<Instant>) {
-        let mut inner = sync::lock(&self.inner);
-        while !enough(&inner) {
-            match deadline {
-                None => inner = sync::wait(&self.cond, inner),
-                Some(d) => {
-                    let (g, timed_out) = sync::wait_until(&self.cond, inner, d);
-                    inner = g;
-                    if timed_out {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Pops the next completed index, waiting for one until the deadline.
-    pub(crate) fn next(&self, deadline: Option<Instant>) -> Option<usize> {
-        self.wait_for(|i| !i.ready.is_empty(), deadline);
-        sync::lock(&self.inner).ready.pop_front()
-    }
 }
 
 /// How a done future ended.
@@ -273,12 +214,6 @@ pub struct AsCompleted<'a, T: Send + Sync + 'static> {
     deadline: Option<Instant>,
     total: usize,
     timed_out: bool,
-}
-
-impl std::fmt::Debug for WaitSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WaitSet")
-    }
 }
 
 impl<'a, T: Send + Sync + 'static> Iterator for AsCompleted<'a, T> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{LONG, eventually, join, watchdog};
 use concurrent_futures::multiprocessing::{
-    Event, Process, ProcessError, Queue, active_children, current_process,
+    ConnectionError, Event, Pipe, Process, ProcessError, Queue, active_children, current_process,
 };
 
 fn noop(_: ()) {}
@@ -219,4 +219,91 @@ fn a_non_capturing_closure_crosses() {
     let p = Process::new(|x: u32| assert_eq!(x, 3), 3);
     p.start().unwrap();
     assert_eq!(join(&p), 0);
+}
+
+const HELPER: &str = "CF_MP_PROCESS_HELPER";
+
+/// A start that the operating system refuses fails with `ProcessError::Spawn`, and a pipe it
+/// refuses with `ConnectionError::Os`, whose `source()` chains reach the system's error (no
+/// descriptor could be opened). Run in a child process of its
+/// own (this binary re-run), since it lowers `RLIMIT_NOFILE`.
+#[test]
+fn failed_start_keeps_the_os_error() {
+    let _w = watchdog("failed_start_keeps_the_os_error");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "failed_start_helper",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HELPER, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("HELPER DONE"),
+        "helper failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "run by failed_start_keeps_the_os_error, in a process of its own"]
+fn failed_start_helper() {
+    if std::env::var_os(HELPER).is_none() {
+        return;
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes one `rlimit`.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    let saved = lim;
+    lim.rlim_cur = 0;
+    // SAFETY: `setrlimit` reads one `rlimit`; this helper process is alone in using it.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    let p = Process::new(noop, ());
+    let err = p.start().unwrap_err();
+    let pipe = Pipe::new::<u32>(true).unwrap_err();
+    // SAFETY: as above; the limit is restored before anything else opens a descriptor.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &saved) }, 0);
+    assert!(matches!(pipe, ConnectionError::Os(_)), "{pipe:?}");
+    assert!(pipe.to_string().starts_with("pipe error: "), "{pipe}");
+    assert!(
+        os_error_beneath(&pipe).is_some(),
+        "no operating-system error beneath {pipe}"
+    );
+    assert!(matches!(err, ProcessError::Spawn(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("the child process could not be started: "),
+        "{err}"
+    );
+    // (ipc-channel reports the refused socket as EBADF, from its use of the -1 it got.)
+    assert!(
+        os_error_beneath(&err).is_some(),
+        "no operating-system error beneath {err}"
+    );
+    // With descriptors again, a new process starts.
+    let again = Process::new(noop, ());
+    again.start().unwrap();
+    assert_eq!(join(&again), 0);
+    println!("HELPER DONE");
+}
+
+/// The code of the last `std::io::Error` in `err`'s chain of sources.
+fn os_error_beneath(err: &dyn std::error::Error) -> Option<i32> {
+    let mut cause = err.source();
+    let mut os = None;
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            os = io.raw_os_error();
+        }
+        cause = e.source();
+    }
+    os
 }

@@ -63,6 +63,8 @@ fn main() {
                 "absent" => absent(),
                 "fingerprint" => fingerprint(),
                 "idle_yield" => idle_yield(),
+                #[cfg(feature = "tracing")]
+                "tracing" => tracing_case(),
                 other => {
                     eprintln!("unknown case {other}");
                     2
@@ -256,6 +258,11 @@ fn drive() {
         (
             "Open MPI's yield in empty polls is off while pools poll, unless asked for",
             check_idle_yield,
+        ),
+        #[cfg(feature = "tracing")]
+        (
+            "tracing: a closed span per task, started on a worker rank",
+            check_tracing,
         ),
     ];
     for (name, check) in checks {
@@ -620,11 +627,85 @@ const POOL_CHECKS: &[Test] = &[
         max_workers_is_0_after_shutdown,
     ),
     (
+        "cancel_running_leaves_a_running_task_alone",
+        cancel_running_leaves_a_running_task_alone,
+    ),
+    (
+        "captured_tasks_run_on_the_ranks",
+        captured_tasks_run_on_the_ranks,
+    ),
+    (
         "stats_count_what_the_pool_did",
         stats_count_what_the_pool_did,
     ),
     ("timeline_has_a_bar_per_task", timeline_has_a_bar_per_task),
 ];
+
+/// A rank is never killed: `cancel_running` on a task sent to a rank returns false and the
+/// task runs to its end; a task still queued on rank 0 is cancelled as by `cancel()`.
+fn cancel_running_leaves_a_running_task_alone(pool: &MpiPoolExecutor) {
+    let mut gate = Gate::closed();
+    let held: Vec<_> = (0..pool.max_workers() as u64)
+        .map(|i| pool.submit(common::hold, (gate.path(), i)))
+        .collect();
+    for f in &held {
+        common::eventually("the held tasks are sent", || f.running());
+    }
+    let behind: Vec<_> = (0..200).map(|i| pool.submit(quick, i)).collect();
+    let queued = behind
+        .iter()
+        .rev()
+        .find(|f| f.state() == concurrent_futures::State::Pending)
+        .expect("a task still queued on rank 0");
+    assert!(queued.cancel_running(), "queued: cancelled as by cancel()");
+    assert!(queued.cancelled());
+    for f in &held {
+        assert!(!f.cancel_running(), "a rank's task cannot be stopped");
+        assert!(f.running());
+    }
+    gate.open();
+    for (i, f) in held.iter().enumerate() {
+        assert_eq!(f.result_timeout(LONG), Ok(i as u64), "it ran to its end");
+    }
+    let cancelled = behind.iter().filter(|f| f.cancelled()).count();
+    assert_eq!(cancelled, 1);
+    for f in behind.iter().filter(|f| !f.cancelled()) {
+        assert!(f.result_timeout(LONG).is_ok());
+    }
+}
+
+/// A task written with `task!` runs on the worker ranks through `submit`, `map` and
+/// `map_unordered`, its captures (a struct-like tuple and a buffer larger than a message's
+/// inline part) sent with it; a closure that captures values is refused with a typed error.
+fn captured_tasks_run_on_the_ranks(pool: &MpiPoolExecutor) {
+    let settings = (3u64, String::from("rank"));
+    let big = vec![2u8; 100 << 10];
+    let task = concurrent_futures::task!([settings, big] |x: u64| -> (u64, String, u32) {
+        let sum: u64 = big.iter().map(|&b| u64::from(b)).sum();
+        (x * settings.0 + sum, settings.1.clone(), std::process::id())
+    });
+    let want = |x: u64| x * 3 + 2 * (100 << 10);
+    let (v, label, pid) = pool.submit(task.clone(), 2).result_timeout(LONG).unwrap();
+    assert_eq!((v, label.as_str()), (want(2), "rank"));
+    assert_ne!(pid, std::process::id(), "the task ran on another rank");
+    let opts = concurrent_futures::MapOptions::new().chunksize(10);
+    let out: Vec<u64> = pool
+        .map_with(task.clone(), 0..200, opts)
+        .map(|r| r.unwrap().0)
+        .collect();
+    assert_eq!(out, (0..200).map(want).collect::<Vec<_>>());
+    let mut out: Vec<u64> = pool
+        .map_unordered(task, 0..50)
+        .map(|r| r.unwrap().0)
+        .collect();
+    out.sort_unstable();
+    assert_eq!(out, (0..50).map(want).collect::<Vec<_>>());
+    let k = 3u64;
+    assert!(matches!(
+        pool.try_submit(move |x: u64| x * k, 1),
+        Err(SubmitError::CapturingClosure { .. })
+    ));
+}
 
 fn sleep_ms(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
@@ -1088,6 +1169,13 @@ fn singleton() -> i32 {
     let pid = pool.submit(whoami, ()).result().unwrap();
     assert_ne!(pid, std::process::id(), "tasks run in other processes");
     assert_eq!(pool.map(common::double, 0..100u64).count(), 100);
+    // Local workers are a process pool's: a task sent to one can be stopped.
+    let gate = Gate::closed();
+    let held = pool.submit(common::hold, (gate.path(), 1));
+    common::eventually("the held task is sent", || held.running());
+    assert!(held.cancel_running(), "a local worker's task is stopped");
+    assert_eq!(held.result_timeout(LONG), Err(TaskError::Cancelled));
+    drop(gate);
     pool.shutdown(true);
     assert_eq!(pool.max_workers(), 0, "a pool shut down reports no workers");
     // An initializer runs in every local worker, once, before its first task.
@@ -1721,4 +1809,56 @@ fn fingerprint() -> i32 {
         }
         other => panic!("expected a refusal, got {:?}", other.map(|p| p.is_some())),
     }
+}
+
+#[cfg(feature = "tracing")]
+fn check_tracing() {
+    let job = mpi_job("tracing", 3, LONG * 2);
+    assert_eq!(job.code, Some(0), "{}", job.output);
+    assert!(job.output.contains("tracing: checked"), "{}", job.output);
+}
+
+/// Rank 0 records the spans and events of a session: one closed span per task with the
+/// outcome of its future, `started` on a worker rank; a `worker_started` per worker rank.
+#[cfg(feature = "tracing")]
+fn tracing_case() -> i32 {
+    use common::recorder::{self, count, open_task_spans, outcome_of, outcomes, task_spans};
+    let rec = recorder::install();
+    let Some(pool) = MpiPoolExecutor::start() else {
+        return 0;
+    };
+    let ok: Vec<_> = (0..20).map(|i| pool.submit(common::double, i)).collect();
+    let bad: Vec<_> = (0..3)
+        .map(|_| pool.submit(common::always_panic, ()))
+        .collect();
+    let results: Vec<_> = ok
+        .into_iter()
+        .chain(bad)
+        .map(|f| f.result_timeout(LONG))
+        .collect();
+    pool.shutdown(true);
+    let spans = rec.wait_for("every task span closed", |r| {
+        let spans = task_spans(r, "mpi");
+        (spans.len() == results.len()).then_some(spans)
+    });
+    assert_eq!(open_task_spans(&rec.lock()), 0);
+    let expected = count(results.iter().map(outcome_of));
+    assert_eq!((expected["ok"], expected["panicked"]), (20, 3));
+    assert_eq!(outcomes(&spans), expected);
+    for s in &spans {
+        for (name, fields) in &s.events {
+            if name == "started" {
+                assert!(["1", "2"].contains(&fields["worker"].as_str()), "{s:?}");
+            }
+        }
+    }
+    let r = rec.lock();
+    let mut ranks: Vec<&str> = recorder::worker_events(&r, "worker_started", "mpi")
+        .iter()
+        .map(|e| e.fields["worker"].as_str())
+        .collect();
+    ranks.sort_unstable();
+    assert_eq!(ranks, ["1", "2"]);
+    println!("tracing: checked");
+    0
 }

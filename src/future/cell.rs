@@ -31,10 +31,9 @@
 use std::task::Waker;
 use std::time::Instant;
 
-use super::{Future, Outcome, State};
-use crate::error::{InvalidStateError, TaskError};
+use super::{Future, InvalidStateError, Outcome, State, WaitSet};
+use crate::error::TaskError;
 use crate::sync::{self, AtomicU32, Condvar, Mutex, UnsafeCell};
-use crate::wait::WaitSet;
 
 pub(crate) const PENDING: u32 = 0;
 pub(crate) const RUNNING: u32 = 1;
@@ -552,6 +551,8 @@ pub(crate) fn current_task_stop_seen() -> bool {
 pub(crate) struct FnCell<F, T> {
     pub(crate) core: Core<T>,
     func: UnsafeCell<Option<F>>,
+    /// The task's span (feature `tracing`; zero-sized without it).
+    pub(crate) trace: crate::trace::TaskTrace,
 }
 
 // SAFETY: the closure is touched only by the thread that won `Core::claim` (which takes it)
@@ -565,6 +566,7 @@ impl<F: FnOnce() -> T, T> FnCell<F, T> {
         FnCell {
             core: Core::new(flags),
             func: UnsafeCell::new(Some(func)),
+            trace: crate::trace::TaskTrace::submitted(crate::trace::Pool::Thread),
         }
     }
 
@@ -572,6 +574,9 @@ impl<F: FnOnce() -> T, T> FnCell<F, T> {
     /// whether on a worker or inline on a waiting thread. Returns whether it ran.
     pub(crate) fn run(&self, handle: &Future<T>) -> bool {
         if !self.core.claim() {
+            // (A task cancelled while queued ends its span here, when a worker takes its
+            // queue entry.)
+            self.trace.if_cancelled(&self.core);
             return false;
         }
         // SAFETY: `claim` succeeded, so this thread is the only one that will ever access
@@ -583,12 +588,14 @@ impl<F: FnOnce() -> T, T> FnCell<F, T> {
         };
         // Runs nest (a task waiting on another may run it here): restore the outer one.
         let outer = CURRENT.replace(&self.core.state);
+        let running = self.trace.running();
         let mut value = crate::unwind::catch(func);
         CURRENT.set(outer);
         if self.core.load() & STOP_SEEN != 0 {
             // The task saw `cancelled()` return true: it stopped early on request.
             value = Err(TaskError::Cancelled);
         }
+        running.finished(&value);
         self.core.finish(value, handle);
         true
     }

@@ -2,6 +2,7 @@
 //! behaviour.
 
 mod cell;
+mod wait_set;
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -16,7 +17,9 @@ pub(crate) use cell::{
     RUNNING, STATE_MASK, STOPPED, TAKEN, current_task_stop_seen, is_done,
 };
 
-use crate::error::{InvalidStateError, TaskError};
+pub(crate) use wait_set::WaitSet;
+
+use crate::error::TaskError;
 use std::sync::Arc;
 
 /// Where a future is in its life. Python's `_state`, minus the internal
@@ -64,6 +67,21 @@ impl fmt::Display for State {
     }
 }
 
+/// A setter of [`Future`](crate::Future) was called in a state that forbids it (Python's
+/// `InvalidStateError`, and the `RuntimeError` of `set_running_or_notify_cancel`).
+///
+/// ```
+/// use concurrent_futures::Future;
+/// let fut = Future::new();
+/// fut.set_result(1).unwrap();
+/// assert!(fut.set_result(2).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid state: the future is {state}")]
+pub struct InvalidStateError {
+    pub(crate) state: State,
+}
+
 /// How a future ended, as wait sets need to know it (`FirstException`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -89,6 +107,10 @@ pub(crate) trait TaskCell<T>: Send + Sync {
     fn run_task(&self, handle: &Future<T>) -> bool {
         self.help(handle);
         false
+    }
+    /// `cancel_running` on a task that is no longer pending: stops it if the backend can.
+    fn stop_running(&self) -> bool {
+        self.core().request_stop()
     }
 }
 
@@ -308,15 +330,35 @@ impl<T> Future<T> {
     }
 
     /// Cancels the task, even if it is running: a pending task is cancelled as by
-    /// [`cancel`](Self::cancel); a running thread-pool task is asked to stop, which it does
-    /// when it next calls [`cancelled`](crate::cancelled) (a thread cannot be killed: a task
-    /// that never looks runs to the end). A task that stops this way fails with
-    /// [`TaskError::Cancelled`]; its state is then `Finished`, not `Cancelled`, because it
-    /// had started.
+    /// [`cancel`](Self::cancel); a running task is stopped where its backend can stop it. A
+    /// task stopped this way fails with [`TaskError::Cancelled`]; its state is then
+    /// `Finished`, not `Cancelled`, because it had started.
     ///
-    /// Returns true if the future is cancelled or the running task will see the request;
-    /// false if it is already finished, or runs where no request can reach it (a future made
-    /// with [`Future::new`], a process or MPI pool's task).
+    /// | backend | a running task | returns |
+    /// |---|---|---|
+    /// | thread pool (and `spawn`) | asked to stop: it stops when it next calls [`cancelled`](crate::cancelled) (a thread cannot be killed: a task that never looks runs to the end) | true |
+    /// | process pool | its worker process is killed (SIGKILL) and replaced; the future fails with `Cancelled` once the worker is gone | true |
+    /// | MPI pool | left to run: a rank of a static job cannot be killed alone, and a worker rank reads no request while its task runs | false |
+    /// | [`Future::new`], rayon | no request can reach it | false |
+    ///
+    /// On the process pool, the request goes to the task's worker, which answers at once,
+    /// deciding under the lock of its queue: a task it has not started is dropped (the
+    /// worker lives on); the task it runs is stopped by the worker killing itself. The
+    /// future fails with `Cancelled` when the answer (or the death) is read, within
+    /// moments: from then on the task cannot run any more. Only the cancelled task is lost:
+    /// the tasks its worker held and had not started run elsewhere, once each. A task of a
+    /// `map` is a chunk of items: cancelling a chunk's future stops the whole chunk. The
+    /// pool's statistics count the task as cancelled (and `running` until then), and a
+    /// killed worker as a death and a restart (as a worker killed for a time limit). A task
+    /// racing to its end has exactly one outcome: if this returns true, the future fails
+    /// with `Cancelled` and a value the task may have produced is discarded; if false, the
+    /// task's own outcome stands. The MPI pool's local fallback (a program started without
+    /// `mpirun`) is a process pool.
+    ///
+    /// Returns true if the future is cancelled or the running task is being stopped (a
+    /// thread-pool task: will see the request; a process-pool task: its worker was asked);
+    /// false if it is already finished (by an earlier `cancel_running` too), or runs where
+    /// no request can reach it.
     ///
     /// ```
     /// use concurrent_futures::{TaskError, ThreadPoolExecutor};
@@ -338,8 +380,28 @@ impl<T> Future<T> {
     /// assert_eq!(queued.result(), Err(TaskError::Cancelled));
     /// assert!(!running.cancel_running()); // finished
     /// ```
+    ///
+    /// On the process pool:
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor, State, TaskError};
+    /// use std::time::Duration;
+    ///
+    /// fn forever(_: ()) -> u8 { loop { std::thread::park() } }
+    /// fn double(x: u64) -> u64 { 2 * x }
+    ///
+    /// let pool = ProcessPoolExecutor::new(1);
+    /// let stuck = pool.submit(forever, ());
+    /// let behind = pool.submit(double, 21); // queued behind it
+    /// while stuck.state() != State::Running { std::thread::yield_now() } // sent to the worker
+    /// assert!(!stuck.cancel()); // Python's cancel() refuses a task sent to a worker
+    /// assert!(stuck.cancel_running()); // this stops it (killing the worker if it started)
+    /// assert_eq!(stuck.result(), Err(TaskError::Cancelled));
+    /// assert_eq!(behind.result_timeout(Duration::from_secs(30)), Ok(42)); // not lost
+    /// assert!(!stuck.cancel_running()); // finished
+    /// ```
     pub fn cancel_running(&self) -> bool {
-        self.cancel() || self.core().request_stop()
+        self.cancel() || self.cell.stop_running()
     }
 
     /// Blocks until the result is known, then clones it. Python's `result()`.

@@ -9,6 +9,9 @@ pub(crate) enum MpiError {
     /// MPI, or the thread that drives it, could not start (or not in time).
     #[error("{0}")]
     Start(String),
+    /// The MPI thread could not be started (the operating system refused the thread).
+    #[error("cannot start the MPI thread: {0}")]
+    Thread(#[source] crate::error::OsError),
     /// A message does not parse.
     #[error("malformed message: {0}")]
     Malformed(&'static str),
@@ -59,5 +62,25 @@ mod tests {
             err.to_string(),
             format!("could not start the MPI pool: {target}")
         );
+    }
+
+    #[test]
+    fn a_refused_mpi_thread_keeps_the_os_error() {
+        let io = std::io::Error::from_raw_os_error(libc::EAGAIN);
+        let shown = io.to_string();
+        let err = BuildError::Mpi(StartFailure::new(MpiError::Thread(io.into())));
+        assert_eq!(
+            err.to_string(),
+            format!("could not start the MPI pool: cannot start the MPI thread: {shown}")
+        );
+        let mut cause = err.source();
+        let mut os = None;
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                os = io.raw_os_error();
+            }
+            cause = e.source();
+        }
+        assert_eq!(os, Some(libc::EAGAIN));
     }
 }

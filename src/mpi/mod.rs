@@ -17,7 +17,9 @@ use crate::executor::{Chunk, Executor, Payload};
 use crate::future::{Core, Future, INLINE, TaskCell, is_done};
 use crate::process::ProcessPoolExecutor;
 use crate::remote::shared_state::refuse_shared_state;
-use crate::remote::{FnRef, InitCall, Slot, codec as protocol, naming as image};
+use crate::remote::{InitCall, Slot, codec as protocol};
+use crate::task::{RemoteTask, Shape, Task};
+use crate::trace::Pool;
 use client::{Client, Config, Driver, Init};
 use comm::Comm;
 
@@ -56,8 +58,9 @@ impl<T: Send + Sync> TaskCell<T> for MpiCell<T> {
 /// Every rank runs the same program (SPMD, as `mpirun -n 4 app` starts it). All of them call
 /// [`start`](MpiPoolExecutor::start): rank 0 gets `Some(pool)`, and the others become its
 /// workers inside `start`, which returns `None` on them once rank 0 shuts the pool down.
-/// Tasks are `fn(A) -> R` with serde arguments and results, as on the process pool; they
-/// cross as the offsets of the function and of its trampoline in the executable, and every
+/// Tasks are [`Task`]s (`fn` items, closures without captures, [`task!`](crate::task!)s) with
+/// serde arguments and results, as on the process pool; they cross as the offsets of the
+/// function and of its trampoline in the executable (with the encoded captures), and every
 /// rank checks at start-up that it runs the same build as rank 0 (a fingerprint of the
 /// machine code) before it runs anything.
 ///
@@ -104,8 +107,10 @@ impl<T: Send + Sync> TaskCell<T> for MpiCell<T> {
 ///
 /// Futures, callbacks, [`wait`](crate::wait), [`as_completed`](crate::as_completed),
 /// `.await`, `map` (lazy, chunked, one message per chunk), `map_unordered` and
-/// `shutdown_with(wait, cancel_futures)` behave as on the other backends. Each worker rank
-/// holds a small window of tasks (two batches); a rank that falls idle while another has
+/// `shutdown_with(wait, cancel_futures)` behave as on the other backends, except
+/// [`cancel_running`](crate::Future::cancel_running): a task sent to a rank cannot be
+/// stopped (a rank of a static job cannot be killed alone), so it returns false.
+/// Each worker rank holds a small window of tasks (two batches); a rank that falls idle while another has
 /// unstarted tasks queued behind a long one gets them (work stealing). An idle rank does not
 /// burn a core: it polls with a backoff that grows to [`MpiPoolBuilder::idle_backoff_cap`]
 /// (1 ms by default), never a blocking MPI receive. Callbacks run on rank 0, on the thread
@@ -607,19 +612,26 @@ impl MpiPoolExecutor {
 
     fn enqueue<A: Payload, T: Payload>(
         driver: &Arc<Driver>,
-        target: FnRef,
+        task: RemoteTask,
         arg: &A,
         name: &'static str,
     ) -> Result<Future<T>, SubmitError> {
-        let payload = protocol::encode(&protocol::Wire(arg))
-            .map_err(|e| SubmitError::Codec(e.to_string().into()))?;
+        let arg = protocol::TaskArg {
+            captures: task.captures.as_deref(),
+            value: arg,
+        };
+        let payload =
+            protocol::encode(&arg).map_err(|e| SubmitError::Codec(e.to_string().into()))?;
         let fut = Future::from_task_cell(Arc::new(MpiCell {
             core: Core::new(INLINE),
             driver: Arc::downgrade(driver),
         }));
-        driver
-            .client
-            .submit(target, payload, Box::new(Slot(fut.handle())), name)?;
+        driver.client.submit(
+            task.target,
+            payload,
+            Box::new(Slot::new(fut.handle(), Pool::Mpi)),
+            name,
+        )?;
         Ok(fut)
     }
 }
@@ -645,27 +657,27 @@ impl Executor for MpiPoolExecutor {
         }
     }
 
-    fn try_submit<A: Payload, R: Payload>(
+    fn try_submit<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         arg: A,
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
         match &self.inner {
-            Inner::Ranks(c) => Self::enqueue(c, image::target_of(f)?, &arg, "task"),
-            Inner::Local(p) => p.try_submit(f, arg),
+            Inner::Ranks(c) => Self::enqueue(c, task.remote(Shape::One)?, &arg, "task"),
+            Inner::Local(p) => p.try_submit(task, arg),
         }
     }
 
-    fn submit_chunk<A: Payload, R: Payload>(
+    fn submit_chunk<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError> {
         refuse_shared_state::<A, R>()?;
         match &self.inner {
-            Inner::Ranks(c) => Self::enqueue(c, image::chunk_target_of(f)?, &items, "map"),
-            Inner::Local(p) => p.submit_chunk(f, items),
+            Inner::Ranks(c) => Self::enqueue(c, task.remote(Shape::Chunk)?, &items, "map"),
+            Inner::Local(p) => p.submit_chunk(task, items),
         }
     }
 

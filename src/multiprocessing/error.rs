@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+pub use crate::error::OsError;
+use crate::error::StartFailure;
+
 /// A lock was acquired from a holder that died (its process exited or was killed while it
 /// held the lock). The caller holds the lock now, through the guard inside; the data the
 /// lock protects may be half-updated. Like `std`'s `PoisonError`, but across processes.
@@ -225,9 +228,10 @@ pub enum ConnectionError {
     /// A value could not be encoded or decoded.
     #[error("a message could not be encoded or decoded: {0}")]
     Codec(String),
-    /// The operating system refused (creating the pipe, or a transfer).
+    /// The operating system refused (creating the pipe, or a transfer); its
+    /// [`std::io::Error`] is reachable through `source()`.
     #[error("pipe error: {0}")]
-    Os(String),
+    Os(#[source] OsError),
 }
 
 /// Why a [`Process`](super::Process) operation failed.
@@ -252,9 +256,10 @@ pub enum ProcessError {
     /// The arguments could not be encoded for the child.
     #[error("the arguments could not be encoded: {0}")]
     Codec(String),
-    /// The child process could not be started or did not connect.
+    /// The child process could not be started or did not connect (the failure says why;
+    /// its `source()` is the operating system's error where there is one).
     #[error("the child process could not be started: {0}")]
-    Spawn(String),
+    Spawn(#[source] StartFailure),
 }
 
 /// Why [`Pool::join`](super::Pool::join) refused.

@@ -87,8 +87,9 @@ mod sync;
 mod value;
 
 pub use error::{
-    BrokenBarrierError, ConnectionError, GetError, LockResult, OwnerDied, PoolError, ProcessError,
-    PutError, ReleasedTooManyTimes, SharedMemoryError, TaskDoneTooManyTimes, TryAcquireError,
+    BrokenBarrierError, ConnectionError, GetError, LockResult, OsError, OwnerDied, PoolError,
+    ProcessError, PutError, ReleasedTooManyTimes, SharedMemoryError, TaskDoneTooManyTimes,
+    TryAcquireError,
 };
 pub use pipe::{Connection, Pipe};
 pub use pool::{AsyncResult, Pool};

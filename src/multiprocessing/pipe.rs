@@ -46,7 +46,7 @@ impl Pipe {
     where
         T: Serialize + DeserializeOwned,
     {
-        let os = |e: std::io::Error| ConnectionError::Os(e.to_string());
+        let os = |e: std::io::Error| ConnectionError::Os(e.into());
         let (tx1, rx1) = ipc::channel::<T>().map_err(os)?;
         if duplex {
             let (tx2, rx2) = ipc::channel::<T>().map_err(os)?;
@@ -127,7 +127,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
                 std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
                     ConnectionError::BrokenPipe
                 }
-                _ => ConnectionError::Os(io.to_string()),
+                _ => ConnectionError::Os(io.into()),
             },
             other => ConnectionError::Codec(other.to_string()),
         })
@@ -250,7 +250,7 @@ fn recv_error(e: IpcError) -> ConnectionError {
     match e {
         IpcError::Disconnected => ConnectionError::Eof,
         IpcError::SerializationError(e) => ConnectionError::Codec(e.to_string()),
-        IpcError::Io(e) => ConnectionError::Os(e.to_string()),
+        IpcError::Io(e) => ConnectionError::Os(e.into()),
     }
 }
 

@@ -12,6 +12,7 @@ use crate::executor::{Executor, Payload};
 use crate::future::Future;
 use crate::map::{Map, MapOptions, MapUnordered};
 use crate::process::ProcessPoolExecutor;
+use crate::task::{Task, TaskHandle};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Running {
@@ -23,7 +24,8 @@ enum Running {
 /// Python's `multiprocessing.Pool`: worker processes that run `apply`/`map` calls.
 ///
 /// A thin layer over [`ProcessPoolExecutor`] (same workers, same isolation, same
-/// functions: `fn(A) -> R` with serde arguments; several arguments as a tuple), with
+/// tasks: `fn` items or [`task!`](crate::task!)s, with serde arguments; several arguments as
+/// a tuple), with
 /// Python's names: [`apply`](Pool::apply), [`apply_async`](Pool::apply_async) (with
 /// [`callback`](AsyncResult::callback) and [`error_callback`](AsyncResult::error_callback),
 /// which run in this process), [`map`](Pool::map), [`map_async`](Pool::map_async),
@@ -202,7 +204,11 @@ impl Pool {
     /// let pool = Pool::new(1);
     /// assert_eq!(pool.apply(add, (2, 3)), Ok(5));
     /// ```
-    pub fn apply<A: Payload, R: Payload>(&self, f: fn(A) -> R, args: A) -> Result<R, TaskError> {
+    pub fn apply<A: Payload, R: Payload>(
+        &self,
+        f: impl Task<A, R>,
+        args: A,
+    ) -> Result<R, TaskError> {
         self.exec.submit(f, args).into_result()
     }
 
@@ -219,7 +225,11 @@ impl Pool {
     /// assert_eq!(res.get(), Ok(49));
     /// assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)), Ok(49));
     /// ```
-    pub fn apply_async<A: Payload, R: Payload>(&self, f: fn(A) -> R, args: A) -> AsyncResult<R> {
+    pub fn apply_async<A: Payload, R: Payload>(
+        &self,
+        f: impl Task<A, R>,
+        args: A,
+    ) -> AsyncResult<R> {
         AsyncResult {
             fut: self.exec.submit(f, args),
         }
@@ -235,7 +245,7 @@ impl Pool {
     /// let pool = Pool::new(2);
     /// assert_eq!(pool.map(square, 0..5), Ok(vec![0, 1, 4, 9, 16]));
     /// ```
-    pub fn map<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Vec<R>, TaskError>
+    pub fn map<A, R, I>(&self, f: impl Task<A, R>, items: I) -> Result<Vec<R>, TaskError>
     where
         A: Payload,
         R: Payload,
@@ -255,7 +265,7 @@ impl Pool {
     /// ```
     pub fn map_chunked<A, R, I>(
         &self,
-        f: fn(A) -> R,
+        f: impl Task<A, R>,
         items: I,
         chunksize: usize,
     ) -> Result<Vec<R>, TaskError>
@@ -279,13 +289,15 @@ impl Pool {
     /// let res = pool.map_async(square, vec![1, 2, 3]);
     /// assert_eq!(res.get(), Ok(vec![1, 4, 9]));
     /// ```
-    pub fn map_async<A, R, I>(&self, f: fn(A) -> R, items: I) -> AsyncResult<Vec<R>>
+    pub fn map_async<A, R, I>(&self, f: impl Task<A, R>, items: I) -> AsyncResult<Vec<R>>
     where
         A: Payload,
         R: Payload + Clone,
         I: IntoIterator<Item = A>,
     {
         let items: Vec<A> = items.into_iter().collect();
+        // One handle for every chunk (the captures encoded once).
+        let f = TaskHandle::new(f);
         let out: Future<Vec<R>> = Future::new();
         if items.is_empty() {
             let _ = out.set_result(Vec::new());
@@ -297,7 +309,7 @@ impl Pool {
         let mut rest = items.into_iter().peekable();
         while rest.peek().is_some() {
             let chunk: Vec<A> = rest.by_ref().take(size).collect();
-            match self.exec.submit_chunk(f, chunk) {
+            match self.exec.submit_chunk(f.clone(), chunk) {
                 Ok(fut) => chunks.push(fut),
                 Err(e) => {
                     let _ = out.set_exception(TaskError::Submit(e));
@@ -351,7 +363,7 @@ impl Pool {
     /// ```
     pub fn imap<A, R, I>(
         &self,
-        f: fn(A) -> R,
+        f: impl Task<A, R>,
         items: I,
     ) -> Map<'_, ProcessPoolExecutor, I::IntoIter, A, R>
     where
@@ -375,7 +387,7 @@ impl Pool {
     /// ```
     pub fn imap_unordered<A, R, I>(
         &self,
-        f: fn(A) -> R,
+        f: impl Task<A, R>,
         items: I,
     ) -> MapUnordered<'_, ProcessPoolExecutor, I::IntoIter, A, R>
     where
@@ -395,7 +407,7 @@ impl Pool {
     /// let pool = Pool::new(2);
     /// assert_eq!(pool.starmap(pow, vec![(2, 3), (3, 2)]), Ok(vec![8, 9]));
     /// ```
-    pub fn starmap<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Vec<R>, TaskError>
+    pub fn starmap<A, R, I>(&self, f: impl Task<A, R>, items: I) -> Result<Vec<R>, TaskError>
     where
         A: Payload,
         R: Payload,
@@ -412,7 +424,7 @@ impl Pool {
     /// let pool = Pool::new(2);
     /// assert_eq!(pool.starmap_async(add, vec![(1, 2), (3, 4)]).get(), Ok(vec![3, 7]));
     /// ```
-    pub fn starmap_async<A, R, I>(&self, f: fn(A) -> R, items: I) -> AsyncResult<Vec<R>>
+    pub fn starmap_async<A, R, I>(&self, f: impl Task<A, R>, items: I) -> AsyncResult<Vec<R>>
     where
         A: Payload,
         R: Payload + Clone,

@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use super::error::SharedMemoryError;
-use crate::os::{Mapping, shared as sys};
+use crate::os::{Mapping, shared};
 
 /// Python's `multiprocessing.shared_memory.SharedMemory`: a block of bytes with a name (a
 /// POSIX shared memory object, in `/dev/shm` on Linux) that any process of the same user
@@ -122,7 +122,7 @@ impl SharedMemory {
                 None => fresh_name(),
             };
             let (bare, posix) = posix_name(&candidate)?;
-            match sys::shm_open_map(&posix, Some(size)) {
+            match shared::shm_open_map(&posix, Some(size)) {
                 Ok(map) => return Ok(SharedMemory { name: bare, map }),
                 Err(e) if !explicit && e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(os_error("create", &bare, e)),
@@ -145,7 +145,7 @@ impl SharedMemory {
     /// ```
     pub fn attach(name: &str) -> Result<SharedMemory, SharedMemoryError> {
         let (bare, posix) = posix_name(name)?;
-        let map = sys::shm_open_map(&posix, None).map_err(|e| os_error("attach", &bare, e))?;
+        let map = shared::shm_open_map(&posix, None).map_err(|e| os_error("attach", &bare, e))?;
         Ok(SharedMemory { name: bare, map })
     }
 
@@ -292,6 +292,6 @@ impl SharedMemory {
     /// ```
     pub fn unlink(&self) -> Result<(), SharedMemoryError> {
         let (bare, posix) = posix_name(&self.name)?;
-        sys::shm_unlink(&posix).map_err(|e| os_error("unlink", &bare, e))
+        shared::shm_unlink(&posix).map_err(|e| os_error("unlink", &bare, e))
     }
 }

@@ -9,19 +9,15 @@ use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{LockResult, OwnerDied};
-use super::shm::{Layout, RawMutex, Reentrant, Shared, TailLock};
+use super::shm::{RawMutex, Reentrant, Shared, TailLock, shared_header};
 
-#[repr(C)]
-pub(crate) struct CellsHeader {
-    m: RawMutex,
-    /// `size_of::<T>()`, checked by a receiving process.
-    elem: AtomicU32,
-}
-
-// SAFETY: a robust mutex and an atomic; the tail (the elements) is only touched under the
-// mutex.
-unsafe impl Layout for CellsHeader {
-    const KIND: u32 = 6;
+shared_header! {
+    pub(crate) struct CellsHeader: KIND = 6;
+    {
+        m: RawMutex,
+        /// `size_of::<T>()`, checked by a receiving process.
+        elem: AtomicU32,
+    }
 }
 
 /// Elements of `T` in shared memory with their lock: the body of `Value` and `Array`.

@@ -10,12 +10,17 @@ use std::fmt;
 use std::sync::Arc;
 
 use std::sync::Weak;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::error::{BuildError, StartFailure, SubmitError, TaskError};
 use crate::executor::{Chunk, Executor, Payload};
 use crate::future::{Core, Future, INLINE, RUNNING, STATE_MASK, TaskCell, is_done};
+use crate::remote::codec::TaskArg;
 use crate::remote::shared_state::refuse_shared_state;
-use crate::remote::{FnRef, InitCall, Slot, naming};
+use crate::remote::{InitCall, Slot};
+use crate::task::{RemoteTask, Shape, Task};
+use crate::trace::Pool;
 use manager::{Config, Manager};
 
 /// A process pool's future: its state, and the pool, so that a thread that blocks on it
@@ -23,6 +28,8 @@ use manager::{Config, Manager};
 struct ProcCell<T> {
     core: Core<T>,
     manager: Weak<Manager>,
+    /// The task's id in the pool (set once, as it is submitted).
+    id: AtomicU64,
 }
 
 impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
@@ -50,14 +57,25 @@ impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
             manager.read_until(&|| is_done(self.core.load()), Some(deadline));
         }
     }
+
+    fn stop_running(&self) -> bool {
+        // Once sent to a worker, the worker is asked: it drops the task, or dies with it.
+        if is_done(self.core.load()) {
+            return false;
+        }
+        self.manager
+            .upgrade()
+            .is_some_and(|m| m.cancel_running(self.id.load(Relaxed)))
+    }
 }
 
 /// Python's `ProcessPoolExecutor`: tasks run in worker processes, re-executions of the
 /// current program.
 ///
-/// A task is a `fn(A) -> R` (a function item or a closure that captures nothing) with serde
-/// arguments and results; it is named to the worker by its position in the executable, and
-/// its argument and result cross as bytes. Workers are persistent: one channel pair per
+/// A task is a [`Task`]: a `fn` item, a closure that captures nothing, or a
+/// [`task!`](crate::task!) with captured values, with serde arguments and results; it is
+/// named to the worker by its position in the executable, and its captures, argument and
+/// result cross as bytes. Workers are persistent: one channel pair per
 /// worker carries every task, so a million queued tasks use no more file descriptors than
 /// four. Queued work stays in this process (cancellable) until a worker has room.
 ///
@@ -109,13 +127,17 @@ impl<T: Send + Sync> TaskCell<T> for ProcCell<T> {
 /// pool.shutdown(true);
 /// ```
 ///
-/// A capturing closure cannot be sent to another process, and does not compile:
+/// A closure that captures values cannot be sent to another process: it is refused with
+/// [`SubmitError::CapturingClosure`]. Write it with [`task!`](crate::task!), whose captures
+/// cross with the task:
 ///
-/// ```compile_fail
-/// use concurrent_futures::{Executor, ProcessPoolExecutor};
+/// ```
+/// use concurrent_futures::{Executor, ProcessPoolExecutor, SubmitError, task};
 /// let pool = ProcessPoolExecutor::new(1);
 /// let offset = 10u64;
-/// pool.submit(move |x: u64| x + offset, 1); // error: closures that capture are not `fn`
+/// let refused = pool.try_submit(move |x: u64| x + offset, 1);
+/// assert!(matches!(refused, Err(SubmitError::CapturingClosure { .. })));
+/// assert_eq!(pool.submit(task!([offset] |x: u64| x + offset), 1).result(), Ok(11));
 /// ```
 pub struct ProcessPoolExecutor {
     manager: Arc<Manager>,
@@ -500,7 +522,7 @@ impl ProcessPoolExecutor {
     /// ```
     pub fn submit_with_timeout<A: Payload, R: Payload>(
         &self,
-        f: fn(A) -> R,
+        f: impl Task<A, R>,
         arg: A,
         limit: std::time::Duration,
     ) -> Future<R> {
@@ -522,33 +544,43 @@ impl ProcessPoolExecutor {
     /// ```
     pub fn try_submit_with_timeout<A: Payload, R: Payload>(
         &self,
-        f: fn(A) -> R,
+        f: impl Task<A, R>,
         arg: A,
         limit: std::time::Duration,
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(naming::target_of(f)?, &arg, Some(limit), "task")
+        self.enqueue(f.remote(Shape::One)?, &arg, Some(limit), "task")
     }
 
     fn enqueue<A: Payload, T: Payload>(
         &self,
-        target: FnRef,
+        task: RemoteTask,
         arg: &A,
         limit: Option<std::time::Duration>,
         name: &'static str,
     ) -> Result<Future<T>, SubmitError> {
+        let arg = TaskArg {
+            captures: task.captures.as_deref(),
+            value: arg,
+        };
         // A `Serialize` that panics refuses the submission with its message.
-        let payload = crate::unwind::catch(|| wire::encode_payload(arg, &self.manager.blocks))
+        let payload = crate::unwind::catch(|| wire::encode_payload(&arg, &self.manager.blocks))
             .map_err(|e| {
                 SubmitError::Codec(format!("the argument's encoding panicked: {e}").into())
             })?
             .map_err(|e| SubmitError::Codec(e.to_string().into()))?;
-        let fut = Future::from_task_cell(Arc::new(ProcCell {
+        let cell = Arc::new(ProcCell {
             core: Core::new(INLINE),
             manager: Arc::downgrade(&self.manager),
-        }));
-        self.manager
-            .submit(target, payload, Box::new(Slot(fut.handle())), limit, name)?;
+            id: AtomicU64::new(0),
+        });
+        let fut = Future::from_task_cell(cell.clone());
+        let slot = Box::new(Slot::new(fut.handle(), Pool::Process));
+        let id = self
+            .manager
+            .submit(task.target, payload, slot, limit, name)?;
+        // (Before the future is returned: nobody can cancel it sooner.)
+        cell.id.store(id, Relaxed);
         Ok(fut)
     }
 }
@@ -558,22 +590,22 @@ impl Executor for ProcessPoolExecutor {
         self.manager.workers()
     }
 
-    fn try_submit<A: Payload, R: Payload>(
+    fn try_submit<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         arg: A,
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(naming::target_of(f)?, &arg, None, "task")
+        self.enqueue(task.remote(Shape::One)?, &arg, None, "task")
     }
 
-    fn submit_chunk<A: Payload, R: Payload>(
+    fn submit_chunk<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(naming::chunk_target_of(f)?, &items, None, "map")
+        self.enqueue(task.remote(Shape::Chunk)?, &items, None, "map")
     }
 
     fn shutdown_with(&self, wait: bool, cancel_futures: bool) {

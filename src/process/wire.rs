@@ -19,7 +19,8 @@
 //!                            then empty; `ran` only if flagged TIMED)
 //!                          I the initializer's encoded outcome
 //!                          R Revoked (codec)
-//! parent → worker (ctl)    Revoke (codec)
+//!                          C CancelAck (codec)
+//! parent → worker (ctl)    Control (codec): Revoke, or Cancel
 //! ```
 //!
 //! # The result log
@@ -75,6 +76,7 @@ pub(crate) const TAG_HELLO: u8 = b'H';
 pub(crate) const TAG_DONE: u8 = b'D';
 pub(crate) const TAG_INIT: u8 = b'I';
 pub(crate) const TAG_REVOKED: u8 = b'R';
+pub(crate) const TAG_CANCELLED: u8 = b'C';
 
 /// A record's flag: its payload is in the shared memory file attached to the message.
 pub(crate) const SHARED: u8 = 1;
@@ -96,6 +98,27 @@ pub(crate) struct Hello {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Revoke {
     pub(crate) through: u64,
+}
+
+/// What the parent sends on the control socket.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum Control {
+    Revoke(Revoke),
+    /// `Future::cancel_running` on call `id` (sent in batch `batch`): the worker drops it if
+    /// it has not started it, kills itself (SIGKILL) if it runs it now, and otherwise (it
+    /// finished it) leaves it; it answers with [`CancelAck`], or with its death.
+    Cancel {
+        id: u64,
+        batch: u64,
+    },
+}
+
+/// The answer to [`Control::Cancel`]: call `id` is no longer the worker's (`dropped`: it
+/// never ran and never will there) or it had finished (its result comes as any other).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CancelAck {
+    pub(crate) id: u64,
+    pub(crate) dropped: bool,
 }
 
 /// The answer to a [`Revoke`]: these calls were not started and never will be here, and
@@ -475,13 +498,12 @@ impl From<codec::EncodeToError> for EncodeError {
     }
 }
 
-/// Encodes an argument, straight into shared memory when it is large (into a block kept in
-/// `blocks` if one fits).
+/// Encodes an argument (with a task's captures: `codec::TaskArg`), straight into shared
+/// memory when it is large (into a block kept in `blocks` if one fits).
 pub(crate) fn encode_payload<T: Serialize + 'static>(
-    value: &T,
+    value: &codec::TaskArg<'_, T>,
     blocks: &Blocks,
 ) -> Result<Payload, EncodeError> {
-    let value = &codec::Wire(value);
     let len = codec::encoded_len(value)?;
     if len <= INLINE_MAX {
         return Ok(Payload::Inline(codec::encode(value)?));

@@ -5,11 +5,14 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use super::wire::{
-    self, Call, Hello, INLINE_MAX, Log, MAX_FRAME, Revoke, Revoked, TAG_DONE, TAG_HELLO, TAG_INIT,
-    TAG_REVOKED, TAG_TO_WORKER, TAG_WELCOME, ToWorker,
+    self, Call, CancelAck, Control, Hello, INLINE_MAX, Log, MAX_FRAME, Revoke, Revoked,
+    TAG_CANCELLED, TAG_DONE, TAG_HELLO, TAG_INIT, TAG_REVOKED, TAG_TO_WORKER, TAG_WELCOME,
+    ToWorker,
 };
 use crate::os::{self, Mapping, Memfd, Recv, Socket};
 use crate::remote::{codec, naming};
@@ -65,6 +68,9 @@ struct Local {
     read: u64,
     /// Batches up to this one were given back before they were read: drop them.
     skip_through: u64,
+    /// Calls of batches not read yet that were cancelled (`Control::Cancel`): they are
+    /// not queued when their batch is read.
+    dropped: Vec<u64>,
 }
 
 struct Job {
@@ -96,11 +102,13 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
     main.send(&[&[TAG_HELLO], &hello], &[])?;
 
     let local = Arc::new(Mutex::new(Local::default()));
+    // The call running now (0: none); set under the queue lock as the call is taken.
+    let running = Arc::new(AtomicU64::new(0));
     {
-        let (local, main) = (local.clone(), main.clone());
+        let (local, main, running) = (local.clone(), main.clone(), running.clone());
         std::thread::Builder::new()
             .name("cf-worker-revoke".into())
-            .spawn(move || serve_revokes(&ctl, &main, &local))
+            .spawn(move || serve_revokes(&ctl, &main, &local, &running))
             .map_err(WorkerError::Thread)?;
     }
     // Since when the oldest unsent result waits (`CLOCK_MONOTONIC` nanoseconds).
@@ -108,7 +116,13 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
     loop {
         // The lock also orders this against a revoke being answered: once the queue is seen
         // empty, the answer (if any) is on its way, ahead of anything sent after.
-        let job = sync::lock(&local).queue.pop_front();
+        // The call taken is published under the lock, for `cancel`.
+        let job = {
+            let mut l = sync::lock(&local);
+            let job = l.queue.pop_front();
+            running.store(job.as_ref().map_or(0, |j| j.call.id), SeqCst);
+            job
+        };
         let Some(job) = job else {
             // About to wait for the parent: send what is ready first.
             flush(&main, &mut log)?;
@@ -141,6 +155,7 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
             Some(map) => naming::invoke(job.call.target, &map.bytes()[..job.call.bulk as usize])?,
             None => naming::invoke(job.call.target, &job.call.payload)?,
         };
+        running.store(0, SeqCst);
         // One clock read: the call's end (sent with its result, for timelines) and the
         // time that decides the flush.
         let end = os::monotonic_nanos();
@@ -211,8 +226,21 @@ fn receive(
     }
     let mut l = sync::lock(local);
     l.read = seq;
-    if seq > l.skip_through {
-        l.queue.extend(jobs);
+    let keep = seq > l.skip_through;
+    if l.dropped.is_empty() {
+        if keep {
+            l.queue.extend(jobs);
+        }
+    } else {
+        // Calls cancelled before their batch was read are answered already: never queued.
+        let Local { queue, dropped, .. } = &mut *l;
+        for job in jobs {
+            if let Some(i) = dropped.iter().position(|&id| id == job.call.id) {
+                dropped.swap_remove(i);
+            } else if keep {
+                queue.push_back(job);
+            }
+        }
     }
     Ok(Some(ToWorker::Calls(seq, Vec::new())))
 }
@@ -245,14 +273,22 @@ fn send_shared(main: &Socket, id: u64, outcome: &[u8], ran: [u64; 2]) -> Result<
     Ok(())
 }
 
-/// The helper thread: gives back the calls not started yet, when the parent asks.
-fn serve_revokes(ctl: &Socket, main: &Socket, local: &Mutex<Local>) {
+/// The helper thread: gives back the calls not started yet, when the parent asks, and
+/// cancels one (`Control::Cancel`).
+fn serve_revokes(ctl: &Socket, main: &Socket, local: &Mutex<Local>, running: &AtomicU64) {
     let mut buf = Vec::with_capacity(256);
     let mut fds = Vec::new();
     while let Ok(Recv::Message(_)) = ctl.recv(&mut buf, &mut fds, false) {
         fds.clear();
-        let Ok(Revoke { through }) = codec::decode::<Revoke>(&buf) else {
-            return;
+        let through = match codec::decode::<Control>(&buf) {
+            Ok(Control::Revoke(Revoke { through })) => through,
+            Ok(Control::Cancel { id, batch }) => {
+                if cancel(local, running, main, id, batch).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => return,
         };
         let mut l = sync::lock(local);
         let ids: Vec<u64> = l.queue.drain(..).map(|job| job.call.id).collect();
@@ -268,4 +304,39 @@ fn serve_revokes(ctl: &Socket, main: &Socket, local: &Mutex<Local>) {
         }
         drop(l);
     }
+}
+
+/// Cancels call `id` of batch `batch`, under the queue lock (so the main thread neither takes
+/// a call nor starts one meanwhile), and answers the parent at once (`CancelAck`): a call
+/// not started (queued, or in a batch not read yet) is dropped; the call running now is
+/// stopped by killing this process with SIGKILL, the lock held until the signal lands, so
+/// that no other call starts here (its death is the answer: the parent gives the calls
+/// queued behind it to another worker, as after any death); a call already finished is
+/// left (its result is on its way, or in the log).
+fn cancel(
+    local: &Mutex<Local>,
+    running: &AtomicU64,
+    main: &Socket,
+    id: u64,
+    batch: u64,
+) -> Result<(), WorkerError> {
+    let mut l = sync::lock(local);
+    let dropped = if let Some(i) = l.queue.iter().position(|job| job.call.id == id) {
+        drop(l.queue.remove(i));
+        true
+    } else if batch > l.read {
+        l.dropped.push(id);
+        true
+    } else if running.load(SeqCst) == id {
+        os::signal(std::process::id(), libc::SIGKILL);
+        // The signal ends every thread of the process; until then this one keeps the lock.
+        loop {
+            std::thread::park();
+        }
+    } else {
+        false
+    };
+    let ack = codec::encode(&CancelAck { id, dropped })?;
+    main.send(&[&[TAG_CANCELLED], &ack], &[])?;
+    Ok(())
 }

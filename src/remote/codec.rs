@@ -21,6 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::TaskError;
 use crate::future::Future;
+use crate::trace::{Pool, TaskTrace};
 
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -201,6 +202,34 @@ impl<T: Serialize + 'static> Serialize for Wire<'_, T> {
     }
 }
 
+/// A task's argument (or a chunk's arguments) as a pool sends it: with the encoding of the
+/// task's captures first, when it has some (a byte string, decoded by [`decode_captured`]),
+/// else exactly as [`Wire`] encodes it.
+pub(crate) struct TaskArg<'a, T> {
+    pub(crate) captures: Option<&'a [u8]>,
+    pub(crate) value: &'a T,
+}
+
+impl<T: Serialize + 'static> Serialize for TaskArg<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.captures {
+            None => Wire(self.value).serialize(s),
+            Some(captures) => (serde_bytes::Bytes::new(captures), Wire(self.value)).serialize(s),
+        }
+    }
+}
+
+/// Decodes what a [`TaskArg`] with captures encoded: the captures `C` (as [`Wire`] encoded
+/// them), then the argument `T`.
+pub(crate) fn decode_captured<C: DeserializeOwned + 'static, T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(C, T), CodecError> {
+    let (captures, rest) = postcard::take_from_bytes::<&[u8]>(bytes)
+        .map_err(|e| CodecError(format!("the captures' bytes: {e}")))?;
+    let FromWire(captures) = decode::<FromWire<C>>(captures)?;
+    Ok((captures, decode::<T>(rest)?))
+}
+
 /// A task's argument or result as it is decoded: the counterpart of [`Wire`] (a `Vec<u8>` is
 /// taken as one byte string, and a large one is copied into memory mapped in one call).
 pub(crate) struct FromWire<T>(pub(crate) T);
@@ -278,21 +307,33 @@ pub(crate) trait Completion: Send {
         self: Box<Self>,
         outcome: Result<&[u8], TaskError>,
     ) -> (Option<crate::future::Deferred>, crate::stats::Outcome);
+    /// The task's span (feature `tracing`).
+    fn trace(&self) -> &TaskTrace;
 }
 
 /// The `Completion` of a `Future<T>` whose worker sends an encoded `Result<T, TaskError>`.
-pub(crate) struct Slot<T>(pub(crate) Future<T>);
+pub(crate) struct Slot<T>(pub(crate) Future<T>, pub(crate) TaskTrace);
+
+impl<T> Slot<T> {
+    /// The completion of `fut`, a task of a `pool` (its span opens).
+    pub(crate) fn new(fut: Future<T>, pool: Pool) -> Self {
+        Slot(fut, TaskTrace::submitted(pool))
+    }
+}
 
 impl<T: DeserializeOwned + Send + Sync + 'static> Completion for Slot<T> {
     fn claim(&self) -> bool {
         self.0.core().claim()
     }
     fn cancel(self: Box<Self>) {
-        self.0.cancel();
+        if self.0.cancel() {
+            self.1.cancelled();
+        }
     }
     fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>) -> crate::stats::Outcome {
         let value = outcome.and_then(decode_outcome::<T>);
         let ended = ended(&value);
+        self.1.finished(&value);
         self.0.finish_claimed(value);
         ended
     }
@@ -302,7 +343,11 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Completion for Slot<T> {
     ) -> (Option<crate::future::Deferred>, crate::stats::Outcome) {
         let value = outcome.and_then(decode_outcome::<T>);
         let ended = ended(&value);
+        self.1.finished(&value);
         (self.0.finish_claimed_deferring(value), ended)
+    }
+    fn trace(&self) -> &TaskTrace {
+        &self.1
     }
 }
 

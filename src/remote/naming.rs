@@ -131,6 +131,27 @@ where
     })
 }
 
+/// How a worker finds the function of a [`Captured`](crate::Captured) task and the
+/// trampoline that decodes its captures and its argument (one, or a chunk's) and calls it.
+pub(crate) fn captured_target_of<C, A, R>(
+    f: fn(&C, A) -> R,
+    shape: crate::task::Shape,
+) -> Result<FnRef, SubmitError>
+where
+    C: DeserializeOwned + 'static,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    let tramp = match shape {
+        crate::task::Shape::One => call_one_captured::<C, A, R> as Trampoline,
+        crate::task::Shape::Chunk => call_chunk_captured::<C, A, R> as Trampoline,
+    };
+    Ok(FnRef {
+        func: offset_of(f as usize)?,
+        tramp: offset_of(tramp as usize)?,
+    })
+}
+
 /// How a worker finds a pool's initializer (`fn()`).
 pub(crate) fn init_target_of(f: fn()) -> Result<FnRef, SubmitError> {
     Ok(FnRef {
@@ -237,6 +258,49 @@ fn call_chunk<A: DeserializeOwned, R: Serialize + 'static>(func: usize, payload:
             Ok(Ok(items)) => Ok(run_chunk(f, items)),
             Ok(Err(e)) => Err(TaskError::Codec(
                 format!("the chunk's arguments could not be decoded: {e}").into(),
+            )),
+            Err(panicked) => Err(panicked),
+        };
+    codec::encode_outcome(&outcome)
+}
+
+/// The trampoline for one call of a captured task's `fn(&C, A) -> R`: the payload is the
+/// captures' encoding, then the argument's (`codec::TaskArg`).
+fn call_one_captured<C, A, R>(func: usize, payload: &[u8]) -> Vec<u8>
+where
+    C: DeserializeOwned + 'static,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    // SAFETY: `func` is the address, in this process, of the `fn(&C, A) -> R` whose offset
+    // `captured_target_of::<C, A, R>` computed together with this trampoline's (see
+    // `invoke`), so the pointer has exactly this type.
+    let f = unsafe { std::mem::transmute::<usize, fn(&C, A) -> R>(func) };
+    let outcome = match crate::unwind::catch(|| codec::decode_captured::<C, FromWire<A>>(payload)) {
+        Ok(Ok((captures, FromWire(arg)))) => crate::unwind::catch(|| f(&captures, arg)),
+        Ok(Err(e)) => Err(TaskError::Codec(
+            format!("the task's captures or argument could not be decoded: {e}").into(),
+        )),
+        Err(panicked) => Err(panicked),
+    };
+    codec::encode_outcome(&outcome)
+}
+
+/// The trampoline for a chunk of calls of a captured task: the captures are decoded once
+/// for the whole chunk.
+fn call_chunk_captured<C, A, R>(func: usize, payload: &[u8]) -> Vec<u8>
+where
+    C: DeserializeOwned + 'static,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    // SAFETY: as in `call_one_captured`, paired by `captured_target_of::<C, A, R>`.
+    let f = unsafe { std::mem::transmute::<usize, fn(&C, A) -> R>(func) };
+    let outcome: Result<Chunk<R>, TaskError> =
+        match crate::unwind::catch(|| codec::decode_captured::<C, Vec<A>>(payload)) {
+            Ok(Ok((captures, items))) => Ok(run_chunk(|arg| f(&captures, arg), items)),
+            Ok(Err(e)) => Err(TaskError::Codec(
+                format!("the chunk's captures or arguments could not be decoded: {e}").into(),
             )),
             Err(panicked) => Err(panicked),
         };

@@ -64,8 +64,12 @@ impl Recording {
 
     /// A worker on row `row` died or started, now.
     pub(crate) fn mark_now(&self, row: usize, kind: MarkKind, pid: u32) {
-        let at = self.since_epoch(os::monotonic_nanos());
-        self.rows.mark(row, kind, at, Some(pid));
+        self.mark(row, kind, os::monotonic_nanos(), pid);
+    }
+
+    /// A worker on row `row` died or started at `at` (this machine's `CLOCK_MONOTONIC`).
+    pub(crate) fn mark(&self, row: usize, kind: MarkKind, at: u64, pid: u32) {
+        self.rows.mark(row, kind, self.since_epoch(at), Some(pid));
     }
 }
 

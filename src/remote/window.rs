@@ -64,6 +64,14 @@ impl Window {
         self.held.iter().any(|&(t, _)| t == task)
     }
 
+    /// The batch that brought `task`, if this worker holds it.
+    pub(crate) fn batch_of(&self, task: u64) -> Option<u64> {
+        self.held
+            .iter()
+            .find(|&&(t, _)| t == task)
+            .map(|&(_, seq)| seq)
+    }
+
     /// The tasks held, in the order the worker runs them.
     pub(crate) fn tasks(&self) -> impl Iterator<Item = u64> + '_ {
         self.held.iter().map(|&(t, _)| t)

@@ -545,6 +545,7 @@ where
                 // Shut down or broken meanwhile: the queued helpers finish the block.
             }
         }
+        let _span = crate::trace::map_helper(self.len, self.piece);
         self.run_as_worker();
         // Items fail one by one (the consumer sees each error); the helper itself ran.
         Settled::Ran(Outcome::Ok)

@@ -75,8 +75,9 @@ where
     }
 
     fn cancel(self: Arc<Self>, shared: &Shared) -> Settled {
-        let fut = Future::from_cell(self);
+        let fut = Future::from_cell(self.clone());
         if fut.cancel() {
+            self.trace.cancelled();
             Settled::Was(Outcome::Cancelled)
         } else {
             settled_elsewhere(&fut, shared)
@@ -85,9 +86,12 @@ where
 
     fn fail(self: Arc<Self>, error: TaskError, shared: &Shared) -> Settled {
         if self.core.claim() {
-            Future::from_cell(self).finish_claimed(Err(error));
+            let value = Err(error);
+            self.trace.finished(&value);
+            Future::from_cell(self).finish_claimed(value);
             Settled::Was(Outcome::Failed)
         } else {
+            self.trace.if_cancelled(&self.core);
             settled_elsewhere(&Future::from_cell(self), shared)
         }
     }

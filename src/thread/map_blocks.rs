@@ -34,16 +34,17 @@ const PIECE_NS: f64 = 20_000.0;
 /// better sent on as they come).
 const INPUT_CUT: Duration = Duration::from_nanos(BLOCK_NS as u64);
 
-/// A block of a thread-pool `map`: items moved in from the input, a function pointer.
-type MapBlock<A, R> = Block<VecSource<A>, fn(A) -> R, R>;
+/// A block of a thread-pool `map`: items moved in from the input, the task (a closure that
+/// calls the map's `TaskHandle`).
+type MapBlock<A, R, F> = Block<VecSource<A>, F, R>;
 
 /// `map` on the thread pool: blocks of items split among the workers and the caller (see
 /// `thread/block.rs`), results yielded in place.
-pub(super) struct Blocks<'a, A, R> {
+pub(super) struct Blocks<'a, A, R, F: Fn(A) -> R> {
     pool: &'a ThreadPoolExecutor,
-    f: fn(A) -> R,
+    f: F,
     /// Launched blocks in input order; the consumer drains the front one.
-    queue: VecDeque<Arc<MapBlock<A, R>>>,
+    queue: VecDeque<Arc<MapBlock<A, R, F>>>,
     /// Buffers of a drained block, for the next one (fresh ones would cost page faults).
     spare: Option<(Vec<A>, Vec<std::mem::MaybeUninit<R>>)>,
     /// The consumer's position in the front block.
@@ -62,12 +63,13 @@ pub(super) struct Blocks<'a, A, R> {
     exact_input: bool,
 }
 
-impl<'a, A, R> Blocks<'a, A, R>
+impl<'a, A, R, F> Blocks<'a, A, R, F>
 where
     A: Payload,
     R: Payload,
+    F: Fn(A) -> R + Clone + Send + Sync + 'static,
 {
-    pub(super) fn new(pool: &'a ThreadPoolExecutor, f: fn(A) -> R, opts: MapOptions) -> Self {
+    pub(super) fn new(pool: &'a ThreadPoolExecutor, f: F, opts: MapOptions) -> Self {
         let help = pool.caller_runs() && opts.timeout.is_none();
         Blocks {
             pool,
@@ -125,7 +127,7 @@ where
             let piece = self.piece_len(items.len());
             let block = Arc::new(
                 Block::new(
-                    self.f,
+                    self.f.clone(),
                     VecSource::new(items),
                     output,
                     piece,
@@ -191,7 +193,10 @@ where
     }
 }
 
-impl<A: Payload, R: Payload> OrderedMap<A, R> for Blocks<'_, A, R> {
+impl<A: Payload, R: Payload, F> OrderedMap<A, R> for Blocks<'_, A, R, F>
+where
+    F: Fn(A) -> R + Clone + Send + Sync + 'static,
+{
     fn start(&mut self, input: &mut dyn MapInput<A>) {
         self.exact_input = matches!(input.items_left(), (lo, Some(hi)) if lo == hi);
         self.fill(input);
@@ -246,7 +251,7 @@ impl<A: Payload, R: Payload> OrderedMap<A, R> for Blocks<'_, A, R> {
     }
 }
 
-impl<A, R> Drop for Blocks<'_, A, R> {
+impl<A, R, F: Fn(A) -> R> Drop for Blocks<'_, A, R, F> {
     fn drop(&mut self) {
         if let Some(front) = self.queue.front() {
             front.set_consumed(self.cursor.consumed());
@@ -259,7 +264,7 @@ impl<A, R> Drop for Blocks<'_, A, R> {
     }
 }
 
-impl<A, R> fmt::Debug for Blocks<'_, A, R> {
+impl<A, R, F: Fn(A) -> R> fmt::Debug for Blocks<'_, A, R, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Map")
             .field("blocks_in_flight", &self.queue.len())

@@ -16,6 +16,7 @@ use crate::executor::{Chunk, Executor, Payload, run_chunk};
 use crate::future::Future;
 use crate::map::{MapOptions, OrderedMap};
 use crate::stats::PoolStats;
+use crate::task::Task;
 use crate::timeline::Timeline;
 use std::sync::Arc;
 
@@ -442,28 +443,34 @@ impl Executor for ThreadPoolExecutor {
         self.registry.num_workers()
     }
 
-    fn ordered_map<A: Payload, R: Payload>(
+    fn ordered_map<A: Payload, R: Payload, T: Task<A, R> + Clone>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         opts: MapOptions,
     ) -> Option<Box<dyn OrderedMap<A, R> + '_>> {
-        Some(Box::new(map_blocks::Blocks::new(self, f, opts)))
+        // Each block holds a clone (`Map` passes a reference-counted one); the task is
+        // called without dynamic dispatch.
+        Some(Box::new(map_blocks::Blocks::new(
+            self,
+            move |a| task.call(a),
+            opts,
+        )))
     }
 
-    fn try_submit<A: Payload, R: Payload>(
+    fn try_submit<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         arg: A,
     ) -> Result<Future<R>, SubmitError> {
-        self.try_spawn(move || f(arg))
+        self.try_spawn(move || task.call(arg))
     }
 
-    fn submit_chunk<A: Payload, R: Payload>(
+    fn submit_chunk<A: Payload, R: Payload, T: Task<A, R>>(
         &self,
-        f: fn(A) -> R,
+        task: T,
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError> {
-        self.try_spawn(move || run_chunk(f, items))
+        self.try_spawn(move || run_chunk(|a| task.call(a), items))
     }
 
     fn shutdown_with(&self, wait: bool, cancel_futures: bool) {

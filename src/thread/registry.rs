@@ -37,6 +37,7 @@ use crate::error::{SubmitError, TaskError};
 use crate::stats::{Counters, PoolStats, Settled};
 use crate::sync::{self, AtomicUsize, Condvar, Mutex, fence};
 use crate::timeline::{Recorder, TaskOutcome, Timeline};
+use crate::trace::{self, Pool};
 
 /// Every this many rounds a worker checks the injector before its own deque.
 const INJECTOR_INTERVAL: u32 = 61;
@@ -201,6 +202,7 @@ impl Registry {
                     Steal::Success(job) => {
                         let tasks = (local.len() + 1).saturating_sub(before) as u64;
                         self.counters.workers[me].stole(i, tasks);
+                        trace::stolen(Pool::Thread, Some(me as u64), i as u64, tasks);
                         if self.flags.load(Relaxed) & RECORDING != 0 {
                             self.recorder.steal(me, i, tasks);
                         }
@@ -337,6 +339,7 @@ impl Registry {
             index,
             deque,
         }));
+        trace::thread_worker_started(index);
         if let Some(init) = init
             && let Err(e) = crate::unwind::catch(init)
         {
@@ -382,6 +385,7 @@ impl Registry {
             });
         }
         LOCAL.set(None);
+        trace::thread_worker_exited(index);
         let mut live = sync::lock(&self.live);
         *live -= 1;
         self.all_exited.notify_all();

@@ -7,6 +7,8 @@
 pub mod faults;
 #[cfg(target_os = "linux")]
 pub mod procs;
+#[cfg(feature = "tracing")]
+pub mod recorder;
 pub mod suite;
 
 use std::fs::File;

@@ -333,6 +333,7 @@ impl Dispatcher {
                     });
                 }
                 let ids: Vec<u64> = calls.iter().map(|(head, _)| head.id).collect();
+                trace::stolen(trace::Pool::Mpi, None, src as u64, ids.len() as u64);
                 // What it still holds has started; the last of it runs long.
                 self.links[li].window.given_back(&ids, u64::MAX);
                 let mut back = Vec::with_capacity(calls.len());
@@ -485,6 +486,7 @@ impl Dispatcher {
                 target: w.target,
                 len: w.payload.len(),
             };
+            w.completion.trace().started(rank as u64);
             self.inflight.insert(w.id, (w.completion, li, w.name));
             let msg = wire::call_message(calls_kind, head, w.payload);
             RemoteCounters::add(&self.client.counters.bytes_sent, msg.len() as u64);
@@ -501,6 +503,7 @@ impl Dispatcher {
                 },
                 w.payload,
             ));
+            w.completion.trace().started(rank as u64);
             self.inflight.insert(w.id, (w.completion, li, w.name));
         }
         let msg = wire::calls_message(calls_kind, calls);
@@ -589,6 +592,7 @@ impl Dispatcher {
                 .timeline
                 .mark_now(li, crate::timeline::MarkKind::Died, info.pid);
         }
+        trace::worker_ended(trace::Pool::Mpi, info.rank as u64, true, &what);
         let held = link.window.clear();
         for id in held {
             if let Some((c, ..)) = self.inflight.remove(&id) {

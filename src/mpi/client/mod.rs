@@ -34,6 +34,7 @@ use crate::remote::IdMap;
 use crate::remote::window::{self, MAX_BATCHES, Window};
 use crate::remote::{Completion, FnRef};
 use crate::sync::{Condvar, Mutex, lock};
+use crate::trace;
 
 /// Settings of a session, fixed when it starts.
 #[derive(Debug, Clone)]
@@ -182,6 +183,7 @@ impl Client {
             inflight: CachePadded::default(),
             timeline: crate::remote::recording::Recording::new(workers.len()),
         });
+        (workers.iter()).for_each(|w| trace::worker_started(trace::Pool::Mpi, w.rank as u64));
         let mut dispatcher =
             Dispatcher::new(client.clone(), port, workers, config.clone(), &env.host);
         dispatcher.session = Some(comm::Session::begin());

@@ -9,10 +9,13 @@ use super::link::dispatch;
 use super::start::reap;
 use super::{Finished, Manager, Phase, State, Work};
 use crate::error::{Shortage, TaskError};
-use crate::process::wire::{self, PostMortem, Revoked, TAG_DONE, TAG_INIT, TAG_REVOKED};
+use crate::process::wire::{
+    self, CancelAck, PostMortem, Revoked, TAG_CANCELLED, TAG_DONE, TAG_INIT, TAG_REVOKED,
+};
 use crate::remote::codec;
 use crate::stats::RemoteCounters;
 use crate::sync;
+use crate::trace::{self, Pool};
 
 impl Manager {
     /// Handles one message of worker `id`. An error means the worker broke the protocol.
@@ -54,6 +57,40 @@ impl Manager {
                 }
                 Ok(())
             }
+            TAG_CANCELLED => {
+                let CancelAck { id: task, dropped } =
+                    codec::decode(body).map_err(|_| "a malformed answer to a cancellation")?;
+                let mut st = sync::lock(&self.state);
+                let State {
+                    workers, inflight, ..
+                } = &mut *st;
+                let Some(link) = workers.get_mut(&id) else {
+                    return Ok(());
+                };
+                if !link.window.holds(task) {
+                    // Its result came first (and completed it as cancelled).
+                    return Ok(());
+                }
+                match inflight.get(&task) {
+                    Some(w) if !w.cancelled => {
+                        return Err("an answer to a cancellation never asked");
+                    }
+                    Some(_) => {
+                        if let Some(w) = inflight.remove(&task) {
+                            finished.push((w.completion, Err(TaskError::Cancelled)));
+                        }
+                    }
+                    None => {}
+                }
+                if dropped {
+                    // It never ran there: it counts again in the worker's budget.
+                    link.given_back(1);
+                    link.finished(task);
+                    dispatch(&mut st);
+                }
+                // (Else it had finished: the worker holds it until its result comes.)
+                Ok(())
+            }
             TAG_REVOKED => {
                 let Revoked { ids, unread_from } =
                     codec::decode(body).map_err(|_| "a malformed answer to a revoke")?;
@@ -71,11 +108,16 @@ impl Manager {
                     return Err("an answer to a revoke never asked");
                 }
                 let mut back = link.window.given_back(&ids, unread_from);
+                trace::stolen(Pool::Process, None, link.pid.into(), back.len() as u64);
                 link.given_back(back.len());
                 // Back to the front of the queue, in their order.
                 back.reverse();
                 for task in back {
                     if let Some(mut w) = inflight.remove(&task) {
+                        if w.cancelled {
+                            finished.push((w.completion, Err(TaskError::Cancelled)));
+                            continue;
+                        }
                         w.claimed = true;
                         pending.push_front(w);
                     }
@@ -151,6 +193,12 @@ impl Manager {
             };
             link.finished(record.id);
             if let Some(w) = inflight.remove(&record.id) {
+                // Cancelled meanwhile: the value is discarded.
+                let bytes = if w.cancelled {
+                    Err(TaskError::Cancelled)
+                } else {
+                    bytes
+                };
                 if self.recording() {
                     self.record_task_ended(link.row, w.name, record.ran, bytes.as_deref());
                 }
@@ -172,14 +220,17 @@ impl Manager {
         self.poller.remove(link.main.as_fd());
         self.poller.remove(link.pidfd.as_fd());
         let status = reap(&mut link.child);
+        // When the death is seen, for the timeline: read before its row is given to a
+        // replacement, so the row's next bar starts after it.
+        let seen_dead = self.recording().then(crate::os::monotonic_nanos);
         let terminated = sync::lock(&self.state).phase == Phase::Terminated;
-        if !terminated && (!link.retiring || status != crate::ExitStatus::Code(0)) {
-            // Not an exit it was asked for: it died (or was killed for a time limit).
+        // Not an exit it was asked for: it died (or was killed for a time limit).
+        let died = !terminated && (!link.retiring || status != crate::ExitStatus::Code(0));
+        if died {
             RemoteCounters::add(&self.counters.deaths, 1);
-            if self.recording() {
-                self.record_worker_died(link.row, link.pid);
-            }
+            self.record_worker_died(link.row, link.pid, seen_dead);
         }
+        trace::worker_ended(Pool::Process, link.pid.into(), died, &status);
         // The worker is dead: its log no longer changes (a process it started could still
         // write to it, which costs only this worker's own tasks: everything read is checked).
         let log = PostMortem::read(&link.log);
@@ -207,6 +258,8 @@ impl Manager {
                 .peekable();
             let mut held: Vec<Work> = Vec::new();
             let mut unstarted: Vec<Work> = Vec::new();
+            // Killed for `cancel_running` (or dead while asked): they end as cancelled.
+            let mut cancelled: Vec<Work> = Vec::new();
             for (i, task) in tasks.iter().copied().enumerate() {
                 let record = records
                     .next_if(|(id, ..)| i < started && *id == task)
@@ -214,7 +267,9 @@ impl Manager {
                 let Some(w) = st.inflight.remove(&task) else {
                     continue;
                 };
-                if let Some((bytes, ran)) = record.filter(|_| !terminated) {
+                if w.cancelled {
+                    cancelled.push(w);
+                } else if let Some((bytes, ran)) = record.filter(|_| !terminated) {
                     // Finished, its result committed to the log: delivered.
                     if self.recording() {
                         self.record_task_ended(link.row, w.name, ran, Ok(&bytes));
@@ -265,11 +320,15 @@ impl Manager {
             st.free_rows.push(link.row);
             dispatch(&mut st);
             failed
+                .into_iter()
+                .chain(cancelled.into_iter().map(|w| (w, TaskError::Cancelled)))
+                .collect::<Vec<_>>()
         };
-        if self.recording() {
-            // The call it died in ran from its start (the log says when) until now.
+        if let Some(dead) = seen_dead {
+            // The call it died in ran from its start (the log says when) until the death was
+            // seen.
             if let Some((w, error)) = failed.iter().find(|(w, _)| w.id == log.started) {
-                let ran = Some([log.started_at, crate::os::monotonic_nanos()]);
+                let ran = Some([log.started_at, dead]);
                 self.record_task_ended(link.row, w.name, ran, Err(error));
             }
         }

@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use super::{Link, Phase, State, Work};
 use crate::os;
-use crate::process::wire::{CallRef, MAX_FRAME, Revoke, TAG_TO_WORKER, ToWorkerRef};
+use crate::process::wire::{CallRef, Control, MAX_FRAME, Revoke, TAG_TO_WORKER, ToWorkerRef};
 use crate::remote::codec;
 use crate::remote::window;
 use crate::stats::RemoteCounters;
@@ -103,6 +103,7 @@ pub(super) fn dispatch(st: &mut State) {
             } else {
                 // Cancelled while pending, never sent.
                 RemoteCounters::add(&st.counters.cancelled, 1);
+                work.completion.trace().cancelled();
             }
         }
         if batch.is_empty() {
@@ -144,6 +145,7 @@ pub(super) fn dispatch(st: &mut State) {
         let bulk: u64 = batch.iter().map(|w| w.payload.bulk_len()).sum();
         RemoteCounters::add(&st.counters.bytes_sent, sent as u64 + bulk);
         link.window.send(batch.iter().map(|w| w.id));
+        (batch.iter()).for_each(|w| w.completion.trace().started(link.pid.into()));
         if let Some(b) = &mut link.budget {
             *b -= batch.len();
         }
@@ -171,9 +173,9 @@ fn steal(st: &mut State) {
         let Some(link) = st.workers.get_mut(&key) else {
             continue;
         };
-        let revoke = codec::encode(&Revoke {
+        let revoke = codec::encode(&Control::Revoke(Revoke {
             through: link.window.seq(),
-        });
+        }));
         if revoke.is_ok_and(|bytes| link.ctl.send(&[&bytes], &[]).is_ok()) {
             link.window.revoking = true;
         }

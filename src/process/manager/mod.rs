@@ -35,7 +35,7 @@ use crate::error::{SubmitError, TaskError};
 use crate::os::{self, Mapping, Memfd, Pidfd, Poller, Socket};
 use crate::remote::bootstrap::{ChildGuard, StartError};
 use crate::remote::window::Window;
-use crate::remote::{Completion, FnRef, IdMap};
+use crate::remote::{Completion, FnRef, IdMap, codec};
 use crate::stats::{Outcome, RemoteCounters};
 use crate::sync::{self, Condvar, Mutex};
 use link::dispatch;
@@ -93,6 +93,9 @@ struct Work {
     limit: Option<Duration>,
     /// What a timeline calls it: `"task"`, or `"map"` for a chunk of `map`.
     name: &'static str,
+    /// `cancel_running` asked its worker to stop it: whatever comes from the worker (a
+    /// result, its answer, its death) completes it with `Cancelled`.
+    cancelled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,7 +313,7 @@ impl Manager {
         self.config.workers
     }
 
-    /// Queues a task and sends it at once if a worker has room.
+    /// Queues a task and sends it at once if a worker has room; returns its id.
     pub(crate) fn submit(
         &self,
         target: FnRef,
@@ -318,7 +321,7 @@ impl Manager {
         completion: Box<dyn Completion>,
         limit: Option<Duration>,
         name: &'static str,
-    ) -> Result<(), SubmitError> {
+    ) -> Result<u64, SubmitError> {
         let mut st = sync::lock(&self.state);
         match &st.phase {
             Phase::Running | Phase::Starting => {}
@@ -336,6 +339,7 @@ impl Manager {
             claimed: false,
             limit,
             name,
+            cancelled: false,
         });
         if limit.is_some() || self.config.task_timeout.is_some() {
             // The watchdog learns of a limit to keep (it may be asleep until a far deadline).
@@ -350,7 +354,53 @@ impl Manager {
             // A lingering manager looks by itself within `READ_GRACE`.
             self.changed.notify_all();
         }
-        Ok(())
+        Ok(id)
+    }
+
+    /// `Future::cancel_running` on task `id`, whose future is claimed (sent to a worker at
+    /// least once); true unless its outcome is already known. A task queued again (given
+    /// back, or left unstarted by a dead worker) leaves the queue and fails with `Cancelled`
+    /// now. A task a worker holds is marked, and the worker told (`Control::Cancel`); the
+    /// future fails with `Cancelled` when the worker answers: it dropped the task unstarted,
+    /// or had finished it (the value is discarded), or killed itself because it was running
+    /// it. That death is handled as any other (as the kill for a time limit): what the
+    /// worker had not started runs elsewhere, a replacement starts.
+    pub(crate) fn cancel_running(&self, id: u64) -> bool {
+        let work = {
+            let mut st = sync::lock(&self.state);
+            let State {
+                inflight,
+                workers,
+                pending,
+                ..
+            } = &mut *st;
+            if let Some(work) = inflight.get_mut(&id) {
+                if !work.cancelled {
+                    work.cancelled = true;
+                    let holder = workers.values().find(|l| l.window.holds(id));
+                    if let Some((link, batch)) =
+                        holder.and_then(|l| l.window.batch_of(id).map(|b| (l, b)))
+                    {
+                        let cancel = codec::encode(&wire::Control::Cancel { id, batch });
+                        // A worker that cannot be told is gone: its death completes the task.
+                        let _ = cancel.map(|bytes| link.ctl.send(&[&bytes], &[]));
+                    }
+                }
+                return true;
+            }
+            // Claimed tasks queued again are at the front of the queue.
+            let at = pending
+                .iter()
+                .take_while(|w| w.claimed)
+                .position(|w| w.id == id);
+            match at.and_then(|at| pending.remove(at)) {
+                Some(work) => work,
+                None => return false,
+            }
+        };
+        let mut finished: Finished = vec![(work.completion, Err(TaskError::Cancelled))];
+        self.settle(&mut finished, 0);
+        true
     }
 
     /// Stops accepting work; with `cancel`, cancels what is pending. Wakes the reader so
@@ -560,6 +610,7 @@ impl Manager {
                 Ok(()) => {
                     if respawn > 0 {
                         RemoteCounters::add(&self.counters.restarts, respawn as u64);
+                        crate::trace::workers_restarted(crate::trace::Pool::Process, respawn);
                         let mut st = sync::lock(&self.state);
                         st.respawn_at = None;
                         st.retry = RETRY_MIN;
@@ -735,9 +786,14 @@ impl Manager {
 }
 
 /// True if something is bound to arrive on the channels: results of tasks in flight, the
-/// close of a retiring worker, a worker's initialization.
+/// close of a retiring worker, a worker's initialization, the result of a cancelled task
+/// that had finished (its future is done, its worker still holds it).
 fn expecting(st: &State) -> bool {
-    !st.inflight.is_empty() || st.workers.values().any(|l| l.retiring || !l.ready)
+    !st.inflight.is_empty()
+        || st
+            .workers
+            .values()
+            .any(|l| l.retiring || !l.ready || !l.window.is_empty())
 }
 
 /// True if replacement workers are to be started now.

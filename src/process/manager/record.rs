@@ -47,9 +47,11 @@ impl Manager {
         self.timeline.task(row, ran, outcome, name);
     }
 
-    /// Worker `pid` on row `row` died (now).
-    pub(super) fn record_worker_died(&self, row: usize, pid: u32) {
-        self.timeline.mark_now(row, MarkKind::Died, pid);
+    /// Worker `pid` on row `row` died; seen then (`CLOCK_MONOTONIC`), if recording was on.
+    pub(super) fn record_worker_died(&self, row: usize, pid: u32, seen: Option<u64>) {
+        if let Some(at) = seen {
+            self.timeline.mark(row, MarkKind::Died, at, pid);
+        }
     }
 
     /// Worker `pid` started on row `row` (now), replacing one.

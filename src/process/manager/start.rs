@@ -58,6 +58,7 @@ impl Manager {
             if let Err(e) = watched {
                 return Err(StartError::spawn_or_shortage("cannot watch a worker: ", e));
             }
+            crate::trace::worker_started(crate::trace::Pool::Process, link.pid.into());
             st.workers.insert(id, link);
             dispatch(&mut st);
         }

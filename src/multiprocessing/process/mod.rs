@@ -7,104 +7,30 @@
 //! primitives (locks, queues, values, pipe ends) inside it arrive as mapped memory and
 //! file descriptors, not copies.
 
-use std::ffi::OsString;
-use std::os::fd::OwnedFd;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, OnceLock, Weak};
+mod current;
+mod start;
 
-use parking_lot::Mutex;
+pub use current::{CurrentProcess, cpu_count, current_process};
+pub(crate) use start::child_main;
+
+use std::os::fd::OwnedFd;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{self, IpcOneShotServer, IpcSender, OpaqueIpcReceiver};
+use ipc_channel::ipc::OpaqueIpcReceiver;
+use parking_lot::Mutex;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use super::error::ProcessError;
-use super::shm::{pidfd, sharing};
+use super::shm::pidfd;
 use crate::error::SubmitError;
 use crate::os;
-use crate::remote::bootstrap::{self as protocol, ENV_CHILD, ENV_PARENT, ENV_TOKEN, StartError};
-use crate::remote::{FnRef, naming as image};
-
-/// Sent by a new child to the parent's one-shot server.
-#[derive(Serialize, Deserialize)]
-struct ChildHello {
-    token: [u8; 16],
-    fingerprint: u64,
-    start: IpcSender<Start>,
-}
-
-/// Parent → child: what to run.
-#[derive(Serialize, Deserialize)]
-struct Start {
-    target: FnRef,
-    /// The channel the argument comes on (typed `IpcReceiver<A>` in the trampoline).
-    args: OpaqueIpcReceiver,
-    name: String,
-    identity: Vec<u32>,
-    daemon: bool,
-}
-
-/// What [`current_process`] returns: the name, pid and daemon flag of the running process.
-///
-/// ```
-/// let me = concurrent_futures::multiprocessing::current_process();
-/// assert_eq!(me.name(), "MainProcess");
-/// assert_eq!(me.pid(), std::process::id());
-/// ```
-#[derive(Debug, Clone)]
-pub struct CurrentProcess {
-    name: String,
-    identity: Vec<u32>,
-    daemon: bool,
-}
-
-impl CurrentProcess {
-    /// The name: `"MainProcess"` in the main program, the [`Process`]'s name in a child.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        std::process::id()
-    }
-
-    /// Whether this process was started as a daemon.
-    pub fn daemon(&self) -> bool {
-        self.daemon
-    }
-}
-
-static CURRENT: OnceLock<CurrentProcess> = OnceLock::new();
-
-fn me() -> &'static CurrentProcess {
-    CURRENT.get_or_init(|| CurrentProcess {
-        name: "MainProcess".into(),
-        identity: Vec::new(),
-        daemon: false,
-    })
-}
-
-/// The process this code runs in. Python's `multiprocessing.current_process()`.
-///
-/// ```
-/// assert_eq!(concurrent_futures::multiprocessing::current_process().name(), "MainProcess");
-/// ```
-pub fn current_process() -> CurrentProcess {
-    me().clone()
-}
-
-/// The number of CPUs. Python's `multiprocessing.cpu_count()`.
-///
-/// ```
-/// assert!(concurrent_futures::multiprocessing::cpu_count() >= 1);
-/// ```
-pub fn cpu_count() -> usize {
-    crate::available_cpus()
-}
+use crate::remote::{FnRef, naming};
+use current::me;
+use start::{Args, SendArgs, Start, launch};
 
 /// Every started child of this process that is still running (finished ones are reaped
 /// on the way). Python's `multiprocessing.active_children()`.
@@ -203,31 +129,6 @@ enum State {
     Exited(i32),
 }
 
-/// Sends a `Process`'s argument, whatever its type: creates the typed channel, lets
-/// `announce` send its receiving end to the child, then sends the value on it.
-trait SendArgs: Send {
-    fn send(
-        self: Box<Self>,
-        announce: &mut dyn FnMut(OpaqueIpcReceiver) -> Result<(), StartError>,
-    ) -> Result<(), ProcessError>;
-}
-
-struct Args<A>(A);
-
-impl<A: Serialize + DeserializeOwned + Send> SendArgs for Args<A> {
-    fn send(
-        self: Box<Self>,
-        announce: &mut dyn FnMut(OpaqueIpcReceiver) -> Result<(), StartError>,
-    ) -> Result<(), ProcessError> {
-        let (tx, rx) = ipc::channel::<A>().map_err(|e| ProcessError::Spawn(e.to_string()))?;
-        announce(rx.to_opaque()).map_err(|e| ProcessError::Spawn(e.to_string()))?;
-        sharing(|| tx.send(self.0)).map_err(|e| match e {
-            ipc_channel::IpcError::Io(io) => ProcessError::Spawn(io.to_string()),
-            other => ProcessError::Codec(other.to_string()),
-        })
-    }
-}
-
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Process {
@@ -259,7 +160,7 @@ impl Process {
         );
         Process {
             inner: Arc::new(Inner {
-                target: image::process_target_of(target),
+                target: naming::process_target_of(target),
                 args: Mutex::new(Some(Box::new(Args(args)))),
                 name: Mutex::new(name),
                 identity,
@@ -611,164 +512,4 @@ impl Drop for Inner {
             }
         }
     }
-}
-
-/// Spawns a child and hands it its target and argument.
-fn launch(
-    args: Box<dyn SendArgs>,
-    start: impl Fn(OpaqueIpcReceiver) -> Start,
-) -> Result<(Child, Option<Arc<OwnedFd>>), ProcessError> {
-    let spawn_err = |e: StartError| ProcessError::Spawn(e.to_string());
-    let (server, name) =
-        IpcOneShotServer::<ChildHello>::new().map_err(|e| spawn_err(StartError::spawn("", e)))?;
-    let token = protocol::random_token();
-    let mut command = Command::new("/proc/self/exe");
-    command
-        .env(ENV_CHILD, &name)
-        .env(ENV_TOKEN, protocol::format_token(&token))
-        .env(ENV_PARENT, std::process::id().to_string())
-        .stdin(Stdio::null());
-    protocol::give_back_nofile(&mut command);
-    let mut child = spawner_run(command).map_err(spawn_err)?;
-    let exited = pidfd::open(child.id()).map(Arc::new);
-    let hello = match accept(server, &name, &mut child) {
-        Ok(hello) => hello,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(spawn_err(e));
-        }
-    };
-    let checked = if hello.token != token {
-        Err(StartError::Protocol(
-            "child",
-            "a process connected with the wrong token".into(),
-        ))
-    } else if hello.fingerprint != image::fingerprint() {
-        Err(StartError::Fingerprint("child"))
-    } else {
-        Ok(())
-    };
-    let sent = checked.map_err(spawn_err).and_then(|()| {
-        args.send(&mut |rx| {
-            hello
-                .start
-                .send(start(rx))
-                .map_err(|e| StartError::Connect("child", e.to_string()))
-        })
-    });
-    if let Err(e) = sent {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(e);
-    }
-    Ok((child, exited))
-}
-
-/// Waits for the child's hello; on failure, releases the helper thread still blocked in
-/// `accept` with a hello of our own (then dropped).
-fn accept(
-    server: IpcOneShotServer<ChildHello>,
-    name: &str,
-    child: &mut Child,
-) -> Result<ChildHello, StartError> {
-    let failure = match protocol::accept_child(server, child, "child") {
-        Ok(hello) => return Ok(hello),
-        Err(e) => e,
-    };
-    if let (Ok(sender), Ok((start, _))) = (
-        IpcSender::<ChildHello>::connect(name.to_string()),
-        ipc::channel::<Start>(),
-    ) {
-        let _ = sender.send(ChildHello {
-            token: [0; 16],
-            fingerprint: 0,
-            start,
-        });
-    }
-    Err(failure)
-}
-
-type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
-
-/// Spawns `command` from one long-lived thread: a child is killed when the *thread* that
-/// forked it exits (PR_SET_PDEATHSIG follows the parent thread), so children must not be
-/// forked from short-lived threads of the program.
-fn spawner_run(command: Command) -> Result<Child, StartError> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("multiprocessing-spawner".into())
-            .spawn(move || {
-                for (mut command, reply) in rx {
-                    let _ = reply.send(command.spawn());
-                }
-            })
-            .expect("cannot start the spawner thread");
-        Mutex::new(tx)
-    });
-    let gone = || StartError::spawn("", std::io::Error::other("the spawner thread is gone"));
-    let (reply, result) = mpsc::channel();
-    spawner.lock().send((command, reply)).map_err(|_| gone())?;
-    result
-        .recv()
-        .map_err(|_| gone())?
-        .map_err(|e| StartError::spawn("", e))
-}
-
-/// The child's side: connect, receive the target, run it. Returns the exit code.
-pub(crate) fn child_main(
-    server: OsString,
-    token: Option<OsString>,
-    expected_parent: Option<u32>,
-) -> i32 {
-    os::become_child(false);
-    if expected_parent != Some(os::parent_pid()) {
-        return 1; // the parent died before the death signal was armed
-    }
-    match receive(server, token) {
-        Ok(start) => {
-            let _ = CURRENT.set(CurrentProcess {
-                name: start.name,
-                identity: start.identity,
-                daemon: start.daemon,
-            });
-            match image::invoke_process(start.target, start.args) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("process {}: {e}", std::process::id());
-                    1
-                }
-            }
-        }
-        Err(e) => {
-            eprintln!("process {}: {e}", std::process::id());
-            1
-        }
-    }
-}
-
-fn receive(server: OsString, token: Option<OsString>) -> Result<Start, StartError> {
-    let bad = |what: &str| StartError::Protocol("child", what.to_string());
-    let server = server
-        .into_string()
-        .map_err(|_| bad("its parent's server name is not Unicode"))?;
-    let token = protocol::parse_token(token.as_ref())
-        .ok_or_else(|| bad("no valid token in the environment"))?;
-    let (start_tx, start_rx) = ipc::channel::<Start>().map_err(|e| StartError::spawn("", e))?;
-    IpcSender::<ChildHello>::connect(server)
-        .and_then(|hello| {
-            hello
-                .send(ChildHello {
-                    token,
-                    fingerprint: image::fingerprint(),
-                    start: start_tx,
-                })
-                .map_err(std::io::Error::other)
-        })
-        .map_err(|e| StartError::Connect("child", e.to_string()))?;
-    start_rx
-        .recv()
-        .map_err(|e| StartError::Parent(format!("it sent no target: {e}")))
 }
