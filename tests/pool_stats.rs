@@ -683,6 +683,48 @@ mod process_timeline {
         assert_eq!(marks(&t, MarkKind::Started) as u64, stats.worker_restarts);
     }
 
+    /// `cancel_running` on a running task kills its worker: the task's bar ends as
+    /// cancelled where the death was seen, the death and the replacement are marked, and the
+    /// task queued behind it runs on the replacement, once.
+    #[test]
+    fn a_task_cancelled_while_running_is_a_cancelled_bar() {
+        let _w = watchdog("process_timeline_a_task_cancelled_while_running_is_a_cancelled_bar");
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .record_timeline(true)
+            .build()
+            .unwrap();
+        let gate = Gate::closed();
+        let mark = marker("timeline-cancelled");
+        let held = pool.submit(
+            report_then_hold,
+            (mark.to_string_lossy().into_owned(), gate.path()),
+        );
+        let behind = pool.submit(common::double, 21);
+        eventually("the task runs", || {
+            std::fs::read_to_string(&mark).is_ok_and(|s| !s.is_empty())
+        });
+        assert!(held.cancel_running());
+        assert_eq!(held.result_timeout(LONG), Err(TaskError::Cancelled));
+        assert_eq!(behind.result_timeout(LONG), Ok(42));
+        pool.shutdown(true);
+        drop(gate);
+        let _ = std::fs::remove_file(mark);
+        let t = pool.take_timeline();
+        let outcomes: Vec<_> = t.tasks.iter().map(|s| s.outcome).collect();
+        assert_eq!(outcomes, [TaskOutcome::Cancelled, TaskOutcome::Ok]);
+        check_rows(&t);
+        let kinds: Vec<_> = t.marks.iter().map(|m| m.kind).collect();
+        assert_eq!(kinds, [MarkKind::Died, MarkKind::Started]);
+        assert_eq!(t.tasks[0].end, t.marks[0].at);
+        let stats = pool.stats();
+        check_settled(&stats);
+        assert_eq!(
+            (stats.cancelled, stats.done, stats.worker_deaths),
+            (1, 1, 1)
+        );
+    }
+
     /// A worker retired by `max_tasks_per_child` did not die: its replacement's start is
     /// marked on the same row, and no death.
     #[test]
