@@ -332,16 +332,26 @@ fn main() {
                 black_box(echo.ping(black_box(1)));
             },
             &mut || {
+                // (Recording off; a relaxed store, so that the contenders differ only in it.)
+                pool.stop_recording();
                 black_box(pool.submit(trivial, black_box(1)).result().unwrap());
             },
             &mut || {
                 black_box(ps.spawn(black_box(1), trivial).join().unwrap());
             },
+            &mut || {
+                // The same pool recording its timeline: what recording costs.
+                pool.start_recording();
+                black_box(pool.submit(trivial, black_box(1)).result().unwrap());
+            },
         ]);
+        pool.stop_recording();
         let measure = "round trip p50, trivial task";
         table.add(measure, "raw ipc-channel ping-pong", "µs", rt[0]);
         table.add(measure, "concurrent_futures", "µs", rt[1]);
         table.add(measure, "procspawn 1.0 Pool", "µs", rt[2]);
+        table.add(measure, "concurrent_futures, recording", "µs", rt[3]);
+        black_box(pool.take_timeline());
 
         // --- 20k tasks at once ---
         let t = Instant::now();
@@ -355,6 +365,20 @@ fn main() {
             "tasks/s",
             TASKS as f64 / t.elapsed().as_secs_f64(),
         );
+        pool.start_recording();
+        let t = Instant::now();
+        let futures: Vec<_> = (0..TASKS as u64).map(|i| pool.submit(trivial, i)).collect();
+        for f in futures {
+            black_box(f.into_result().unwrap());
+        }
+        table.add(
+            "20,000 tasks submitted at once",
+            "concurrent_futures, recording",
+            "tasks/s",
+            TASKS as f64 / t.elapsed().as_secs_f64(),
+        );
+        pool.stop_recording();
+        assert_eq!(pool.take_timeline().tasks.len(), TASKS);
         match procspawn_tasks() {
             Ok(rate) => table.add(
                 "20,000 tasks submitted at once",
@@ -381,6 +405,21 @@ fn main() {
             "items/s",
             MAP_ITEMS as f64 / t.elapsed().as_secs_f64(),
         );
+        pool.start_recording();
+        let t = Instant::now();
+        let n = pool
+            .map(trivial, 0..MAP_ITEMS)
+            .filter(Result::is_ok)
+            .count();
+        assert_eq!(n as u64, MAP_ITEMS);
+        pool.stop_recording();
+        table.add(
+            "map of 1M trivial items",
+            "concurrent_futures, recording",
+            "items/s",
+            MAP_ITEMS as f64 / t.elapsed().as_secs_f64(),
+        );
+        black_box(pool.take_timeline());
 
         // --- 64 MiB argument ---
         let gbps = |f: &mut dyn FnMut()| {

@@ -219,7 +219,7 @@ pub use task::{Captured, Task};
 #[doc(hidden)]
 pub use task::{RemoteTask, Shape, TaskHandle, capture as __task_capture};
 pub use thread::{IndexedInput, MapIndexed, ThreadPoolBuilder, ThreadPoolExecutor};
-pub use timeline::{Steal, TaskOutcome, TaskSpan, Timeline};
+pub use timeline::{Mark, MarkKind, Steal, TaskOutcome, TaskSpan, Timeline};
 pub use wait::{
     ALL_COMPLETED, AsCompleted, DoneAndNotDone, FIRST_COMPLETED, FIRST_EXCEPTION, ReturnWhen,
     as_completed, wait,

@@ -22,7 +22,10 @@
 //! its stale queue entry).
 //!
 //! The process pool counts with atomic adds next to the system calls that move a task
-//! (one add at submission, one when the result is read, one per batch sent).
+//! (one add at submission, one when the result is read, one per batch sent); the MPI pool
+//! likewise next to its MPI calls, and its dispatcher stores the number of tasks the
+//! workers hold when it changes. The counters that submitting threads write and those that
+//! the thread reading results writes are on separate cache lines.
 //!
 //! Reading the statistics sums every worker's block; it never stops the pool. While tasks
 //! run, the figures are a snapshot taken counter by counter; when the pool is quiescent
@@ -52,7 +55,9 @@ use std::sync::atomic::Ordering::Relaxed;
 /// its turn to be sent comes, `map` counts its chunks, and the pool also counts the bytes
 /// that crossed and its workers' deaths and restarts; there are no per-worker entries. A
 /// result is counted by the thread that read it, just after it completed the future: a
-/// snapshot taken as a future completes may miss it for that instant.
+/// snapshot taken as a future completes may miss it for that instant. The MPI pool counts
+/// as the process pool does (`running`: tasks sent to a worker rank, as of the dispatcher's
+/// last round); a lost rank is a death, and MPI has no restarts.
 ///
 /// ```
 /// use concurrent_futures::{Executor, ThreadPoolExecutor};
@@ -91,12 +96,12 @@ pub struct PoolStats {
     /// per-worker statistics).
     pub workers: Vec<WorkerStats>,
     /// Bytes sent to workers: call messages and arguments, inline or in shared memory
-    /// (process pool; 0 on the thread pool, where nothing crosses).
+    /// (process and MPI pools; 0 on the thread pool, where nothing crosses).
     pub bytes_sent: u64,
-    /// Bytes of results received from workers (process pool).
+    /// Bytes of results received from workers (process and MPI pools).
     pub bytes_received: u64,
     /// Workers that died, were killed (a time limit, `cancel_running`) or exited while the
-    /// pool still needed them (process pool).
+    /// pool still needed them (process pool), or worker ranks lost (MPI pool).
     pub worker_deaths: u64,
     /// Workers started to replace dead or retired ones (process pool).
     pub worker_restarts: u64,
@@ -178,7 +183,9 @@ impl Settled {
 #[derive(Default)]
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) struct RemoteCounters {
-    pub(crate) submitted: AtomicU64,
+    /// Written by the submitting threads: on a line of its own, apart from the counters
+    /// the thread that reads results writes (a shared line would bounce per task).
+    pub(crate) submitted: CachePadded<AtomicU64>,
     pub(crate) done: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) cancelled: AtomicU64,

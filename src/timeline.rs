@@ -1,8 +1,9 @@
 //! Task timelines: what ran where and when, recorded by a pool on request
 //! ([`ThreadPoolBuilder::record_timeline`](crate::ThreadPoolBuilder::record_timeline),
-//! [`ThreadPoolExecutor::start_recording`](crate::ThreadPoolExecutor::start_recording)),
-//! written as Chrome trace-event JSON (Perfetto, `chrome://tracing`) or drawn as an SVG
-//! (one row per worker, one bar per task).
+//! [`ThreadPoolExecutor::start_recording`](crate::ThreadPoolExecutor::start_recording),
+//! and the same on the process pool), written as Chrome trace-event JSON (Perfetto,
+//! `chrome://tracing`) or drawn as an SVG (one row per worker, one bar per task, marks where
+//! a worker process died or was started).
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -25,6 +26,10 @@ pub enum TaskOutcome {
     Cancelled,
     /// Its worker died while running it (process pools).
     Died,
+    /// It ran past its time limit and its worker was killed (process pool:
+    /// [`submit_with_timeout`](crate::ProcessPoolExecutor::submit_with_timeout),
+    /// [`task_timeout`](crate::ProcessPoolBuilder::task_timeout)).
+    TimeLimit,
 }
 
 impl TaskOutcome {
@@ -39,6 +44,7 @@ impl TaskOutcome {
             TaskOutcome::Panicked => "panicked",
             TaskOutcome::Cancelled => "cancelled",
             TaskOutcome::Died => "died",
+            TaskOutcome::TimeLimit => "time-limit",
         }
     }
 
@@ -48,6 +54,7 @@ impl TaskOutcome {
             TaskOutcome::Panicked => "#d1372b",
             TaskOutcome::Cancelled => "#e9a31b",
             TaskOutcome::Died => "#333333",
+            TaskOutcome::TimeLimit => "#8e44ad",
         }
     }
 
@@ -74,8 +81,67 @@ pub struct TaskSpan {
     /// How it ended.
     pub outcome: TaskOutcome,
     /// What ran: `"task"`, or `"map"` for a helper of a thread pool's `map` (which runs a
-    /// run of items).
+    /// run of items) or a chunk of a process pool's `map`.
     pub name: &'static str,
+}
+
+/// What happened to a worker process at a [`Mark`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MarkKind {
+    /// The worker died: it crashed, exited on its own, or was killed (a time limit).
+    Died,
+    /// A new worker process started on this row, replacing one that died or retired
+    /// ([`max_tasks_per_child`](crate::ProcessPoolBuilder::max_tasks_per_child)).
+    Started,
+}
+
+impl MarkKind {
+    /// The name used in the trace and the SVG (`worker died`, `worker started`).
+    ///
+    /// ```
+    /// assert_eq!(concurrent_futures::MarkKind::Died.name(), "worker died");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            MarkKind::Died => "worker died",
+            MarkKind::Started => "worker started",
+        }
+    }
+
+    fn colour(self) -> &'static str {
+        match self {
+            MarkKind::Died => "#d1372b",
+            MarkKind::Started => "#1f5fbf",
+        }
+    }
+}
+
+/// An event of a worker's life on its row: a worker process died, or a new one started
+/// there (process pool). A row is a worker slot: a replacement takes the row of the worker
+/// it replaces, so a pool of `n` workers always draws `n` rows.
+///
+/// ```
+/// use concurrent_futures::{Executor, MarkKind, ProcessPoolExecutor};
+/// fn exit(_: ()) -> u8 { std::process::exit(3) }
+/// let pool = ProcessPoolExecutor::builder().max_workers(1).record_timeline(true).build().unwrap();
+/// assert!(pool.submit(exit, ()).result().is_err());
+/// pool.shutdown(true);
+/// let died = &pool.take_timeline().marks[0];
+/// assert_eq!((died.kind, died.worker), (MarkKind::Died, 0));
+/// assert!(died.pid.is_some());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Mark {
+    /// The row.
+    pub worker: usize,
+    /// When.
+    pub at: Duration,
+    /// What happened.
+    pub kind: MarkKind,
+    /// The process that died or started.
+    pub pid: Option<u32>,
 }
 
 /// A steal: worker `thief` took `tasks` queued tasks from worker `victim`'s queue.
@@ -92,7 +158,7 @@ pub struct Steal {
     pub at: Duration,
 }
 
-/// What a pool recorded: tasks and steals, per worker.
+/// What a pool recorded: tasks, steals and the workers' deaths and starts, per worker.
 ///
 /// ```
 /// use concurrent_futures::{Executor, ThreadPoolExecutor};
@@ -120,6 +186,8 @@ pub struct Timeline {
     pub tasks: Vec<TaskSpan>,
     /// The steals, sorted by time.
     pub steals: Vec<Steal>,
+    /// Deaths and starts of worker processes, sorted by time (process pool).
+    pub marks: Vec<Mark>,
 }
 
 impl Timeline {
@@ -134,10 +202,11 @@ impl Timeline {
             workers,
             tasks: Vec::new(),
             steals: Vec::new(),
+            marks: Vec::new(),
         }
     }
 
-    /// When the last task ended (or the last steal happened).
+    /// When the last task ended (or the last steal or mark happened).
     ///
     /// ```
     /// assert_eq!(concurrent_futures::Timeline::new(1).end(), std::time::Duration::ZERO);
@@ -145,12 +214,14 @@ impl Timeline {
     pub fn end(&self) -> Duration {
         let t = self.tasks.iter().map(|t| t.end).max().unwrap_or_default();
         let s = self.steals.iter().map(|s| s.at).max().unwrap_or_default();
-        t.max(s)
+        let m = self.marks.iter().map(|m| m.at).max().unwrap_or_default();
+        t.max(s).max(m)
     }
 
     /// Chrome trace-event JSON: one complete (`"X"`) event per task on thread `worker` of
-    /// process 1, an instant (`"i"`) event per steal on the thief's thread, and the names of
-    /// the rows. Times are in microseconds. Opens in <https://ui.perfetto.dev> and
+    /// process 1, an instant (`"i"`) event per steal on the thief's thread and per mark
+    /// (`worker died`, `worker started`, with the pid) on its row, and the names of the
+    /// rows. Times are in microseconds. Opens in <https://ui.perfetto.dev> and
     /// `chrome://tracing`.
     ///
     /// ```
@@ -200,13 +271,26 @@ impl Timeline {
                 s.tasks
             );
         }
+        for m in &self.marks {
+            sep(&mut out);
+            let _ = write!(
+                out,
+                "{{\"name\":\"{}\",\"ph\":\"i\",\"s\":\"t\",\"ts\":{},\"pid\":1,\"tid\":{},\"args\":{{\"pid\":{}}}}}",
+                m.kind.name(),
+                micros(m.at),
+                m.worker,
+                m.pid.map_or_else(|| "null".to_owned(), |p| p.to_string())
+            );
+        }
         out.push_str("\n],\"displayTimeUnit\":\"ms\"}\n");
         out
     }
 
     /// A self-contained SVG: one row per worker, one bar per task coloured by outcome (ok
-    /// green, panicked red, cancelled amber, died black; hover a bar for its times), a
-    /// triangle above a row where that worker stole, a time axis and a legend.
+    /// green, panicked red, cancelled amber, time limit purple, died black; hover a bar for
+    /// its times), a triangle above a row where that worker stole, a red line with a cross
+    /// where a worker process died and a blue one with a flag where a new one started, a
+    /// time axis and a legend.
     ///
     /// ```
     /// let svg = concurrent_futures::Timeline::new(2).to_svg();
@@ -236,28 +320,43 @@ impl Timeline {
             out,
             "<rect x=\"0\" y=\"0\" width=\"{WIDTH}\" height=\"{height}\" fill=\"#ffffff\"/>"
         );
-        // Legend.
-        let mut lx = LEFT;
-        for o in [
+        // Legend: every outcome; steals and marks when there are any.
+        let mut entries: Vec<(Option<TaskOutcome>, Option<MarkKind>, &str)> = [
             TaskOutcome::Ok,
             TaskOutcome::Panicked,
             TaskOutcome::Cancelled,
+            TaskOutcome::TimeLimit,
             TaskOutcome::Died,
-        ] {
+        ]
+        .into_iter()
+        .map(|o| (Some(o), None, o.name()))
+        .collect();
+        if !self.steals.is_empty() {
+            entries.push((None, None, "steal"));
+        }
+        for kind in [MarkKind::Died, MarkKind::Started] {
+            if self.marks.iter().any(|m| m.kind == kind) {
+                entries.push((None, Some(kind), kind.name()));
+            }
+        }
+        let mut lx = LEFT;
+        for (outcome, mark, label) in entries {
+            let swatch = match (outcome, mark) {
+                (Some(o), _) => format!(
+                    "<rect x=\"{lx}\" y=\"12\" width=\"12\" height=\"12\" fill=\"{}\"/>",
+                    o.colour()
+                ),
+                (None, Some(kind)) => mark_glyph(kind, lx + 6.0, 12.0, 12.0),
+                (None, None) => format!("<path d=\"M{lx} 12 l12 0 l-6 10 z\" fill=\"#1f5fbf\"/>"),
+            };
             let _ = writeln!(
                 out,
-                "<rect x=\"{lx}\" y=\"12\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"22\">{}</text>",
-                o.colour(),
-                lx + 16.0,
-                o.name()
+                "{swatch}<text x=\"{}\" y=\"22\">{label}</text>",
+                lx + 16.0
             );
-            lx += 100.0;
+            // About 7 px per character at this size, and a gap.
+            lx += 16.0 + 7.0 * label.chars().count() as f64 + 18.0;
         }
-        let _ = writeln!(
-            out,
-            "<path d=\"M{lx} 12 l12 0 l-6 10 z\" fill=\"#1f5fbf\"/><text x=\"{}\" y=\"22\">steal</text>",
-            lx + 16.0
-        );
         // Rows.
         for w in 0..self.workers {
             let y = TOP + w as f64 * ROW;
@@ -269,10 +368,20 @@ impl Timeline {
                 y + ROW / 2.0 + 4.0
             );
         }
-        // Tasks.
-        for t in &self.tasks {
+        // Tasks: failures last, so that a short one is not hidden under the next bar.
+        let (ok, failed): (Vec<&TaskSpan>, Vec<&TaskSpan>) = self
+            .tasks
+            .iter()
+            .partition(|t| t.outcome == TaskOutcome::Ok);
+        for t in ok.into_iter().chain(failed) {
             let x0 = x(t.start);
-            let w = (x(t.end) - x0).max(1.0);
+            // A failure is never too short to see.
+            let min = if t.outcome == TaskOutcome::Ok {
+                1.0
+            } else {
+                3.0
+            };
+            let w = (x(t.end) - x0).max(min);
             let y = TOP + t.worker as f64 * ROW + (ROW - BAR) / 2.0;
             let _ = writeln!(
                 out,
@@ -298,6 +407,28 @@ impl Timeline {
                 s.tasks,
                 s.victim,
                 s.at.as_secs_f64() * scale
+            );
+        }
+        // Marks: a line across the worker's row, topped by a cross (died) or a flag
+        // (started).
+        for m in &self.marks {
+            let y = TOP + m.worker as f64 * ROW;
+            let glyph = mark_glyph(m.kind, x(m.at), y, ROW);
+            let title = format!(
+                "{}{} on row {} at {:.1} {unit}",
+                m.kind.name(),
+                m.pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                m.worker,
+                m.at.as_secs_f64() * scale
+            );
+            let _ = writeln!(
+                out,
+                "<g class=\"mark {}\"><title>{title}</title>{glyph}</g>",
+                if m.kind == MarkKind::Died {
+                    "died"
+                } else {
+                    "started"
+                }
             );
         }
         // Time axis.
@@ -331,6 +462,28 @@ impl Timeline {
         out.push_str("</svg>\n");
         out
     }
+}
+
+/// A mark's drawing at `x`, over a row from `y` of height `h`: a line across it, topped by a
+/// cross (died) or a flag pointing right (started).
+fn mark_glyph(kind: MarkKind, x: f64, y: f64, h: f64) -> String {
+    let c = kind.colour();
+    let line = format!(
+        "<line x1=\"{x:.2}\" y1=\"{y:.2}\" x2=\"{x:.2}\" y2=\"{:.2}\" stroke=\"{c}\" stroke-width=\"2\"/>",
+        y + h
+    );
+    let top = match kind {
+        MarkKind::Died => format!(
+            "<path d=\"M{:.2} {:.2} l7 7 m0 -7 l-7 7\" stroke=\"{c}\" stroke-width=\"2\"/>",
+            x - 3.5,
+            y - 3.5
+        ),
+        MarkKind::Started => format!(
+            "<path d=\"M{x:.2} {:.2} l7 3.5 l-7 3.5 z\" fill=\"{c}\"/>",
+            y - 3.5
+        ),
+    };
+    line + &top
 }
 
 /// Microseconds with nanosecond precision, as JSON.
@@ -382,10 +535,15 @@ enum Event {
         tasks: u64,
         at_ns: u64,
     },
+    Mark {
+        kind: MarkKind,
+        at_ns: u64,
+        pid: Option<u32>,
+    },
 }
 
 /// A pool's recording: one buffer per worker (locked only by its worker while recording,
-/// and by `take`).
+/// and by `take`; on the process pool, by the thread that reads that worker's results).
 pub(crate) struct Recorder {
     epoch: Instant,
     rows: Box<[CachePadded<Mutex<Vec<Event>>>]>,
@@ -414,21 +572,39 @@ impl Recorder {
         outcome: TaskOutcome,
         name: &'static str,
     ) {
-        sync::lock(&self.rows[worker]).push(Event::Task {
-            start_ns,
-            end_ns,
-            outcome,
-            name,
-        });
+        self.push(
+            worker,
+            Event::Task {
+                start_ns,
+                end_ns,
+                outcome,
+                name,
+            },
+        );
+    }
+
+    /// A worker process died or started on row `worker` at `at_ns`.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn mark(&self, worker: usize, kind: MarkKind, at_ns: u64, pid: Option<u32>) {
+        self.push(worker, Event::Mark { kind, at_ns, pid });
+    }
+
+    fn push(&self, worker: usize, event: Event) {
+        if let Some(row) = self.rows.get(worker) {
+            sync::lock(row).push(event);
+        }
     }
 
     pub(crate) fn steal(&self, thief: usize, victim: usize, tasks: u64) {
         let at_ns = self.now_ns();
-        sync::lock(&self.rows[thief]).push(Event::Steal {
-            victim,
-            tasks,
-            at_ns,
-        });
+        self.push(
+            thief,
+            Event::Steal {
+                victim,
+                tasks,
+                at_ns,
+            },
+        );
     }
 
     /// Takes what was recorded so far.
@@ -459,11 +635,18 @@ impl Recorder {
                         tasks,
                         at: Duration::from_nanos(at_ns),
                     }),
+                    Event::Mark { kind, at_ns, pid } => t.marks.push(Mark {
+                        worker,
+                        at: Duration::from_nanos(at_ns),
+                        kind,
+                        pid,
+                    }),
                 }
             }
         }
         t.tasks.sort_by_key(|s| (s.start, s.worker));
         t.steals.sort_by_key(|s| (s.at, s.thief));
+        t.marks.sort_by_key(|m| (m.at, m.worker));
         t
     }
 }

@@ -635,6 +635,11 @@ const POOL_CHECKS: &[Test] = &[
         "captured_tasks_run_on_the_ranks",
         captured_tasks_run_on_the_ranks,
     ),
+    (
+        "stats_count_what_the_pool_did",
+        stats_count_what_the_pool_did,
+    ),
+    ("timeline_has_a_bar_per_task", timeline_has_a_bar_per_task),
 ];
 
 /// A rank is never killed: `cancel_running` on a task sent to a rank returns false and the
@@ -701,6 +706,105 @@ fn captured_tasks_run_on_the_ranks(pool: &MpiPoolExecutor) {
         pool.try_submit(move |x: u64| x * k, 1),
         Err(SubmitError::CapturingClosure { .. })
     ));
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// The timeline: one bar per task or chunk recorded, with its outcome, on a worker's row,
+/// within the time the test waited (a bar is placed no later than its result arrived), as
+/// long as the worker ran it; nothing once recording stopped.
+fn timeline_has_a_bar_per_task(pool: &MpiPoolExecutor) {
+    let before = Instant::now();
+    pool.start_recording();
+    let ok: Vec<_> = (0..20).map(|i| pool.submit(common::double, i)).collect();
+    let bad: Vec<_> = (0..3)
+        .map(|_| pool.submit(common::always_panic, ()))
+        .collect();
+    let slow = pool.submit(sleep_ms, 20);
+    for (i, f) in ok.iter().enumerate() {
+        assert_eq!(f.result_timeout(LONG), Ok(2 * i as u64));
+    }
+    for f in &bad {
+        assert!(matches!(
+            f.result_timeout(LONG),
+            Err(TaskError::Panicked(_))
+        ));
+    }
+    assert_eq!(slow.result_timeout(LONG), Ok(20));
+    let chunks = concurrent_futures::MapOptions::new().chunksize(10);
+    assert_eq!(pool.map_with(common::double, 0..50u64, chunks).count(), 50);
+    let bound = before.elapsed();
+    pool.stop_recording();
+    pool.submit(common::double, 1).result_timeout(LONG).unwrap();
+    let t = pool.take_timeline();
+    assert_eq!(t.workers, pool.max_workers());
+    assert_eq!(t.tasks.len(), 29, "{:?}", t.tasks);
+    let named = |n: &str| t.tasks.iter().filter(|s| s.name == n).count();
+    assert_eq!((named("task"), named("map")), (24, 5));
+    let ended = |o| t.tasks.iter().filter(|s| s.outcome == o).count();
+    assert_eq!(
+        (
+            ended(concurrent_futures::TaskOutcome::Ok),
+            ended(concurrent_futures::TaskOutcome::Panicked)
+        ),
+        (26, 3)
+    );
+    for s in &t.tasks {
+        assert!(
+            s.worker < t.workers && s.start <= s.end && s.end <= bound,
+            "{s:?} ({bound:?})"
+        );
+    }
+    assert!(
+        t.tasks
+            .iter()
+            .any(|s| s.end - s.start >= Duration::from_millis(20)),
+        "the 20 ms task's bar: {:?}",
+        t.tasks
+    );
+    assert!(t.marks.is_empty());
+}
+
+/// The statistics: every task submitted is counted once, as done or failed (a panic), the
+/// counts add up once the session is over, and bytes crossed both ways.
+fn stats_count_what_the_pool_did(pool: &MpiPoolExecutor) {
+    let fresh = pool.stats();
+    assert_eq!((fresh.submitted, fresh.bytes_sent), (0, 0), "{fresh:?}");
+    let ok: Vec<_> = (0..30).map(|i| pool.submit(common::double, i)).collect();
+    let bad: Vec<_> = (0..5)
+        .map(|_| pool.submit(common::always_panic, ()))
+        .collect();
+    for (i, f) in ok.iter().enumerate() {
+        assert_eq!(f.result_timeout(LONG), Ok(2 * i as u64));
+    }
+    for f in &bad {
+        assert!(matches!(
+            f.result_timeout(LONG),
+            Err(TaskError::Panicked(_))
+        ));
+    }
+    let chunks = concurrent_futures::MapOptions::new().chunksize(10);
+    assert_eq!(
+        pool.map_with(common::double, 0..100u64, chunks).count(),
+        100
+    );
+    pool.shutdown(true);
+    let stats = pool.stats();
+    assert!(stats.settled(), "{stats:?}");
+    assert_eq!((stats.queued, stats.running), (0, 0), "{stats:?}");
+    // 35 tasks and 10 chunks of `map`.
+    assert_eq!(
+        (stats.submitted, stats.done, stats.failed, stats.cancelled),
+        (45, 40, 5, 0)
+    );
+    assert!(
+        stats.bytes_sent > 0 && stats.bytes_received > 0,
+        "{stats:?}"
+    );
+    assert_eq!((stats.worker_deaths, stats.worker_restarts), (0, 0));
 }
 
 /// As mpi4py's `num_workers`: the workers of a pool that was shut down are not its own any
@@ -1461,6 +1565,7 @@ fn dynamic_refused() -> i32 {
 fn dynamic_crash() -> i32 {
     let pool = spawned_pool(2);
     print_pids(&pool);
+    pool.start_recording();
     let crashed = pool.submit(crash_now, ()).result_timeout(LONG);
     assert!(
         matches!(crashed, Err(TaskError::WorkerDied { .. })),
@@ -1470,6 +1575,18 @@ fn dynamic_crash() -> i32 {
         pool.try_submit(common::double, 1),
         Err(SubmitError::Broken(_))
     ));
+    // The statistics and the timeline count the lost worker once.
+    let Err(TaskError::WorkerDied { pid, .. }) = crashed else {
+        unreachable!()
+    };
+    let stats = pool.stats();
+    assert_eq!((stats.worker_deaths, stats.failed), (1, 1), "{stats:?}");
+    let marks = pool.take_timeline().marks;
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(
+        (marks[0].kind, marks[0].pid),
+        (concurrent_futures::MarkKind::Died, Some(pid))
+    );
     drop(pool);
     println!("dynamic_crash: the future failed as expected");
     0

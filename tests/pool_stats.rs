@@ -1,4 +1,5 @@
-//! Pool statistics, the task timeline and cooperative cancellation on the thread pool.
+//! Pool statistics, the task timeline and cooperative cancellation on the thread pool; the
+//! task timeline of the process pool.
 
 mod common;
 
@@ -466,4 +467,358 @@ fn cancel_running_in_bursts() {
     let run: u64 = stats.workers.iter().map(|w| w.tasks_run).sum();
     assert_eq!(run as usize, stopped_running);
     eventually("the pool is idle", || pool.stats().running == 0);
+}
+
+// ===== the process pool's timeline =====
+
+#[cfg(target_os = "linux")]
+mod process_timeline {
+    use super::{check_settled, well_formed};
+    use crate::common::{self, Gate, LONG, eventually, marker, watchdog};
+    use concurrent_futures::{
+        Executor, MarkKind, ProcessPoolExecutor, TaskError, TaskOutcome, Timeline,
+    };
+    use std::time::{Duration, Instant};
+
+    fn report_then_hold(args: (String, String)) -> u32 {
+        let (marker, gate) = args;
+        std::fs::write(&marker, std::process::id().to_string()).unwrap();
+        common::hold((gate, 0));
+        std::process::id()
+    }
+
+    fn abort_on_tenth(x: u64) -> u64 {
+        if x % 10 == 9 {
+            std::process::abort();
+        }
+        x
+    }
+
+    fn sleep_ms(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+
+    fn count(t: &Timeline, o: TaskOutcome) -> usize {
+        t.tasks.iter().filter(|s| s.outcome == o).count()
+    }
+
+    fn marks(t: &Timeline, k: MarkKind) -> usize {
+        t.marks.iter().filter(|m| m.kind == k).count()
+    }
+
+    /// Bars on one row never overlap (a worker runs one call at a time, and a replacement
+    /// starts after the death of the worker before it), every bar starts before it ends, and
+    /// every row is one of the pool's.
+    fn check_rows(t: &Timeline) {
+        for s in &t.tasks {
+            assert!(s.worker < t.workers && s.start <= s.end, "{s:?}");
+        }
+        for row in 0..t.workers {
+            let bars: Vec<_> = t.tasks.iter().filter(|s| s.worker == row).collect();
+            for w in bars.windows(2) {
+                assert!(
+                    w[0].end <= w[1].start,
+                    "overlapping bars on row {row}: {w:?}"
+                );
+            }
+        }
+        assert!(t.marks.iter().all(|m| m.worker < t.workers));
+    }
+
+    /// One bar per task with its outcome: values, panics, a task over its time limit, a task
+    /// whose worker is killed from outside; a death mark for each killed worker and a start
+    /// mark for each replacement, on the same row; the counts agree with the statistics.
+    #[test]
+    fn one_bar_per_task_with_its_outcome() {
+        let _w = watchdog("process_timeline_one_bar_per_task_with_its_outcome");
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .record_timeline(true)
+            .build()
+            .unwrap();
+        let mut gate = Gate::closed();
+        let mark = marker("timeline-victim");
+        let victim = pool.submit(
+            report_then_hold,
+            (mark.to_string_lossy().into_owned(), gate.path()),
+        );
+        eventually("the victim reports its pid", || {
+            std::fs::read_to_string(&mark).is_ok_and(|s| !s.is_empty())
+        });
+        let pid: u32 = std::fs::read_to_string(&mark).unwrap().parse().unwrap();
+        let ok: Vec<_> = (0..20).map(|i| pool.submit(common::double, i)).collect();
+        let panics: Vec<_> = (0..3)
+            .map(|_| pool.submit(common::always_panic, ()))
+            .collect();
+        let late =
+            pool.submit_with_timeout(common::hold, (gate.path(), 1), Duration::from_millis(100));
+        // SAFETY: plain kill(2) of a worker process this test started.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+        assert!(matches!(
+            victim.result_timeout(LONG),
+            Err(TaskError::WorkerDied { pid: p, .. }) if p == pid
+        ));
+        assert_eq!(
+            late.result_timeout(LONG),
+            Err(TaskError::TimeLimit(Duration::from_millis(100)))
+        );
+        for (i, f) in ok.iter().enumerate() {
+            assert_eq!(f.result_timeout(LONG), Ok(2 * i as u64));
+        }
+        for f in &panics {
+            assert!(matches!(
+                f.result_timeout(LONG),
+                Err(TaskError::Panicked(_))
+            ));
+        }
+        gate.open();
+        pool.shutdown(true);
+        let _ = std::fs::remove_file(mark);
+
+        let stats = pool.stats();
+        check_settled(&stats);
+        assert_eq!((stats.submitted, stats.done, stats.failed), (25, 20, 5));
+        let t = pool.take_timeline();
+        assert_eq!(t.workers, 2);
+        assert_eq!(t.tasks.len(), 25, "{:?}", t.tasks);
+        assert_eq!(
+            [
+                count(&t, TaskOutcome::Ok),
+                count(&t, TaskOutcome::Panicked),
+                count(&t, TaskOutcome::TimeLimit),
+                count(&t, TaskOutcome::Died)
+            ],
+            [20, 3, 1, 1]
+        );
+        assert!(t.tasks.iter().all(|s| s.name == "task"));
+        check_rows(&t);
+        // Two deaths (the kill, the time limit), two replacements: as the statistics say.
+        assert_eq!(marks(&t, MarkKind::Died) as u64, stats.worker_deaths);
+        assert_eq!(marks(&t, MarkKind::Started) as u64, stats.worker_restarts);
+        assert_eq!((stats.worker_deaths, stats.worker_restarts), (2, 2));
+        // The killed worker's mark names it, on the row of the task it died in, after the
+        // task's start; its replacement starts on that row after it.
+        let died = t
+            .tasks
+            .iter()
+            .find(|s| s.outcome == TaskOutcome::Died)
+            .unwrap();
+        let death = t
+            .marks
+            .iter()
+            .find(|m| m.kind == MarkKind::Died && m.pid == Some(pid))
+            .expect("the killed worker's death");
+        assert_eq!(death.worker, died.worker);
+        assert!(death.at >= died.start && died.end >= death.at);
+        assert!(t.marks.iter().any(|m| m.kind == MarkKind::Started
+            && m.worker == death.worker
+            && m.at >= death.at
+            && m.pid != Some(pid)));
+        // The task over its limit ran about its limit.
+        let limited = t
+            .tasks
+            .iter()
+            .find(|s| s.outcome == TaskOutcome::TimeLimit)
+            .unwrap();
+        assert!(
+            limited.end - limited.start >= Duration::from_millis(100),
+            "{limited:?}"
+        );
+
+        let json: serde_json::Value = serde_json::from_str(&t.to_chrome_trace()).unwrap();
+        let events = json["traceEvents"].as_array().unwrap();
+        assert_eq!(events.iter().filter(|e| e["ph"] == "X").count(), 25);
+        let deaths: Vec<_> = events
+            .iter()
+            .filter(|e| e["name"] == "worker died")
+            .collect();
+        assert_eq!(deaths.len(), 2);
+        assert!(deaths.iter().any(|e| e["args"]["pid"] == u64::from(pid)));
+        let svg = t.to_svg();
+        well_formed(&svg);
+        assert_eq!(svg.matches("<rect class=\"bar ").count(), 25);
+        assert_eq!(svg.matches("<rect class=\"bar time-limit\"").count(), 1);
+        assert_eq!(svg.matches("<g class=\"mark died\"").count(), 2);
+        assert_eq!(svg.matches("<g class=\"mark started\"").count(), 2);
+    }
+
+    /// A burst of crashes: 300 tasks, every tenth aborts its worker. Every task has exactly
+    /// one bar (none runs twice, none is lost), thirty of them died, and each death has its
+    /// mark and its replacement.
+    #[test]
+    fn a_burst_of_crashes_adds_up() {
+        let _w = watchdog("process_timeline_a_burst_of_crashes_adds_up");
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(3)
+            .record_timeline(true)
+            .build()
+            .unwrap();
+        let futs: Vec<_> = (0..300).map(|i| pool.submit(abort_on_tenth, i)).collect();
+        let mut died = 0;
+        for (i, f) in futs.iter().enumerate() {
+            match f.result_timeout(LONG) {
+                Ok(v) => assert_eq!(v, i as u64),
+                Err(TaskError::WorkerDied { .. }) => {
+                    assert_eq!(i % 10, 9);
+                    died += 1;
+                }
+                Err(e) => panic!("task {i}: {e}"),
+            }
+        }
+        assert_eq!(died, 30);
+        pool.shutdown(true);
+        let stats = pool.stats();
+        check_settled(&stats);
+        let t = pool.take_timeline();
+        assert_eq!(t.workers, 3);
+        assert_eq!(t.tasks.len(), 300);
+        assert_eq!(count(&t, TaskOutcome::Ok), 270);
+        assert_eq!(count(&t, TaskOutcome::Died), 30);
+        check_rows(&t);
+        assert_eq!(marks(&t, MarkKind::Died), 30);
+        assert_eq!(stats.worker_deaths, 30);
+        assert_eq!(marks(&t, MarkKind::Started) as u64, stats.worker_restarts);
+    }
+
+    /// `cancel_running` on a running task kills its worker: the task's bar ends as
+    /// cancelled where the death was seen, the death and the replacement are marked, and the
+    /// task queued behind it runs on the replacement, once.
+    #[test]
+    fn a_task_cancelled_while_running_is_a_cancelled_bar() {
+        let _w = watchdog("process_timeline_a_task_cancelled_while_running_is_a_cancelled_bar");
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .record_timeline(true)
+            .build()
+            .unwrap();
+        let gate = Gate::closed();
+        let mark = marker("timeline-cancelled");
+        let held = pool.submit(
+            report_then_hold,
+            (mark.to_string_lossy().into_owned(), gate.path()),
+        );
+        let behind = pool.submit(common::double, 21);
+        eventually("the task runs", || {
+            std::fs::read_to_string(&mark).is_ok_and(|s| !s.is_empty())
+        });
+        assert!(held.cancel_running());
+        assert_eq!(held.result_timeout(LONG), Err(TaskError::Cancelled));
+        assert_eq!(behind.result_timeout(LONG), Ok(42));
+        pool.shutdown(true);
+        drop(gate);
+        let _ = std::fs::remove_file(mark);
+        let t = pool.take_timeline();
+        let outcomes: Vec<_> = t.tasks.iter().map(|s| s.outcome).collect();
+        assert_eq!(outcomes, [TaskOutcome::Cancelled, TaskOutcome::Ok]);
+        check_rows(&t);
+        let kinds: Vec<_> = t.marks.iter().map(|m| m.kind).collect();
+        assert_eq!(kinds, [MarkKind::Died, MarkKind::Started]);
+        assert_eq!(t.tasks[0].end, t.marks[0].at);
+        let stats = pool.stats();
+        check_settled(&stats);
+        assert_eq!(
+            (stats.cancelled, stats.done, stats.worker_deaths),
+            (1, 1, 1)
+        );
+    }
+
+    /// A worker retired by `max_tasks_per_child` did not die: its replacement's start is
+    /// marked on the same row, and no death.
+    #[test]
+    fn a_retired_worker_is_replaced_on_its_row() {
+        let _w = watchdog("process_timeline_a_retired_worker_is_replaced_on_its_row");
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .max_tasks_per_child(2)
+            .record_timeline(true)
+            .build()
+            .unwrap();
+        for i in 0..6 {
+            assert_eq!(
+                pool.submit(common::double, i).result_timeout(LONG),
+                Ok(2 * i)
+            );
+        }
+        // The third worker retires after its second task; wait for its replacement, so
+        // that the count below is not a race with it.
+        eventually("the last replacement starts", || {
+            pool.stats().worker_restarts == 3
+        });
+        pool.shutdown(true);
+        let stats = pool.stats();
+        let t = pool.take_timeline();
+        assert_eq!(t.tasks.len(), 6);
+        check_rows(&t);
+        assert_eq!((marks(&t, MarkKind::Died), stats.worker_deaths), (0, 0));
+        assert_eq!(marks(&t, MarkKind::Started), 3);
+        assert!(t.marks.iter().all(|m| m.worker == 0));
+    }
+
+    /// The bars are the worker's own run times, on the parent's clock: a task that sleeps
+    /// 50 ms is a bar of at least 50 ms, inside the time the parent waited for it.
+    #[test]
+    fn bars_are_the_workers_run_times() {
+        let _w = watchdog("process_timeline_bars_are_the_workers_run_times");
+        let before_build = Instant::now();
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .record_timeline(true)
+            .build()
+            .unwrap();
+        let built = before_build.elapsed();
+        assert_eq!(pool.submit(sleep_ms, 50).result_timeout(LONG), Ok(50));
+        let bound = before_build.elapsed();
+        pool.shutdown(true);
+        let t = pool.take_timeline();
+        assert_eq!(t.tasks.len(), 1);
+        let bar = &t.tasks[0];
+        assert!(bar.end - bar.start >= Duration::from_millis(50), "{bar:?}");
+        // (The timeline's zero is at the end of `build`.)
+        assert!(
+            bar.end <= bound,
+            "{bar:?} ends after the result arrived ({bound:?})"
+        );
+        assert!(bar.end - bar.start <= bound - built + Duration::from_millis(1));
+    }
+
+    /// Off by default; on and off at run time; `map` chunks are bars named `map`, one per
+    /// chunk the statistics count.
+    #[test]
+    fn recording_on_and_off_and_map_chunks() {
+        let _w = watchdog("process_timeline_recording_on_and_off_and_map_chunks");
+        let pool = ProcessPoolExecutor::new(2);
+        for f in (0..10)
+            .map(|i| pool.submit(common::double, i))
+            .collect::<Vec<_>>()
+        {
+            f.result_timeout(LONG).unwrap();
+        }
+        let t = pool.take_timeline();
+        assert!(t.tasks.is_empty() && t.marks.is_empty());
+        pool.start_recording();
+        let sum: u64 = pool
+            .map_with(
+                common::double,
+                0..1000u64,
+                concurrent_futures::MapOptions::new().chunksize(100),
+            )
+            .map(Result::unwrap)
+            .sum();
+        assert_eq!(sum, 999 * 1000);
+        pool.stop_recording();
+        pool.submit(common::double, 1).result_timeout(LONG).unwrap();
+        pool.shutdown(true);
+        let t = pool.take_timeline();
+        assert_eq!(t.tasks.len(), 10, "{:?}", t.tasks);
+        assert!(
+            t.tasks
+                .iter()
+                .all(|s| s.name == "map" && s.outcome == TaskOutcome::Ok)
+        );
+        check_rows(&t);
+        assert_eq!(pool.stats().submitted, 10 + 10 + 1);
+    }
 }

@@ -189,6 +189,7 @@ pub struct MpiPoolBuilder {
     /// The initializer as the workers get it (the ranks, or the local fallback's
     /// processes), or why it cannot be sent.
     initializer: Option<Result<InitCall, SubmitError>>,
+    record_timeline: bool,
 }
 
 impl Default for MpiPoolBuilder {
@@ -206,6 +207,7 @@ impl Default for MpiPoolBuilder {
             spawn: None,
             spawn_info: Vec::new(),
             initializer: None,
+            record_timeline: false,
         }
     }
 }
@@ -388,7 +390,28 @@ impl MpiPoolBuilder {
     /// };
     /// # drop(pool);
     /// ```
-    pub fn start(mut self) -> Result<Option<MpiPoolExecutor>, BuildError> {
+    pub fn start(self) -> Result<Option<MpiPoolExecutor>, BuildError> {
+        let record = self.record_timeline;
+        let pool = self.start_session()?;
+        if let Some(pool) = pool.as_ref().filter(|_| record) {
+            pool.start_recording();
+        }
+        Ok(pool)
+    }
+
+    /// Records a [`Timeline`](crate::Timeline) from the moment the pool has started (rank
+    /// 0's setting counts; default: off). See [`MpiPoolExecutor::start_recording`].
+    ///
+    /// ```
+    /// let b = concurrent_futures::MpiPoolExecutor::builder().record_timeline(true);
+    /// # drop(b);
+    /// ```
+    pub fn record_timeline(mut self, on: bool) -> Self {
+        self.record_timeline = on;
+        self
+    }
+
+    fn start_session(mut self) -> Result<Option<MpiPoolExecutor>, BuildError> {
         crate::unwind::install_hook();
         if self.spawn == Some(0) {
             return Err(BuildError::ZeroWorkers);
@@ -524,10 +547,74 @@ impl MpiPoolExecutor {
         }
     }
 
+    /// Starts recording a [`Timeline`](crate::Timeline) (if it was not already; its zero is
+    /// the first start): one row per worker rank, in rank order, one bar per task or `map`
+    /// chunk, and a death mark where a rank was lost. While recording, calls are sent as
+    /// *timed*: the worker reads its clock at each one's start and end and sends both with
+    /// the result, with its clock when the result leaves; rank 0 maps them onto its own
+    /// clock by the smallest difference seen between a message's arrival and its departure
+    /// (the ranks may run on other hosts, whose clocks need not agree), so a bar's length is
+    /// the worker's own and its place is off by at most the quickest message's trip (µs on
+    /// a node). Off, no clock is read for it anywhere. A pool started as a singleton
+    /// records its local process pool's timeline.
+    ///
+    /// ```no_run
+    /// use concurrent_futures::{Executor, MpiPoolExecutor};
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let Some(pool) = MpiPoolExecutor::start() else { return };
+    /// pool.start_recording();
+    /// let futs: Vec<_> = (0..10).map(|i| pool.submit(square, i)).collect();
+    /// for f in &futs { f.result().unwrap(); }
+    /// pool.shutdown(true);
+    /// assert_eq!(pool.take_timeline().tasks.len(), 10);
+    /// ```
+    pub fn start_recording(&self) {
+        match &self.inner {
+            Inner::Ranks(d) => d.client.timeline.start(),
+            Inner::Local(p) => p.start_recording(),
+        }
+    }
+
+    /// Stops recording; what was recorded stays until [`take_timeline`](Self::take_timeline).
+    ///
+    /// ```no_run
+    /// let Some(pool) = concurrent_futures::MpiPoolExecutor::start() else { return };
+    /// pool.start_recording();
+    /// pool.stop_recording();
+    /// assert!(pool.take_timeline().tasks.is_empty());
+    /// ```
+    pub fn stop_recording(&self) {
+        match &self.inner {
+            Inner::Ranks(d) => d.client.timeline.stop(),
+            Inner::Local(p) => p.stop_recording(),
+        }
+    }
+
+    /// Takes what was recorded so far (recording goes on if it is on). A task is on the
+    /// timeline once its result has been read.
+    ///
+    /// ```no_run
+    /// use concurrent_futures::{Executor, MpiPoolExecutor};
+    /// fn one(_: ()) -> u8 { 1 }
+    /// let Some(pool) = MpiPoolExecutor::builder().record_timeline(true).start().unwrap() else {
+    ///     return;
+    /// };
+    /// pool.submit(one, ()).result().unwrap();
+    /// let timeline = pool.take_timeline();
+    /// std::fs::write("mpi-timeline.json", timeline.to_chrome_trace()).unwrap();
+    /// ```
+    pub fn take_timeline(&self) -> crate::Timeline {
+        match &self.inner {
+            Inner::Ranks(d) => d.client.timeline.take(),
+            Inner::Local(p) => p.take_timeline(),
+        }
+    }
+
     fn enqueue<A: Payload, T: Payload>(
         driver: &Arc<Driver>,
         task: RemoteTask,
         arg: &A,
+        name: &'static str,
     ) -> Result<Future<T>, SubmitError> {
         let arg = protocol::TaskArg {
             captures: task.captures.as_deref(),
@@ -543,6 +630,7 @@ impl MpiPoolExecutor {
             task.target,
             payload,
             Box::new(Slot::new(fut.handle(), Pool::Mpi)),
+            name,
         )?;
         Ok(fut)
     }
@@ -576,7 +664,7 @@ impl Executor for MpiPoolExecutor {
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
         match &self.inner {
-            Inner::Ranks(c) => Self::enqueue(c, task.remote(Shape::One)?, &arg),
+            Inner::Ranks(c) => Self::enqueue(c, task.remote(Shape::One)?, &arg, "task"),
             Inner::Local(p) => p.try_submit(task, arg),
         }
     }
@@ -588,7 +676,7 @@ impl Executor for MpiPoolExecutor {
     ) -> Result<Future<Chunk<R>>, SubmitError> {
         refuse_shared_state::<A, R>()?;
         match &self.inner {
-            Inner::Ranks(c) => Self::enqueue(c, task.remote(Shape::Chunk)?, &items),
+            Inner::Ranks(c) => Self::enqueue(c, task.remote(Shape::Chunk)?, &items, "map"),
             Inner::Local(p) => p.submit_chunk(task, items),
         }
     }
@@ -603,6 +691,30 @@ impl Executor for MpiPoolExecutor {
                 }
             }
             Inner::Local(p) => p.shutdown_with(wait, cancel_futures),
+        }
+    }
+
+    /// Tasks submitted, queued (on rank 0), running (sent to a worker rank and not answered),
+    /// done, failed, cancelled; bytes of the call messages sent and of the result messages
+    /// received; worker deaths (a rank lost: its death, or its silence past
+    /// [`unresponsive_after`](MpiPoolBuilder::unresponsive_after), breaks the pool). MPI
+    /// has no restarts: `worker_restarts` stays 0. No per-worker entries. A pool started as
+    /// a singleton reports its local process pool's.
+    ///
+    /// ```no_run
+    /// use concurrent_futures::{Executor, MpiPoolExecutor};
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let Some(pool) = MpiPoolExecutor::start() else { return };
+    /// assert_eq!(pool.submit(square, 7).result(), Ok(49));
+    /// pool.shutdown(true);
+    /// let stats = pool.stats();
+    /// assert_eq!((stats.submitted, stats.done), (1, 1));
+    /// assert!(stats.settled() && stats.bytes_sent > 0);
+    /// ```
+    fn stats(&self) -> crate::PoolStats {
+        match &self.inner {
+            Inner::Ranks(d) => d.client.stats(),
+            Inner::Local(p) => p.stats(),
         }
     }
 

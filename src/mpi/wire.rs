@@ -13,11 +13,16 @@
 //! client → worker (tag TO_WORKER)              worker → client (tag TO_CLIENT)
 //!   Start   [init arg] [init func tramp] has-init Hello  host [init outcome] outcome-len
 //!           fingerprint, backoff cap µs                   ran-init, helper, pid, ok
-//!   Calls   payloads.. [id func tramp len]*n n   Done     outcomes.. [id len]*n n
+//!   Calls   payloads.. [id func tramp len]*n n   Done     outcomes.. [start end id len]*n
+//!   (or CallsTimed)                                       sent n
 //!   Revoke                                      Revoked  payloads.. [id func tramp len]*n n
 //!   Ping                                        Pong
 //!   Exit                                        Left     (after Exit: the last message)
 //! ```
+//!
+//! `CallsTimed` is `Calls` whose run times rank 0 wants (it records a timeline): the worker
+//! then reads its `CLOCK_MONOTONIC` at each such call's start and end, and when it sends
+//! the `Done` that carries them (`sent`). Otherwise these fields are 0 and no clock is read.
 
 use std::ops::Range;
 
@@ -32,6 +37,8 @@ pub(crate) const TO_CLIENT: i32 = 0x6367;
 pub(crate) mod kind {
     pub(crate) const START: u8 = 1;
     pub(crate) const CALLS: u8 = 2;
+    /// `Calls`, timed (see the module docs).
+    pub(crate) const CALLS_TIMED: u8 = 7;
     pub(crate) const REVOKE: u8 = 3;
     pub(crate) const PING: u8 = 4;
     pub(crate) const EXIT: u8 = 5;
@@ -161,16 +168,24 @@ impl<'a> Reader<'a> {
         Ok(heads.into_iter().zip(ranges).collect())
     }
 
-    /// `n` (id, length) pairs of a `Done` message and where each outcome is.
-    pub(crate) fn outcomes(&mut self, n: usize) -> Result<Vec<(u64, Range<usize>)>, Malformed> {
-        let mut heads = Vec::with_capacity(n.min(self.end / 16));
+    /// `n` (start, end, id, length) heads of a `Done` message (after its `sent`): each
+    /// outcome's id, where it is, and its run times (0 if untimed).
+    pub(crate) fn outcomes(&mut self, n: usize) -> Result<Vec<Outcome>, Malformed> {
+        let mut heads = Vec::with_capacity(n.min(self.end / 32));
         for _ in 0..n {
             let len = self.len()?;
-            heads.push((self.u64()?, len));
+            let id = self.u64()?;
+            let end = self.u64()?;
+            let start = self.u64()?;
+            heads.push((id, len, [start, end]));
         }
         heads.reverse();
         let ranges = self.payloads(heads.iter().map(|h| h.1))?;
-        Ok(heads.into_iter().map(|h| h.0).zip(ranges).collect())
+        Ok(heads
+            .into_iter()
+            .zip(ranges)
+            .map(|((id, _, ran), range)| Outcome { id, range, ran })
+            .collect())
     }
 
     fn len(&mut self) -> Result<usize, Malformed> {
@@ -314,35 +329,52 @@ pub(crate) fn call_message(kind: u8, head: CallHead, mut payload: Vec<u8>) -> Ve
     payload
 }
 
-/// Builds a `Done` message from outcomes, taking them out of `outcomes` (whose capacity
-/// stays for the next ones). A single outcome reuses its buffer.
-pub(crate) fn done_message(outcomes: &mut Vec<(u64, Vec<u8>)>) -> Vec<u8> {
+/// One outcome of a `Done` message, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub(crate) id: u64,
+    /// Where its bytes are in the message.
+    pub(crate) range: Range<usize>,
+    /// When the worker started and ended the call (its `CLOCK_MONOTONIC`; 0 if untimed).
+    pub(crate) ran: [u64; 2],
+}
+
+/// Builds a `Done` message from outcomes `(id, bytes, run times)`, taking them out of
+/// `outcomes` (whose capacity stays for the next ones); `sent` is the worker's clock now if
+/// any call was timed, else 0. A single outcome reuses its buffer.
+pub(crate) fn done_message(outcomes: &mut Vec<(u64, Vec<u8>, [u64; 2])>, sent: u64) -> Vec<u8> {
     let n = outcomes.len();
     if n == 1 {
         // One result: its header goes after it, in the room its encoding left.
-        let (id, mut buf) = outcomes.swap_remove(0);
+        let (id, mut buf, [start, end]) = outcomes.swap_remove(0);
         let len = buf.len() as u64;
         Writer::new(&mut buf)
+            .u64(start)
+            .u64(end)
             .u64(id)
             .u64(len)
+            .u64(sent)
             .u32(1)
             .finish(kind::DONE);
         return buf;
     }
-    let heads: Vec<(u64, usize)> = outcomes.iter().map(|(id, o)| (*id, o.len())).collect();
+    let heads: Vec<(u64, usize, [u64; 2])> = outcomes
+        .iter()
+        .map(|(id, o, ran)| (*id, o.len(), *ran))
+        .collect();
     let mut buf = {
         let total: usize = heads.iter().map(|h| h.1).sum();
-        let mut buf = Vec::with_capacity(total + 16 * n + 5);
-        for (_, o) in outcomes.drain(..) {
+        let mut buf = Vec::with_capacity(total + 32 * n + 13);
+        for (_, o, _) in outcomes.drain(..) {
             buf.extend_from_slice(&o);
         }
         buf
     };
     let mut w = Writer::new(&mut buf);
-    for (id, len) in heads {
-        w.u64(id).u64(len as u64);
+    for (id, len, [start, end]) in heads {
+        w.u64(start).u64(end).u64(id).u64(len as u64);
     }
-    w.u32(n as u32).finish(kind::DONE);
+    w.u64(sent).u32(n as u32).finish(kind::DONE);
     buf
 }
 
@@ -386,18 +418,23 @@ mod tests {
             calls_message(kind::CALLS, vec![(head(4, 2), vec![5, 6])])
         );
         // Done: the single-result path against the many-results layout, by hand.
-        let msg = done_message(&mut vec![(8, vec![1, 2])]);
+        let msg = done_message(&mut vec![(8, vec![1, 2], [3, 4])], 5);
         let mut want = vec![1, 2];
         Writer::new(&mut want)
+            .u64(3)
+            .u64(4)
             .u64(8)
             .u64(2)
+            .u64(5)
             .u32(1)
             .finish(kind::DONE);
         assert_eq!(msg, want);
         let (mut r, _) = Reader::new(&msg).unwrap();
         let n = r.u32().unwrap() as usize;
+        assert_eq!(r.u64().unwrap(), 5);
         let out = r.outcomes(n).unwrap();
-        assert_eq!((out[0].0, &msg[out[0].1.clone()]), (8, &[1u8, 2][..]));
+        assert_eq!((out[0].id, &msg[out[0].range.clone()]), (8, &[1u8, 2][..]));
+        assert_eq!(out[0].ran, [3, 4]);
     }
 
     #[test]
@@ -434,23 +471,36 @@ mod tests {
 
     #[test]
     fn done_round_trip() {
-        let msg = done_message(&mut vec![(1, vec![9; 3]), (2, vec![]), (3, vec![7])]);
+        let msg = done_message(
+            &mut vec![
+                (1, vec![9; 3], [10, 11]),
+                (2, vec![], [0, 0]),
+                (3, vec![7], [12, 13]),
+            ],
+            14,
+        );
         let (mut r, k) = Reader::new(&msg).unwrap();
         assert_eq!(k, kind::DONE);
         let n = r.u32().unwrap() as usize;
+        assert_eq!(r.u64().unwrap(), 14);
         let out = r.outcomes(n).unwrap();
-        assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![1, 2, 3]);
-        assert_eq!(&msg[out[0].1.clone()], &[9, 9, 9]);
-        assert!(out[1].1.is_empty());
+        assert_eq!(out.iter().map(|o| o.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(&msg[out[0].range.clone()], &[9, 9, 9]);
+        assert!(out[1].range.is_empty());
+        assert_eq!(
+            out.iter().map(|o| o.ran).collect::<Vec<_>>(),
+            vec![[10, 11], [0, 0], [12, 13]]
+        );
     }
 
     #[test]
     fn malformed_messages_are_errors() {
         assert!(Reader::new(&[]).is_err());
-        let mut msg = done_message(&mut vec![(1, vec![1, 2, 3])]);
+        let mut msg = done_message(&mut vec![(1, vec![1, 2, 3], [0, 0])], 0);
         msg.remove(0); // a payload byte short
         let (mut r, _) = Reader::new(&msg).unwrap();
         let n = r.u32().unwrap() as usize;
+        r.u64().unwrap();
         assert!(r.outcomes(n).is_err());
         // A count far larger than the message.
         let mut buf = Vec::new();

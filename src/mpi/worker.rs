@@ -39,6 +39,8 @@ struct Job {
     head: CallHead,
     msg: Message,
     range: Range<usize>,
+    /// Rank 0 wants its run times (it came in `CallsTimed`).
+    timed: bool,
 }
 
 /// The message a call came in: its own, or shared with the other calls of its batch.
@@ -60,8 +62,9 @@ impl std::ops::Deref for Message {
 /// The rank's side of the session's traffic, used by one thread at a time.
 struct Link {
     port: Port,
-    /// Results not sent yet, and since when the oldest has waited.
-    ready: Vec<(u64, Vec<u8>)>,
+    /// Results not sent yet (with their run times, 0 if untimed), and since when the oldest
+    /// has waited.
+    ready: Vec<(u64, Vec<u8>, [u64; 2])>,
     ready_bytes: usize,
     since: Instant,
     /// Rank 0 ended the session.
@@ -195,12 +198,22 @@ fn task_loop(shared: &Shared) -> Result<(), MpiError> {
         if let Some(job) = job {
             calls += 1;
             shared.running.store(calls, Ordering::Release);
+            // (A clock read only for a timed call: rank 0 records a timeline.)
+            let clock = || {
+                if job.timed {
+                    crate::os::monotonic_nanos()
+                } else {
+                    0
+                }
+            };
+            let start = clock();
             let outcome = image::invoke(job.head.target, &job.msg[job.range.clone()])?;
+            let ran = [start, clock()];
             shared.running.store(0, Ordering::Release);
             drop(job.msg);
             let mut link = shared.link.lock();
             let more = !lock(&shared.queue).is_empty();
-            link.add_result(job.head.id, outcome, more);
+            link.add_result(job.head.id, outcome, more, ran);
             if !more || link.since.elapsed() >= FLUSH_AFTER {
                 link.flush_results();
             }
@@ -273,7 +286,7 @@ fn helper_loop(shared: &Shared) {
 impl Link {
     /// Queues a result to send; `held` if it will wait for more (the time it starts to
     /// wait is then noted, for `FLUSH_AFTER`).
-    fn add_result(&mut self, id: u64, mut outcome: Vec<u8>, held: bool) {
+    fn add_result(&mut self, id: u64, mut outcome: Vec<u8>, held: bool, ran: [u64; 2]) {
         if outcome.len() > MAX_MESSAGE - 64 {
             let err: Result<(), crate::TaskError> = Err(crate::TaskError::Codec(
                 format!(
@@ -291,7 +304,7 @@ impl Link {
             self.since = Instant::now();
         }
         self.ready_bytes += outcome.len();
-        self.ready.push((id, outcome));
+        self.ready.push((id, outcome, ran));
     }
 
     fn flush_results(&mut self) {
@@ -299,7 +312,15 @@ impl Link {
             return;
         }
         self.ready_bytes = 0;
-        let msg = wire::done_message(&mut self.ready);
+        // When this leaves, on the clock of the run times (if any call was timed): rank 0
+        // maps them onto its own clock with it.
+        let timed = self.ready.iter().any(|r| r.2 != [0, 0]);
+        let sent = if timed {
+            crate::os::monotonic_nanos()
+        } else {
+            0
+        };
+        let msg = wire::done_message(&mut self.ready, sent);
         self.port.send(0, wire::TO_CLIENT, msg);
     }
 
@@ -324,7 +345,8 @@ impl Link {
     fn handle(&mut self, shared: &Shared, buf: Vec<u8>) -> Result<bool, MpiError> {
         let (mut r, k) = Reader::new(&buf)?;
         match k {
-            kind::CALLS => {
+            kind::CALLS | kind::CALLS_TIMED => {
+                let timed = k == kind::CALLS_TIMED;
                 let n = r.u32()? as usize;
                 let mut calls = r.calls(n)?;
                 let mut q = lock(&shared.queue);
@@ -335,6 +357,7 @@ impl Link {
                         head,
                         msg: Message::One(buf),
                         range,
+                        timed,
                     });
                     return Ok(true);
                 }
@@ -343,6 +366,7 @@ impl Link {
                     head,
                     msg: Message::Shared(msg.clone()),
                     range,
+                    timed,
                 }));
                 return Ok(true);
             }

@@ -164,6 +164,7 @@ pub struct ProcessPoolBuilder {
     initializer: Option<Result<InitCall, SubmitError>>,
     max_tasks_per_child: Option<usize>,
     task_timeout: Option<std::time::Duration>,
+    record_timeline: bool,
 }
 
 impl ProcessPoolBuilder {
@@ -285,6 +286,35 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// Records a [`Timeline`](crate::Timeline) from the moment the pool is ready (default:
+    /// off; see [`ProcessPoolExecutor::start_recording`]): one row per worker slot, one bar
+    /// per task or `map` chunk, timed by the worker that ran it (its start and end, sent
+    /// with its result), coloured by how it ended (ok, panicked, time limit, died), and
+    /// marks where a worker process died and where its replacement started (on the same
+    /// row). Off, it costs one relaxed load per result message; on, a push on a locked
+    /// buffer per task.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor, TaskOutcome};
+    /// fn double(x: u64) -> u64 { x * 2 }
+    /// let pool = ProcessPoolExecutor::builder()
+    ///     .max_workers(2)
+    ///     .record_timeline(true)
+    ///     .build()
+    ///     .unwrap();
+    /// let futs: Vec<_> = (0..4).map(|i| pool.submit(double, i)).collect();
+    /// for f in &futs { f.result().unwrap(); }
+    /// pool.shutdown(true);
+    /// let timeline = pool.take_timeline();
+    /// assert_eq!(timeline.workers, 2);
+    /// assert_eq!(timeline.tasks.len(), 4);
+    /// assert!(timeline.tasks.iter().all(|t| t.outcome == TaskOutcome::Ok && t.start <= t.end));
+    /// ```
+    pub fn record_timeline(mut self, on: bool) -> Self {
+        self.record_timeline = on;
+        self
+    }
+
     /// Starts the workers and waits until they are connected (and initialized).
     ///
     /// ```
@@ -311,6 +341,7 @@ impl ProcessPoolBuilder {
             task_timeout: self.task_timeout,
         })
         .map_err(|e| BuildError::Worker(StartFailure::new(e)))?;
+        manager.set_recording(self.record_timeline);
         crate::exit::watch(&manager, Vec::new());
         Ok(ProcessPoolExecutor { manager })
     }
@@ -403,6 +434,64 @@ impl ProcessPoolExecutor {
         self.manager.join();
     }
 
+    /// Starts recording a [`Timeline`](crate::Timeline) (if it was not already); its zero
+    /// is the first start. See [`ProcessPoolBuilder::record_timeline`] for what it holds
+    /// and costs.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor};
+    /// fn one(_: ()) -> u8 { 1 }
+    /// let pool = ProcessPoolExecutor::new(1);
+    /// pool.submit(one, ()).result().unwrap(); // not recorded
+    /// pool.start_recording();
+    /// pool.submit(one, ()).result().unwrap();
+    /// pool.stop_recording();
+    /// pool.shutdown(true);
+    /// assert_eq!(pool.take_timeline().tasks.len(), 1);
+    /// ```
+    pub fn start_recording(&self) {
+        self.manager.set_recording(true);
+    }
+
+    /// Stops recording; what was recorded stays until [`take_timeline`](Self::take_timeline).
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, ProcessPoolExecutor};
+    /// fn one(_: ()) -> u8 { 1 }
+    /// let pool = ProcessPoolExecutor::builder().record_timeline(true).build().unwrap();
+    /// pool.stop_recording();
+    /// pool.submit(one, ()).result().unwrap();
+    /// pool.shutdown(true);
+    /// assert!(pool.take_timeline().tasks.is_empty());
+    /// ```
+    pub fn stop_recording(&self) {
+        self.manager.set_recording(false);
+    }
+
+    /// Takes what was recorded so far (recording goes on if it is on). A task is on the
+    /// timeline once its result (or its worker's death) has been read.
+    ///
+    /// ```
+    /// use concurrent_futures::{Executor, MarkKind, ProcessPoolExecutor, TaskError, TaskOutcome};
+    /// use std::time::Duration;
+    /// fn crash(_: ()) -> u8 { std::process::abort() }
+    /// fn boom(_: ()) -> u8 { panic!("boom") }
+    /// let pool = ProcessPoolExecutor::builder().max_workers(1).record_timeline(true).build().unwrap();
+    /// assert!(pool.submit(boom, ()).result().is_err());
+    /// assert!(matches!(pool.submit(crash, ()).result(), Err(TaskError::WorkerDied { .. })));
+    /// assert_eq!(pool.submit(|x: u8| x, 7).result(), Ok(7)); // on the replacement
+    /// pool.shutdown(true);
+    /// let timeline = pool.take_timeline();
+    /// let outcomes: Vec<_> = timeline.tasks.iter().map(|t| t.outcome).collect();
+    /// assert_eq!(outcomes, [TaskOutcome::Panicked, TaskOutcome::Died, TaskOutcome::Ok]);
+    /// let marks: Vec<_> = timeline.marks.iter().map(|m| m.kind).collect();
+    /// assert_eq!(marks, [MarkKind::Died, MarkKind::Started]);
+    /// std::fs::write(std::env::temp_dir().join("doc-process-timeline.svg"), timeline.to_svg()).unwrap();
+    /// ```
+    pub fn take_timeline(&self) -> crate::Timeline {
+        self.manager.take_timeline()
+    }
+
     /// The process ids of the live workers.
     ///
     /// ```
@@ -460,7 +549,7 @@ impl ProcessPoolExecutor {
         limit: std::time::Duration,
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(remote_of(&f, Shape::One)?, &arg, Some(limit))
+        self.enqueue(remote_of(&f, Shape::One)?, &arg, Some(limit), "task")
     }
 
     fn enqueue<A: Payload, T: Payload>(
@@ -468,6 +557,7 @@ impl ProcessPoolExecutor {
         task: RemoteTask,
         arg: &A,
         limit: Option<std::time::Duration>,
+        name: &'static str,
     ) -> Result<Future<T>, SubmitError> {
         let arg = TaskArg {
             captures: task.captures.as_deref(),
@@ -496,7 +586,7 @@ impl ProcessPoolExecutor {
         let slot = Box::new(Slot::new(fut.handle(), Pool::Process));
         let id = self
             .manager
-            .submit(task.target, payload, tables, slot, limit)?;
+            .submit(task.target, payload, tables, slot, limit, name)?;
         // (Before the future is returned: nobody can cancel it sooner.)
         cell.id.store(id, Relaxed);
         Ok(fut)
@@ -520,7 +610,7 @@ impl Executor for ProcessPoolExecutor {
         arg: A,
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(remote_of(&task, Shape::One)?, &arg, None)
+        self.enqueue(remote_of(&task, Shape::One)?, &arg, None, "task")
     }
 
     fn submit_chunk<A: Payload, R: Payload, T: Task<A, R>>(
@@ -529,7 +619,7 @@ impl Executor for ProcessPoolExecutor {
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(remote_of(&task, Shape::Chunk)?, &items, None)
+        self.enqueue(remote_of(&task, Shape::Chunk)?, &items, None, "map")
     }
 
     fn shutdown_with(&self, wait: bool, cancel_futures: bool) {

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::wire::{
     self, Call, CancelAck, Control, Hello, INLINE_MAX, Log, MAX_FRAME, Revoke, Revoked,
@@ -111,8 +111,8 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
             .spawn(move || serve_revokes(&ctl, &main, &local, &running))
             .map_err(WorkerError::Thread)?;
     }
-    // Since when the oldest unsent result waits.
-    let mut since = Instant::now();
+    // Since when the oldest unsent result waits (`CLOCK_MONOTONIC` nanoseconds).
+    let mut since = 0u64;
     loop {
         // The lock also orders this against a revoke being answered: once the queue is seen
         // empty, the answer (if any) is on its way, ahead of anything sent after.
@@ -161,26 +161,30 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
             continue;
         };
         // The parent reads this only after this process is dead.
-        log.started(job.call.id);
+        let start = log.started(job.call.id);
         let outcome = match &job.shared {
             Some(map) => naming::invoke(job.call.target, &map.bytes()[..job.call.bulk as usize])?,
             None => naming::invoke(job.call.target, &job.call.payload)?,
         };
         running.store(0, SeqCst);
+        // One clock read: the call's end (sent with its result, for timelines) and the
+        // time that decides the flush.
+        let end = os::monotonic_nanos();
+        let ran = [start, end];
         let id = job.call.id;
         // Unmapped before the result goes: the parent reuses the file once it has it.
         drop(job);
         if log.is_empty() {
-            since = Instant::now();
+            since = end;
         }
-        if !log.append(id, &outcome) {
+        if !log.append(id, &outcome, ran) {
             flush(&main, &mut log)?;
-            since = Instant::now();
-            if !log.append(id, &outcome) {
-                send_shared(&main, id, &outcome)?;
+            since = end;
+            if !log.append(id, &outcome, ran) {
+                send_shared(&main, id, &outcome, ran)?;
             }
         }
-        if since.elapsed() >= FLUSH_AFTER {
+        if end.saturating_sub(since) >= FLUSH_AFTER.as_nanos() as u64 {
             flush(&main, &mut log)?;
         }
     }
@@ -262,20 +266,20 @@ fn flush(main: &Socket, log: &mut Log) -> Result<(), WorkerError> {
 }
 
 /// Sends one large result in a shared memory file of its own.
-fn send_shared(main: &Socket, id: u64, outcome: &[u8]) -> Result<(), WorkerError> {
+fn send_shared(main: &Socket, id: u64, outcome: &[u8], ran: [u64; 2]) -> Result<(), WorkerError> {
     debug_assert!(outcome.len() > INLINE_MAX || outcome.len() + wire::RECORD_HEADER > MAX_FRAME);
     let Ok(len) = u32::try_from(outcome.len()) else {
         // Too large to announce: report it as the task's failure instead.
         let failed = codec::encode_outcome::<()>(&Err(crate::TaskError::Codec(
             "the task's result is larger than 4 GiB".into(),
         )));
-        let header = wire::record_header(id, false, failed.len() as u32);
+        let header = wire::record_header(id, false, failed.len() as u32, ran);
         main.send(&[&[TAG_DONE], &header, &failed], &[])?;
         return Ok(());
     };
     let file = Memfd::new(outcome.len())?;
     file.write_at(0, outcome)?;
-    let header = wire::record_header(id, true, len);
+    let header = wire::record_header(id, true, len, ran);
     main.send(&[&[TAG_DONE], &header], &[file.as_fd()])?;
     Ok(())
 }

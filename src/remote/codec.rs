@@ -296,9 +296,9 @@ pub(crate) trait Completion: Send {
     fn claim(&self) -> bool;
     fn cancel(self: Box<Self>);
     /// Completes the future and runs its callbacks here (the MPI pool; the process pool
-    /// defers them).
+    /// defers them). Says how the task ended, for the pool's statistics.
     #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
-    fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>);
+    fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>) -> crate::stats::Outcome;
     /// Completes the future but leaves its callbacks, if it has any, to the caller, to be
     /// run on a thread that does not move the pool's work (a callback may wait on it).
     /// Says how the task ended, for the pool's statistics: the decoded value decides (a
@@ -330,26 +330,33 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Completion for Slot<T> {
             self.1.cancelled();
         }
     }
-    fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>) {
+    fn complete(self: Box<Self>, outcome: Result<&[u8], TaskError>) -> crate::stats::Outcome {
         let value = outcome.and_then(decode_outcome::<T>);
+        let ended = ended(&value);
         self.1.finished(&value);
         self.0.finish_claimed(value);
+        ended
     }
     fn settle_deferring(
         self: Box<Self>,
         outcome: Result<&[u8], TaskError>,
     ) -> (Option<crate::future::Deferred>, crate::stats::Outcome) {
         let value = outcome.and_then(decode_outcome::<T>);
-        let ended = match &value {
-            Ok(_) => crate::stats::Outcome::Ok,
-            Err(TaskError::Cancelled) => crate::stats::Outcome::Cancelled,
-            Err(_) => crate::stats::Outcome::Failed,
-        };
+        let ended = ended(&value);
         self.1.finished(&value);
         (self.0.finish_claimed_deferring(value), ended)
     }
     fn trace(&self) -> &TaskTrace {
         &self.1
+    }
+}
+
+/// How a task with this value ended, for the statistics.
+fn ended<T>(value: &Result<T, TaskError>) -> crate::stats::Outcome {
+    match value {
+        Ok(_) => crate::stats::Outcome::Ok,
+        Err(TaskError::Cancelled) => crate::stats::Outcome::Cancelled,
+        Err(_) => crate::stats::Outcome::Failed,
     }
 }
 

@@ -10,6 +10,7 @@ pub(crate) mod bootstrap;
 pub(crate) mod codec;
 pub(crate) mod naming;
 mod probe;
+pub(crate) mod recording;
 pub(crate) mod shared_state;
 pub(crate) mod window;
 

@@ -7,10 +7,15 @@
 //! cargo run --release -p compare -- --quick         # well under a minute
 //! cargo run --release -p compare -- --out DIR       # where compare.json/.svg go
 //! cargo run --release -p compare -- --render FILE   # the chart again, from a compare.json
+//! cargo run --release -p compare -- --timeline [DIR] # also a task timeline per backend and workload
 //! ```
 //!
 //! The files go to `compare/` in cargo's target directory (`CARGO_TARGET_DIR` if set), unless
-//! `--out` says otherwise.
+//! `--out` says otherwise. With `--timeline`, after the measurements each workload runs once
+//! more on a fresh thread pool and a fresh process pool that record their timelines, written
+//! as `<backend>-<workload>-timeline.json` (Chrome trace events: Perfetto, `chrome://tracing`)
+//! and `.svg` into DIR (default: the output directory). rayon records no timeline, and
+//! neither do CPython's pools; the sequential runs have no workers to draw.
 //!
 //! Workloads: CPU-bound (recursive fib), I/O-bound (many concurrent sleeps standing in for
 //! network waits), many tiny tasks (per-task overhead), skewed durations (work stealing),
@@ -37,7 +42,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use concurrent_futures::indicatif::{ProgressBar, ProgressStyle};
-use concurrent_futures::{Bytes, Executor, ProcessPoolExecutor, ThreadPoolExecutor};
+use concurrent_futures::{Bytes, Executor, ProcessPoolExecutor, ThreadPoolExecutor, Timeline};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -266,6 +271,66 @@ fn run_rayon(pool: &rayon::ThreadPool, work: &Work, payload: Vec<Bytes>) -> usiz
 
 // ===== measuring =====
 
+/// Runs each workload once more on fresh pools of the measured sizes that record their
+/// timelines, and writes each timeline into `dir` (the backends that can record one).
+fn write_timelines(dir: &Path, list: &[Workload], sizes: &BTreeMap<String, usize>) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let write = |backend: &str, key: &str, timeline: Timeline, submitted: u64| {
+        for (ext, text) in [
+            ("json", timeline.to_chrome_trace()),
+            ("svg", timeline.to_svg()),
+        ] {
+            let path = dir.join(format!("{backend}-{key}-timeline.{ext}"));
+            std::fs::write(&path, text)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        }
+        let inline = if timeline.tasks.len() as u64 == submitted {
+            String::new()
+        } else {
+            // (A thread pool's waiting thread runs a task no worker has started yet.)
+            " (the others ran on the thread that waited for them)".to_string()
+        };
+        println!(
+            "timeline of {key} on {backend}: {} of {submitted} tasks on worker rows{inline}, {} steals, {} marks",
+            timeline.tasks.len(),
+            timeline.steals.len(),
+            timeline.marks.len()
+        );
+    };
+    for w in list {
+        let threads = ThreadPoolExecutor::builder()
+            .max_workers(sizes["threads"])
+            .record_timeline(true)
+            .build()
+            .expect("a thread pool");
+        run_on(&threads, &w.work, payloads(&w.work));
+        threads.shutdown(true);
+        write(
+            "threads",
+            w.key,
+            threads.take_timeline(),
+            threads.stats().submitted,
+        );
+        let processes = ProcessPoolExecutor::builder()
+            .max_workers(sizes["processes"])
+            .record_timeline(true)
+            .build()
+            .expect("a process pool");
+        run_on(&processes, &w.work, payloads(&w.work));
+        processes.shutdown(true);
+        write(
+            "processes",
+            w.key,
+            processes.take_timeline(),
+            processes.stats().submitted,
+        );
+    }
+    println!(
+        "timelines (threads-*, processes-*) in {}; rayon and CPython's pools record none",
+        dir.display()
+    );
+}
+
 /// CPU seconds of this process and of `pids`: the sum over their threads of the time on a
 /// CPU that the scheduler accounts (`/proc/PID/task/*/schedstat`, nanoseconds).
 fn cpu_seconds(pids: &[u32]) -> f64 {
@@ -423,10 +488,16 @@ fn main() {
     let mut quick = false;
     let mut out_dir = None;
     let mut render = None;
-    let mut args = std::env::args().skip(1);
+    // `Some(None)`: timelines into the output directory.
+    let mut timeline: Option<Option<PathBuf>> = None;
+    let mut args = std::env::args().skip(1).peekable();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--timeline" => {
+                let dir = args.next_if(|d| !d.starts_with("--")).map(PathBuf::from);
+                timeline = Some(dir);
+            }
             "--out" => out_dir = Some(PathBuf::from(args.next().expect("--out needs a directory"))),
             "--render" => render = Some(args.next().expect("--render needs a compare.json")),
             "--validate" => {
@@ -439,7 +510,7 @@ fn main() {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: compare [--quick] [--out DIR] [--render FILE.json] [--validate FILE.json]"
+                    "usage: compare [--quick] [--out DIR] [--timeline [DIR]] [--render FILE.json] [--validate FILE.json]"
                 );
                 return;
             }
@@ -578,6 +649,14 @@ fn main() {
     report.summary = summarize(&report);
     print_table(&report);
     write_files(&out_dir, &report);
+    if let Some(dir) = timeline {
+        println!();
+        write_timelines(
+            &dir.unwrap_or_else(|| out_dir.clone()),
+            &list,
+            &report.pool_sizes,
+        );
+    }
     if !python {
         println!("(python3 not found or failed: the CPython columns are left out)");
     }

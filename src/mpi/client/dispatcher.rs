@@ -4,6 +4,8 @@
 //! ones, and ends the session.
 
 use super::*;
+use crate::stats::{Outcome, RemoteCounters};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Every this many rounds, the dispatcher looks whether it is time to watch the workers.
 const WATCH_EVERY: u32 = 32;
@@ -23,6 +25,8 @@ pub(super) struct Link {
     /// Its process, when it runs on this host: its death is seen at once (MPI does not end
     /// a client whose spawned worker died).
     process: Option<crate::os::Pidfd>,
+    /// This rank's clock less the worker's, as well as its messages tell it (timeline).
+    offset: Option<i64>,
 }
 
 impl Link {
@@ -45,14 +49,25 @@ pub(super) struct Finished {
 }
 
 impl Finished {
-    pub(super) fn complete(self) {
+    /// Completes the futures (their callbacks run here), and counts how they ended.
+    pub(super) fn complete(self, counters: &RemoteCounters) {
+        let count = |ended| {
+            RemoteCounters::add(
+                match ended {
+                    Outcome::Ok => &counters.done,
+                    Outcome::Failed => &counters.failed,
+                    Outcome::Cancelled => &counters.cancelled,
+                },
+                1,
+            )
+        };
         for (buf, items) in self.batches {
             for (c, range) in items {
-                c.complete(Ok(&buf[range]));
+                count(c.complete(Ok(&buf[range])));
             }
         }
         for (c, e) in self.failed {
-            c.complete(Err(e));
+            count(c.complete(Err(e)));
         }
     }
 }
@@ -61,8 +76,9 @@ pub(super) struct Dispatcher {
     pub(super) client: Arc<Client>,
     pub(super) port: Port,
     pub(super) links: Vec<Link>,
-    /// Tasks in a worker: their futures, and which link holds them.
-    pub(super) inflight: IdMap<(Box<dyn Completion>, usize)>,
+    /// Tasks in a worker: their futures, which link holds them, and what a timeline calls
+    /// them.
+    pub(super) inflight: IdMap<(Box<dyn Completion>, usize, &'static str)>,
     /// The last round ended early, after results (see `step`).
     deferred: bool,
     pub(super) config: Config,
@@ -109,6 +125,7 @@ impl Dispatcher {
                     heard: false,
                     pinged: false,
                     lost: false,
+                    offset: None,
                 })
                 .collect(),
             inflight: IdMap::default(),
@@ -143,6 +160,7 @@ impl Dispatcher {
                 // waits for the next one (which comes at once: this one made progress).
                 // Never twice in a row, so a stream of results cannot starve it.
                 self.backoff.reset();
+                self.publish_inflight();
                 return (std::mem::take(&mut self.finished), true, false);
             }
             progress = true;
@@ -166,7 +184,46 @@ impl Dispatcher {
         if progress {
             self.backoff.reset();
         }
+        self.publish_inflight();
         (std::mem::take(&mut self.finished), progress, over)
+    }
+
+    /// A task of link `li` ended: it ran from `ran[0]` to `ran[1]` on the worker's clock,
+    /// which read `sent` when the message left; `outcome` is its encoded outcome. The
+    /// worker's times are mapped onto this rank's clock by the smallest difference seen
+    /// between a message's arrival here and its `sent` (the worker may be on another host:
+    /// the clocks need not agree). That difference is the true offset plus the message's
+    /// way here and its wait to be read, so the smallest is the best estimate, and a bar
+    /// is never drawn later than its result arrived.
+    fn record_task_ended(
+        &mut self,
+        li: usize,
+        name: &'static str,
+        ran: [u64; 2],
+        sent: u64,
+        outcome: &[u8],
+    ) {
+        let now = crate::os::monotonic_nanos();
+        let seen = (i128::from(now) - i128::from(sent)).clamp(i64::MIN.into(), i64::MAX.into());
+        let seen = seen as i64;
+        let link = &mut self.links[li];
+        let offset = *link
+            .offset
+            .insert(link.offset.map_or(seen, |o| o.min(seen)));
+        let here = |t: u64| t.saturating_add_signed(offset);
+        let outcome = crate::remote::recording::outcome_of_bytes(outcome);
+        self.client
+            .timeline
+            .task(li, [here(ran[0]), here(ran[1])], outcome, name);
+    }
+
+    /// What the workers hold, for the statistics' `running`: stored only when it changed, so
+    /// that a round that moves nothing writes nothing shared.
+    fn publish_inflight(&self) {
+        let n = self.inflight.len() as u64;
+        if self.client.inflight.load(Relaxed) != n {
+            self.client.inflight.store(n, Relaxed);
+        }
     }
 
     /// Nothing happened in the last round: spins or yields a little here (the next
@@ -235,21 +292,26 @@ impl Dispatcher {
         match k {
             kind::DONE => {
                 let n = r.u32()? as usize;
+                let sent = r.u64()?;
                 let outcomes = r.outcomes(n)?;
                 let mut items = Vec::with_capacity(outcomes.len());
-                for (id, range) in outcomes {
+                for wire::Outcome { id, range, ran } in outcomes {
                     if !self.links[li].window.release(id) {
                         return Err(MpiError::Protocol {
                             rank: src,
                             what: "sent the result of a task it did not hold",
                         });
                     }
-                    let (c, _) = self.inflight.remove(&id).ok_or(MpiError::Protocol {
+                    let (c, _, name) = self.inflight.remove(&id).ok_or(MpiError::Protocol {
                         rank: src,
                         what: "sent an unknown result",
                     })?;
+                    if sent != 0 && ran != [0, 0] && self.client.timeline.on() {
+                        self.record_task_ended(li, name, ran, sent, &buf[range.clone()]);
+                    }
                     items.push((c, range));
                 }
+                RemoteCounters::add(&self.client.counters.bytes_received, buf.len() as u64);
                 self.finished.batches.push((buf, items));
             }
             kind::REVOKED => {
@@ -276,7 +338,7 @@ impl Dispatcher {
                 self.links[li].window.given_back(&ids, u64::MAX);
                 let mut back = Vec::with_capacity(calls.len());
                 for (head, range) in calls {
-                    let (completion, _) =
+                    let (completion, _, name) =
                         self.inflight.remove(&head.id).ok_or(MpiError::Protocol {
                             rank: src,
                             what: "gave back an unknown task",
@@ -288,6 +350,7 @@ impl Dispatcher {
                         completion,
                         claimed: true,
                         reserved: false,
+                        name,
                     });
                 }
                 let mut s = lock(&self.client.state);
@@ -363,7 +426,9 @@ impl Dispatcher {
                     s.reserved -= 1;
                 }
                 if !w.claimed && !w.completion.claim() {
-                    continue; // cancelled while pending
+                    // Cancelled while pending.
+                    RemoteCounters::add(&self.client.counters.cancelled, 1);
+                    continue;
                 }
                 bytes += w.payload.len();
                 batch.push(w);
@@ -398,6 +463,12 @@ impl Dispatcher {
     }
 
     pub(super) fn send_batch(&mut self, li: usize, batch: Vec<Work>) {
+        // (Timed calls when recording: the worker then sends their run times.)
+        let calls_kind = if self.client.timeline.on() {
+            kind::CALLS_TIMED
+        } else {
+            kind::CALLS
+        };
         let link = &mut self.links[li];
         if link.window.is_empty() {
             link.heard = true;
@@ -416,8 +487,9 @@ impl Dispatcher {
                 len: w.payload.len(),
             };
             w.completion.trace().started(rank as u64);
-            self.inflight.insert(w.id, (w.completion, li));
-            let msg = wire::call_message(kind::CALLS, head, w.payload);
+            self.inflight.insert(w.id, (w.completion, li, w.name));
+            let msg = wire::call_message(calls_kind, head, w.payload);
+            RemoteCounters::add(&self.client.counters.bytes_sent, msg.len() as u64);
             self.port.send(rank, wire::TO_WORKER, msg);
             return;
         }
@@ -432,13 +504,11 @@ impl Dispatcher {
                 w.payload,
             ));
             w.completion.trace().started(rank as u64);
-            self.inflight.insert(w.id, (w.completion, li));
+            self.inflight.insert(w.id, (w.completion, li, w.name));
         }
-        self.port.send(
-            rank,
-            wire::TO_WORKER,
-            wire::calls_message(kind::CALLS, calls),
-        );
+        let msg = wire::calls_message(calls_kind, calls);
+        RemoteCounters::add(&self.client.counters.bytes_sent, msg.len() as u64);
+        self.port.send(rank, wire::TO_WORKER, msg);
     }
 
     /// With nothing pending and a worker idle, asks the worker with the most unstarted
@@ -513,13 +583,19 @@ impl Dispatcher {
     /// the job will be aborted at exit.
     pub(super) fn lose(&mut self, li: usize, what: String) {
         comm::mark_lost();
+        RemoteCounters::add(&self.client.counters.deaths, 1);
         let link = &mut self.links[li];
         link.lost = true;
         let info = link.info.clone();
+        if self.client.timeline.on() {
+            self.client
+                .timeline
+                .mark_now(li, crate::timeline::MarkKind::Died, info.pid);
+        }
         trace::worker_ended(trace::Pool::Mpi, info.rank as u64, true, &what);
         let held = link.window.clear();
         for id in held {
-            if let Some((c, _)) = self.inflight.remove(&id) {
+            if let Some((c, ..)) = self.inflight.remove(&id) {
                 self.finished.failed.push((
                     c,
                     TaskError::WorkerDied {
@@ -540,9 +616,15 @@ impl Dispatcher {
         s.phase = Phase::Broken(why.clone());
         s.reserved = 0;
         for w in s.pending.drain(..) {
-            self.finished
-                .failed
-                .push((w.completion, TaskError::Broken(why.clone())));
+            // A task cancelled while pending stays cancelled: only one claimed here (or
+            // before) may be completed.
+            if w.claimed || w.completion.claim() {
+                self.finished
+                    .failed
+                    .push((w.completion, TaskError::Broken(why.clone())));
+            } else {
+                RemoteCounters::add(&self.client.counters.cancelled, 1);
+            }
         }
     }
 

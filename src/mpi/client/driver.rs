@@ -104,7 +104,7 @@ impl Driver {
             let Some((finished, over, nap)) = step else {
                 return;
             };
-            finished.complete();
+            finished.complete(&self.client.counters);
             if over {
                 return;
             }

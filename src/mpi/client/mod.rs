@@ -21,7 +21,9 @@ pub(crate) use driver::Driver;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_utils::CachePadded;
 use std::time::{Duration, Instant};
 
 use super::comm::{self, Backoff, Comm, Env, MAX_MESSAGE, Port};
@@ -84,6 +86,8 @@ struct Work {
     claimed: bool,
     /// Claimed at submission against `State::slots`.
     reserved: bool,
+    /// What a timeline calls it: `"task"`, or `"map"` for a chunk of `map`.
+    name: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +125,13 @@ pub(crate) struct Client {
     /// `shutdown(wait)` waits here for the end of the session.
     ended: Condvar,
     workers: Vec<RankInfo>,
+    /// The statistics: counted by `submit`, `shutdown` and the dispatcher (`stats.rs`), on
+    /// lines of their own (not the state lock's, which every submission takes).
+    pub(super) counters: CachePadded<crate::stats::RemoteCounters>,
+    /// Tasks the workers hold, as the dispatcher last counted them (stored when it changes).
+    pub(super) inflight: CachePadded<AtomicU64>,
+    /// The timeline, when recording: one row per worker rank, in rank order.
+    pub(crate) timeline: crate::remote::recording::Recording,
 }
 
 /// A worker rank as it introduced itself.
@@ -168,6 +179,9 @@ impl Client {
             wake: Condvar::new(),
             ended: Condvar::new(),
             workers: workers.clone(),
+            counters: CachePadded::default(),
+            inflight: CachePadded::default(),
+            timeline: crate::remote::recording::Recording::new(workers.len()),
         });
         (workers.iter()).for_each(|w| trace::worker_started(trace::Pool::Mpi, w.rank as u64));
         let mut dispatcher =
@@ -216,6 +230,7 @@ impl Client {
         target: FnRef,
         payload: Vec<u8>,
         completion: Box<dyn Completion>,
+        name: &'static str,
     ) -> Result<(), SubmitError> {
         if payload.len() > MAX_MESSAGE - HEADER_ROOM {
             return Err(SubmitError::Codec(
@@ -235,6 +250,7 @@ impl Client {
         }
         let id = s.next_id;
         s.next_id += 1;
+        crate::stats::RemoteCounters::add(&self.counters.submitted, 1);
         let reserved = s.reserved < s.slots && completion.claim();
         s.reserved += usize::from(reserved);
         s.pending.push_back(Work {
@@ -244,6 +260,7 @@ impl Client {
             completion,
             claimed: reserved,
             reserved,
+            name,
         });
         s.events += 1;
         if std::mem::take(&mut s.sleeping) {
@@ -273,9 +290,18 @@ impl Client {
                 Vec::new()
             }
         };
+        crate::stats::RemoteCounters::add(&self.counters.cancelled, cancelled.len() as u64);
         for w in cancelled {
             w.completion.cancel();
         }
+    }
+
+    /// The statistics now: what is pending here, what the workers hold (as of the
+    /// dispatcher's last round), and the counters.
+    pub(crate) fn stats(&self) -> crate::PoolStats {
+        let running = self.inflight.load(Ordering::Relaxed);
+        let queued = lock(&self.state).pending.len() as u64;
+        self.counters.snapshot(queued, running)
     }
 }
 

@@ -199,6 +199,9 @@ impl Manager {
                 } else {
                     bytes
                 };
+                if self.recording() {
+                    self.record_task_ended(link.row, w.name, record.ran, bytes.as_deref());
+                }
                 finished.push((w.completion, bytes));
                 self.blocks.put(w.payload);
             }
@@ -217,11 +220,15 @@ impl Manager {
         self.poller.remove(link.main.as_fd());
         self.poller.remove(link.pidfd.as_fd());
         let status = reap(&mut link.child);
+        // When the death is seen, for the timeline: read before its row is given to a
+        // replacement, so the row's next bar starts after it.
+        let seen_dead = self.recording().then(crate::os::monotonic_nanos);
         let terminated = sync::lock(&self.state).phase == Phase::Terminated;
         // Not an exit it was asked for: it died (or was killed for a time limit).
         let died = !terminated && (!link.retiring || status != crate::ExitStatus::Code(0));
         if died {
             RemoteCounters::add(&self.counters.deaths, 1);
+            self.record_worker_died(link.row, link.pid, seen_dead);
         }
         trace::worker_ended(Pool::Process, link.pid.into(), died, &status);
         // The worker is dead: its log no longer changes (a process it started could still
@@ -247,7 +254,7 @@ impl Manager {
             let mut records = log
                 .results
                 .into_iter()
-                .filter(|(id, _)| tasks.contains(id))
+                .filter(|(id, ..)| tasks.contains(id))
                 .peekable();
             let mut held: Vec<Work> = Vec::new();
             let mut unstarted: Vec<Work> = Vec::new();
@@ -255,15 +262,18 @@ impl Manager {
             let mut cancelled: Vec<Work> = Vec::new();
             for (i, task) in tasks.iter().copied().enumerate() {
                 let record = records
-                    .next_if(|(id, _)| i < started && *id == task)
-                    .map(|(_, bytes)| bytes);
+                    .next_if(|(id, ..)| i < started && *id == task)
+                    .map(|(_, bytes, ran)| (bytes, ran));
                 let Some(w) = st.inflight.remove(&task) else {
                     continue;
                 };
                 if w.cancelled {
                     cancelled.push(w);
-                } else if let Some(bytes) = record.filter(|_| !terminated) {
+                } else if let Some((bytes, ran)) = record.filter(|_| !terminated) {
                     // Finished, its result committed to the log: delivered.
+                    if self.recording() {
+                        self.record_task_ended(link.row, w.name, ran, Ok(&bytes));
+                    }
                     finished.push((w.completion, Ok(bytes)));
                     self.blocks.put(w.payload);
                 } else if i < started {
@@ -307,12 +317,21 @@ impl Manager {
                 st.respawn += 1;
                 self.changed.notify_all();
             }
+            st.free_rows.push(link.row);
             dispatch(&mut st);
             failed
                 .into_iter()
                 .chain(cancelled.into_iter().map(|w| (w, TaskError::Cancelled)))
                 .collect::<Vec<_>>()
         };
+        if let Some(dead) = seen_dead {
+            // The call it died in ran from its start (the log says when) until the death was
+            // seen.
+            if let Some((w, error)) = failed.iter().find(|(w, _)| w.id == log.started) {
+                let ran = Some([log.started_at, dead]);
+                self.record_task_ended(link.row, w.name, ran, Err(error));
+            }
+        }
         for (w, error) in failed {
             finished.push((w.completion, Err(error)));
         }

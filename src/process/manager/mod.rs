@@ -21,6 +21,7 @@ mod callbacks;
 mod inbox;
 mod link;
 mod reader;
+mod record;
 mod start;
 
 use std::collections::VecDeque;
@@ -91,6 +92,8 @@ struct Work {
     claimed: bool,
     /// Its own time limit (else the pool's).
     limit: Option<Duration>,
+    /// What a timeline calls it: `"task"`, or `"map"` for a chunk of `map`.
+    name: &'static str,
     /// `cancel_running` asked its worker to stop it: whatever comes from the worker (a
     /// result, its answer, its death) completes it with `Cancelled`.
     cancelled: bool,
@@ -136,6 +139,8 @@ struct Link {
     budget: Option<usize>,
     /// Killed for running this task over this time limit.
     timed_out: Option<(u64, Duration)>,
+    /// Its row on the timeline: the slot it holds among the pool's `workers`.
+    row: usize,
 }
 
 struct State {
@@ -165,6 +170,9 @@ struct State {
     counters: Arc<RemoteCounters>,
     /// The same as `Manager::tables_sent`.
     tables_sent: Arc<TablesSent>,
+    /// Timeline rows no live worker holds (a replacement takes the row of the worker it
+    /// replaces), smallest last.
+    free_rows: Vec<usize>,
 }
 
 /// Which workers were sent which shared table (by table id: the worker's key and its main
@@ -243,6 +251,8 @@ pub(crate) struct Manager {
     watchdog: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<RemoteCounters>,
     tables_sent: Arc<TablesSent>,
+    /// The timeline, when recording (`record.rs`).
+    timeline: crate::remote::recording::Recording,
 }
 
 /// The last handle of a shared table is gone: the workers that hold it are told to let it
@@ -267,6 +277,7 @@ impl Manager {
         let poller = Poller::new().map_err(|e| StartError::spawn("", e))?;
         let counters = Arc::new(RemoteCounters::default());
         let tables_sent = Arc::new(TablesSent::default());
+        let workers = config.workers;
         let manager = Arc::new(Manager {
             state: Mutex::new(State {
                 phase: Phase::Starting,
@@ -284,6 +295,7 @@ impl Manager {
                 kill_at: None,
                 counters: counters.clone(),
                 tables_sent: tables_sent.clone(),
+                free_rows: (0..workers).rev().collect(),
             }),
             changed: Condvar::new(),
             reader: Mutex::new(None),
@@ -298,6 +310,7 @@ impl Manager {
             watchdog: Mutex::new(None),
             counters,
             tables_sent,
+            timeline: crate::remote::recording::Recording::new(workers),
         });
         let m = manager.clone();
         let handle = std::thread::Builder::new()
@@ -340,6 +353,7 @@ impl Manager {
         tables: Vec<TableRef>,
         completion: Box<dyn Completion>,
         limit: Option<Duration>,
+        name: &'static str,
     ) -> Result<u64, SubmitError> {
         let mut st = sync::lock(&self.state);
         match &st.phase {
@@ -357,6 +371,7 @@ impl Manager {
             completion,
             claimed: false,
             limit,
+            name,
             cancelled: false,
             tables,
         });
@@ -456,6 +471,20 @@ impl Manager {
             (st.pending.len() as u64, st.inflight.len() as u64)
         };
         self.counters.snapshot(queued, running)
+    }
+
+    /// Starts or stops recording the timeline (`record.rs`).
+    pub(crate) fn set_recording(&self, on: bool) {
+        if on {
+            self.timeline.start();
+        } else {
+            self.timeline.stop();
+        }
+    }
+
+    /// What the timeline recorded so far.
+    pub(crate) fn take_timeline(&self) -> crate::Timeline {
+        self.timeline.take()
     }
 
     /// Sends `signal` to every worker (terminate / kill).

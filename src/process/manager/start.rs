@@ -42,10 +42,15 @@ impl Manager {
             }
             connected.push(link);
         }
-        for link in connected {
+        for mut link in connected {
             let mut st = sync::lock(&self.state);
             let id = st.next_worker;
             st.next_worker += 1;
+            // (A replacement starts only after the worker it replaces is gone: a row is free.)
+            link.row = st.free_rows.pop().unwrap_or(usize::MAX);
+            if id > self.config.workers as u64 && self.recording() {
+                self.record_worker_started(link.row, link.pid);
+            }
             let watched = self
                 .poller
                 .add(link.main.as_fd(), socket_key(id))
@@ -188,6 +193,7 @@ impl Starting {
             retiring: false,
             budget: None,
             timed_out: None,
+            row: usize::MAX,
         })
     }
 }
