@@ -38,8 +38,9 @@ impl<R> ReadyRun<R> {
     /// # Safety
     ///
     /// They are initialized, no one else moves them out or frees them, and their memory
-    /// stays alive and untouched by the lender until the run comes back to it (the next
-    /// call of the [`OrderedMap`] with this run, or its `stop`).
+    /// stays alive and untouched by the lender whenever the run is read, until it comes back
+    /// to the lender (a run an [`OrderedMap`] lends: at the map's next call with this run, or
+    /// its `stop`).
     pub unsafe fn new(ptr: *mut R, left: usize) -> Self {
         ReadyRun { ptr, left }
     }

@@ -42,6 +42,7 @@ use super::ThreadPoolExecutor;
 use super::job::{Job, Shared};
 use super::registry::Registry;
 use crate::error::{SubmitError, TaskError};
+use crate::map::ReadyRun;
 use crate::stats::{Outcome, Settled};
 use crate::sync::{self, AtomicU32, AtomicUsize, Condvar, Mutex, fence, lock};
 
@@ -750,9 +751,8 @@ pub(crate) enum Step<R> {
 
 /// A consumer's position in one block: results are moved out of the block's slots, in order.
 pub(crate) struct Cursor<R> {
-    /// `left` ready results from `ptr` on (pieces seen done, no failed item among them).
-    ptr: *mut R,
-    left: usize,
+    /// Ready results (pieces seen done, no failed item among them), read in place.
+    run: ReadyRun<R>,
     /// Index of the first item after the ready run.
     pos: usize,
     /// Failed items at or after `pos`, in order (of the last piece examined).
@@ -761,17 +761,10 @@ pub(crate) struct Cursor<R> {
     closed: Option<(usize, TaskError)>,
 }
 
-// SAFETY: `ptr` points into the result slots of the block the cursor's owner holds; moving
-// the cursor moves the right to read those results, which are `R: Send`.
-unsafe impl<R: Send> Send for Cursor<R> {}
-// SAFETY: `&Cursor` never dereferences `ptr`.
-unsafe impl<R: Send> Sync for Cursor<R> {}
-
 impl<R> Cursor<R> {
     pub(crate) fn new() -> Self {
         Cursor {
-            ptr: std::ptr::null_mut(),
-            left: 0,
+            run: ReadyRun::empty(),
             pos: 0,
             errors: VecDeque::new(),
             closed: None,
@@ -785,40 +778,34 @@ impl<R> Cursor<R> {
     /// The block this cursor was last advanced in is alive.
     #[inline]
     pub(crate) unsafe fn next_ready(&mut self) -> Option<R> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        // SAFETY: `left > 0`: `ptr` points at a result slot that the claimer of its piece
-        // wrote (the piece was seen done with `Acquire`, and no item of the run failed) and
-        // that was not moved out yet; it is moved out once, as `ptr` moves past it. The block
-        // is alive (the caller's contract).
-        let v = unsafe { self.ptr.read() };
-        self.ptr = self.ptr.wrapping_add(1);
-        Some(v)
+        // (The read is `ReadyRun`'s; its memory is the block's, alive by the contract.)
+        self.run.next()
     }
 
-    /// Hands the ready run out, as (`ptr`, `left`), to a consumer that reads it inline; the
-    /// cursor's own run is empty until [`take_back_run`](Self::take_back_run).
-    pub(crate) fn lend_run(&mut self) -> (*mut R, usize) {
-        let run = (self.ptr, self.left);
-        self.left = 0;
-        run
+    /// Hands the ready run out to a consumer that reads it inline; the cursor's own run is
+    /// empty until [`take_back_run`](Self::take_back_run).
+    ///
+    /// # Safety
+    ///
+    /// The block this cursor was last advanced in stays alive, and no other result of it is
+    /// moved out, until the run comes back through `take_back_run` (or is dropped unread).
+    pub(crate) unsafe fn lend_run(&mut self) -> ReadyRun<R> {
+        std::mem::replace(&mut self.run, ReadyRun::empty())
     }
 
     /// Takes back what is left of the run [`lend_run`](Self::lend_run) handed out: the
-    /// consumer moved its first results out, in order, and gives back the rest as
-    /// (`ptr`, `left`). (Nothing lent: (null, 0), which changes nothing.)
-    pub(crate) fn take_back_run(&mut self, (ptr, left): (*mut R, usize)) {
-        if left > 0 {
-            self.ptr = ptr;
-            self.left = left;
+    /// consumer moved its first results out, in order, and gives back the rest. (Nothing
+    /// left, or nothing lent: an empty run, which changes nothing.)
+    pub(crate) fn take_back_run(&mut self, run: &mut ReadyRun<R>) {
+        let run = std::mem::replace(run, ReadyRun::empty());
+        if !run.is_empty() {
+            self.run = run;
         }
     }
 
     /// Results moved out so far (all of the block's items before this index are gone).
     pub(crate) fn consumed(&self) -> usize {
-        self.pos - self.left
+        self.pos - self.run.len()
     }
 
     /// Back to the start, for a new block.
@@ -854,9 +841,7 @@ impl<R> Cursor<R> {
             }
             if let Some(&(failed, _)) = self.errors.front() {
                 // The items up to the next failure are in a piece already seen done.
-                self.ptr = block.result_ptr(pos);
-                self.left = failed - pos;
-                self.pos = failed;
+                self.ready(block, failed);
             } else {
                 let j = pos / block.piece_len();
                 match block.wait_piece(j, help, deadline) {
@@ -896,8 +881,19 @@ impl<R> Cursor<R> {
             }
         }
         let run_end = self.errors.front().map_or(end, |(i, _)| *i);
-        self.ptr = block.result_ptr(start);
-        self.left = run_end - start;
-        self.pos = run_end;
+        self.ready(block, run_end);
+    }
+
+    /// Makes the results from `pos` to `end` the ready run, and moves `pos` to `end`. Called
+    /// with the run empty, over pieces seen done and no failed item before `end`.
+    fn ready(&mut self, block: &dyn Pieces<R>, end: usize) {
+        // SAFETY: results `pos..end` lie in pieces this cursor saw done with `Acquire` (the
+        // callers' contract), with no failed item among them, so each result slot was written
+        // by the claimer of its piece; none was moved out (the cursor is the block's one
+        // consumer, and moves past each result once: `pos` only grows). They are moved out
+        // only through this run; the block keeps them (its drop skips the first `consumed`)
+        // and is alive whenever the run is read: `next_ready` and `lend_run` require it.
+        self.run = unsafe { ReadyRun::new(block.result_ptr(self.pos), end - self.pos) };
+        self.pos = end;
     }
 }

@@ -209,15 +209,13 @@ where
         input: &mut dyn MapInput<A>,
         run: &mut ReadyRun<R>,
     ) -> Option<Result<R, TaskError>> {
-        self.cursor.take_back_run(run.take_back());
+        self.cursor.take_back_run(run);
         let next = self.advance(input);
-        let (ptr, left) = self.cursor.lend_run();
-        // SAFETY: the cursor's run is `left` results of the front block, written by their
-        // pieces' claimers and seen done (`Cursor::advance`), not moved out yet; the block
-        // stays in `queue` (alive, its slots untouched) until the run comes back: `next`
-        // and `stop` take it back before anything else, and the map is not dropped before
-        // `stop` (`Own`'s drop).
-        *run = unsafe { ReadyRun::new(ptr, left) };
+        // SAFETY: the cursor was last advanced in the front block, which stays in `queue`
+        // (alive, no other result of it moved out) until the run comes back: `next` and
+        // `stop` take it back before anything else, and the map is not dropped before `stop`
+        // (`Own`'s drop).
+        *run = unsafe { self.cursor.lend_run() };
         next
     }
 
@@ -247,7 +245,7 @@ where
     }
 
     fn stop(&mut self, run: &mut ReadyRun<R>) {
-        self.cursor.take_back_run(run.take_back());
+        self.cursor.take_back_run(run);
     }
 }
 
