@@ -1,7 +1,7 @@
 //! Blocks of a thread-pool `map`: items split among the workers and the caller, results
 //! written in place.
 //!
-//! A [`Block`] holds a run of input items and a slot for each result. It is cut into
+//! A [`MapBlock`] holds a run of input items and a slot for each result. It is cut into
 //! *pieces* of a fixed number of items. The unclaimed pieces are always one range
 //! `front..back`, both ends in one atomic word: the consumer (and `into_vec`) claims at the
 //! front, in input order; workers claim at the back when the consumer helps (so the
@@ -53,7 +53,7 @@ const DONE: u32 = 1;
 const DONE_WITH_ERRORS: u32 = 2;
 
 /// `front` and `back` share one word: half of it each (so a block has at most `HALF_MAX`
-/// pieces; `Block::new` makes pieces larger if needed).
+/// pieces; `MapBlock::new` makes pieces larger if needed).
 const HALF: u32 = usize::BITS / 2;
 const HALF_MAX: usize = (1 << HALF) - 1;
 
@@ -141,7 +141,7 @@ impl<A> Source for VecSource<A> {
 }
 
 /// One block of a `map` on the thread pool (see the module docs).
-pub(crate) struct Block<S: Source, F, R> {
+pub(crate) struct MapBlock<S: Source, F, R> {
     f: F,
     len: usize,
     piece: usize,
@@ -183,11 +183,11 @@ pub(crate) struct Block<S: Source, F, R> {
 // has exclusive access). Results move between threads, hence `R: Send`; no `&R` is ever
 // shared. The source and the function are shared by the claimers: `S: Sync` (its own
 // contract) and `F: Sync`.
-unsafe impl<S: Source + Sync, F: Sync, R: Send> Sync for Block<S, F, R> {}
+unsafe impl<S: Source + Sync, F: Sync, R: Send> Sync for MapBlock<S, F, R> {}
 
-impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
+impl<S: Source, F: Fn(S::Item) -> R, R> MapBlock<S, F, R> {
     /// A block over `input`, cut into pieces of `piece` items (at least 1). `output` is an
-    /// empty buffer to write the results into (from [`Block::recycle`], or new).
+    /// empty buffer to write the results into (from [`MapBlock::recycle`], or new).
     pub(crate) fn new(
         f: F,
         input: S,
@@ -205,7 +205,7 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
         // no initialisation.
         unsafe { output.set_len(len) };
         let workers = registry.num_workers();
-        Block {
+        MapBlock {
             f,
             len,
             piece,
@@ -501,7 +501,7 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
     }
 }
 
-impl<S, F, R> Block<S, F, R>
+impl<S, F, R> MapBlock<S, F, R>
 where
     S: Source + Send + Sync + 'static,
     F: Fn(S::Item) -> R + Send + Sync + 'static,
@@ -525,7 +525,7 @@ where
     }
 }
 
-impl<S, F, R> Job for Block<S, F, R>
+impl<S, F, R> Job for MapBlock<S, F, R>
 where
     S: Source + Send + Sync + 'static,
     F: Fn(S::Item) -> R + Send + Sync + 'static,
@@ -567,7 +567,7 @@ where
     }
 }
 
-impl<S: Source, F, R> Block<S, F, R> {
+impl<S: Source, F, R> MapBlock<S, F, R> {
     /// Drops what the block still holds: inputs of pieces never claimed, results not
     /// consumed. Leaves the block empty (so this runs once).
     fn drop_contents(&mut self) {
@@ -606,10 +606,10 @@ impl<S: Source, F, R> Block<S, F, R> {
 
 /// A block on a registry of its own, for the loom models (no pool, no workers).
 #[cfg(all(test, loom))]
-impl<A, R> Block<VecSource<A>, fn(A) -> R, R> {
+impl<A, R> MapBlock<VecSource<A>, fn(A) -> R, R> {
     pub(crate) fn for_model(f: fn(A) -> R, items: Vec<A>, piece: usize, from_back: bool) -> Self {
         let (registry, _deques) = Registry::new(1, true);
-        Block::new(
+        MapBlock::new(
             f,
             VecSource::new(items),
             Vec::new(),
@@ -620,7 +620,7 @@ impl<A, R> Block<VecSource<A>, fn(A) -> R, R> {
     }
 }
 
-impl<A, F, R> Block<VecSource<A>, F, R> {
+impl<A, F, R> MapBlock<VecSource<A>, F, R> {
     /// The block's buffers, emptied, for the next block, if this was the last handle on it.
     pub(crate) fn recycle(this: Arc<Self>) -> Option<(Vec<A>, Vec<MaybeUninit<R>>)> {
         let mut block = Arc::into_inner(this)?;
@@ -650,7 +650,7 @@ fn cast_vec<T, U>(v: Vec<T>) -> Vec<U> {
     unsafe { Vec::from_raw_parts(ptr.cast::<U>(), len, cap) }
 }
 
-impl<S: Source, F, R> Drop for Block<S, F, R> {
+impl<S: Source, F, R> Drop for MapBlock<S, F, R> {
     fn drop(&mut self) {
         self.drop_contents();
     }
@@ -689,38 +689,38 @@ pub(crate) trait Pieces<R>: Send + Sync {
     unsafe fn take_results(&self) -> Vec<R>;
 }
 
-impl<S, F, R> Pieces<R> for Block<S, F, R>
+impl<S, F, R> Pieces<R> for MapBlock<S, F, R>
 where
     S: Source + Send + Sync,
     F: Fn(S::Item) -> R + Send + Sync,
     R: Send,
 {
     fn len(&self) -> usize {
-        Block::len(self)
+        MapBlock::len(self)
     }
     fn piece_len(&self) -> usize {
-        Block::piece_len(self)
+        MapBlock::piece_len(self)
     }
     fn wait_piece(&self, j: usize, help: bool, deadline: Option<Instant>) -> Ready {
-        Block::wait_piece(self, j, help, deadline)
+        MapBlock::wait_piece(self, j, help, deadline)
     }
     fn is_done(&self, j: usize) -> bool {
-        Block::is_done(self, j)
+        MapBlock::is_done(self, j)
     }
     fn has_errors(&self, j: usize) -> bool {
-        Block::has_errors(self, j)
+        MapBlock::has_errors(self, j)
     }
     fn errors_of(&self, j: usize) -> Vec<(usize, TaskError)> {
-        Block::errors_of(self, j)
+        MapBlock::errors_of(self, j)
     }
     fn result_ptr(&self, i: usize) -> *mut R {
-        Block::result_ptr(self, i)
+        MapBlock::result_ptr(self, i)
     }
     fn set_consumed(&self, upto: usize) {
-        Block::set_consumed(self, upto)
+        MapBlock::set_consumed(self, upto)
     }
     fn close(&self, reason: TaskError) {
-        Block::close(self, reason)
+        MapBlock::close(self, reason)
     }
     fn run_all(&self) {
         while let Some(j) = self.claim(false) {
