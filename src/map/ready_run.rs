@@ -1,10 +1,7 @@
 //! [`ReadyRun`]: results written in place, lent to the consumer who moves them out in order.
 
-#[cfg(doc)]
-use super::backend::OrderedMap;
-
-/// Results that an [`OrderedMap`] wrote in place and lends to its consumer, who moves them
-/// out in order without a call per result.
+/// Results that an [`OrderedMap`](crate::OrderedMap) wrote in place and lends to its
+/// consumer, who moves them out in order without a call per result.
 ///
 /// ```
 /// use concurrent_futures::ReadyRun;
@@ -39,8 +36,8 @@ impl<R> ReadyRun<R> {
     ///
     /// They are initialized, no one else moves them out or frees them, and their memory
     /// stays alive and untouched by the lender whenever the run is read, until it comes back
-    /// to the lender (a run an [`OrderedMap`] lends: at the map's next call with this run, or
-    /// its `stop`).
+    /// to the lender (a run an [`OrderedMap`](crate::OrderedMap) lends: at the map's next
+    /// call with this run, or its `stop`).
     pub unsafe fn new(ptr: *mut R, left: usize) -> Self {
         ReadyRun { ptr, left }
     }
