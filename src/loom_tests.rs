@@ -231,10 +231,10 @@ fn plus_one(x: u32) -> u32 {
 /// consumer or the worker claims it; with workers claiming at the front or at the back.
 #[test]
 fn loom_block_piece_wait_vs_run() {
-    use crate::thread::block::{Block, Ready};
+    use crate::thread::map_block::{MapBlock, Ready};
     for from_back in [false, true] {
         model(move || {
-            let block = Arc::new(Block::for_model(plus_one, vec![1u32, 2], 1, from_back));
+            let block = Arc::new(MapBlock::for_model(plus_one, vec![1u32, 2], 1, from_back));
             let b = block.clone();
             let worker = thread::spawn(move || b.run_as_worker());
             // Piece 0: the consumer may claim it; piece 1: it only waits.
@@ -253,9 +253,9 @@ fn loom_block_piece_wait_vs_run() {
 /// the reason; closing racing a runner leaves the piece either done or closed, never both.
 #[test]
 fn loom_block_close_vs_wait_and_run() {
-    use crate::thread::block::{Block, Ready};
+    use crate::thread::map_block::{MapBlock, Ready};
     model(|| {
-        let block = Arc::new(Block::for_model(plus_one, vec![1u32], 1, true));
+        let block = Arc::new(MapBlock::for_model(plus_one, vec![1u32], 1, true));
         let closer = {
             let b = block.clone();
             thread::spawn(move || b.close(TaskError::Cancelled))

@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::ThreadPoolExecutor;
-use super::block::{Block, Cursor, Pieces, Source, Step, VecSource};
+use super::map_block::{Cursor, MapBlock, Pieces, Source, Step, VecSource};
 use crate::error::TaskError;
 
 /// An input [`ThreadPoolExecutor::map_indexed`] can split by position, with no iterator
@@ -138,7 +138,7 @@ impl ThreadPoolExecutor {
         let threads = self.registry.num_workers() + usize::from(help);
         let piece = len.div_ceil(PIECES_PER_THREAD * threads).max(1);
         let block = Arc::new(
-            Block::new(f, source, Vec::new(), piece, self.registry())
+            MapBlock::new(f, source, Vec::new(), piece, self.registry())
                 .untimed()
                 .workers_from_back(help),
         );
@@ -205,17 +205,17 @@ impl<R> MapIndexed<R> {
         let mut first_error: Option<(usize, TaskError)> = None;
         for j in 0..pieces {
             match self.block.wait_piece(j, false, None) {
-                super::block::Ready::Done => {
+                super::map_block::Ready::Done => {
                     if first_error.is_none() && self.block.has_errors(j) {
                         first_error = self.block.errors_of(j).into_iter().next();
                     }
                 }
-                super::block::Ready::Closed(e) => {
+                super::map_block::Ready::Closed(e) => {
                     if first_error.is_none() {
                         first_error = Some((j * self.block.piece_len(), e));
                     }
                 }
-                super::block::Ready::TimedOut => {}
+                super::map_block::Ready::TimedOut => {}
             }
         }
         if let Some((_, e)) = first_error {

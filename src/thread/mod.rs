@@ -1,9 +1,9 @@
 //! [`ThreadPoolExecutor`]: a work-stealing pool of OS threads.
 
-pub(crate) mod block;
 mod indexed;
 mod job;
-mod map_blocks;
+pub(crate) mod map_block;
+mod ordered_map;
 mod registry;
 pub(crate) mod sleep;
 
@@ -450,7 +450,7 @@ impl Executor for ThreadPoolExecutor {
     ) -> Option<Box<dyn OrderedMap<A, R> + '_>> {
         // Each block holds a clone (`Map` passes a reference-counted one); the task is
         // called without dynamic dispatch.
-        Some(Box::new(map_blocks::Blocks::new(
+        Some(Box::new(ordered_map::ThreadOrderedMap::new(
             self,
             move |a| task.call(a),
             opts,

@@ -5,10 +5,14 @@
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use ::mpi::ffi;
 
-use super::{ENV, EXITING, FINALIZE_WAIT, Job, LOST, SESSIONS};
+use super::state::{ENV, EXITING, Job, LOST, SESSIONS};
+
+/// How long `exit` waits for the MPI thread to finalize before it aborts the job.
+const FINALIZE_WAIT: Duration = Duration::from_secs(30);
 
 /// Work to do on the MPI thread at exit, before `MPI_Finalize`, registered by the code that
 /// uses this binding (`spawned` lets its idle workers go), so that this file calls nothing

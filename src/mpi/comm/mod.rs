@@ -1,9 +1,10 @@
 //! The MPI layer: the process's MPI thread (which initializes and finalizes MPI), sends that
 //! never block, probes that never spin, and the idle backoff. Every call into the MPI
 //! library and every `unsafe` of the MPI backend is in this module: this file (the MPI
-//! thread, the environment, sessions), `serial.rs` (the MPI lock), `finalize.rs` (hooks,
-//! finalize or abort at exit), `idle_yield.rs` (Open MPI's yield in empty polls),
-//! `communicator.rs` (`Comm`), `port.rs` (`Port`), `backoff.rs` (`Backoff`).
+//! thread), `state.rs` (the environment, sessions, a lost rank, exiting), `serial.rs` (the
+//! MPI lock), `finalize.rs` (hooks, finalize or abort at exit), `idle_yield.rs` (Open MPI's
+//! yield in empty polls), `communicator.rs` (`Comm`), `port.rs` (`Port`), `backoff.rs`
+//! (`Backoff`).
 //!
 //! # One MPI thread per process
 //!
@@ -39,48 +40,21 @@ mod finalize;
 mod idle_yield;
 mod port;
 mod serial;
+mod state;
 
 pub(crate) use backoff::Backoff;
 pub(crate) use communicator::{Comm, SPAWNED_WORKER_ARG};
 pub(crate) use finalize::{abort, before_finalize};
 pub(crate) use port::{MAX_MESSAGE, Port};
 pub(crate) use serial::{Serial, serial};
+pub(crate) use state::{Env, Session, exiting, mark_lost};
 
 use finalize::finalize_at_exit;
+use state::{ENV, Job};
 
 use super::error::MpiError;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
-
-/// What the process knows of its MPI job.
-pub(crate) struct Env {
-    pub(crate) rank: i32,
-    pub(crate) size: i32,
-    /// `MPI_THREAD_SERIALIZED` or better was granted: any thread may call MPI, one at a time.
-    pub(crate) serialized: bool,
-    /// `MPI_Get_processor_name`.
-    pub(crate) host: String,
-    /// The MPI thread.
-    pub(crate) thread: std::thread::ThreadId,
-    jobs: Mutex<mpsc::Sender<Job>>,
-}
-
-enum Job {
-    Run(Box<dyn FnOnce() + Send>),
-    Finalize(mpsc::Sender<()>),
-}
-
-static ENV: OnceLock<Result<Env, MpiError>> = OnceLock::new();
-
-/// A rank stopped answering: finalizing would wait for it forever, so the job is aborted.
-static LOST: AtomicBool = AtomicBool::new(false);
-/// The process is exiting: a session still running ends now.
-static EXITING: AtomicBool = AtomicBool::new(false);
-/// Sessions running in this process (a worker rank serving, or rank 0's dispatcher).
-static SESSIONS: AtomicUsize = AtomicUsize::new(0);
-/// How long `exit` waits for the MPI thread to finalize before it aborts the job.
-const FINALIZE_WAIT: Duration = Duration::from_secs(30);
 
 /// The MPI environment, initialized on first use (on the MPI thread). `MPI_Init` returns
 /// only once every rank has called it; if that takes longer than `timeout`, this fails (and
@@ -89,34 +63,6 @@ pub(crate) fn env(timeout: Duration) -> Result<&'static Env, MpiError> {
     ENV.get_or_init(|| start_mpi_thread(timeout))
         .as_ref()
         .map_err(Clone::clone)
-}
-
-/// True once the process has begun to exit.
-pub(crate) fn exiting() -> bool {
-    EXITING.load(Ordering::Acquire)
-}
-
-/// Records that a rank is lost: at exit the job is aborted instead of finalized.
-pub(crate) fn mark_lost() {
-    LOST.store(true, Ordering::Release);
-}
-
-/// A session in progress on this rank. A process that exits during one (a task called
-/// `std::process::exit`, or rank 0 leaked its pool) cannot finalize MPI, since the other
-/// ranks are not finalizing: it aborts the job instead, with a message.
-pub(crate) struct Session(());
-
-impl Session {
-    pub(crate) fn begin() -> Session {
-        SESSIONS.fetch_add(1, Ordering::AcqRel);
-        Session(())
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        SESSIONS.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 fn start_mpi_thread(timeout: Duration) -> Result<Env, MpiError> {
@@ -200,36 +146,4 @@ fn start_mpi_thread(timeout: Duration) -> Result<Env, MpiError> {
         thread,
         jobs: Mutex::new(jobs),
     })
-}
-
-impl Env {
-    /// Runs `f` on the MPI thread, after the jobs before it.
-    pub(crate) fn run(&self, f: impl FnOnce() + Send + 'static) {
-        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        // The MPI thread lives until exit; a send can only fail after finalization.
-        let _ = jobs.send(Job::Run(Box::new(f)));
-    }
-
-    /// Runs `f` on the MPI thread and waits for its value, for at most `limit`.
-    pub(crate) fn call_timeout<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-        limit: Duration,
-    ) -> Option<T> {
-        let (tx, rx) = mpsc::channel();
-        self.run(move || {
-            let _ = tx.send(f());
-        });
-        rx.recv_timeout(limit).ok()
-    }
-
-    /// Runs `f` on the MPI thread and waits for its value.
-    pub(crate) fn call<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (tx, rx) = mpsc::channel();
-        self.run(move || {
-            let _ = tx.send(f());
-        });
-        rx.recv()
-            .expect("[internal] the MPI thread ended while running a job")
-    }
 }

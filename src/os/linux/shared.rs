@@ -1,7 +1,7 @@
 //! The system calls of the `multiprocessing` toolkit's shared memory, behind a small safe
 //! interface: futex waits and wakes on a shared word, `pidfd_open`, and the POSIX shared
 //! memory calls behind `multiprocessing::SharedMemory`. (The toolkit's pthread mutexes and
-//! clock go through glibc, in `multiprocessing/shm.rs`.)
+//! clock go through glibc, in `multiprocessing/shm/mutex.rs`.)
 //!
 //! # Futexes
 //!

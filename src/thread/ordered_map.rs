@@ -1,5 +1,5 @@
 //! `map` on the thread pool, its own way ([`Executor::ordered_map`]): blocks of items split
-//! among the workers and the caller (see `block.rs`), results yielded in place. The input
+//! among the workers and the caller (see `map_block.rs`), results yielded in place. The input
 //! is taken through [`MapInput`] (one call per block), the results through [`OrderedMap`].
 
 use std::collections::VecDeque;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ThreadPoolExecutor;
-use super::block::{Block, Cursor, Step, VecSource};
+use super::map_block::{Cursor, MapBlock, Step, VecSource};
 use crate::error::TaskError;
 use crate::executor::{Executor, Payload};
 use crate::map::{MapInput, MapOptions, OrderedMap, ReadyRun, plus};
@@ -36,15 +36,15 @@ const INPUT_CUT: Duration = Duration::from_nanos(BLOCK_NS as u64);
 
 /// A block of a thread-pool `map`: items moved in from the input, the task (a closure that
 /// calls the map's `TaskHandle`).
-type MapBlock<A, R, F> = Block<VecSource<A>, F, R>;
+type VecBlock<A, R, F> = MapBlock<VecSource<A>, F, R>;
 
 /// `map` on the thread pool: blocks of items split among the workers and the caller (see
-/// `thread/block.rs`), results yielded in place.
-pub(super) struct Blocks<'a, A, R, F: Fn(A) -> R> {
+/// `thread/map_block.rs`), results yielded in place.
+pub(super) struct ThreadOrderedMap<'a, A, R, F: Fn(A) -> R> {
     pool: &'a ThreadPoolExecutor,
     f: F,
     /// Launched blocks in input order; the consumer drains the front one.
-    queue: VecDeque<Arc<MapBlock<A, R, F>>>,
+    queue: VecDeque<Arc<VecBlock<A, R, F>>>,
     /// Buffers of a drained block, for the next one (fresh ones would cost page faults).
     spare: Option<(Vec<A>, Vec<std::mem::MaybeUninit<R>>)>,
     /// The consumer's position in the front block.
@@ -63,7 +63,7 @@ pub(super) struct Blocks<'a, A, R, F: Fn(A) -> R> {
     exact_input: bool,
 }
 
-impl<'a, A, R, F> Blocks<'a, A, R, F>
+impl<'a, A, R, F> ThreadOrderedMap<'a, A, R, F>
 where
     A: Payload,
     R: Payload,
@@ -71,7 +71,7 @@ where
 {
     pub(super) fn new(pool: &'a ThreadPoolExecutor, f: F, opts: MapOptions) -> Self {
         let help = pool.caller_runs() && opts.timeout.is_none();
-        Blocks {
+        ThreadOrderedMap {
             pool,
             f,
             queue: VecDeque::new(),
@@ -126,7 +126,7 @@ where
             }
             let piece = self.piece_len(items.len());
             let block = Arc::new(
-                Block::new(
+                MapBlock::new(
                     self.f.clone(),
                     VecSource::new(items),
                     output,
@@ -180,7 +180,7 @@ where
                 .min(self.block_len.saturating_mul(16))
                 .clamp(1, MAX_BLOCK);
         }
-        self.spare = Block::recycle(done);
+        self.spare = MapBlock::recycle(done);
         self.cursor.reset();
         self.fill(input);
     }
@@ -193,7 +193,7 @@ where
     }
 }
 
-impl<A: Payload, R: Payload, F> OrderedMap<A, R> for Blocks<'_, A, R, F>
+impl<A: Payload, R: Payload, F> OrderedMap<A, R> for ThreadOrderedMap<'_, A, R, F>
 where
     F: Fn(A) -> R + Clone + Send + Sync + 'static,
 {
@@ -209,15 +209,13 @@ where
         input: &mut dyn MapInput<A>,
         run: &mut ReadyRun<R>,
     ) -> Option<Result<R, TaskError>> {
-        self.cursor.take_back_run(run.take_back());
+        self.cursor.take_back_run(run);
         let next = self.advance(input);
-        let (ptr, left) = self.cursor.lend_run();
-        // SAFETY: the cursor's run is `left` results of the front block, written by their
-        // pieces' claimers and seen done (`Cursor::advance`), not moved out yet; the block
-        // stays in `queue` (alive, its slots untouched) until the run comes back: `next`
-        // and `stop` take it back before anything else, and the map is not dropped before
-        // `stop` (`Own`'s drop).
-        *run = unsafe { ReadyRun::new(ptr, left) };
+        // SAFETY: the cursor was last advanced in the front block, which stays in `queue`
+        // (alive, no other result of it moved out) until the run comes back: `next` and
+        // `stop` take it back before anything else, and the map is not dropped before `stop`
+        // (`Own`'s drop).
+        *run = unsafe { self.cursor.lend_run() };
         next
     }
 
@@ -247,11 +245,11 @@ where
     }
 
     fn stop(&mut self, run: &mut ReadyRun<R>) {
-        self.cursor.take_back_run(run.take_back());
+        self.cursor.take_back_run(run);
     }
 }
 
-impl<A, R, F: Fn(A) -> R> Drop for Blocks<'_, A, R, F> {
+impl<A, R, F: Fn(A) -> R> Drop for ThreadOrderedMap<'_, A, R, F> {
     fn drop(&mut self) {
         if let Some(front) = self.queue.front() {
             front.set_consumed(self.cursor.consumed());
@@ -264,7 +262,7 @@ impl<A, R, F: Fn(A) -> R> Drop for Blocks<'_, A, R, F> {
     }
 }
 
-impl<A, R, F: Fn(A) -> R> fmt::Debug for Blocks<'_, A, R, F> {
+impl<A, R, F: Fn(A) -> R> fmt::Debug for ThreadOrderedMap<'_, A, R, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Map")
             .field("blocks_in_flight", &self.queue.len())

@@ -1,7 +1,7 @@
 //! Blocks of a thread-pool `map`: items split among the workers and the caller, results
 //! written in place.
 //!
-//! A [`Block`] holds a run of input items and a slot for each result. It is cut into
+//! A [`MapBlock`] holds a run of input items and a slot for each result. It is cut into
 //! *pieces* of a fixed number of items. The unclaimed pieces are always one range
 //! `front..back`, both ends in one atomic word: the consumer (and `into_vec`) claims at the
 //! front, in input order; workers claim at the back when the consumer helps (so the
@@ -42,6 +42,7 @@ use super::ThreadPoolExecutor;
 use super::job::{Job, Shared};
 use super::registry::Registry;
 use crate::error::{SubmitError, TaskError};
+use crate::map::ReadyRun;
 use crate::stats::{Outcome, Settled};
 use crate::sync::{self, AtomicU32, AtomicUsize, Condvar, Mutex, fence, lock};
 
@@ -52,7 +53,7 @@ const DONE: u32 = 1;
 const DONE_WITH_ERRORS: u32 = 2;
 
 /// `front` and `back` share one word: half of it each (so a block has at most `HALF_MAX`
-/// pieces; `Block::new` makes pieces larger if needed).
+/// pieces; `MapBlock::new` makes pieces larger if needed).
 const HALF: u32 = usize::BITS / 2;
 const HALF_MAX: usize = (1 << HALF) - 1;
 
@@ -140,7 +141,7 @@ impl<A> Source for VecSource<A> {
 }
 
 /// One block of a `map` on the thread pool (see the module docs).
-pub(crate) struct Block<S: Source, F, R> {
+pub(crate) struct MapBlock<S: Source, F, R> {
     f: F,
     len: usize,
     piece: usize,
@@ -182,11 +183,11 @@ pub(crate) struct Block<S: Source, F, R> {
 // has exclusive access). Results move between threads, hence `R: Send`; no `&R` is ever
 // shared. The source and the function are shared by the claimers: `S: Sync` (its own
 // contract) and `F: Sync`.
-unsafe impl<S: Source + Sync, F: Sync, R: Send> Sync for Block<S, F, R> {}
+unsafe impl<S: Source + Sync, F: Sync, R: Send> Sync for MapBlock<S, F, R> {}
 
-impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
+impl<S: Source, F: Fn(S::Item) -> R, R> MapBlock<S, F, R> {
     /// A block over `input`, cut into pieces of `piece` items (at least 1). `output` is an
-    /// empty buffer to write the results into (from [`Block::recycle`], or new).
+    /// empty buffer to write the results into (from [`MapBlock::recycle`], or new).
     pub(crate) fn new(
         f: F,
         input: S,
@@ -204,7 +205,7 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
         // no initialisation.
         unsafe { output.set_len(len) };
         let workers = registry.num_workers();
-        Block {
+        MapBlock {
             f,
             len,
             piece,
@@ -500,7 +501,7 @@ impl<S: Source, F: Fn(S::Item) -> R, R> Block<S, F, R> {
     }
 }
 
-impl<S, F, R> Block<S, F, R>
+impl<S, F, R> MapBlock<S, F, R>
 where
     S: Source + Send + Sync + 'static,
     F: Fn(S::Item) -> R + Send + Sync + 'static,
@@ -524,7 +525,7 @@ where
     }
 }
 
-impl<S, F, R> Job for Block<S, F, R>
+impl<S, F, R> Job for MapBlock<S, F, R>
 where
     S: Source + Send + Sync + 'static,
     F: Fn(S::Item) -> R + Send + Sync + 'static,
@@ -566,7 +567,7 @@ where
     }
 }
 
-impl<S: Source, F, R> Block<S, F, R> {
+impl<S: Source, F, R> MapBlock<S, F, R> {
     /// Drops what the block still holds: inputs of pieces never claimed, results not
     /// consumed. Leaves the block empty (so this runs once).
     fn drop_contents(&mut self) {
@@ -605,10 +606,10 @@ impl<S: Source, F, R> Block<S, F, R> {
 
 /// A block on a registry of its own, for the loom models (no pool, no workers).
 #[cfg(all(test, loom))]
-impl<A, R> Block<VecSource<A>, fn(A) -> R, R> {
+impl<A, R> MapBlock<VecSource<A>, fn(A) -> R, R> {
     pub(crate) fn for_model(f: fn(A) -> R, items: Vec<A>, piece: usize, from_back: bool) -> Self {
         let (registry, _deques) = Registry::new(1, true);
-        Block::new(
+        MapBlock::new(
             f,
             VecSource::new(items),
             Vec::new(),
@@ -619,7 +620,7 @@ impl<A, R> Block<VecSource<A>, fn(A) -> R, R> {
     }
 }
 
-impl<A, F, R> Block<VecSource<A>, F, R> {
+impl<A, F, R> MapBlock<VecSource<A>, F, R> {
     /// The block's buffers, emptied, for the next block, if this was the last handle on it.
     pub(crate) fn recycle(this: Arc<Self>) -> Option<(Vec<A>, Vec<MaybeUninit<R>>)> {
         let mut block = Arc::into_inner(this)?;
@@ -649,7 +650,7 @@ fn cast_vec<T, U>(v: Vec<T>) -> Vec<U> {
     unsafe { Vec::from_raw_parts(ptr.cast::<U>(), len, cap) }
 }
 
-impl<S: Source, F, R> Drop for Block<S, F, R> {
+impl<S: Source, F, R> Drop for MapBlock<S, F, R> {
     fn drop(&mut self) {
         self.drop_contents();
     }
@@ -688,38 +689,38 @@ pub(crate) trait Pieces<R>: Send + Sync {
     unsafe fn take_results(&self) -> Vec<R>;
 }
 
-impl<S, F, R> Pieces<R> for Block<S, F, R>
+impl<S, F, R> Pieces<R> for MapBlock<S, F, R>
 where
     S: Source + Send + Sync,
     F: Fn(S::Item) -> R + Send + Sync,
     R: Send,
 {
     fn len(&self) -> usize {
-        Block::len(self)
+        MapBlock::len(self)
     }
     fn piece_len(&self) -> usize {
-        Block::piece_len(self)
+        MapBlock::piece_len(self)
     }
     fn wait_piece(&self, j: usize, help: bool, deadline: Option<Instant>) -> Ready {
-        Block::wait_piece(self, j, help, deadline)
+        MapBlock::wait_piece(self, j, help, deadline)
     }
     fn is_done(&self, j: usize) -> bool {
-        Block::is_done(self, j)
+        MapBlock::is_done(self, j)
     }
     fn has_errors(&self, j: usize) -> bool {
-        Block::has_errors(self, j)
+        MapBlock::has_errors(self, j)
     }
     fn errors_of(&self, j: usize) -> Vec<(usize, TaskError)> {
-        Block::errors_of(self, j)
+        MapBlock::errors_of(self, j)
     }
     fn result_ptr(&self, i: usize) -> *mut R {
-        Block::result_ptr(self, i)
+        MapBlock::result_ptr(self, i)
     }
     fn set_consumed(&self, upto: usize) {
-        Block::set_consumed(self, upto)
+        MapBlock::set_consumed(self, upto)
     }
     fn close(&self, reason: TaskError) {
-        Block::close(self, reason)
+        MapBlock::close(self, reason)
     }
     fn run_all(&self) {
         while let Some(j) = self.claim(false) {
@@ -750,9 +751,8 @@ pub(crate) enum Step<R> {
 
 /// A consumer's position in one block: results are moved out of the block's slots, in order.
 pub(crate) struct Cursor<R> {
-    /// `left` ready results from `ptr` on (pieces seen done, no failed item among them).
-    ptr: *mut R,
-    left: usize,
+    /// Ready results (pieces seen done, no failed item among them), read in place.
+    run: ReadyRun<R>,
     /// Index of the first item after the ready run.
     pos: usize,
     /// Failed items at or after `pos`, in order (of the last piece examined).
@@ -761,17 +761,10 @@ pub(crate) struct Cursor<R> {
     closed: Option<(usize, TaskError)>,
 }
 
-// SAFETY: `ptr` points into the result slots of the block the cursor's owner holds; moving
-// the cursor moves the right to read those results, which are `R: Send`.
-unsafe impl<R: Send> Send for Cursor<R> {}
-// SAFETY: `&Cursor` never dereferences `ptr`.
-unsafe impl<R: Send> Sync for Cursor<R> {}
-
 impl<R> Cursor<R> {
     pub(crate) fn new() -> Self {
         Cursor {
-            ptr: std::ptr::null_mut(),
-            left: 0,
+            run: ReadyRun::empty(),
             pos: 0,
             errors: VecDeque::new(),
             closed: None,
@@ -785,40 +778,34 @@ impl<R> Cursor<R> {
     /// The block this cursor was last advanced in is alive.
     #[inline]
     pub(crate) unsafe fn next_ready(&mut self) -> Option<R> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        // SAFETY: `left > 0`: `ptr` points at a result slot that the claimer of its piece
-        // wrote (the piece was seen done with `Acquire`, and no item of the run failed) and
-        // that was not moved out yet; it is moved out once, as `ptr` moves past it. The block
-        // is alive (the caller's contract).
-        let v = unsafe { self.ptr.read() };
-        self.ptr = self.ptr.wrapping_add(1);
-        Some(v)
+        // (The read is `ReadyRun`'s; its memory is the block's, alive by the contract.)
+        self.run.next()
     }
 
-    /// Hands the ready run out, as (`ptr`, `left`), to a consumer that reads it inline; the
-    /// cursor's own run is empty until [`take_back_run`](Self::take_back_run).
-    pub(crate) fn lend_run(&mut self) -> (*mut R, usize) {
-        let run = (self.ptr, self.left);
-        self.left = 0;
-        run
+    /// Hands the ready run out to a consumer that reads it inline; the cursor's own run is
+    /// empty until [`take_back_run`](Self::take_back_run).
+    ///
+    /// # Safety
+    ///
+    /// The block this cursor was last advanced in stays alive, and no other result of it is
+    /// moved out, until the run comes back through `take_back_run` (or is dropped unread).
+    pub(crate) unsafe fn lend_run(&mut self) -> ReadyRun<R> {
+        std::mem::replace(&mut self.run, ReadyRun::empty())
     }
 
     /// Takes back what is left of the run [`lend_run`](Self::lend_run) handed out: the
-    /// consumer moved its first results out, in order, and gives back the rest as
-    /// (`ptr`, `left`). (Nothing lent: (null, 0), which changes nothing.)
-    pub(crate) fn take_back_run(&mut self, (ptr, left): (*mut R, usize)) {
-        if left > 0 {
-            self.ptr = ptr;
-            self.left = left;
+    /// consumer moved its first results out, in order, and gives back the rest. (Nothing
+    /// left, or nothing lent: an empty run, which changes nothing.)
+    pub(crate) fn take_back_run(&mut self, run: &mut ReadyRun<R>) {
+        let run = std::mem::replace(run, ReadyRun::empty());
+        if !run.is_empty() {
+            self.run = run;
         }
     }
 
     /// Results moved out so far (all of the block's items before this index are gone).
     pub(crate) fn consumed(&self) -> usize {
-        self.pos - self.left
+        self.pos - self.run.len()
     }
 
     /// Back to the start, for a new block.
@@ -854,9 +841,7 @@ impl<R> Cursor<R> {
             }
             if let Some(&(failed, _)) = self.errors.front() {
                 // The items up to the next failure are in a piece already seen done.
-                self.ptr = block.result_ptr(pos);
-                self.left = failed - pos;
-                self.pos = failed;
+                self.ready(block, failed);
             } else {
                 let j = pos / block.piece_len();
                 match block.wait_piece(j, help, deadline) {
@@ -896,8 +881,19 @@ impl<R> Cursor<R> {
             }
         }
         let run_end = self.errors.front().map_or(end, |(i, _)| *i);
-        self.ptr = block.result_ptr(start);
-        self.left = run_end - start;
-        self.pos = run_end;
+        self.ready(block, run_end);
+    }
+
+    /// Makes the results from `pos` to `end` the ready run, and moves `pos` to `end`. Called
+    /// with the run empty, over pieces seen done and no failed item before `end`.
+    fn ready(&mut self, block: &dyn Pieces<R>, end: usize) {
+        // SAFETY: results `pos..end` lie in pieces this cursor saw done with `Acquire` (the
+        // callers' contract), with no failed item among them, so each result slot was written
+        // by the claimer of its piece; none was moved out (the cursor is the block's one
+        // consumer, and moves past each result once: `pos` only grows). They are moved out
+        // only through this run; the block keeps them (its drop skips the first `consumed`)
+        // and is alive whenever the run is read: `next_ready` and `lend_run` require it.
+        self.run = unsafe { ReadyRun::new(block.result_ptr(self.pos), end - self.pos) };
+        self.pos = end;
     }
 }
