@@ -533,8 +533,14 @@ impl MpiPoolExecutor {
             captures: task.captures.as_deref(),
             value: arg,
         };
-        let payload =
-            protocol::encode(&arg).map_err(|e| SubmitError::Codec(e.to_string().into()))?;
+        // The shared tables the argument names are encoded by id, and go with the task:
+        // the dispatcher sends each rank their bytes once.
+        let (payload, mut tables) = crate::shared::collect_bytes(|| protocol::encode(&arg));
+        let payload = payload.map_err(|e| SubmitError::Codec(e.to_string().into()))?;
+        crate::shared::TableRef::merge(&mut tables, &task.tables);
+        for table in &tables {
+            table.held_by(Arc::downgrade(&driver.client) as _);
+        }
         let fut = Future::from_task_cell(Arc::new(MpiCell {
             core: Core::new(INLINE),
             driver: Arc::downgrade(driver),
@@ -542,10 +548,17 @@ impl MpiPoolExecutor {
         driver.client.submit(
             task.target,
             payload,
+            tables,
             Box::new(Slot::new(fut.handle(), Pool::Mpi)),
         )?;
         Ok(fut)
     }
+}
+
+/// What this pool sends for `task`: the shared tables its captures name are encoded by id
+/// (they reach each rank once, as an argument's do).
+fn remote_of<A, R>(task: &impl Task<A, R>, shape: Shape) -> Result<RemoteTask, SubmitError> {
+    crate::shared::collect_bytes(|| task.remote(shape)).0
 }
 
 impl Executor for MpiPoolExecutor {
@@ -576,7 +589,7 @@ impl Executor for MpiPoolExecutor {
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
         match &self.inner {
-            Inner::Ranks(c) => Self::enqueue(c, task.remote(Shape::One)?, &arg),
+            Inner::Ranks(c) => Self::enqueue(c, remote_of(&task, Shape::One)?, &arg),
             Inner::Local(p) => p.try_submit(task, arg),
         }
     }
@@ -588,7 +601,7 @@ impl Executor for MpiPoolExecutor {
     ) -> Result<Future<Chunk<R>>, SubmitError> {
         refuse_shared_state::<A, R>()?;
         match &self.inner {
-            Inner::Ranks(c) => Self::enqueue(c, task.remote(Shape::Chunk)?, &items),
+            Inner::Ranks(c) => Self::enqueue(c, remote_of(&task, Shape::Chunk)?, &items),
             Inner::Local(p) => p.submit_chunk(task, items),
         }
     }

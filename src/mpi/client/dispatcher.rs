@@ -61,8 +61,11 @@ pub(super) struct Dispatcher {
     pub(super) client: Arc<Client>,
     pub(super) port: Port,
     pub(super) links: Vec<Link>,
-    /// Tasks in a worker: their futures, and which link holds them.
-    pub(super) inflight: IdMap<(Box<dyn Completion>, usize)>,
+    /// Tasks in a worker: their futures, which link holds them, and the shared tables they
+    /// name (kept until they are over).
+    pub(super) inflight: IdMap<(Box<dyn Completion>, usize, Vec<TableRef>)>,
+    /// The shared tables sent to workers, by id: the links that hold them.
+    tables: IdMap<Vec<usize>>,
     /// The last round ended early, after results (see `step`).
     deferred: bool,
     pub(super) config: Config,
@@ -112,6 +115,7 @@ impl Dispatcher {
                 })
                 .collect(),
             inflight: IdMap::default(),
+            tables: IdMap::default(),
             deferred: false,
             backoff: Backoff::new(config.backoff_cap),
             config,
@@ -244,7 +248,7 @@ impl Dispatcher {
                             what: "sent the result of a task it did not hold",
                         });
                     }
-                    let (c, _) = self.inflight.remove(&id).ok_or(MpiError::Protocol {
+                    let (c, _, _) = self.inflight.remove(&id).ok_or(MpiError::Protocol {
                         rank: src,
                         what: "sent an unknown result",
                     })?;
@@ -276,7 +280,7 @@ impl Dispatcher {
                 self.links[li].window.given_back(&ids, u64::MAX);
                 let mut back = Vec::with_capacity(calls.len());
                 for (head, range) in calls {
-                    let (completion, _) =
+                    let (completion, _, tables) =
                         self.inflight.remove(&head.id).ok_or(MpiError::Protocol {
                             rank: src,
                             what: "gave back an unknown task",
@@ -286,6 +290,7 @@ impl Dispatcher {
                         target: head.target,
                         payload: buf[range].to_vec(),
                         completion,
+                        tables,
                         claimed: true,
                         reserved: false,
                     });
@@ -319,6 +324,7 @@ impl Dispatcher {
     /// flight first, until the queue is empty or every window is full; then publishes how
     /// many batches the workers can still take.
     pub(super) fn dispatch(&mut self) -> bool {
+        let released = self.release_tables();
         let mut s = lock(&self.client.state);
         self.seen = s.events;
         self.accepting = s.phase == Phase::Running;
@@ -331,7 +337,7 @@ impl Dispatcher {
                 .iter()
                 .map(|l| self.free_slots(l, l.window.batches(), l.window.len()))
                 .sum();
-            return false;
+            return released;
         }
         let mut batches = Vec::new();
         // What each link will hold once these batches are sent.
@@ -383,7 +389,50 @@ impl Dispatcher {
         for (li, batch) in batches {
             self.send_batch(li, batch);
         }
-        sent
+        sent || released
+    }
+
+    /// Tells the workers that hold the shared tables whose last handle was dropped to let
+    /// them go; true if it told any. (Not once they were told to leave: the session's end
+    /// frees every table there, and no message may follow `Exit`.)
+    fn release_tables(&mut self) -> bool {
+        let ids = std::mem::take(&mut *lock(&self.client.released));
+        if ids.is_empty() || self.leaving.is_some() {
+            return false;
+        }
+        let mut per_link: Vec<Vec<u64>> = vec![Vec::new(); self.links.len()];
+        for id in ids {
+            for li in self.tables.remove(&id).into_iter().flatten() {
+                per_link[li].push(id);
+            }
+        }
+        let mut any = false;
+        for (li, ids) in per_link.into_iter().enumerate() {
+            if !ids.is_empty() && !self.links[li].lost {
+                let rank = self.links[li].info.rank;
+                self.port
+                    .send(rank, wire::TO_WORKER, wire::release_message(&ids));
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Sends the worker of link `li` the shared tables that `batch` names and that it does
+    /// not hold yet, each in a `Table` message (before the calls: MPI keeps them in order).
+    fn send_tables(&mut self, li: usize, batch: &[Work]) {
+        let rank = self.links[li].info.rank;
+        for table in batch.iter().flat_map(|w| &w.tables) {
+            let holders = self.tables.entry(table.id()).or_default();
+            if !holders.contains(&li) {
+                holders.push(li);
+                self.port.send(
+                    rank,
+                    wire::TO_WORKER,
+                    wire::table_message(table.id(), table.bytes()),
+                );
+            }
+        }
     }
 
     /// Tasks a link can still be sent, with `batches` and `held` in flight: one per free
@@ -404,6 +453,7 @@ impl Dispatcher {
         }
         link.window.send(batch.iter().map(|w| w.id));
         let rank = link.info.rank;
+        self.send_tables(li, &batch);
         if let [_] = batch.as_slice() {
             // One call (the common case of a pool that is not flooded): its header goes
             // after its payload, in the room the encoding left.
@@ -416,7 +466,7 @@ impl Dispatcher {
                 len: w.payload.len(),
             };
             w.completion.trace().started(rank as u64);
-            self.inflight.insert(w.id, (w.completion, li));
+            self.inflight.insert(w.id, (w.completion, li, w.tables));
             let msg = wire::call_message(kind::CALLS, head, w.payload);
             self.port.send(rank, wire::TO_WORKER, msg);
             return;
@@ -432,7 +482,7 @@ impl Dispatcher {
                 w.payload,
             ));
             w.completion.trace().started(rank as u64);
-            self.inflight.insert(w.id, (w.completion, li));
+            self.inflight.insert(w.id, (w.completion, li, w.tables));
         }
         self.port.send(
             rank,
@@ -519,7 +569,7 @@ impl Dispatcher {
         trace::worker_ended(trace::Pool::Mpi, info.rank as u64, true, &what);
         let held = link.window.clear();
         for id in held {
-            if let Some((c, _)) = self.inflight.remove(&id) {
+            if let Some((c, _, _)) = self.inflight.remove(&id) {
                 self.finished.failed.push((
                     c,
                     TaskError::WorkerDied {
