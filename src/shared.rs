@@ -448,6 +448,7 @@ impl TableRef {
     }
 
     /// The table's bytes (what the MPI pool sends to a rank).
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     pub(crate) fn bytes(&self) -> &[u8] {
         self.0.bytes()
     }
@@ -474,6 +475,7 @@ enum Kind {
     /// The process pool: a sealed memory file, which the workers map.
     File,
     /// The MPI pool: the bytes, in a message (ranks may be on other machines).
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     Bytes,
 }
 
