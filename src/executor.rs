@@ -103,8 +103,8 @@ use crate::task::Task;
 /// * **Any backend, large read-only data** (a table, a slice of numbers, bytes): put it in
 ///   a [`Shared`](crate::Shared) and pass clones of it in the arguments. On threads it is
 ///   an `Arc`; a process pool writes it once to a sealed shared memory file that each
-///   worker maps read-only once, and later tasks carry only its id; MPI ranks get it by
-///   value with each task.
+///   worker maps read-only once, and later tasks carry only its id; an MPI pool sends its
+///   bytes once to each rank, which keeps a copy for later tasks.
 /// * **Threads** ([`ThreadPoolExecutor`](crate::ThreadPoolExecutor), rayon): capture an
 ///   `Arc<Mutex<_>>` or an atomic in a closure given to
 ///   [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn) (or rayon's own

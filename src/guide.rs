@@ -134,7 +134,7 @@ pub mod choosing_a_backend {}
 /// |---|---|---|
 /// | threads | a closure that captures an `Arc` through [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn); a `static` | [`ThreadPoolBuilder::initializer_with`](crate::ThreadPoolBuilder::initializer_with) (a clone per thread; pass an `Arc` to share one) |
 /// | processes | [`Shared`](crate::Shared) (read-only: mapped once per worker); the `multiprocessing` toolkit's `Value`, `Array`, `Queue`, `SharedMemory` | `ProcessPoolBuilder::initializer_with`, into a `static` the tasks read |
-/// | MPI | nothing (ranks may be on other machines; a `Shared` crosses by value) | `MpiPoolBuilder::initializer_with` |
+/// | MPI | [`Shared`](crate::Shared) (read-only: copied once to each rank, which may be on another machine) | `MpiPoolBuilder::initializer_with` |
 /// | any | results, combined by the caller; `Shared` for read-only data | `AnyExecutorBuilder::initializer_with` |
 ///
 /// A read-only value that tasks need (settings, a small table) can also be captured with

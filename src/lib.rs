@@ -211,6 +211,8 @@ pub use process::{ProcessPoolBuilder, ProcessPoolExecutor};
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "progress")))]
 pub use progress::{Progress, ProgressExt};
 pub use shared::Shared;
+#[doc(hidden)]
+pub use shared::tables_here as __shared_tables_here;
 pub use stats::{PoolStats, WorkerStats};
 #[cfg(feature = "stream")]
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "stream")))]

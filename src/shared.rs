@@ -9,8 +9,12 @@
 //!   table, the pool sends it the file (`ToWorker::Tables`); the worker maps it read-only
 //!   and keeps it by id ([`install`]) until the parent says the last handle is gone
 //!   ([`Releaser`], `ToWorker::Release`). Decoding an id reads that mapping: no copy.
-//! - Anywhere else (the MPI pool, an initializer's argument, a result, serde outside a
-//!   pool), it is encoded by value: its bytes, as one block.
+//! - The MPI pool encodes in a context of its own kind ([`collect_bytes`]): no file (ranks
+//!   may be on other machines); before a rank gets the first call that needs a table, the
+//!   pool sends it the table's bytes once, which the rank copies into an aligned buffer
+//!   and keeps by id ([`install_bytes`]), until the parent says the last handle is gone.
+//! - Anywhere else (an initializer's argument, a result, serde outside a pool), it is
+//!   encoded by value: its bytes, as one block.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -31,7 +35,7 @@ use serde::{Deserialize, Serialize};
 /// |---|---|
 /// | threads, rayon | an `Arc`: every task reads the same memory |
 /// | processes | written once (by the parent, on the first submission that needs it) to a memory file sealed against writing; each worker gets the file once, with the first task that needs it, maps it read-only and keeps it for later tasks, which carry only the table's id. Dropping the last handle in the parent frees it in every worker |
-/// | MPI | by value: its bytes travel with each task that holds it (ranks may be on other machines) |
+/// | MPI | its bytes are sent once to each worker rank, before the first task that needs it (ranks may be on other machines); the rank keeps a copy for later tasks, which carry only the table's id. Dropping the last handle in the parent frees it in every rank |
 ///
 /// No worker can change what the others read: the file is sealed against writing (a
 /// `write` or a writable mapping of it fails with `EPERM`), and the workers' mappings are
@@ -176,7 +180,7 @@ struct Block {
 }
 
 enum Data {
-    /// A `Vec<T>` of the program's.
+    /// A `Vec<T>` of the program's, or a worker rank's copy of the parent's table.
     Heap(Box<dyn AsBytes>),
     /// A worker's read-only mapping of the parent's sealed file, and the table's length.
     #[cfg(target_os = "linux")]
@@ -191,6 +195,21 @@ trait AsBytes: Send + Sync {
 impl<T: Pod + Send + Sync> AsBytes for Vec<T> {
     fn bytes(&self) -> &[u8] {
         bytemuck::cast_slice(self)
+    }
+}
+
+/// Bytes at an address aligned for 16 bytes (a table received as a message, copied out of
+/// it): `len` bytes at the start of `words`.
+#[cfg(all(feature = "mpi", target_os = "linux"))]
+struct Aligned {
+    words: Vec<u128>,
+    len: usize,
+}
+
+#[cfg(all(feature = "mpi", target_os = "linux"))]
+impl AsBytes for Aligned {
+    fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.words)[..self.len]
     }
 }
 
@@ -311,6 +330,13 @@ fn by_id<T: Pod + Send + Sync, E: de::Error>(id: u64, len: u64) -> Result<Shared
             std::any::type_name::<T>()
         )));
     }
+    // (A mapping is page-aligned, a received copy 16-byte aligned.)
+    if !(block.bytes().as_ptr() as usize).is_multiple_of(align_of::<T>()) {
+        return Err(E::custom(format_args!(
+            "shared table {id} is not aligned for {}",
+            std::any::type_name::<T>()
+        )));
+    }
     Ok(Shared {
         block,
         _of: PhantomData,
@@ -421,6 +447,12 @@ impl TableRef {
         self.0.bytes().len() as u64
     }
 
+    /// The table's bytes (what the MPI pool sends to a rank).
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.0.bytes()
+    }
+
     /// The sealed file (made when the table was encoded for the pool).
     pub(crate) fn file(&self) -> Option<&crate::os::Memfd> {
         self.0.file.get()
@@ -436,23 +468,41 @@ impl TableRef {
     }
 }
 
-/// Runs `encode` with the encoding context set on this thread: the tables it meets are
-/// encoded by id and returned with its result.
+/// How a pool sends the tables of an encoding context to its workers.
 #[cfg(target_os = "linux")]
-pub(crate) fn collect<R>(encode: impl FnOnce() -> R) -> (R, Vec<TableRef>) {
-    context::collect(encode)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The process pool: a sealed memory file, which the workers map.
+    File,
+    /// The MPI pool: the bytes, in a message (ranks may be on other machines).
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    Bytes,
 }
 
-/// Runs `encode` in an encoding context of its own if a process pool is encoding on this
-/// thread (the tables it meets are then encoded by id and returned), else as it is (tables
-/// encoded by value, none returned). A task's captures are encoded this way: by id for a
-/// process pool, by value for an MPI pool.
+/// Runs `encode` with the process pool's encoding context set on this thread: the tables
+/// it meets are encoded by id (each gets its sealed file) and returned with its result.
+#[cfg(target_os = "linux")]
+pub(crate) fn collect<R>(encode: impl FnOnce() -> R) -> (R, Vec<TableRef>) {
+    context::collect(Kind::File, encode)
+}
+
+/// Runs `encode` with the MPI pool's encoding context set on this thread: the tables it
+/// meets are encoded by id and returned with its result (no file is made: the pool sends
+/// their bytes).
+#[cfg(all(feature = "mpi", target_os = "linux"))]
+pub(crate) fn collect_bytes<R>(encode: impl FnOnce() -> R) -> (R, Vec<TableRef>) {
+    context::collect(Kind::Bytes, encode)
+}
+
+/// Runs `encode` in an encoding context of its own, of the same kind, if a pool is
+/// encoding on this thread (the tables it meets are then encoded by id and returned), else
+/// as it is (tables encoded by value, none returned). A task's captures are encoded this
+/// way.
 #[cfg(target_os = "linux")]
 pub(crate) fn collect_if_encoding<R>(encode: impl FnOnce() -> R) -> (R, Vec<TableRef>) {
-    if context::active() {
-        context::collect(encode)
-    } else {
-        (encode(), Vec::new())
+    match context::active() {
+        Some(kind) => context::collect(kind, encode),
+        None => (encode(), Vec::new()),
     }
 }
 
@@ -461,33 +511,44 @@ mod context {
     use std::cell::RefCell;
     use std::sync::Arc;
 
-    use super::{Block, TableRef};
+    use super::{Block, Kind, TableRef};
 
     thread_local! {
-        /// Set while a process pool encodes a task's argument: the tables met so far.
-        static TABLES: RefCell<Option<Vec<TableRef>>> = const { RefCell::new(None) };
+        /// Set while a pool encodes a task's argument: its kind, and the tables met so far.
+        static TABLES: RefCell<Option<(Kind, Vec<TableRef>)>> = const { RefCell::new(None) };
     }
 
-    pub(super) fn collect<R>(encode: impl FnOnce() -> R) -> (R, Vec<TableRef>) {
-        let outer = TABLES.replace(Some(Vec::new()));
+    pub(super) fn collect<R>(kind: Kind, encode: impl FnOnce() -> R) -> (R, Vec<TableRef>) {
+        /// Puts the outer context back, even if `encode` panics.
+        struct Restore(Option<Option<(Kind, Vec<TableRef>)>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                if let Some(outer) = self.0.take() {
+                    TABLES.set(outer);
+                }
+            }
+        }
+        let mut restore = Restore(Some(TABLES.replace(Some((kind, Vec::new())))));
         let r = encode();
-        let tables = TABLES.replace(outer).unwrap_or_default();
+        let outer = restore.0.take().unwrap_or_default();
+        let tables = TABLES.replace(outer).map(|(_, t)| t).unwrap_or_default();
         (r, tables)
     }
 
-    pub(super) fn active() -> bool {
-        TABLES.with_borrow(Option::is_some)
+    pub(super) fn active() -> Option<Kind> {
+        TABLES.with_borrow(|t| t.as_ref().map(|(kind, _)| *kind))
     }
 
     /// Registers `block` with the task being encoded, if one is: true if it is then to be
-    /// encoded by id. Makes the table's sealed file on its first such encoding.
+    /// encoded by id. For the process pool, makes the table's sealed file on its first such
+    /// encoding.
     pub(super) fn register(block: &Arc<Block>) -> std::io::Result<bool> {
         TABLES.with_borrow_mut(|tables| {
-            let Some(tables) = tables else {
+            let Some((kind, tables)) = tables else {
                 return Ok(false);
             };
             if !tables.iter().any(|t| Arc::ptr_eq(&t.0, block)) {
-                if block.file.get().is_none() {
+                if *kind == Kind::File && block.file.get().is_none() {
                     // Two threads may race to make it: one file wins, the other is dropped.
                     let _ = block
                         .file
@@ -514,8 +575,40 @@ mod registry {
     pub(super) static TABLES: parking_lot::Mutex<BTreeMap<u64, Entry>> =
         parking_lot::Mutex::new(BTreeMap::new());
 
+    /// Tables installed in this process so far (for tests).
+    pub(super) static INSTALLED: std::sync::atomic::AtomicU64 =
+        std::sync::atomic::AtomicU64::new(0);
+
     pub(super) fn get(id: u64) -> Option<Entry> {
         TABLES.lock().get(&id).cloned()
+    }
+
+    pub(super) fn insert(id: u64, entry: Entry) {
+        INSTALLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TABLES.lock().insert(id, entry);
+    }
+}
+
+/// The tables this process holds for a pool's parent (a process pool's or an MPI pool's
+/// worker), and how many it was given in all: for tests that check that a table reaches a
+/// worker once and is let go after the parent drops it.
+///
+/// ```
+/// let (held, installed) = concurrent_futures::__shared_tables_here();
+/// assert!(held as u64 <= installed);
+/// ```
+#[doc(hidden)]
+pub fn tables_here() -> (usize, u64) {
+    #[cfg(target_os = "linux")]
+    {
+        (
+            registry::TABLES.lock().len(),
+            registry::INSTALLED.load(Ordering::Relaxed),
+        )
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        (0, 0)
     }
 }
 
@@ -526,7 +619,34 @@ mod registry {
 #[cfg(target_os = "linux")]
 pub(crate) fn install(id: u64, len: u64, file: std::io::Result<crate::os::Memfd>) {
     let entry = map(id, len, file).map_err(|e| Arc::from(format!("shared table {id}: {e}")));
-    registry::TABLES.lock().insert(id, entry);
+    registry::insert(id, entry);
+}
+
+/// Keeps the table `id`, sent by an MPI pool's parent as `bytes`, as a copy at an address
+/// aligned for any `Pod` type up to 16 bytes (a received message's bytes are not). A table
+/// that cannot be kept (no memory) is remembered with the reason, which fails the tasks
+/// that read it.
+#[cfg(all(feature = "mpi", target_os = "linux"))]
+pub(crate) fn install_bytes(id: u64, bytes: &[u8]) {
+    let mut words: Vec<u128> = Vec::new();
+    let n = bytes.len().div_ceil(size_of::<u128>());
+    let entry = match words.try_reserve_exact(n) {
+        Ok(()) => {
+            words.resize(n, 0);
+            bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+            let mut block = Block::new(Data::Heap(Box::new(Aligned {
+                words,
+                len: bytes.len(),
+            })));
+            block.id = id;
+            Ok(Arc::new(block))
+        }
+        Err(_) => Err(Arc::from(format!(
+            "shared table {id}: no memory for {} bytes",
+            bytes.len()
+        ))),
+    };
+    registry::insert(id, entry);
 }
 
 #[cfg(target_os = "linux")]
@@ -597,5 +717,46 @@ mod tests {
         assert!(file.write_at(0, b"x").is_err());
         // This process was never given the table: its id names nothing here.
         assert!(postcard::from_bytes::<(Shared<[u64]>, Shared<[u64]>)>(&bytes).is_err());
+    }
+
+    #[cfg(all(feature = "mpi", target_os = "linux", not(miri)))]
+    #[test]
+    fn mpi_context_makes_no_file_and_a_received_copy_is_found_by_id() {
+        let table = Shared::from((0..1000u64).collect::<Vec<_>>());
+        let (bytes, tables) = collect_bytes(|| postcard::to_allocvec(&table.clone()));
+        let bytes = bytes.unwrap();
+        assert!(bytes.len() < 40, "{} bytes", bytes.len());
+        assert_eq!(tables.len(), 1);
+        assert!(tables[0].file().is_none(), "no sealed file for MPI");
+        // A rank's copy: taken from an unaligned buffer, found by id, then let go.
+        let mut sent = vec![0u8];
+        sent.extend_from_slice(tables[0].bytes());
+        install_bytes(tables[0].id(), &sent[1..]);
+        let back: Shared<[u64]> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, table);
+        assert!(
+            postcard::from_bytes::<Shared<[[u8; 3]]>>(&bytes).is_err(),
+            "not whole items"
+        );
+        drop(back);
+        uninstall(&[tables[0].id()]);
+        assert!(postcard::from_bytes::<Shared<[u64]>>(&bytes).is_err());
+    }
+
+    #[cfg(all(target_os = "linux", not(miri)))]
+    #[test]
+    fn a_panic_while_encoding_leaves_no_context_behind() {
+        let table = Shared::from(vec![1u8; 64]);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            collect(|| {
+                let _ = postcard::to_allocvec(&table);
+                panic!("an encoding panics");
+            })
+        }));
+        assert!(panicked.is_err());
+        assert!(context::active().is_none());
+        // Outside a context, by value again.
+        let bytes = postcard::to_allocvec(&table).unwrap();
+        assert_eq!(postcard::from_bytes::<Shared<[u8]>>(&bytes).unwrap(), table);
     }
 }

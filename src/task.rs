@@ -135,7 +135,7 @@ pub struct RemoteTask {
     pub(crate) target: crate::remote::FnRef,
     #[cfg(target_os = "linux")]
     pub(crate) captures: Option<Arc<[u8]>>,
-    /// The shared tables the captures name by id (encoded for a process pool).
+    /// The shared tables the captures name by id (encoded for a process or MPI pool).
     #[cfg(target_os = "linux")]
     pub(crate) tables: Vec<crate::shared::TableRef>,
 }
@@ -292,8 +292,8 @@ impl<C: Payload, A: Payload, R: Payload> Task<A, R> for Captured<C, A, R> {
             use crate::remote::{codec, naming, shared_state};
             shared_state::refuse_shared_state::<C, ()>()?;
             let target = naming::captured_target_of(self.f, shape)?;
-            // A `Serialize` that panics refuses the task with its message. For a process
-            // pool, the shared tables in the captures are encoded by id and go with the task.
+            // A `Serialize` that panics refuses the task with its message. For a process or
+            // MPI pool, the shared tables in the captures are encoded by id and go with the task.
             let (bytes, tables) = crate::shared::collect_if_encoding(|| {
                 crate::unwind::catch(|| codec::encode(&codec::Wire(&*self.captures)))
             });

@@ -24,7 +24,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -612,7 +612,22 @@ const POOL_CHECKS: &[Test] = &[
         panics_fail_the_task_and_the_rank_lives,
     ),
     ("large_payloads_both_ways", large_payloads_both_ways),
-    ("shared_tables_cross_by_value", shared_tables_cross_by_value),
+    (
+        "an_unknown_table_id_fails_its_task",
+        an_unknown_table_id_fails_its_task,
+    ),
+    (
+        "a_shared_table_reaches_each_rank_once",
+        a_shared_table_reaches_each_rank_once,
+    ),
+    (
+        "a_table_captured_by_task_reaches_each_rank_once",
+        a_table_captured_by_task_reaches_each_rank_once,
+    ),
+    (
+        "bursts_of_tables_dropped_in_flight_are_released_on_every_rank",
+        bursts_of_tables_dropped_in_flight_are_released_on_every_rank,
+    ),
     ("values_that_cannot_cross", values_that_cannot_cross),
     (
         "idle_rank_takes_work_queued_behind_a_long_task",
@@ -1019,42 +1034,272 @@ fn large_payloads_both_ways(pool: &MpiPoolExecutor) {
     );
 }
 
-/// Task `i`'s sum over its share of a table, and where it ran.
-fn table_share((table, i): (Shared<[u64]>, usize)) -> (u64, u32) {
-    let sum = table
+/// What a task saw of the table it read, on the rank that ran it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct TableSeen {
+    sum: u64,
+    pid: u32,
+    /// Where the table's items are in that process.
+    addr: usize,
+    /// The tables the rank holds, and how many it was ever given.
+    held: usize,
+    installed: u64,
+}
+
+fn seen(table: &[u64], i: usize) -> TableSeen {
+    let (held, installed) = concurrent_futures::__shared_tables_here();
+    TableSeen {
+        sum: stride_sum(table, i),
+        pid: std::process::id(),
+        addr: table.as_ptr() as usize,
+        held,
+        installed,
+    }
+}
+
+fn stride_sum(table: &[u64], i: usize) -> u64 {
+    table
         .iter()
         .skip(i)
         .step_by(16)
-        .fold(0u64, |a, &x| a.wrapping_add(x));
-    (sum, std::process::id())
+        .fold(0u64, |a, &x| a.wrapping_add(x))
 }
 
-/// `Shared` on MPI ranks crosses by value (ranks may be on other machines): a table above
-/// the 32 KiB inline limit reaches tasks on other ranks whole, in a `map` whose chunks name
-/// it for every item too.
-fn shared_tables_cross_by_value(pool: &MpiPoolExecutor) {
-    let data: Vec<u64> = (0..(1u64 << 16))
-        .map(|i| i.wrapping_mul(0x9E37_79B9))
+fn table_seen((table, i): (Shared<[u64]>, usize)) -> TableSeen {
+    seen(&table, i)
+}
+
+/// The pid of the rank that runs it, the tables it holds, and how many it was ever given.
+fn tables_of_rank(_: ()) -> (u32, usize, u64) {
+    let (held, installed) = concurrent_futures::__shared_tables_here();
+    (std::process::id(), held, installed)
+}
+
+/// What every worker rank says (`tables_of_rank`), once `done` holds for all of them:
+/// probes go out in rounds until each rank answered one that satisfies it, within `LONG`.
+fn every_rank(
+    pool: &MpiPoolExecutor,
+    what: &str,
+    done: impl Fn(usize, u64) -> bool,
+) -> HashMap<u32, (usize, u64)> {
+    let pids: HashSet<u32> = pool.ranks().iter().map(|r| r.pid).collect();
+    let mut got = HashMap::new();
+    let deadline = Instant::now() + LONG;
+    while got.len() < pids.len() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}: {got:?}"
+        );
+        let probes: Vec<_> = (0..2 * pids.len())
+            .map(|_| pool.submit(tables_of_rank, ()))
+            .collect();
+        for f in probes {
+            let (pid, held, installed) = f.result_timeout(LONG).unwrap();
+            assert!(pids.contains(&pid), "a probe ran in {pid}, not on a rank");
+            if done(held, installed) {
+                got.insert(pid, (held, installed));
+            }
+        }
+    }
+    got
+}
+
+fn table_data(items: usize, seed: u64) -> Vec<u64> {
+    (0..items as u64)
+        .map(|i| i.wrapping_mul(0x9E37_79B9).wrapping_add(seed))
+        .collect()
+}
+
+/// Checks that the tasks read `table` whole, and that each rank that ran one was given it
+/// once (`before`: what it was given before) and kept it at one address for all its tasks.
+fn check_once(table: &[u64], seen: &[(usize, TableSeen)], before: &HashMap<u32, (usize, u64)>) {
+    let mut per_rank: HashMap<u32, HashSet<(usize, u64)>> = HashMap::new();
+    for (i, s) in seen {
+        assert_eq!(s.sum, stride_sum(table, *i), "item {i}");
+        assert_eq!(
+            s.held, 1,
+            "the rank holds the table while tasks read it: {s:?}"
+        );
+        let given = before.get(&s.pid).expect("a task ran on a rank").1;
+        assert_eq!(
+            s.installed,
+            given + 1,
+            "the rank was given the table once: {s:?}"
+        );
+        per_rank
+            .entry(s.pid)
+            .or_default()
+            .insert((s.addr, s.installed));
+    }
+    for (pid, views) in per_rank {
+        assert_eq!(
+            views.len(),
+            1,
+            "rank pid {pid}: one copy for all tasks: {views:?}"
+        );
+    }
+}
+
+/// A 4 MiB table used by 200 tasks (100 submitted alone, 100 in a `map` whose chunks name
+/// it for every item) reaches each rank once, kept there at one address for all its
+/// tasks; after the last handle is dropped, every rank lets it go.
+fn a_shared_table_reaches_each_rank_once(pool: &MpiPoolExecutor) {
+    // (None held: the ranks let the table kept by the last session go when it ended.)
+    let before = every_rank(pool, "every rank holds no table", |held, _| held == 0);
+    KEPT.lock().unwrap().take();
+    let data = table_data(1 << 19, 1);
+    let table = Shared::new(data.clone());
+    assert_eq!(table.len() * 8, 4 << 20);
+    let sent_before = pool.stats().bytes_sent;
+    let alone: Vec<_> = (0..100)
+        .map(|i| (i % 16, pool.submit(table_seen, (table.clone(), i % 16))))
         .collect();
-    let want: Vec<u64> = (0..32)
-        .map(|i| {
-            data.iter()
-                .skip(i)
-                .step_by(16)
-                .fold(0u64, |a, &x| a.wrapping_add(x))
-        })
+    let mut seen: Vec<(usize, TableSeen)> = alone
+        .into_iter()
+        .map(|(i, f)| (i, f.result_timeout(LONG).unwrap()))
         .collect();
-    let table = Shared::new(data);
-    let got: Vec<(u64, u32)> = pool
-        .map(table_share, (0..32).map(|i| (table.clone(), i)))
-        .map(Result::unwrap)
+    let opts = concurrent_futures::MapOptions::new().chunksize(10);
+    seen.extend(
+        pool.map_with(table_seen, (0..100).map(|i| (table.clone(), i % 16)), opts)
+            .enumerate()
+            .map(|(i, r)| (i % 16, r.unwrap())),
+    );
+    check_once(&data, &seen, &before);
+    // What the pool sent (the statistics count every message): the table once per rank
+    // that ran a task, and small messages.
+    let sent = pool.stats().bytes_sent - sent_before;
+    let ranks = pool.max_workers() as u64;
+    assert!(
+        sent >= 4 << 20 && sent < (ranks + 1) * (4 << 20),
+        "{sent} bytes sent to {ranks} ranks for a table of 4 MiB"
+    );
+    drop(table);
+    every_rank(pool, "every rank let the table go", |held, _| held == 0);
+}
+
+/// A table captured by `task!` reaches each rank once too, through `submit` and `map`.
+fn a_table_captured_by_task_reaches_each_rank_once(pool: &MpiPoolExecutor) {
+    let before = every_rank(pool, "every rank holds no table", |held, _| held == 0);
+    let data = table_data(1 << 19, 2);
+    let table = Shared::new(data.clone());
+    // (The task holds the only handle.)
+    let task = concurrent_futures::task!([table] |i: usize| -> TableSeen { seen(table, i) });
+    let alone: Vec<_> = (0..100)
+        .map(|i| (i % 16, pool.submit(task.clone(), i % 16)))
         .collect();
-    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), want);
-    let one = pool
-        .submit(table_share, (table.clone(), 5))
-        .result()
-        .unwrap();
-    assert_eq!(one.0, want[5]);
+    let mut seen: Vec<(usize, TableSeen)> = alone
+        .into_iter()
+        .map(|(i, f)| (i, f.result_timeout(LONG).unwrap()))
+        .collect();
+    let opts = concurrent_futures::MapOptions::new().chunksize(10);
+    seen.extend(
+        pool.map_with(task.clone(), (0..100).map(|i| i % 16), opts)
+            .enumerate()
+            .map(|(i, r)| (i % 16, r.unwrap())),
+    );
+    check_once(&data, &seen, &before);
+    drop(task);
+    every_rank(pool, "every rank let the captured table go", |held, _| {
+        held == 0
+    });
+}
+
+/// The table's sum (from `salt`), and how many tables the rank holds.
+fn sum_salted((table, salt): (Shared<[u64]>, u64)) -> (u64, usize) {
+    let sum = table.iter().fold(salt, |a, &x| a.wrapping_add(x));
+    (sum, concurrent_futures::__shared_tables_here().0)
+}
+
+/// Rounds of several tables (of 8 KiB to 1 MiB), each named by many tasks and dropped
+/// while they are in flight: every task reads its own table whole, each rank is given each
+/// table at most once, and in the end every rank holds none.
+fn bursts_of_tables_dropped_in_flight_are_released_on_every_rank(pool: &MpiPoolExecutor) {
+    let before = every_rank(pool, "every rank holds no table", |held, _| held == 0);
+    let mut tables_made = 0u64;
+    for round in 0..5u64 {
+        let datas: Vec<Vec<u64>> = (0..4u64)
+            .map(|t| table_data(1024 << (2 * t + round % 2), round * 10 + t))
+            .collect();
+        tables_made += datas.len() as u64;
+        let tables: Vec<Shared<[u64]>> = datas.iter().cloned().map(Shared::new).collect();
+        let futs: Vec<_> = (0..200u64)
+            .map(|i| {
+                let t = (i % 4) as usize;
+                (t, i, pool.submit(sum_salted, (tables[t].clone(), i)))
+            })
+            .collect();
+        let items: Vec<_> = (0..100u64)
+            .map(|i| (tables[(i % 4) as usize].clone(), i))
+            .collect();
+        let mapped = pool.map(sum_salted, items);
+        // The last handles go while the tasks are queued or running.
+        drop(tables);
+        for (t, i, f) in futs {
+            let want = datas[t].iter().fold(i, |a, &x| a.wrapping_add(x));
+            let (sum, held) = f.result_timeout(LONG).unwrap();
+            assert_eq!(sum, want, "round {round} task {i}");
+            assert!(held >= 1, "the rank holds the table its task reads");
+        }
+        for (i, r) in mapped.enumerate() {
+            let t = i % 4;
+            let want = datas[t].iter().fold(i as u64, |a, &x| a.wrapping_add(x));
+            let (sum, held) = r.unwrap();
+            assert_eq!(sum, want, "round {round} map item {i}");
+            assert!(held >= 1, "the rank holds the table its task reads");
+        }
+    }
+    let after = every_rank(pool, "every rank let every table go", |held, _| held == 0);
+    for (pid, (_, installed)) in after {
+        let given = installed - before[&pid].1;
+        assert!(
+            given <= tables_made,
+            "rank pid {pid} was given {given} tables for {tables_made}"
+        );
+    }
+}
+
+/// Outlives the session of `an_unknown_table_id_fails_its_task`.
+static KEPT: std::sync::Mutex<Option<Shared<[u64]>>> = std::sync::Mutex::new(None);
+
+/// A table id that no rank was given fails the task that names it with a codec error, and
+/// the rank goes on with real tables. The real table outlives the pool: the ranks let it
+/// go when the session ends (the next session's first check finds none held).
+fn an_unknown_table_id_fails_its_task(pool: &MpiPoolExecutor) {
+    match pool.submit(forged_len, Forged(None)).result_timeout(LONG) {
+        Err(TaskError::Codec(m)) => assert!(m.contains("unknown"), "{m}"),
+        other => panic!("expected a codec error, got {other:?}"),
+    }
+    let table = Shared::new(table_data(5000, 3));
+    let lens: Vec<_> = (0..4 * pool.max_workers())
+        .map(|_| pool.submit(forged_len, Forged(Some(table.clone()))))
+        .collect();
+    for len in lens {
+        assert_eq!(len.result_timeout(LONG), Ok(5000));
+    }
+    *KEPT.lock().unwrap() = Some(table);
+}
+
+/// A `Shared` as it is encoded, or an id that names no table.
+#[derive(Debug)]
+struct Forged(Option<Shared<[u64]>>);
+
+impl Serialize for Forged {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(t) => t.serialize(s),
+            None => s.serialize_newtype_variant("Shared", 0, "Id", &(u64::MAX - 7, 64u64)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Forged {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Shared::deserialize(d).map(|t| Forged(Some(t)))
+    }
+}
+
+fn forged_len(t: Forged) -> usize {
+    t.0.map_or(0, |t| t.len())
 }
 
 /// Serializes only when it is allowed to.
@@ -1245,6 +1490,18 @@ fn singleton() -> i32 {
         let (pid, log) = f.result_timeout(LONG).unwrap();
         assert_ne!(pid, std::process::id());
         assert_eq!(log, vec![token], "worker {pid} ran {log:?}");
+    }
+    // A `Shared` table reaches each local worker once, by id, as on a process pool.
+    let data = table_data(1 << 16, 4);
+    let table = Shared::new(data.clone());
+    let seen: Vec<TableSeen> = pool
+        .map(table_seen, (0..40).map(|i| (table.clone(), i % 16)))
+        .map(Result::unwrap)
+        .collect();
+    for (i, s) in seen.iter().enumerate() {
+        assert_eq!(s.sum, stride_sum(&data, i % 16));
+        // (New processes: this is the first table they were given.)
+        assert_eq!((s.held, s.installed), (1, 1), "worker {}: {s:?}", s.pid);
     }
     // Shared state is refused there as on the ranks.
     let shared = pool.try_submit(bump, std::sync::Arc::new(std::sync::Mutex::new(0)));

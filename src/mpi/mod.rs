@@ -620,8 +620,14 @@ impl MpiPoolExecutor {
             captures: task.captures.as_deref(),
             value: arg,
         };
-        let payload =
-            protocol::encode(&arg).map_err(|e| SubmitError::Codec(e.to_string().into()))?;
+        // The shared tables the argument names are encoded by id, and go with the task:
+        // the dispatcher sends each rank their bytes once.
+        let (payload, mut tables) = crate::shared::collect_bytes(|| protocol::encode(&arg));
+        let payload = payload.map_err(|e| SubmitError::Codec(e.to_string().into()))?;
+        crate::shared::TableRef::merge(&mut tables, &task.tables);
+        for table in &tables {
+            table.held_by(Arc::downgrade(&driver.client) as _);
+        }
         let fut = Future::from_task_cell(Arc::new(MpiCell {
             core: Core::new(INLINE),
             driver: Arc::downgrade(driver),
@@ -629,11 +635,18 @@ impl MpiPoolExecutor {
         driver.client.submit(
             task.target,
             payload,
+            tables,
             Box::new(Slot::new(fut.handle(), Pool::Mpi)),
             name,
         )?;
         Ok(fut)
     }
+}
+
+/// What this pool sends for `task`: the shared tables its captures name are encoded by id
+/// (they reach each rank once, as an argument's do).
+fn remote_of<A, R>(task: &impl Task<A, R>, shape: Shape) -> Result<RemoteTask, SubmitError> {
+    crate::shared::collect_bytes(|| task.remote(shape)).0
 }
 
 impl Executor for MpiPoolExecutor {
@@ -664,7 +677,7 @@ impl Executor for MpiPoolExecutor {
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
         match &self.inner {
-            Inner::Ranks(c) => Self::enqueue(c, task.remote(Shape::One)?, &arg, "task"),
+            Inner::Ranks(c) => Self::enqueue(c, remote_of(&task, Shape::One)?, &arg, "task"),
             Inner::Local(p) => p.try_submit(task, arg),
         }
     }
@@ -676,7 +689,7 @@ impl Executor for MpiPoolExecutor {
     ) -> Result<Future<Chunk<R>>, SubmitError> {
         refuse_shared_state::<A, R>()?;
         match &self.inner {
-            Inner::Ranks(c) => Self::enqueue(c, task.remote(Shape::Chunk)?, &items, "map"),
+            Inner::Ranks(c) => Self::enqueue(c, remote_of(&task, Shape::Chunk)?, &items, "map"),
             Inner::Local(p) => p.submit_chunk(task, items),
         }
     }

@@ -13,6 +13,8 @@
 //! client → worker (tag TO_WORKER)              worker → client (tag TO_CLIENT)
 //!   Start   [init arg] [init func tramp] has-init Hello  host [init outcome] outcome-len
 //!           fingerprint, backoff cap µs                   ran-init, helper, pid, ok
+//!   Table   bytes id len                        (a shared table, before the calls that need it)
+//!   Release [id]*n n                            (the parent dropped these tables)
 //!   Calls   payloads.. [id func tramp len]*n n   Done     outcomes.. [start end id len]*n
 //!   (or CallsTimed)                                       sent n
 //!   Revoke                                      Revoked  payloads.. [id func tramp len]*n n
@@ -44,6 +46,10 @@ pub(crate) mod kind {
     pub(crate) const EXIT: u8 = 5;
     /// To an idle spawned worker between sessions: no more sessions, disconnect and exit.
     pub(crate) const QUIT: u8 = 6;
+    /// A shared table's bytes, kept by the rank by id for the calls that name it.
+    pub(crate) const TABLE: u8 = 9;
+    /// The parent dropped these shared tables: let them go.
+    pub(crate) const RELEASE: u8 = 10;
     pub(crate) const HELLO: u8 = 11;
     pub(crate) const DONE: u8 = 12;
     pub(crate) const REVOKED: u8 = 13;
@@ -230,6 +236,32 @@ pub(crate) fn start_message(
 }
 
 impl<'a> Reader<'a> {
+    /// A `Table`: its id and its bytes, which must be exactly the length it names.
+    pub(crate) fn table(&mut self) -> Result<(u64, &'a [u8]), Malformed> {
+        let len = self.len()?;
+        let id = self.u64()?;
+        let bytes = self.rest();
+        if bytes.len() != len || len == 0 {
+            return Err(MpiError::Malformed(
+                "a shared table of another length than named",
+            ));
+        }
+        Ok((id, bytes))
+    }
+
+    /// A `Release`: the ids of the tables to let go.
+    pub(crate) fn release(&mut self) -> Result<Vec<u64>, Malformed> {
+        let n = self.u32()? as usize;
+        if n.checked_mul(8) != Some(self.end) {
+            return Err(MpiError::Malformed(
+                "a release of another length than named",
+            ));
+        }
+        let mut ids = (0..n).map(|_| self.u64()).collect::<Result<Vec<_>, _>>()?;
+        ids.reverse();
+        Ok(ids)
+    }
+
     /// The first fields of a `Start`: the client's code fingerprint and the backoff cap.
     /// They are what a rank of another build is judged by, so they stay at the end of the
     /// message, where every build reads them; the rest is read only by a rank of the same
@@ -297,6 +329,28 @@ pub(crate) fn hello_message(
             .u8(init.is_some() as u8);
     }
     w.u8(helper as u8).u32(pid).u8(ok as u8).finish(kind::HELLO);
+    buf
+}
+
+/// Builds a `Table`: a shared table's id and bytes (copied: the table stays the parent's).
+pub(crate) fn table_message(id: u64, bytes: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(bytes.len() + 17);
+    buf.extend_from_slice(bytes);
+    Writer::new(&mut buf)
+        .u64(id)
+        .u64(bytes.len() as u64)
+        .finish(kind::TABLE);
+    buf
+}
+
+/// Builds a `Release` of the tables `ids`.
+pub(crate) fn release_message(ids: &[u64]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(8 * ids.len() + 5);
+    let mut w = Writer::new(&mut buf);
+    for &id in ids {
+        w.u64(id);
+    }
+    w.u32(ids.len() as u32).finish(kind::RELEASE);
     buf
 }
 
@@ -491,6 +545,26 @@ mod tests {
             out.iter().map(|o| o.ran).collect::<Vec<_>>(),
             vec![[10, 11], [0, 0], [12, 13]]
         );
+    }
+
+    #[test]
+    fn table_and_release_round_trip_and_a_wrong_length_is_an_error() {
+        let msg = table_message(9, &[1, 2, 3]);
+        let (mut r, k) = Reader::new(&msg).unwrap();
+        assert_eq!(k, kind::TABLE);
+        assert_eq!(r.table().unwrap(), (9, &[1u8, 2, 3][..]));
+        let mut short = table_message(9, &[1, 2, 3]);
+        short.remove(0);
+        let (mut r, _) = Reader::new(&short).unwrap();
+        assert!(r.table().is_err());
+        let msg = release_message(&[4, 5]);
+        let (mut r, k) = Reader::new(&msg).unwrap();
+        assert_eq!(k, kind::RELEASE);
+        assert_eq!(r.release().unwrap(), vec![4, 5]);
+        let mut long = release_message(&[4, 5]);
+        long.insert(0, 0);
+        let (mut r, _) = Reader::new(&long).unwrap();
+        assert!(r.release().is_err());
     }
 
     #[test]

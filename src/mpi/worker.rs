@@ -69,6 +69,9 @@ struct Link {
     since: Instant,
     /// Rank 0 ended the session.
     exit: bool,
+    /// The shared tables rank 0 sent in this session and has not released: let go when it
+    /// ends.
+    tables: Vec<u64>,
 }
 
 struct Shared {
@@ -172,6 +175,7 @@ fn join_and_run(env: &'static Env, comm: Comm, idle_cap: Duration) -> Result<boo
             ready_bytes: 0,
             since: Instant::now(),
             exit: false,
+            tables: Vec::new(),
         }),
         queue: Mutex::new(VecDeque::new()),
         running: AtomicU64::new(0),
@@ -186,6 +190,8 @@ fn join_and_run(env: &'static Env, comm: Comm, idle_cap: Duration) -> Result<boo
     let result = task_loop(&shared);
     shared.over.store(true, Ordering::Release);
     shared.nap.1.notify_all();
+    let tables = std::mem::take(&mut shared.link.lock().tables);
+    crate::shared::uninstall(&tables);
     result.map(|()| true)
 }
 
@@ -385,6 +391,17 @@ impl Link {
                     wire::TO_CLIENT,
                     wire::calls_message(kind::REVOKED, calls),
                 );
+            }
+            kind::TABLE => {
+                // (Before the calls that name it: MPI keeps the messages in order.)
+                let (id, bytes) = r.table()?;
+                crate::shared::install_bytes(id, bytes);
+                self.tables.push(id);
+            }
+            kind::RELEASE => {
+                let ids = r.release()?;
+                self.tables.retain(|id| !ids.contains(id));
+                crate::shared::uninstall(&ids);
             }
             kind::PING => self.port.send(0, wire::TO_CLIENT, wire::bare(kind::PONG)),
             kind::EXIT => self.exit = true,

@@ -76,9 +76,11 @@ pub(super) struct Dispatcher {
     pub(super) client: Arc<Client>,
     pub(super) port: Port,
     pub(super) links: Vec<Link>,
-    /// Tasks in a worker: their futures, which link holds them, and what a timeline calls
-    /// them.
-    pub(super) inflight: IdMap<(Box<dyn Completion>, usize, &'static str)>,
+    /// Tasks in a worker: their futures, which link holds them, what a timeline calls
+    /// them, and the shared tables they name (kept until they are over).
+    pub(super) inflight: IdMap<(Box<dyn Completion>, usize, &'static str, Vec<TableRef>)>,
+    /// The shared tables sent to workers, by id: the links that hold them.
+    tables: IdMap<Vec<usize>>,
     /// The last round ended early, after results (see `step`).
     deferred: bool,
     pub(super) config: Config,
@@ -129,6 +131,7 @@ impl Dispatcher {
                 })
                 .collect(),
             inflight: IdMap::default(),
+            tables: IdMap::default(),
             deferred: false,
             backoff: Backoff::new(config.backoff_cap),
             config,
@@ -302,7 +305,7 @@ impl Dispatcher {
                             what: "sent the result of a task it did not hold",
                         });
                     }
-                    let (c, _, name) = self.inflight.remove(&id).ok_or(MpiError::Protocol {
+                    let (c, _, name, _) = self.inflight.remove(&id).ok_or(MpiError::Protocol {
                         rank: src,
                         what: "sent an unknown result",
                     })?;
@@ -338,7 +341,7 @@ impl Dispatcher {
                 self.links[li].window.given_back(&ids, u64::MAX);
                 let mut back = Vec::with_capacity(calls.len());
                 for (head, range) in calls {
-                    let (completion, _, name) =
+                    let (completion, _, name, tables) =
                         self.inflight.remove(&head.id).ok_or(MpiError::Protocol {
                             rank: src,
                             what: "gave back an unknown task",
@@ -348,6 +351,7 @@ impl Dispatcher {
                         target: head.target,
                         payload: buf[range].to_vec(),
                         completion,
+                        tables,
                         claimed: true,
                         reserved: false,
                         name,
@@ -382,6 +386,7 @@ impl Dispatcher {
     /// flight first, until the queue is empty or every window is full; then publishes how
     /// many batches the workers can still take.
     pub(super) fn dispatch(&mut self) -> bool {
+        let released = self.release_tables();
         let mut s = lock(&self.client.state);
         self.seen = s.events;
         self.accepting = s.phase == Phase::Running;
@@ -394,7 +399,7 @@ impl Dispatcher {
                 .iter()
                 .map(|l| self.free_slots(l, l.window.batches(), l.window.len()))
                 .sum();
-            return false;
+            return released;
         }
         let mut batches = Vec::new();
         // What each link will hold once these batches are sent.
@@ -448,7 +453,48 @@ impl Dispatcher {
         for (li, batch) in batches {
             self.send_batch(li, batch);
         }
-        sent
+        sent || released
+    }
+
+    /// Tells the workers that hold the shared tables whose last handle was dropped to let
+    /// them go; true if it told any. (Not once they were told to leave: the session's end
+    /// frees every table there, and no message may follow `Exit`.)
+    fn release_tables(&mut self) -> bool {
+        let ids = std::mem::take(&mut *lock(&self.client.released));
+        if ids.is_empty() || self.leaving.is_some() {
+            return false;
+        }
+        let mut per_link: Vec<Vec<u64>> = vec![Vec::new(); self.links.len()];
+        for id in ids {
+            for li in self.tables.remove(&id).into_iter().flatten() {
+                per_link[li].push(id);
+            }
+        }
+        let mut any = false;
+        for (li, ids) in per_link.into_iter().enumerate() {
+            if !ids.is_empty() && !self.links[li].lost {
+                let rank = self.links[li].info.rank;
+                self.port
+                    .send(rank, wire::TO_WORKER, wire::release_message(&ids));
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Sends the worker of link `li` the shared tables that `batch` names and that it does
+    /// not hold yet, each in a `Table` message (before the calls: MPI keeps them in order).
+    fn send_tables(&mut self, li: usize, batch: &[Work]) {
+        let rank = self.links[li].info.rank;
+        for table in batch.iter().flat_map(|w| &w.tables) {
+            let holders = self.tables.entry(table.id()).or_default();
+            if !holders.contains(&li) {
+                holders.push(li);
+                let msg = wire::table_message(table.id(), table.bytes());
+                RemoteCounters::add(&self.client.counters.bytes_sent, msg.len() as u64);
+                self.port.send(rank, wire::TO_WORKER, msg);
+            }
+        }
     }
 
     /// Tasks a link can still be sent, with `batches` and `held` in flight: one per free
@@ -475,6 +521,7 @@ impl Dispatcher {
         }
         link.window.send(batch.iter().map(|w| w.id));
         let rank = link.info.rank;
+        self.send_tables(li, &batch);
         if let [_] = batch.as_slice() {
             // One call (the common case of a pool that is not flooded): its header goes
             // after its payload, in the room the encoding left.
@@ -487,7 +534,7 @@ impl Dispatcher {
                 len: w.payload.len(),
             };
             w.completion.trace().started(rank as u64);
-            self.inflight.insert(w.id, (w.completion, li, w.name));
+            self.inflight.insert(w.id, (w.completion, li, w.name, w.tables));
             let msg = wire::call_message(calls_kind, head, w.payload);
             RemoteCounters::add(&self.client.counters.bytes_sent, msg.len() as u64);
             self.port.send(rank, wire::TO_WORKER, msg);
@@ -504,7 +551,7 @@ impl Dispatcher {
                 w.payload,
             ));
             w.completion.trace().started(rank as u64);
-            self.inflight.insert(w.id, (w.completion, li, w.name));
+            self.inflight.insert(w.id, (w.completion, li, w.name, w.tables));
         }
         let msg = wire::calls_message(calls_kind, calls);
         RemoteCounters::add(&self.client.counters.bytes_sent, msg.len() as u64);

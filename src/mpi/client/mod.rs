@@ -11,6 +11,11 @@
 //! an idle worker and another with unstarted calls ──Revoke──► the busy worker's helper
 //!                                                   ◄─Revoked (the calls, with payloads)
 //! ```
+//!
+//! The shared tables a task names by id (`Shared`) go to a rank once, in a `Table` message
+//! before the first `Calls` that needs them; the dispatcher remembers which rank holds
+//! which, and when the parent drops a table's last handle (`Releaser`, from any thread,
+//! which only queues its id and wakes the dispatcher), tells those ranks to let it go.
 
 mod dispatcher;
 mod driver;
@@ -33,6 +38,7 @@ use crate::error::{ExitStatus, SubmitError, TaskError};
 use crate::remote::IdMap;
 use crate::remote::window::{self, MAX_BATCHES, Window};
 use crate::remote::{Completion, FnRef};
+use crate::shared::TableRef;
 use crate::sync::{Condvar, Mutex, lock};
 use crate::trace;
 
@@ -82,6 +88,9 @@ struct Work {
     target: FnRef,
     payload: Vec<u8>,
     completion: Box<dyn Completion>,
+    /// The shared tables its payload names by id: kept until it is over, so that no
+    /// release of theirs reaches its rank before it ran.
+    tables: Vec<TableRef>,
     /// Already RUNNING: given a free slot at submission, or sent once and given back.
     claimed: bool,
     /// Claimed at submission against `State::slots`.
@@ -132,6 +141,24 @@ pub(crate) struct Client {
     pub(super) inflight: CachePadded<AtomicU64>,
     /// The timeline, when recording: one row per worker rank, in rank order.
     pub(crate) timeline: crate::remote::recording::Recording,
+    /// Shared tables whose last handle was dropped, for the dispatcher to release on the
+    /// ranks that hold them. (A lock of its own: a table may be dropped under `state`.)
+    released: Mutex<Vec<u64>>,
+}
+
+/// The last handle of a shared table is gone: its id is queued, and the dispatcher tells
+/// the ranks that hold it. The dropping thread never waits on MPI (nor on `state`, which it
+/// may hold already: a pending task dropped under it).
+impl crate::shared::Releaser for Client {
+    fn release(&self, id: u64) {
+        lock(&self.released).push(id);
+        if let Ok(mut s) = self.state.try_lock() {
+            s.events += 1;
+            if std::mem::take(&mut s.sleeping) {
+                self.wake.notify_one();
+            }
+        }
+    }
 }
 
 /// A worker rank as it introduced itself.
@@ -182,6 +209,7 @@ impl Client {
             counters: CachePadded::default(),
             inflight: CachePadded::default(),
             timeline: crate::remote::recording::Recording::new(workers.len()),
+            released: Mutex::new(Vec::new()),
         });
         (workers.iter()).for_each(|w| trace::worker_started(trace::Pool::Mpi, w.rank as u64));
         let mut dispatcher =
@@ -224,14 +252,29 @@ impl Client {
         &self.workers
     }
 
-    /// Queues a task.
+    /// Queues a task, which names the shared tables `tables` by id.
     pub(crate) fn submit(
         &self,
         target: FnRef,
         payload: Vec<u8>,
+        tables: Vec<TableRef>,
         completion: Box<dyn Completion>,
         name: &'static str,
     ) -> Result<(), SubmitError> {
+        if let Some(t) = tables
+            .iter()
+            .find(|t| t.len() > (MAX_MESSAGE - HEADER_ROOM) as u64)
+        {
+            return Err(SubmitError::Codec(
+                format!(
+                    "a shared table of {} bytes does not fit in one MPI message (at most {} \
+                     bytes)",
+                    t.len(),
+                    MAX_MESSAGE - HEADER_ROOM
+                )
+                .into(),
+            ));
+        }
         if payload.len() > MAX_MESSAGE - HEADER_ROOM {
             return Err(SubmitError::Codec(
                 format!(
@@ -258,6 +301,7 @@ impl Client {
             target,
             payload,
             completion,
+            tables,
             claimed: reserved,
             reserved,
             name,
