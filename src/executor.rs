@@ -534,7 +534,8 @@ pub trait Executor {
 
     /// The pool's counters: tasks submitted, queued, running, done, failed, cancelled, and
     /// per worker what it ran (see [`PoolStats`](crate::PoolStats)). A backend that keeps no
-    /// statistics returns zeros (the default).
+    /// statistics returns zeros (the default): `rayon::ThreadPool` (feature `rayon`), whose
+    /// workers and queues are rayon's and which has no room for counters of this crate.
     ///
     /// ```
     /// use concurrent_futures::{Executor, ThreadPoolExecutor};

@@ -534,7 +534,8 @@ impl Dispatcher {
                 len: w.payload.len(),
             };
             w.completion.trace().started(rank as u64);
-            self.inflight.insert(w.id, (w.completion, li, w.name, w.tables));
+            self.inflight
+                .insert(w.id, (w.completion, li, w.name, w.tables));
             let msg = wire::call_message(calls_kind, head, w.payload);
             RemoteCounters::add(&self.client.counters.bytes_sent, msg.len() as u64);
             self.port.send(rank, wire::TO_WORKER, msg);
@@ -551,7 +552,8 @@ impl Dispatcher {
                 w.payload,
             ));
             w.completion.trace().started(rank as u64);
-            self.inflight.insert(w.id, (w.completion, li, w.name, w.tables));
+            self.inflight
+                .insert(w.id, (w.completion, li, w.name, w.tables));
         }
         let msg = wire::calls_message(calls_kind, calls);
         RemoteCounters::add(&self.client.counters.bytes_sent, msg.len() as u64);
