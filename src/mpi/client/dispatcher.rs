@@ -72,13 +72,17 @@ impl Finished {
     }
 }
 
+/// A task in a worker: its future, the link that holds it, what a timeline calls it, and
+/// the shared tables it names.
+type InFlight = (Box<dyn Completion>, usize, &'static str, Vec<TableRef>);
+
 pub(super) struct Dispatcher {
     pub(super) client: Arc<Client>,
     pub(super) port: Port,
     pub(super) links: Vec<Link>,
     /// Tasks in a worker: their futures, which link holds them, what a timeline calls
     /// them, and the shared tables they name (kept until they are over).
-    pub(super) inflight: IdMap<(Box<dyn Completion>, usize, &'static str, Vec<TableRef>)>,
+    pub(super) inflight: IdMap<InFlight>,
     /// The shared tables sent to workers, by id: the links that hold them.
     tables: IdMap<Vec<usize>>,
     /// The last round ended early, after results (see `step`).
