@@ -80,7 +80,7 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(pool.submit(len, bytes.clone()).result(), Ok(1 << 20));
 /// ```
 pub struct Shared<T: ?Sized> {
-    block: Arc<Block>,
+    block: Arc<TableData>,
     _of: PhantomData<fn() -> Box<T>>,
 }
 
@@ -94,7 +94,7 @@ impl<T: Pod + Send + Sync> Shared<[T]> {
     pub fn new(items: Vec<T>) -> Self {
         const { assert!(size_of::<T>() > 0, "Shared<[T]> needs a T of non-zero size") };
         Shared {
-            block: Arc::new(Block::new(Data::Heap(Box::new(items)))),
+            block: Arc::new(TableData::new(Data::Heap(Box::new(items)))),
             _of: PhantomData,
         }
     }
@@ -165,7 +165,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A table's bytes, and (in the parent of a process pool) its sealed file and the pools
 /// whose workers may hold it.
-struct Block {
+struct TableData {
     /// (Read by the process pool, on Linux only.)
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     id: u64,
@@ -213,9 +213,9 @@ impl AsBytes for Aligned {
     }
 }
 
-impl Block {
-    fn new(data: Data) -> Block {
-        Block {
+impl TableData {
+    fn new(data: Data) -> TableData {
+        TableData {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             data,
             #[cfg(target_os = "linux")]
@@ -235,7 +235,7 @@ impl Block {
 }
 
 #[cfg(target_os = "linux")]
-impl Drop for Block {
+impl Drop for TableData {
     fn drop(&mut self) {
         for pool in self.holders.get_mut().drain(..) {
             if let Some(pool) = pool.upgrade() {
@@ -418,7 +418,7 @@ pub(crate) trait Releaser: Send + Sync {
 /// its file lives until every worker that needs it has it.
 #[cfg(target_os = "linux")]
 #[derive(Clone)]
-pub(crate) struct TableRef(Arc<Block>);
+pub(crate) struct TableRef(Arc<TableData>);
 
 #[cfg(target_os = "linux")]
 impl std::fmt::Debug for TableRef {
@@ -511,7 +511,7 @@ mod context {
     use std::cell::RefCell;
     use std::sync::Arc;
 
-    use super::{Block, Kind, TableRef};
+    use super::{Kind, TableData, TableRef};
 
     thread_local! {
         /// Set while a pool encodes a task's argument: its kind, and the tables met so far.
@@ -542,7 +542,7 @@ mod context {
     /// Registers `block` with the task being encoded, if one is: true if it is then to be
     /// encoded by id. For the process pool, makes the table's sealed file on its first such
     /// encoding.
-    pub(super) fn register(block: &Arc<Block>) -> std::io::Result<bool> {
+    pub(super) fn register(block: &Arc<TableData>) -> std::io::Result<bool> {
         TABLES.with_borrow_mut(|tables| {
             let Some((kind, tables)) = tables else {
                 return Ok(false);
@@ -568,9 +568,9 @@ mod registry {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    use super::Block;
+    use super::TableData;
 
-    pub(super) type Entry = Result<Arc<Block>, Arc<str>>;
+    pub(super) type Entry = Result<Arc<TableData>, Arc<str>>;
 
     pub(super) static TABLES: parking_lot::Mutex<BTreeMap<u64, Entry>> =
         parking_lot::Mutex::new(BTreeMap::new());
@@ -634,7 +634,7 @@ pub(crate) fn install_bytes(id: u64, bytes: &[u8]) {
         Ok(()) => {
             words.resize(n, 0);
             bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
-            let mut block = Block::new(Data::Heap(Box::new(Aligned {
+            let mut block = TableData::new(Data::Heap(Box::new(Aligned {
                 words,
                 len: bytes.len(),
             })));
@@ -650,7 +650,11 @@ pub(crate) fn install_bytes(id: u64, bytes: &[u8]) {
 }
 
 #[cfg(target_os = "linux")]
-fn map(id: u64, len: u64, file: std::io::Result<crate::os::Memfd>) -> std::io::Result<Arc<Block>> {
+fn map(
+    id: u64,
+    len: u64,
+    file: std::io::Result<crate::os::Memfd>,
+) -> std::io::Result<Arc<TableData>> {
     use std::io::{Error, ErrorKind};
     let file = file?;
     if !file.write_sealed() {
@@ -666,7 +670,7 @@ fn map(id: u64, len: u64, file: std::io::Result<crate::os::Memfd>) -> std::io::R
     let map = file.map(false)?;
     // Its pages in one call, not a fault for every 4 KiB the tasks read.
     map.prefault();
-    let mut block = Block::new(Data::Mapped(map, len));
+    let mut block = TableData::new(Data::Mapped(map, len));
     block.id = id;
     Ok(Arc::new(block))
 }
