@@ -566,7 +566,7 @@ impl ProcessPoolExecutor {
         // A `Serialize` that panics refuses the submission with its message. The shared
         // tables the argument names are encoded by id, and go with the task.
         let (payload, mut tables) = crate::shared::collect(|| {
-            crate::unwind::catch(|| wire::encode_payload(&arg, &self.manager.blocks))
+            crate::unwind::catch(|| wire::encode_payload(&arg, &self.manager.payload_files))
         });
         let payload = payload
             .map_err(|e| {

@@ -416,13 +416,13 @@ pub(crate) enum Payload {
     Inline(Vec<u8>),
     /// The first `len` bytes of a file (kept mapped, for reuse).
     Shared {
-        block: Block,
+        payload_file: PayloadFile,
         len: usize,
     },
 }
 
 /// A shared memory file for large arguments, and the parent's mapping of it.
-pub(crate) struct Block {
+pub(crate) struct PayloadFile {
     pub(crate) file: Memfd,
     map: Mapping,
 }
@@ -446,7 +446,7 @@ impl Payload {
     pub(crate) fn file(&self) -> Option<&Memfd> {
         match self {
             Payload::Inline(_) => None,
-            Payload::Shared { block, .. } => Some(&block.file),
+            Payload::Shared { payload_file, .. } => Some(&payload_file.file),
         }
     }
 }
@@ -456,14 +456,14 @@ impl Payload {
 /// (whose every page must be found, zeroed and mapped first). At most `KEEP` files and
 /// `KEEP_BYTES` bytes are kept; the pool frees them when it goes.
 #[derive(Default)]
-pub(crate) struct Blocks(Mutex<Vec<Block>>);
+pub(crate) struct PayloadFileCache(Mutex<Vec<PayloadFile>>);
 
-impl Blocks {
+impl PayloadFileCache {
     const KEEP: usize = 4;
     const KEEP_BYTES: usize = 1 << 30;
 
     /// The smallest kept block that holds `len` bytes without wasting more than as much.
-    fn take(&self, len: usize) -> Option<Block> {
+    fn take(&self, len: usize) -> Option<PayloadFile> {
         let mut kept = sync::lock(&self.0);
         let best = kept
             .iter()
@@ -477,13 +477,13 @@ impl Blocks {
     /// Keeps the block of a payload whose task is over: the worker that read it sent its
     /// result (after unmapping it), or died, or gave the task back unread.
     pub(crate) fn put(&self, payload: Payload) {
-        let Payload::Shared { block, .. } = payload else {
+        let Payload::Shared { payload_file, .. } = payload else {
             return;
         };
         let mut kept = sync::lock(&self.0);
         let bytes: usize = kept.iter().map(|b| b.file.len()).sum();
-        if kept.len() < Self::KEEP && bytes + block.file.len() <= Self::KEEP_BYTES {
-            kept.push(block);
+        if kept.len() < Self::KEEP && bytes + payload_file.file.len() <= Self::KEEP_BYTES {
+            kept.push(payload_file);
         }
     }
 }
@@ -507,19 +507,19 @@ impl From<codec::EncodeToError> for EncodeError {
 }
 
 /// Encodes an argument (with a task's captures: `codec::TaskArg`), straight into shared
-/// memory when it is large (into a block kept in `blocks` if one fits).
+/// memory when it is large (into a file kept in `payload_files` if one fits).
 pub(crate) fn encode_payload<T: Serialize + 'static>(
     value: &codec::TaskArg<'_, T>,
-    blocks: &Blocks,
+    payload_files: &PayloadFileCache,
 ) -> Result<Payload, EncodeError> {
     let len = codec::encoded_len(value)?;
     if len <= INLINE_MAX {
         return Ok(Payload::Inline(codec::encode(value)?));
     }
-    if let Some(mut block) = blocks.take(len) {
+    if let Some(mut payload_file) = payload_files.take(len) {
         // Nobody else maps this file now: its last task is over (see `put`).
-        codec::encode_into(value, &mut block.map.bytes_mut()[..len])?;
-        return Ok(Payload::Shared { block, len });
+        codec::encode_into(value, &mut payload_file.map.bytes_mut()[..len])?;
+        return Ok(Payload::Shared { payload_file, len });
     }
     // A new file is written with `pwrite`, through a small buffer (or straight from a byte
     // buffer): its pages are allocated as they are written, without being zeroed first or
@@ -533,7 +533,7 @@ pub(crate) fn encode_payload<T: Serialize + 'static>(
     let mut map = file.map(true)?;
     map.prefault_write();
     Ok(Payload::Shared {
-        block: Block { file, map },
+        payload_file: PayloadFile { file, map },
         len,
     })
 }

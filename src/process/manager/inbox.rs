@@ -203,7 +203,7 @@ impl Manager {
                     self.record_task_ended(link.row, w.name, record.ran, bytes.as_deref());
                 }
                 finished.push((w.completion, bytes));
-                self.blocks.put(w.payload);
+                self.payload_files.put(w.payload);
             }
         }
         dispatch(&mut st);
@@ -275,7 +275,7 @@ impl Manager {
                         self.record_task_ended(link.row, w.name, ran, Ok(&bytes));
                     }
                     finished.push((w.completion, Ok(bytes)));
-                    self.blocks.put(w.payload);
+                    self.payload_files.put(w.payload);
                 } else if i < started {
                     held.push(w);
                 } else {

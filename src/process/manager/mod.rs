@@ -244,7 +244,7 @@ pub(crate) struct Manager {
     manager_wants: AtomicBool,
     config: Config,
     /// Shared memory blocks kept for large arguments.
-    pub(crate) blocks: wire::Blocks,
+    pub(crate) payload_files: wire::PayloadFileCache,
     /// Where the futures' callbacks run.
     callbacks: Arc<callbacks::Callbacks>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -304,7 +304,7 @@ impl Manager {
             manager_wants: AtomicBool::new(false),
             own_limits: AtomicBool::new(false),
             config,
-            blocks: wire::Blocks::default(),
+            payload_files: wire::PayloadFileCache::default(),
             callbacks: Arc::default(),
             thread: Mutex::new(None),
             watchdog: Mutex::new(None),
