@@ -7,10 +7,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::chunk::Chunk;
 use crate::error::{BuildError, SubmitError};
-use crate::executor::{Chunk, Executor, Payload};
+use crate::executor::Executor;
 use crate::future::Future;
 use crate::map::{MapOptions, OrderedMap};
+use crate::task::Payload;
 use crate::task::Task;
 use crate::thread::ThreadPoolExecutor;
 

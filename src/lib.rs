@@ -109,6 +109,7 @@
 mod any;
 mod bytes;
 mod cancel;
+mod chunk;
 #[cfg(target_os = "linux")]
 mod entry;
 mod error;
@@ -178,13 +179,14 @@ pub use any::{
 };
 pub use bytes::Bytes;
 pub use cancel::cancelled;
+pub use chunk::{Chunk, run_chunk};
 #[cfg(target_os = "linux")]
 #[cfg_attr(docsrs_nightly, doc(cfg(target_os = "linux")))]
 pub use entry::init;
 pub use error::{
     BuildError, ExitStatus, Panic, Shortage, StartFailure, SubmitError, TaskError, TimeoutError,
 };
-pub use executor::{Chunk, Executor, Payload, run_chunk};
+pub use executor::Executor;
 pub use exit::set_exit_timeout;
 pub use future::{Future, InvalidStateError, State};
 /// The progress bar library behind [`ProgressExt`] (feature `progress`).
@@ -217,7 +219,7 @@ pub use stats::{PoolStats, WorkerStats};
 #[cfg(feature = "stream")]
 #[cfg_attr(docsrs_nightly, doc(cfg(feature = "stream")))]
 pub use stream::{AsCompletedStream, ExecutorStreamExt, MapStream, as_completed_stream};
-pub use task::{Captured, Task};
+pub use task::{Captured, Payload, Task};
 #[doc(hidden)]
 pub use task::{RemoteTask, Shape, TaskHandle, capture as __task_capture};
 pub use thread::{IndexedInput, MapIndexed, ThreadPoolBuilder, ThreadPoolExecutor};

@@ -6,9 +6,11 @@
 //! does not wait either). Everything else behaves as on the other backends, and a cancelled
 //! task never runs.
 
+use crate::chunk::{Chunk, run_chunk};
 use crate::error::SubmitError;
-use crate::executor::{Chunk, Executor, Payload, run_chunk};
+use crate::executor::Executor;
 use crate::future::Future;
+use crate::task::Payload;
 use crate::task::Task;
 
 fn spawn_on<R: Send + Sync + 'static>(

@@ -8,9 +8,11 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 
+use crate::chunk::Chunk;
 use crate::error::TaskError;
-use crate::executor::{Chunk, Executor, Payload};
+use crate::executor::Executor;
 use crate::future::Future;
+use crate::task::Payload;
 use crate::task::{Task, TaskHandle};
 
 /// Largest automatic chunk, in items (as `map`'s: bigger vectors page-fault).

@@ -4,8 +4,136 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use serde::{Serialize, de::DeserializeOwned};
+
 use crate::error::SubmitError;
-use crate::executor::Payload;
+
+/// What may cross into a task and back through the [`Executor`](crate::Executor) trait: a value that can be
+/// sent to another thread, shared by reference, and encoded for another process (serde).
+///
+/// Implemented for every type with those properties; you never implement it by hand. For
+/// your own types, derive serde's traits (serde with its `derive` feature):
+///
+/// ```
+/// use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Job { id: u32, words: Vec<String> }
+///
+/// fn count((job, min_len): (Job, usize)) -> usize {
+///     job.words.iter().filter(|w| w.len() >= min_len).count()
+/// }
+///
+/// let pool = ThreadPoolExecutor::new(1);
+/// let job = Job { id: 1, words: vec!["a".into(), "bcd".into()] };
+/// assert_eq!(pool.submit(count, (job, 2)).result(), Ok(1)); // two arguments: one tuple
+/// ```
+///
+/// A type without serde's traits is refused at compile time, with a message that says to
+/// derive them:
+///
+/// ```compile_fail,E0277
+/// # use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// struct Job { id: u32 }
+/// fn work(job: Job) -> u32 { job.id }
+/// let pool = ThreadPoolExecutor::new(1);
+/// pool.submit(work, Job { id: 1 }); // error: `Job` is not a `Payload` ... derive ...
+/// ```
+///
+/// # Tasks are functions of one argument
+///
+/// A task takes one `Payload` argument; give several as one tuple (as above), not as extra
+/// arguments:
+///
+/// ```compile_fail,E0061
+/// # use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// fn add((a, b): (u32, u32)) -> u32 { a + b }
+/// let pool = ThreadPoolExecutor::new(1);
+/// pool.submit(add, 10, 3); // error: write `pool.submit(add, (10, 3))`
+/// ```
+///
+/// # Shared state does not cross
+///
+/// An argument is moved (and, on the process and MPI backends, copied into another
+/// process), so shared state cannot be one: a lock or a counter copied into each worker
+/// would silently diverge. `Rc` and references are never `Payload`s, and `Arc` is not one
+/// while serde's `rc` feature is off:
+///
+/// ```compile_fail,E0277
+/// # use concurrent_futures::{Executor, ThreadPoolExecutor};
+/// use std::rc::Rc;
+/// fn len(s: Rc<String>) -> usize { s.len() }
+/// let pool = ThreadPoolExecutor::new(1);
+/// pool.submit(len, Rc::new(String::new())); // error: `Rc<String>` is not a `Payload`
+/// ```
+///
+/// serde encodes `Mutex`, `RwLock`, `Cell`, `RefCell` and the atomics, though, and any crate
+/// of a program may turn on serde's `rc` feature (then `Arc<Mutex<u64>>` compiles). So the
+/// process and MPI pools also check at submission (and at build, for an initializer's
+/// argument): an argument or result whose type names one of them, at any depth of its type
+/// (tuples, `Vec`, `Option`, generic structs), is refused with
+/// [`SubmitError::SharedState`](crate::SubmitError::SharedState). The check is on the
+/// type's name, computed once per pair of types; it cannot see the fields of a struct of
+/// your own, so keep locks out of those. A compile-time check of every nesting is not
+/// possible on stable Rust (it would need an auto trait or negative bounds). The thread
+/// pool does not check: there an `Arc` given as an argument is moved, still shared, not
+/// copied (yet it is a `Payload` only with `rc` on; capture it in
+/// [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn) instead).
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// use concurrent_futures::{Executor, ProcessPoolExecutor, SubmitError};
+/// use std::sync::Mutex;
+/// fn add_one(total: (u8, Mutex<u64>)) -> u64 { *total.1.lock().unwrap() + 1 }
+/// let pool = ProcessPoolExecutor::new(1);
+/// let err = pool.try_submit(add_one, (0, Mutex::new(0))).unwrap_err();
+/// assert!(matches!(err, SubmitError::SharedState { .. }));
+/// # }
+/// ```
+///
+/// How to share state instead, by backend:
+///
+/// * **Any backend**: return values and combine them in the caller (`map(...).sum()`,
+///   a `fold` over [`as_completed`](crate::as_completed)): the portable way, and Python's.
+///   Read-only values a task needs (settings, a table) are captured with
+///   [`task!`](crate::task!): on threads they are shared, to a worker process they are
+///   copied once per task (once per chunk of a `map`).
+/// * **Any backend, large read-only data** (a table, a slice of numbers, bytes): put it in
+///   a [`Shared`](crate::Shared) and pass clones of it in the arguments. On threads it is
+///   an `Arc`; a process pool writes it once to a sealed shared memory file that each
+///   worker maps read-only once, and later tasks carry only its id; an MPI pool sends its
+///   bytes once to each rank, which keeps a copy for later tasks.
+/// * **Threads** ([`ThreadPoolExecutor`](crate::ThreadPoolExecutor), rayon): capture an
+///   `Arc<Mutex<_>>` or an atomic in a closure given to
+///   [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn) (or rayon's own
+///   `spawn`/`install`), outside the `Executor` trait; or use a `static`.
+/// * **Processes** (`ProcessPoolExecutor`): workers share no memory; a `static` has one
+///   copy per worker. Give every worker a read-only value once (a large table, a
+///   configuration) with `Shared` or with `ProcessPoolBuilder::initializer_with` into a
+///   `static`; use
+///   results, files or a database, or the `multiprocessing` toolkit's shared memory
+///   (`Value`, `Array`, `Queue`, `Lock`) with its `Process`/`Pool`, for state that changes.
+/// * **MPI** (`MpiPoolExecutor`): ranks may run on other machines; share through results
+///   (or files on a shared file system), and give every rank a value once with
+///   `MpiPoolBuilder::initializer_with`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a task's argument or result: it is not a `Payload`",
+    label = "not a `Payload`",
+    note = "a task's argument and result, and every type inside them (a tuple's members, a \
+            `Vec`'s items, fields), must implement serde's `Serialize` and `Deserialize` and be \
+            `Send + Sync + 'static`; for your own types, add \
+            `#[derive(serde::Serialize, serde::Deserialize)]`",
+    note = "a task is a function of one argument: pass several arguments as one tuple, \
+            `pool.submit(f, (a, b))` with `fn f((a, b): (A, B)) -> R`; values a task needs \
+            besides its argument are captured with `task!([a, b] |x: A| ...)`",
+    note = "shared state (`Arc`, `Rc`, references) cannot be an argument: see the `Payload` \
+            docs for how to share state on each backend"
+)]
+pub trait Payload: Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Payload for T {}
 
 /// A function of one argument that every backend can run: what
 /// [`submit`](crate::Executor::submit), [`map`](crate::Executor::map) and the rest of the
@@ -291,7 +419,10 @@ impl<C: Payload, A: Payload, R: Payload> Task<A, R> for Captured<C, A, R> {
         {
             use crate::remote::{codec, naming, shared_state};
             shared_state::refuse_shared_state::<C, ()>()?;
-            let target = naming::captured_target_of(self.f, shape)?;
+            let target = match shape {
+                Shape::One => naming::captured_target_of(self.f)?,
+                Shape::Chunk => naming::captured_chunk_target_of(self.f)?,
+            };
             // A `Serialize` that panics refuses the task with its message. For a process or
             // MPI pool, the shared tables in the captures are encoded by id and go with the task.
             let (bytes, tables) = crate::shared::collect_if_encoding(|| {

@@ -58,7 +58,6 @@ mod imp {
 
     use super::{Pool, outcome_name};
     use crate::error::TaskError;
-    use crate::future::{CANCELLED, Core, STATE_MASK};
 
     /// Target of the task spans and their events.
     const TASK: &str = "concurrent_futures::task";
@@ -137,10 +136,11 @@ mod imp {
             self.finished::<()>(&Err(TaskError::Cancelled));
         }
 
-        /// [`cancelled`](Self::cancelled) if `core` says the task was cancelled before it
-        /// started (a thread-pool task that could not be claimed).
-        pub(crate) fn if_cancelled<T>(&self, core: &Core<T>) {
-            if self.0.is_some() && core.load() & STATE_MASK == CANCELLED {
+        /// [`cancelled`](Self::cancelled) if `was_cancelled` says the task was cancelled
+        /// before it started (a thread-pool task that could not be claimed); asked only
+        /// when the span is recorded.
+        pub(crate) fn if_cancelled(&self, was_cancelled: impl FnOnce() -> bool) {
+            if self.0.is_some() && was_cancelled() {
                 self.cancelled();
             }
         }
@@ -267,7 +267,6 @@ mod imp {
     #![allow(dead_code)]
     use super::Pool;
     use crate::error::TaskError;
-    use crate::future::Core;
 
     /// Nothing without the feature (zero-sized).
     pub(crate) struct TaskTrace;
@@ -288,7 +287,7 @@ mod imp {
         #[inline(always)]
         pub(crate) fn cancelled(&self) {}
         #[inline(always)]
-        pub(crate) fn if_cancelled<T>(&self, _core: &Core<T>) {}
+        pub(crate) fn if_cancelled(&self, _was_cancelled: impl FnOnce() -> bool) {}
     }
 
     /// Nothing without the feature (zero-sized).

@@ -137,6 +137,11 @@ impl<T> Core<T> {
         self.state.load(Acquire)
     }
 
+    /// Whether the task was cancelled (before it started: a cancelled task never runs).
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.load() & STATE_MASK == CANCELLED
+    }
+
     pub(crate) fn state(&self) -> State {
         State::from_bits(self.load())
     }
@@ -576,7 +581,7 @@ impl<F: FnOnce() -> T, T> FnCell<F, T> {
         if !self.core.claim() {
             // (A task cancelled while queued ends its span here, when a worker takes its
             // queue entry.)
-            self.trace.if_cancelled(&self.core);
+            self.trace.if_cancelled(|| self.core.is_cancelled());
             return false;
         }
         // SAFETY: `claim` succeeded, so this thread is the only one that will ever access

@@ -6,9 +6,11 @@ use std::fmt;
 use super::drain::Drain;
 use super::feed::{Feed, plus};
 use super::options::MapOptions;
+use crate::chunk::Chunk;
 use crate::error::TaskError;
-use crate::executor::{Chunk, Executor, Payload};
+use crate::executor::Executor;
 use crate::future::Future;
+use crate::task::Payload;
 use crate::task::TaskHandle;
 
 /// `map` by chunks submitted as tasks: the path of every backend but the thread pool.

@@ -1,7 +1,7 @@
 //! [`Drain`]: the results of one finished chunk, yielded in order.
 
+use crate::chunk::Chunk;
 use crate::error::TaskError;
-use crate::executor::Chunk;
 
 /// Yields the results of one finished chunk, in order.
 pub(super) struct Drain<R> {

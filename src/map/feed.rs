@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 use super::drain::Drain;
 use super::options::{DEFAULT_BUFFER_BYTES, DEFAULT_WINDOW, MapOptions};
 use super::sizer::{MAX_CHUNK, Sizer};
+use crate::chunk::Chunk;
 use crate::error::TaskError;
-use crate::executor::{Chunk, Executor, Payload};
+use crate::executor::Executor;
 use crate::future::Future;
+use crate::task::Payload;
 use crate::task::TaskHandle;
 
 /// What both map iterators share: the input, the sizer, and submission.

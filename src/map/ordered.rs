@@ -9,7 +9,8 @@ use super::chunked::Chunked;
 use super::options::MapOptions;
 use super::ready_run::ReadyRun;
 use crate::error::TaskError;
-use crate::executor::{Executor, Payload};
+use crate::executor::Executor;
+use crate::task::Payload;
 use crate::task::{SharedTask, Task, TaskHandle};
 
 /// Iterator returned by [`Executor::map`]: results in input order.

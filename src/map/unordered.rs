@@ -7,9 +7,11 @@ use std::sync::Arc;
 use super::drain::Drain;
 use super::feed::{Feed, plus};
 use super::options::MapOptions;
+use crate::chunk::Chunk;
 use crate::error::TaskError;
-use crate::executor::{Chunk, Executor, Payload};
+use crate::executor::Executor;
 use crate::future::{Future, WaitSet};
+use crate::task::Payload;
 use crate::task::{Task, TaskHandle};
 
 /// Iterator returned by [`Executor::map_unordered`]: results as chunks complete.

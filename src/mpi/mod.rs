@@ -12,12 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::chunk::Chunk;
 use crate::error::{BuildError, StartFailure, SubmitError};
-use crate::executor::{Chunk, Executor, Payload};
+use crate::executor::Executor;
 use crate::future::{Core, Future, INLINE, TaskCell, is_done};
 use crate::process::ProcessPoolExecutor;
 use crate::remote::shared_state::refuse_shared_state;
 use crate::remote::{InitCall, Slot, codec as protocol};
+use crate::task::Payload;
 use crate::task::{RemoteTask, Shape, Task};
 use crate::trace::Pool;
 use client::{Client, Config, Driver, Init};

@@ -8,10 +8,11 @@ use parking_lot::Mutex;
 
 use super::error::PoolError;
 use crate::error::{BuildError, TaskError};
-use crate::executor::{Executor, Payload};
+use crate::executor::Executor;
 use crate::future::Future;
 use crate::map::{Map, MapOptions, MapUnordered};
 use crate::process::ProcessPoolExecutor;
+use crate::task::Payload;
 use crate::task::{Task, TaskHandle};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

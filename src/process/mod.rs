@@ -13,12 +13,14 @@ use std::sync::Weak;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::chunk::Chunk;
 use crate::error::{BuildError, StartFailure, SubmitError, TaskError};
-use crate::executor::{Chunk, Executor, Payload};
+use crate::executor::Executor;
 use crate::future::{Core, Future, INLINE, RUNNING, STATE_MASK, TaskCell, is_done};
 use crate::remote::codec::TaskArg;
 use crate::remote::shared_state::refuse_shared_state;
 use crate::remote::{InitCall, Slot};
+use crate::task::Payload;
 use crate::task::{RemoteTask, Shape, Task};
 use crate::trace::Pool;
 use manager::{Config, Manager};

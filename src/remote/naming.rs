@@ -27,8 +27,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{self, FromWire};
+use crate::chunk::{Chunk, run_chunk};
 use crate::error::{SubmitError, TaskError};
-use crate::executor::{Chunk, run_chunk};
 use crate::os;
 
 /// A function to run, named by its position in the executable image.
@@ -132,20 +132,28 @@ where
 }
 
 /// How a worker finds the function of a [`Captured`](crate::Captured) task and the
-/// trampoline that decodes its captures and its argument (one, or a chunk's) and calls it.
-pub(crate) fn captured_target_of<C, A, R>(
-    f: fn(&C, A) -> R,
-    shape: crate::task::Shape,
-) -> Result<FnRef, SubmitError>
+/// trampoline that decodes its captures and its argument and calls it.
+pub(crate) fn captured_target_of<C, A, R>(f: fn(&C, A) -> R) -> Result<FnRef, SubmitError>
 where
     C: DeserializeOwned + 'static,
     A: DeserializeOwned + 'static,
     R: Serialize + 'static,
 {
-    let tramp = match shape {
-        crate::task::Shape::One => call_one_captured::<C, A, R> as Trampoline,
-        crate::task::Shape::Chunk => call_chunk_captured::<C, A, R> as Trampoline,
-    };
+    captured(f, call_one_captured::<C, A, R>)
+}
+
+/// [`captured_target_of`] for a chunk of a `map`: the trampoline decodes the captures once
+/// and runs the chunk's items.
+pub(crate) fn captured_chunk_target_of<C, A, R>(f: fn(&C, A) -> R) -> Result<FnRef, SubmitError>
+where
+    C: DeserializeOwned + 'static,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    captured(f, call_chunk_captured::<C, A, R>)
+}
+
+fn captured<C, A, R>(f: fn(&C, A) -> R, tramp: Trampoline) -> Result<FnRef, SubmitError> {
     Ok(FnRef {
         func: offset_of(f as usize)?,
         tramp: offset_of(tramp as usize)?,

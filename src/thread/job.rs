@@ -91,7 +91,7 @@ where
             Future::from_cell(self).finish_claimed(value);
             Settled::Was(Outcome::Failed)
         } else {
-            self.trace.if_cancelled(&self.core);
+            self.trace.if_cancelled(|| self.core.is_cancelled());
             settled_elsewhere(&Future::from_cell(self), shared)
         }
     }

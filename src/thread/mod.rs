@@ -11,11 +11,13 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
+use crate::chunk::{Chunk, run_chunk};
 use crate::error::{BuildError, SubmitError};
-use crate::executor::{Chunk, Executor, Payload, run_chunk};
+use crate::executor::Executor;
 use crate::future::Future;
 use crate::map::{MapOptions, OrderedMap};
 use crate::stats::PoolStats;
+use crate::task::Payload;
 use crate::task::Task;
 use crate::timeline::Timeline;
 use std::sync::Arc;

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use super::ThreadPoolExecutor;
 use super::map_block::{Cursor, MapBlock, Step, VecSource};
 use crate::error::TaskError;
-use crate::executor::{Executor, Payload};
+use crate::executor::Executor;
 use crate::map::{MapInput, MapOptions, OrderedMap, ReadyRun, plus};
+use crate::task::Payload;
 
 /// Blocks launched ahead of the consumer (the one being drained included): while the
 /// consumer drains one, the workers run the next.
