@@ -82,6 +82,25 @@ impl Entries {
     fn pids(&self) -> Vec<u32> {
         self.starts.values().flatten().copied().collect()
     }
+
+    /// Asserts that each of `ids` started once and finished once.
+    fn ran_once(&self, ids: impl IntoIterator<Item = u64>) {
+        for id in ids {
+            assert_eq!(
+                (self.started(id), self.finished(id)),
+                (1, 1),
+                "task {id} ran once"
+            );
+        }
+    }
+}
+
+/// Asserts that none of `pids`, nor any worker the journal saw, is left (alive or zombie).
+fn nothing_left(pids: &mut Vec<u32>, e: &Entries) {
+    pids.extend(e.pids());
+    pids.sort_unstable();
+    pids.dedup();
+    assert_no_process_left(pids);
 }
 
 impl Journal {
@@ -175,9 +194,7 @@ fn a_running_task_is_stopped_by_replacing_its_worker() {
 
     let e = journal.read();
     assert_eq!((e.started(1), e.finished(1)), (1, 0), "the cancelled task");
-    for i in 2..7 {
-        assert_eq!((e.started(i), e.finished(i)), (1, 1), "task {i} ran once");
-    }
+    e.ran_once(2..7);
     eventually("the replacement is counted", || {
         pool.stats().worker_restarts == 1
     });
@@ -406,13 +423,7 @@ fn burst(workers: usize, long: u64, quick: u64) {
         assert_eq!(e.finished(*id), 0, "cancelled task {id} finished");
         started_long += e.started(*id);
     }
-    for (id, _) in &quicks {
-        assert_eq!(
-            (e.started(*id), e.finished(*id)),
-            (1, 1),
-            "quick task {id} ran exactly once"
-        );
-    }
+    e.ran_once(quicks.iter().map(|(id, _)| *id));
     // Every long task that started was stopped by killing its worker, and only those.
     eventually("every replacement is counted", || {
         let s = pool.stats();
@@ -426,10 +437,7 @@ fn burst(workers: usize, long: u64, quick: u64) {
     assert_eq!(stats.cancelled, long);
     assert_eq!(stats.worker_deaths, started_long as u64, "{stats:?}");
     assert!(stats.settled(), "{stats:?}");
-    pids.extend(e.pids());
-    pids.sort_unstable();
-    pids.dedup();
-    assert_no_process_left(&pids);
+    nothing_left(&mut pids, &e);
     eprintln!(
         "burst: {long} long tasks ({cancelled_at_once} cancelled at once, {cancelled_running} \
          once running, {started_long} started), {quick} quick; {} workers in all",
@@ -509,18 +517,13 @@ fn racing_the_tasks_end_gives_exactly_one_outcome() {
             assert_eq!(e.finished(*id), 1, "task {id}");
         }
     }
-    for (id, _) in &ordinary {
-        assert_eq!((e.started(*id), e.finished(*id)), (1, 1), "task {id}");
-    }
+    e.ran_once(ordinary.iter().map(|(id, _)| *id));
     let mut pids = pool.pids();
     pool.shutdown(true);
     let stats = pool.stats();
     assert_eq!((stats.done, stats.cancelled), (300 + no, yes), "{stats:?}");
     assert!(stats.settled(), "{stats:?}");
-    pids.extend(e.pids());
-    pids.sort_unstable();
-    pids.dedup();
-    assert_no_process_left(&pids);
+    nothing_left(&mut pids, &e);
     eprintln!("racing the end: {yes} cancelled, {no} finished first");
 }
 
@@ -566,16 +569,11 @@ fn racing_the_workers_own_death_gives_exactly_one_outcome() {
     for (id, _, _) in &raced {
         assert!(e.started(*id) <= 1, "task {id} started twice");
     }
-    for (id, _) in &ordinary {
-        assert_eq!((e.started(*id), e.finished(*id)), (1, 1), "task {id}");
-    }
+    e.ran_once(ordinary.iter().map(|(id, _)| *id));
     pids.extend(pool.pids());
     pool.shutdown(true);
     assert!(pool.stats().settled());
-    pids.extend(e.pids());
-    pids.sort_unstable();
-    pids.dedup();
-    assert_no_process_left(&pids);
+    nothing_left(&mut pids, &e);
 }
 
 /// Racing `terminate` (and `shutdown`): the task ends once, `Cancelled` if the request
@@ -670,10 +668,7 @@ fn from_many_threads_at_once_the_task_is_stopped_once() {
     pool.shutdown(true);
     let stats = pool.stats();
     assert_eq!((stats.cancelled, stats.worker_deaths), (20, 20));
-    pids.extend(journal.read().pids());
-    pids.sort_unstable();
-    pids.dedup();
-    assert_no_process_left(&pids);
+    nothing_left(&mut pids, &journal.read());
 }
 
 /// From a done-callback of another future of the same pool (callbacks run on the pool's
