@@ -221,6 +221,23 @@ fn pool_job() {
     pool.shutdown(true);
 }
 
+/// The same pool recording its timeline throughout: what recording costs on MPI.
+fn recording_job() {
+    let Some(pool) = MpiPoolExecutor::start() else {
+        return;
+    };
+    pool.start_recording();
+    measure(&pool, "mpirec");
+    pool.stop_recording();
+    // Every task was recorded; a map records one bar per chunk.
+    let recorded = pool.take_timeline().tasks.len();
+    assert!(
+        recorded as u64 > ROUND_TRIPS as u64 + TASKS,
+        "{recorded} bars"
+    );
+    pool.shutdown(true);
+}
+
 fn process_job() {
     let pool = ProcessPoolExecutor::new(2);
     measure(&pool, "proc");
@@ -266,6 +283,7 @@ fn main() {
         Ok("raw") => return raw_job(),
         Ok("polled") => return polled_job(),
         Ok("pool") => return pool_job(),
+        Ok("recording") => return recording_job(),
         Ok("process") => return process_job(),
         _ => {}
     }
@@ -283,6 +301,7 @@ fn main() {
             run(mpirun(3), "raw"),
             run(mpirun(3), "polled"),
             run(mpirun(3), "pool"),
+            run(mpirun(3), "recording"),
             run(
                 Command::new(std::env::current_exe().expect("exe")),
                 "process",
@@ -341,4 +360,27 @@ fn main() {
         100.0 * med("mpi_idle_cpu_rank2"),
         100.0 * med("raw_blocked_recv_cpu")
     );
+    println!("\nThe same pool recording its timeline (jobs alternate within each round)\n");
+    println!("| measure | recording off | recording on | on / off | each round, off; on |");
+    println!("|---|---|---|---|---|");
+    let rounds_of = |k: &str, scale: f64| {
+        let v = all.get(k).map(Vec::as_slice).unwrap_or_default();
+        let v: Vec<String> = v.iter().map(|x| format!("{:.1}", x * scale)).collect();
+        v.join(", ")
+    };
+    for (name, key, unit, scale) in [
+        ("round trip p50", "rt_p50_us", "µs", 1.0),
+        ("tasks at once", "tasks_per_s", "k tasks/s", 1e-3),
+        ("`map`", "map_items_per_s", "M items/s", 1e-6),
+    ] {
+        let (off, on) = (med(&format!("mpi_{key}")), med(&format!("mpirec_{key}")));
+        println!(
+            "| {name} | {:.1} {unit} | {:.1} {unit} | {:.2} | {}; {} |",
+            off * scale,
+            on * scale,
+            on / off,
+            rounds_of(&format!("mpi_{key}"), scale),
+            rounds_of(&format!("mpirec_{key}"), scale),
+        );
+    }
 }
