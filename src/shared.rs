@@ -1,6 +1,6 @@
 //! [`Shared`]: a large read-only slice that tasks share without copies, on every backend.
 //!
-//! How it crosses (see also ARCHITECTURE.md, "Shared tables"):
+//! How it crosses (see also src/process/README.md and src/mpi/README.md, "Shared tables"):
 //! - Threads (and rayon): it is an `Arc`; nothing is encoded.
 //! - The process pool encodes a task's argument with an *encoding context* set on the
 //!   encoding thread ([`collect`]): a table met there is written once, by the parent, to a
