@@ -76,6 +76,8 @@
 //! at most [`FLUSH_AFTER`] after the oldest unsent one.
 
 pub(crate) mod dispatch;
+#[cfg(test)]
+pub(crate) mod tests;
 pub(crate) mod window;
 pub(crate) mod work;
 pub(crate) mod workers;

@@ -229,61 +229,13 @@ impl<P> Queue<P> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::remote::Completion;
-    use crate::trace::TaskTrace;
-    use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+    use crate::remote::scheduler::tests::task;
+    use std::sync::atomic::Ordering::SeqCst;
 
-    /// A future stand-in: 0 pending, 1 running, 2 cancelled, 3 completed.
-    pub(crate) struct Fake(pub(crate) Arc<AtomicU8>, TaskTrace);
-
-    impl Completion for Fake {
-        fn claim(&self) -> bool {
-            self.0.compare_exchange(0, 1, SeqCst, SeqCst).is_ok()
-        }
-        fn cancel(self: Box<Self>) {
-            let _ = self.0.compare_exchange(0, 2, SeqCst, SeqCst);
-        }
-        fn complete(self: Box<Self>, _: Result<&[u8], TaskError>) -> crate::stats::Outcome {
-            self.0.store(3, SeqCst);
-            crate::stats::Outcome::Ok
-        }
-        fn settle_deferring(
-            self: Box<Self>,
-            _: Result<&[u8], TaskError>,
-        ) -> (Option<crate::future::Deferred>, crate::stats::Outcome) {
-            self.0.store(3, SeqCst);
-            (None, crate::stats::Outcome::Ok)
-        }
-        fn trace(&self) -> &TaskTrace {
-            &self.1
-        }
-    }
-
-    fn target() -> FnRef {
-        fn f(x: u8) -> u8 {
-            x
-        }
-        crate::remote::naming::target_of(f as fn(u8) -> u8).expect("a fn of the executable")
-    }
-
-    /// A task of `bytes` payload bytes, and its state word.
-    pub(crate) fn work(bytes: usize) -> (Work<Vec<u8>>, Arc<AtomicU8>) {
-        let state = Arc::new(AtomicU8::new(0));
-        let fake = Fake(
-            state.clone(),
-            TaskTrace::submitted(crate::trace::Pool::Process),
-        );
-        let w = Work::new(
-            target(),
-            vec![0; bytes],
-            Box::new(fake),
-            Vec::new(),
-            "task",
-            None,
-        );
-        (w, state)
+    fn work(bytes: usize) -> (Work<Vec<u8>>, Arc<std::sync::atomic::AtomicU8>) {
+        task(vec![0; bytes])
     }
 
     #[test]
