@@ -32,7 +32,8 @@ pub(super) struct Rank {
 }
 
 /// The MPI pool's wire as the dispatch core uses it: the session's port, the record of which
-/// worker holds which shared table, the counters, and whether calls go timed.
+/// worker holds which shared table, and the client (its counters; its timeline says
+/// whether calls go timed).
 pub(super) struct Messages<'a> {
     port: &'a mut Port,
     tables: &'a mut IdMap<Vec<u64>>,
@@ -277,7 +278,9 @@ impl Dispatcher {
             }
         }
         self.deferred = false;
-        progress |= self.steal();
+        // With nothing pending and a worker idle, a busy worker is asked for work back.
+        let mut wire = Messages::new(&mut self.port, &mut self.tables, &self.client);
+        progress |= (self.workers).steal(self.drained, &self.phase, &mut wire);
         self.port.test_sends();
         // The clock is read once per `WATCH_EVERY` rounds: a read costs about as much as
         // a round that finds nothing.
@@ -390,12 +393,6 @@ impl Dispatcher {
         Ok(i as u64)
     }
 
-    /// The core's transport over this session's port.
-    fn messages(&mut self) -> (&mut Workers<Rank, Vec<u8>>, Messages<'_>) {
-        let wire = Messages::new(&mut self.port, &mut self.tables, &self.client);
-        (&mut self.workers, wire)
-    }
-
     pub(super) fn handle(&mut self, src: i32, buf: Vec<u8>) -> Result<(), MpiError> {
         let key = self.link_of(src)?;
         let Some(link) = self.workers.get_mut(key).map(|w| &mut w.link) else {
@@ -412,8 +409,8 @@ impl Dispatcher {
                 let outcomes = r.outcomes(n)?;
                 let mut items = Vec::with_capacity(outcomes.len());
                 for wire::Outcome { id, range, ran } in outcomes {
-                    let (workers, mut wire) = self.messages();
-                    let w = match workers.finished(key, id, &mut wire) {
+                    let mut wire = Messages::new(&mut self.port, &mut self.tables, &self.client);
+                    let w = match self.workers.finished(key, id, &mut wire) {
                         Ok(Some(w)) => w,
                         Err(Unasked) => {
                             return Err(MpiError::Protocol {
@@ -527,10 +524,10 @@ impl Dispatcher {
         self.drained = s.queue.pending.is_empty();
         drop(s);
         let sent = !batches.is_empty();
-        let (workers, mut wire) = self.messages();
+        let mut wire = Messages::new(&mut self.port, &mut self.tables, &self.client);
         for batch in batches {
             // (An MPI send is queued in the port: it cannot fail here.)
-            let _ = workers.send(batch, &mut wire);
+            let _ = self.workers.send(batch, &mut wire);
         }
         sent || released
     }
@@ -561,14 +558,6 @@ impl Dispatcher {
             }
         }
         any
-    }
-
-    /// With nothing pending and a worker idle, asks the worker with the most unstarted
-    /// calls to give them back.
-    pub(super) fn steal(&mut self) -> bool {
-        let (drained, phase) = (self.drained, self.phase.clone());
-        let (workers, mut wire) = self.messages();
-        workers.steal(drained, &phase, &mut wire)
     }
 
     /// Pings silent workers that hold tasks; declares lost those silent for too long.
@@ -626,7 +615,9 @@ impl Dispatcher {
         trace::worker_ended(trace::Pool::Mpi, info.rank as u64, true, &what);
         // No result log, no kill: any task it held may have run, so all of them fail (see
         // `remote::scheduler`), and nothing is queued again (the pool breaks).
-        let held: Vec<_> = held.into_iter().filter_map(|(_, w)| w).collect();
+        let held: Vec<_> = (held.iter())
+            .filter_map(|id| self.workers.inflight.remove(id))
+            .collect();
         let started = held.len();
         for w in bury(held, started, None) {
             self.finished.failed.push((
@@ -682,9 +673,8 @@ impl Dispatcher {
         if self.leaving.is_some() {
             return false;
         }
-        let (drained, phase) = (self.drained, self.phase.clone());
-        let (workers, mut wire) = self.messages();
-        if !workers.retire_if_done(&phase, drained, &mut wire) {
+        let mut wire = Messages::new(&mut self.port, &mut self.tables, &self.client);
+        if !(self.workers).retire_if_done(&self.phase, self.drained, &mut wire) {
             return false;
         }
         let leaving = self.workers.len();

@@ -225,7 +225,7 @@ impl Manager {
             // Calls run in the order sent: those up to the last it started have run, those
             // after it never started. (If it started none of them, none has run.)
             let started = (held.iter())
-                .position(|&(task, _)| task == log.started)
+                .position(|&task| task == log.started)
                 .map_or(0, |p| p + 1);
             // The log holds the results of the calls it finished since it last sent, in
             // the order it ran them: a prefix of what it holds, ending at (or just before)
@@ -233,22 +233,21 @@ impl Manager {
             // wrote records for calls it never started (a task scribbling over the log)
             // cannot complete them: they run elsewhere.
             // (Records of calls it no longer holds were sent before it died, and delivered.)
-            let tasks: Vec<u64> = held.iter().map(|&(task, _)| task).collect();
             let mut records = log
                 .results
                 .into_iter()
-                .filter(|(id, ..)| tasks.contains(id))
+                .filter(|(id, ..)| held.contains(id))
                 .peekable();
             // Still open, in the order sent; how many of them it started.
             let mut open: Vec<Work<_>> = Vec::new();
             let mut open_started = 0;
             // Killed for `cancel_running` (or dead while asked): they end as cancelled.
             let mut cancelled: Vec<Work<_>> = Vec::new();
-            for (i, (task, w)) in held.into_iter().enumerate() {
+            for (i, task) in held.iter().copied().enumerate() {
                 let record = records
                     .next_if(|(id, ..)| i < started && *id == task)
                     .map(|(_, bytes, ran)| (bytes, ran));
-                let Some(w) = w else {
+                let Some(w) = st.workers.inflight.remove(&task) else {
                     continue;
                 };
                 if w.cancelled {

@@ -277,10 +277,11 @@ fn a_death_fails_what_it_started_and_queues_again_the_rest_in_order() {
     w.dispatch(&mut q, &mut log);
     assert_eq!(log.ids(), vec![1, 2, 3, 4, 5, 6, 7]);
     let (worker, held) = w.remove(1).expect("a worker");
-    assert!(worker.window.is_empty() && w.inflight.is_empty());
+    assert!(worker.window.is_empty() && w.get(1).is_none());
+    assert_eq!(held, vec![1, 2, 3, 4, 5, 6, 7]);
     let held: Vec<_> = held
-        .into_iter()
-        .map(|(_, w)| w.expect("in flight"))
+        .iter()
+        .map(|id| w.inflight.remove(id).unwrap())
         .collect();
     // It started the second task: the first ran (its result never came), the second is
     // the one it died in.
@@ -305,7 +306,7 @@ fn a_death_without_a_queue_fails_everything_it_held() {
     submit(&mut q, &log, 2, (0, 0));
     w.dispatch(&mut q, &mut log);
     let (_, held) = w.remove(1).unwrap();
-    let held: Vec<_> = held.into_iter().filter_map(|(_, w)| w).collect();
+    let held: Vec<_> = held.iter().filter_map(|id| w.inflight.remove(id)).collect();
     assert_eq!(bury(held, 0, None).len(), 2);
     assert!(q.pending.is_empty());
 }

@@ -190,15 +190,12 @@ impl<L, P> Workers<L, P> {
             .collect())
     }
 
-    /// Worker `key` is gone: forgets it. The worker (its window emptied), and the tasks it
-    /// held, in the order sent (the order it runs them; a task no longer in flight is
-    /// `None`), for the transport to say how far it got and then [`bury`] them.
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn remove(&mut self, key: u64) -> Option<(Worker<L>, Vec<(u64, Option<Work<P>>)>)> {
+    /// Worker `key` is gone: forgets it. The worker (its window emptied), and the ids of
+    /// the tasks it held, in the order sent (the order it runs them), still in flight here
+    /// until the transport has said how far it got (see [`bury`]).
+    pub(crate) fn remove(&mut self, key: u64) -> Option<(Worker<L>, Vec<u64>)> {
         let mut worker = self.workers.remove(&key)?;
-        let held = (worker.window.clear().into_iter())
-            .map(|id| (id, self.inflight.remove(&id)))
-            .collect();
+        let held = worker.window.clear();
         Some((worker, held))
     }
 
