@@ -265,19 +265,12 @@ impl Client {
     pub(crate) fn shutdown(&self, cancel: bool) {
         let cancelled = {
             let mut s = lock(&self.state);
-            if s.queue.phase == Phase::Running {
-                s.queue.phase = Phase::ShuttingDown;
-            }
             s.events += 1;
             if std::mem::take(&mut s.sleeping) {
                 self.wake.notify_one();
             }
-            if cancel {
-                // Given-back tasks are RUNNING already: they stay and run.
-                s.queue.cancel_pending(true, &self.counters)
-            } else {
-                Vec::new()
-            }
+            // Given-back tasks are RUNNING already: they stay and run.
+            s.queue.shut_down(false, cancel, &self.counters).0
         };
         for w in cancelled {
             w.completion.cancel();

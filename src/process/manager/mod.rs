@@ -377,30 +377,30 @@ impl Manager {
         true
     }
 
-    /// Stops accepting work; with `cancel`, cancels what is pending. Wakes the reader so
-    /// that the workers are retired once the work is done.
+    /// Stops accepting work; with `cancel`, cancels what is pending and not RUNNING yet (a
+    /// task given back, or left unstarted by a dead worker, runs; with `terminate` it fails
+    /// with `Broken`, see `Queue::shut_down`). Wakes the reader so that the workers are
+    /// retired once the work is done.
     pub(crate) fn shutdown(&self, terminate: bool, cancel: bool) {
-        let cancelled = {
+        let (cancelled, failed) = {
             let mut st = sync::lock(&self.state);
-            if matches!(st.queue.phase, Phase::Running | Phase::Starting) {
-                st.queue.phase = Phase::ShuttingDown;
-            }
             if terminate && st.queue.phase != Phase::Terminated {
-                st.queue.phase = Phase::Terminated;
                 st.kill_at = Some(Instant::now() + TERMINATE_GRACE);
             }
-            let cancelled = if cancel || terminate {
-                st.queue.cancel_pending(false, &self.counters)
-            } else {
-                Vec::new()
-            };
+            let stopped = st.queue.shut_down(terminate, cancel, &self.counters);
             self.poller.wake();
             self.changed.notify_all();
-            cancelled
+            stopped
         };
         for w in cancelled {
             w.completion.cancel();
         }
+        // Tasks queued again after they were sent (RUNNING): terminated with the pool.
+        let error = || Err(TaskError::Broken("the pool was terminated".into()));
+        let mut failed: Finished = (failed.into_iter())
+            .map(|w| (w.completion, error()))
+            .collect();
+        self.settle(&mut failed, 0);
     }
 
     /// The pool's counters now (see `stats.rs`).

@@ -204,27 +204,41 @@ impl<P> Queue<P> {
         failed
     }
 
-    /// Empties the queue for a shutdown that cancels what is pending: the tasks returned
-    /// are for the caller to cancel (counted here). `keep_claimed`: tasks already RUNNING
-    /// (given back) stay and run.
+    /// Stops accepting work: `ShuttingDown`, or with `terminate` (the process pool's)
+    /// `Terminated`. With `cancel` (implied by `terminate`), the tasks not claimed yet leave
+    /// the queue: the first list, for the caller to cancel (counted here). A claimed task
+    /// (given back, or left unstarted by a dead worker) is RUNNING and cannot be cancelled,
+    /// as in Python: it stays and runs, or, once terminated, leaves too: the second list,
+    /// to fail with `Broken`.
     #[must_use]
-    pub(crate) fn cancel_pending(
+    pub(crate) fn shut_down(
         &mut self,
-        keep_claimed: bool,
+        terminate: bool,
+        cancel: bool,
         counters: &RemoteCounters,
-    ) -> Vec<Work<P>> {
+    ) -> (Vec<Work<P>>, Vec<Work<P>>) {
+        if matches!(self.phase, Phase::Running | Phase::Starting) {
+            self.phase = Phase::ShuttingDown;
+        }
+        if terminate {
+            self.phase = Phase::Terminated;
+        }
+        if !cancel && !terminate {
+            return (Vec::new(), Vec::new());
+        }
+        let (claimed, unclaimed): (VecDeque<Work<P>>, VecDeque<Work<P>>) =
+            self.pending.drain(..).partition(|w| w.claimed);
+        let unclaimed: Vec<Work<P>> = unclaimed.into();
+        RemoteCounters::add(&counters.cancelled, unclaimed.len() as u64);
         self.reserved = 0;
-        let cancelled: Vec<Work<P>> = if keep_claimed {
-            let (claimed, unclaimed) = self.pending.drain(..).partition(|w| w.claimed);
-            self.pending = claimed;
-            unclaimed.into()
+        if terminate {
+            (unclaimed, claimed.into())
         } else {
-            self.pending.drain(..).collect()
-        };
-        // (A reserved task is claimed: it is never among those cancelled when kept.)
-        self.reserved = self.pending.iter().filter(|w| w.reserved).count();
-        RemoteCounters::add(&counters.cancelled, cancelled.len() as u64);
-        cancelled
+            // (A reserved task is claimed: it stays, and keeps its slot.)
+            self.reserved = claimed.iter().filter(|w| w.reserved).count();
+            self.pending = claimed;
+            (unclaimed, Vec::new())
+        }
     }
 }
 
@@ -306,6 +320,31 @@ mod tests {
         let ids: Vec<u64> = q.pending.iter().map(|w| w.id).collect();
         assert_eq!(ids, vec![10, 12, 1]);
         assert!(q.pending[0].claimed && q.pending[1].claimed);
+    }
+
+    #[test]
+    fn shutting_down_cancels_only_what_is_not_running() {
+        let counters = RemoteCounters::default();
+        let mut q = Queue::new(Phase::Running);
+        q.submit(work(1).0, &counters).unwrap();
+        let mut back = work(1).0;
+        back.id = 9;
+        assert!(
+            q.requeue(vec![back]).is_empty(),
+            "given back: RUNNING, first"
+        );
+        let (cancelled, failed) = q.shut_down(false, false, &counters);
+        assert!(cancelled.is_empty() && failed.is_empty() && q.pending.len() == 2);
+        assert_eq!(q.phase, Phase::ShuttingDown);
+        let (cancelled, failed) = q.shut_down(false, true, &counters);
+        assert_eq!(cancelled.iter().map(|w| w.id).collect::<Vec<_>>(), vec![1]);
+        assert!(failed.is_empty());
+        assert_eq!(q.pending.iter().map(|w| w.id).collect::<Vec<_>>(), vec![9]);
+        assert_eq!(counters.cancelled.load(SeqCst), 1);
+        let (cancelled, failed) = q.shut_down(true, false, &counters);
+        assert!(cancelled.is_empty());
+        assert_eq!(failed.iter().map(|w| w.id).collect::<Vec<_>>(), vec![9]);
+        assert!(q.pending.is_empty() && q.phase == Phase::Terminated);
     }
 
     #[test]
