@@ -2,22 +2,23 @@
 //! sockets, MPI ranks): the queue of pending tasks, what each worker holds, how work is cut
 //! into batches and which worker gets the next one, whom to ask for work back, what a
 //! result, a task given back and a worker's death do, and when a worker is retired. Plain
-//! data and decisions, tested here without a process. A pool owns a [`Queue`] and a
-//! [`Workers`] and implements [`Transport`], the few things that need its wire: send a
-//! batch, ask a worker for work back, tell it to exit. Results, answers and deaths flow the
-//! other way: the pool reads them off its wire and calls [`Workers::finished`],
+//! data and decisions, tested here without a process (`tests.rs`). A pool owns a [`Queue`]
+//! and a [`Workers`] and implements [`Transport`], the few things that need its wire: send
+//! a batch, ask a worker for work back, tell it to exit. Results, answers and deaths flow
+//! the other way: the pool reads them off its wire and calls [`Workers::finished`],
 //! [`Workers::given_back`], [`Workers::remove`] and [`bury`].
 //!
 //! ```text
-//! submit ──► Queue (pending; claim a free slot at once) ──cut──► Batch ──Transport::send──► worker
-//!                ▲ requeue (given back, unstarted at a death)        │ Workers: windows, budgets,
-//!                └──────────────── given_back / bury ◄───────────────┘ tasks in flight
+//! submit ─► Queue ──cut──► Batch ──Transport::send──► worker
+//!   (claims a   ▲                  │ Workers: windows, budgets,
+//!   free slot)  │                  │ tasks in flight
+//!               └── requeue ◄──────┘ given_back / bury (a death)
 //! ```
 //!
-//! - [`work`]: [`Work`] (a task), [`Queue`] (pending tasks, the pool's [`Phase`], claim-or-
-//!   skip, requeue, breaking the pool).
-//! - [`window`]: one worker's batches ([`Window`](window::Window)), batch sizes, the choice of worker, the
-//!   choice of victims.
+//! - [`work`]: [`Work`] (a task), [`Queue`] (pending tasks, the pool's [`Phase`],
+//!   claim-or-skip, requeue, shutdown, breaking the pool).
+//! - [`window`]: one worker's batches ([`Window`](window::Window)), batch sizes, the choice
+//!   of worker, the choice of victims.
 //! - [`workers`]: [`Worker`] (a window, readiness, retirement, the budget of
 //!   `max_tasks_per_child`) and [`Workers`] (the workers and the tasks in flight).
 //! - [`dispatch`]: cutting batches ([`Workers::cut`]), sending them, stealing.
@@ -35,21 +36,23 @@
 //!   call, which calls it had not started: each is either started there or given back,
 //!   never both. Given-back tasks return to the front of the queue, claimed, in their order
 //!   ([`Queue::requeue`]); what the worker still holds has started, and the last of it runs
-//!   long, so it gets no new work until that is done ([`Window::given_back`](window::Window::given_back)).
-//! * **A task is claimed once, before it is sent** ([`Work::claim`], in [`Queue::pop_claimed`]):
-//!   a task cancelled while pending is skipped (and counted), never sent; a claimed task
-//!   that comes back is sent again without a second claim.
+//!   long, so it gets no new work until that is done
+//!   ([`Window::given_back`](window::Window::given_back)).
+//! * **A task is claimed once, before it is sent** ([`Work::claim`], in
+//!   [`Queue::pop_claimed`]): a task cancelled while pending is skipped (and counted),
+//!   never sent; a claimed task that comes back is sent again without a second claim, and
+//!   a shutdown that cancels what is pending leaves it to run ([`Queue::shut_down`]).
 //! * **A worker completes only what it holds**: [`Workers::finished`] and
 //!   [`Workers::given_back`] refuse ([`Unasked`]) a task not in that worker's window, or an
 //!   answer to a revoke never asked; the pool treats it as a broken protocol.
 //! * **`max_tasks_per_child` counts tasks sent**: a batch is cut to the worker's budget, a
 //!   task given back unstarted returns to it, and a worker whose budget is spent is retired
-//!   once it holds nothing. At most [`MAX_BATCHES`](window::MAX_BATCHES) batches of at most [`MAX_BATCH`](window::MAX_BATCH) tasks
-//!   are in a worker, sized so that half of what is pending stays in the parent,
-//!   cancellable ([`batch_size`](window::batch_size)).
-//! * **A death fails what it may have run, and nothing else** ([`bury`]): of the tasks a dead
-//!   worker held, those it started fail (the last is the one it died in), those it never
-//!   started run elsewhere.
+//!   once it holds nothing. At most [`MAX_BATCHES`](window::MAX_BATCHES) batches of at most
+//!   [`MAX_BATCH`](window::MAX_BATCH) tasks are in a worker, sized so that half of what is
+//!   pending stays in the parent, cancellable ([`batch_size`](window::batch_size)).
+//! * **A death fails what it may have run, and nothing else** ([`bury`]): of the tasks a
+//!   dead worker held, those it started fail (the last is the one it died in), those it
+//!   never started run elsewhere.
 //!
 //! # What stays with each transport, and why
 //!
@@ -65,12 +68,20 @@
 //!   queues the unstarted tasks again; MPI has no result log and no kill (a lost rank ends
 //!   the job's use of MPI): every task the rank held counts as started, and the pool is
 //!   broken ([`Queue::break_with`]).
-//! * **Time limits and `cancel_running`** ([`Work::limit`], [`Work::cancelled`]) are the
-//!   process pool's: they end with a worker's death (SIGKILL), which an MPI rank cannot be
-//!   given. The core carries the marks and honours them where a task comes back
-//!   ([`Queue::requeue`]).
+//! * **Time limits, `cancel_running` and `terminate`** ([`Work::limit`], [`Work::cancelled`],
+//!   [`Phase::Terminated`]) are the process pool's: they end with a worker's death
+//!   (SIGKILL), which an MPI rank cannot be given. So is [`Phase::Starting`]: its workers
+//!   run the initializer after they start, an MPI rank before its session. The core
+//!   carries the marks and honours them where a task comes back ([`Queue::requeue`]).
 //! * **Liveness**: the process pool sees a death on the worker's pidfd and socket; the MPI
 //!   pool pings silent ranks and watches the pids of those on its host.
+//! * **Shared tables**: which worker holds which table is the transport's record. The
+//!   process pool tells the holders of a released table from whatever thread drops its
+//!   last handle, straight on their sockets (its record has a lock of its own); the MPI
+//!   pool queues the release for its dispatcher, the only thread that may call MPI.
+//! * **Completing futures**: the process pool hands callbacks to threads of their own (the
+//!   thread that read a result moves work); the MPI pool runs them on the thread that
+//!   drives the session, outside the dispatcher.
 //!
 //! Flush timing is the workers' side: both send results together while they come quickly,
 //! at most [`FLUSH_AFTER`] after the oldest unsent one.
