@@ -287,12 +287,12 @@ impl<L, P> Workers<L, P> {
 }
 
 /// What a death costs the tasks `held` by a dead worker that are still open (and not
-/// marked by `cancel_running`: those end as cancelled), in the order sent (the order it ran
-/// them): the first `started` had started (the last of them is the
-/// one it died in; the others finished, but their results never reached the pool): they
-/// fail, and are returned, in order. The rest never started: with `queue` they go back to
-/// its front, claimed, to run elsewhere; without (the pool is terminated or broken) they
-/// fail too, returned after the others.
+/// marked by `cancel_running`: those end as cancelled), in the order sent (the order it
+/// ran them). The first `started` had started (the last of them is the one it died in; the
+/// others finished, but their results never reached the pool): they fail, and are
+/// returned, in order. The rest never started: with `queue` they go back to its front,
+/// claimed, to run elsewhere; without (the pool is terminated or broken) they fail too,
+/// returned after the others.
 pub(crate) fn bury<P>(
     mut held: Vec<Work<P>>,
     started: usize,
