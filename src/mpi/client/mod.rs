@@ -1,7 +1,8 @@
 //! The client rank (rank 0): pending work, each worker rank's window, and the dispatcher,
 //! which owns all MPI traffic of this rank and runs on its MPI thread. The queue, the
 //! windows, batching, stealing and what a lost rank costs are the dispatch core's
-//! (`remote::scheduler`); the dispatcher is its transport over MPI messages.
+//! (`remote::scheduler`); `transport` is its transport over MPI messages, `dispatcher` the
+//! session's rounds, `driver` who runs them.
 //!
 //! ```text
 //! submit ──► pending queue ──dispatch──► Calls message ──► worker rank
@@ -21,6 +22,7 @@
 
 mod dispatcher;
 mod driver;
+mod transport;
 
 use dispatcher::Dispatcher;
 pub(crate) use driver::Driver;
@@ -34,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use super::comm::{self, Backoff, Comm, Env, MAX_MESSAGE, Port};
 use super::error::MpiError;
-use super::wire::{self, CallHead, Reader, kind};
+use super::wire::{self, Reader, kind};
 use crate::error::{ExitStatus, SubmitError, TaskError};
 use crate::remote::IdMap;
 use crate::remote::scheduler::{Phase, Queue, Work, Worker, Workers};
