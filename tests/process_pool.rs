@@ -281,6 +281,92 @@ fn terminate_fails_running_and_cancels_pending() {
     gate.open();
 }
 
+/// Waits on the gate, then ends its process.
+fn hold_then_abort(gate: String) -> u32 {
+    common::hold((gate, 0));
+    std::process::abort()
+}
+
+/// An initializer: a worker started once `armed` exists waits on the gate first.
+fn start_behind_gate(args: (String, String)) {
+    let (armed, gate) = args;
+    if std::path::Path::new(&armed).exists() {
+        common::hold((gate, 0));
+    }
+}
+
+/// A one-worker pool whose worker dies with a task sent to it and not started (queued again,
+/// RUNNING) and a task pending behind it, while its replacement waits on `start`: that
+/// queued task, the pending one.
+fn requeued_and_pending(
+    start: &Gate,
+) -> (
+    ProcessPoolExecutor,
+    concurrent_futures::Future<u32>,
+    concurrent_futures::Future<u32>,
+) {
+    let armed = marker("armed");
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .initializer_with(
+            start_behind_gate,
+            (armed.to_string_lossy().into_owned(), start.path()),
+        )
+        .build()
+        .unwrap();
+    std::fs::write(&armed, b"").unwrap();
+    let mut gate = Gate::closed();
+    let dies = pool.submit(hold_then_abort, gate.path());
+    // The worker has room for a second batch: this one is sent, and waits behind `dies`.
+    let requeued = pool.submit(my_pid, ());
+    let pending = pool.submit(my_pid, ());
+    eventually("dies runs", || dies.running());
+    gate.open();
+    assert!(matches!(
+        dies.result_timeout(LONG),
+        Err(TaskError::WorkerDied { .. })
+    ));
+    let _ = std::fs::remove_file(&armed);
+    (pool, requeued, pending)
+}
+
+#[test]
+fn shutdown_cancel_futures_lets_a_task_already_running_run() {
+    let _w = watchdog("shutdown_cancel_futures_lets_a_task_already_running_run");
+    let mut start = Gate::closed();
+    let (pool, requeued, pending) = requeued_and_pending(&start);
+    pool.shutdown_with(false, true);
+    assert!(pending.cancelled(), "not sent yet: cancelled");
+    assert!(
+        !requeued.cancelled(),
+        "RUNNING: as in Python, it cannot be cancelled"
+    );
+    start.open();
+    let pid = requeued
+        .result_timeout(LONG)
+        .expect("it runs on the replacement");
+    assert_ne!(pid, std::process::id());
+    pool.shutdown(true);
+    let stats = pool.stats();
+    assert_eq!((stats.cancelled, stats.done, stats.failed), (1, 1, 1));
+}
+
+#[test]
+fn terminate_fails_a_task_queued_again_after_it_was_sent() {
+    let _w = watchdog("terminate_fails_a_task_queued_again_after_it_was_sent");
+    let mut start = Gate::closed();
+    let (pool, requeued, pending) = requeued_and_pending(&start);
+    pool.terminate();
+    assert!(pending.cancelled());
+    assert!(matches!(
+        requeued.result_timeout(LONG),
+        Err(TaskError::Broken(_))
+    ));
+    start.open();
+    let stats = pool.stats();
+    assert_eq!((stats.cancelled, stats.done, stats.failed), (1, 0, 2));
+}
+
 #[test]
 fn map_of_many_items_in_chunks() {
     let _w = watchdog("map_of_many_items_in_chunks");

@@ -27,12 +27,9 @@ use std::time::{Duration, Instant};
 use super::comm::{self, Backoff, Comm, Env, MAX_MESSAGE, Port, Serial};
 use super::error::MpiError;
 use super::wire::{self, CallHead, Reader, kind};
+use crate::remote::scheduler::FLUSH_AFTER;
 use crate::remote::{codec as protocol, naming as image};
 use crate::sync::{Condvar, Mutex, lock};
-
-/// Results are sent together while they come quickly: what is ready goes when the rank has
-/// nothing left to run, or once the oldest unsent result is this old.
-const FLUSH_AFTER: Duration = Duration::from_micros(200);
 
 /// A call received and not started.
 struct Job {

@@ -7,7 +7,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::Duration;
 
 use super::wire::{
     self, Call, CancelAck, Control, Hello, INLINE_MAX, Log, MAX_FRAME, Revoke, Revoked,
@@ -15,14 +14,9 @@ use super::wire::{
     ToWorker,
 };
 use crate::os::{self, Mapping, Memfd, Recv, Socket};
+use crate::remote::scheduler::FLUSH_AFTER;
 use crate::remote::{codec, naming};
 use crate::sync::{self, Mutex};
-
-/// Results are sent together while they come quickly: the worker sends what is ready when
-/// it has nothing left to run, when its result log is full, or after a task once the oldest
-/// unsent result is this old. Until then they wait in the result log, which the parent
-/// reads if the worker dies: batching never loses a result.
-const FLUSH_AFTER: Duration = Duration::from_micros(200);
 
 /// Why a worker stops before its parent told it to.
 #[derive(Debug, thiserror::Error)]

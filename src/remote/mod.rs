@@ -11,8 +11,8 @@ pub(crate) mod codec;
 pub(crate) mod naming;
 mod probe;
 pub(crate) mod recording;
+pub(crate) mod scheduler;
 pub(crate) mod shared_state;
-pub(crate) mod window;
 
 pub(crate) use codec::{Completion, Slot};
 pub(crate) use naming::FnRef;

@@ -1,40 +1,18 @@
 //! The dispatcher of a session: the only code that sends and receives this rank's MPI
-//! messages. Each round it reads what arrived, sends pending work to the workers' windows
-//! (the policies are `remote::window`'s), asks busy workers for work back, pings silent
-//! ones, and ends the session.
+//! messages. Each round it reads what arrived, sends pending work to the workers' windows,
+//! asks busy workers for work back, pings silent ones, and ends the session. Every decision
+//! of those is the dispatch core's (`remote::scheduler`), through its transport
+//! (`transport`'s `Messages`); what is this file's own is what only MPI has: the rounds,
+//! the checking of every message, the liveness watch, the clock offsets of the timeline.
 
+use super::transport::{Messages, Rank};
 use super::*;
+use crate::remote::scheduler::{Unasked, bury};
 use crate::stats::{Outcome, RemoteCounters};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Every this many rounds, the dispatcher looks whether it is time to watch the workers.
 const WATCH_EVERY: u32 = 32;
-
-/// One worker rank, as the dispatcher tracks it.
-pub(super) struct Link {
-    info: RankInfo,
-    /// What it holds (see `remote::window`).
-    window: Window,
-    /// When the worker was last heard from (or given work while idle), as of the last
-    /// `watch`: a message only sets `heard`, which `watch` turns into a time, so that no
-    /// clock is read per message.
-    last_heard: Instant,
-    heard: bool,
-    pinged: bool,
-    lost: bool,
-    /// Its process, when it runs on this host: its death is seen at once (MPI does not end
-    /// a client whose spawned worker died).
-    process: Option<crate::os::Pidfd>,
-    /// This rank's clock less the worker's, as well as its messages tell it (timeline).
-    offset: Option<i64>,
-}
-
-impl Link {
-    /// It may be sent work (it is alive, and not busy with a task it was robbed behind).
-    pub(super) fn open(&self) -> bool {
-        !self.lost && self.window.has_room()
-    }
-}
 
 /// Futures and where their outcomes are in a received message.
 pub(super) type Outcomes = Vec<(Box<dyn Completion>, Range<usize>)>;
@@ -72,19 +50,17 @@ impl Finished {
     }
 }
 
-/// A task in a worker: its future, the link that holds it, what a timeline calls it, and
-/// the shared tables it names.
-type InFlight = (Box<dyn Completion>, usize, &'static str, Vec<TableRef>);
-
 pub(super) struct Dispatcher {
     pub(super) client: Arc<Client>,
     pub(super) port: Port,
-    pub(super) links: Vec<Link>,
-    /// Tasks in a worker: their futures, which link holds them, what a timeline calls
-    /// them, and the shared tables they name (kept until they are over).
-    pub(super) inflight: IdMap<InFlight>,
-    /// The shared tables sent to workers, by id: the links that hold them.
-    tables: IdMap<Vec<usize>>,
+    /// The worker ranks still in the session (keyed by their place among the session's
+    /// ranks; a lost rank is no longer there), and the tasks they hold.
+    pub(super) workers: Workers<Rank, Vec<u8>>,
+    /// The session's first worker rank, and how many it started with.
+    first_rank: i32,
+    ranks: usize,
+    /// The shared tables sent to workers, by id: the workers that hold them.
+    tables: IdMap<Vec<u64>>,
     /// The last round ended early, after results (see `step`).
     deferred: bool,
     pub(super) config: Config,
@@ -92,10 +68,10 @@ pub(super) struct Dispatcher {
     /// `State::events` last seen.
     pub(super) seen: u64,
     /// What `dispatch` saw of the shared state this round (one lock per round): nothing was
-    /// left pending, and whether new work was still accepted. `steal` and `finish_if_done`
-    /// act on it; a change after it is seen next round.
+    /// left pending, and the pool's phase. `steal` and `finish_if_done` act on it; a
+    /// change after it is seen next round.
     pub(super) drained: bool,
-    pub(super) accepting: bool,
+    pub(super) phase: Phase,
     pub(super) last_check: Instant,
     /// Rounds stepped, to read the clock only now and then.
     pub(super) rounds: u32,
@@ -116,32 +92,37 @@ impl Dispatcher {
         host: &str,
     ) -> Self {
         let now = Instant::now();
+        let first_rank = workers.first().map_or(0, |i| i.rank);
+        let ranks = workers.len();
+        // Each rank holds at most `window` tasks, and answers revokes if it has a helper.
+        let mut links = Workers::new(config.window);
+        for (key, info) in (0..).zip(workers) {
+            let helper = info.helper;
+            let rank = Rank {
+                process: (info.host == host)
+                    .then(|| crate::os::Pidfd::open(info.pid).ok())
+                    .flatten(),
+                info,
+                last_heard: now,
+                heard: false,
+                pinged: false,
+                offset: None,
+            };
+            links.insert(key, Worker::new(rank, true, None, helper));
+        }
         Dispatcher {
             client,
             port,
-            links: workers
-                .into_iter()
-                .map(|info| Link {
-                    process: (info.host == host)
-                        .then(|| crate::os::Pidfd::open(info.pid).ok())
-                        .flatten(),
-                    info,
-                    window: Window::default(),
-                    last_heard: now,
-                    heard: false,
-                    pinged: false,
-                    lost: false,
-                    offset: None,
-                })
-                .collect(),
-            inflight: IdMap::default(),
+            workers: links,
+            first_rank,
+            ranks,
             tables: IdMap::default(),
             deferred: false,
             backoff: Backoff::new(config.backoff_cap),
             config,
             seen: 0,
             drained: true,
-            accepting: true,
+            phase: Phase::Running,
             last_check: now,
             rounds: 0,
             finished: Finished::default(),
@@ -176,7 +157,9 @@ impl Dispatcher {
             }
         }
         self.deferred = false;
-        progress |= self.steal();
+        // With nothing pending and a worker idle, a busy worker is asked for work back.
+        let mut wire = Messages::new(&mut self.port, &mut self.tables, &self.client);
+        progress |= (self.workers).steal(self.drained, &self.phase, &mut wire);
         self.port.test_sends();
         // The clock is read once per `WATCH_EVERY` rounds: a read costs about as much as
         // a round that finds nothing.
@@ -195,7 +178,7 @@ impl Dispatcher {
         (std::mem::take(&mut self.finished), progress, over)
     }
 
-    /// A task of link `li` ended: it ran from `ran[0]` to `ran[1]` on the worker's clock,
+    /// A task of worker `key` ended: it ran from `ran[0]` to `ran[1]` on the worker's clock,
     /// which read `sent` when the message left; `outcome` is its encoded outcome. The
     /// worker's times are mapped onto this rank's clock by the smallest difference seen
     /// between a message's arrival here and its `sent` (the worker may be on another host:
@@ -204,7 +187,7 @@ impl Dispatcher {
     /// is never drawn later than its result arrived.
     fn record_task_ended(
         &mut self,
-        li: usize,
+        key: u64,
         name: &'static str,
         ran: [u64; 2],
         sent: u64,
@@ -213,7 +196,9 @@ impl Dispatcher {
         let now = crate::os::monotonic_nanos();
         let seen = (i128::from(now) - i128::from(sent)).clamp(i64::MIN.into(), i64::MAX.into());
         let seen = seen as i64;
-        let link = &mut self.links[li];
+        let Some(link) = self.workers.get_mut(key).map(|w| &mut w.link) else {
+            return;
+        };
         let offset = *link
             .offset
             .insert(link.offset.map_or(seen, |o| o.min(seen)));
@@ -221,13 +206,13 @@ impl Dispatcher {
         let outcome = crate::remote::recording::outcome_of_bytes(outcome);
         self.client
             .timeline
-            .task(li, [here(ran[0]), here(ran[1])], outcome, name);
+            .task(key as usize, [here(ran[0]), here(ran[1])], outcome, name);
     }
 
     /// What the workers hold, for the statistics' `running`: stored only when it changed, so
     /// that a round that moves nothing writes nothing shared.
     fn publish_inflight(&self) {
-        let n = self.inflight.len() as u64;
+        let n = self.workers.inflight.len() as u64;
         if self.client.inflight.load(Relaxed) != n {
             self.client.inflight.store(n, Relaxed);
         }
@@ -241,7 +226,8 @@ impl Dispatcher {
         let pause = self.backoff.pause()?;
         // After a sleep, the next round looks at the clock (see `step`).
         self.rounds = WATCH_EVERY - 1;
-        let expecting = !self.inflight.is_empty() || self.port.sending() || self.leaving.is_some();
+        let expecting =
+            !self.workers.inflight.is_empty() || self.port.sending() || self.leaving.is_some();
         // Even with nothing to expect, wake now and then, to notice that the process exits.
         let nap = if expecting {
             pause
@@ -273,26 +259,25 @@ impl Dispatcher {
         any
     }
 
-    pub(super) fn link_of(&mut self, src: i32) -> Result<usize, MpiError> {
+    /// The key of rank `src` among the session's workers.
+    pub(super) fn link_of(&mut self, src: i32) -> Result<u64, MpiError> {
         let outside = MpiError::Protocol {
             rank: src,
             what: "is not a worker of this session",
         };
-        let first = self.links.first().map_or(0, |l| l.info.rank);
-        let i = usize::try_from(src - first).map_err(|_| outside.clone())?;
-        if i >= self.links.len() {
+        let i = usize::try_from(src - self.first_rank).map_err(|_| outside.clone())?;
+        if i >= self.ranks {
             return Err(outside);
         }
-        Ok(i)
+        Ok(i as u64)
     }
 
     pub(super) fn handle(&mut self, src: i32, buf: Vec<u8>) -> Result<(), MpiError> {
-        let li = self.link_of(src)?;
-        let link = &mut self.links[li];
-        if link.lost {
-            // Its tasks already failed; whatever it says now comes too late.
+        let key = self.link_of(src)?;
+        let Some(link) = self.workers.get_mut(key).map(|w| &mut w.link) else {
+            // Lost: its tasks already failed; whatever it says now comes too late.
             return Ok(());
-        }
+        };
         link.heard = true;
         link.pinged = false;
         let (mut r, k) = Reader::new(&buf)?;
@@ -303,20 +288,26 @@ impl Dispatcher {
                 let outcomes = r.outcomes(n)?;
                 let mut items = Vec::with_capacity(outcomes.len());
                 for wire::Outcome { id, range, ran } in outcomes {
-                    if !self.links[li].window.release(id) {
-                        return Err(MpiError::Protocol {
-                            rank: src,
-                            what: "sent the result of a task it did not hold",
-                        });
-                    }
-                    let (c, _, name, _) = self.inflight.remove(&id).ok_or(MpiError::Protocol {
-                        rank: src,
-                        what: "sent an unknown result",
-                    })?;
+                    let mut wire = Messages::new(&mut self.port, &mut self.tables, &self.client);
+                    let w = match self.workers.finished(key, id, &mut wire) {
+                        Ok(Some(w)) => w,
+                        Err(Unasked) => {
+                            return Err(MpiError::Protocol {
+                                rank: src,
+                                what: "sent the result of a task it did not hold",
+                            });
+                        }
+                        Ok(None) => {
+                            return Err(MpiError::Protocol {
+                                rank: src,
+                                what: "sent an unknown result",
+                            });
+                        }
+                    };
                     if sent != 0 && ran != [0, 0] && self.client.timeline.on() {
-                        self.record_task_ended(li, name, ran, sent, &buf[range.clone()]);
+                        self.record_task_ended(key, w.name, ran, sent, &buf[range.clone()]);
                     }
-                    items.push((c, range));
+                    items.push((w.completion, range));
                 }
                 RemoteCounters::add(&self.client.counters.bytes_received, buf.len() as u64);
                 self.finished.batches.push((buf, items));
@@ -324,16 +315,16 @@ impl Dispatcher {
             kind::REVOKED => {
                 let n = r.u32()? as usize;
                 let calls = r.calls(n)?;
-                if !self.links[li].window.revoking {
+                let Some(worker) = self.workers.get(key) else {
+                    return Ok(());
+                };
+                if !worker.window.revoking {
                     return Err(MpiError::Protocol {
                         rank: src,
                         what: "gave back tasks never asked for",
                     });
                 }
-                if calls
-                    .iter()
-                    .any(|(head, _)| !self.links[li].window.holds(head.id))
-                {
+                if calls.iter().any(|(head, _)| !worker.window.holds(head.id)) {
                     return Err(MpiError::Protocol {
                         rank: src,
                         what: "gave back a task it did not hold",
@@ -342,29 +333,28 @@ impl Dispatcher {
                 let ids: Vec<u64> = calls.iter().map(|(head, _)| head.id).collect();
                 trace::stolen(trace::Pool::Mpi, None, src as u64, ids.len() as u64);
                 // What it still holds has started; the last of it runs long.
-                self.links[li].window.given_back(&ids, u64::MAX);
+                let mut given =
+                    (self.workers.given_back(key, &ids, u64::MAX)).map_err(|Unasked| {
+                        MpiError::Protocol {
+                            rank: src,
+                            what: "gave back tasks never asked for",
+                        }
+                    })?;
+                // They come back with their payloads (sent, they were moved into the message).
                 let mut back = Vec::with_capacity(calls.len());
                 for (head, range) in calls {
-                    let (completion, _, name, tables) =
-                        self.inflight.remove(&head.id).ok_or(MpiError::Protocol {
+                    let at = given.iter().position(|w| w.id == head.id);
+                    let mut w = at
+                        .map(|at| given.swap_remove(at))
+                        .ok_or(MpiError::Protocol {
                             rank: src,
                             what: "gave back an unknown task",
                         })?;
-                    back.push(Work {
-                        id: head.id,
-                        target: head.target,
-                        payload: buf[range].to_vec(),
-                        completion,
-                        tables,
-                        claimed: true,
-                        reserved: false,
-                        name,
-                    });
+                    w.payload = buf[range].to_vec();
+                    back.push(w);
                 }
-                let mut s = lock(&self.client.state);
-                for w in back.into_iter().rev() {
-                    s.pending.push_front(w);
-                }
+                let cancelled = lock(&self.client.state).queue.requeue(back);
+                debug_assert!(cancelled.is_empty(), "no MPI task is marked cancelled");
             }
             kind::PONG => {}
             kind::LEFT => {
@@ -386,76 +376,37 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Sends pending tasks to the workers with room, the one with the fewest batches in
-    /// flight first, until the queue is empty or every window is full; then publishes how
-    /// many batches the workers can still take.
+    /// Sends pending tasks to the workers with room until the queue is empty or every
+    /// window is full; then publishes how many tasks the workers can still take. The
+    /// batches are cut under the queue's lock and sent after it is released, so that a
+    /// submission never waits for MPI.
     pub(super) fn dispatch(&mut self) -> bool {
         let released = self.release_tables();
         let mut s = lock(&self.client.state);
         self.seen = s.events;
-        self.accepting = s.phase == Phase::Running;
-        let n = self.links.len();
-        self.drained = s.pending.is_empty();
+        if self.phase != s.queue.phase {
+            self.phase = s.queue.phase.clone();
+        }
+        self.drained = s.queue.pending.is_empty();
         if self.drained {
             // The common round while tasks run: only the free slots to publish.
-            s.slots = self
-                .links
-                .iter()
-                .map(|l| self.free_slots(l, l.window.batches(), l.window.len()))
-                .sum();
+            s.queue.slots = self.workers.free_slots();
             return released;
         }
         let mut batches = Vec::new();
-        // What each link will hold once these batches are sent.
-        let mut load: Vec<(usize, usize)> = self
-            .links
-            .iter()
-            .map(|l| (l.window.batches(), l.window.len()))
-            .collect();
-        while !s.pending.is_empty() {
-            let Some(li) = (0..n)
-                .filter(|&i| self.links[i].open() && load[i].0 < MAX_BATCHES)
-                .filter(|&i| load[i].1 < self.config.window)
-                .min_by_key(|&i| load[i])
-            else {
-                break;
-            };
-            // Small batches while little is pending: most of it stays cancellable.
-            let size = window::batch_size(s.pending.len(), n).min(self.config.window - load[li].1);
-            let mut batch = Vec::with_capacity(size);
-            let mut bytes = 0usize;
-            while batch.len() < size {
-                let Some(w) = s.pending.front() else { break };
-                // A large payload goes alone, so that it is sent without a copy.
-                if !batch.is_empty() && bytes + w.payload.len() > (1 << 16) {
-                    break;
-                }
-                let w = s.pending.pop_front().expect("front exists");
-                if w.reserved {
-                    s.reserved -= 1;
-                }
-                if !w.claimed && !w.completion.claim() {
-                    // Cancelled while pending.
-                    RemoteCounters::add(&self.client.counters.cancelled, 1);
-                    continue;
-                }
-                bytes += w.payload.len();
-                batch.push(w);
-            }
-            if !batch.is_empty() {
-                load[li].0 += 1;
-                load[li].1 += batch.len();
-                batches.push((li, batch));
-            }
+        while let Some(batch) =
+            (self.workers).cut::<Messages<'_>>(&mut s.queue, &self.client.counters)
+        {
+            batches.push(batch);
         }
-        s.slots = (0..n)
-            .map(|i| self.free_slots(&self.links[i], load[i].0, load[i].1))
-            .sum();
-        self.drained = s.pending.is_empty();
+        s.queue.slots = self.workers.free_slots();
+        self.drained = s.queue.pending.is_empty();
         drop(s);
         let sent = !batches.is_empty();
-        for (li, batch) in batches {
-            self.send_batch(li, batch);
+        let mut wire = Messages::new(&mut self.port, &mut self.tables, &self.client);
+        for batch in batches {
+            // (An MPI send is queued in the port: it cannot fail here.)
+            let _ = self.workers.send(batch, &mut wire);
         }
         sent || released
     }
@@ -468,16 +419,18 @@ impl Dispatcher {
         if ids.is_empty() || self.leaving.is_some() {
             return false;
         }
-        let mut per_link: Vec<Vec<u64>> = vec![Vec::new(); self.links.len()];
+        let mut per_link: Vec<Vec<u64>> = vec![Vec::new(); self.ranks];
         for id in ids {
-            for li in self.tables.remove(&id).into_iter().flatten() {
-                per_link[li].push(id);
+            for key in self.tables.remove(&id).into_iter().flatten() {
+                per_link[key as usize].push(id);
             }
         }
         let mut any = false;
-        for (li, ids) in per_link.into_iter().enumerate() {
-            if !ids.is_empty() && !self.links[li].lost {
-                let rank = self.links[li].info.rank;
+        for (key, ids) in (0..).zip(per_link) {
+            if let Some(w) = self.workers.get(key)
+                && !ids.is_empty()
+            {
+                let rank = w.link.info.rank;
                 self.port
                     .send(rank, wire::TO_WORKER, wire::release_message(&ids));
                 any = true;
@@ -486,138 +439,30 @@ impl Dispatcher {
         any
     }
 
-    /// Sends the worker of link `li` the shared tables that `batch` names and that it does
-    /// not hold yet, each in a `Table` message (before the calls: MPI keeps them in order).
-    fn send_tables(&mut self, li: usize, batch: &[Work]) {
-        let rank = self.links[li].info.rank;
-        for table in batch.iter().flat_map(|w| &w.tables) {
-            let holders = self.tables.entry(table.id()).or_default();
-            if !holders.contains(&li) {
-                holders.push(li);
-                let msg = wire::table_message(table.id(), table.bytes());
-                RemoteCounters::add(&self.client.counters.bytes_sent, msg.len() as u64);
-                self.port.send(rank, wire::TO_WORKER, msg);
-            }
-        }
-    }
-
-    /// Tasks a link can still be sent, with `batches` and `held` in flight: one per free
-    /// batch, within its window.
-    pub(super) fn free_slots(&self, link: &Link, batches: usize, held: usize) -> usize {
-        if !link.open() {
-            return 0;
-        }
-        MAX_BATCHES
-            .saturating_sub(batches)
-            .min(self.config.window.saturating_sub(held))
-    }
-
-    pub(super) fn send_batch(&mut self, li: usize, batch: Vec<Work>) {
-        // (Timed calls when recording: the worker then sends their run times.)
-        let calls_kind = if self.client.timeline.on() {
-            kind::CALLS_TIMED
-        } else {
-            kind::CALLS
-        };
-        let link = &mut self.links[li];
-        if link.window.is_empty() {
-            link.heard = true;
-        }
-        link.window.send(batch.iter().map(|w| w.id));
-        let rank = link.info.rank;
-        self.send_tables(li, &batch);
-        if let [_] = batch.as_slice() {
-            // One call (the common case of a pool that is not flooded): its header goes
-            // after its payload, in the room the encoding left.
-            let Some(w) = batch.into_iter().next() else {
-                return;
-            };
-            let head = CallHead {
-                id: w.id,
-                target: w.target,
-                len: w.payload.len(),
-            };
-            w.completion.trace().started(rank as u64);
-            self.inflight
-                .insert(w.id, (w.completion, li, w.name, w.tables));
-            let msg = wire::call_message(calls_kind, head, w.payload);
-            RemoteCounters::add(&self.client.counters.bytes_sent, msg.len() as u64);
-            self.port.send(rank, wire::TO_WORKER, msg);
-            return;
-        }
-        let mut calls = Vec::with_capacity(batch.len());
-        for w in batch {
-            calls.push((
-                CallHead {
-                    id: w.id,
-                    target: w.target,
-                    len: w.payload.len(),
-                },
-                w.payload,
-            ));
-            w.completion.trace().started(rank as u64);
-            self.inflight
-                .insert(w.id, (w.completion, li, w.name, w.tables));
-        }
-        let msg = wire::calls_message(calls_kind, calls);
-        RemoteCounters::add(&self.client.counters.bytes_sent, msg.len() as u64);
-        self.port.send(rank, wire::TO_WORKER, msg);
-    }
-
-    /// With nothing pending and a worker idle, asks the worker with the most unstarted
-    /// calls to give them back.
-    pub(super) fn steal(&mut self) -> bool {
-        if !self.drained {
-            return false;
-        }
-        let idle = self
-            .links
-            .iter()
-            .filter(|l| l.open() && l.window.is_empty())
-            .count();
-        if idle == 0 {
-            return false; // nobody to give work to
-        }
-        if !self.links.iter().any(|l| l.window.has_backlog()) {
-            return false; // nothing to give back
-        }
-        let candidates = self
-            .links
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (i, &l.window, l.info.helper && !l.lost));
-        let victims = window::victims(candidates, idle);
-        for &li in &victims {
-            self.links[li].window.revoking = true;
-            let rank = self.links[li].info.rank;
-            self.port
-                .send(rank, wire::TO_WORKER, wire::bare(kind::REVOKE));
-        }
-        !victims.is_empty()
-    }
-
     /// Pings silent workers that hold tasks; declares lost those silent for too long.
     pub(super) fn watch(&mut self) {
         let now = Instant::now();
-        for li in 0..self.links.len() {
-            let link = &mut self.links[li];
-            if link.lost {
-                continue;
-            }
+        for key in 0..self.ranks as u64 {
+            let leaving = self.leaving.is_some();
+            let Some(worker) = self.workers.get_mut(key) else {
+                continue; // lost
+            };
+            let held = !worker.window.is_empty();
+            let link = &mut worker.link;
             if std::mem::take(&mut link.heard) {
                 link.last_heard = now;
             }
             // (Once told to leave, a worker may end its process as soon as it has said so.)
-            if self.leaving.is_none() && link.process.as_ref().is_some_and(|p| p.exited()) {
-                self.lose(li, "died".into());
+            if !leaving && link.process.as_ref().is_some_and(|p| p.exited()) {
+                self.lose(key, "died".into());
                 continue;
             }
-            if link.window.is_empty() || !link.info.helper {
+            if !held || !link.info.helper {
                 continue;
             }
             let silent = now.saturating_duration_since(link.last_heard);
             if silent >= self.config.unresponsive_after {
-                self.lose(li, format!("has not answered for {silent:.1?}"));
+                self.lose(key, format!("has not answered for {silent:.1?}"));
             } else if silent >= PING_AFTER && !link.pinged {
                 link.pinged = true;
                 let rank = link.info.rank;
@@ -634,29 +479,33 @@ impl Dispatcher {
     /// A worker rank died or stopped answering (`what` says which): its tasks fail, and
     /// since MPI cannot go on without it, the pool is broken (everything pending fails) and
     /// the job will be aborted at exit.
-    pub(super) fn lose(&mut self, li: usize, what: String) {
+    pub(super) fn lose(&mut self, key: u64, what: String) {
+        let Some((worker, held)) = self.workers.remove(key) else {
+            return;
+        };
         comm::mark_lost();
         RemoteCounters::add(&self.client.counters.deaths, 1);
-        let link = &mut self.links[li];
-        link.lost = true;
-        let info = link.info.clone();
+        let info = worker.link.info;
         if self.client.timeline.on() {
             self.client
                 .timeline
-                .mark_now(li, crate::timeline::MarkKind::Died, info.pid);
+                .mark_now(key as usize, crate::timeline::MarkKind::Died, info.pid);
         }
         trace::worker_ended(trace::Pool::Mpi, info.rank as u64, true, &what);
-        let held = link.window.clear();
-        for id in held {
-            if let Some((c, ..)) = self.inflight.remove(&id) {
-                self.finished.failed.push((
-                    c,
-                    TaskError::WorkerDied {
-                        pid: info.pid,
-                        status: ExitStatus::Unknown,
-                    },
-                ));
-            }
+        // No result log, no kill: any task it held may have run, so all of them fail (see
+        // `remote::scheduler`), and nothing is queued again (the pool breaks).
+        let held: Vec<_> = (held.iter())
+            .filter_map(|id| self.workers.inflight.remove(id))
+            .collect();
+        let started = held.len();
+        for w in bury(held, started, None) {
+            self.finished.failed.push((
+                w.completion,
+                TaskError::WorkerDied {
+                    pid: info.pid,
+                    status: ExitStatus::Unknown,
+                },
+            ));
         }
         let why: Arc<str> = format!(
             "worker rank {} (pid {} on {}) {what}; MPI cannot continue without it, so the job \
@@ -666,19 +515,10 @@ impl Dispatcher {
         .into();
         eprintln!("concurrent_futures: {why}");
         let mut s = lock(&self.client.state);
-        s.phase = Phase::Broken(why.clone());
-        s.reserved = 0;
-        for w in s.pending.drain(..) {
-            // A task cancelled while pending stays cancelled: only one claimed here (or
-            // before) may be completed.
-            if w.claimed || w.completion.claim() {
-                self.finished
-                    .failed
-                    .push((w.completion, TaskError::Broken(why.clone())));
-            } else {
-                RemoteCounters::add(&self.client.counters.cancelled, 1);
-            }
-        }
+        // A task cancelled while pending stays cancelled: only one claimed here (or before)
+        // is failed.
+        let failed = s.queue.break_with(why, &self.client.counters);
+        self.finished.failed.extend(failed);
     }
 
     /// After the session: waits for the last sends; spawned workers are kept for the next
@@ -689,14 +529,14 @@ impl Dispatcher {
             let _mpi = comm::serial();
             self.port.flush();
         }
-        if self.links.iter().any(|l| l.lost) {
+        if self.workers.len() < self.ranks {
             return;
         }
         if let Some(key) = self.config.spawn.take() {
-            let processes = self
-                .links
-                .iter_mut()
-                .filter_map(|l| l.process.take())
+            let mut workers = self.workers.drain();
+            workers.sort_by_key(|w| w.link.info.rank);
+            let processes = (workers.iter_mut())
+                .filter_map(|w| w.link.process.take())
                 .collect();
             super::super::spawned::keep(key, self.port.comm(), processes);
         }
@@ -712,20 +552,11 @@ impl Dispatcher {
         if self.leaving.is_some() {
             return false;
         }
-        if self.accepting || !self.drained {
+        let mut wire = Messages::new(&mut self.port, &mut self.tables, &self.client);
+        if !(self.workers).retire_if_done(&self.phase, self.drained, &mut wire) {
             return false;
         }
-        if !self.inflight.is_empty() || self.links.iter().any(|l| l.window.revoking) {
-            return false;
-        }
-        let mut leaving = 0;
-        for link in &self.links {
-            if !link.lost {
-                self.port
-                    .send(link.info.rank, wire::TO_WORKER, wire::bare(kind::EXIT));
-                leaving += 1;
-            }
-        }
+        let leaving = self.workers.len();
         self.leaving = Some(leaving);
         self.over = leaving == 0;
         self.over

@@ -79,8 +79,8 @@ impl Driver {
             .dispatcher
             .lock()
             .as_ref()
-            .is_some_and(|d| !d.inflight.is_empty() || d.leaving.is_some());
-        in_flight || !lock(&self.client.state).pending.is_empty()
+            .is_some_and(|d| !d.workers.inflight.is_empty() || d.leaving.is_some());
+        in_flight || !lock(&self.client.state).queue.pending.is_empty()
     }
 
     pub(super) fn stepped_over(&self) -> bool {

@@ -1,5 +1,8 @@
 //! The client rank (rank 0): pending work, each worker rank's window, and the dispatcher,
-//! which owns all MPI traffic of this rank and runs on its MPI thread.
+//! which owns all MPI traffic of this rank and runs on its MPI thread. The queue, the
+//! windows, batching, stealing and what a lost rank costs are the dispatch core's
+//! (`remote::scheduler`); `transport` is its transport over MPI messages, `dispatcher` the
+//! session's rounds, `driver` who runs them.
 //!
 //! ```text
 //! submit ──► pending queue ──dispatch──► Calls message ──► worker rank
@@ -19,11 +22,11 @@
 
 mod dispatcher;
 mod driver;
+mod transport;
 
 use dispatcher::Dispatcher;
 pub(crate) use driver::Driver;
 
-use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -33,10 +36,10 @@ use std::time::{Duration, Instant};
 
 use super::comm::{self, Backoff, Comm, Env, MAX_MESSAGE, Port};
 use super::error::MpiError;
-use super::wire::{self, CallHead, Reader, kind};
+use super::wire::{self, Reader, kind};
 use crate::error::{ExitStatus, SubmitError, TaskError};
 use crate::remote::IdMap;
-use crate::remote::window::{self, MAX_BATCHES, Window};
+use crate::remote::scheduler::{Phase, Queue, Work, Worker, Workers};
 use crate::remote::{Completion, FnRef};
 use crate::shared::TableRef;
 use crate::sync::{Condvar, Mutex, lock};
@@ -82,48 +85,17 @@ const PING_AFTER: Duration = Duration::from_secs(1);
 /// Room kept in a message for its header.
 const HEADER_ROOM: usize = 64;
 
-/// A task not sent yet (or given back by a worker).
-struct Work {
-    id: u64,
-    target: FnRef,
-    payload: Vec<u8>,
-    completion: Box<dyn Completion>,
-    /// The shared tables its payload names by id: kept until it is over, so that no
-    /// release of theirs reaches its rank before it ran.
-    tables: Vec<TableRef>,
-    /// Already RUNNING: given a free slot at submission, or sent once and given back.
-    claimed: bool,
-    /// Claimed at submission against `State::slots`.
-    reserved: bool,
-    /// What a timeline calls it: `"task"`, or `"map"` for a chunk of `map`.
-    name: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
-    Running,
-    /// No new work; the pending work still runs.
-    ShuttingDown,
-    /// A rank was lost: nothing new runs.
-    Broken(Arc<str>),
-}
-
 struct State {
-    phase: Phase,
-    pending: VecDeque<Work>,
-    next_id: u64,
+    /// Pending tasks, the pool's phase, and the batch slots the dispatcher last published
+    /// (the dispatch core's): a task still pending after `submit` means that no worker has
+    /// room, as on the process pool.
+    queue: Queue<Vec<u8>>,
     /// Bumped by every submission and shutdown, so the dispatcher knows whether to look.
     events: u64,
     /// The dispatcher sleeps on `Client::wake` and wants a notification.
     sleeping: bool,
     /// The dispatcher finished the session.
     over: bool,
-    /// Batches the workers can take now, as the dispatcher last counted them, and how many
-    /// of them submissions have reserved since. A task submitted while a slot is free is
-    /// claimed (RUNNING) at once, as the dispatcher will send it next; so a task still
-    /// pending after `submit` means that no worker has room, as on the process pool.
-    slots: usize,
-    reserved: usize,
 }
 
 /// The handle the executor holds; shared with the dispatcher.
@@ -194,14 +166,10 @@ impl Client {
         };
         let client = Arc::new(Client {
             state: Mutex::new(State {
-                phase,
-                pending: VecDeque::new(),
-                next_id: 1,
+                queue: Queue::new(phase),
                 events: 0,
                 sleeping: false,
                 over: false,
-                slots: 0,
-                reserved: 0,
             }),
             wake: Condvar::new(),
             ended: Condvar::new(),
@@ -285,27 +253,9 @@ impl Client {
                 .into(),
             ));
         }
+        let work = Work::new(target, payload, completion, tables, name, None);
         let mut s = lock(&self.state);
-        match &s.phase {
-            Phase::Running => {}
-            Phase::ShuttingDown => return Err(SubmitError::Shutdown),
-            Phase::Broken(why) => return Err(SubmitError::Broken(why.clone())),
-        }
-        let id = s.next_id;
-        s.next_id += 1;
-        crate::stats::RemoteCounters::add(&self.counters.submitted, 1);
-        let reserved = s.reserved < s.slots && completion.claim();
-        s.reserved += usize::from(reserved);
-        s.pending.push_back(Work {
-            id,
-            target,
-            payload,
-            completion,
-            tables,
-            claimed: reserved,
-            reserved,
-            name,
-        });
+        s.queue.submit(work, &self.counters)?;
         s.events += 1;
         if std::mem::take(&mut s.sleeping) {
             self.wake.notify_one();
@@ -315,26 +265,15 @@ impl Client {
 
     /// Refuses new work; with `cancel`, cancels what is pending.
     pub(crate) fn shutdown(&self, cancel: bool) {
-        let cancelled: Vec<Work> = {
+        let cancelled = {
             let mut s = lock(&self.state);
-            if s.phase == Phase::Running {
-                s.phase = Phase::ShuttingDown;
-            }
             s.events += 1;
             if std::mem::take(&mut s.sleeping) {
                 self.wake.notify_one();
             }
-            if cancel {
-                // Given-back tasks are RUNNING already: they stay and run.
-                let (claimed, unclaimed): (VecDeque<Work>, VecDeque<Work>) =
-                    s.pending.drain(..).partition(|w| w.claimed);
-                s.pending = claimed;
-                unclaimed.into()
-            } else {
-                Vec::new()
-            }
+            // Given-back tasks are RUNNING already: they stay and run.
+            s.queue.shut_down(false, cancel, &self.counters).0
         };
-        crate::stats::RemoteCounters::add(&self.counters.cancelled, cancelled.len() as u64);
         for w in cancelled {
             w.completion.cancel();
         }
@@ -344,7 +283,7 @@ impl Client {
     /// dispatcher's last round), and the counters.
     pub(crate) fn stats(&self) -> crate::PoolStats {
         let running = self.inflight.load(Ordering::Relaxed);
-        let queued = lock(&self.state).pending.len() as u64;
+        let queued = lock(&self.state).queue.pending.len() as u64;
         self.counters.snapshot(queued, running)
     }
 }

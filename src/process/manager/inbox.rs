@@ -1,18 +1,20 @@
 //! What a worker's messages and its death do: results complete the tasks it holds (and
 //! nothing else: everything it sends is checked), answers to revokes put work back in the
 //! queue, and a death completes what its result log holds, fails the task it died in and
-//! queues again what it never started.
+//! queues again what it never started. The bookkeeping is the dispatch core's
+//! (`remote::scheduler`); what is this pool's own is the checking of every record, the
+//! result log, and `cancel_running`'s answers.
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use super::link::dispatch;
 use super::start::reap;
-use super::{Finished, Manager, Phase, State, Work};
+use super::{Finished, Manager, Phase, State};
 use crate::error::{Shortage, TaskError};
 use crate::process::wire::{
     self, CancelAck, PostMortem, Revoked, TAG_CANCELLED, TAG_DONE, TAG_INIT, TAG_REVOKED,
 };
 use crate::remote::codec;
+use crate::remote::scheduler::{Work, bury};
 use crate::stats::RemoteCounters;
 use crate::sync;
 use crate::trace::{self, Pool};
@@ -40,17 +42,19 @@ impl Manager {
                 match crate::remote::codec::decode_outcome::<()>(body) {
                     Ok(()) => {
                         let mut st = sync::lock(&self.state);
-                        if let Some(link) = st.workers.get_mut(&id) {
-                            if link.ready {
+                        if let Some(w) = st.workers.get_mut(id) {
+                            if w.ready {
                                 return Err("a second initializer outcome");
                             }
-                            link.ready = true;
+                            w.ready = true;
                         }
-                        if st.phase == Phase::Starting && st.workers.values().all(|l| l.ready) {
-                            st.phase = Phase::Running;
+                        if st.queue.phase == Phase::Starting
+                            && st.workers.iter().all(|(_, w)| w.ready)
+                        {
+                            st.queue.phase = Phase::Running;
                             self.changed.notify_all();
                         }
-                        dispatch(&mut st);
+                        st.dispatch();
                     }
                     Err(e) => finished
                         .extend(self.break_pool(format!("a worker's initializer failed: {e}"))),
@@ -61,22 +65,18 @@ impl Manager {
                 let CancelAck { id: task, dropped } =
                     codec::decode(body).map_err(|_| "a malformed answer to a cancellation")?;
                 let mut st = sync::lock(&self.state);
-                let State {
-                    workers, inflight, ..
-                } = &mut *st;
-                let Some(link) = workers.get_mut(&id) else {
-                    return Ok(());
-                };
-                if !link.window.holds(task) {
-                    // Its result came first (and completed it as cancelled).
+                let (_, workers, mut wire) = st.parts();
+                if !workers.get(id).is_some_and(|w| w.window.holds(task)) {
+                    // Its result came first (and completed it as cancelled), or the worker
+                    // is gone.
                     return Ok(());
                 }
-                match inflight.get(&task) {
+                match workers.inflight.get(&task) {
                     Some(w) if !w.cancelled => {
                         return Err("an answer to a cancellation never asked");
                     }
                     Some(_) => {
-                        if let Some(w) = inflight.remove(&task) {
+                        if let Some(w) = workers.inflight.remove(&task) {
                             finished.push((w.completion, Err(TaskError::Cancelled)));
                         }
                     }
@@ -84,9 +84,11 @@ impl Manager {
                 }
                 if dropped {
                     // It never ran there: it counts again in the worker's budget.
-                    link.given_back(1);
-                    link.finished(task);
-                    dispatch(&mut st);
+                    if let Some(w) = workers.get_mut(id) {
+                        w.refund(1);
+                    }
+                    let _ = workers.finished(id, task, &mut wire);
+                    st.dispatch();
                 }
                 // (Else it had finished: the worker holds it until its result comes.)
                 Ok(())
@@ -95,34 +97,19 @@ impl Manager {
                 let Revoked { ids, unread_from } =
                     codec::decode(body).map_err(|_| "a malformed answer to a revoke")?;
                 let mut st = sync::lock(&self.state);
-                let State {
-                    workers,
-                    inflight,
-                    pending,
-                    ..
-                } = &mut *st;
-                let Some(link) = workers.get_mut(&id) else {
+                let State { queue, workers, .. } = &mut *st;
+                let Some(pid) = workers.get(id).map(|w| w.link.pid) else {
                     return Ok(());
                 };
-                if !link.window.revoking {
-                    return Err("an answer to a revoke never asked");
-                }
-                let mut back = link.window.given_back(&ids, unread_from);
-                trace::stolen(Pool::Process, None, link.pid.into(), back.len() as u64);
-                link.given_back(back.len());
+                let back = workers
+                    .given_back(id, &ids, unread_from)
+                    .map_err(|_| "an answer to a revoke never asked")?;
+                trace::stolen(Pool::Process, None, pid.into(), back.len() as u64);
                 // Back to the front of the queue, in their order.
-                back.reverse();
-                for task in back {
-                    if let Some(mut w) = inflight.remove(&task) {
-                        if w.cancelled {
-                            finished.push((w.completion, Err(TaskError::Cancelled)));
-                            continue;
-                        }
-                        w.claimed = true;
-                        pending.push_front(w);
-                    }
+                for w in queue.requeue(back) {
+                    finished.push((w.completion, Err(TaskError::Cancelled)));
                 }
-                dispatch(&mut st);
+                st.dispatch();
                 Ok(())
             }
             _ => Err("an unknown message"),
@@ -145,13 +132,12 @@ impl Manager {
         let mut st = sync::lock(&self.state);
         // Once `terminate` was called, no task of the pool completes with a value: a
         // worker that finishes its task anyway (it handles or ignores SIGTERM) is too late.
-        let terminated = st.phase == Phase::Terminated;
-        let State {
-            workers, inflight, ..
-        } = &mut *st;
-        let Some(link) = workers.get_mut(&id) else {
+        let terminated = st.queue.phase == Phase::Terminated;
+        let (_, workers, mut wire) = st.parts();
+        let Some(w) = workers.get(id) else {
             return Ok(());
         };
+        let (window, row) = (&w.window, w.link.row);
         // The whole message is checked before any of it is used: a message with one bad
         // record completes nothing.
         let mut shared = 0;
@@ -159,10 +145,7 @@ impl Manager {
         for record in wire::records(body) {
             let record = record.map_err(|_| "a malformed result record")?;
             // (At most one result per task held, so these checks stay small.)
-            if ids.len() >= link.window.len()
-                || !link.window.holds(record.id)
-                || ids.contains(&record.id)
-            {
+            if ids.len() >= window.len() || !window.holds(record.id) || ids.contains(&record.id) {
                 return Err("a result for a task it does not hold");
             }
             ids.push(record.id);
@@ -191,8 +174,8 @@ impl Manager {
             } else {
                 Ok(record.payload.to_vec())
             };
-            link.finished(record.id);
-            if let Some(w) = inflight.remove(&record.id) {
+            // (Held: checked above.)
+            if let Ok(Some(w)) = workers.finished(id, record.id, &mut wire) {
                 // Cancelled meanwhile: the value is discarded.
                 let bytes = if w.cancelled {
                     Err(TaskError::Cancelled)
@@ -200,13 +183,13 @@ impl Manager {
                     bytes
                 };
                 if self.recording() {
-                    self.record_task_ended(link.row, w.name, record.ran, bytes.as_deref());
+                    self.record_task_ended(row, w.name, record.ran, bytes.as_deref());
                 }
                 finished.push((w.completion, bytes));
                 self.payload_files.put(w.payload);
             }
         }
-        dispatch(&mut st);
+        st.dispatch();
         Ok(())
     }
 
@@ -215,17 +198,19 @@ impl Manager {
     /// back to the front of the queue, so no task runs twice and none is lost. While the
     /// pool is running, the manager thread starts a replacement.
     pub(super) fn on_closed(&self, id: u64, finished: &mut Finished) {
-        let link = sync::lock(&self.state).workers.remove(&id);
-        let Some(mut link) = link else { return };
+        let gone = sync::lock(&self.state).workers.remove(id);
+        let Some((worker, held)) = gone else { return };
+        let retiring = worker.retiring;
+        let mut link = worker.link;
         self.poller.remove(link.main.as_fd());
         self.poller.remove(link.pidfd.as_fd());
         let status = reap(&mut link.child);
         // When the death is seen, for the timeline: read before its row is given to a
         // replacement, so the row's next bar starts after it.
         let seen_dead = self.recording().then(crate::os::monotonic_nanos);
-        let terminated = sync::lock(&self.state).phase == Phase::Terminated;
+        let terminated = sync::lock(&self.state).queue.phase == Phase::Terminated;
         // Not an exit it was asked for: it died (or was killed for a time limit).
-        let died = !terminated && (!link.retiring || status != crate::ExitStatus::Code(0));
+        let died = !terminated && (!retiring || status != crate::ExitStatus::Code(0));
         if died {
             RemoteCounters::add(&self.counters.deaths, 1);
             self.record_worker_died(link.row, link.pid, seen_dead);
@@ -236,13 +221,11 @@ impl Manager {
         let log = PostMortem::read(&link.log);
         let failed = {
             let mut st = sync::lock(&self.state);
-            let terminated = st.phase == Phase::Terminated;
+            let terminated = st.queue.phase == Phase::Terminated;
             // Calls run in the order sent: those up to the last it started have run, those
             // after it never started. (If it started none of them, none has run.)
-            let started = link
-                .window
-                .tasks()
-                .position(|task| task == log.started)
+            let started = (held.iter())
+                .position(|&task| task == log.started)
                 .map_or(0, |p| p + 1);
             // The log holds the results of the calls it finished since it last sent, in
             // the order it ran them: a prefix of what it holds, ending at (or just before)
@@ -250,21 +233,21 @@ impl Manager {
             // wrote records for calls it never started (a task scribbling over the log)
             // cannot complete them: they run elsewhere.
             // (Records of calls it no longer holds were sent before it died, and delivered.)
-            let tasks = link.window.clear();
             let mut records = log
                 .results
                 .into_iter()
-                .filter(|(id, ..)| tasks.contains(id))
+                .filter(|(id, ..)| held.contains(id))
                 .peekable();
-            let mut held: Vec<Work> = Vec::new();
-            let mut unstarted: Vec<Work> = Vec::new();
+            // Still open, in the order sent; how many of them it started.
+            let mut open: Vec<Work<_>> = Vec::new();
+            let mut open_started = 0;
             // Killed for `cancel_running` (or dead while asked): they end as cancelled.
-            let mut cancelled: Vec<Work> = Vec::new();
-            for (i, task) in tasks.iter().copied().enumerate() {
+            let mut cancelled: Vec<Work<_>> = Vec::new();
+            for (i, task) in held.iter().copied().enumerate() {
                 let record = records
                     .next_if(|(id, ..)| i < started && *id == task)
                     .map(|(_, bytes, ran)| (bytes, ran));
-                let Some(w) = st.inflight.remove(&task) else {
+                let Some(w) = st.workers.inflight.remove(&task) else {
                     continue;
                 };
                 if w.cancelled {
@@ -276,49 +259,47 @@ impl Manager {
                     }
                     finished.push((w.completion, Ok(bytes)));
                     self.payload_files.put(w.payload);
-                } else if i < started {
-                    held.push(w);
                 } else {
-                    unstarted.push(w);
+                    open_started += usize::from(i < started);
+                    open.push(w);
                 }
             }
             let died = TaskError::WorkerDied {
                 pid: link.pid,
                 status,
             };
-            let failed: Vec<(Work, TaskError)> = if terminated {
+            // What the death costs (`remote::scheduler::bury`): the tasks it started fail,
+            // those it never started go back to the queue (unless the pool is terminated:
+            // then they fail too).
+            let requeue = (!terminated).then_some(&mut st.queue);
+            let lost = bury(open, open_started, requeue);
+            let failed: Vec<(Work<_>, TaskError)> = if terminated {
                 let error = TaskError::Broken("the pool was terminated".into());
-                held.into_iter()
-                    .chain(unstarted)
-                    .map(|w| (w, error.clone()))
-                    .collect()
+                lost.into_iter().map(|w| (w, error.clone())).collect()
             } else {
-                for mut w in unstarted.into_iter().rev() {
-                    w.claimed = true;
-                    st.pending.push_front(w);
-                }
-                let running = held.pop();
-                let mut failed: Vec<(Work, TaskError)> =
-                    held.into_iter().map(|w| (w, died.clone())).collect();
-                if let Some(w) = running {
-                    let error = match link.timed_out {
-                        Some((task, limit)) if task == w.id => TaskError::TimeLimit(limit),
-                        _ => died.clone(),
-                    };
-                    failed.push((w, error));
-                }
-                failed
+                let running = lost.len().checked_sub(1);
+                (lost.into_iter().enumerate())
+                    .map(|(i, w)| {
+                        let error = match link.timed_out {
+                            Some((task, limit)) if Some(i) == running && task == w.id => {
+                                TaskError::TimeLimit(limit)
+                            }
+                            _ => died.clone(),
+                        };
+                        (w, error)
+                    })
+                    .collect()
             };
             // Replace it while work may still come or is still queued (this includes a
             // worker retired by `max_tasks_per_child`).
-            if matches!(st.phase, Phase::Running | Phase::Starting)
-                || (st.phase == Phase::ShuttingDown && !st.pending.is_empty())
+            if matches!(st.queue.phase, Phase::Running | Phase::Starting)
+                || (st.queue.phase == Phase::ShuttingDown && !st.queue.pending.is_empty())
             {
                 st.respawn += 1;
                 self.changed.notify_all();
             }
             st.free_rows.push(link.row);
-            dispatch(&mut st);
+            st.dispatch();
             failed
                 .into_iter()
                 .chain(cancelled.into_iter().map(|w| (w, TaskError::Cancelled)))

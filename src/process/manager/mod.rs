@@ -10,21 +10,25 @@
 //!                                      calls it never started, start a replacement
 //! ```
 //!
-//! Dispatch happens on whichever thread makes room or work: the submitting thread (if a
-//! worker's window has room) or the manager thread (when results free a window).
+//! The queue, the windows, batching, stealing, budgets and what a death costs are the
+//! dispatch core's (`remote::scheduler`); this pool is its transport over socket pairs
+//! (`transport`), and dispatches under its state lock on whichever thread makes room or
+//! work: the submitting thread (if a worker's window has room) or the thread that reads
+//! results (when they free a window).
 //!
 //! This file holds the state and the manager thread; `reader` is who reads the sockets,
-//! `inbox` what a worker's messages and death do, `link` the dispatch to the workers'
-//! windows, `start` how workers are started.
+//! `inbox` what a worker's messages and death do, `transport` a worker process as the
+//! parent reaches it and the core's sends, `start` how workers are started, `watchdog`
+//! the time limits.
 
 mod callbacks;
 mod inbox;
-mod link;
 mod reader;
 mod record;
 mod start;
+mod transport;
+mod watchdog;
 
-use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -32,24 +36,20 @@ use std::time::{Duration, Instant};
 
 use super::wire::{self, MAX_FRAME, Payload, ToWorkerRef};
 use crate::error::{SubmitError, TaskError};
-use crate::os::{self, Mapping, Memfd, Pidfd, Poller, Socket};
-use crate::remote::bootstrap::{ChildGuard, StartError};
-use crate::remote::window::Window;
+use crate::os::{Poller, Socket};
+use crate::remote::bootstrap::StartError;
+use crate::remote::scheduler::{Phase, Queue, Work, Workers};
 use crate::remote::{Completion, FnRef, IdMap, codec};
 use crate::shared::TableRef;
 use crate::stats::{Outcome, RemoteCounters};
 use crate::sync::{self, Condvar, Mutex};
-use link::dispatch;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
+use transport::{Sockets, WorkerProcess};
 
 /// How long a thread that wants to read results yields (instead of sleeping) while the
 /// manager thread wakes up and lets go of the reader.
 const READER_SPIN: Duration = Duration::from_micros(200);
-/// How often the watchdog looks at a worker to see a task with a time limit start, at most
-/// and at least.
-const POLL_MIN: Duration = Duration::from_millis(1);
-const POLL_MAX: Duration = Duration::from_millis(50);
 /// How long the manager thread leaves results in flight to a user thread that may come to
 /// read them itself, before it reads them (for callbacks and `as_completed`).
 const READ_GRACE: Duration = Duration::from_micros(100);
@@ -81,74 +81,11 @@ pub(crate) struct Config {
     pub(crate) task_timeout: Option<Duration>,
 }
 
-/// A task, pending or in a worker. The payload is kept until the result arrives, so that a
-/// task a dead worker never started can be sent to another.
-struct Work {
-    id: u64,
-    target: FnRef,
-    payload: Payload,
-    completion: Box<dyn Completion>,
-    /// Already RUNNING (it was sent once, to a worker that died before starting it).
-    claimed: bool,
-    /// Its own time limit (else the pool's).
-    limit: Option<Duration>,
-    /// What a timeline calls it: `"task"`, or `"map"` for a chunk of `map`.
-    name: &'static str,
-    /// `cancel_running` asked its worker to stop it: whatever comes from the worker (a
-    /// result, its answer, its death) completes it with `Cancelled`.
-    cancelled: bool,
-    /// The shared tables its argument names by id (kept until the task is over: a worker
-    /// that gets it must be able to get them too).
-    tables: Vec<TableRef>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
-    Starting,
-    Running,
-    /// No new work; the pending work still runs.
-    ShuttingDown,
-    /// Workers are being stopped now.
-    Terminated,
-    Broken(Arc<str>),
-}
-
-/// One live worker as the parent sees it.
-struct Link {
-    pid: u32,
-    child: ChildGuard,
-    /// Calls down, results up (see `wire`).
-    main: Arc<Socket>,
-    /// Revokes down, served by the worker's helper thread.
-    ctl: Socket,
-    /// Readable once the worker has exited (even if a process it started still holds its
-    /// socket open).
-    pidfd: Pidfd,
-    /// The worker's result log (see `wire`), read once it is dead.
-    log: Memfd,
-    /// A read-only view of the log's header, for the watchdog (see `wire::running`).
-    log_view: Mapping,
-    /// What it holds (see `remote::window`).
-    window: Window,
-    /// The initializer has run (or there is none): the worker may get calls.
-    ready: bool,
-    /// Told to exit (shutdown, or `max_tasks_per_child` reached).
-    retiring: bool,
-    /// Tasks that may still be sent to it (`max_tasks_per_child` less the tasks sent; a task
-    /// it gives back returns to the budget, since it never ran there). `None`: no limit.
-    budget: Option<usize>,
-    /// Killed for running this task over this time limit.
-    timed_out: Option<(u64, Duration)>,
-    /// Its row on the timeline: the slot it holds among the pool's `workers`.
-    row: usize,
-}
-
 struct State {
-    phase: Phase,
-    pending: VecDeque<Work>,
-    inflight: IdMap<Work>,
-    workers: IdMap<Link>,
-    next_id: u64,
+    /// Pending tasks and the pool's phase (the dispatch core's).
+    queue: Queue<Payload>,
+    /// The live workers, keyed as their poller entries, and the tasks they hold.
+    workers: Workers<WorkerProcess, Payload>,
     /// The key of the next worker started.
     next_worker: u64,
     /// Set when start-up failed.
@@ -173,6 +110,29 @@ struct State {
     /// Timeline rows no live worker holds (a replacement takes the row of the worker it
     /// replaces), smallest last.
     free_rows: Vec<usize>,
+}
+
+impl State {
+    /// The queue, the workers and the transport the core sends through.
+    fn parts(
+        &mut self,
+    ) -> (
+        &mut Queue<Payload>,
+        &mut Workers<WorkerProcess, Payload>,
+        Sockets<'_>,
+    ) {
+        let wire = Sockets {
+            tables_sent: &self.tables_sent,
+            counters: &self.counters,
+        };
+        (&mut self.queue, &mut self.workers, wire)
+    }
+
+    /// Sends pending work to the workers with room, then steals (`remote::scheduler`).
+    fn dispatch(&mut self) {
+        let (queue, workers, mut wire) = self.parts();
+        workers.dispatch(queue, &mut wire);
+    }
 }
 
 /// Which workers were sent which shared table (by table id: the worker's key and its main
@@ -280,11 +240,8 @@ impl Manager {
         let workers = config.workers;
         let manager = Arc::new(Manager {
             state: Mutex::new(State {
-                phase: Phase::Starting,
-                pending: VecDeque::new(),
-                inflight: IdMap::default(),
-                workers: IdMap::default(),
-                next_id: 1,
+                queue: Queue::new(Phase::Starting),
+                workers: Workers::new(usize::MAX),
                 next_worker: 1,
                 startup_error: None,
                 finished: false,
@@ -327,7 +284,7 @@ impl Manager {
             *sync::lock(&manager.watchdog) = Some(handle);
         }
         let mut st = sync::lock(&manager.state);
-        while st.phase == Phase::Starting && st.startup_error.is_none() {
+        while st.queue.phase == Phase::Starting && st.startup_error.is_none() {
             st = sync::wait(&manager.changed, st);
         }
         if let Some(e) = st.startup_error.clone() {
@@ -356,33 +313,17 @@ impl Manager {
         name: &'static str,
     ) -> Result<u64, SubmitError> {
         let mut st = sync::lock(&self.state);
-        match &st.phase {
-            Phase::Running | Phase::Starting => {}
-            Phase::ShuttingDown | Phase::Terminated => return Err(SubmitError::Shutdown),
-            Phase::Broken(r) => return Err(SubmitError::Broken(r.clone())),
-        }
-        let id = st.next_id;
-        st.next_id += 1;
-        RemoteCounters::add(&st.counters.submitted, 1);
-        st.pending.push_back(Work {
-            id,
-            target,
-            payload,
-            completion,
-            claimed: false,
-            limit,
-            name,
-            cancelled: false,
-            tables,
-        });
+        let work = Work::new(target, payload, completion, tables, name, limit);
+        let st = &mut *st;
+        let id = st.queue.submit(work, &st.counters)?;
         if limit.is_some() || self.config.task_timeout.is_some() {
             // The watchdog learns of a limit to keep (it may be asleep until a far deadline).
             self.own_limits.fetch_or(limit.is_some(), SeqCst);
             self.changed.notify_all();
         }
-        let was_quiet = !expecting(&st);
-        dispatch(&mut st);
-        if was_quiet && expecting(&st) && !st.lingering {
+        let was_quiet = !st.workers.expecting();
+        st.dispatch();
+        if was_quiet && st.workers.expecting() && !st.lingering {
             // Someone must read what comes: the manager thread, unless the submitter comes to
             // wait for its result first (it usually does, long before the manager is awake).
             // A lingering manager looks by itself within `READ_GRACE`.
@@ -402,27 +343,24 @@ impl Manager {
     pub(crate) fn cancel_running(&self, id: u64) -> bool {
         let work = {
             let mut st = sync::lock(&self.state);
-            let State {
-                inflight,
-                workers,
-                pending,
-                ..
-            } = &mut *st;
+            let State { queue, workers, .. } = &mut *st;
+            let (links, inflight) = workers.split_mut();
             if let Some(work) = inflight.get_mut(&id) {
                 if !work.cancelled {
                     work.cancelled = true;
-                    let holder = workers.values().find(|l| l.window.holds(id));
-                    if let Some((link, batch)) =
-                        holder.and_then(|l| l.window.batch_of(id).map(|b| (l, b)))
+                    let holder = links.values().find(|w| w.window.holds(id));
+                    if let Some((w, batch)) =
+                        holder.and_then(|w| w.window.batch_of(id).map(|b| (w, b)))
                     {
                         let cancel = codec::encode(&wire::Control::Cancel { id, batch });
                         // A worker that cannot be told is gone: its death completes the task.
-                        let _ = cancel.map(|bytes| link.ctl.send(&[&bytes], &[]));
+                        let _ = cancel.map(|bytes| w.link.ctl.send(&[&bytes], &[]));
                     }
                 }
                 return true;
             }
             // Claimed tasks queued again are at the front of the queue.
+            let pending = &mut queue.pending;
             let at = pending
                 .iter()
                 .take_while(|w| w.claimed)
@@ -437,38 +375,40 @@ impl Manager {
         true
     }
 
-    /// Stops accepting work; with `cancel`, cancels what is pending. Wakes the reader so
-    /// that the workers are retired once the work is done.
+    /// Stops accepting work; with `cancel`, cancels what is pending and not RUNNING yet (a
+    /// task given back, or left unstarted by a dead worker, runs; with `terminate` it fails
+    /// with `Broken`, see `Queue::shut_down`). Wakes the reader so that the workers are
+    /// retired once the work is done.
     pub(crate) fn shutdown(&self, terminate: bool, cancel: bool) {
-        let cancelled = {
+        let (cancelled, failed) = {
             let mut st = sync::lock(&self.state);
-            if matches!(st.phase, Phase::Running | Phase::Starting) {
-                st.phase = Phase::ShuttingDown;
-            }
-            if terminate && st.phase != Phase::Terminated {
-                st.phase = Phase::Terminated;
+            if terminate && st.queue.phase != Phase::Terminated {
                 st.kill_at = Some(Instant::now() + TERMINATE_GRACE);
             }
-            let cancelled: Vec<Work> = if cancel || terminate {
-                st.pending.drain(..).collect()
-            } else {
-                Vec::new()
-            };
+            let stopped = st.queue.shut_down(terminate, cancel, &self.counters);
             self.poller.wake();
             self.changed.notify_all();
-            cancelled
+            stopped
         };
-        RemoteCounters::add(&self.counters.cancelled, cancelled.len() as u64);
         for w in cancelled {
             w.completion.cancel();
         }
+        // Tasks queued again after they were sent (RUNNING): terminated with the pool.
+        let error = || Err(TaskError::Broken("the pool was terminated".into()));
+        let mut failed: Finished = (failed.into_iter())
+            .map(|w| (w.completion, error()))
+            .collect();
+        self.settle(&mut failed, 0);
     }
 
     /// The pool's counters now (see `stats.rs`).
     pub(crate) fn stats(&self) -> crate::PoolStats {
         let (queued, running) = {
             let st = sync::lock(&self.state);
-            (st.pending.len() as u64, st.inflight.len() as u64)
+            (
+                st.queue.pending.len() as u64,
+                st.workers.inflight.len() as u64,
+            )
         };
         self.counters.snapshot(queued, running)
     }
@@ -490,8 +430,8 @@ impl Manager {
     /// Sends `signal` to every worker (terminate / kill).
     pub(crate) fn signal_workers(&self, signal: libc::c_int) {
         let st = sync::lock(&self.state);
-        for link in st.workers.values() {
-            link.pidfd.signal(signal);
+        for (_, w) in st.workers.iter() {
+            w.link.pidfd.signal(signal);
         }
     }
 
@@ -511,95 +451,10 @@ impl Manager {
         self.callbacks.close();
     }
 
-    /// The watchdog thread: kills a worker whose current task has run longer than its time
-    /// limit (its own, else the pool's). The worker's log says which call it runs and since
-    /// when, so the limit is the one of the task that runs, timed from its start. It sleeps
-    /// while no task with a limit is in flight, and otherwise looks again at the nearest
-    /// deadline (or, while a task with a limit waits behind one without, every few
-    /// milliseconds, to see it start).
-    fn watch(&self) {
-        let mut st = sync::lock(&self.state);
-        loop {
-            let finished = st.startup_error.is_some()
-                || (stopping(&st) && st.workers.is_empty() && st.finished);
-            if finished {
-                return;
-            }
-            let now = os::monotonic_nanos();
-            let mut next: Option<Duration> = None;
-            let mut soonest = |d: Duration| next = Some(next.map_or(d, |n| n.min(d)));
-            if let Some(at) = st.kill_at {
-                // Terminated: past the grace, every worker still there is killed (and one
-                // started meanwhile as well), until none is left.
-                match at.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => soonest(left),
-                    _ => {
-                        for link in st.workers.values() {
-                            link.pidfd.signal(libc::SIGKILL);
-                        }
-                        soonest(POLL_MAX);
-                    }
-                }
-            }
-            let State {
-                workers,
-                inflight,
-                pending,
-                ..
-            } = &mut *st;
-            // A queued task with a limit may be sent and started at any moment: look often.
-            let queued_limit = !pending.is_empty()
-                && (self.config.task_timeout.is_some()
-                    || (self.own_limits.load(SeqCst) && pending.iter().any(|w| w.limit.is_some())));
-            if queued_limit {
-                soonest(POLL_MAX);
-            }
-            for link in workers.values_mut() {
-                if link.timed_out.is_some() || link.window.is_empty() {
-                    continue;
-                }
-                let limit_of = |task: u64| {
-                    inflight
-                        .get(&task)
-                        .and_then(|w| w.limit)
-                        .or(self.config.task_timeout)
-                };
-                let limits: Vec<Duration> = link.window.tasks().filter_map(limit_of).collect();
-                let Some(&shortest) = limits.iter().min() else {
-                    continue;
-                };
-                match wire::running(&link.log_view) {
-                    Some((task, since)) if link.window.holds(task) => {
-                        if let Some(limit) = limit_of(task) {
-                            // (A time in the future, which only a scribbling task could
-                            // leave, counts as now.)
-                            let ran = Duration::from_nanos(now.saturating_sub(since));
-                            if ran >= limit {
-                                link.timed_out = Some((task, limit));
-                                link.pidfd.signal(libc::SIGKILL);
-                                continue;
-                            }
-                            soonest(limit - ran);
-                        }
-                        if limits.len() > 1 || limit_of(task).is_none() {
-                            soonest((shortest / 4).clamp(POLL_MIN, POLL_MAX));
-                        }
-                    }
-                    // It has not started a task it holds yet (or its log is unreadable).
-                    _ => soonest((shortest / 4).clamp(POLL_MIN, POLL_MAX)),
-                }
-            }
-            st = match next {
-                Some(d) => sync::wait_until(&self.changed, st, Instant::now() + d).0,
-                None => sync::wait(&self.changed, st),
-            };
-        }
-    }
-
     /// Pids of the live workers.
     pub(crate) fn pids(&self) -> Vec<u32> {
         let st = sync::lock(&self.state);
-        let mut pids: Vec<u32> = st.workers.values().map(|l| l.pid).collect();
+        let mut pids: Vec<u32> = st.workers.iter().map(|(_, w)| w.link.pid).collect();
         pids.sort_unstable();
         pids
     }
@@ -619,8 +474,8 @@ impl Manager {
         }
         {
             let mut st = sync::lock(&self.state);
-            if self.config.initializer.is_none() && st.phase == Phase::Starting {
-                st.phase = Phase::Running;
+            if self.config.initializer.is_none() && st.queue.phase == Phase::Starting {
+                st.queue.phase = Phase::Running;
             }
             self.changed.notify_all();
         }
@@ -678,7 +533,8 @@ impl Manager {
             {
                 let mut st = sync::lock(&self.state);
                 loop {
-                    if respawn_due(&st) || stopping(&st) || st.phase == Phase::Starting {
+                    if respawn_due(&st) || st.queue.stopping() || st.queue.phase == Phase::Starting
+                    {
                         break;
                     }
                     if self.result_unclaimed(&st) {
@@ -694,8 +550,8 @@ impl Manager {
                     // Tasks came lately: look again soon by itself (submissions do not wake a
                     // lingering manager, see `submit`). Otherwise sleep until woken. Both are
                     // decided under the state lock, so no submission is missed.
-                    if st.next_id != seen_id {
-                        seen_id = st.next_id;
+                    if st.queue.next_id != seen_id {
+                        seen_id = st.queue.next_id;
                         quiet_since = Instant::now();
                     }
                     st.lingering = quiet_since.elapsed() < LINGER;
@@ -744,59 +600,39 @@ impl Manager {
     /// close of a retiring worker, a worker's initialization) and no user thread is there to
     /// read it.
     fn result_unclaimed(&self, st: &State) -> bool {
-        self.wants.load(SeqCst) == 0 && expecting(st)
+        self.wants.load(SeqCst) == 0 && st.workers.expecting()
     }
 
     /// True once the pool is stopping and no worker is left.
     fn should_stop(&self) -> bool {
         let st = sync::lock(&self.state);
-        stopping(&st) && st.workers.is_empty()
+        st.queue.stopping() && st.workers.is_empty()
     }
 
     /// The pool cannot work (an initializer failed): refuse work; returns what was pending,
     /// failed, for the caller to complete.
     #[must_use]
     fn break_pool(&self, reason: String) -> Finished {
-        let reason: Arc<str> = reason.into();
-        let failed: Vec<Work> = {
-            let mut st = sync::lock(&self.state);
-            st.phase = Phase::Broken(reason.clone());
-            for link in st.workers.values_mut() {
-                link.retire();
-            }
-            self.changed.notify_all();
-            st.pending.drain(..).collect()
-        };
-        let total = failed.len();
-        let failed: Finished = failed
-            .into_iter()
-            .filter(|w| w.claimed || w.completion.claim())
-            .map(|w| (w.completion, Err(TaskError::Broken(reason.clone()))))
-            .collect();
-        // The others were cancelled while pending.
-        RemoteCounters::add(&self.counters.cancelled, (total - failed.len()) as u64);
-        failed
+        let mut st = sync::lock(&self.state);
+        let (queue, workers, mut wire) = st.parts();
+        // A worker finishes what it holds before it reads its `Exit`.
+        workers.retire_all(&mut wire);
+        let failed = queue.break_with(reason.into(), &self.counters);
+        self.changed.notify_all();
+        failed.into_iter().map(|(c, e)| (c, Err(e))).collect()
     }
 
     /// Once shutting down with nothing pending or in flight, tells every worker to exit.
     fn retire_if_done(&self) {
         let mut st = sync::lock(&self.state);
-        let done = match st.phase {
-            Phase::ShuttingDown => st.pending.is_empty() && st.inflight.is_empty(),
-            Phase::Terminated | Phase::Broken(_) => true,
-            _ => false,
-        };
-        if done {
-            for link in st.workers.values_mut() {
-                link.retire();
-            }
-        }
+        let (queue, workers, mut wire) = st.parts();
+        workers.retire_if_done(&queue.phase, queue.pending.is_empty(), &mut wire);
     }
 
     fn kill_worker(&self, id: u64) {
         let st = sync::lock(&self.state);
-        if let Some(link) = st.workers.get(&id) {
-            link.pidfd.signal(libc::SIGKILL);
+        if let Some(w) = st.workers.get(id) {
+            w.link.pidfd.signal(libc::SIGKILL);
         }
     }
 
@@ -806,28 +642,13 @@ impl Manager {
 
     /// Waits for every worker process still known (after they were told to exit).
     fn reap_all(&self) {
-        let links: Vec<Link> = sync::lock(&self.state)
-            .workers
-            .drain()
-            .map(|(_, l)| l)
-            .collect();
-        for mut link in links {
+        let workers = sync::lock(&self.state).workers.drain();
+        for mut link in workers.into_iter().map(|w| w.link) {
             drop(link.main);
             drop(link.ctl);
             let _ = link.child.wait();
         }
     }
-}
-
-/// True if something is bound to arrive on the channels: results of tasks in flight, the
-/// close of a retiring worker, a worker's initialization, the result of a cancelled task
-/// that had finished (its future is done, its worker still holds it).
-fn expecting(st: &State) -> bool {
-    !st.inflight.is_empty()
-        || st
-            .workers
-            .values()
-            .any(|l| l.retiring || !l.ready || !l.window.is_empty())
 }
 
 /// True if replacement workers are to be started now.
@@ -838,12 +659,4 @@ fn respawn_due(st: &State) -> bool {
 /// When a replacement that could not be started is to be tried again.
 fn retry_at(st: &State) -> Option<Instant> {
     if st.respawn > 0 { st.respawn_at } else { None }
-}
-
-/// True once the pool accepts no more work.
-fn stopping(st: &State) -> bool {
-    matches!(
-        st.phase,
-        Phase::ShuttingDown | Phase::Terminated | Phase::Broken(_)
-    )
 }

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use super::{Finished, Manager, READER_SPIN, Reader, expecting, stopping};
+use super::{Finished, Manager, READER_SPIN, Reader};
 use crate::error::Shortage;
 use crate::os::{Recv, WAKE_KEY};
 use crate::sync;
@@ -57,7 +57,7 @@ impl Manager {
             // (This includes the close of a worker retired by `max_tasks_per_child` after the
             // result this thread read: the manager must read it to start a replacement.)
             let st = sync::lock(&self.state);
-            if expecting(&st) || stopping(&st) {
+            if st.workers.expecting() || st.queue.stopping() {
                 self.changed.notify_all();
             }
         }
@@ -129,8 +129,8 @@ impl Manager {
     pub(super) fn drain(&self, id: u64, r: &mut Reader, finished: &mut Finished, exited: bool) {
         let Some(main) = sync::lock(&self.state)
             .workers
-            .get(&id)
-            .map(|l| l.main.clone())
+            .get(id)
+            .map(|w| w.link.main.clone())
         else {
             return;
         };

@@ -6,13 +6,13 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::link::dispatch;
-use super::{Link, Manager, socket_key};
+use super::transport::WorkerProcess;
+use super::{Manager, socket_key};
 use crate::error::ExitStatus;
 use crate::os::{self, Memfd, Pidfd, Recv, Socket};
 use crate::process::wire::{Hello, LOG_SIZE, TAG_HELLO, TAG_WELCOME};
 use crate::remote::bootstrap::{self, CONNECT_TIMEOUT, ChildGuard, ENV_WORKER, StartError};
-use crate::remote::window::Window;
+use crate::remote::scheduler::Worker;
 use crate::remote::{codec, naming};
 use crate::sync;
 use std::process::Child;
@@ -31,18 +31,20 @@ impl Manager {
         }
         let mut connected = Vec::with_capacity(n);
         for s in starting {
-            let mut link = s.connect()?;
-            link.budget = self.config.max_tasks_per_child;
-            if let Some(init) = &self.config.initializer {
-                link.ready = false;
+            let link = s.connect()?;
+            let init = self.config.initializer.as_ref();
+            if let Some(init) = init {
                 // (On an error, dropping the links kills and reaps their workers.)
                 let file: Vec<_> = init.file().map(AsFd::as_fd).into_iter().collect();
                 link.send(&init.message(), &file)
                     .map_err(|e| StartError::Connect("worker", e.to_string()))?;
             }
-            connected.push(link);
+            // Ready once its initializer has run; answers revokes while a task runs.
+            let budget = self.config.max_tasks_per_child;
+            connected.push(Worker::new(link, init.is_none(), budget, true));
         }
-        for mut link in connected {
+        for mut worker in connected {
+            let link = &mut worker.link;
             let mut st = sync::lock(&self.state);
             let id = st.next_worker;
             st.next_worker += 1;
@@ -59,8 +61,8 @@ impl Manager {
                 return Err(StartError::spawn_or_shortage("cannot watch a worker: ", e));
             }
             crate::trace::worker_started(crate::trace::Pool::Process, link.pid.into());
-            st.workers.insert(id, link);
-            dispatch(&mut st);
+            st.workers.insert(id, worker);
+            st.dispatch();
         }
         let _st = sync::lock(&self.state);
         self.changed.notify_all();
@@ -128,7 +130,7 @@ impl Starting {
 
     /// Waits for the worker's hello, bounded by `CONNECT_TIMEOUT`, noticing a worker that
     /// dies first.
-    pub(super) fn connect(self) -> Result<Link, StartError> {
+    pub(super) fn connect(self) -> Result<WorkerProcess, StartError> {
         let Starting {
             mut child,
             main,
@@ -180,7 +182,7 @@ impl Starting {
         let pidfd = Pidfd::open(pid).map_err(io)?;
         // The parent created the log sealed against shrinking: this mapping cannot fault.
         let log_view = log.map(false).map_err(io)?;
-        Ok(Link {
+        Ok(WorkerProcess {
             pid,
             child,
             main: Arc::new(main),
@@ -188,10 +190,6 @@ impl Starting {
             pidfd,
             log,
             log_view,
-            window: Window::default(),
-            ready: true,
-            retiring: false,
-            budget: None,
             timed_out: None,
             row: usize::MAX,
         })

@@ -1,7 +1,6 @@
-//! The scheduler of the remote pools, whatever the wire (worker processes over sockets, MPI
-//! ranks): what each worker holds, how work is cut into batches, which worker gets the next
-//! batch, and whom to ask for work back when another is idle. Plain data and decisions, so
-//! the policies are tested here without a process; the pools do the sending.
+//! One worker's share of the work as the scheduler tracks it ([`Window`]), and the choices
+//! made over the windows: how many tasks go in the next batch ([`batch_size`]), which worker
+//! gets it ([`pick`]), whom to ask for work back ([`victims`]).
 //!
 //! A worker holds at most [`MAX_BATCHES`] batches: one it runs, one waiting behind it, so
 //! it never waits for the parent between batches. Batches are sized so that at least half
