@@ -22,10 +22,12 @@
 //! its stale queue entry).
 //!
 //! The process pool counts with atomic adds next to the system calls that move a task
-//! (one add at submission, one when the result is read, one per batch sent); the MPI pool
-//! likewise next to its MPI calls, and its dispatcher stores the number of tasks the
-//! workers hold when it changes. The counters that submitting threads write and those that
-//! the thread reading results writes are on separate cache lines.
+//! (one add at submission, two when a result is read: its outcome and its worker slot's
+//! tasks and busy time, from the run times the result carries; one per batch sent); the MPI
+//! pool likewise next to its MPI calls, and its dispatcher stores the number of tasks the
+//! workers hold when it changes. A give-back adds once for the worker that gave, once for
+//! the one it is sent to. The counters that submitting threads write, those that the thread
+//! reading results writes, and each worker slot's are on separate cache lines.
 //!
 //! Reading the statistics sums every worker's block; it never stops the pool. While tasks
 //! run, the figures are a snapshot taken counter by counter; when the pool is quiescent
@@ -53,11 +55,12 @@ use std::sync::atomic::Ordering::Relaxed;
 /// On the process pool, `running` counts the tasks sent to a worker and not yet answered
 /// (a worker holds up to two batches), a task cancelled while queued leaves the queue when
 /// its turn to be sent comes, `map` counts its chunks, and the pool also counts the bytes
-/// that crossed and its workers' deaths and restarts; there are no per-worker entries. A
-/// result is counted by the thread that read it, just after it completed the future: a
+/// that crossed and its workers' deaths and restarts. Its per-worker entries are worker
+/// slots (a replacement counts on the slot of the worker it replaces; see [`WorkerStats`]).
+/// A result is counted by the thread that read it, just after it completed the future: a
 /// snapshot taken as a future completes may miss it for that instant. The MPI pool counts
 /// as the process pool does (`running`: tasks sent to a worker rank, as of the dispatcher's
-/// last round); a lost rank is a death, and MPI has no restarts.
+/// last round; an entry per worker rank); a lost rank is a death, and MPI has no restarts.
 ///
 /// ```
 /// use concurrent_futures::{Executor, ThreadPoolExecutor};
@@ -92,8 +95,8 @@ pub struct PoolStats {
     /// `shutdown` with `cancel_futures`) or while running
     /// ([`Future::cancel_running`](crate::Future::cancel_running)).
     pub cancelled: u64,
-    /// One entry per worker, in worker order (thread pool; empty for a backend without
-    /// per-worker statistics).
+    /// One entry per worker, in worker order (a thread; a process pool's worker slot; an
+    /// MPI worker rank). Empty for a backend without per-worker statistics (rayon).
     pub workers: Vec<WorkerStats>,
     /// Bytes sent to workers: call messages and arguments, inline or in shared memory
     /// (process and MPI pools; 0 on the thread pool, where nothing crosses).
@@ -107,7 +110,14 @@ pub struct PoolStats {
     pub worker_restarts: u64,
 }
 
-/// One worker's counters (a thread of a thread pool).
+/// One worker's counters: a thread of a thread pool, a worker slot of a process pool (the
+/// workers that replaced one another on it), a worker rank of an MPI pool.
+///
+/// On the remote pools, a task counts as run by the worker that returned its result or
+/// died in it, `busy` sums the calls' run times as the worker measured them (on the MPI
+/// pool, only of calls sent while the pool recorded its timeline: no clock is read
+/// otherwise), and a steal is a task a worker gave back unstarted (`given_away`), counted
+/// as `stolen` by the worker it is sent to next (not when it goes back to the same one).
 ///
 /// ```
 /// use concurrent_futures::{Executor, ThreadPoolExecutor};
@@ -123,13 +133,16 @@ pub struct PoolStats {
 pub struct WorkerStats {
     /// Tasks this worker ran.
     pub tasks_run: u64,
-    /// Time spent working: from finding work after being idle until running out of it
-    /// (the queue operations between tasks included, searching and sleeping excluded).
+    /// Time spent working. On a thread pool, from finding work after being idle until
+    /// running out of it (the queue operations between tasks included, searching and
+    /// sleeping excluded); on a remote pool, the sum of the calls' run times.
     pub busy: Duration,
     /// Tasks this worker stole from other workers' queues (a task stolen twice, from one
-    /// worker and then from its thief, counts for both thieves).
+    /// worker and then from its thief, counts for both thieves). On a remote pool, tasks
+    /// another worker gave back that were sent to this one.
     pub stolen: u64,
-    /// Tasks other workers stole from this worker's queue.
+    /// Tasks other workers stole from this worker's queue; on a remote pool, the tasks it
+    /// gave back unstarted.
     pub given_away: u64,
 }
 
@@ -193,13 +206,59 @@ pub(crate) struct RemoteCounters {
     pub(crate) bytes_received: AtomicU64,
     pub(crate) deaths: AtomicU64,
     pub(crate) restarts: AtomicU64,
+    /// Per worker slot (the process pool's rows, the MPI pool's ranks): written by the
+    /// thread that reads a result or an answer, or that sends a batch, each on the slot's
+    /// own line.
+    rows: Box<[CachePadded<RowCounters>]>,
+}
+
+/// One worker slot's counters on a remote pool.
+#[derive(Default)]
+struct RowCounters {
+    ran: AtomicU64,
+    busy_ns: AtomicU64,
+    stolen: AtomicU64,
+    given_away: AtomicU64,
 }
 
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 impl RemoteCounters {
+    /// The counters of a pool of `rows` worker slots.
+    pub(crate) fn with_rows(rows: usize) -> Self {
+        RemoteCounters {
+            rows: (0..rows).map(|_| CachePadded::default()).collect(),
+            ..RemoteCounters::default()
+        }
+    }
+
     /// Adds `n` to counter `c`.
     pub(crate) fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Relaxed);
+    }
+
+    /// The worker on slot `row` ran a task, from `ran[0]` to `ran[1]` (any one clock's
+    /// nanoseconds) if its run times are known.
+    pub(crate) fn ran(&self, row: usize, ran: Option<[u64; 2]>) {
+        if let Some(r) = self.rows.get(row) {
+            r.ran.fetch_add(1, Relaxed);
+            if let Some([start, end]) = ran {
+                r.busy_ns.fetch_add(end.saturating_sub(start), Relaxed);
+            }
+        }
+    }
+
+    /// The worker on slot `row` gave back `n` tasks it had not started.
+    pub(crate) fn gave_away(&self, row: usize, n: u64) {
+        if let Some(r) = self.rows.get(row) {
+            r.given_away.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// The worker on slot `row` was sent `n` tasks another worker gave back.
+    pub(crate) fn stole(&self, row: usize, n: u64) {
+        if let Some(r) = self.rows.get(row) {
+            r.stolen.fetch_add(n, Relaxed);
+        }
     }
 
     /// A snapshot, given what is queued and in flight now (read first: later stages are
@@ -215,7 +274,14 @@ impl RemoteCounters {
             done,
             failed,
             cancelled,
-            workers: Vec::new(),
+            workers: (self.rows.iter())
+                .map(|r| WorkerStats {
+                    tasks_run: r.ran.load(Relaxed),
+                    busy: Duration::from_nanos(r.busy_ns.load(Relaxed)),
+                    stolen: r.stolen.load(Relaxed),
+                    given_away: r.given_away.load(Relaxed),
+                })
+                .collect(),
             bytes_sent: self.bytes_sent.load(Relaxed),
             bytes_received: self.bytes_received.load(Relaxed),
             worker_deaths: self.deaths.load(Relaxed),

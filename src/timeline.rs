@@ -596,7 +596,11 @@ impl Recorder {
     }
 
     pub(crate) fn steal(&self, thief: usize, victim: usize, tasks: u64) {
-        let at_ns = self.now_ns();
+        self.steal_at(thief, victim, tasks, self.now_ns());
+    }
+
+    /// A steal at `at_ns` on the timeline (a remote pool's own clock).
+    pub(crate) fn steal_at(&self, thief: usize, victim: usize, tasks: u64, at_ns: u64) {
         self.push(
             thief,
             Event::Steal {

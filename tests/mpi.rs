@@ -781,6 +781,22 @@ fn timeline_has_a_bar_per_task(pool: &MpiPoolExecutor) {
         t.tasks
     );
     assert!(t.marks.is_empty());
+    // While recording, calls are timed: each worker's busy time is the length of its bars
+    // (at least: a bar placed before the timeline's zero is cut there).
+    let stats = pool.stats();
+    for (row, w) in stats.workers.iter().enumerate() {
+        let bars: Duration = (t.tasks.iter().filter(|s| s.worker == row))
+            .map(|s| s.end - s.start)
+            .sum();
+        assert!(w.busy >= bars, "worker {row}: {stats:?}");
+        assert_eq!(w.busy.is_zero(), bars.is_zero(), "worker {row}: {stats:?}");
+    }
+    assert!(
+        stats
+            .workers
+            .iter()
+            .any(|w| w.busy >= Duration::from_millis(20))
+    );
 }
 
 /// The statistics: every task submitted is counted once, as done or failed (a panic), the
@@ -806,10 +822,18 @@ fn stats_count_what_the_pool_did(pool: &MpiPoolExecutor) {
         pool.map_with(common::double, 0..100u64, chunks).count(),
         100
     );
+    let ranks = pool.ranks().len();
     pool.shutdown(true);
     let stats = pool.stats();
     assert!(stats.settled(), "{stats:?}");
     assert_eq!((stats.queued, stats.running), (0, 0), "{stats:?}");
+    // One entry per worker rank; every task and chunk ran on one of them, once.
+    assert_eq!(stats.workers.len(), ranks, "{stats:?}");
+    let ran: u64 = stats.workers.iter().map(|w| w.tasks_run).sum();
+    assert_eq!(ran, 45, "{stats:?}");
+    let stolen: u64 = stats.workers.iter().map(|w| w.stolen).sum();
+    let given: u64 = stats.workers.iter().map(|w| w.given_away).sum();
+    assert_eq!(stolen, given, "{stats:?}");
     // 35 tasks and 10 chunks of `map`.
     assert_eq!(
         (stats.submitted, stats.done, stats.failed, stats.cancelled),

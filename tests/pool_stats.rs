@@ -645,6 +645,88 @@ mod process_timeline {
         assert_eq!(svg.matches("<g class=\"mark started\"").count(), 2);
     }
 
+    /// A task that holds its worker while another task waits behind it there, and the
+    /// other worker runs dry: the idle worker is given what the held one has not started.
+    /// Every short task ends while the first worker is still held (so the one behind it was
+    /// stolen); the statistics count it on both workers, and the timeline draws it.
+    #[test]
+    fn a_held_worker_gives_its_backlog_to_the_idle_one() {
+        let _w = watchdog("process_timeline_a_held_worker_gives_its_backlog_to_the_idle_one");
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .record_timeline(true)
+            .build()
+            .unwrap();
+        let (mut gate_a, mut gate_b) = (Gate::closed(), Gate::closed());
+        let (mark_a, mark_b) = (marker("steal-a"), marker("steal-b"));
+        let hold = |mark: &std::path::Path, gate: &Gate| {
+            let f = pool.submit(
+                report_then_hold,
+                (mark.to_string_lossy().into_owned(), gate.path()),
+            );
+            eventually("the held task reports its pid", || {
+                std::fs::read_to_string(mark).is_ok_and(|s| !s.is_empty())
+            });
+            f
+        };
+        // One held task per worker: then the next task waits behind the first one (the
+        // workers tie; the first wins), the one after behind the second, the rest in the
+        // parent.
+        let held_a = hold(&mark_a, &gate_a);
+        let held_b = hold(&mark_b, &gate_b);
+        let short: Vec<_> = (0..20).map(|i| pool.submit(common::double, i)).collect();
+        gate_b.open();
+        for (i, f) in short.iter().enumerate() {
+            assert_eq!(f.result_timeout(LONG), Ok(2 * i as u64), "task {i}");
+        }
+        gate_a.open();
+        let (pid_a, pid_b) = (
+            held_a.result_timeout(LONG).unwrap(),
+            held_b.result_timeout(LONG).unwrap(),
+        );
+        assert_ne!(pid_a, pid_b, "one held task per worker");
+        pool.shutdown(true);
+        for m in [mark_a, mark_b] {
+            let _ = std::fs::remove_file(m);
+        }
+
+        let stats = pool.stats();
+        check_settled(&stats);
+        assert_eq!((stats.submitted, stats.done), (22, 22));
+        assert_eq!(stats.workers.len(), 2, "{stats:?}");
+        let w = &stats.workers;
+        assert_eq!(w.iter().map(|w| w.tasks_run).sum::<u64>(), 22, "{stats:?}");
+        assert!(w.iter().all(|w| w.busy > Duration::ZERO), "{stats:?}");
+        // One worker gave, the other took, as many.
+        let victim = w
+            .iter()
+            .position(|w| w.given_away > 0)
+            .expect("a give-back");
+        let thief = 1 - victim;
+        assert!(w[victim].given_away >= 1);
+        assert_eq!(w[thief].stolen, w[victim].given_away, "{stats:?}");
+        assert_eq!((w[thief].given_away, w[victim].stolen), (0, 0), "{stats:?}");
+        // The held worker's row has its long task and at most what it started before.
+        let t = pool.take_timeline();
+        assert_eq!(t.tasks.len(), 22);
+        check_rows(&t);
+        assert!(!t.steals.is_empty());
+        for s in &t.steals {
+            assert_eq!((s.thief, s.victim), (thief, victim), "{s:?}");
+        }
+        let drawn: u64 = t.steals.iter().map(|s| s.tasks).sum();
+        assert_eq!(drawn, w[thief].stolen);
+        let svg = t.to_svg();
+        well_formed(&svg);
+        assert!(svg.contains("class=\"steal\""));
+        let json: serde_json::Value = serde_json::from_str(&t.to_chrome_trace()).unwrap();
+        let events = json["traceEvents"].as_array().unwrap();
+        assert_eq!(
+            events.iter().filter(|e| e["name"] == "steal").count(),
+            t.steals.len()
+        );
+    }
+
     /// A burst of crashes: 300 tasks, every tenth aborts its worker. Every task has exactly
     /// one bar (none runs twice, none is lost), thirty of them died, and each death has its
     /// mark and its replacement.

@@ -62,6 +62,13 @@ impl Recording {
         self.rows.task(row, start, end.max(start), outcome, name);
     }
 
+    /// The worker on row `thief` was sent `tasks` tasks that the worker on row `victim`
+    /// gave back, now.
+    pub(crate) fn steal(&self, thief: usize, victim: usize, tasks: u64) {
+        let at = self.since_epoch(os::monotonic_nanos());
+        self.rows.steal_at(thief, victim, tasks, at);
+    }
+
     /// A worker on row `row` died or started, now.
     pub(crate) fn mark_now(&self, row: usize, kind: MarkKind, pid: u32) {
         self.mark(row, kind, os::monotonic_nanos(), pid);

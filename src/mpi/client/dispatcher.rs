@@ -99,6 +99,7 @@ impl Dispatcher {
         for (key, info) in (0..).zip(workers) {
             let helper = info.helper;
             let rank = Rank {
+                row: key as usize,
                 process: (info.host == host)
                     .then(|| crate::os::Pidfd::open(info.pid).ok())
                     .flatten(),
@@ -304,7 +305,10 @@ impl Dispatcher {
                             });
                         }
                     };
-                    if sent != 0 && ran != [0, 0] && self.client.timeline.on() {
+                    // (Run times come only with timed calls, sent while recording.)
+                    let timed = sent != 0 && ran != [0, 0];
+                    (self.client.counters).ran(key as usize, timed.then_some(ran));
+                    if timed && self.client.timeline.on() {
                         self.record_task_ended(key, w.name, ran, sent, &buf[range.clone()]);
                     }
                     items.push((w.completion, range));
@@ -333,8 +337,9 @@ impl Dispatcher {
                 let ids: Vec<u64> = calls.iter().map(|(head, _)| head.id).collect();
                 trace::stolen(trace::Pool::Mpi, None, src as u64, ids.len() as u64);
                 // What it still holds has started; the last of it runs long.
+                let wire = Messages::new(&mut self.port, &mut self.tables, &self.client);
                 let mut given =
-                    (self.workers.given_back(key, &ids, u64::MAX)).map_err(|Unasked| {
+                    (self.workers.given_back(key, &ids, u64::MAX, &wire)).map_err(|Unasked| {
                         MpiError::Protocol {
                             rank: src,
                             what: "gave back tasks never asked for",

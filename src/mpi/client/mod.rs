@@ -174,7 +174,7 @@ impl Client {
             wake: Condvar::new(),
             ended: Condvar::new(),
             workers: workers.clone(),
-            counters: CachePadded::default(),
+            counters: CachePadded::new(crate::stats::RemoteCounters::with_rows(workers.len())),
             inflight: CachePadded::default(),
             timeline: crate::remote::recording::Recording::new(workers.len()),
             released: Mutex::new(Vec::new()),

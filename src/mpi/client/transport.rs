@@ -16,6 +16,9 @@ use crate::stats::RemoteCounters;
 /// the core's `Worker`).
 pub(super) struct Rank {
     pub(super) info: RankInfo,
+    /// Its slot among the session's workers (rank order): its row on the timeline and in
+    /// the statistics.
+    pub(super) row: usize,
     /// When the worker was last heard from (or given work while idle), as of the last
     /// `watch`: a message only sets `heard`, which `watch` turns into a time, so that no
     /// clock is read per message.
@@ -81,6 +84,10 @@ impl Transport for Messages<'_> {
         link.info.rank as u64
     }
 
+    fn row(link: &Rank) -> usize {
+        link.row
+    }
+
     fn counters(&self) -> &RemoteCounters {
         &self.client.counters
     }
@@ -134,5 +141,11 @@ impl Transport for Messages<'_> {
     fn retire(&mut self, link: &Rank) {
         self.port
             .send(link.info.rank, wire::TO_WORKER, wire::bare(kind::EXIT));
+    }
+
+    fn stolen(&mut self, thief: &Rank, victim: usize, tasks: u64) {
+        if self.client.timeline.on() {
+            self.client.timeline.steal(thief.row, victim, tasks);
+        }
     }
 }

@@ -8,7 +8,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use super::start::reap;
-use super::{Finished, Manager, Phase, State};
+use super::{Finished, Manager, Phase};
 use crate::error::{Shortage, TaskError};
 use crate::process::wire::{
     self, CancelAck, PostMortem, Revoked, TAG_CANCELLED, TAG_DONE, TAG_INIT, TAG_REVOKED,
@@ -97,12 +97,12 @@ impl Manager {
                 let Revoked { ids, unread_from } =
                     codec::decode(body).map_err(|_| "a malformed answer to a revoke")?;
                 let mut st = sync::lock(&self.state);
-                let State { queue, workers, .. } = &mut *st;
+                let (queue, workers, wire) = st.parts();
                 let Some(pid) = workers.get(id).map(|w| w.link.pid) else {
                     return Ok(());
                 };
                 let back = workers
-                    .given_back(id, &ids, unread_from)
+                    .given_back(id, &ids, unread_from, &wire)
                     .map_err(|_| "an answer to a revoke never asked")?;
                 trace::stolen(Pool::Process, None, pid.into(), back.len() as u64);
                 // Back to the front of the queue, in their order.
@@ -182,9 +182,7 @@ impl Manager {
                 } else {
                     bytes
                 };
-                if self.recording() {
-                    self.record_task_ended(row, w.name, record.ran, bytes.as_deref());
-                }
+                self.task_ended(row, w.name, record.ran, bytes.as_deref());
                 finished.push((w.completion, bytes));
                 self.payload_files.put(w.payload);
             }
@@ -205,15 +203,18 @@ impl Manager {
         self.poller.remove(link.main.as_fd());
         self.poller.remove(link.pidfd.as_fd());
         let status = reap(&mut link.child);
-        // When the death is seen, for the timeline: read before its row is given to a
-        // replacement, so the row's next bar starts after it.
-        let seen_dead = self.recording().then(crate::os::monotonic_nanos);
+        // When the death is seen (the end of the call it died in, for the statistics and the
+        // timeline): read before its row is given to a replacement, so the row's next bar
+        // starts after it.
+        let seen_dead = crate::os::monotonic_nanos();
         let terminated = sync::lock(&self.state).queue.phase == Phase::Terminated;
         // Not an exit it was asked for: it died (or was killed for a time limit).
         let died = !terminated && (!retiring || status != crate::ExitStatus::Code(0));
         if died {
             RemoteCounters::add(&self.counters.deaths, 1);
-            self.record_worker_died(link.row, link.pid, seen_dead);
+            if self.recording() {
+                self.record_worker_died(link.row, link.pid, seen_dead);
+            }
         }
         trace::worker_ended(Pool::Process, link.pid.into(), died, &status);
         // The worker is dead: its log no longer changes (a process it started could still
@@ -254,9 +255,7 @@ impl Manager {
                     cancelled.push(w);
                 } else if let Some((bytes, ran)) = record.filter(|_| !terminated) {
                     // Finished, its result committed to the log: delivered.
-                    if self.recording() {
-                        self.record_task_ended(link.row, w.name, ran, Ok(&bytes));
-                    }
+                    self.task_ended(link.row, w.name, ran, Ok(&bytes));
                     finished.push((w.completion, Ok(bytes)));
                     self.payload_files.put(w.payload);
                 } else {
@@ -305,13 +304,11 @@ impl Manager {
                 .chain(cancelled.into_iter().map(|w| (w, TaskError::Cancelled)))
                 .collect::<Vec<_>>()
         };
-        if let Some(dead) = seen_dead {
-            // The call it died in ran from its start (the log says when) until the death was
-            // seen.
-            if let Some((w, error)) = failed.iter().find(|(w, _)| w.id == log.started) {
-                let ran = Some([log.started_at, dead]);
-                self.record_task_ended(link.row, w.name, ran, Err(error));
-            }
+        // The call it died in (of a crash, a time limit, `cancel_running`) ran from its start
+        // (the log says when) until the death was seen.
+        if let Some((w, error)) = failed.iter().find(|(w, _)| w.id == log.started) {
+            let ran = Some([log.started_at, seen_dead]);
+            self.task_ended(link.row, w.name, ran, Err(error));
         }
         for (w, error) in failed {
             finished.push((w.completion, Err(error)));

@@ -38,6 +38,7 @@ use super::wire::{self, MAX_FRAME, Payload, ToWorkerRef};
 use crate::error::{SubmitError, TaskError};
 use crate::os::{Poller, Socket};
 use crate::remote::bootstrap::StartError;
+use crate::remote::recording::Recording;
 use crate::remote::scheduler::{Phase, Queue, Work, Workers};
 use crate::remote::{Completion, FnRef, IdMap, codec};
 use crate::shared::TableRef;
@@ -107,6 +108,8 @@ struct State {
     counters: Arc<RemoteCounters>,
     /// The same as `Manager::tables_sent`.
     tables_sent: Arc<TablesSent>,
+    /// The same as `Manager::timeline`.
+    timeline: Arc<Recording>,
     /// Timeline rows no live worker holds (a replacement takes the row of the worker it
     /// replaces), smallest last.
     free_rows: Vec<usize>,
@@ -124,6 +127,7 @@ impl State {
         let wire = Sockets {
             tables_sent: &self.tables_sent,
             counters: &self.counters,
+            timeline: &self.timeline,
         };
         (&mut self.queue, &mut self.workers, wire)
     }
@@ -212,7 +216,7 @@ pub(crate) struct Manager {
     counters: Arc<RemoteCounters>,
     tables_sent: Arc<TablesSent>,
     /// The timeline, when recording (`record.rs`).
-    timeline: crate::remote::recording::Recording,
+    timeline: Arc<Recording>,
 }
 
 /// The last handle of a shared table is gone: the workers that hold it are told to let it
@@ -235,9 +239,10 @@ impl Manager {
     /// Starts the manager thread and the workers; returns once all workers are ready.
     pub(crate) fn start(config: Config) -> Result<Arc<Manager>, StartError> {
         let poller = Poller::new().map_err(|e| StartError::spawn("", e))?;
-        let counters = Arc::new(RemoteCounters::default());
-        let tables_sent = Arc::new(TablesSent::default());
         let workers = config.workers;
+        let counters = Arc::new(RemoteCounters::with_rows(workers));
+        let tables_sent = Arc::new(TablesSent::default());
+        let timeline = Arc::new(Recording::new(workers));
         let manager = Arc::new(Manager {
             state: Mutex::new(State {
                 queue: Queue::new(Phase::Starting),
@@ -252,6 +257,7 @@ impl Manager {
                 kill_at: None,
                 counters: counters.clone(),
                 tables_sent: tables_sent.clone(),
+                timeline: timeline.clone(),
                 free_rows: (0..workers).rev().collect(),
             }),
             changed: Condvar::new(),
@@ -267,7 +273,7 @@ impl Manager {
             watchdog: Mutex::new(None),
             counters,
             tables_sent,
-            timeline: crate::remote::recording::Recording::new(workers),
+            timeline,
         });
         let m = manager.clone();
         let handle = std::thread::Builder::new()

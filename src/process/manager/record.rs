@@ -12,11 +12,12 @@
 //! replaces (a `Started` mark on the row, after the `Died` mark of the one before), so a
 //! pool of `n` workers draws `n` rows.
 //!
-//! Off, recording costs one relaxed load per result message read (and per worker death or
-//! start); the workers send their run times whether or not anyone records (16 bytes per
-//! result, no extra clock read). Everything recorded goes through the three `record_*`
-//! functions below (the recording itself is `remote::recording`'s, shared with the MPI
-//! pool).
+//! Off, recording costs one relaxed load per result read (and per worker death or start);
+//! the workers send their run times whether or not anyone records (16 bytes per result, no
+//! extra clock read), and the statistics use them always: a worker slot's tasks and busy
+//! time ([`Manager::task_ended`]). Everything drawn goes through the three `record_*`
+//! functions below and the transport's `stolen` (a task given back, sent to another
+//! worker); the recording itself is `remote::recording`'s, shared with the MPI pool.
 
 use super::Manager;
 use crate::error::TaskError;
@@ -47,11 +48,24 @@ impl Manager {
         self.timeline.task(row, ran, outcome, name);
     }
 
-    /// Worker `pid` on row `row` died; seen then (`CLOCK_MONOTONIC`), if recording was on.
-    pub(super) fn record_worker_died(&self, row: usize, pid: u32, seen: Option<u64>) {
-        if let Some(at) = seen {
-            self.timeline.mark(row, MarkKind::Died, at, pid);
+    /// The worker on row `row` ran a task (it returned, or died in it): counted for the
+    /// row's statistics (a task, and its run time when known), and drawn if recording.
+    pub(super) fn task_ended(
+        &self,
+        row: usize,
+        name: &'static str,
+        ran: Option<[u64; 2]>,
+        outcome: Result<&[u8], &TaskError>,
+    ) {
+        self.counters.ran(row, ran);
+        if self.recording() {
+            self.record_task_ended(row, name, ran, outcome);
         }
+    }
+
+    /// Worker `pid` on row `row` died; seen at `at` (`CLOCK_MONOTONIC`).
+    pub(super) fn record_worker_died(&self, row: usize, pid: u32, at: u64) {
+        self.timeline.mark(row, MarkKind::Died, at, pid);
     }
 
     /// Worker `pid` started on row `row` (now), replacing one.

@@ -16,6 +16,7 @@ use crate::process::wire::{
 };
 use crate::remote::bootstrap::ChildGuard;
 use crate::remote::codec;
+use crate::remote::recording::Recording;
 use crate::remote::scheduler::{Batch, Gone, Transport, Work};
 use crate::shared::TableRef;
 use crate::stats::RemoteCounters;
@@ -62,6 +63,7 @@ impl WorkerProcess {
 pub(super) struct Sockets<'a> {
     pub(super) tables_sent: &'a TablesSent,
     pub(super) counters: &'a RemoteCounters,
+    pub(super) timeline: &'a Recording,
 }
 
 impl Transport for Sockets<'_> {
@@ -82,6 +84,10 @@ impl Transport for Sockets<'_> {
 
     fn label(link: &WorkerProcess) -> u64 {
         link.pid.into()
+    }
+
+    fn row(link: &WorkerProcess) -> usize {
+        link.row
     }
 
     fn counters(&self) -> &RemoteCounters {
@@ -124,6 +130,12 @@ impl Transport for Sockets<'_> {
 
     fn retire(&mut self, link: &WorkerProcess) {
         let _ = link.send(&ToWorkerRef::Exit, &[]);
+    }
+
+    fn stolen(&mut self, thief: &WorkerProcess, victim: usize, tasks: u64) {
+        if self.timeline.on() {
+            self.timeline.steal(thief.row, victim, tasks);
+        }
     }
 }
 

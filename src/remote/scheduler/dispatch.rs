@@ -81,6 +81,23 @@ impl<L, P> Workers<L, P> {
         let label = T::label(&worker.link);
         match sent {
             Ok(()) => {
+                // Tasks another worker gave back: this one stole them (one count and one
+                // event per victim, in the order given back).
+                let mut steal: Option<(usize, u64)> = None;
+                for w in batch.works.iter_mut() {
+                    match (w.given_by.take(), &mut steal) {
+                        (None, _) => {}
+                        (Some(v), Some((victim, n))) if v == *victim => *n += 1,
+                        (Some(v), _) => {
+                            if let Some((victim, n)) = steal.replace((v, 1)) {
+                                stolen(t, &worker.link, victim, n);
+                            }
+                        }
+                    }
+                }
+                if let Some((victim, n)) = steal {
+                    stolen(t, &worker.link, victim, n);
+                }
                 for w in batch.works.drain(..) {
                     w.completion.trace().started(label);
                     self.inflight.insert(w.id, w);
@@ -138,5 +155,14 @@ impl<L, P> Workers<L, P> {
             }
         }
         !victims.is_empty()
+    }
+}
+
+/// Worker `thief` was sent `n` tasks that the worker on slot `victim` gave back: counted for
+/// the thief (not when a worker gets back what it gave), and told to the transport.
+fn stolen<T: Transport>(t: &mut T, thief: &T::Link, victim: usize, n: u64) {
+    if T::row(thief) != victim {
+        t.counters().stole(T::row(thief), n);
+        t.stolen(thief, victim, n);
     }
 }

@@ -130,6 +130,8 @@ pub(crate) trait Transport {
     fn weight(payload: &Self::Payload) -> (usize, usize);
     /// The worker's name in traces (its pid, its rank).
     fn label(link: &Self::Link) -> u64;
+    /// The worker's slot: its row on the timeline and its entry in the statistics.
+    fn row(link: &Self::Link) -> usize;
     /// The pool's statistics.
     fn counters(&self) -> &RemoteCounters;
     /// Sends `batch` (its number is `batch.seq`). A transport that moves the payloads into
@@ -141,4 +143,7 @@ pub(crate) trait Transport {
     fn revoke(&mut self, link: &Self::Link, through: u64) -> bool;
     /// Tells the worker to exit once it has finished what it holds.
     fn retire(&mut self, link: &Self::Link);
+    /// The worker `thief` was just sent `tasks` tasks that the worker on slot `victim` gave
+    /// back (counted already): for the timeline and traces.
+    fn stolen(&mut self, thief: &Self::Link, victim: usize, tasks: u64);
 }

@@ -54,8 +54,7 @@ pub(crate) fn task<P>(payload: P) -> (Work<P>, Arc<AtomicU8>) {
 /// A payload: bytes, attached files.
 type Load = (usize, usize);
 
-/// What the core asked of the wire. A worker's link is its key.
-#[derive(Default)]
+/// What the core asked of the wire. A worker's link is its key, and its slot too.
 struct Log {
     /// Batches sent: worker, number, task ids.
     sent: Vec<(u64, u64, Vec<u64>)>,
@@ -64,7 +63,22 @@ struct Log {
     retired: Vec<u64>,
     /// Workers a send no longer reaches.
     gone: Vec<u64>,
+    /// Steals told: thief, victim's slot, tasks.
+    stolen: Vec<(u64, usize, u64)>,
     counters: RemoteCounters,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            sent: Vec::new(),
+            revoked: Vec::new(),
+            retired: Vec::new(),
+            gone: Vec::new(),
+            stolen: Vec::new(),
+            counters: RemoteCounters::with_rows(4),
+        }
+    }
 }
 
 impl Transport for Log {
@@ -78,6 +92,9 @@ impl Transport for Log {
     }
     fn label(link: &u64) -> u64 {
         *link
+    }
+    fn row(link: &u64) -> usize {
+        *link as usize
     }
     fn counters(&self) -> &RemoteCounters {
         &self.counters
@@ -96,6 +113,9 @@ impl Transport for Log {
     }
     fn retire(&mut self, link: &u64) {
         self.retired.push(*link);
+    }
+    fn stolen(&mut self, thief: &u64, victim: usize, tasks: u64) {
+        self.stolen.push((*thief, victim, tasks));
     }
 }
 
@@ -247,7 +267,7 @@ fn a_task_given_back_returns_to_the_budget() {
     w.dispatch(&mut q, &mut log);
     assert_eq!(log.ids(), vec![1, 2, 3]);
     w.get_mut(1).unwrap().window.revoking = true;
-    let back = w.given_back(1, &[3], u64::MAX).unwrap();
+    let back = w.given_back(1, &[3], u64::MAX, &log).unwrap();
     assert_eq!(back.iter().map(|w| w.id).collect::<Vec<_>>(), vec![3]);
     assert!(q.requeue(back).is_empty());
     w.finished(1, 1, &mut log).unwrap();
@@ -260,6 +280,13 @@ fn a_task_given_back_returns_to_the_budget() {
         "task 3 goes out again, to the same worker"
     );
     assert_eq!(q.pending.len(), 5);
+    // Given away, and taken back by the worker that gave it: no steal.
+    let stats = log.counters.snapshot(0, 0);
+    assert_eq!(
+        (stats.workers[1].given_away, stats.workers[1].stolen),
+        (1, 0)
+    );
+    assert!(log.stolen.is_empty());
 }
 
 #[test]
@@ -332,10 +359,21 @@ fn an_idle_worker_steals_what_a_busy_one_has_not_started() {
     assert_eq!(log.revoked, vec![(1, 2)], "through its last batch");
     assert!(!w.steal(true, &Phase::Running, &mut log), "asked once");
     // It runs task 1, and had not read batch 2.
-    let back = w.given_back(1, &[], 2).unwrap();
+    let back = w.given_back(1, &[], 2, &log).unwrap();
     assert!(q.requeue(back).is_empty());
     w.dispatch(&mut q, &mut log);
     assert_eq!(log.sent[2], (2, 1, vec![2]), "the idle worker runs it");
+    // Worker 2 stole it from worker 1: counted on both, told to the transport once.
+    assert_eq!(log.stolen, vec![(2, 1, 1)]);
+    let stats = log.counters.snapshot(0, 0);
+    assert_eq!(
+        (stats.workers[1].given_away, stats.workers[2].stolen),
+        (1, 1)
+    );
+    assert_eq!(
+        (stats.workers[2].given_away, stats.workers[1].stolen),
+        (0, 0)
+    );
     assert!(!w.get(1).unwrap().open(usize::MAX), "busy with a long task");
     w.finished(1, 1, &mut log).unwrap();
     assert!(w.get(1).unwrap().open(usize::MAX));
@@ -364,7 +402,7 @@ fn a_worker_completes_only_what_it_holds_and_answers_only_what_was_asked() {
         "no such worker"
     );
     assert!(
-        matches!(w.given_back(1, &[1], 1), Err(Unasked)),
+        matches!(w.given_back(1, &[1], 1, &log), Err(Unasked)),
         "never asked"
     );
     assert!(matches!(w.finished(1, 1, &mut log), Ok(Some(_))));

@@ -51,6 +51,9 @@ pub(crate) struct Work<P> {
     /// `cancel_running` asked its worker to stop it: whatever brings it back (a result, the
     /// worker's answer, a revoke, its death) completes it with `Cancelled`.
     pub(crate) cancelled: bool,
+    /// Given back by the worker on this slot (see `Transport::row`), not sent again yet:
+    /// the worker it goes to next stole it.
+    pub(crate) given_by: Option<usize>,
 }
 
 impl<P> Work<P> {
@@ -74,6 +77,7 @@ impl<P> Work<P> {
             name,
             limit,
             cancelled: false,
+            given_by: None,
         }
     }
 

@@ -172,11 +172,12 @@ impl<L, P> Workers<L, P> {
     /// Forgets them there (they return to its budget); returns them in the order sent, for
     /// `Queue::requeue`. What it still holds has started, and the last of it runs long: it
     /// gets no new work until that is done. `Unasked`: it was not asked.
-    pub(crate) fn given_back(
+    pub(crate) fn given_back<T: Transport<Link = L, Payload = P>>(
         &mut self,
         key: u64,
         given: &[u64],
         unread_from: u64,
+        t: &T,
     ) -> Result<Vec<Work<P>>, Unasked> {
         let worker = self.workers.get_mut(&key).ok_or(Unasked)?;
         if !worker.window.revoking {
@@ -184,10 +185,16 @@ impl<L, P> Workers<L, P> {
         }
         let back = worker.window.given_back(given, unread_from);
         worker.refund(back.len());
-        Ok(back
-            .into_iter()
+        let row = T::row(&worker.link);
+        let back: Vec<Work<P>> = (back.into_iter())
             .filter_map(|id| self.inflight.remove(&id))
-            .collect())
+            .map(|mut w| {
+                w.given_by = Some(row);
+                w
+            })
+            .collect();
+        t.counters().gave_away(row, back.len() as u64);
+        Ok(back)
     }
 
     /// Worker `key` is gone: forgets it. The worker (its window emptied), and the ids of
