@@ -7,7 +7,9 @@
 //! submitted from outside, and a few go wrong on purpose, to show how each ending is
 //! drawn: one panics (red), one aborts its worker (black, then the worker's death and its
 //! replacement's start are marked on that row), and one more runs past the time limit it
-//! was submitted with (purple; its worker is killed and replaced too).
+//! was submitted with (purple; its worker is killed and replaced too). A worker held by a
+//! long task gives back what waits behind it to an idle one: a triangle on the row of the
+//! worker that took it.
 //!
 //! For each pool the program writes `<pool>-timeline.json` (Chrome trace events: open it
 //! in <https://ui.perfetto.dev> or `chrome://tracing`) and `<pool>-timeline.svg` (one row
