@@ -868,3 +868,41 @@ fn stats_add_up_with_deaths_panics_and_cancellations() {
     );
     assert!(stats.bytes_received > 0);
 }
+
+/// A quick task's result does not wait for the long task that follows it in its worker:
+/// with more work queued than workers, a worker gets tasks in batches and sends their
+/// results together, but never holds one back for the length of the next call. Here the
+/// next call never ends while the quick task's future is awaited (its gate opens after).
+#[test]
+fn a_quick_result_is_not_held_back_by_the_long_call_after_it() {
+    let _w = watchdog("a_quick_result_is_not_held_back_by_the_long_call_after_it");
+    for _ in 0..3 {
+        let pool = pool(1);
+        let (mut first, mut second, mut long) = (Gate::closed(), Gate::closed(), Gate::closed());
+        // Two held tasks fill the worker's two batches; the rest waits in the parent and
+        // goes in batches of two: the quick task, then the long one behind it.
+        let held: Vec<_> = [&first, &second]
+            .iter()
+            .map(|g| pool.submit(common::hold, (g.path(), 0)))
+            .collect();
+        let quick = pool.submit(common::double, 21);
+        let stuck = pool.submit(common::hold, (long.path(), 7));
+        let rest: Vec<_> = (0..6).map(|i| pool.submit(common::double, i)).collect();
+        first.open();
+        second.open();
+        for f in &held {
+            assert_eq!(f.result_timeout(LONG), Ok(0));
+        }
+        assert_eq!(
+            quick.result_timeout(LONG),
+            Ok(42),
+            "the quick task's result waited for the call after it"
+        );
+        long.open();
+        assert_eq!(stuck.result_timeout(LONG), Ok(7));
+        for (i, f) in rest.iter().enumerate() {
+            assert_eq!(f.result_timeout(LONG), Ok(2 * i as u64));
+        }
+        pool.shutdown(true);
+    }
+}

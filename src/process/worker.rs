@@ -13,7 +13,7 @@ use super::wire::{
     TAG_CANCELLED, TAG_DONE, TAG_HELLO, TAG_INIT, TAG_REVOKED, TAG_TO_WORKER, TAG_WELCOME,
     ToWorker,
 };
-use crate::os::{self, Mapping, Memfd, Recv, Socket};
+use crate::os::{self, Mapping, Memfd, Poller, Recv, Socket};
 use crate::remote::scheduler::FLUSH_AFTER;
 use crate::remote::{codec, naming};
 use crate::sync::{self, Mutex};
@@ -53,11 +53,24 @@ pub(crate) fn run(socket: OsString, expected_parent: Option<u32>) -> i32 {
     }
 }
 
-/// Calls read from the parent and not started yet, shared by the worker's main thread
-/// (which runs them) and its helper thread (which gives them back to the parent).
-#[derive(Default)]
+/// How long a result may wait in the log while the main thread runs a call that started
+/// after it: past this, the helper thread sends it (`FLUSH_AFTER` decides between calls,
+/// but a call that runs long would otherwise hold back the results of the quick ones that
+/// ran before it in its batch until it ends).
+const BACKSTOP: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// What the worker's main thread (which runs the calls) and its helper thread (which gives
+/// them back to the parent, cancels one, and sends the results a long call would hold
+/// back) share, under one lock: the calls read from the parent and not started yet, and
+/// the result log.
 struct Local {
     queue: VecDeque<Job>,
+    /// Results not sent yet (see `wire::Log`).
+    log: Log,
+    /// Since when the oldest result in the log waits (`CLOCK_MONOTONIC` nanoseconds).
+    unsent_since: u64,
+    /// The helper is timing the log (woken when a call starts with results waiting).
+    armed: bool,
     /// The last batch read from the parent.
     read: u64,
     /// Batches up to this one were given back before they were read: drop them.
@@ -88,38 +101,56 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
     };
     let ctl = Socket::from_received(ctl)?;
     let log = Memfd::from_received(log, true)?.map(true)?;
-    let mut log = Log::new(log).ok_or(WorkerError::Malformed("a result log too small"))?;
+    let log = Log::new(log).ok_or(WorkerError::Malformed("a result log too small"))?;
     let hello = codec::encode(&Hello {
         fingerprint: naming::fingerprint(),
         pid: std::process::id(),
     })?;
     main.send(&[&[TAG_HELLO], &hello], &[])?;
 
-    let local = Arc::new(Mutex::new(Local::default()));
+    let local = Arc::new(Mutex::new(Local {
+        queue: VecDeque::new(),
+        log,
+        unsent_since: 0,
+        armed: false,
+        read: 0,
+        skip_through: 0,
+        dropped: Vec::new(),
+    }));
+    // The helper waits on the control socket, and on this to be told to time the log.
+    let helper = Arc::new(Poller::new()?);
+    helper.add(ctl.as_fd(), CTL_KEY)?;
     // The call running now (0: none); set under the queue lock as the call is taken.
     let running = Arc::new(AtomicU64::new(0));
     {
-        let (local, main, running) = (local.clone(), main.clone(), running.clone());
+        let (local, main, running, helper) =
+            (local.clone(), main.clone(), running.clone(), helper.clone());
         std::thread::Builder::new()
             .name("cf-worker-revoke".into())
-            .spawn(move || serve_revokes(&ctl, &main, &local, &running))
+            .spawn(move || serve_revokes(&ctl, &main, &local, &running, &helper))
             .map_err(WorkerError::Thread)?;
     }
-    // Since when the oldest unsent result waits (`CLOCK_MONOTONIC` nanoseconds).
-    let mut since = 0u64;
     loop {
         // The lock also orders this against a revoke being answered: once the queue is seen
         // empty, the answer (if any) is on its way, ahead of anything sent after.
-        // The call taken is published under the lock, for `cancel`.
-        let job = {
+        // The call taken is published under the lock, for `cancel`, and so is its start
+        // (the parent reads this only after this process is dead).
+        let (job, start, arm) = {
             let mut l = sync::lock(&local);
             let job = l.queue.pop_front();
             running.store(job.as_ref().map_or(0, |j| j.call.id), SeqCst);
-            job
+            let start = job.as_ref().map_or(0, |j| l.log.started(j.call.id));
+            // A call starts with results waiting: the helper sends them if it runs long.
+            let arm = job.is_some() && !l.log.is_empty() && !l.armed;
+            l.armed |= arm;
+            (job, start, arm)
         };
+        if arm {
+            helper.wake();
+        }
         let Some(job) = job else {
             // About to wait for the parent: send what is ready first.
-            flush(&main, &mut log)?;
+            flush(&main, &mut sync::lock(&local).log)?;
             match receive(&main, &mut buf, &mut fds, &local)? {
                 Some(ToWorker::Exit) | None => return Ok(()),
                 Some(ToWorker::Init(target, arg, bulk)) => {
@@ -154,8 +185,6 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
             }
             continue;
         };
-        // The parent reads this only after this process is dead.
-        let start = log.started(job.call.id);
         let outcome = match &job.shared {
             Some(map) => naming::invoke(job.call.target, &map.bytes()[..job.call.bulk as usize])?,
             None => naming::invoke(job.call.target, &job.call.payload)?,
@@ -168,21 +197,26 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
         let id = job.call.id;
         // Unmapped before the result goes: the parent reuses the file once it has it.
         drop(job);
-        if log.is_empty() {
-            since = end;
+        let mut l = sync::lock(&local);
+        let l = &mut *l;
+        if l.log.is_empty() {
+            l.unsent_since = end;
         }
-        if !log.append(id, &outcome, ran) {
-            flush(&main, &mut log)?;
-            since = end;
-            if !log.append(id, &outcome, ran) {
+        if !l.log.append(id, &outcome, ran) {
+            flush(&main, &mut l.log)?;
+            l.unsent_since = end;
+            if !l.log.append(id, &outcome, ran) {
                 send_shared(&main, id, &outcome, ran)?;
             }
         }
-        if end.saturating_sub(since) >= FLUSH_AFTER.as_nanos() as u64 {
-            flush(&main, &mut log)?;
+        if end.saturating_sub(l.unsent_since) >= FLUSH_AFTER.as_nanos() as u64 {
+            flush(&main, &mut l.log)?;
         }
     }
 }
+
+/// The helper's key for the control socket in its poller.
+const CTL_KEY: u64 = 0;
 
 /// Reads one message from the parent; calls go to the local queue. `None`: the parent
 /// closed the socket (it shut down or died).
@@ -278,37 +312,76 @@ fn send_shared(main: &Socket, id: u64, outcome: &[u8], ran: [u64; 2]) -> Result<
     Ok(())
 }
 
-/// The helper thread: gives back the calls not started yet, when the parent asks, and
-/// cancels one (`Control::Cancel`).
-fn serve_revokes(ctl: &Socket, main: &Socket, local: &Mutex<Local>, running: &AtomicU64) {
+/// The helper thread: gives back the calls not started yet, when the parent asks, cancels
+/// one (`Control::Cancel`), and sends the results that wait in the log while the main
+/// thread runs a long call (`BACKSTOP` after the oldest, once woken to time them). It
+/// returns when the parent closes the control socket.
+fn serve_revokes(
+    ctl: &Socket,
+    main: &Socket,
+    local: &Mutex<Local>,
+    running: &AtomicU64,
+    helper: &Poller,
+) {
     let mut buf = Vec::with_capacity(256);
     let mut fds = Vec::new();
-    while let Ok(Recv::Message(_)) = ctl.recv(&mut buf, &mut fds, false) {
-        fds.clear();
-        let through = match codec::decode::<Control>(&buf) {
-            Ok(Control::Revoke(Revoke { through })) => through,
-            Ok(Control::Cancel { id, batch }) => {
-                if cancel(local, running, main, id, batch).is_err() {
-                    return;
-                }
-                continue;
-            }
-            Err(_) => return,
+    let mut keys = Vec::new();
+    let backstop = BACKSTOP.as_nanos() as u64;
+    loop {
+        // Sleeps until told something, or until the oldest waiting result is due.
+        let due = {
+            let l = sync::lock(local);
+            l.armed.then(|| l.unsent_since.saturating_add(backstop))
         };
-        let mut l = sync::lock(local);
-        let ids: Vec<u64> = l.queue.drain(..).map(|job| job.call.id).collect();
-        // Batches sent but not read yet come back too; they are dropped when they arrive.
-        l.skip_through = l.skip_through.max(through);
-        let unread_from = l.read + 1;
-        let Ok(answer) = codec::encode(&Revoked { ids, unread_from }) else {
-            return;
-        };
-        // Answered under the lock: the main thread cannot finish (and exit) in between.
-        if main.send(&[&[TAG_REVOKED], &answer], &[]).is_err() {
+        let timeout = due
+            .map(|due| std::time::Duration::from_nanos(due.saturating_sub(os::monotonic_nanos())));
+        if helper.wait(&mut keys, timeout).is_err() {
             return;
         }
-        drop(l);
+        loop {
+            match ctl.recv(&mut buf, &mut fds, true) {
+                Ok(Recv::Message(_)) => {}
+                Ok(Recv::Empty) => break,
+                _ => return,
+            }
+            fds.clear();
+            let served = match codec::decode::<Control>(&buf) {
+                Ok(Control::Revoke(Revoke { through })) => give_back(local, main, through),
+                Ok(Control::Cancel { id, batch }) => cancel(local, running, main, id, batch),
+                Err(e) => Err(e.into()),
+            };
+            if served.is_err() {
+                return;
+            }
+        }
+        let mut l = sync::lock(local);
+        let l = &mut *l;
+        if l.armed {
+            let now = os::monotonic_nanos();
+            if !l.log.is_empty()
+                && now.saturating_sub(l.unsent_since) >= backstop
+                && flush(main, &mut l.log).is_err()
+            {
+                return;
+            }
+            // Timed until the log is empty; the main thread arms it again when a call
+            // starts with results waiting.
+            l.armed = !l.log.is_empty();
+        }
     }
+}
+
+/// Gives back the calls not started yet and the batches up to `through` not read yet.
+/// Answered under the lock: the main thread cannot finish (and exit) in between.
+fn give_back(local: &Mutex<Local>, main: &Socket, through: u64) -> Result<(), WorkerError> {
+    let mut l = sync::lock(local);
+    let ids: Vec<u64> = l.queue.drain(..).map(|job| job.call.id).collect();
+    // Batches sent but not read yet come back too; they are dropped when they arrive.
+    l.skip_through = l.skip_through.max(through);
+    let unread_from = l.read + 1;
+    let answer = codec::encode(&Revoked { ids, unread_from })?;
+    main.send(&[&[TAG_REVOKED], &answer], &[])?;
+    Ok(())
 }
 
 /// Cancels call `id` of batch `batch`, under the queue lock (so the main thread neither takes

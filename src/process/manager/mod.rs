@@ -62,6 +62,10 @@ const LINGER: Duration = Duration::from_millis(1);
 /// enough that `terminate` still means "now": a task that ignores SIGTERM, or handles it
 /// and runs on, holds `terminate` this long and no longer.
 const TERMINATE_GRACE: Duration = Duration::from_secs(1);
+/// How long a worker asked to stop a task (`cancel_running`) has to answer before the
+/// watchdog kills it: its helper thread answers in microseconds unless the process cannot
+/// run (stopped by SIGSTOP, traced, starved).
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
 /// A replacement worker that cannot be started because this process (or the system) is
 /// short of descriptors or memory is tried again after `RETRY_MIN`, then after twice as
 /// long each time, up to `RETRY_MAX`, for as long as the pool runs: the shortage is
@@ -354,13 +358,17 @@ impl Manager {
             if let Some(work) = inflight.get_mut(&id) {
                 if !work.cancelled {
                     work.cancelled = true;
-                    let holder = links.values().find(|w| w.window.holds(id));
+                    let holder = links.values_mut().find(|w| w.window.holds(id));
                     if let Some((w, batch)) =
                         holder.and_then(|w| w.window.batch_of(id).map(|b| (w, b)))
                     {
                         let cancel = codec::encode(&wire::Control::Cancel { id, batch });
                         // A worker that cannot be told is gone: its death completes the task.
                         let _ = cancel.map(|bytes| w.link.ctl.send(&[&bytes], &[]));
+                        // One that does not answer is killed (`watchdog.rs`).
+                        let by = Instant::now() + CANCEL_GRACE;
+                        w.link.cancel_by.get_or_insert(by);
+                        self.changed.notify_all();
                     }
                 }
                 return true;

@@ -191,6 +191,7 @@ impl Starting {
             log,
             log_view,
             timed_out: None,
+            cancel_by: None,
             row: usize::MAX,
         })
     }

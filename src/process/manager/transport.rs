@@ -7,7 +7,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::TablesSent;
 use crate::os::{self, Mapping, Memfd, Pidfd, Socket};
@@ -40,6 +40,9 @@ pub(super) struct WorkerProcess {
     pub(super) log_view: Mapping,
     /// Killed for running this task over this time limit.
     pub(super) timed_out: Option<(u64, Duration)>,
+    /// Asked to stop a task (`cancel_running`): if it still holds a cancelled task then
+    /// (it could not answer: stopped, or too slow), the watchdog kills it.
+    pub(super) cancel_by: Option<Instant>,
     /// Its row on the timeline: the slot it holds among the pool's `workers`.
     pub(super) row: usize,
 }

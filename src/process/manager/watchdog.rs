@@ -1,9 +1,10 @@
 //! The watchdog thread: the time limits of the tasks that run, read from the workers' result
-//! logs, and the SIGKILL that ends `terminate`'s grace.
+//! logs, the SIGKILL that ends `terminate`'s grace, and the one for a worker that did not
+//! answer `cancel_running` in time.
 
 use std::time::{Duration, Instant};
 
-use super::{Manager, State};
+use super::{CANCEL_GRACE, Manager, State};
 use crate::os;
 use crate::process::wire;
 use crate::sync;
@@ -57,6 +58,22 @@ impl Manager {
             }
             for w in workers.values_mut() {
                 let (link, window) = (&mut w.link, &w.window);
+                if let Some(by) = link.cancel_by {
+                    // Asked to stop a task: done once it holds no cancelled task (it dropped
+                    // it, or its result came); else killed once its grace is over.
+                    let asked = window
+                        .tasks()
+                        .any(|t| inflight.get(&t).is_some_and(|w| w.cancelled));
+                    match by.checked_duration_since(Instant::now()) {
+                        _ if !asked => link.cancel_by = None,
+                        Some(left) if !left.is_zero() => soonest(left.min(CANCEL_GRACE)),
+                        _ => {
+                            link.pidfd.signal(libc::SIGKILL);
+                            link.cancel_by = None;
+                            continue;
+                        }
+                    }
+                }
                 if link.timed_out.is_some() || window.is_empty() {
                     continue;
                 }

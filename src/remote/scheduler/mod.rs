@@ -84,7 +84,10 @@
 //!   drives the session, outside the dispatcher.
 //!
 //! Flush timing is the workers' side: both send results together while they come quickly,
-//! at most [`FLUSH_AFTER`] after the oldest unsent one.
+//! at most [`FLUSH_AFTER`] after the oldest unsent one, and neither holds a result back
+//! for the length of the call after it: during a long call, the worker's helper thread
+//! sends what waits (the process pool's after 1 ms, the MPI pool's within two looks of
+//! its helper).
 
 pub(crate) mod dispatch;
 #[cfg(test)]
@@ -104,8 +107,9 @@ pub(crate) use workers::{Worker, Workers, bury};
 use crate::stats::RemoteCounters;
 
 /// Results are sent together while they come quickly: a worker sends what is ready when it
-/// has nothing left to run, or once the oldest unsent result is this old (the process
-/// pool's worker also when its result log is full). Until then they wait in the worker
+/// has nothing left to run, or once a call ends and the oldest unsent result is this old
+/// (the process pool's worker also when its result log is full; during a long call its
+/// helper thread sends them). Until then they wait in the worker
 /// (in the process pool, in its result log, which the parent reads if the worker dies:
 /// batching never loses a result).
 pub(crate) const FLUSH_AFTER: Duration = Duration::from_micros(200);
