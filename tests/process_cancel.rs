@@ -211,6 +211,46 @@ fn a_running_task_is_stopped_by_replacing_its_worker() {
     assert_no_process_left(&all);
 }
 
+/// A worker that cannot answer (stopped with SIGSTOP) is killed by the pool once the grace
+/// for an answer is over: the task is cancelled, the tasks queued behind it run once on the
+/// replacement, and no process is left.
+#[test]
+fn a_worker_that_cannot_answer_is_killed_after_a_grace() {
+    let _t = turn();
+    let _w = watchdog("a_worker_that_cannot_answer_is_killed_after_a_grace");
+    let journal = Journal::new("cancel-stopped");
+    let pool = pool(1);
+    let gate = Gate::closed();
+    let stuck = pool.submit(step, journal.args(1, Some(&gate)));
+    let behind: Vec<_> = (2..5)
+        .map(|i| pool.submit(step, journal.args(i, None)))
+        .collect();
+    let pid = journal.wait_started(1);
+    // SAFETY: plain kill(2) of a worker process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    assert!(stuck.cancel_running());
+    assert_eq!(stuck.result_timeout(LONG), Err(TaskError::Cancelled));
+    for (f, i) in behind.iter().zip(2..) {
+        assert_eq!(f.result_timeout(LONG), Ok(2 * i), "task {i}, queued behind");
+    }
+    eventually("the stopped worker is reaped", || procs::gone(pid));
+    let e = journal.read();
+    assert_eq!((e.started(1), e.finished(1)), (1, 0), "the cancelled task");
+    e.ran_once(2..5);
+    let now = pool.pids();
+    assert_ne!(now, vec![pid], "replaced");
+    pool.shutdown(true);
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.done, stats.cancelled, stats.worker_deaths),
+        (3, 1, 1)
+    );
+    assert!(stats.settled(), "{stats:?}");
+    let mut all = e.pids();
+    all.extend(now);
+    assert_no_process_left(&all);
+}
+
 #[test]
 fn a_task_sent_but_not_started_never_runs_and_its_worker_stays() {
     let _t = turn();
