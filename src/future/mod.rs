@@ -1,14 +1,19 @@
 //! [`Future`]: the handle to a task's eventual result, with Python's `concurrent.futures.Future`
 //! behaviour.
+//!
+//! One concept per file: the handle, its state queries, cancellation, callbacks and setters
+//! (here); reading its outcome, by waiting or `.await` (`result.rs`); [`State`] and
+//! [`InvalidStateError`] (`state.rs`); [`TaskCell`], what a future is made of
+//! (`task_cell.rs`); the cell itself (`cell.rs`); [`WaitSet`] (`wait_set.rs`).
 
 mod cell;
+mod result;
+mod state;
+mod task_cell;
 mod wait_set;
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 // (`RUNNING` and the two constructors below serve the process and MPI pools: Linux only.)
 #[cfg_attr(not(target_os = "linux"), allow(unused_imports))]
@@ -17,120 +22,13 @@ pub(crate) use cell::{
     RUNNING, STATE_MASK, STOPPED, TAKEN, current_task_stop_seen, is_done,
 };
 
+pub(crate) use state::Outcome;
+pub use state::{InvalidStateError, State};
+pub(crate) use task_cell::TaskCell;
 pub(crate) use wait_set::WaitSet;
 
 use crate::error::TaskError;
 use std::sync::Arc;
-
-/// Where a future is in its life. Python's `_state`, minus the internal
-/// `CANCELLED_AND_NOTIFIED` (here a cancelled future notifies at once).
-///
-/// ```
-/// use concurrent_futures::{Future, State};
-/// let fut: Future<u8> = Future::new();
-/// assert_eq!(fut.state(), State::Pending);
-/// fut.set_result(1).unwrap();
-/// assert_eq!(fut.state(), State::Finished);
-/// assert_eq!(State::Finished.to_string(), "finished");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
-    /// Submitted, not started; may still be cancelled.
-    Pending,
-    /// Started; can no longer be cancelled.
-    Running,
-    /// Done, with a value or an error.
-    Finished,
-    /// Cancelled before it started; the task never runs.
-    Cancelled,
-}
-
-impl State {
-    fn from_bits(s: u32) -> State {
-        match s & STATE_MASK {
-            0 => State::Pending,
-            1 => State::Running,
-            FINISHED => State::Finished,
-            _ => State::Cancelled,
-        }
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            State::Pending => "pending",
-            State::Running => "running",
-            State::Finished => "finished",
-            State::Cancelled => "cancelled",
-        })
-    }
-}
-
-/// A setter of [`Future`](crate::Future) was called in a state that forbids it (Python's
-/// `InvalidStateError`, and the `RuntimeError` of `set_running_or_notify_cancel`).
-///
-/// ```
-/// use concurrent_futures::Future;
-/// let fut = Future::new();
-/// fut.set_result(1).unwrap();
-/// assert!(fut.set_result(2).is_err());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("invalid state: the future is {state}")]
-pub struct InvalidStateError {
-    pub(crate) state: State,
-}
-
-/// How a future ended, as wait sets need to know it (`FirstException`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Success,
-    Failed,
-    Cancelled,
-}
-
-/// What the crate's futures are made of: the shared state, plus optionally a way for a
-/// waiting thread to make progress itself (run the task inline, or read the results of a
-/// process pool).
-pub(crate) trait TaskCell<T>: Send + Sync {
-    fn core(&self) -> &Core<T>;
-    /// Called by a thread about to block (without a timeout) on a future that is not done and
-    /// whose state has the `INLINE` flag. Returns when it can do no more.
-    fn help(&self, _handle: &Future<T>) {}
-    /// Called by a thread about to block until `deadline` on a future that is not done and
-    /// whose state has the `INLINE` flag. Must return by the deadline (so it never runs the
-    /// task itself, which could outlast it).
-    fn help_until(&self, _deadline: Instant) {}
-    /// Runs the task here if it is still pending; true if it ran here (a thread pool's
-    /// worker, which counts what it ran).
-    fn run_task(&self, handle: &Future<T>) -> bool {
-        self.help(handle);
-        false
-    }
-    /// `cancel_running` on a task that is no longer pending: stops it if the backend can.
-    fn stop_running(&self) -> bool {
-        self.core().request_stop()
-    }
-}
-
-impl<T: Send + Sync> TaskCell<T> for Core<T> {
-    fn core(&self) -> &Core<T> {
-        self
-    }
-}
-
-impl<F: FnOnce() -> T + Send, T: Send + Sync> TaskCell<T> for FnCell<F, T> {
-    fn core(&self) -> &Core<T> {
-        &self.core
-    }
-    fn run_task(&self, handle: &Future<T>) -> bool {
-        self.run(handle)
-    }
-    fn help(&self, handle: &Future<T>) {
-        self.run(handle);
-    }
-}
 
 /// The eventual result of a task: Python's `concurrent.futures.Future`.
 ///
@@ -404,151 +302,6 @@ impl<T> Future<T> {
         self.cancel() || self.cell.stop_running()
     }
 
-    /// Blocks until the result is known, then clones it. Python's `result()`.
-    ///
-    /// If the task has not started and the pool allows it, the calling thread runs the task
-    /// itself instead of sleeping (the task runs exactly once either way; see
-    /// [`ThreadPoolBuilder::caller_runs`](crate::ThreadPoolBuilder::caller_runs)).
-    ///
-    /// ```
-    /// use concurrent_futures::ThreadPoolExecutor;
-    /// let pool = ThreadPoolExecutor::new(1);
-    /// let fut = pool.spawn(|| String::from("value"));
-    /// assert_eq!(fut.result().unwrap(), "value");
-    /// assert_eq!(fut.result().unwrap(), "value");
-    /// ```
-    pub fn result(&self) -> Result<T, TaskError>
-    where
-        T: Clone,
-    {
-        self.result_ref().cloned()
-    }
-
-    /// Like [`result`](Future::result), giving up after `timeout` with
-    /// [`TaskError::Timeout`]; the future is unchanged by a timeout. A zero timeout only
-    /// looks. Python's `result(timeout)`.
-    ///
-    /// ```
-    /// use concurrent_futures::{Future, TaskError};
-    /// use std::time::Duration;
-    /// let fut: Future<u8> = Future::new();
-    /// assert_eq!(fut.result_timeout(Duration::from_millis(5)), Err(TaskError::Timeout));
-    /// fut.set_result(3).unwrap();
-    /// assert_eq!(fut.result_timeout(Duration::ZERO), Ok(3));
-    /// ```
-    pub fn result_timeout(&self, timeout: Duration) -> Result<T, TaskError>
-    where
-        T: Clone,
-    {
-        self.result_ref_timeout(timeout).cloned()
-    }
-
-    /// Blocks until the result is known and borrows it (no `Clone` needed).
-    ///
-    /// ```
-    /// # use concurrent_futures::ThreadPoolExecutor;
-    /// let pool = ThreadPoolExecutor::new(1);
-    /// let fut = pool.spawn(|| vec![1, 2, 3]);
-    /// assert_eq!(fut.result_ref().unwrap().len(), 3);
-    /// ```
-    pub fn result_ref(&self) -> Result<&T, TaskError> {
-        self.wait();
-        self.peek()
-    }
-
-    /// [`result_ref`](Future::result_ref) with a timeout.
-    ///
-    /// ```
-    /// # use concurrent_futures::{Future, TaskError};
-    /// # use std::time::Duration;
-    /// let fut: Future<Vec<u8>> = Future::new();
-    /// assert_eq!(fut.result_ref_timeout(Duration::ZERO), Err(TaskError::Timeout));
-    /// ```
-    pub fn result_ref_timeout(&self, timeout: Duration) -> Result<&T, TaskError> {
-        if !self.wait_timeout(timeout) {
-            return Err(TaskError::Timeout);
-        }
-        self.peek()
-    }
-
-    /// Blocks until the result is known and moves it out, consuming the future.
-    ///
-    /// ```
-    /// # use concurrent_futures::ThreadPoolExecutor;
-    /// let pool = ThreadPoolExecutor::new(1);
-    /// let big = pool.spawn(|| vec![0u8; 1 << 20]);
-    /// let bytes: Vec<u8> = big.into_result().unwrap(); // no copy
-    /// assert_eq!(bytes.len(), 1 << 20);
-    /// ```
-    pub fn into_result(self) -> Result<T, TaskError> {
-        self.wait_until(|s| s & NOTIFIED != 0, None, true);
-        self.take()
-    }
-
-    /// `into_result` without running the task inline: for `map`, whose consumer must stay
-    /// free to keep the workers fed (running a chunk itself would starve them).
-    pub(crate) fn into_result_no_help(self) -> Result<T, TaskError> {
-        self.wait_until(|s| s & NOTIFIED != 0, None, false);
-        self.take()
-    }
-
-    /// The error of a finished task: `Ok(None)` if it succeeded, `Ok(Some(e))` if it failed,
-    /// `Err(TaskError::Cancelled)` if it was cancelled. Blocks until done. Python's
-    /// `exception()`, where the `Err` side is what Python raises.
-    ///
-    /// ```
-    /// use concurrent_futures::{ThreadPoolExecutor, TaskError};
-    /// let pool = ThreadPoolExecutor::new(1);
-    /// assert_eq!(pool.spawn(|| 1).exception(), Ok(None));
-    /// let failed = pool.spawn(|| -> u8 { panic!("x") }).exception().unwrap();
-    /// assert!(matches!(failed, Some(TaskError::Panicked(_))));
-    /// ```
-    pub fn exception(&self) -> Result<Option<TaskError>, TaskError> {
-        self.wait();
-        self.peek_exception()
-    }
-
-    /// [`exception`](Future::exception) with a timeout: `Err(TaskError::Timeout)` if the
-    /// future is not done in time.
-    ///
-    /// ```
-    /// # use concurrent_futures::{Future, TaskError};
-    /// # use std::time::Duration;
-    /// let fut: Future<u8> = Future::new();
-    /// assert_eq!(fut.exception_timeout(Duration::ZERO), Err(TaskError::Timeout));
-    /// ```
-    pub fn exception_timeout(&self, timeout: Duration) -> Result<Option<TaskError>, TaskError> {
-        if !self.wait_timeout(timeout) {
-            return Err(TaskError::Timeout);
-        }
-        self.peek_exception()
-    }
-
-    /// Blocks until the future is done (finished or cancelled).
-    ///
-    /// ```
-    /// # use concurrent_futures::ThreadPoolExecutor;
-    /// let pool = ThreadPoolExecutor::new(1);
-    /// let fut = pool.spawn(|| ());
-    /// fut.wait();
-    /// assert!(fut.done());
-    /// ```
-    pub fn wait(&self) {
-        self.wait_until(is_done, None, true);
-    }
-
-    /// Blocks until the future is done or `timeout` passes; returns whether it is done.
-    ///
-    /// ```
-    /// # use concurrent_futures::Future;
-    /// # use std::time::Duration;
-    /// let fut: Future<()> = Future::new();
-    /// assert!(!fut.wait_timeout(Duration::from_millis(1)));
-    /// ```
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_until(is_done, Some(Instant::now() + timeout), true)
-    }
-
     /// Attaches `callback`, called with this future once it is done. Python's
     /// `add_done_callback`.
     ///
@@ -633,94 +386,6 @@ impl<T> Future<T> {
         T: Send + Sync + 'static,
     {
         self.core().finish_deferring(value, self)
-    }
-
-    /// Waits for `ready`, running the task inline (if `help`, the task has not started and
-    /// its pool allows it) or spinning briefly before sleeping. A timed wait never runs the
-    /// task: the task could outlast the timeout.
-    fn wait_until(&self, ready: fn(u32) -> bool, deadline: Option<Instant>, help: bool) -> bool {
-        let core = self.core();
-        let s = core.load();
-        if ready(s) {
-            return true;
-        }
-        if help && s & INLINE != 0 && !is_done(s) {
-            match deadline {
-                None => self.cell.help(self),
-                Some(d) => self.cell.help_until(d),
-            }
-        }
-        // A short spin catches tasks that are about to finish without a sleep and a
-        // wake-up (omitted under loom, where it only multiplies the interleavings).
-        #[cfg(not(loom))]
-        {
-            let backoff = crossbeam_utils::Backoff::new();
-            while !backoff.is_completed() {
-                if ready(core.load()) {
-                    return true;
-                }
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return false;
-                }
-                backoff.snooze();
-            }
-        }
-        core.block_until(ready, deadline)
-    }
-
-    /// The result of a future known to be done.
-    fn peek(&self) -> Result<&T, TaskError> {
-        match self.core().value() {
-            Some(Ok(v)) => Ok(v),
-            Some(Err(e)) => Err(e.clone()),
-            None => Err(TaskError::Cancelled),
-        }
-    }
-
-    fn peek_exception(&self) -> Result<Option<TaskError>, TaskError> {
-        match self.core().value() {
-            Some(Ok(_)) => Ok(None),
-            Some(Err(e)) => Ok(Some(e.clone())),
-            None => Err(TaskError::Cancelled),
-        }
-    }
-
-    /// Moves the value out of a NOTIFIED future.
-    fn take(&self) -> Result<T, TaskError> {
-        if self.core().load() & STATE_MASK == CANCELLED {
-            return Err(TaskError::Cancelled);
-        }
-        // SAFETY: `self` is the unique user handle (futures are not `Clone`, and the crate's
-        // internal handles never read the value), it is borrowed mutably or owned by our
-        // callers (`into_result`, `poll`), and NOTIFIED was observed, so no callback borrows
-        // the value either.
-        match unsafe { self.core().take() } {
-            Some(v) => v,
-            // Only reachable by polling again after `Ready`, which `poll` prevents.
-            None => Err(TaskError::Cancelled),
-        }
-    }
-}
-
-impl<T> std::future::Future for Future<T> {
-    type Output = Result<T, TaskError>;
-
-    /// Resolves once the task is done and its callbacks have run, moving the value out.
-    /// After it has returned `Ready`, polling again returns `Pending` (the future is fused)
-    /// and the blocking accessors report [`TaskError::Cancelled`]: the value is gone.
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let core = this.core();
-        let s = core.load();
-        if s & TAKEN != 0 {
-            return Poll::Pending;
-        }
-        if s & NOTIFIED != 0 || !core.register_waker(cx.waker()) {
-            let out = this.take();
-            this.core().mark_taken();
-            return Poll::Ready(out);
-        }
-        Poll::Pending
     }
 }
 

@@ -1,4 +1,5 @@
-//! [`Feed`]: what both chunked iterators share (the input, the sizer, submission).
+//! [`Feed`]: what both chunked iterators share (the input, the sizer, submission, the items
+//! in flight).
 
 use std::iter::Fuse;
 use std::time::{Duration, Instant};
@@ -13,7 +14,8 @@ use crate::future::Future;
 use crate::task::Payload;
 use crate::task::TaskHandle;
 
-/// What both map iterators share: the input, the sizer, and submission.
+/// What both map iterators share: the input, the sizer, submission, and the count of items
+/// in flight.
 pub(super) struct Feed<'a, E, I, A, R> {
     exec: &'a E,
     /// The task, type-erased once per map (its captures encoded once for remote pools).
@@ -22,6 +24,8 @@ pub(super) struct Feed<'a, E, I, A, R> {
     pub(super) sizer: Sizer,
     window: usize,
     pub(super) deadline: Option<Instant>,
+    /// Items of the chunks submitted and not yet taken for reading ([`Feed::taken`]).
+    ahead: usize,
     /// Set after a submission failed or the deadline passed: take no more input.
     stopped: bool,
     /// Bound on the bytes of results held ahead of the consumer (`buffer_bytes`).
@@ -49,6 +53,16 @@ impl<E, I: Iterator, A, R> Feed<'_, E, I, A, R> {
         } else {
             self.items.size_hint()
         }
+    }
+
+    /// Items of the chunks in flight (submitted, not yet taken for reading).
+    pub(super) fn ahead(&self) -> usize {
+        self.ahead
+    }
+
+    /// A chunk of `len` items left the window to be read.
+    pub(super) fn taken(&mut self, len: usize) {
+        self.ahead -= len;
     }
 }
 
@@ -79,6 +93,7 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
             sizer,
             window,
             deadline: opts.timeout.and_then(|t| Instant::now().checked_add(t)),
+            ahead: 0,
             stopped: false,
             max_bytes: opts.buffer_bytes.unwrap_or(DEFAULT_BUFFER_BYTES),
             max_items: opts
@@ -92,31 +107,32 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
         }
     }
 
-    /// True if one more chunk may be submitted with `chunks` chunks of `ahead` items in
-    /// flight and `held` results received and not consumed: the window has room (in chunks,
-    /// and in items with a `buffersize`), and the bytes of those results (at the size per
-    /// item seen so far) are under the bound. With nothing in flight, always (progress is
-    /// guaranteed).
-    pub(super) fn room(&self, chunks: usize, ahead: usize, held: usize) -> bool {
+    /// True if one more chunk may be submitted with `chunks` chunks in flight and `held`
+    /// results received and not consumed: the window has room (in chunks, and in items with
+    /// a `buffersize`), and the bytes of those results and of the items in flight (at the
+    /// size per item seen so far) are under the bound. With nothing in flight, always
+    /// (progress is guaranteed).
+    pub(super) fn room(&self, chunks: usize, held: usize) -> bool {
         if chunks == 0 {
             return !self.stopped;
         }
+        let ahead = self.ahead;
         chunks < self.sizer.limit(self.window)
             && self.max_items.is_none_or(|max| ahead < max)
             && ((ahead + held) as u128) * u128::from(self.seen_bytes)
                 < (self.max_bytes as u128) * u128::from(self.seen_items.max(1))
     }
 
-    /// Submits the next chunk, if there is input left (`ahead`: items in flight). A refused
-    /// submission becomes a finished future carrying the error (yielded once), and input
-    /// stops.
-    pub(super) fn submit_next(&mut self, ahead: usize) -> Option<(Future<Chunk<R>>, usize)> {
+    /// Submits the next chunk, if there is input left, and counts its items in flight. A
+    /// refused submission becomes a finished future carrying the error (yielded once, counted
+    /// as one item), and input stops.
+    pub(super) fn submit_next(&mut self) -> Option<(Future<Chunk<R>>, usize)> {
         if self.stopped {
             return None;
         }
         let mut n = self.sizer.next(self.items.size_hint().0);
         if let Some(max) = self.max_items {
-            n = n.min(max.saturating_sub(ahead).max(1));
+            n = n.min(max.saturating_sub(self.ahead).max(1));
         }
         let mut chunk: Vec<A> = Vec::with_capacity(n.min(MAX_CHUNK));
         let start = Instant::now();
@@ -136,13 +152,15 @@ impl<'a, E: Executor, I: Iterator<Item = A>, A: Payload, R: Payload> Feed<'a, E,
             return None;
         }
         let len = chunk.len();
-        match self.exec.submit_chunk(self.task.clone(), chunk) {
-            Ok(fut) => Some((fut, len)),
+        let job = match self.exec.submit_chunk(self.task.clone(), chunk) {
+            Ok(fut) => (fut, len),
             Err(e) => {
                 self.stopped = true;
-                Some((Future::ready(Err(TaskError::Submit(e))), 1))
+                (Future::ready(Err(TaskError::Submit(e))), 1)
             }
-        }
+        };
+        self.ahead += job.1;
+        Some(job)
     }
 
     /// Waits for a chunk future within the deadline and turns it into a drain.

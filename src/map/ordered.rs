@@ -6,6 +6,7 @@ use std::iter::Fuse;
 
 use super::backend::{MapInput, OrderedMap};
 use super::chunked::Chunked;
+use super::in_order::InOrder;
 use super::options::MapOptions;
 use super::ready_run::ReadyRun;
 use crate::error::TaskError;
@@ -35,7 +36,7 @@ pub struct Map<'a, E, I, A, R> {
 // One per `map` call, never in a collection: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Mode<'a, E, I, A, R> {
-    Chunks(Chunked<'a, E, I, A, R>),
+    Chunks(Chunked<'a, E, I, A, R, InOrder<R>>),
     /// The backend's own ordered map ([`Executor::ordered_map`]).
     Own(Own<'a, I, A, R>),
 }

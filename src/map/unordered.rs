@@ -4,8 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::drain::Drain;
-use super::feed::{Feed, plus};
+use super::chunked::{Chunked, Next, Order, Window};
+use super::feed::Feed;
 use super::options::MapOptions;
 use crate::chunk::Chunk;
 use crate::error::TaskError;
@@ -24,18 +24,7 @@ use crate::task::{Task, TaskHandle};
 /// assert_eq!(sum, -6);
 /// ```
 pub struct MapUnordered<'a, E, I, A, R> {
-    feed: Feed<'a, E, I, A, R>,
-    /// Chunks in flight, by slot; the wait set reports slots as they complete.
-    slots: Vec<Option<(Future<Chunk<R>>, usize)>>,
-    free: Vec<usize>,
-    inflight: usize,
-    /// Items of the chunks in flight.
-    inflight_items: usize,
-    set: Arc<WaitSet>,
-    current: Drain<R>,
-    finished: bool,
-    /// As in `Map`: only a started iteration cancels on drop.
-    started: bool,
+    chunks: Chunked<'a, E, I, A, R, AsCompleted<R>>,
 }
 
 impl<'a, E, I, A, R> MapUnordered<'a, E, I, A, R>
@@ -46,39 +35,8 @@ where
     R: Payload,
 {
     pub(crate) fn new<T: Task<A, R>>(exec: &'a E, task: T, items: I, opts: MapOptions) -> Self {
-        let mut map = MapUnordered {
-            feed: Feed::new(exec, TaskHandle::new(task), items, opts),
-            slots: Vec::new(),
-            free: Vec::new(),
-            inflight: 0,
-            inflight_items: 0,
-            set: WaitSet::new(),
-            current: Drain::empty(),
-            finished: false,
-            started: false,
-        };
-        map.fill();
-        map
-    }
-
-    fn fill(&mut self) {
-        while self
-            .feed
-            .room(self.inflight, self.inflight_items, self.current.remaining())
-        {
-            let Some((fut, len)) = self.feed.submit_next(self.inflight_items) else {
-                break;
-            };
-            self.inflight_items += len;
-            let slot = self.free.pop().unwrap_or_else(|| {
-                self.slots.push(None);
-                self.slots.len() - 1
-            });
-            if !fut.core().add_waiter(&self.set, slot) {
-                self.set.notify(slot, crate::wait::outcome_of(&fut));
-            }
-            self.slots[slot] = Some((fut, len));
-            self.inflight += 1;
+        MapUnordered {
+            chunks: Chunked::new(exec, TaskHandle::new(task), items, opts),
         }
     }
 }
@@ -94,82 +52,82 @@ where
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        match self.current.next() {
-            Some(r) => Some(r),
-            None => self.advance(),
-        }
+        self.chunks.next()
     }
 
     /// Exact when the input's length is known: every item yields one result.
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let inflight: usize = self.slots.iter().flatten().map(|(_, n)| n).sum();
-        plus(self.current.remaining() + inflight, self.feed.size_hint())
+        self.chunks.size_hint()
     }
 
-    fn fold<B, F>(mut self, init: B, mut f: F) -> B
+    fn fold<B, F>(self, init: B, f: F) -> B
     where
         F: FnMut(B, Self::Item) -> B,
     {
-        let mut acc = init;
-        loop {
-            acc = self.current.fold_into(acc, &mut f);
-            match self.advance() {
-                Some(r) => acc = f(acc, r),
-                None => return acc,
+        self.chunks.fold(init, f)
+    }
+}
+
+impl<E, I, A, R> fmt::Debug for MapUnordered<'_, E, I, A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.chunks.fmt(f)
+    }
+}
+
+/// The chunks in flight of [`MapUnordered`], read as they complete: each in a slot, and a
+/// wait set that reports slots as they complete.
+pub(super) struct AsCompleted<R> {
+    slots: Vec<Option<(Future<Chunk<R>>, usize)>>,
+    free: Vec<usize>,
+    inflight: usize,
+    set: Arc<WaitSet>,
+}
+
+impl<R> AsCompleted<R> {
+    /// Tops the window up: submits while `feed` has room, each chunk in a free slot.
+    fn top_up<E, I, A>(&mut self, feed: &mut Feed<'_, E, I, A, R>, held: usize)
+    where
+        E: Executor,
+        I: Iterator<Item = A>,
+        A: Payload,
+        R: Payload,
+    {
+        while feed.room(self.inflight, held) {
+            let Some((fut, len)) = feed.submit_next() else {
+                break;
+            };
+            let slot = self.free.pop().unwrap_or_else(|| {
+                self.slots.push(None);
+                self.slots.len() - 1
+            });
+            if !fut.core().add_waiter(&self.set, slot) {
+                self.set.notify(slot, crate::wait::outcome_of(&fut));
             }
+            self.slots[slot] = Some((fut, len));
+            self.inflight += 1;
         }
     }
 }
 
-impl<E, I, A, R> MapUnordered<'_, E, I, A, R>
-where
-    E: Executor,
-    I: Iterator<Item = A>,
-    A: Payload,
-    R: Payload,
-{
-    /// Takes the next completed chunk (waiting for one) and yields its first result.
-    #[inline(never)]
-    fn advance(&mut self) -> Option<Result<R, TaskError>> {
-        self.started = true;
-        loop {
-            if let Some(r) = self.current.next() {
-                return Some(r);
-            }
-            if self.finished {
-                return None;
-            }
-            self.fill();
-            if self.inflight == 0 {
-                self.finished = true;
-                return None;
-            }
-            let Some(slot) = self.set.next(self.feed.deadline) else {
-                self.finished = true;
-                return Some(Err(TaskError::Timeout));
-            };
-            let Some((fut, len)) = self.slots.get_mut(slot).and_then(Option::take) else {
-                continue;
-            };
-            self.free.push(slot);
-            self.inflight -= 1;
-            self.inflight_items -= len;
-            match self.feed.collect(fut, len) {
-                Ok(drain) => self.current = drain,
-                Err(()) => {
-                    self.finished = true;
-                    return Some(Err(TaskError::Timeout));
-                }
-            }
-            self.fill();
+impl<R> Window for AsCompleted<R> {
+    const NAME: &'static str = "MapUnordered";
+
+    fn new() -> Self {
+        AsCompleted {
+            slots: Vec::new(),
+            free: Vec::new(),
+            inflight: 0,
+            set: WaitSet::new(),
         }
     }
-}
 
-impl<E, I, A, R> Drop for MapUnordered<'_, E, I, A, R> {
-    fn drop(&mut self) {
+    fn len(&self) -> usize {
+        self.inflight
+    }
+
+    fn stop(&mut self, started: bool) {
         for (fut, _) in self.slots.iter_mut().filter_map(Option::take) {
-            if self.started {
+            if started {
                 fut.cancel();
             }
             fut.core().remove_waiter(&self.set);
@@ -177,11 +135,37 @@ impl<E, I, A, R> Drop for MapUnordered<'_, E, I, A, R> {
     }
 }
 
-impl<E, I, A, R> fmt::Debug for MapUnordered<'_, E, I, A, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MapUnordered")
-            .field("inflight", &self.inflight)
-            .field("finished", &self.finished)
-            .finish_non_exhaustive()
+impl<E, I, A, R> Order<E, I, A, R> for AsCompleted<R>
+where
+    E: Executor,
+    I: Iterator<Item = A>,
+    A: Payload,
+    R: Payload,
+{
+    fn fill(&mut self, feed: &mut Feed<'_, E, I, A, R>, held: usize) {
+        self.top_up(feed, held);
+    }
+
+    /// The first chunk to complete, once the window is topped up.
+    fn next_chunk(&mut self, feed: &mut Feed<'_, E, I, A, R>, held: usize) -> Next<R> {
+        self.top_up(feed, held);
+        if self.inflight == 0 {
+            return Next::End;
+        }
+        let Some(slot) = self.set.next(feed.deadline) else {
+            return Next::Timeout;
+        };
+        let Some((fut, len)) = self.slots.get_mut(slot).and_then(Option::take) else {
+            return Next::Retry;
+        };
+        self.free.push(slot);
+        self.inflight -= 1;
+        feed.taken(len);
+        Next::Chunk(fut, len)
+    }
+
+    /// Tops the window up again: a slot is free.
+    fn collected(&mut self, feed: &mut Feed<'_, E, I, A, R>, held: usize) {
+        self.top_up(feed, held);
     }
 }

@@ -76,6 +76,7 @@
 //! | `map`, `map_async`, `imap`, `imap_unordered`, `starmap` | same names on [`Pool`] |
 //! | `close`, `join`, `terminate`; `AsyncResult.get/wait/ready/successful` | same names; [`AsyncResult`] |
 
+mod async_result;
 mod error;
 mod pipe;
 mod pool;
@@ -86,13 +87,14 @@ mod shm;
 mod sync;
 mod value;
 
+pub use async_result::AsyncResult;
 pub use error::{
     BrokenBarrierError, ConnectionError, GetError, LockResult, OsError, OwnerDied, PoolError,
     ProcessError, PutError, ReleasedTooManyTimes, SharedMemoryError, TaskDoneTooManyTimes,
     TryAcquireError,
 };
 pub use pipe::{Connection, Pipe};
-pub use pool::{AsyncResult, Pool};
+pub use pool::Pool;
 pub use process::{CurrentProcess, Process, active_children, cpu_count, current_process};
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shared_memory::SharedMemory;

@@ -7,7 +7,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::ThreadPoolExecutor;
-use super::map_block::{Cursor, MapBlock, Pieces, Source, Step, VecSource};
+use super::map_block::{MapBlock, Pieces};
+use super::map_cursor::{Cursor, Step};
+use super::map_source::{Source, VecSource};
 use crate::error::TaskError;
 
 /// An input [`ThreadPoolExecutor::map_indexed`] can split by position, with no iterator

@@ -29,10 +29,12 @@
 //!
 //! Dropping the last handle drops what is left: inputs of pieces never claimed, results not
 //! consumed. Claimed pieces always finish before their claimer lets go of its handle.
+//!
+//! A block's items come from a [`Source`] (`map_source.rs`); the consumer reads its results
+//! through a [`Cursor`](super::map_cursor::Cursor) (`map_cursor.rs`), over [`Pieces`].
 
 use std::cell::UnsafeCell;
-use std::collections::VecDeque;
-use std::mem::{ManuallyDrop, MaybeUninit};
+use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::{Arc, OnceLock};
@@ -40,9 +42,9 @@ use std::time::Instant;
 
 use super::ThreadPoolExecutor;
 use super::job::{Job, Shared};
+use super::map_source::{Source, VecSource, cast_vec};
 use super::registry::Registry;
 use crate::error::{SubmitError, TaskError};
-use crate::map::ReadyRun;
 use crate::stats::{Outcome, Settled};
 use crate::sync::{self, AtomicU32, AtomicUsize, Condvar, Mutex, fence, lock};
 
@@ -73,71 +75,6 @@ pub(crate) enum Ready {
     Closed(TaskError),
     /// The deadline passed first.
     TimedOut,
-}
-
-/// Where a block's items come from: a position-addressed store whose items are taken out
-/// once each, by any thread.
-pub(crate) trait Source {
-    /// The items.
-    type Item;
-    /// Number of items.
-    fn len(&self) -> usize;
-    /// Takes item `i` out.
-    ///
-    /// # Safety
-    ///
-    /// `i < len()`, and each `i` is taken at most once, by one thread.
-    unsafe fn take(&self, i: usize) -> Self::Item;
-    /// Drops item `i`, which was never taken.
-    ///
-    /// # Safety
-    ///
-    /// `i < len()` and item `i` was not taken.
-    unsafe fn drop_untaken(&mut self, i: usize);
-}
-
-/// A vector's items, moved out by position.
-pub(crate) struct VecSource<A> {
-    slots: Vec<UnsafeCell<MaybeUninit<A>>>,
-}
-
-// SAFETY: `take` hands each slot to one thread once (its contract), so sharing the source
-// only moves items between threads: `A: Send` suffices.
-unsafe impl<A: Send> Sync for VecSource<A> {}
-
-impl<A> VecSource<A> {
-    pub(crate) fn new(items: Vec<A>) -> Self {
-        VecSource {
-            slots: cast_vec(items),
-        }
-    }
-
-    /// The emptied allocation, for reuse.
-    fn into_empty_vec(mut self) -> Vec<A> {
-        // SAFETY: the slots are `MaybeUninit`: shrinking the length only forgets them (the
-        // owner dropped or took every item before).
-        unsafe { self.slots.set_len(0) };
-        cast_vec(self.slots)
-    }
-}
-
-impl<A> Source for VecSource<A> {
-    type Item = A;
-
-    fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    unsafe fn take(&self, i: usize) -> A {
-        // SAFETY: `i` is in bounds and taken once (the caller's contract), so the slot is
-        // initialised and no other thread touches it.
-        unsafe { (*self.slots[i].get()).assume_init_read() }
-    }
-
-    unsafe fn drop_untaken(&mut self, i: usize) {
-        // SAFETY: `i` is in bounds and was not taken (the caller's contract): initialised.
-        unsafe { self.slots[i].get_mut().assume_init_drop() }
-    }
 }
 
 /// One block of a `map` on the thread pool (see the module docs).
@@ -631,25 +568,6 @@ impl<A, F, R> MapBlock<VecSource<A>, F, R> {
     }
 }
 
-/// Reinterprets an empty or `MaybeUninit`-compatible vector as one of a layout-identical
-/// element type: `A` and `UnsafeCell<MaybeUninit<A>>` (both wrappers are
-/// `repr(transparent)`). Only used between those pairs.
-fn cast_vec<T, U>(v: Vec<T>) -> Vec<U> {
-    debug_assert!(
-        std::mem::size_of::<T>() == std::mem::size_of::<U>()
-            && std::mem::align_of::<T>() == std::mem::align_of::<U>()
-    );
-    let mut v = ManuallyDrop::new(v);
-    let (ptr, len, cap) = (v.as_mut_ptr(), v.len(), v.capacity());
-    // SAFETY: same size and alignment (the pairs below are layout-identical), so the allocation is valid for `cap`
-    // elements of `U`. The callers cast between `X` and `UnsafeCell<MaybeUninit<X>>`, or
-    // `MaybeUninit<X>` and `UnsafeCell<MaybeUninit<X>>` (same layout, `repr(transparent)`);
-    // the `len` elements stay as initialised as they were: a cast to `Vec<A>` is only done
-    // on vectors of length 0 (`recycle`), a cast to the `MaybeUninit` forms needs nothing.
-    // `v` is never used again.
-    unsafe { Vec::from_raw_parts(ptr.cast::<U>(), len, cap) }
-}
-
 impl<S: Source, F, R> Drop for MapBlock<S, F, R> {
     fn drop(&mut self) {
         self.drop_contents();
@@ -736,164 +654,5 @@ where
         // now tells the destructor that the block owns none of them.
         let slots = unsafe { std::mem::take(&mut *self.output.get()) };
         cast_vec(slots)
-    }
-}
-
-/// What the cursor found past its ready run.
-pub(crate) enum Step<R> {
-    /// The next result in order.
-    Item(Result<R, TaskError>),
-    /// The block is consumed.
-    End,
-    /// The deadline passed while waiting.
-    TimedOut,
-}
-
-/// A consumer's position in one block: results are moved out of the block's slots, in order.
-pub(crate) struct Cursor<R> {
-    /// Ready results (pieces seen done, no failed item among them), read in place.
-    run: ReadyRun<R>,
-    /// Index of the first item after the ready run.
-    pos: usize,
-    /// Failed items at or after `pos`, in order (of the last piece examined).
-    errors: VecDeque<(usize, TaskError)>,
-    /// Items from this index on fail with this error (the block was closed).
-    closed: Option<(usize, TaskError)>,
-}
-
-impl<R> Cursor<R> {
-    pub(crate) fn new() -> Self {
-        Cursor {
-            run: ReadyRun::empty(),
-            pos: 0,
-            errors: VecDeque::new(),
-            closed: None,
-        }
-    }
-
-    /// The next ready result, if the run has one.
-    ///
-    /// # Safety
-    ///
-    /// The block this cursor was last advanced in is alive.
-    #[inline]
-    pub(crate) unsafe fn next_ready(&mut self) -> Option<R> {
-        // (The read is `ReadyRun`'s; its memory is the block's, alive by the contract.)
-        self.run.next()
-    }
-
-    /// Hands the ready run out to a consumer that reads it inline; the cursor's own run is
-    /// empty until [`take_back_run`](Self::take_back_run).
-    ///
-    /// # Safety
-    ///
-    /// The block this cursor was last advanced in stays alive, and no other result of it is
-    /// moved out, until the run comes back through `take_back_run` (or is dropped unread).
-    pub(crate) unsafe fn lend_run(&mut self) -> ReadyRun<R> {
-        std::mem::replace(&mut self.run, ReadyRun::empty())
-    }
-
-    /// Takes back what is left of the run [`lend_run`](Self::lend_run) handed out: the
-    /// consumer moved its first results out, in order, and gives back the rest. (Nothing
-    /// left, or nothing lent: an empty run, which changes nothing.)
-    pub(crate) fn take_back_run(&mut self, run: &mut ReadyRun<R>) {
-        let run = std::mem::replace(run, ReadyRun::empty());
-        if !run.is_empty() {
-            self.run = run;
-        }
-    }
-
-    /// Results moved out so far (all of the block's items before this index are gone).
-    pub(crate) fn consumed(&self) -> usize {
-        self.pos - self.run.len()
-    }
-
-    /// Back to the start, for a new block.
-    pub(crate) fn reset(&mut self) {
-        *self = Cursor::new();
-    }
-
-    /// Moves past the ready run: yields the next failure, or waits for the next pieces.
-    /// Call when `next_ready` gave nothing, always with the same block until `End`.
-    pub(crate) fn advance(
-        &mut self,
-        block: &dyn Pieces<R>,
-        help: bool,
-        deadline: Option<Instant>,
-    ) -> Step<R> {
-        loop {
-            let pos = self.pos;
-            if self.errors.front().is_some_and(|(i, _)| *i == pos) {
-                self.pos += 1;
-                if let Some((_, e)) = self.errors.pop_front() {
-                    return Step::Item(Err(e));
-                }
-            }
-            if pos == block.len() {
-                block.set_consumed(pos);
-                return Step::End;
-            }
-            if let Some((from, e)) = &self.closed
-                && pos >= *from
-            {
-                self.pos += 1;
-                return Step::Item(Err(e.clone()));
-            }
-            if let Some(&(failed, _)) = self.errors.front() {
-                // The items up to the next failure are in a piece already seen done.
-                self.ready(block, failed);
-            } else {
-                let j = pos / block.piece_len();
-                match block.wait_piece(j, help, deadline) {
-                    Ready::Done => self.take_run(block, j),
-                    Ready::Closed(e) => self.closed = Some((pos, e)),
-                    Ready::TimedOut => {
-                        block.set_consumed(pos);
-                        return Step::TimedOut;
-                    }
-                }
-            }
-            // SAFETY: the run was just taken from `block`, which the caller holds.
-            if let Some(v) = unsafe { self.next_ready() } {
-                return Step::Item(Ok(v));
-            }
-        }
-    }
-
-    /// Makes the results from `pos` on ready, up to the first failure, over piece `j` (done)
-    /// and the done pieces right after it. Called with no failure pending.
-    fn take_run(&mut self, block: &dyn Pieces<R>, mut j: usize) {
-        let piece = block.piece_len();
-        let len = block.len();
-        let pieces = len.div_ceil(piece);
-        let start = self.pos;
-        let mut end;
-        loop {
-            end = ((j + 1) * piece).min(len);
-            if block.has_errors(j) {
-                self.errors
-                    .extend(block.errors_of(j).into_iter().filter(|(i, _)| *i >= start));
-                break;
-            }
-            j += 1;
-            if j == pieces || !block.is_done(j) {
-                break;
-            }
-        }
-        let run_end = self.errors.front().map_or(end, |(i, _)| *i);
-        self.ready(block, run_end);
-    }
-
-    /// Makes the results from `pos` to `end` the ready run, and moves `pos` to `end`. Called
-    /// with the run empty, over pieces seen done and no failed item before `end`.
-    fn ready(&mut self, block: &dyn Pieces<R>, end: usize) {
-        // SAFETY: results `pos..end` lie in pieces this cursor saw done with `Acquire` (the
-        // callers' contract), with no failed item among them, so each result slot was written
-        // by the claimer of its piece; none was moved out (the cursor is the block's one
-        // consumer, and moves past each result once: `pos` only grows). They are moved out
-        // only through this run; the block keeps them (its drop skips the first `consumed`)
-        // and is alive whenever the run is read: `next_ready` and `lend_run` require it.
-        self.run = unsafe { ReadyRun::new(block.result_ptr(self.pos), end - self.pos) };
-        self.pos = end;
     }
 }

@@ -3,6 +3,8 @@
 mod indexed;
 mod job;
 pub(crate) mod map_block;
+mod map_cursor;
+mod map_source;
 mod ordered_map;
 mod registry;
 pub(crate) mod sleep;

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ThreadPoolExecutor;
-use super::map_block::{Cursor, MapBlock, Step, VecSource};
+use super::map_block::MapBlock;
+use super::map_cursor::{Cursor, Step};
+use super::map_source::VecSource;
 use crate::error::TaskError;
 use crate::executor::Executor;
 use crate::map::{MapInput, MapOptions, OrderedMap, ReadyRun, plus};
