@@ -243,7 +243,9 @@ impl<T> Future<T> {
     /// deciding under the lock of its queue: a task it has not started is dropped (the
     /// worker lives on); the task it runs is stopped by the worker killing itself. The
     /// future fails with `Cancelled` when the answer (or the death) is read, within
-    /// moments: from then on the task cannot run any more. Only the cancelled task is lost:
+    /// moments: from then on the task cannot run any more. A worker that cannot answer (a
+    /// process stopped by SIGSTOP or a debugger, or starved) is killed by the pool after
+    /// one second, to the same effect. Only the cancelled task is lost:
     /// the tasks its worker held and had not started run elsewhere, once each. A task of a
     /// `map` is a chunk of items: cancelling a chunk's future stops the whole chunk. The
     /// pool's statistics count the task as cancelled (and `running` until then), and a
