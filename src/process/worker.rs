@@ -69,7 +69,9 @@ struct Local {
     log: Log,
     /// Since when the oldest result in the log waits (`CLOCK_MONOTONIC` nanoseconds).
     unsent_since: u64,
-    /// The helper is timing the log (woken when a call starts with results waiting).
+    /// The helper is timing the log: woken when a call starts with results waiting, it
+    /// looks every `BACKSTOP` until the main thread is idle (so that a stream of calls wakes
+    /// it once, not once per batch of results).
     armed: bool,
     /// The last batch read from the parent.
     read: u64,
@@ -328,13 +330,17 @@ fn serve_revokes(
     let mut keys = Vec::new();
     let backstop = BACKSTOP.as_nanos() as u64;
     loop {
-        // Sleeps until told something, or until the oldest waiting result is due.
-        let due = {
+        // Sleeps until told something, or, while armed, until the oldest waiting result is
+        // due (with none waiting, for `BACKSTOP`).
+        let timeout = {
             let l = sync::lock(local);
-            l.armed.then(|| l.unsent_since.saturating_add(backstop))
+            l.armed.then(|| match l.log.is_empty() {
+                true => BACKSTOP,
+                false => std::time::Duration::from_nanos(
+                    (l.unsent_since + backstop).saturating_sub(os::monotonic_nanos()),
+                ),
+            })
         };
-        let timeout = due
-            .map(|due| std::time::Duration::from_nanos(due.saturating_sub(os::monotonic_nanos())));
         if helper.wait(&mut keys, timeout).is_err() {
             return;
         }
@@ -364,9 +370,11 @@ fn serve_revokes(
             {
                 return;
             }
-            // Timed until the log is empty; the main thread arms it again when a call
-            // starts with results waiting.
-            l.armed = !l.log.is_empty();
+            // Timed while the main thread runs calls; once it is idle (nothing waits, no
+            // call runs or is queued), it arms this again when a call starts with results
+            // waiting.
+            let idle = running.load(SeqCst) == 0 && l.queue.is_empty();
+            l.armed = !(idle && l.log.is_empty());
         }
     }
 }

@@ -15,9 +15,9 @@
 //! Off, recording costs one relaxed load per result read (and per worker death or start);
 //! the workers send their run times whether or not anyone records (16 bytes per result, no
 //! extra clock read), and the statistics use them always: a worker slot's tasks and busy
-//! time ([`Manager::task_ended`]). Everything drawn goes through the three `record_*`
-//! functions below and the transport's `stolen` (a task given back, sent to another
-//! worker); the recording itself is `remote::recording`'s, shared with the MPI pool.
+//! time ([`Manager::task_ended`]). Everything drawn goes through `task_ended`, the two
+//! `record_*` functions below and the transport's `stolen` (a task given back, sent to
+//! another worker); the recording itself is `remote::recording`'s, shared with the MPI pool.
 
 use super::Manager;
 use crate::error::TaskError;
@@ -30,26 +30,10 @@ impl Manager {
         self.timeline.on()
     }
 
-    /// A task on row `row` ended: with the worker's run times `ran` and the outcome the
-    /// worker encoded (`Ok` bytes), or without a result (`Err`: its worker died, it ran out
-    /// of time, ...). Nothing is drawn without run times.
-    pub(super) fn record_task_ended(
-        &self,
-        row: usize,
-        name: &'static str,
-        ran: Option<[u64; 2]>,
-        outcome: Result<&[u8], &TaskError>,
-    ) {
-        let Some(ran) = ran else { return };
-        let outcome = match outcome {
-            Ok(bytes) => outcome_of_bytes(bytes),
-            Err(e) => outcome_of_error(e),
-        };
-        self.timeline.task(row, ran, outcome, name);
-    }
-
     /// The worker on row `row` ran a task (it returned, or died in it): counted for the
-    /// row's statistics (a task, and its run time when known), and drawn if recording.
+    /// row's statistics (a task, and its run time when known) and, if recording, drawn with
+    /// the outcome the worker encoded (`Ok` bytes) or the error it ended with (`Err`: its
+    /// worker died, it ran out of time, ...). Nothing is drawn without run times.
     pub(super) fn task_ended(
         &self,
         row: usize,
@@ -58,9 +42,14 @@ impl Manager {
         outcome: Result<&[u8], &TaskError>,
     ) {
         self.counters.ran(row, ran);
-        if self.recording() {
-            self.record_task_ended(row, name, ran, outcome);
-        }
+        let Some(ran) = ran.filter(|_| self.recording()) else {
+            return;
+        };
+        let outcome = match outcome {
+            Ok(bytes) => outcome_of_bytes(bytes),
+            Err(e) => outcome_of_error(e),
+        };
+        self.timeline.task(row, ran, outcome, name);
     }
 
     /// Worker `pid` on row `row` died; seen at `at` (`CLOCK_MONOTONIC`).
