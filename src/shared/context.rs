@@ -6,13 +6,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use super::table::TableData;
-
-/// A pool whose workers may hold tables: told when a table's last handle is dropped, so
-/// that it tells them to let it go.
-pub(crate) trait Releaser: Send + Sync {
-    fn release(&self, id: u64);
-}
+use super::table::{Releaser, TableData};
 
 /// A table a task's argument names by id: kept with the task until it is over, so that
 /// its file lives until every worker that needs it has it.

@@ -39,11 +39,13 @@ use bytemuck::Pod;
 #[cfg(all(feature = "mpi", target_os = "linux"))]
 pub(crate) use context::collect_bytes;
 #[cfg(target_os = "linux")]
-pub(crate) use context::{Releaser, TableRef, collect, collect_if_encoding};
+pub(crate) use context::{TableRef, collect, collect_if_encoding};
 #[cfg(all(feature = "mpi", target_os = "linux"))]
 pub(crate) use installed::install_bytes;
 #[cfg(target_os = "linux")]
 pub(crate) use installed::{install, uninstall};
+#[cfg(target_os = "linux")]
+pub(crate) use table::Releaser;
 use table::{Data, TableData};
 
 /// A large read-only slice (`Shared<[T]>` for any [`Pod`] `T`, bytes included) that tasks

@@ -6,8 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytemuck::Pod;
 
+/// A pool whose workers may hold tables: told when a table's last handle is dropped, so
+/// that it tells them to let it go.
 #[cfg(target_os = "linux")]
-use super::context::Releaser;
+pub(crate) trait Releaser: Send + Sync {
+    fn release(&self, id: u64);
+}
 
 /// Numbers the tables of this process; never reused, so a stale id names nothing.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
