@@ -135,6 +135,19 @@ impl Log {
 }
 
 /// `n` ready workers, keyed 1..=n, each with `budget` and at most `max_held` tasks.
+/// A running pool's queue, an empty log and `workers(n, budget, max_held)`.
+fn running(
+    n: u64,
+    budget: Option<usize>,
+    max_held: usize,
+) -> (Queue<Load>, Log, Workers<u64, Load>) {
+    (
+        Queue::new(Phase::Running),
+        Log::default(),
+        workers(n, budget, max_held),
+    )
+}
+
 fn workers(n: u64, budget: Option<usize>, max_held: usize) -> Workers<u64, Load> {
     let mut w = Workers::new(max_held);
     for key in 1..=n {
@@ -156,11 +169,7 @@ fn submit(q: &mut Queue<Load>, log: &Log, n: usize, load: Load) -> Vec<Arc<Atomi
 
 #[test]
 fn dispatch_claims_each_task_and_skips_those_cancelled_while_pending() {
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(1, None, usize::MAX),
-    );
+    let (mut q, mut log, mut w) = running(1, None, usize::MAX);
     let states = submit(&mut q, &log, 3, (1, 0));
     states[1].store(2, SeqCst); // cancelled by its future
     w.dispatch(&mut q, &mut log);
@@ -176,11 +185,7 @@ fn dispatch_claims_each_task_and_skips_those_cancelled_while_pending() {
 
 #[test]
 fn a_batch_stops_at_the_byte_cap_and_a_large_task_goes_alone() {
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(1, None, usize::MAX),
-    );
+    let (mut q, mut log, mut w) = running(1, None, usize::MAX);
     submit(&mut q, &log, 40, (40, 0));
     w.dispatch(&mut q, &mut log);
     assert_eq!(
@@ -189,11 +194,7 @@ fn a_batch_stops_at_the_byte_cap_and_a_large_task_goes_alone() {
         "40 + 40 fit in 100 bytes, a third does not"
     );
 
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(1, None, usize::MAX),
-    );
+    let (mut q, mut log, mut w) = running(1, None, usize::MAX);
     submit(&mut q, &log, 1, (500, 0));
     submit(&mut q, &log, 40, (1, 0));
     w.dispatch(&mut q, &mut log);
@@ -203,11 +204,7 @@ fn a_batch_stops_at_the_byte_cap_and_a_large_task_goes_alone() {
 
 #[test]
 fn a_batch_stops_at_the_file_cap() {
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(1, None, usize::MAX),
-    );
+    let (mut q, mut log, mut w) = running(1, None, usize::MAX);
     submit(&mut q, &log, 40, (0, 1));
     w.dispatch(&mut q, &mut log);
     assert_eq!(log.sizes(), vec![2, 2]);
@@ -215,21 +212,13 @@ fn a_batch_stops_at_the_file_cap() {
 
 #[test]
 fn a_batch_stops_at_max_batch_and_a_worker_at_max_batches_or_max_held() {
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(1, None, usize::MAX),
-    );
+    let (mut q, mut log, mut w) = running(1, None, usize::MAX);
     submit(&mut q, &log, 1000, (0, 0));
     w.dispatch(&mut q, &mut log);
     assert_eq!(log.sizes(), vec![MAX_BATCH; MAX_BATCHES]);
     assert_eq!(q.pending.len(), 1000 - MAX_BATCH * MAX_BATCHES);
 
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(1, None, 5),
-    );
+    let (mut q, mut log, mut w) = running(1, None, 5);
     submit(&mut q, &log, 1000, (0, 0));
     w.dispatch(&mut q, &mut log);
     assert_eq!(log.sizes(), vec![5], "at most 5 held");
@@ -238,11 +227,7 @@ fn a_batch_stops_at_max_batch_and_a_worker_at_max_batches_or_max_held() {
 
 #[test]
 fn the_budget_counts_tasks_sent_and_a_spent_worker_retires_once_empty() {
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(1, Some(3), usize::MAX),
-    );
+    let (mut q, mut log, mut w) = running(1, Some(3), usize::MAX);
     submit(&mut q, &log, 10, (0, 0));
     w.dispatch(&mut q, &mut log);
     assert_eq!(log.ids(), vec![1, 2, 3], "never more than the budget");
@@ -258,11 +243,7 @@ fn the_budget_counts_tasks_sent_and_a_spent_worker_retires_once_empty() {
 
 #[test]
 fn a_task_given_back_returns_to_the_budget() {
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(1, Some(3), usize::MAX),
-    );
+    let (mut q, mut log, mut w) = running(1, Some(3), usize::MAX);
     submit(&mut q, &log, 8, (0, 0));
     w.dispatch(&mut q, &mut log);
     assert_eq!(log.ids(), vec![1, 2, 3]);
@@ -291,11 +272,7 @@ fn a_task_given_back_returns_to_the_budget() {
 
 #[test]
 fn a_death_fails_what_it_started_and_queues_again_the_rest_in_order() {
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(1, None, usize::MAX),
-    );
+    let (mut q, mut log, mut w) = running(1, None, usize::MAX);
     submit(&mut q, &log, 16, (0, 0));
     w.dispatch(&mut q, &mut log);
     assert_eq!(log.ids(), vec![1, 2, 3, 4, 5, 6, 7]);
@@ -321,11 +298,7 @@ fn a_death_fails_what_it_started_and_queues_again_the_rest_in_order() {
 
 #[test]
 fn a_death_without_a_queue_fails_everything_it_held() {
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(1, None, usize::MAX),
-    );
+    let (mut q, mut log, mut w) = running(1, None, usize::MAX);
     submit(&mut q, &log, 2, (0, 0));
     w.dispatch(&mut q, &mut log);
     let (_, held) = w.remove(1).unwrap();
@@ -336,11 +309,7 @@ fn a_death_without_a_queue_fails_everything_it_held() {
 
 #[test]
 fn an_idle_worker_steals_what_a_busy_one_has_not_started() {
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(2, None, usize::MAX),
-    );
+    let (mut q, mut log, mut w) = running(2, None, usize::MAX);
     w.get_mut(2).unwrap().ready = false;
     submit(&mut q, &log, 2, (0, 0));
     w.dispatch(&mut q, &mut log);
@@ -381,11 +350,7 @@ fn an_idle_worker_steals_what_a_busy_one_has_not_started() {
 
 #[test]
 fn a_worker_completes_only_what_it_holds_and_answers_only_what_was_asked() {
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(2, None, usize::MAX),
-    );
+    let (mut q, mut log, mut w) = running(2, None, usize::MAX);
     submit(&mut q, &log, 1, (0, 0));
     w.dispatch(&mut q, &mut log);
     assert_eq!(log.sent[0].0, 1);
@@ -414,11 +379,7 @@ fn a_worker_completes_only_what_it_holds_and_answers_only_what_was_asked() {
 
 #[test]
 fn a_batch_that_never_reached_its_worker_goes_to_the_next() {
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(2, Some(5), usize::MAX),
-    );
+    let (mut q, mut log, mut w) = running(2, Some(5), usize::MAX);
     log.gone.push(1);
     submit(&mut q, &log, 1, (0, 0));
     w.dispatch(&mut q, &mut log);
@@ -432,11 +393,7 @@ fn a_batch_that_never_reached_its_worker_goes_to_the_next() {
 fn a_pending_task_means_no_worker_has_room() {
     for n in 1..=3 {
         for tasks in [0, 1, 5, 50, 300] {
-            let (mut q, mut log, mut w) = (
-                Queue::new(Phase::Running),
-                Log::default(),
-                workers(n, None, 40),
-            );
+            let (mut q, mut log, mut w) = running(n, None, 40);
             submit(&mut q, &log, tasks, (30, 0));
             w.dispatch(&mut q, &mut log);
             if !q.pending.is_empty() {
@@ -450,11 +407,7 @@ fn a_pending_task_means_no_worker_has_room() {
 
 #[test]
 fn tasks_claimed_against_free_slots_go_out_in_the_next_round() {
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(2, None, usize::MAX),
-    );
+    let (mut q, mut log, mut w) = running(2, None, usize::MAX);
     // A dispatcher that runs apart publishes its free slots: one per free batch.
     q.slots = w.free_slots();
     assert_eq!(q.slots, 2 * MAX_BATCHES);
@@ -471,11 +424,7 @@ fn tasks_claimed_against_free_slots_go_out_in_the_next_round() {
 
 #[test]
 fn workers_retire_once_shutdown_leaves_nothing_and_at_once_when_terminated() {
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(2, None, usize::MAX),
-    );
+    let (mut q, mut log, mut w) = running(2, None, usize::MAX);
     submit(&mut q, &log, 1, (0, 0));
     w.dispatch(&mut q, &mut log);
     q.phase = Phase::ShuttingDown;
@@ -491,11 +440,7 @@ fn workers_retire_once_shutdown_leaves_nothing_and_at_once_when_terminated() {
     assert_eq!(log.retired, vec![1, 2]);
     assert!(w.expecting(), "their exits are to come");
 
-    let (mut q, mut log, mut w) = (
-        Queue::new(Phase::Running),
-        Log::default(),
-        workers(1, None, usize::MAX),
-    );
+    let (mut q, mut log, mut w) = running(1, None, usize::MAX);
     submit(&mut q, &log, 1, (0, 0));
     w.dispatch(&mut q, &mut log);
     assert!(w.retire_if_done(&Phase::Terminated, true, &mut log));
