@@ -21,6 +21,7 @@ use crate::error::SubmitError;
 use crate::executor::Executor;
 use crate::future::{Core, Future, INLINE, TaskCell, is_done};
 use crate::process::ProcessPoolExecutor;
+use crate::remote::scheduler::TaskKind;
 use crate::remote::shared_state::refuse_shared_state;
 use crate::remote::{Slot, codec as protocol};
 use crate::task::Payload;
@@ -294,7 +295,7 @@ impl MpiPoolExecutor {
         driver: &Arc<Driver>,
         task: RemoteTask,
         arg: &A,
-        name: &'static str,
+        kind: TaskKind,
     ) -> Result<Future<T>, SubmitError> {
         let arg = protocol::TaskArg {
             captures: task.captures.as_deref(),
@@ -317,7 +318,7 @@ impl MpiPoolExecutor {
             payload,
             tables,
             Box::new(Slot::new(fut.handle(), Pool::Mpi)),
-            name,
+            kind,
         )?;
         Ok(fut)
     }
@@ -357,7 +358,9 @@ impl Executor for MpiPoolExecutor {
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
         match &self.inner {
-            Inner::Ranks(c) => Self::enqueue(c, remote_of(&task, Shape::One)?, &arg, "task"),
+            Inner::Ranks(c) => {
+                Self::enqueue(c, remote_of(&task, Shape::One)?, &arg, TaskKind::Task)
+            }
             Inner::Local(p) => p.try_submit(task, arg),
         }
     }
@@ -369,7 +372,9 @@ impl Executor for MpiPoolExecutor {
     ) -> Result<Future<Chunk<R>>, SubmitError> {
         refuse_shared_state::<A, R>()?;
         match &self.inner {
-            Inner::Ranks(c) => Self::enqueue(c, remote_of(&task, Shape::Chunk)?, &items, "map"),
+            Inner::Ranks(c) => {
+                Self::enqueue(c, remote_of(&task, Shape::Chunk)?, &items, TaskKind::Map)
+            }
             Inner::Local(p) => p.submit_chunk(task, items),
         }
     }

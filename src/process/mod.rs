@@ -22,6 +22,7 @@ use crate::executor::Executor;
 use crate::future::{Core, Future, INLINE, RUNNING, STATE_MASK, TaskCell, is_done};
 use crate::remote::Slot;
 use crate::remote::codec::TaskArg;
+use crate::remote::scheduler::TaskKind;
 use crate::remote::shared_state::refuse_shared_state;
 use crate::task::Payload;
 use crate::task::{RemoteTask, Shape, Task};
@@ -350,7 +351,12 @@ impl ProcessPoolExecutor {
         limit: std::time::Duration,
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(remote_of(&f, Shape::One)?, &arg, Some(limit), "task")
+        self.enqueue(
+            remote_of(&f, Shape::One)?,
+            &arg,
+            Some(limit),
+            TaskKind::Task,
+        )
     }
 
     fn enqueue<A: Payload, T: Payload>(
@@ -358,7 +364,7 @@ impl ProcessPoolExecutor {
         task: RemoteTask,
         arg: &A,
         limit: Option<std::time::Duration>,
-        name: &'static str,
+        kind: TaskKind,
     ) -> Result<Future<T>, SubmitError> {
         let arg = TaskArg {
             captures: task.captures.as_deref(),
@@ -387,7 +393,7 @@ impl ProcessPoolExecutor {
         let slot = Box::new(Slot::new(fut.handle(), Pool::Process));
         let id = self
             .manager
-            .submit(task.target, payload, tables, slot, limit, name)?;
+            .submit(task.target, payload, tables, slot, limit, kind)?;
         // (Before the future is returned: nobody can cancel it sooner.)
         cell.id.store(id, Relaxed);
         Ok(fut)
@@ -411,7 +417,7 @@ impl Executor for ProcessPoolExecutor {
         arg: A,
     ) -> Result<Future<R>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(remote_of(&task, Shape::One)?, &arg, None, "task")
+        self.enqueue(remote_of(&task, Shape::One)?, &arg, None, TaskKind::Task)
     }
 
     fn submit_chunk<A: Payload, R: Payload, T: Task<A, R>>(
@@ -420,7 +426,7 @@ impl Executor for ProcessPoolExecutor {
         items: Vec<A>,
     ) -> Result<Future<Chunk<R>>, SubmitError> {
         refuse_shared_state::<A, R>()?;
-        self.enqueue(remote_of(&task, Shape::Chunk)?, &items, None, "map")
+        self.enqueue(remote_of(&task, Shape::Chunk)?, &items, None, TaskKind::Map)
     }
 
     fn shutdown_with(&self, wait: bool, cancel_futures: bool) {

@@ -309,7 +309,7 @@ impl Dispatcher {
                     let timed = sent != 0 && ran != [0, 0];
                     (self.client.counters).ran(key as usize, timed.then_some(ran));
                     if timed && self.client.timeline.on() {
-                        self.record_task_ended(key, w.name, ran, sent, &buf[range.clone()]);
+                        self.record_task_ended(key, w.kind.name(), ran, sent, &buf[range.clone()]);
                     }
                     items.push((w.completion, range));
                 }

@@ -39,7 +39,7 @@ use super::error::MpiError;
 use super::wire::{self, Reader, kind};
 use crate::error::{ExitStatus, SubmitError, TaskError};
 use crate::remote::IdMap;
-use crate::remote::scheduler::{Phase, Queue, Work, Worker, Workers};
+use crate::remote::scheduler::{Phase, Queue, TaskKind, Work, Worker, Workers};
 use crate::remote::{Completion, FnRef};
 use crate::shared::TableRef;
 use crate::sync::{Condvar, Mutex, lock};
@@ -227,7 +227,7 @@ impl Client {
         payload: Vec<u8>,
         tables: Vec<TableRef>,
         completion: Box<dyn Completion>,
-        name: &'static str,
+        kind: TaskKind,
     ) -> Result<(), SubmitError> {
         if let Some(t) = tables
             .iter()
@@ -253,7 +253,7 @@ impl Client {
                 .into(),
             ));
         }
-        let work = Work::new(target, payload, completion, tables, name, None);
+        let work = Work::new(target, payload, completion, tables, kind, None);
         let mut s = lock(&self.state);
         s.queue.submit(work, &self.counters)?;
         s.events += 1;

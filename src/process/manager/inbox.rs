@@ -182,7 +182,7 @@ impl Manager {
                 } else {
                     bytes
                 };
-                self.task_ended(row, w.name, record.ran, bytes.as_deref());
+                self.task_ended(row, w.kind.name(), record.ran, bytes.as_deref());
                 finished.push((w.completion, bytes));
                 self.payload_files.put(w.payload);
             }
@@ -255,7 +255,7 @@ impl Manager {
                     cancelled.push(w);
                 } else if let Some((bytes, ran)) = record.filter(|_| !terminated) {
                     // Finished, its result committed to the log: delivered.
-                    self.task_ended(link.row, w.name, ran, Ok(&bytes));
+                    self.task_ended(link.row, w.kind.name(), ran, Ok(&bytes));
                     finished.push((w.completion, Ok(bytes)));
                     self.payload_files.put(w.payload);
                 } else {
@@ -308,7 +308,7 @@ impl Manager {
         // (the log says when) until the death was seen.
         if let Some((w, error)) = failed.iter().find(|(w, _)| w.id == log.started) {
             let ran = Some([log.started_at, seen_dead]);
-            self.task_ended(link.row, w.name, ran, Err(error));
+            self.task_ended(link.row, w.kind.name(), ran, Err(error));
         }
         for (w, error) in failed {
             finished.push((w.completion, Err(error)));

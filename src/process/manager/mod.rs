@@ -39,7 +39,7 @@ use crate::error::{SubmitError, TaskError};
 use crate::os::{Poller, Socket};
 use crate::remote::bootstrap::StartError;
 use crate::remote::recording::Recording;
-use crate::remote::scheduler::{Phase, Queue, Work, Workers};
+use crate::remote::scheduler::{Phase, Queue, TaskKind, Work, Workers};
 use crate::remote::{Completion, FnRef, IdMap, codec};
 use crate::shared::TableRef;
 use crate::stats::{Outcome, RemoteCounters};
@@ -320,10 +320,10 @@ impl Manager {
         tables: Vec<TableRef>,
         completion: Box<dyn Completion>,
         limit: Option<Duration>,
-        name: &'static str,
+        kind: TaskKind,
     ) -> Result<u64, SubmitError> {
         let mut st = sync::lock(&self.state);
-        let work = Work::new(target, payload, completion, tables, name, limit);
+        let work = Work::new(target, payload, completion, tables, kind, limit);
         let st = &mut *st;
         let id = st.queue.submit(work, &st.counters)?;
         if limit.is_some() || self.config.task_timeout.is_some() {

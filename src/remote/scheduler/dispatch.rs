@@ -45,13 +45,14 @@ impl<L, P> Workers<L, P> {
                     let (b, f) = T::weight(&w.payload);
                     first || (bytes + b <= T::MAX_BATCH_BYTES && files + f <= T::MAX_BATCH_FILES)
                 };
-                let Some(work) = queue.pop_claimed(counters, fits) else {
+                if !queue.pop_claimed(counters, fits, &mut works) {
                     break;
-                };
-                let (b, f) = T::weight(&work.payload);
-                bytes += b;
-                files += f;
-                works.push(work);
+                }
+                if let Some(work) = works.last() {
+                    let (b, f) = T::weight(&work.payload);
+                    bytes += b;
+                    files += f;
+                }
             }
             if works.is_empty() {
                 continue;
@@ -85,7 +86,7 @@ impl<L, P> Workers<L, P> {
                 // event per victim, in the order given back).
                 let mut steal: Option<(usize, u64)> = None;
                 for w in batch.works.iter_mut() {
-                    match (w.given_by.take(), &mut steal) {
+                    match (w.given_by.take().map(|v| v as usize), &mut steal) {
                         (None, _) => {}
                         (Some(v), Some((victim, n))) if v == *victim => *n += 1,
                         (Some(v), _) => {

@@ -99,7 +99,7 @@ pub(crate) mod workers;
 use std::time::Duration;
 
 pub(crate) use dispatch::Batch;
-pub(crate) use work::{Phase, Queue, Work};
+pub(crate) use work::{Phase, Queue, TaskKind, Work};
 #[cfg_attr(not(feature = "mpi"), allow(unused_imports))]
 pub(crate) use workers::Unasked;
 pub(crate) use workers::{Worker, Workers, bury};

@@ -47,7 +47,14 @@ pub(crate) fn task<P>(payload: P) -> (Work<P>, Arc<AtomicU8>) {
         state.clone(),
         TaskTrace::submitted(crate::trace::Pool::Process),
     );
-    let w = Work::new(TARGET, payload, Box::new(fake), Vec::new(), "task", None);
+    let w = Work::new(
+        TARGET,
+        payload,
+        Box::new(fake),
+        Vec::new(),
+        TaskKind::Task,
+        None,
+    );
     (w, state)
 }
 

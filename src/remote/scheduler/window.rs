@@ -100,6 +100,7 @@ impl Window {
     }
 
     /// Forgets `task` (finished, or given back); false if this worker did not hold it.
+    #[inline]
     pub(crate) fn release(&mut self, task: u64) -> bool {
         let pos = if self.held.front().is_some_and(|&(t, _)| t == task) {
             0

@@ -151,6 +151,7 @@ impl<L, P> Workers<L, P> {
     /// Worker `key` finished task `id` (its result came): forgets it there; a worker whose
     /// budget is spent is retired once it holds nothing more. The task, unless it was
     /// completed already (by `cancel_running`). `Unasked`: that worker did not hold it.
+    #[inline]
     pub(crate) fn finished<T: Transport<Link = L>>(
         &mut self,
         key: u64,
@@ -189,7 +190,7 @@ impl<L, P> Workers<L, P> {
         let back: Vec<Work<P>> = (back.into_iter())
             .filter_map(|id| self.inflight.remove(&id))
             .map(|mut w| {
-                w.given_by = Some(row);
+                w.given_by = u32::try_from(row).ok();
                 w
             })
             .collect();
