@@ -236,6 +236,16 @@ impl RemoteCounters {
         c.fetch_add(n, Relaxed);
     }
 
+    /// A task ended this way: counted as done, failed or cancelled.
+    pub(crate) fn ended(&self, outcome: Outcome) {
+        let c = match outcome {
+            Outcome::Ok => &self.done,
+            Outcome::Failed => &self.failed,
+            Outcome::Cancelled => &self.cancelled,
+        };
+        c.fetch_add(1, Relaxed);
+    }
+
     /// The worker on slot `row` ran a task, from `ran[0]` to `ran[1]` (any one clock's
     /// nanoseconds) if its run times are known.
     pub(crate) fn ran(&self, row: usize, ran: Option<[u64; 2]>) {
@@ -469,5 +479,21 @@ impl Counters {
             workers,
             ..PoolStats::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_outcome_is_counted_once_where_it_belongs() {
+        let c = RemoteCounters::with_rows(1);
+        c.ended(Outcome::Ok);
+        c.ended(Outcome::Ok);
+        c.ended(Outcome::Failed);
+        c.ended(Outcome::Cancelled);
+        let s = c.snapshot(0, 0);
+        assert_eq!((s.done, s.failed, s.cancelled), (2, 1, 1));
     }
 }

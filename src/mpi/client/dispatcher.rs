@@ -8,7 +8,7 @@
 use super::transport::{Messages, Rank};
 use super::*;
 use crate::remote::scheduler::{Unasked, bury};
-use crate::stats::{Outcome, RemoteCounters};
+use crate::stats::RemoteCounters;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Every this many rounds, the dispatcher looks whether it is time to watch the workers.
@@ -29,23 +29,13 @@ pub(super) struct Finished {
 impl Finished {
     /// Completes the futures (their callbacks run here), and counts how they ended.
     pub(super) fn complete(self, counters: &RemoteCounters) {
-        let count = |ended| {
-            RemoteCounters::add(
-                match ended {
-                    Outcome::Ok => &counters.done,
-                    Outcome::Failed => &counters.failed,
-                    Outcome::Cancelled => &counters.cancelled,
-                },
-                1,
-            )
-        };
         for (buf, items) in self.batches {
             for (c, range) in items {
-                count(c.complete(Ok(&buf[range])));
+                counters.ended(c.complete(Ok(&buf[range])));
             }
         }
         for (c, e) in self.failed {
-            count(c.complete(Err(e)));
+            counters.ended(c.complete(Err(e)));
         }
     }
 }

@@ -42,7 +42,7 @@ use crate::remote::recording::Recording;
 use crate::remote::scheduler::{Phase, Queue, TaskKind, Work, Workers};
 use crate::remote::{Completion, FnRef, IdMap, codec};
 use crate::shared::TableRef;
-use crate::stats::{Outcome, RemoteCounters};
+use crate::stats::RemoteCounters;
 use crate::sync::{self, Condvar, Mutex};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -166,14 +166,7 @@ impl Manager {
                 }
                 Err(e) => c.settle_deferring(Err(e)),
             };
-            RemoteCounters::add(
-                match ended {
-                    Outcome::Ok => &counters.done,
-                    Outcome::Failed => &counters.failed,
-                    Outcome::Cancelled => &counters.cancelled,
-                },
-                1,
-            );
+            counters.ended(ended);
             if let Some(job) = deferred {
                 self.callbacks.run(job);
             }
