@@ -132,13 +132,15 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
             .spawn(move || serve_revokes(&ctl, &main, &local, &running, &helper))
             .map_err(WorkerError::Thread)?;
     }
+    // The lock taken to log a call's result, kept to take the next call (one lock per call).
+    let mut held = None;
     loop {
         // The lock also orders this against a revoke being answered: once the queue is seen
         // empty, the answer (if any) is on its way, ahead of anything sent after.
         // The call taken is published under the lock, for `cancel`, and so is its start
         // (the parent reads this only after this process is dead).
         let (job, start, arm) = {
-            let mut l = sync::lock(&local);
+            let mut l = held.take().unwrap_or_else(|| sync::lock(&local));
             let job = l.queue.pop_front();
             running.store(job.as_ref().map_or(0, |j| j.call.id), SeqCst);
             let start = job.as_ref().map_or(0, |j| l.log.started(j.call.id));
@@ -199,8 +201,8 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
         let id = job.call.id;
         // Unmapped before the result goes: the parent reuses the file once it has it.
         drop(job);
-        let mut l = sync::lock(&local);
-        let l = &mut *l;
+        let mut guard = sync::lock(&local);
+        let l = &mut *guard;
         if l.log.is_empty() {
             l.unsent_since = end;
         }
@@ -214,6 +216,7 @@ fn serve(socket: OsString) -> Result<(), WorkerError> {
         if end.saturating_sub(l.unsent_since) >= FLUSH_AFTER.as_nanos() as u64 {
             flush(&main, &mut l.log)?;
         }
+        held = Some(guard);
     }
 }
 
