@@ -243,7 +243,7 @@ impl RemoteCounters {
             Outcome::Failed => &self.failed,
             Outcome::Cancelled => &self.cancelled,
         };
-        c.fetch_add(1, Relaxed);
+        Self::add(c, 1);
     }
 
     /// The worker on slot `row` ran a task, from `ran[0]` to `ran[1]` (any one clock's

@@ -141,7 +141,6 @@ impl Log {
     }
 }
 
-/// `n` ready workers, keyed 1..=n, each with `budget` and at most `max_held` tasks.
 /// A running pool's queue, an empty log and `workers(n, budget, max_held)`.
 fn running(
     n: u64,
@@ -155,6 +154,7 @@ fn running(
     )
 }
 
+/// `n` ready workers, keyed 1..=n, each with `budget` and at most `max_held` tasks.
 fn workers(n: u64, budget: Option<usize>, max_held: usize) -> Workers<u64, Load> {
     let mut w = Workers::new(max_held);
     for key in 1..=n {
